@@ -1,0 +1,139 @@
+//! What a hub knows about an exit: its addresses, attributes and capacity,
+//! and the filters clients select exits by. Shared by the hub wire codec, the
+//! hub directory and client-side selection.
+
+use crate::ids::PeerId;
+use core::fmt;
+
+/// Most labels one exit may carry.
+pub const MAX_LABELS: usize = 16;
+/// Longest label, in bytes.
+pub const MAX_LABEL_LEN: usize = 32;
+/// Most addresses one exit may advertise.
+pub const MAX_ADDRS: usize = 8;
+/// Longest advertised address (binary multiaddr), in bytes.
+pub const MAX_ADDR_LEN: usize = 128;
+
+/// An ISO 3166-1 alpha-2 country code, stored upper-case.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CountryCode([u8; 2]);
+
+impl CountryCode {
+    /// Parses two ASCII letters, either case; `None` otherwise.
+    pub fn parse(s: &str) -> Option<CountryCode> {
+        match s.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Some(CountryCode([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => None,
+        }
+    }
+
+    /// The two upper-case letters.
+    pub fn as_bytes(&self) -> [u8; 2] {
+        self.0
+    }
+
+    /// The code from its two wire bytes; `None` unless both are letters.
+    pub fn from_bytes(b: [u8; 2]) -> Option<CountryCode> {
+        CountryCode::parse(core::str::from_utf8(&b).ok()?)
+    }
+}
+
+impl fmt::Debug for CountryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for CountryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", char::from(self.0[0]), char::from(self.0[1]))
+    }
+}
+
+/// Whether a label is acceptable: 1..=32 bytes of `[a-z0-9_.:]` (no `-`, which
+/// separates parameters in a SOCKS5 username).
+pub fn valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_LABEL_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':'))
+}
+
+/// An exit's self-declared attributes.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct Attrs {
+    /// Where the exit's egress is.
+    pub country: Option<CountryCode>,
+    /// Free-form labels (`residential`, `dc`, `isp:foo`), at most [`MAX_LABELS`], sorted, unique.
+    pub labels: Vec<String>,
+}
+
+/// A client's requirements on an exit: every given field must match.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct PeerFilter {
+    /// The exit's country must be this one.
+    pub country: Option<CountryCode>,
+    /// The exit must carry every one of these labels.
+    pub labels: Vec<String>,
+}
+
+impl PeerFilter {
+    /// Whether an exit with `attrs` satisfies the filter.
+    pub fn matches(&self, attrs: &Attrs) -> bool {
+        self.country.is_none_or(|c| attrs.country == Some(c))
+            && self.labels.iter().all(|l| attrs.labels.contains(l))
+    }
+}
+
+/// One address an exit can be dialed on: opaque bytes (a binary multiaddr in
+/// production, a node index in the simulator), at most [`MAX_ADDR_LEN`].
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct PeerAddr(pub Vec<u8>);
+
+/// What the hub's directory holds about one exit, and what `Find` returns.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct PeerRecord {
+    /// The exit.
+    pub peer: PeerId,
+    /// Where it can be dialed, at most [`MAX_ADDRS`].
+    pub addrs: Vec<PeerAddr>,
+    /// Its attributes.
+    pub attrs: Attrs,
+    /// How many concurrent sessions it is willing to carry.
+    pub capacity: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn country_codes() {
+        assert_eq!(CountryCode::parse("de"), CountryCode::parse("DE"));
+        assert!(CountryCode::parse("d").is_none());
+        assert!(CountryCode::parse("d1").is_none());
+        assert!(CountryCode::parse("deu").is_none());
+        assert_eq!(CountryCode::parse("de").map(|c| c.to_string()).as_deref(), Some("DE"));
+    }
+
+    #[test]
+    fn filters_match_all_fields() {
+        let de = CountryCode::parse("de");
+        let attrs = Attrs { country: de, labels: vec!["dc".into(), "fast".into()] };
+        assert!(PeerFilter::default().matches(&attrs));
+        assert!(PeerFilter { country: de, labels: vec!["dc".into()] }.matches(&attrs));
+        assert!(!PeerFilter { country: CountryCode::parse("us"), labels: vec![] }.matches(&attrs));
+        assert!(!PeerFilter { country: None, labels: vec!["residential".into()] }.matches(&attrs));
+    }
+
+    #[test]
+    fn labels() {
+        assert!(valid_label("isp:foo_1.a"));
+        assert!(!valid_label(""));
+        assert!(!valid_label("has-dash"));
+        assert!(!valid_label("Upper"));
+        assert!(!valid_label(&"a".repeat(MAX_LABEL_LEN + 1)));
+    }
+}

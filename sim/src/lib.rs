@@ -1,0 +1,2 @@
+//! meshproxy simulator (being written).
+#![forbid(unsafe_code)]
