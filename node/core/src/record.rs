@@ -57,8 +57,9 @@ impl fmt::Display for CountryCode {
 pub fn valid_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_LABEL_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':'))
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':')
+        })
 }
 
 /// An exit's self-declared attributes.
