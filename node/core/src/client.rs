@@ -1,0 +1,790 @@
+//! The client role: one session per app connection on a listener.
+//!
+//! ```text
+//! Handshake ──request──▶ Waiting ◀──────────────┐ (no usable exit yet:
+//!    │                      │ pick an exit      │  exit list refresh, backoff)
+//!    │                      ▼                   │
+//!    │                   Dialing ──▶ Opening ──▶ Awaiting ──success──▶ Spliced
+//!    │                      └───────────┴──────────┴── exit's fault: retry ──┘
+//!    └─ malformed / auth / timeout: reply, close          destination's fault: reply, close
+//! ```
+//! The app gets its SOCKS5/HTTP answer only once the exit has answered, so
+//! its status is the destination's real one.
+
+use crate::config::{ClientConfig, ListenerConfig, ListenerProtocol, StickyMode, Timeouts};
+use crate::ctx::{Ctx, Reach, TimerKey};
+use crate::http_connect::{self, HttpAction, HttpConnectHandshake};
+use crate::ids::{ListenerId, PeerId, SessionId, StreamId};
+use crate::io::{Close, Event, FailReason, Output, Protocol, SpliceLimits, SpliceReport, StateSnapshot};
+use crate::record::{PeerFilter, PeerRecord};
+use crate::selection::breaker::CircuitBreaker;
+use crate::selection::latency::{pick_two, Ewma};
+use crate::selection::sticky::{StickyKey, StickyPool};
+use crate::socks::{self, SocksAction, SocksHandshake, UserParams};
+use crate::target::{Status, TargetAddr};
+use crate::time::Instant;
+use crate::wire::proxy::{self, ConnectRequest, PROXY_VERSION};
+use bytes::Bytes;
+use core::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Most app bytes buffered between the handshake and the splice.
+const LEFTOVER_MAX: usize = 64 * 1024;
+/// Sessions waiting for exits refresh the list at most this often.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+/// Latency assumed for an exit never measured, so new exits get tried.
+const UNMEASURED_LATENCY: Duration = Duration::from_millis(50);
+
+#[derive(Debug)]
+enum Handshake {
+    Detect,
+    Socks(SocksHandshake),
+    Http(HttpConnectHandshake),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AppKind {
+    Socks,
+    Http,
+}
+
+#[derive(Debug)]
+struct AppRequest {
+    kind: AppKind,
+    target: TargetAddr,
+    filter: PeerFilter,
+    sticky: Option<StickyKey>,
+    session: Option<SessionId>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Handshake(Handshake),
+    /// No usable exit right now; re-evaluated on new exits or at the deadline.
+    Waiting,
+    Dialing { exit: PeerId },
+    Opening { exit: PeerId, stream: StreamId },
+    Awaiting { exit: PeerId, stream: StreamId, inbox: Vec<u8>, sent: Instant },
+    Spliced { exit: PeerId, stream: StreamId },
+}
+
+#[derive(Debug)]
+struct ClientSession {
+    listener: ListenerId,
+    accepted: Instant,
+    budget_end: Instant,
+    phase: Phase,
+    req: Option<AppRequest>,
+    tried: Vec<PeerId>,
+    attempts: u32,
+    last_status: Status,
+    /// App bytes received after its request, for the exit.
+    leftover: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct KnownExit {
+    record: PeerRecord,
+    seen: Instant,
+    failures: u32,
+    retry_at: Instant,
+    breaker: CircuitBreaker,
+    latency: Ewma,
+    active: u32,
+}
+
+/// Why no attempt starts right now.
+enum Pick {
+    Exit(PeerId),
+    /// Wait until this instant (or until new exits arrive).
+    Wait(Instant),
+    Fail(FailReason),
+}
+
+/// The client side: listeners' sessions, the known exits and the sticky pool.
+#[derive(Debug)]
+pub(crate) struct ClientRole {
+    config: ClientConfig,
+    sessions: BTreeMap<StreamId, ClientSession>,
+    /// Peer stream → the app stream whose session owns it.
+    peer_streams: BTreeMap<StreamId, StreamId>,
+    exits: BTreeMap<PeerId, KnownExit>,
+    sticky: StickyPool,
+    waiting: BTreeSet<StreamId>,
+    dial_waiters: BTreeMap<PeerId, BTreeSet<StreamId>>,
+    finds_pending: usize,
+    refreshed: Option<Instant>,
+}
+
+impl ClientRole {
+    pub(crate) fn new(config: ClientConfig) -> ClientRole {
+        let sticky = StickyPool::new(config.selection.sticky_capacity, config.selection.sticky_ttl);
+        ClientRole {
+            config,
+            sessions: BTreeMap::new(),
+            peer_streams: BTreeMap::new(),
+            exits: BTreeMap::new(),
+            sticky,
+            waiting: BTreeSet::new(),
+            dial_waiters: BTreeMap::new(),
+            finds_pending: 0,
+            refreshed: None,
+        }
+    }
+
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub(crate) fn stream_count(&self) -> usize {
+        self.sessions.len() + self.peer_streams.len()
+    }
+
+    pub(crate) fn known_exits(&self) -> usize {
+        self.exits.len()
+    }
+
+    pub(crate) fn sticky_snapshot(&self) -> Vec<u8> {
+        self.sticky.snapshot()
+    }
+
+    pub(crate) fn restore(&mut self, now: Instant, snapshot: &StateSnapshot) -> bool {
+        match StickyPool::restore(
+            &snapshot.sticky,
+            self.config.selection.sticky_capacity,
+            self.config.selection.sticky_ttl,
+            now,
+        ) {
+            Ok(pool) => {
+                self.sticky = pool;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The session (by app stream) a stream belongs to.
+    pub(crate) fn session_of(&self, stream: StreamId) -> Option<StreamId> {
+        if self.sessions.contains_key(&stream) {
+            Some(stream)
+        } else {
+            self.peer_streams.get(&stream).copied()
+        }
+    }
+
+    pub(crate) fn wants_refresh(&self) -> bool {
+        self.finds_pending == 0
+    }
+
+    pub(crate) fn on_accept(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        max_sessions: usize,
+        listener: ListenerId,
+        stream: StreamId,
+    ) {
+        let known = usize::try_from(listener.0).ok().filter(|&i| i < self.config.listeners.len());
+        if known.is_none() || self.sessions.len() >= max_sessions {
+            ctx.emit(Output::Close { stream, how: Close::Reset });
+            let reason = FailReason::Overloaded;
+            ctx.event(Event::SessionFailed { listener, reason, status: Status::GeneralFailure });
+            return;
+        }
+        ctx.event(Event::AppAccepted { listener });
+        let session = ClientSession {
+            listener,
+            accepted: now,
+            budget_end: now + t.handshake + t.setup_budget,
+            phase: Phase::Handshake(Handshake::Detect),
+            req: None,
+            tried: Vec::new(),
+            attempts: 0,
+            last_status: Status::GeneralFailure,
+            leftover: Vec::new(),
+        };
+        self.sessions.insert(stream, session);
+        ctx.timers.set(TimerKey::ClientSession(stream), now + t.handshake);
+    }
+
+    fn listener(&self, id: ListenerId) -> &ListenerConfig {
+        let i = usize::try_from(id.0).unwrap_or(usize::MAX).min(self.config.listeners.len() - 1);
+        &self.config.listeners[i]
+    }
+
+    pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId, data: &[u8]) {
+        if let Some(&app) = self.peer_streams.get(&stream) {
+            self.on_peer_data(ctx, now, t, app, stream, data);
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&stream) else { return };
+        match &mut s.phase {
+            Phase::Handshake(_) => self.on_handshake_data(ctx, now, t, stream, data),
+            Phase::Spliced { .. } => {}
+            _ => {
+                // The app is talking before we answered it: keep it for the exit, bounded.
+                if s.leftover.len() + data.len() > LEFTOVER_MAX {
+                    self.fail(ctx, stream, FailReason::Handshake, Status::GeneralFailure);
+                } else {
+                    s.leftover.extend_from_slice(data);
+                }
+            }
+        }
+    }
+
+    fn on_handshake_data(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, app: StreamId, data: &[u8]) {
+        let Some(s) = self.sessions.get(&app) else { return };
+        let listener_id = s.listener;
+        let listener = self.listener(listener_id).clone();
+        let Some(s) = self.sessions.get_mut(&app) else { return };
+        let Phase::Handshake(hs) = &mut s.phase else { return };
+        if matches!(hs, Handshake::Detect) {
+            let Some(&first) = data.first() else { return };
+            *hs = match (listener.protocol, first) {
+                (ListenerProtocol::Socks5, _) | (ListenerProtocol::Both, 5) => {
+                    Handshake::Socks(SocksHandshake::new(listener.socks_auth.clone()))
+                }
+                _ => Handshake::Http(HttpConnectHandshake::new(listener.http_auth.clone())),
+            };
+        }
+        let outcome = match hs {
+            Handshake::Detect => return,
+            Handshake::Socks(h) => drive_socks(ctx, app, h, data),
+            Handshake::Http(h) => drive_http(ctx, app, h, data),
+        };
+        match outcome {
+            HandshakeOutcome::More => {}
+            HandshakeOutcome::Rejected => {
+                self.forget(ctx, app);
+                ctx.emit(Output::Close { stream: app, how: Close::Fin });
+                ctx.event(Event::SessionFailed {
+                    listener: listener_id,
+                    reason: FailReason::Handshake,
+                    status: Status::GeneralFailure,
+                });
+            }
+            HandshakeOutcome::Request { kind, target, params, leftover } => {
+                let Some(req) = app_request(listener_id, &listener, kind, target, params) else {
+                    // The username asks for a country the listener excludes.
+                    let s = self.sessions.get_mut(&app);
+                    if let Some(s) = s {
+                        s.req = Some(AppRequest {
+                            kind,
+                            target: TargetAddr::Domain(String::new(), 0),
+                            filter: PeerFilter::default(),
+                            sticky: None,
+                            session: None,
+                        });
+                    }
+                    self.fail(ctx, app, FailReason::NoExit, Status::NetworkUnreachable);
+                    return;
+                };
+                let Some(s) = self.sessions.get_mut(&app) else { return };
+                s.req = Some(req);
+                s.leftover = leftover.to_vec();
+                s.phase = Phase::Waiting;
+                self.attempt(ctx, now, t, app);
+            }
+        }
+    }
+
+    /// Starts the next attempt: picks an exit, or waits, or fails the session.
+    fn attempt(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, app: StreamId) {
+        let Some(s) = self.sessions.get(&app) else { return };
+        if now >= s.budget_end {
+            let status = if s.attempts == 0 { Status::NetworkUnreachable } else { s.last_status };
+            let reason = if s.attempts == 0 { FailReason::NoExit } else { FailReason::Timeout };
+            self.fail(ctx, app, reason, status);
+            return;
+        }
+        match self.pick(ctx, now, app) {
+            Pick::Fail(reason) => {
+                let status = match (reason, s.attempts) {
+                    (FailReason::NoExit, _) | (FailReason::StickyUnavailable, 0) => {
+                        Status::NetworkUnreachable
+                    }
+                    _ => s.last_status,
+                };
+                self.fail(ctx, app, reason, status);
+            }
+            Pick::Wait(until) => {
+                let until = until.min(s.budget_end);
+                self.waiting.insert(app);
+                if let Some(s) = self.sessions.get_mut(&app) {
+                    s.phase = Phase::Waiting;
+                }
+                ctx.timers.set(TimerKey::ClientSession(app), until);
+            }
+            Pick::Exit(exit) => {
+                self.waiting.remove(&app);
+                let Some(known) = self.exits.get_mut(&exit) else { return };
+                known.active += 1;
+                let addrs = known.record.addrs.clone();
+                let Some(s) = self.sessions.get_mut(&app) else { return };
+                s.attempts += 1;
+                s.tried.push(exit);
+                ctx.timers.set(TimerKey::ClientSession(app), (now + t.attempt).min(s.budget_end));
+                match ctx.reach(now, exit, &addrs, t.dial) {
+                    Reach::Connected => self.open(ctx, app, exit),
+                    Reach::Dialing => {
+                        s.phase = Phase::Dialing { exit };
+                        self.dial_waiters.entry(exit).or_default().insert(app);
+                    }
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, ctx: &mut Ctx, app: StreamId, exit: PeerId) {
+        let Some(s) = self.sessions.get_mut(&app) else { return };
+        let stream = ctx.stream_id();
+        s.phase = Phase::Opening { exit, stream };
+        self.peer_streams.insert(stream, app);
+        ctx.emit(Output::OpenStream { stream, peer: exit, protocol: Protocol::Proxy });
+    }
+
+    /// Chooses the exit for the session's next attempt.
+    fn pick(&mut self, ctx: &mut Ctx, now: Instant, app: StreamId) -> Pick {
+        let Some(s) = self.sessions.get(&app) else { return Pick::Fail(FailReason::AppClosed) };
+        let Some(req) = &s.req else { return Pick::Fail(FailReason::Handshake) };
+        let fallback = self.listener(s.listener).fallback;
+        let listing_known = self.refreshed.is_some();
+        if let Some(key) = &req.sticky {
+            if let Some(pinned) = self.sticky.get(key, now) {
+                let usable = self.exits.get_mut(&pinned).is_some_and(|e| {
+                    req.filter.matches(&e.record.attrs) && e.retry_at <= now && e.breaker.allows(now)
+                });
+                if usable && !s.tried.contains(&pinned) {
+                    return Pick::Exit(pinned);
+                }
+                if !fallback {
+                    let unknown = !self.exits.contains_key(&pinned);
+                    if unknown && (!listing_known || self.finds_pending > 0) {
+                        return Pick::Wait(s.budget_end);
+                    }
+                    return Pick::Fail(FailReason::StickyUnavailable);
+                }
+            }
+        }
+        let mut candidates = Vec::new();
+        let mut next_retry = None::<Instant>;
+        for (peer, e) in &self.exits {
+            if s.tried.contains(peer) || !req.filter.matches(&e.record.attrs) {
+                continue;
+            }
+            if e.retry_at > now || !e.breaker.would_allow(now) {
+                let at = e.retry_at.max(e.breaker.retry_at().unwrap_or(Instant::ZERO));
+                next_retry = Some(next_retry.map_or(at, |n| n.min(at)));
+                continue;
+            }
+            let latency = e.latency.estimate().unwrap_or(UNMEASURED_LATENCY);
+            let score = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+            candidates.push((*peer, score.saturating_mul(u64::from(e.active) + 1)));
+        }
+        let chosen = pick_two(&candidates, &mut ctx.rng, |c| c.1).map(|c| c.0);
+        if let Some(exit) = chosen {
+            if self.exits.get_mut(&exit).is_some_and(|e| e.breaker.allows(now)) {
+                return Pick::Exit(exit);
+            }
+        }
+        if !listing_known || self.finds_pending > 0 {
+            return Pick::Wait(s.budget_end);
+        }
+        match next_retry {
+            Some(at) => Pick::Wait(at),
+            None if s.attempts > 0 => Pick::Fail(FailReason::ExitFailed),
+            None => Pick::Fail(FailReason::NoExit),
+        }
+    }
+
+    pub(crate) fn on_peer_connected(&mut self, ctx: &mut Ctx, peer: PeerId) {
+        for app in self.dial_waiters.remove(&peer).unwrap_or_default() {
+            if matches!(self.sessions.get(&app).map(|s| &s.phase), Some(Phase::Dialing { exit }) if *exit == peer) {
+                self.open(ctx, app, peer);
+            }
+        }
+    }
+
+    pub(crate) fn on_dial_failed(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, peer: PeerId) {
+        for app in self.dial_waiters.remove(&peer).unwrap_or_default() {
+            if matches!(self.sessions.get(&app).map(|s| &s.phase), Some(Phase::Dialing { exit }) if *exit == peer) {
+                self.exit_failed(ctx, now, t, app, Status::GeneralFailure);
+            }
+        }
+    }
+
+    pub(crate) fn on_stream_opened(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId) {
+        let Some(&app) = self.peer_streams.get(&stream) else { return };
+        let Some(s) = self.sessions.get_mut(&app) else { return };
+        let Phase::Opening { exit, stream: st } = s.phase else { return };
+        if st != stream {
+            return;
+        }
+        let Some(req) = &s.req else { return };
+        let mut buf = Vec::new();
+        let request = ConnectRequest { version: PROXY_VERSION, target: req.target.clone(), session: req.session };
+        proxy::encode_request(&request, &mut buf);
+        ctx.emit(Output::Transmit { stream, data: Bytes::from(buf) });
+        s.phase = Phase::Awaiting { exit, stream, inbox: Vec::new(), sent: now };
+    }
+
+    pub(crate) fn on_stream_refused(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId) {
+        let Some(app) = self.peer_streams.remove(&stream) else { return };
+        self.exit_failed(ctx, now, t, app, Status::GeneralFailure);
+    }
+
+    fn on_peer_data(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, app: StreamId, stream: StreamId, data: &[u8]) {
+        let Some(s) = self.sessions.get_mut(&app) else { return };
+        let Phase::Awaiting { exit, inbox, sent, .. } = &mut s.phase else { return };
+        let (exit, sent) = (*exit, *sent);
+        inbox.extend_from_slice(data);
+        let (response, used) = match proxy::decode_response(inbox) {
+            Ok(None) => return,
+            Ok(Some(decoded)) => decoded,
+            Err(_) => {
+                ctx.event(Event::PeerProtocolError { peer: exit });
+                self.exit_failed(ctx, now, t, app, Status::GeneralFailure);
+                return;
+            }
+        };
+        let from_exit = Bytes::copy_from_slice(&inbox[used..]);
+        let status = response.status;
+        s.last_status = status;
+        if status == Status::Succeeded {
+            self.established(ctx, now, t, app, exit, stream, sent, from_exit);
+        } else if status.is_destination_failure() || status == Status::TtlExpired {
+            // The exit works; the destination does not. Another exit would not help.
+            if let Some(e) = self.exits.get_mut(&exit) {
+                e.active = e.active.saturating_sub(1);
+            }
+            self.peer_streams.remove(&stream);
+            ctx.emit(Output::Close { stream, how: Close::Fin });
+            self.fail(ctx, app, FailReason::Destination, status);
+        } else {
+            self.exit_failed(ctx, now, t, app, status);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn established(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        app: StreamId,
+        exit: PeerId,
+        stream: StreamId,
+        sent: Instant,
+        from_exit: Bytes,
+    ) {
+        if let Some(e) = self.exits.get_mut(&exit) {
+            e.latency.observe(now.saturating_duration_since(sent));
+            e.failures = 0;
+            e.retry_at = Instant::ZERO;
+            if let Some(to) = e.breaker.on_success(now) {
+                ctx.event(Event::Breaker { exit, to });
+            }
+        }
+        let Some(s) = self.sessions.get_mut(&app) else { return };
+        let Some(req) = &s.req else { return };
+        let reply = match req.kind {
+            AppKind::Socks => socks::reply(Status::Succeeded, None),
+            AppKind::Http => http_connect::response(Status::Succeeded),
+        };
+        if let Some(key) = &req.sticky {
+            if self.sticky.peek(key) != Some(exit) {
+                self.sticky.pin(key.clone(), exit, now);
+                ctx.emit(Output::Persist(StateSnapshot { sticky: self.sticky.snapshot() }));
+            }
+        }
+        ctx.timers.cancel(TimerKey::ClientSession(app));
+        ctx.emit(Output::Transmit { stream: app, data: Bytes::from(reply) });
+        ctx.emit(Output::Splice {
+            a: app,
+            b: stream,
+            a_to_b_prefix: Bytes::from(core::mem::take(&mut s.leftover)),
+            b_to_a_prefix: from_exit,
+            limits: SpliceLimits { idle_timeout: t.idle },
+        });
+        ctx.event(Event::SessionEstablished {
+            listener: s.listener,
+            exit,
+            setup: now.saturating_duration_since(s.accepted),
+            attempts: s.attempts,
+        });
+        s.phase = Phase::Spliced { exit, stream };
+    }
+
+    /// An attempt failed at or on the way to the exit: count it against the
+    /// exit and try another one if the listener's budget allows.
+    fn exit_failed(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, app: StreamId, status: Status) {
+        let Some(s) = self.sessions.get_mut(&app) else { return };
+        let (exit, stream) = match s.phase {
+            Phase::Dialing { exit } => (exit, None),
+            Phase::Opening { exit, stream } | Phase::Awaiting { exit, stream, .. } => (exit, Some(stream)),
+            _ => return,
+        };
+        s.last_status = status;
+        s.phase = Phase::Waiting;
+        if let Some(stream) = stream {
+            if self.peer_streams.remove(&stream).is_some() {
+                ctx.emit(Output::Close { stream, how: Close::Reset });
+            }
+        }
+        if let Some(set) = self.dial_waiters.get_mut(&exit) {
+            set.remove(&app);
+        }
+        ctx.event(Event::ExitAttemptFailed { exit });
+        if let Some(e) = self.exits.get_mut(&exit) {
+            e.active = e.active.saturating_sub(1);
+            e.failures = e.failures.saturating_add(1);
+            e.retry_at = now + self.config.selection.backoff.delay(e.failures, &mut ctx.rng);
+            if let Some(to) = e.breaker.on_failure(now) {
+                ctx.event(Event::Breaker { exit, to });
+            }
+        }
+        let retries = self.listener(s.listener).retries;
+        if s.attempts > retries {
+            self.fail(ctx, app, FailReason::ExitFailed, status);
+        } else {
+            self.attempt(ctx, now, t, app);
+        }
+    }
+
+    pub(crate) fn on_deadline(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, app: StreamId) {
+        let Some(s) = self.sessions.get(&app) else { return };
+        match s.phase {
+            Phase::Handshake(_) => {
+                let listener = s.listener;
+                self.forget(ctx, app);
+                ctx.emit(Output::Close { stream: app, how: Close::Reset });
+                let reason = FailReason::HandshakeTimeout;
+                ctx.event(Event::SessionFailed { listener, reason, status: Status::GeneralFailure });
+            }
+            Phase::Waiting => self.attempt(ctx, now, t, app),
+            Phase::Dialing { .. } | Phase::Opening { .. } | Phase::Awaiting { .. } => {
+                self.exit_failed(ctx, now, t, app, Status::TtlExpired);
+            }
+            Phase::Spliced { .. } => {}
+        }
+    }
+
+    /// The app or the exit closed a stream before the splice.
+    pub(crate) fn on_closed(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId, how: Close) {
+        if let Some(&app) = self.peer_streams.get(&stream) {
+            // The exit ended the stream without a (complete) answer.
+            let _ = how;
+            self.exit_failed(ctx, now, t, app, Status::GeneralFailure);
+            return;
+        }
+        let Some(s) = self.sessions.get(&stream) else { return };
+        if matches!(s.phase, Phase::Spliced { .. }) {
+            return;
+        }
+        // The app gave up (or half-closed) before it had an answer: abandon the
+        // session; there is no one left to answer.
+        let listener = s.listener;
+        self.forget(ctx, stream);
+        ctx.emit(Output::Close { stream, how });
+        let reason = FailReason::AppClosed;
+        ctx.event(Event::SessionFailed { listener, reason, status: Status::GeneralFailure });
+    }
+
+    pub(crate) fn on_splice_ended(&mut self, ctx: &mut Ctx, app: StreamId, report: SpliceReport) {
+        let Some(s) = self.sessions.remove(&app) else { return };
+        if let Phase::Spliced { exit, stream } = s.phase {
+            self.peer_streams.remove(&stream);
+            if let Some(e) = self.exits.get_mut(&exit) {
+                e.active = e.active.saturating_sub(1);
+            }
+        }
+        ctx.event(Event::SessionClosed { up: report.a_to_b, down: report.b_to_a, how: report.how });
+    }
+
+    /// Answers the app with `status` (if it got as far as a request) and ends the session.
+    fn fail(&mut self, ctx: &mut Ctx, app: StreamId, reason: FailReason, status: Status) {
+        let Some(s) = self.sessions.get(&app) else { return };
+        let listener = s.listener;
+        if let Some(req) = &s.req {
+            let reply = match req.kind {
+                AppKind::Socks => socks::reply(status, None),
+                AppKind::Http => http_connect::response(status),
+            };
+            ctx.emit(Output::Transmit { stream: app, data: Bytes::from(reply) });
+        }
+        self.forget(ctx, app);
+        ctx.emit(Output::Close { stream: app, how: Close::Fin });
+        ctx.event(Event::SessionFailed { listener, reason, status });
+    }
+
+    /// Drops every trace of an unspliced session (its peer stream is reset).
+    fn forget(&mut self, ctx: &mut Ctx, app: StreamId) {
+        let Some(s) = self.sessions.remove(&app) else { return };
+        ctx.timers.cancel(TimerKey::ClientSession(app));
+        self.waiting.remove(&app);
+        match s.phase {
+            Phase::Dialing { exit } => {
+                if let Some(set) = self.dial_waiters.get_mut(&exit) {
+                    set.remove(&app);
+                }
+                if let Some(e) = self.exits.get_mut(&exit) {
+                    e.active = e.active.saturating_sub(1);
+                }
+            }
+            Phase::Opening { exit, stream } | Phase::Awaiting { exit, stream, .. } => {
+                if self.peer_streams.remove(&stream).is_some() {
+                    ctx.emit(Output::Close { stream, how: Close::Reset });
+                }
+                if let Some(e) = self.exits.get_mut(&exit) {
+                    e.active = e.active.saturating_sub(1);
+                }
+            }
+            Phase::Spliced { stream, .. } => {
+                self.peer_streams.remove(&stream);
+            }
+            Phase::Handshake(_) | Phase::Waiting => {}
+        }
+    }
+
+    /// A hub answered `Find`: merge the exits and wake sessions that wait.
+    pub(crate) fn on_peers(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, peers: Vec<PeerRecord>) {
+        self.finds_pending = self.finds_pending.saturating_sub(1);
+        self.refreshed = Some(now);
+        let breaker = self.config.selection.breaker.clone();
+        let alpha = self.config.selection.latency_alpha_permille;
+        for record in peers {
+            let peer = record.peer;
+            let e = self.exits.entry(peer).or_insert_with(|| KnownExit {
+                record: record.clone(),
+                seen: now,
+                failures: 0,
+                retry_at: Instant::ZERO,
+                breaker: CircuitBreaker::new(breaker.clone()),
+                latency: Ewma::new(alpha),
+                active: 0,
+            });
+            e.record = record;
+            e.seen = now;
+        }
+        // Exits no hub has listed for three refreshes are gone.
+        let stale = self.config.selection.refresh * 3;
+        self.exits.retain(|_, e| e.active > 0 || now.saturating_duration_since(e.seen) < stale);
+        self.wake_waiting(ctx, now, t);
+    }
+
+    /// A hub request was lost with its link.
+    pub(crate) fn on_link_lost(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts) {
+        if self.finds_pending > 0 {
+            self.finds_pending -= 1;
+            if self.finds_pending == 0 {
+                self.wake_waiting(ctx, now, t);
+            }
+        }
+    }
+
+    fn wake_waiting(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts) {
+        let waiting: Vec<StreamId> = self.waiting.iter().copied().collect();
+        for app in waiting {
+            self.attempt(ctx, now, t, app);
+        }
+    }
+
+    /// Records that `n` hubs were asked for exits.
+    pub(crate) fn finds_sent(&mut self, n: usize) {
+        self.finds_pending += n;
+    }
+
+    /// Whether the exit list should be fetched now: none was ever fetched, or
+    /// sessions wait and the last fetch is not brand new (so waiting sessions
+    /// cannot turn into a storm of `Find`s).
+    pub(crate) fn needs_exits(&self, now: Instant) -> bool {
+        self.finds_pending == 0
+            && match self.refreshed {
+                None => true,
+                Some(at) => !self.waiting.is_empty() && now.saturating_duration_since(at) >= MIN_REFRESH,
+            }
+    }
+}
+
+enum HandshakeOutcome {
+    More,
+    Rejected,
+    Request { kind: AppKind, target: TargetAddr, params: UserParams, leftover: Bytes },
+}
+
+fn drive_socks(ctx: &mut Ctx, app: StreamId, h: &mut SocksHandshake, data: &[u8]) -> HandshakeOutcome {
+    if h.feed(data).is_err() {
+        return HandshakeOutcome::Rejected;
+    }
+    loop {
+        match h.poll() {
+            SocksAction::NeedMore => return HandshakeOutcome::More,
+            SocksAction::Send(bytes) => ctx.emit(Output::Transmit { stream: app, data: Bytes::from(bytes) }),
+            SocksAction::Request(r) => {
+                let leftover = h.take_leftover();
+                return HandshakeOutcome::Request { kind: AppKind::Socks, target: r.target, params: r.params, leftover };
+            }
+            SocksAction::Reject { reply, .. } => {
+                if !reply.is_empty() {
+                    ctx.emit(Output::Transmit { stream: app, data: Bytes::from(reply) });
+                }
+                return HandshakeOutcome::Rejected;
+            }
+        }
+    }
+}
+
+fn drive_http(ctx: &mut Ctx, app: StreamId, h: &mut HttpConnectHandshake, data: &[u8]) -> HandshakeOutcome {
+    if h.feed(data).is_err() {
+        ctx.emit(Output::Transmit { stream: app, data: Bytes::from(http_connect::response(Status::GeneralFailure)) });
+        return HandshakeOutcome::Rejected;
+    }
+    match h.poll() {
+        HttpAction::NeedMore => HandshakeOutcome::More,
+        HttpAction::Request(r) => {
+            let leftover = h.take_leftover();
+            HandshakeOutcome::Request { kind: AppKind::Http, target: r.target, params: r.params, leftover }
+        }
+        HttpAction::Reject { response, .. } => {
+            ctx.emit(Output::Transmit { stream: app, data: Bytes::from(response) });
+            HandshakeOutcome::Rejected
+        }
+    }
+}
+
+/// Combines the listener's settings with the username's parameters; `None`
+/// when they contradict each other (two different countries).
+fn app_request(
+    id: ListenerId,
+    listener: &ListenerConfig,
+    kind: AppKind,
+    target: TargetAddr,
+    params: UserParams,
+) -> Option<AppRequest> {
+    let mut filter = listener.filter.clone();
+    match (filter.country, params.country) {
+        (Some(a), Some(b)) if a != b => return None,
+        (None, Some(b)) => filter.country = Some(b),
+        _ => {}
+    }
+    for label in params.labels {
+        if !filter.labels.contains(&label) {
+            filter.labels.push(label);
+        }
+    }
+    let sticky = match listener.sticky {
+        StickyMode::Off => None,
+        StickyMode::Listener => Some(StickyKey { listener: id, session: None }),
+        StickyMode::Session => {
+            params.session.clone().map(|s| StickyKey { listener: id, session: Some(s) })
+        }
+    };
+    let session = params.session.as_deref().map(|s| SessionId(fnv1a(s.as_bytes())));
+    Some(AppRequest { kind, target, filter, sticky, session })
+}
+
+/// A stable 64-bit hash (FNV-1a), so a session id means the same on every run.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}

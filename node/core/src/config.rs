@@ -1,0 +1,234 @@
+//! A node's configuration: which roles it plays and the limits it keeps.
+//! The driver builds this from its CLI/TOML; the simulator from a scenario.
+
+use crate::admission::{AdmissionKey, Credential};
+use crate::directory::DirectoryConfig;
+use crate::http_connect::HttpAuthPolicy;
+use crate::ids::PeerId;
+use crate::policy::ExitPolicyConfig;
+use crate::record::{Attrs, PeerAddr, PeerFilter};
+use crate::selection::backoff::Backoff;
+use crate::selection::breaker::BreakerConfig;
+use crate::socks::SocksAuthPolicy;
+use core::time::Duration;
+use std::net::IpAddr;
+
+/// Everything a [`Node`](crate::Node) needs to know at start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's identity.
+    pub peer_id: PeerId,
+    /// Hubs to register with (exits) or to find exits through (clients).
+    pub hubs: Vec<HubContact>,
+    /// Present if this node serves as a hub.
+    pub hub: Option<HubConfig>,
+    /// Present if this node serves as an exit.
+    pub exit: Option<ExitConfig>,
+    /// Present if this node serves apps as a client.
+    pub client: Option<ClientConfig>,
+    /// Deadlines shared by all roles.
+    pub timeouts: Timeouts,
+    /// Bounds shared by all roles.
+    pub limits: Limits,
+}
+
+/// How to reach one hub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubContact {
+    /// The hub's identity.
+    pub peer: PeerId,
+    /// Where to dial it.
+    pub addrs: Vec<PeerAddr>,
+}
+
+/// Deadlines. Every read from a peer or app has one (DESIGN §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// An app must finish its SOCKS5/HTTP handshake within this.
+    pub handshake: Duration,
+    /// A peer must send its `ConnectRequest` (or hub `Auth`) within this.
+    pub request: Duration,
+    /// A client gives up on one exit attempt (open + response) after this.
+    pub attempt: Duration,
+    /// A client gives up on a whole session setup (all attempts) after this.
+    pub setup_budget: Duration,
+    /// An exit gives up connecting to an origin after this.
+    pub origin_connect: Duration,
+    /// A dial to a peer is abandoned after this.
+    pub dial: Duration,
+    /// A hub request (auth, register, heartbeat, find) is abandoned after this.
+    pub hub_request: Duration,
+    /// A splice with no traffic either way is reset after this.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            handshake: Duration::from_secs(10),
+            request: Duration::from_secs(10),
+            attempt: Duration::from_secs(15),
+            setup_budget: Duration::from_secs(30),
+            origin_connect: Duration::from_secs(10),
+            dial: Duration::from_secs(10),
+            hub_request: Duration::from_secs(10),
+            idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Bounds on tables and queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Client sessions (app connections) at once, all listeners together.
+    pub max_client_sessions: usize,
+    /// Exit sessions at once, all peers together.
+    pub max_exit_sessions: usize,
+    /// Exit sessions one client peer may hold at once.
+    pub max_sessions_per_peer: usize,
+    /// Hub streams (authenticated or not) at once.
+    pub max_hub_streams: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_client_sessions: 4096,
+            max_exit_sessions: 4096,
+            max_sessions_per_peer: 512,
+            max_hub_streams: 4096,
+        }
+    }
+}
+
+/// The hub role.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Registration lifetime and table size.
+    pub directory: DirectoryConfig,
+    /// Who may register or look up.
+    pub keys: Vec<AdmissionKey>,
+    /// Most records one `Find` answer carries.
+    pub max_find: usize,
+}
+
+/// The exit role.
+#[derive(Clone, Debug)]
+pub struct ExitConfig {
+    /// Which destinations may be dialed.
+    pub policy: ExitPolicyConfig,
+    /// This exit's own addresses, always denied as destinations.
+    pub own_addrs: Vec<IpAddr>,
+    /// What the exit advertises.
+    pub attrs: Attrs,
+    /// Where clients can dial this exit.
+    pub addrs: Vec<PeerAddr>,
+    /// Sessions the exit advertises it can carry.
+    pub capacity: u32,
+    /// Proof of admission at the hubs.
+    pub credential: Credential,
+}
+
+/// The client role.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The listeners, in order; [`ListenerId`](crate::ids::ListenerId)`(i)` is the `i`th.
+    pub listeners: Vec<ListenerConfig>,
+    /// How exits are chosen.
+    pub selection: SelectionConfig,
+    /// Proof of admission at the hubs.
+    pub credential: Credential,
+}
+
+/// Which handshakes a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// SOCKS5 only.
+    Socks5,
+    /// HTTP CONNECT only.
+    Http,
+    /// Both on the same port, told apart by the first byte (5 = SOCKS5).
+    Both,
+}
+
+/// Whether and how a listener pins exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StickyMode {
+    /// Each connection picks afresh.
+    Off,
+    /// All connections on the listener share one pinned exit.
+    Listener,
+    /// Connections with the same `session-…` username parameter share one
+    /// pinned exit; connections without one pick afresh.
+    Session,
+}
+
+/// One client listener's behaviour (its socket is the driver's business).
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    /// Handshakes spoken.
+    pub protocol: ListenerProtocol,
+    /// Exits must match this (username parameters may narrow it further).
+    pub filter: PeerFilter,
+    /// Pinning.
+    pub sticky: StickyMode,
+    /// Whether a pinned connection may move to another exit when its exit fails.
+    pub fallback: bool,
+    /// SOCKS5 authentication.
+    pub socks_auth: SocksAuthPolicy,
+    /// HTTP proxy authentication.
+    pub http_auth: HttpAuthPolicy,
+    /// Further exits tried after the first fails at the exit (not at the destination).
+    pub retries: u32,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            protocol: ListenerProtocol::Both,
+            filter: PeerFilter::default(),
+            sticky: StickyMode::Off,
+            fallback: true,
+            socks_auth: SocksAuthPolicy::NoAuth,
+            http_auth: HttpAuthPolicy::NoAuth,
+            retries: 2,
+        }
+    }
+}
+
+/// Exit selection parameters.
+#[derive(Clone, Debug)]
+pub struct SelectionConfig {
+    /// Per-exit retry delay after failures.
+    pub backoff: Backoff,
+    /// Per-exit circuit breaker.
+    pub breaker: BreakerConfig,
+    /// How often the exit list is refreshed from the hubs.
+    pub refresh: Duration,
+    /// Exits asked for per `Find`.
+    pub find_limit: u16,
+    /// Most pinned sessions remembered.
+    pub sticky_capacity: usize,
+    /// Pins unused this long are forgotten.
+    pub sticky_ttl: Duration,
+    /// Weight of a new latency sample (per mille) in the moving average.
+    pub latency_alpha_permille: u32,
+}
+
+impl Default for SelectionConfig {
+    fn default() -> Self {
+        SelectionConfig {
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+            breaker: BreakerConfig {
+                failure_threshold: 5,
+                open_for: Duration::from_secs(30),
+                half_open_probes: 1,
+            },
+            refresh: Duration::from_secs(30),
+            find_limit: 64,
+            sticky_capacity: 10_000,
+            sticky_ttl: Duration::from_secs(24 * 3600),
+            latency_alpha_permille: 200,
+        }
+    }
+}

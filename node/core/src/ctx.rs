@@ -1,0 +1,195 @@
+//! State every role of a node shares: the output queue, the timer table, the
+//! seeded RNG, id allocation and the table of peer connections.
+
+use crate::ids::{ConnId, PeerId, QueryId, StreamId};
+use crate::io::{Event, Output, TimerReason};
+use crate::record::PeerAddr;
+use crate::time::Instant;
+use core::time::Duration;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// What a timer belongs to. Each key has at most one pending deadline.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub(crate) enum TimerKey {
+    /// A client session, by its app stream.
+    ClientSession(StreamId),
+    /// An exit session, by its peer stream.
+    ExitSession(StreamId),
+    /// A hub link, by its index in the config's hub list.
+    HubLink(usize),
+    /// An unauthenticated stream at a hub.
+    HubPeer(StreamId),
+    /// The hub directory's next expiry.
+    DirectoryExpiry,
+    /// The client's next exit-list refresh.
+    ExitRefresh,
+    /// A dial without an answer.
+    Dial(PeerId),
+}
+
+impl TimerKey {
+    pub(crate) fn reason(self) -> TimerReason {
+        match self {
+            TimerKey::ClientSession(_) | TimerKey::ExitSession(_) => TimerReason::SessionDeadline,
+            TimerKey::HubLink(_) => TimerReason::HubLink,
+            TimerKey::HubPeer(_) => TimerReason::HubPeerDeadline,
+            TimerKey::DirectoryExpiry => TimerReason::DirectoryExpiry,
+            TimerKey::ExitRefresh => TimerReason::ExitRefresh,
+            TimerKey::Dial(_) => TimerReason::DialDeadline,
+        }
+    }
+}
+
+/// Deadlines by owner, and by time for the earliest.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    by_key: BTreeMap<TimerKey, Instant>,
+    by_time: BTreeSet<(Instant, TimerKey)>,
+}
+
+impl Timers {
+    /// Sets (or moves) `key`'s deadline.
+    pub(crate) fn set(&mut self, key: TimerKey, at: Instant) {
+        if let Some(old) = self.by_key.insert(key, at) {
+            self.by_time.remove(&(old, key));
+        }
+        self.by_time.insert((at, key));
+    }
+
+    /// Removes `key`'s deadline, if any.
+    pub(crate) fn cancel(&mut self, key: TimerKey) {
+        if let Some(old) = self.by_key.remove(&key) {
+            self.by_time.remove(&(old, key));
+        }
+    }
+
+    /// The earliest deadline.
+    pub(crate) fn next(&self) -> Option<(Instant, TimerKey)> {
+        self.by_time.first().copied()
+    }
+
+    /// Removes and returns one key whose deadline is at or before `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<TimerKey> {
+        let &(at, key) = self.by_time.first()?;
+        if at > now {
+            return None;
+        }
+        self.by_time.remove(&(at, key));
+        self.by_key.remove(&key);
+        Some(key)
+    }
+
+    /// How many pending timers are not periodic ones.
+    pub(crate) fn non_periodic(&self) -> usize {
+        self.by_key.keys().filter(|k| !k.reason().is_periodic()).count()
+    }
+}
+
+/// Whether a peer can take a stream now.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Reach {
+    /// At least one connection is up.
+    Connected,
+    /// A dial is under way; `PeerConnected` or a failure will follow.
+    Dialing,
+}
+
+/// Connections to peers as the outside reported them, and our dials.
+#[derive(Debug, Default)]
+pub(crate) struct PeerTable {
+    conns: BTreeMap<PeerId, BTreeSet<ConnId>>,
+    dialing: BTreeSet<PeerId>,
+}
+
+/// The context every role works in.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) out: VecDeque<Output>,
+    pub(crate) timers: Timers,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) peers: PeerTable,
+    next_stream: u64,
+    next_query: u64,
+}
+
+impl Ctx {
+    pub(crate) fn new(rng: ChaCha8Rng) -> Ctx {
+        Ctx {
+            out: VecDeque::new(),
+            timers: Timers::default(),
+            rng,
+            peers: PeerTable::default(),
+            next_stream: 0,
+            next_query: 0,
+        }
+    }
+
+    /// A fresh id for a stream the core asks for.
+    pub(crate) fn stream_id(&mut self) -> StreamId {
+        self.next_stream += 1;
+        StreamId(self.next_stream & !StreamId::OUTSIDE_BIT)
+    }
+
+    /// A fresh id for a DNS lookup.
+    pub(crate) fn query_id(&mut self) -> QueryId {
+        self.next_query += 1;
+        QueryId(self.next_query)
+    }
+
+    pub(crate) fn emit(&mut self, o: Output) {
+        self.out.push_back(o);
+    }
+
+    pub(crate) fn event(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    /// Makes sure a connection to `peer` exists or is being made.
+    pub(crate) fn reach(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        addrs: &[PeerAddr],
+        dial_timeout: Duration,
+    ) -> Reach {
+        if self.peers.conns.get(&peer).is_some_and(|c| !c.is_empty()) {
+            return Reach::Connected;
+        }
+        if self.peers.dialing.insert(peer) {
+            self.emit(Output::Dial { peer, addrs: addrs.to_vec() });
+            self.timers.set(TimerKey::Dial(peer), now + dial_timeout);
+        }
+        Reach::Dialing
+    }
+
+    /// Records a connection; returns whether a dial of ours was waiting on it.
+    pub(crate) fn peer_connected(&mut self, peer: PeerId, conn: ConnId) -> bool {
+        self.peers.conns.entry(peer).or_default().insert(conn);
+        self.timers.cancel(TimerKey::Dial(peer));
+        self.peers.dialing.remove(&peer)
+    }
+
+    pub(crate) fn peer_disconnected(&mut self, peer: PeerId, conn: ConnId) {
+        if let Some(c) = self.peers.conns.get_mut(&peer) {
+            c.remove(&conn);
+            if c.is_empty() {
+                self.peers.conns.remove(&peer);
+            }
+        }
+    }
+
+    /// Records a failed (or timed out) dial; returns whether it was ours.
+    pub(crate) fn dial_failed(&mut self, peer: PeerId) -> bool {
+        self.timers.cancel(TimerKey::Dial(peer));
+        self.peers.dialing.remove(&peer)
+    }
+
+    pub(crate) fn is_connected(&self, peer: &PeerId) -> bool {
+        self.peers.conns.contains_key(peer)
+    }
+
+    pub(crate) fn pending_dials(&self) -> usize {
+        self.peers.dialing.len()
+    }
+}

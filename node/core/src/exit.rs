@@ -1,0 +1,335 @@
+//! The exit role: one session per inbound `/meshproxy/proxy/1` stream.
+//!
+//! ```text
+//! AwaitRequest ──decode──▶ (domain?) Resolving ──▶ Connecting ──▶ Spliced ──▶ gone
+//!       │                        │                     │
+//!       └─ bad frame / version   └─ policy: nothing    └─ next allowed address,
+//!          → GeneralFailure         allowed → 0x02        or the failure status
+//! ```
+//! The policy is checked on every address right before it is dialed, so a
+//! name that resolves to a private address is caught exactly like a literal.
+
+use crate::config::{ExitConfig, Limits, Timeouts};
+use crate::ctx::{Ctx, TimerKey};
+use crate::ids::{PeerId, QueryId, StreamId};
+use crate::io::{Close, Event, Output, ResolveError, SpliceLimits, SpliceReport};
+use crate::policy::{parse_inet_aton, ExitPolicy};
+use crate::target::{Status, TargetAddr};
+use crate::time::Instant;
+use crate::wire::frame::DecodeError;
+use crate::wire::proxy::{self, ConnectRequest, ConnectResponse};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+#[derive(Debug)]
+enum Phase {
+    AwaitRequest { inbox: Vec<u8> },
+    Resolving { query: QueryId, port: u16 },
+    Connecting { origin: StreamId, rest: Vec<SocketAddr>, last: Status },
+    Spliced { origin: StreamId },
+}
+
+#[derive(Debug)]
+struct ExitSession {
+    peer: PeerId,
+    phase: Phase,
+    /// Bytes the client sent after its request (the app's pipelined data).
+    early: Bytes,
+}
+
+/// The exit side of `/meshproxy/proxy/1`.
+#[derive(Debug)]
+pub(crate) struct ExitRole {
+    policy: ExitPolicy,
+    sessions: BTreeMap<StreamId, ExitSession>,
+    per_peer: BTreeMap<PeerId, usize>,
+    /// Origin streams and DNS lookups back to their session.
+    origins: BTreeMap<StreamId, StreamId>,
+    queries: BTreeMap<QueryId, StreamId>,
+}
+
+impl ExitRole {
+    pub(crate) fn new(config: &ExitConfig) -> ExitRole {
+        ExitRole {
+            policy: ExitPolicy::new(&config.policy, &config.own_addrs),
+            sessions: BTreeMap::new(),
+            per_peer: BTreeMap::new(),
+            origins: BTreeMap::new(),
+            queries: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub(crate) fn stream_count(&self) -> usize {
+        self.sessions.len() + self.origins.len()
+    }
+
+    pub(crate) fn pending_queries(&self) -> usize {
+        self.queries.len()
+    }
+
+    /// The session a stream (peer side or origin side) belongs to.
+    pub(crate) fn session_of(&self, stream: StreamId) -> Option<StreamId> {
+        if self.sessions.contains_key(&stream) {
+            Some(stream)
+        } else {
+            self.origins.get(&stream).copied()
+        }
+    }
+
+    pub(crate) fn on_inbound(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        limits: &Limits,
+        stream: StreamId,
+        peer: PeerId,
+    ) {
+        let mine = self.per_peer.get(&peer).copied().unwrap_or(0);
+        if self.sessions.len() >= limits.max_exit_sessions || mine >= limits.max_sessions_per_peer {
+            // Answer rather than reset, so the client knows to try elsewhere.
+            respond(ctx, stream, Status::GeneralFailure);
+            ctx.emit(Output::Close { stream, how: Close::Fin });
+            return;
+        }
+        *self.per_peer.entry(peer).or_default() += 1;
+        let phase = Phase::AwaitRequest { inbox: Vec::new() };
+        self.sessions.insert(stream, ExitSession { peer, phase, early: Bytes::new() });
+        ctx.timers.set(TimerKey::ExitSession(stream), now + t.request);
+    }
+
+    pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId, data: &[u8]) {
+        let Some(s) = self.sessions.get_mut(&stream) else { return };
+        let Phase::AwaitRequest { inbox } = &mut s.phase else {
+            // Data before our response: keep it for the origin, bounded.
+            if s.early.len() + data.len() > proxy::MAX_REQUEST + EARLY_DATA_MAX {
+                self.abort(ctx, stream, Close::Reset);
+                return;
+            }
+            let mut early = Vec::with_capacity(s.early.len() + data.len());
+            early.extend_from_slice(&s.early);
+            early.extend_from_slice(data);
+            s.early = Bytes::from(early);
+            return;
+        };
+        inbox.extend_from_slice(data);
+        match proxy::decode_request(inbox) {
+            Ok(None) => {}
+            Ok(Some((req, used))) => {
+                s.early = Bytes::copy_from_slice(&inbox[used..]);
+                self.on_request(ctx, now, t, stream, req);
+            }
+            Err(err) => {
+                let peer = s.peer;
+                ctx.event(Event::PeerProtocolError { peer });
+                let _: DecodeError = err;
+                respond(ctx, stream, Status::GeneralFailure);
+                self.abort(ctx, stream, Close::Fin);
+            }
+        }
+    }
+
+    fn on_request(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId, req: ConnectRequest) {
+        let port = req.target.port();
+        let literal = match &req.target {
+            TargetAddr::Ip(sa) => Some(sa.ip()),
+            // A resolver would read "2130706433" or "0x7f.1" as an address, so we do too.
+            TargetAddr::Domain(name, _) => parse_inet_aton(name).map(IpAddr::V4),
+        };
+        match (literal, req.target) {
+            (Some(ip), _) => self.dial(ctx, now, t, stream, vec![SocketAddr::new(ip, port)]),
+            (None, TargetAddr::Domain(name, _)) => {
+                let query = ctx.query_id();
+                self.queries.insert(query, stream);
+                if let Some(s) = self.sessions.get_mut(&stream) {
+                    s.phase = Phase::Resolving { query, port };
+                }
+                ctx.emit(Output::Resolve { query, name });
+                ctx.timers.set(TimerKey::ExitSession(stream), now + t.origin_connect);
+            }
+            (None, TargetAddr::Ip(_)) => unreachable!("an IP target is a literal"),
+        }
+    }
+
+    pub(crate) fn on_resolved(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        query: QueryId,
+        result: Result<Vec<IpAddr>, ResolveError>,
+    ) {
+        let Some(stream) = self.queries.remove(&query) else { return };
+        let Some(s) = self.sessions.get(&stream) else { return };
+        let Phase::Resolving { port, .. } = s.phase else { return };
+        match result {
+            Ok(ips) if !ips.is_empty() => {
+                let addrs = ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect();
+                self.dial(ctx, now, t, stream, addrs);
+            }
+            Ok(_) | Err(ResolveError::NotFound) => self.fail(ctx, stream, Status::HostUnreachable),
+            Err(ResolveError::Failed) => self.fail(ctx, stream, Status::GeneralFailure),
+        }
+    }
+
+    /// Dials the first address the policy allows; the rest are kept to try next.
+    fn dial(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId, candidates: Vec<SocketAddr>) {
+        let mut allowed = Vec::with_capacity(candidates.len());
+        let mut first_denied = None;
+        for addr in candidates {
+            match self.policy.check(addr.ip(), addr.port()) {
+                Ok(()) => allowed.push(addr),
+                Err(_) => {
+                    first_denied.get_or_insert(addr.ip());
+                }
+            }
+        }
+        if allowed.is_empty() {
+            ctx.event(Event::ExitDenied { ip: first_denied });
+            self.fail(ctx, stream, Status::NotAllowed);
+            return;
+        }
+        allowed.reverse(); // pop() takes them in the resolver's order
+        self.connect_next(ctx, now, t, stream, allowed, Status::HostUnreachable);
+    }
+
+    fn connect_next(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        stream: StreamId,
+        mut rest: Vec<SocketAddr>,
+        last: Status,
+    ) {
+        let Some(addr) = rest.pop() else {
+            self.fail(ctx, stream, last);
+            return;
+        };
+        let origin = ctx.stream_id();
+        self.origins.insert(origin, stream);
+        if let Some(s) = self.sessions.get_mut(&stream) {
+            s.phase = Phase::Connecting { origin, rest, last };
+        }
+        ctx.emit(Output::ConnectOrigin { stream: origin, addr });
+        ctx.timers.set(TimerKey::ExitSession(stream), now + t.origin_connect);
+    }
+
+    pub(crate) fn on_origin_connected(&mut self, ctx: &mut Ctx, t: &Timeouts, origin: StreamId) {
+        let Some(&stream) = self.origins.get(&origin) else { return };
+        let Some(s) = self.sessions.get_mut(&stream) else { return };
+        if !matches!(s.phase, Phase::Connecting { origin: o, .. } if o == origin) {
+            return;
+        }
+        s.phase = Phase::Spliced { origin };
+        let peer = s.peer;
+        let early = core::mem::take(&mut s.early);
+        ctx.timers.cancel(TimerKey::ExitSession(stream));
+        respond(ctx, stream, Status::Succeeded);
+        ctx.event(Event::ExitConnected { peer });
+        ctx.emit(Output::Splice {
+            a: stream,
+            b: origin,
+            a_to_b_prefix: early,
+            b_to_a_prefix: Bytes::new(),
+            limits: SpliceLimits { idle_timeout: t.idle },
+        });
+    }
+
+    pub(crate) fn on_origin_failed(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, origin: StreamId, status: Status) {
+        let Some(stream) = self.origins.remove(&origin) else { return };
+        let Some(s) = self.sessions.get_mut(&stream) else { return };
+        let Phase::Connecting { origin: o, rest, .. } = &mut s.phase else { return };
+        if *o != origin {
+            return;
+        }
+        let rest = core::mem::take(rest);
+        self.connect_next(ctx, now, t, stream, rest, status);
+    }
+
+    pub(crate) fn on_splice_ended(&mut self, ctx: &mut Ctx, stream: StreamId, report: SpliceReport) {
+        let Some(s) = self.sessions.get(&stream) else { return };
+        let Phase::Spliced { origin } = s.phase else { return };
+        self.origins.remove(&origin);
+        self.forget(stream);
+        ctx.event(Event::SessionClosed { up: report.a_to_b, down: report.b_to_a, how: report.how });
+    }
+
+    /// The client went away (or reset) before the splice.
+    pub(crate) fn on_closed(&mut self, ctx: &mut Ctx, stream: StreamId, how: Close) {
+        let Some(stream) = self.session_of(stream) else { return };
+        self.abort(ctx, stream, how);
+    }
+
+    pub(crate) fn on_deadline(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId) {
+        let Some(s) = self.sessions.get_mut(&stream) else { return };
+        match &mut s.phase {
+            Phase::AwaitRequest { .. } => {
+                let peer = s.peer;
+                ctx.event(Event::PeerProtocolError { peer });
+                self.abort(ctx, stream, Close::Reset);
+            }
+            Phase::Resolving { .. } => self.fail(ctx, stream, Status::HostUnreachable),
+            Phase::Connecting { origin, rest, .. } => {
+                // Abandon this address (the driver cancels its dial) and try the next.
+                let origin = *origin;
+                let rest = core::mem::take(rest);
+                self.origins.remove(&origin);
+                ctx.emit(Output::Close { stream: origin, how: Close::Reset });
+                self.connect_next(ctx, now, t, stream, rest, Status::TtlExpired);
+            }
+            Phase::Spliced { .. } => {}
+        }
+    }
+
+    /// Answers the client with a failure and ends the session.
+    fn fail(&mut self, ctx: &mut Ctx, stream: StreamId, status: Status) {
+        ctx.event(Event::ExitConnectFailed { status });
+        respond(ctx, stream, status);
+        self.abort(ctx, stream, Close::Fin);
+    }
+
+    /// Ends a session that is not spliced: closes its streams and forgets it.
+    fn abort(&mut self, ctx: &mut Ctx, stream: StreamId, how: Close) {
+        let Some(s) = self.sessions.get(&stream) else { return };
+        match &s.phase {
+            Phase::Resolving { query, .. } => {
+                self.queries.remove(query);
+            }
+            Phase::Connecting { origin, .. } | Phase::Spliced { origin } => {
+                let origin = *origin;
+                self.origins.remove(&origin);
+                ctx.emit(Output::Close { stream: origin, how: Close::Reset });
+            }
+            Phase::AwaitRequest { .. } => {}
+        }
+        ctx.emit(Output::Close { stream, how });
+        self.forget(stream);
+        ctx.timers.cancel(TimerKey::ExitSession(stream));
+    }
+
+    fn forget(&mut self, stream: StreamId) {
+        if let Some(s) = self.sessions.remove(&stream) {
+            if let Some(n) = self.per_peer.get_mut(&s.peer) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_peer.remove(&s.peer);
+                }
+            }
+        }
+    }
+}
+
+/// Early data an exit buffers beyond the request before it answers.
+const EARLY_DATA_MAX: usize = 64 * 1024;
+
+fn respond(ctx: &mut Ctx, stream: StreamId, status: Status) {
+    let mut buf = Vec::new();
+    proxy::encode_response(&ConnectResponse { status, bound: None }, &mut buf);
+    ctx.emit(Output::Transmit { stream, data: Bytes::from(buf) });
+}

@@ -1,0 +1,429 @@
+//! A node's links to its hubs: dial, answer the challenge, register (exits)
+//! and heartbeat, and carry `Find`/`Resolve` for clients. A link that fails in
+//! any way — reset, timeout, protocol error — is torn down and redialed after
+//! a seeded backoff, which is how registrations come back after a hub restarts
+//! or a partition heals.
+
+use crate::admission::Credential;
+use crate::config::{HubContact, Timeouts};
+use crate::ctx::{Ctx, Reach, TimerKey};
+use crate::hub::send;
+use crate::ids::{PeerId, StreamId};
+use crate::io::{Close, Event, Output, Protocol};
+use crate::record::{Attrs, PeerAddr, PeerFilter, PeerRecord};
+use crate::selection::backoff::Backoff;
+use crate::time::Instant;
+use crate::wire::hub::{self as wire, HubErrorCode, HubMessage, Role, HUB_VERSION};
+use core::time::Duration;
+use std::collections::VecDeque;
+
+/// What an exit registers.
+#[derive(Clone, Debug)]
+pub(crate) struct Registration {
+    pub(crate) addrs: Vec<PeerAddr>,
+    pub(crate) attrs: Attrs,
+    pub(crate) capacity: u32,
+}
+
+/// Something a link learned that the rest of the node cares about.
+#[derive(Debug)]
+pub(crate) enum LinkEvent {
+    /// A link is up and can carry requests.
+    Ready,
+    /// A `Find` answered.
+    Peers(Vec<PeerRecord>),
+    /// A `Resolve` answered.
+    Resolved(PeerId, Option<PeerRecord>),
+    /// A link went down with requests outstanding; they are lost.
+    Lost,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Request {
+    Register,
+    Heartbeat,
+    Find,
+    Resolve(PeerId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting to (re)dial at the link's timer.
+    Idle,
+    Dialing,
+    Opening(StreamId),
+    AwaitChallenge(StreamId),
+    AwaitAuthOk(StreamId),
+    Ready(StreamId),
+}
+
+#[derive(Debug)]
+struct Link {
+    hub: HubContact,
+    state: State,
+    failures: u32,
+    inbox: Vec<u8>,
+    queue: VecDeque<Request>,
+    in_flight: Option<(Request, Instant)>,
+    next_heartbeat: Option<Instant>,
+    heartbeat_every: Duration,
+    registered: bool,
+}
+
+/// All of a node's hub links.
+#[derive(Debug)]
+pub(crate) struct HubLinks {
+    local: PeerId,
+    links: Vec<Link>,
+    role: Role,
+    credential: Credential,
+    registration: Option<Registration>,
+    backoff: Backoff,
+    pub(crate) events: VecDeque<LinkEvent>,
+}
+
+impl HubLinks {
+    pub(crate) fn new(
+        local: PeerId,
+        hubs: &[HubContact],
+        credential: Credential,
+        registration: Option<Registration>,
+        backoff: Backoff,
+    ) -> HubLinks {
+        let role = if registration.is_some() { Role::Exit } else { Role::Client };
+        let links = hubs
+            .iter()
+            .map(|hub| Link {
+                hub: hub.clone(),
+                state: State::Idle,
+                failures: 0,
+                inbox: Vec::new(),
+                queue: VecDeque::new(),
+                in_flight: None,
+                next_heartbeat: None,
+                heartbeat_every: Duration::from_secs(10),
+                registered: false,
+            })
+            .collect();
+        HubLinks { local, links, role, credential, registration, backoff, events: VecDeque::new() }
+    }
+
+    /// Dials every hub.
+    pub(crate) fn start(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts) {
+        for i in 0..self.links.len() {
+            self.connect(ctx, now, t, i);
+        }
+    }
+
+    pub(crate) fn owns(&self, stream: StreamId) -> bool {
+        self.links.iter().any(|l| l.stream() == Some(stream))
+    }
+
+    /// How many hubs the exit is registered at right now, as far as it knows.
+    pub(crate) fn registered_at(&self) -> usize {
+        self.links.iter().filter(|l| l.registered).count()
+    }
+
+    /// Whether any link can carry a request now.
+    pub(crate) fn any_ready(&self) -> bool {
+        self.links.iter().any(|l| matches!(l.state, State::Ready(_)))
+    }
+
+    /// Asks every ready hub for exits; false if none is ready.
+    pub(crate) fn find(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, limit: u16) -> bool {
+        self.request_all(ctx, now, t, Request::Find, limit)
+    }
+
+    /// Asks every ready hub where `peer` is; false if none is ready.
+    pub(crate) fn resolve(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, peer: PeerId) -> bool {
+        self.request_all(ctx, now, t, Request::Resolve(peer), 0)
+    }
+
+    fn request_all(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, r: Request, limit: u16) -> bool {
+        let mut any = false;
+        for i in 0..self.links.len() {
+            let l = &mut self.links[i];
+            if !matches!(l.state, State::Ready(_)) {
+                continue;
+            }
+            any = true;
+            if l.in_flight.map(|(q, _)| q) != Some(r) && !l.queue.contains(&r) {
+                l.queue.push_back(r);
+            }
+            self.pump(ctx, now, t, i, limit);
+        }
+        any
+    }
+
+    fn connect(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize) {
+        let l = &mut self.links[i];
+        match ctx.reach(now, l.hub.peer, &l.hub.addrs, t.dial) {
+            Reach::Connected => self.open(ctx, now, t, i),
+            Reach::Dialing => {
+                l.state = State::Dialing;
+                ctx.timers.cancel(TimerKey::HubLink(i));
+            }
+        }
+    }
+
+    fn open(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize) {
+        let stream = ctx.stream_id();
+        let l = &mut self.links[i];
+        l.state = State::Opening(stream);
+        l.inbox.clear();
+        ctx.emit(Output::OpenStream { stream, peer: l.hub.peer, protocol: Protocol::Hub });
+        ctx.timers.set(TimerKey::HubLink(i), now + t.hub_request);
+    }
+
+    pub(crate) fn on_peer_connected(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, peer: PeerId) {
+        for i in 0..self.links.len() {
+            if self.links[i].hub.peer == peer && self.links[i].state == State::Dialing {
+                self.open(ctx, now, t, i);
+            }
+        }
+    }
+
+    pub(crate) fn on_dial_failed(&mut self, ctx: &mut Ctx, now: Instant, peer: PeerId) {
+        for i in 0..self.links.len() {
+            if self.links[i].hub.peer == peer && self.links[i].state == State::Dialing {
+                self.fail(ctx, now, i, None);
+            }
+        }
+    }
+
+    fn index_of(&self, stream: StreamId) -> Option<usize> {
+        self.links.iter().position(|l| l.stream() == Some(stream))
+    }
+
+    pub(crate) fn on_stream_opened(&mut self, stream: StreamId) {
+        if let Some(i) = self.index_of(stream) {
+            if self.links[i].state == State::Opening(stream) {
+                self.links[i].state = State::AwaitChallenge(stream);
+            }
+        }
+    }
+
+    pub(crate) fn on_stream_refused(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId) {
+        if let Some(i) = self.index_of(stream) {
+            self.fail(ctx, now, i, None);
+        }
+    }
+
+    pub(crate) fn on_closed(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, how: Close) {
+        if let Some(i) = self.index_of(stream) {
+            // The hub ended the stream; answer a Fin with ours so nothing lingers.
+            let close = if how == Close::Fin { Some(Close::Fin) } else { None };
+            self.fail(ctx, now, i, close);
+        }
+    }
+
+    pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId, data: &[u8]) {
+        let Some(i) = self.index_of(stream) else { return };
+        self.links[i].inbox.extend_from_slice(data);
+        loop {
+            let l = &mut self.links[i];
+            if l.stream() != Some(stream) {
+                return;
+            }
+            match wire::decode(&l.inbox) {
+                Ok(None) => return,
+                Ok(Some((msg, used))) => {
+                    l.inbox.drain(..used);
+                    self.on_message(ctx, now, t, i, stream, msg);
+                }
+                Err(_) => {
+                    let hub = l.hub.peer;
+                    ctx.event(Event::PeerProtocolError { peer: hub });
+                    self.fail(ctx, now, i, Some(Close::Reset));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize, stream: StreamId, msg: HubMessage) {
+        let l = &mut self.links[i];
+        match (l.state, msg) {
+            (State::AwaitChallenge(_), HubMessage::Challenge { version, nonce }) if version == HUB_VERSION => {
+                let proof = self.credential.prove(&nonce, &self.local, self.role);
+                send(
+                    ctx,
+                    stream,
+                    &HubMessage::Auth {
+                        version: HUB_VERSION,
+                        role: self.role,
+                        key_id: self.credential.key_id.clone(),
+                        proof,
+                    },
+                );
+                l.state = State::AwaitAuthOk(stream);
+                ctx.timers.set(TimerKey::HubLink(i), now + t.hub_request);
+            }
+            (State::AwaitAuthOk(_), HubMessage::AuthOk) => {
+                l.state = State::Ready(stream);
+                l.failures = 0;
+                if self.registration.is_some() {
+                    l.queue.push_front(Request::Register);
+                }
+                self.events.push_back(LinkEvent::Ready);
+                self.pump(ctx, now, t, i, 0);
+            }
+            (State::Ready(_), msg) => self.on_response(ctx, now, t, i, msg),
+            _ => {
+                let hub = l.hub.peer;
+                ctx.event(Event::PeerProtocolError { peer: hub });
+                self.fail(ctx, now, i, Some(Close::Reset));
+            }
+        }
+    }
+
+    fn on_response(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize, msg: HubMessage) {
+        let l = &mut self.links[i];
+        let Some((req, _)) = l.in_flight.take() else {
+            let hub = l.hub.peer;
+            ctx.event(Event::PeerProtocolError { peer: hub });
+            self.fail(ctx, now, i, Some(Close::Reset));
+            return;
+        };
+        match (req, msg) {
+            (Request::Register, HubMessage::Registered { ttl_secs })
+            | (Request::Heartbeat, HubMessage::HeartbeatAck { ttl_secs }) => {
+                // Three heartbeats per TTL: one lost or late beat never expires us.
+                let ttl = Duration::from_secs(u64::from(ttl_secs.max(3)));
+                l.heartbeat_every = ttl / 3;
+                l.next_heartbeat = Some(now + l.heartbeat_every);
+                if req == Request::Register {
+                    l.registered = true;
+                    let hub = l.hub.peer;
+                    ctx.event(Event::HubRegistered { hub });
+                }
+            }
+            (Request::Heartbeat, HubMessage::Error { code: HubErrorCode::NotRegistered, .. }) => {
+                // The hub forgot us (it restarted, or our TTL ran out during a partition).
+                l.registered = false;
+                l.queue.push_front(Request::Register);
+            }
+            (Request::Find, HubMessage::Peers { peers }) => {
+                self.events.push_back(LinkEvent::Peers(peers));
+            }
+            (Request::Resolve(_), HubMessage::Resolved { peer, record }) => {
+                self.events.push_back(LinkEvent::Resolved(peer, record));
+            }
+            _ => {
+                let hub = l.hub.peer;
+                ctx.event(Event::PeerProtocolError { peer: hub });
+                self.fail(ctx, now, i, Some(Close::Reset));
+                return;
+            }
+        }
+        self.pump(ctx, now, t, i, 0);
+    }
+
+    /// Sends the next queued request if none is in flight, and arms the timer.
+    fn pump(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize, find_limit: u16) {
+        let l = &mut self.links[i];
+        let State::Ready(stream) = l.state else { return };
+        if l.in_flight.is_none() {
+            if let Some(req) = l.queue.pop_front() {
+                let msg = match req {
+                    Request::Register => {
+                        let Some(r) = &self.registration else { return };
+                        HubMessage::Register {
+                            addrs: r.addrs.clone(),
+                            attrs: r.attrs.clone(),
+                            capacity: r.capacity,
+                        }
+                    }
+                    Request::Heartbeat => HubMessage::Heartbeat { load: 0 },
+                    Request::Find => HubMessage::Find {
+                        filter: PeerFilter::default(),
+                        limit: if find_limit == 0 { wire::MAX_PEERS as u16 } else { find_limit },
+                    },
+                    Request::Resolve(peer) => HubMessage::Resolve { peer },
+                };
+                send(ctx, stream, &msg);
+                l.in_flight = Some((req, now + t.hub_request));
+            }
+        }
+        let wake = match (l.in_flight, l.next_heartbeat) {
+            (Some((_, deadline)), Some(hb)) => Some(deadline.min(hb)),
+            (Some((_, deadline)), None) => Some(deadline),
+            (None, hb) => hb,
+        };
+        match wake {
+            Some(at) => ctx.timers.set(TimerKey::HubLink(i), at),
+            None => ctx.timers.cancel(TimerKey::HubLink(i)),
+        }
+    }
+
+    pub(crate) fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize) {
+        let Some(l) = self.links.get_mut(i) else { return };
+        match l.state {
+            State::Idle => self.connect(ctx, now, t, i),
+            State::Dialing => {}
+            State::Opening(_) | State::AwaitChallenge(_) | State::AwaitAuthOk(_) => {
+                self.fail(ctx, now, i, Some(Close::Reset));
+            }
+            State::Ready(_) => {
+                if l.in_flight.is_some_and(|(_, deadline)| deadline <= now) {
+                    self.fail(ctx, now, i, Some(Close::Reset));
+                    return;
+                }
+                if l.next_heartbeat.is_some_and(|hb| hb <= now) {
+                    l.next_heartbeat = None;
+                    if !l.queue.contains(&Request::Heartbeat) && !l.queue.contains(&Request::Register)
+                    {
+                        l.queue.push_back(Request::Heartbeat);
+                    }
+                }
+                self.pump(ctx, now, t, i, 0);
+            }
+        }
+    }
+
+    /// Tears the link down and schedules a redial after a backoff.
+    fn fail(&mut self, ctx: &mut Ctx, now: Instant, i: usize, close: Option<Close>) {
+        let l = &mut self.links[i];
+        if let Some(stream) = l.stream() {
+            if let Some(how) = close {
+                ctx.emit(Output::Close { stream, how });
+            }
+        }
+        let was_ready = matches!(l.state, State::Ready(_));
+        let had_requests = l.in_flight.is_some() || !l.queue.is_empty();
+        l.state = State::Idle;
+        l.inbox.clear();
+        l.in_flight = None;
+        l.queue.clear();
+        l.next_heartbeat = None;
+        l.registered = false;
+        l.failures = l.failures.saturating_add(1);
+        let delay = self.backoff.delay(l.failures, &mut ctx.rng);
+        ctx.timers.set(TimerKey::HubLink(i), now + delay);
+        if was_ready {
+            let hub = l.hub.peer;
+            ctx.event(Event::HubLinkLost { hub });
+        }
+        if had_requests || was_ready {
+            self.events.push_back(LinkEvent::Lost);
+        }
+    }
+}
+
+impl Link {
+    fn stream(&self) -> Option<StreamId> {
+        match self.state {
+            State::Idle | State::Dialing => None,
+            State::Opening(s) | State::AwaitChallenge(s) | State::AwaitAuthOk(s) | State::Ready(s) => {
+                Some(s)
+            }
+        }
+    }
+}
+
+impl HubLinks {
+    /// How many links can carry a request now.
+    pub(crate) fn ready_count(&self) -> usize {
+        self.links.iter().filter(|l| matches!(l.state, State::Ready(_))).count()
+    }
+}

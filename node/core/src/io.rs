@@ -1,0 +1,426 @@
+//! What flows into and out of a [`Node`](crate::Node): inputs from the outside
+//! world, outputs for the driver or simulator to carry out, and events for
+//! operators to count.
+
+use crate::ids::{ConnId, ListenerId, PeerId, QueryId, StreamId};
+use crate::record::PeerAddr;
+use crate::target::Status;
+use bytes::Bytes;
+use core::fmt;
+use core::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+
+/// The peer-to-peer protocols the core speaks.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Protocol {
+    /// `/meshproxy/proxy/1`: one proxied connection per stream.
+    Proxy,
+    /// `/meshproxy/hub/1`: registration and lookup at a hub.
+    Hub,
+}
+
+impl Protocol {
+    /// The protocol name negotiated on the stream.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Proxy => crate::wire::proxy::PROXY_PROTOCOL,
+            Protocol::Hub => crate::wire::hub::HUB_PROTOCOL,
+        }
+    }
+}
+
+/// How one direction of a stream ended.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Close {
+    /// A clean end of stream (TCP FIN, yamux/QUIC stream finish).
+    Fin,
+    /// An abort (TCP RST, stream reset); data in flight may be lost.
+    Reset,
+}
+
+/// How a DNS lookup failed.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum ResolveError {
+    /// The name does not exist (NXDOMAIN) or has no address records.
+    NotFound,
+    /// The resolver failed or timed out.
+    Failed,
+}
+
+/// How a splice ended, as the data plane reports it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum SpliceEnd {
+    /// Both directions finished with a clean end of stream.
+    Clean,
+    /// Side `a` was reset (or failed); `b` was reset in turn.
+    ResetA,
+    /// Side `b` was reset (or failed); `a` was reset in turn.
+    ResetB,
+    /// Nothing moved for longer than the idle timeout; both sides were reset.
+    IdleTimeout,
+}
+
+/// What the data plane carried in one splice.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SpliceReport {
+    /// Bytes written to `b` that came from `a` (prefix included).
+    pub a_to_b: u64,
+    /// Bytes written to `a` that came from `b` (prefix included).
+    pub b_to_a: u64,
+    /// How it ended.
+    pub how: SpliceEnd,
+}
+
+/// Limits the data plane applies to one splice.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SpliceLimits {
+    /// Reset both sides when no byte moved either way for this long.
+    pub idle_timeout: Duration,
+}
+
+/// State the node wants kept across restarts (written atomically by the driver,
+/// kept across a simulated crash by the simulator), fed back with
+/// [`Input::Restore`].
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct StateSnapshot {
+    /// The client's sticky pool, in [`crate::selection::sticky`]'s format.
+    pub sticky: Vec<u8>,
+}
+
+/// An event from the outside world. Every input is timestamped by the `now`
+/// passed to [`Node::handle_input`](crate::Node::handle_input).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Input {
+    /// An app connected to a client listener.
+    AppAccepted {
+        /// The listener, by its position in the client config.
+        listener: ListenerId,
+        /// The new connection (allocated by the outside: [`StreamId::outside`]).
+        stream: StreamId,
+        /// The app's address.
+        source: SocketAddr,
+    },
+    /// Bytes arrived on a stream the core still controls (not spliced).
+    StreamData {
+        /// The stream.
+        stream: StreamId,
+        /// The bytes, in order.
+        data: Bytes,
+    },
+    /// The remote side of a core-controlled stream finished or reset it.
+    StreamClosed {
+        /// The stream.
+        stream: StreamId,
+        /// Fin or Reset.
+        how: Close,
+    },
+    /// A connection to a peer is up (after [`Output::Dial`], or inbound).
+    PeerConnected {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A connection to a peer went down; streams on it are reported separately.
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        conn: ConnId,
+    },
+    /// An [`Output::Dial`] failed.
+    DialFailed {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// An [`Output::OpenStream`] succeeded: the stream is writable.
+    StreamOpened {
+        /// The stream the core named.
+        stream: StreamId,
+    },
+    /// An [`Output::OpenStream`] failed (no connection, protocol refused, limit).
+    StreamRefused {
+        /// The stream the core named.
+        stream: StreamId,
+    },
+    /// A peer opened a stream to us.
+    InboundStream {
+        /// The new stream (allocated by the outside).
+        stream: StreamId,
+        /// Who opened it.
+        peer: PeerId,
+        /// Which protocol was negotiated.
+        protocol: Protocol,
+    },
+    /// An [`Output::Resolve`] finished.
+    Resolved {
+        /// The lookup.
+        query: QueryId,
+        /// The addresses, in the resolver's order.
+        result: Result<Vec<IpAddr>, ResolveError>,
+    },
+    /// An [`Output::ConnectOrigin`] succeeded.
+    OriginConnected {
+        /// The stream the core named.
+        stream: StreamId,
+    },
+    /// An [`Output::ConnectOrigin`] failed; the driver maps the OS error to a status
+    /// (refused, host/network unreachable, timed out).
+    OriginFailed {
+        /// The stream the core named.
+        stream: StreamId,
+        /// What went wrong.
+        status: Status,
+    },
+    /// An [`Output::Splice`] finished; both streams are gone.
+    SpliceEnded {
+        /// Side a of the splice.
+        a: StreamId,
+        /// Side b of the splice.
+        b: StreamId,
+        /// What was carried and how it ended.
+        report: SpliceReport,
+    },
+    /// State persisted by an earlier run of this node; feed once, right after `new`.
+    Restore(StateSnapshot),
+}
+
+/// Something the node wants done, pulled with [`Node::poll_output`](crate::Node::poll_output).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Output {
+    /// Write bytes on a core-controlled stream.
+    Transmit {
+        /// The stream.
+        stream: StreamId,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// Close a core-controlled stream after earlier transmits (Fin) or abort it
+    /// (Reset). The core forgets the stream; anything later about it is ignored.
+    Close {
+        /// The stream.
+        stream: StreamId,
+        /// Fin or Reset.
+        how: Close,
+    },
+    /// Connect to a peer; answered by `PeerConnected` or `DialFailed`.
+    Dial {
+        /// The peer.
+        peer: PeerId,
+        /// Where it may be reached (may be empty if the driver knows better).
+        addrs: Vec<PeerAddr>,
+    },
+    /// Open a stream to a connected peer; answered by `StreamOpened` or `StreamRefused`.
+    OpenStream {
+        /// The id the core gives the stream.
+        stream: StreamId,
+        /// The peer.
+        peer: PeerId,
+        /// The protocol to negotiate.
+        protocol: Protocol,
+    },
+    /// Look a name up; answered by `Resolved`.
+    Resolve {
+        /// The id the core gives the lookup.
+        query: QueryId,
+        /// The name, as the app sent it.
+        name: String,
+    },
+    /// Open a TCP connection to an origin (on an exit; the address already
+    /// passed the exit policy); answered by `OriginConnected` or `OriginFailed`.
+    ConnectOrigin {
+        /// The id the core gives the connection.
+        stream: StreamId,
+        /// The address to dial — exactly this one.
+        addr: SocketAddr,
+    },
+    /// Hand two streams to the data plane: copy both ways with faithful
+    /// half-close and reset propagation, then report `SpliceEnded`.
+    Splice {
+        /// One side (the app on a client, the peer stream on an exit).
+        a: StreamId,
+        /// The other side (the peer stream on a client, the origin on an exit).
+        b: StreamId,
+        /// Bytes already read from `a` that must be written to `b` first.
+        a_to_b_prefix: Bytes,
+        /// Bytes already read from `b` that must be written to `a` first.
+        b_to_a_prefix: Bytes,
+        /// Limits for the data plane.
+        limits: SpliceLimits,
+    },
+    /// Persist this state (replacing the previous snapshot).
+    Persist(StateSnapshot),
+    /// Something worth counting or logging.
+    Event(Event),
+}
+
+/// Why a client session failed.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum FailReason {
+    /// The app's handshake was malformed, refused or unsupported.
+    Handshake,
+    /// The app did not finish its handshake in time.
+    HandshakeTimeout,
+    /// The app went away before the session was set up.
+    AppClosed,
+    /// No exit matched the listener's filters (or all were backing off).
+    NoExit,
+    /// The pinned exit was unavailable and the listener forbids fallback.
+    StickyUnavailable,
+    /// The exit reported a failure of the destination (the status says which).
+    Destination,
+    /// Every attempt failed at the exit or on the way to it.
+    ExitFailed,
+    /// The session's setup budget ran out.
+    Timeout,
+    /// The node is at its session limit.
+    Overloaded,
+}
+
+/// What an operator would want to count. Cheap to build: no heap data.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Event {
+    /// An app connection was accepted on a listener.
+    AppAccepted {
+        /// The listener.
+        listener: ListenerId,
+    },
+    /// A client session is spliced to an exit.
+    SessionEstablished {
+        /// The listener.
+        listener: ListenerId,
+        /// The exit carrying it.
+        exit: PeerId,
+        /// From app accept to the exit's success answer.
+        setup: Duration,
+        /// How many exits were tried (1 = first try).
+        attempts: u32,
+    },
+    /// A client session failed before it was spliced; the app got `status`.
+    SessionFailed {
+        /// The listener.
+        listener: ListenerId,
+        /// Why.
+        reason: FailReason,
+        /// What the app was told.
+        status: Status,
+    },
+    /// A spliced session (client or exit side) ended.
+    SessionClosed {
+        /// Bytes from app/peer to the far side.
+        up: u64,
+        /// Bytes from the far side back.
+        down: u64,
+        /// How it ended.
+        how: SpliceEnd,
+    },
+    /// One attempt at an exit failed and another exit may be tried.
+    ExitAttemptFailed {
+        /// The exit.
+        exit: PeerId,
+    },
+    /// A circuit breaker changed state.
+    Breaker {
+        /// The exit.
+        exit: PeerId,
+        /// The new state.
+        to: crate::selection::breaker::BreakerState,
+    },
+    /// An exit accepted a proxy stream and connected to the origin.
+    ExitConnected {
+        /// The client peer.
+        peer: PeerId,
+    },
+    /// An exit refused a destination by policy; nothing was dialed.
+    ExitDenied {
+        /// The address that was denied (for a name: the first denied answer).
+        ip: Option<IpAddr>,
+    },
+    /// An exit could not reach an allowed destination.
+    ExitConnectFailed {
+        /// The status sent back.
+        status: Status,
+    },
+    /// This node's registration at a hub was accepted.
+    HubRegistered {
+        /// The hub.
+        hub: PeerId,
+    },
+    /// This node lost its link to a hub and will retry.
+    HubLinkLost {
+        /// The hub.
+        hub: PeerId,
+    },
+    /// (Hub) an exit registered.
+    DirectoryRegistered {
+        /// The exit.
+        peer: PeerId,
+    },
+    /// (Hub) an exit's registration expired or its link closed.
+    DirectoryRemoved {
+        /// The exit.
+        peer: PeerId,
+    },
+    /// (Hub) a peer failed admission.
+    AdmissionDenied {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A protocol violation by a peer (bad frame, unknown version); its stream was reset.
+    PeerProtocolError {
+        /// The peer.
+        peer: PeerId,
+    },
+}
+
+/// Why the node wants to be woken, returned with the instant by
+/// [`Node::poll_timeout`](crate::Node::poll_timeout).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum TimerReason {
+    /// A session's current step has a deadline.
+    SessionDeadline,
+    /// A hub link retries, sends a heartbeat, or times out a request.
+    HubLink,
+    /// The hub directory expires registrations.
+    DirectoryExpiry,
+    /// The client refreshes its list of exits.
+    ExitRefresh,
+    /// A hub-side stream did not authenticate in time.
+    HubPeerDeadline,
+    /// A dial did not answer in time.
+    DialDeadline,
+}
+
+impl TimerReason {
+    /// Whether this timer exists for as long as the node runs (so it is not a leak).
+    pub fn is_periodic(self) -> bool {
+        matches!(self, TimerReason::HubLink | TimerReason::DirectoryExpiry | TimerReason::ExitRefresh)
+    }
+}
+
+/// How many of each resource a node holds, for leak and bound checks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Resources {
+    /// Client and exit sessions not yet ended.
+    pub sessions: usize,
+    /// Streams the core tracks (controlled or spliced).
+    pub streams: usize,
+    /// Dials without an answer.
+    pub pending_dials: usize,
+    /// DNS lookups without an answer.
+    pub pending_queries: usize,
+    /// Timers other than the periodic ones.
+    pub timers: usize,
+    /// Hub directory entries (hubs only).
+    pub directory_entries: usize,
+}
+
+impl fmt::Display for Resources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sessions={} streams={} dials={} queries={} timers={}",
+            self.sessions, self.streams, self.pending_dials, self.pending_queries, self.timers
+        )
+    }
+}
