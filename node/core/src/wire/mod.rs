@@ -1,1 +1,75 @@
-//! (being written)
+//! The two peer-to-peer wire protocols, as pure codecs over `&[u8]`.
+//!
+//! No IO and no buffering here: a decoder looks at the bytes received so far
+//! and says [`Decoded::Complete`] (the message and how many bytes it took),
+//! [`Decoded::Incomplete`] (read more, call again with the longer buffer) or
+//! [`DecodeError`] (close the stream). An encoder appends one frame to a
+//! `Vec<u8>`. The encoding is hand-written and canonical: integers are
+//! big-endian, every value has exactly one byte string, and a decoder rejects
+//! every other byte string, so decode-then-encode reproduces the input.
+//!
+//! # Frames
+//!
+//! ```text
+//! [body length: u32 BE][message type: u8][fields …]
+//!                      └──────────── body ────────┘
+//! ```
+//!
+//! The length is checked against the largest body the stream can carry as
+//! soon as its 4 bytes arrive, then against the message type's own limit once
+//! the type byte is there, and only then does the decoder wait for the rest —
+//! a peer announcing 4 GiB is turned away after 4 bytes, never buffered for.
+//! Details in [`frame`].
+//!
+//! # `/meshproxy/proxy/1` ([`proxy`])
+//!
+//! ```text
+//! client                                   exit
+//!   │── ConnectRequest { version, target, session } ─▶│  policy check, DNS, dial
+//!   │◀─ ConnectResponse { status, bound } ────────────│
+//!   │◀════════════ raw bytes, both ways ═════════════▶│  (only after Succeeded)
+//! ```
+//!
+//! Limits: request body ≤ [`proxy::MAX_REQUEST`] (270 bytes, a 255-byte
+//! domain), response body ≤ [`proxy::MAX_RESPONSE`] (21 bytes).
+//!
+//! # `/meshproxy/hub/1` ([`hub`])
+//!
+//! ```text
+//! peer                                      hub
+//!   │◀─ Challenge { version, nonce } ──────────│
+//!   │── Auth { version, role, key_id, proof } ▶│  proof: HMAC(token, nonce)
+//!   │◀─ AuthOk ────────────────────────────────│  (or Error, then close)
+//! exit:
+//!   │── Register { addrs, attrs, capacity } ──▶│
+//!   │◀─ Registered { ttl_secs } ───────────────│
+//!   │── Heartbeat { load } ───────────────────▶│  before the ttl runs out, repeated
+//!   │◀─ HeartbeatAck { ttl_secs } ─────────────│
+//! client:
+//!   │── Find { filter, limit } ───────────────▶│
+//!   │◀─ Peers { peers } ───────────────────────│  at most MAX_PEERS records
+//!   │── Resolve { peer } ─────────────────────▶│
+//!   │◀─ Resolved { peer, record } ─────────────│
+//! ```
+//!
+//! Limits: every field bound of [`crate::record`] (addresses, labels, peer
+//! ids), key ids ≤ [`hub::MAX_KEY_ID_LEN`], error messages ≤
+//! [`hub::MAX_ERROR_MESSAGE_LEN`], `Peers` ≤ [`hub::MAX_PEERS`]; per-type body
+//! limits follow from those, the largest being [`hub::MAX_HUB_FRAME`].
+//!
+//! # Versions
+//!
+//! The messages that open a conversation (`ConnectRequest`, `Challenge`,
+//! `Auth`) carry a version byte right after the type byte. A decoder reports
+//! any version but its own as [`DecodeError::UnsupportedVersion`] as soon as
+//! that byte arrives, so the receiver can still answer with a clean error
+//! (`ConnectResponse { status: GeneralFailure }`, `Error { UnsupportedVersion }`)
+//! before closing.
+
+pub mod frame;
+pub mod hub;
+pub mod proxy;
+
+pub use frame::{DecodeError, DecodeResult, Decoded};
+pub use hub::{HubErrorCode, HubMessage, Role, HUB_PROTOCOL, HUB_VERSION};
+pub use proxy::{ConnectRequest, ConnectResponse, PROXY_PROTOCOL, PROXY_VERSION};
