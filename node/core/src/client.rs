@@ -24,6 +24,7 @@ use crate::socks::{self, SocksAction, SocksHandshake, UserParams};
 use crate::target::{Status, TargetAddr};
 use crate::time::Instant;
 use crate::wire::proxy::{self, ConnectRequest, PROXY_VERSION};
+use crate::wire::frame::Decoded;
 use bytes::Bytes;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
@@ -440,8 +441,8 @@ impl ClientRole {
         let (exit, sent) = (*exit, *sent);
         inbox.extend_from_slice(data);
         let (response, used) = match proxy::decode_response(inbox) {
-            Ok(None) => return,
-            Ok(Some(decoded)) => decoded,
+            Ok(Decoded::Incomplete) => return,
+            Ok(Decoded::Complete { msg, consumed }) => (msg, consumed),
             Err(_) => {
                 ctx.event(Event::PeerProtocolError { peer: exit });
                 self.exit_failed(ctx, now, t, app, Status::GeneralFailure);

@@ -18,6 +18,7 @@ use crate::target::{Status, TargetAddr};
 use crate::time::Instant;
 use crate::wire::frame::DecodeError;
 use crate::wire::proxy::{self, ConnectRequest, ConnectResponse};
+use crate::wire::frame::Decoded;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -119,8 +120,8 @@ impl ExitRole {
         };
         inbox.extend_from_slice(data);
         match proxy::decode_request(inbox) {
-            Ok(None) => {}
-            Ok(Some((req, used))) => {
+            Ok(Decoded::Incomplete) => {}
+            Ok(Decoded::Complete { msg: req, consumed: used }) => {
                 s.early = Bytes::copy_from_slice(&inbox[used..]);
                 self.on_request(ctx, now, t, stream, req);
             }

@@ -13,6 +13,7 @@ use crate::ids::{PeerId, StreamId};
 use crate::io::{Close, Event, Output};
 use crate::time::Instant;
 use crate::wire::hub::{self as wire, HubErrorCode, HubMessage, Role, HUB_VERSION};
+use crate::wire::frame::Decoded;
 use bytes::Bytes;
 use rand_core::RngCore;
 use std::collections::BTreeMap;
@@ -93,8 +94,8 @@ impl HubRole {
         loop {
             let Some(s) = self.streams.get_mut(&stream) else { return };
             match wire::decode(&s.inbox) {
-                Ok(None) => return,
-                Ok(Some((msg, used))) => {
+                Ok(Decoded::Incomplete) => return,
+                Ok(Decoded::Complete { msg: msg, consumed: used }) => {
                     s.inbox.drain(..used);
                     if !self.on_message(ctx, now, stream, msg) {
                         return;

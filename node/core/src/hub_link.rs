@@ -226,8 +226,8 @@ impl HubLinks {
                 return;
             }
             match wire::decode(&l.inbox) {
-                Ok(None) => return,
-                Ok(Some((msg, used))) => {
+                Ok(Decoded::Incomplete) => return,
+                Ok(Decoded::Complete { msg: msg, consumed: used }) => {
                     l.inbox.drain(..used);
                     self.on_message(ctx, now, t, i, stream, msg);
                 }
