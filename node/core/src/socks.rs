@@ -371,7 +371,7 @@ impl SocksHandshake {
 
     /// Handles an RFC 1929 request.
     fn auth(&mut self) -> Result<Option<usize>, Failure> {
-        let Some((len, username, password)) = parse_auth(&self.input)? else {
+        let Some(AuthRequest { len, username, password }) = parse_auth(&self.input)? else {
             return Ok(None);
         };
         let failed = |error| (vec![AUTH_VERSION, AUTH_FAILED], error);
@@ -435,8 +435,16 @@ fn parse_greeting(b: &[u8]) -> Result<Option<Offer>, Failure> {
     }))
 }
 
-/// Parses VER ULEN UNAME PLEN PASSWD into (length, username, password).
-fn parse_auth(b: &[u8]) -> Result<Option<(usize, &[u8], &[u8])>, Failure> {
+/// An RFC 1929 request as it lies in the buffer.
+struct AuthRequest<'a> {
+    /// The message's length.
+    len: usize,
+    username: &'a [u8],
+    password: &'a [u8],
+}
+
+/// Parses VER ULEN UNAME PLEN PASSWD.
+fn parse_auth(b: &[u8]) -> Result<Option<AuthRequest<'_>>, Failure> {
     let Some(&version) = b.first() else { return Ok(None) };
     if version != AUTH_VERSION {
         return Err((vec![AUTH_VERSION, AUTH_FAILED], SocksError::BadAuthVersion { version }));
@@ -447,7 +455,7 @@ fn parse_auth(b: &[u8]) -> Result<Option<(usize, &[u8], &[u8])>, Failure> {
     let Some(&plen) = b.get(user_end) else { return Ok(None) };
     let len = user_end + 1 + usize::from(plen);
     let Some(password) = b.get(user_end + 1..len) else { return Ok(None) };
-    Ok(Some((len, username, password)))
+    Ok(Some(AuthRequest { len, username, password }))
 }
 
 /// Parses VER CMD RSV ATYP DST.ADDR DST.PORT into (length, target).
@@ -793,7 +801,7 @@ pub(crate) mod tests {
     #[test]
     fn no_auth_connect_ipv4() {
         let mut hs = no_auth();
-        let target = TargetAddr::Ip("192.0.2.7:443".parse().unwrap());
+        let target = TargetAddr::Ip("192.0.2.7:443".parse().expect("valid in test"));
         let run = drive_all(&mut hs, &cat(&[&[5, 1, 0], &request_msg(&target)]));
         assert_eq!(run.sent, [5, 0]);
         let req = request_of(&run);
@@ -806,7 +814,7 @@ pub(crate) mod tests {
     #[test]
     fn connect_ipv6_and_domain() {
         for target in [
-            TargetAddr::Ip("[2001:db8::1]:8443".parse().unwrap()),
+            TargetAddr::Ip("[2001:db8::1]:8443".parse().expect("valid in test")),
             domain("example.com", 80),
             domain(&"a".repeat(255), 1),
         ] {
@@ -820,7 +828,10 @@ pub(crate) mod tests {
     fn domain_spelling_an_ip_becomes_an_ip() {
         let mut hs = no_auth();
         let run = drive_all(&mut hs, &cat(&[&[5, 1, 0], &request_msg(&domain("10.1.2.3", 22))]));
-        assert_eq!(request_of(&run).target, TargetAddr::Ip("10.1.2.3:22".parse().unwrap()));
+        assert_eq!(
+            request_of(&run).target,
+            TargetAddr::Ip("10.1.2.3:22".parse().expect("valid in test"))
+        );
     }
 
     #[test]
@@ -1035,7 +1046,7 @@ pub(crate) mod tests {
         let input = cat(&[
             &[5, 2, 0, 2],
             &auth_msg("alice-country-us", "secret"),
-            &request_msg(&TargetAddr::Ip("[::1]:80".parse().unwrap())),
+            &request_msg(&TargetAddr::Ip("[::1]:80".parse().expect("valid in test"))),
             b"GET /",
         ]);
         let chunks: Vec<&[u8]> = input.chunks(1).collect();
@@ -1051,10 +1062,10 @@ pub(crate) mod tests {
     fn replies_follow_rfc_1928() {
         assert_eq!(reply(Status::Succeeded, None), [5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(
-            reply(Status::HostUnreachable, Some("1.2.3.4:258".parse().unwrap())),
+            reply(Status::HostUnreachable, Some("1.2.3.4:258".parse().expect("valid in test"))),
             [5, 4, 0, 1, 1, 2, 3, 4, 1, 2]
         );
-        let v6 = reply(Status::Succeeded, Some("[::2]:80".parse().unwrap()));
+        let v6 = reply(Status::Succeeded, Some("[::2]:80".parse().expect("valid in test")));
         assert_eq!(v6.len(), 22);
         assert_eq!(&v6[..4], [5, 0, 0, 4]);
         assert_eq!(&v6[4..20], Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 2).octets());
@@ -1079,15 +1090,16 @@ pub(crate) mod tests {
 
     #[test]
     fn user_params_examples() {
-        let p = UserParams::parse("alice-session-42-country-de-label-residential").unwrap();
+        let p = UserParams::parse("alice-session-42-country-de-label-residential")
+            .expect("valid in test");
         assert_eq!(p.base, "alice");
         assert_eq!(p.session.as_deref(), Some("42"));
         assert_eq!(p.country, CountryCode::parse("DE"));
         assert_eq!(p.labels, ["residential"]);
         assert_eq!(p.filter(), PeerFilter { country: p.country, labels: p.labels.clone() });
-        assert_eq!(UserParams::parse("").unwrap(), UserParams::default());
-        assert_eq!(UserParams::parse("bob").unwrap().base, "bob");
-        let two = UserParams::parse("-label-a-label-b").unwrap();
+        assert_eq!(UserParams::parse("").expect("valid in test"), UserParams::default());
+        assert_eq!(UserParams::parse("bob").expect("valid in test").base, "bob");
+        let two = UserParams::parse("-label-a-label-b").expect("valid in test");
         assert_eq!((two.base.as_str(), two.labels), ("", vec!["a".to_owned(), "b".to_owned()]));
     }
 
