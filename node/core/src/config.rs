@@ -12,6 +12,7 @@ use crate::selection::breaker::BreakerConfig;
 use crate::socks::SocksAuthPolicy;
 use core::time::Duration;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Everything a [`Node`](crate::Node) needs to know at start.
 #[derive(Clone, Debug)]
@@ -175,9 +176,9 @@ pub struct ListenerConfig {
     /// Whether a pinned connection may move to another exit when its exit fails.
     pub fallback: bool,
     /// SOCKS5 authentication.
-    pub socks_auth: SocksAuthPolicy,
+    pub socks_auth: Arc<SocksAuthPolicy>,
     /// HTTP proxy authentication.
-    pub http_auth: HttpAuthPolicy,
+    pub http_auth: Arc<HttpAuthPolicy>,
     /// Further exits tried after the first fails at the exit (not at the destination).
     pub retries: u32,
 }
@@ -189,8 +190,8 @@ impl Default for ListenerConfig {
             filter: PeerFilter::default(),
             sticky: StickyMode::Off,
             fallback: true,
-            socks_auth: SocksAuthPolicy::NoAuth,
-            http_auth: HttpAuthPolicy::NoAuth,
+            socks_auth: Arc::new(SocksAuthPolicy::NoAuth),
+            http_auth: Arc::new(HttpAuthPolicy::NoAuth),
             retries: 2,
         }
     }
