@@ -880,6 +880,20 @@ mod tests {
         assert!(policy.check(sneaky, 80).is_err());
         // A local /96 with zero bits elsewhere is refused (conservative).
         assert!(policy.check(local_nat64(Ipv4Addr::new(8, 8, 8, 8), 96), 80).is_err());
+        // An allow rule covering only some readings does not lift the port check.
+        let config = ExitPolicyConfig {
+            allow: vec![rule("0.0.0.0/1")],
+            allowed_ports: vec![PortRange::single(443)],
+            default_deny_ranges: false,
+            ..Default::default()
+        };
+        let partial = ExitPolicy::new(&config, &[]);
+        let v4 = Ipv4Addr::new(128, 0, 0, 0);
+        assert_eq!(partial.check(IpAddr::V4(v4), 80), Err(Denial::PortNotAllowed { port: 80 }));
+        assert_eq!(
+            partial.check(local_nat64(v4, 96), 80),
+            Err(Denial::PortNotAllowed { port: 80 })
+        );
         // One whose other readings are public passes.
         assert_eq!(policy.check(ip("64:ff9b:1:808:8:808:808:808"), 80), Ok(()));
     }
