@@ -468,12 +468,12 @@ impl<'s> World<'s> {
             self.output(n, out);
         }
         let Some(core) = &self.nodes[n as usize].core else { return };
-        let resources = core.resources();
-        let limits = self.nodes[n as usize].config.limits;
-        if resources.sessions > limits.max_client_sessions + limits.max_exit_sessions {
-            self.violation("bounds", format!("n{n} holds {} sessions", resources.sessions));
-        }
+        let sessions = core.resources().sessions;
         let next = core.poll_timeout().map(|(at, _)| at);
+        let limits = self.nodes[n as usize].config.limits;
+        if sessions > limits.max_client_sessions + limits.max_exit_sessions {
+            self.violation("bounds", format!("n{n} holds {sessions} sessions"));
+        }
         let node = &mut self.nodes[n as usize];
         if next != node.timer_at {
             node.timer_at = next;
@@ -1037,6 +1037,7 @@ impl<'s> World<'s> {
             let detail = format!("app {a} asked for {:?} {} and was told it connected", app.spec.kind, app.target);
             self.violation("policy", detail);
         }
+        let app = &self.apps[a as usize];
         let stream = app.stream;
         let mut writes = Vec::new();
         let mut sent = app.up_sent;
@@ -1121,8 +1122,8 @@ impl<'s> World<'s> {
                 "app {a} ({:?} {}, {:?}) still unanswered after {waited:?}",
                 app.spec.kind, app.target, app.phase
             );
-            self.violation(if app.probe { "liveness" } else { "hang" }, detail);
-            let stream = app.stream;
+            let (probe, stream) = (app.probe, app.stream);
+            self.violation(if probe { "liveness" } else { "hang" }, detail);
             self.apps[a as usize].outcome = Some(Outcome::NoAnswer);
             if self.streams.contains_key(&stream) {
                 self.abort_from(stream, 1);
@@ -1244,11 +1245,10 @@ impl<'s> World<'s> {
                     }
                 }
                 let Some(o) = self.origin_conns.get_mut(&c) else { return };
-                if let Some(v) = &mut o.up {
-                    if let Err(m) = v.check(&payload) {
-                        let detail = format!("origin {} got byte {} wrong: {}", o.addr, m.offset, m.detail);
-                        self.violation("integrity", detail);
-                    }
+                let addr = o.addr;
+                if let Some(Err(m)) = o.up.as_mut().map(|v| v.check(&payload)) {
+                    let detail = format!("origin {addr} got byte {} wrong: {}", m.offset, m.detail);
+                    self.violation("integrity", detail);
                 }
                 let Some(o) = self.origin_conns.get(&c) else { return };
                 if o.kind.echoes() {
@@ -1259,17 +1259,17 @@ impl<'s> World<'s> {
                 o.got_fin = true;
                 // A clean end from the app: it must have sent everything, and ended cleanly.
                 let received = o.up.as_ref().map_or(o.head.len() as u64, |v| v.offset);
-                if let Some(a) = o.app {
+                let (kind, addr, app) = (o.kind, o.addr, o.app);
+                if let Some(a) = app {
                     let app = &self.apps[a as usize];
                     if !(app.fin_sent && app.up_sent == received) {
                         let detail = format!(
-                            "origin {} saw a clean end after {received} bytes; app {a} sent {} (fin: {})",
-                            o.addr, app.up_sent, app.fin_sent
+                            "origin {addr} saw a clean end after {received} bytes; app {a} sent {} (fin: {})",
+                            app.up_sent, app.fin_sent
                         );
                         self.violation("integrity", detail);
                     }
                 }
-                let kind = o.kind;
                 if kind.echoes() || kind == OriginKind::Sink {
                     self.origin_send(c, Chunk::Fin);
                 }

@@ -19,7 +19,7 @@ use crate::io::{Close, Event, FailReason, Output, Protocol, SpliceLimits, Splice
 use crate::record::{PeerFilter, PeerRecord};
 use crate::selection::breaker::CircuitBreaker;
 use crate::selection::latency::{pick_two, Ewma};
-use crate::selection::sticky::{StickyKey, StickyPool};
+use crate::selection::sticky::{StickyConfig, StickyKey, StickyPool};
 use crate::socks::{self, SocksAction, SocksHandshake, UserParams};
 use crate::target::{Status, TargetAddr};
 use crate::time::Instant;
@@ -119,7 +119,7 @@ pub(crate) struct ClientRole {
 
 impl ClientRole {
     pub(crate) fn new(config: ClientConfig) -> ClientRole {
-        let sticky = StickyPool::new(config.selection.sticky_capacity, config.selection.sticky_ttl);
+        let sticky = StickyPool::new(sticky_config(&config));
         ClientRole {
             config,
             sessions: BTreeMap::new(),
@@ -145,17 +145,8 @@ impl ClientRole {
         self.exits.len()
     }
 
-    pub(crate) fn sticky_snapshot(&self) -> Vec<u8> {
-        self.sticky.snapshot()
-    }
-
     pub(crate) fn restore(&mut self, now: Instant, snapshot: &StateSnapshot) -> bool {
-        match StickyPool::restore(
-            &snapshot.sticky,
-            self.config.selection.sticky_capacity,
-            self.config.selection.sticky_ttl,
-            now,
-        ) {
+        match StickyPool::restore(sticky_config(&self.config), &snapshot.sticky, now) {
             Ok(pool) => {
                 self.sticky = pool;
                 true
@@ -293,24 +284,25 @@ impl ClientRole {
     /// Starts the next attempt: picks an exit, or waits, or fails the session.
     fn attempt(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, app: StreamId) {
         let Some(s) = self.sessions.get(&app) else { return };
-        if now >= s.budget_end {
-            let status = if s.attempts == 0 { Status::NetworkUnreachable } else { s.last_status };
-            let reason = if s.attempts == 0 { FailReason::NoExit } else { FailReason::Timeout };
+        let (attempts, last_status, budget_end) = (s.attempts, s.last_status, s.budget_end);
+        if now >= budget_end {
+            let status = if attempts == 0 { Status::NetworkUnreachable } else { last_status };
+            let reason = if attempts == 0 { FailReason::NoExit } else { FailReason::Timeout };
             self.fail(ctx, app, reason, status);
             return;
         }
         match self.pick(ctx, now, app) {
             Pick::Fail(reason) => {
-                let status = match (reason, s.attempts) {
+                let status = match (reason, attempts) {
                     (FailReason::NoExit, _) | (FailReason::StickyUnavailable, 0) => {
                         Status::NetworkUnreachable
                     }
-                    _ => s.last_status,
+                    _ => last_status,
                 };
                 self.fail(ctx, app, reason, status);
             }
             Pick::Wait(until) => {
-                let until = until.min(s.budget_end);
+                let until = until.min(budget_end);
                 self.waiting.insert(app);
                 if let Some(s) = self.sessions.get_mut(&app) {
                     s.phase = Phase::Waiting;
@@ -374,12 +366,13 @@ impl ClientRole {
             if s.tried.contains(peer) || !req.filter.matches(&e.record.attrs) {
                 continue;
             }
-            if e.retry_at > now || !e.breaker.would_allow(now) {
-                let at = e.retry_at.max(e.breaker.retry_at().unwrap_or(Instant::ZERO));
+            let reopens = e.breaker.reopens_at().filter(|&at| at > now);
+            if e.retry_at > now || reopens.is_some() {
+                let at = e.retry_at.max(reopens.unwrap_or(Instant::ZERO));
                 next_retry = Some(next_retry.map_or(at, |n| n.min(at)));
                 continue;
             }
-            let latency = e.latency.estimate().unwrap_or(UNMEASURED_LATENCY);
+            let latency = e.latency.get().unwrap_or(UNMEASURED_LATENCY);
             let score = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
             candidates.push((*peer, score.saturating_mul(u64::from(e.active) + 1)));
         }
@@ -484,7 +477,7 @@ impl ClientRole {
             e.failures = 0;
             e.retry_at = Instant::ZERO;
             if let Some(to) = e.breaker.on_success(now) {
-                ctx.event(Event::Breaker { exit, to });
+                ctx.event(Event::Breaker { exit, to: to.to });
             }
         }
         let Some(s) = self.sessions.get_mut(&app) else { return };
@@ -494,7 +487,7 @@ impl ClientRole {
             AppKind::Http => http_connect::response(Status::Succeeded),
         };
         if let Some(key) = &req.sticky {
-            if self.sticky.peek(key) != Some(exit) {
+            if self.sticky.get(key, now) != Some(exit) {
                 self.sticky.pin(key.clone(), exit, now);
                 ctx.emit(Output::Persist(StateSnapshot { sticky: self.sticky.snapshot() }));
             }
@@ -528,6 +521,7 @@ impl ClientRole {
         };
         s.last_status = status;
         s.phase = Phase::Waiting;
+        let (listener, attempts) = (s.listener, s.attempts);
         if let Some(stream) = stream {
             if self.peer_streams.remove(&stream).is_some() {
                 ctx.emit(Output::Close { stream, how: Close::Reset });
@@ -542,11 +536,11 @@ impl ClientRole {
             e.failures = e.failures.saturating_add(1);
             e.retry_at = now + self.config.selection.backoff.delay(e.failures, &mut ctx.rng);
             if let Some(to) = e.breaker.on_failure(now) {
-                ctx.event(Event::Breaker { exit, to });
+                ctx.event(Event::Breaker { exit, to: to.to });
             }
         }
-        let retries = self.listener(s.listener).retries;
-        if s.attempts > retries {
+        let retries = self.listener(listener).retries;
+        if attempts > retries {
             self.fail(ctx, app, FailReason::ExitFailed, status);
         } else {
             self.attempt(ctx, now, t, app);
@@ -653,7 +647,7 @@ impl ClientRole {
         self.finds_pending = self.finds_pending.saturating_sub(1);
         self.refreshed = Some(now);
         let breaker = self.config.selection.breaker.clone();
-        let alpha = self.config.selection.latency_alpha_permille;
+        let alpha = self.config.selection.latency_alpha;
         for record in peers {
             let peer = record.peer;
             let e = self.exits.entry(peer).or_insert_with(|| KnownExit {
@@ -788,4 +782,8 @@ fn app_request(
 /// A stable 64-bit hash (FNV-1a), so a session id means the same on every run.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn sticky_config(config: &ClientConfig) -> StickyConfig {
+    StickyConfig { capacity: config.selection.sticky_capacity, ttl: config.selection.sticky_ttl }
 }

@@ -212,8 +212,8 @@ pub struct SelectionConfig {
     pub sticky_capacity: usize,
     /// Pins unused this long are forgotten.
     pub sticky_ttl: Duration,
-    /// Weight of a new latency sample (per mille) in the moving average.
-    pub latency_alpha_permille: u32,
+    /// Weight of a new latency sample in the moving average (0..=1).
+    pub latency_alpha: f64,
 }
 
 impl Default for SelectionConfig {
@@ -229,7 +229,7 @@ impl Default for SelectionConfig {
             find_limit: 64,
             sticky_capacity: 10_000,
             sticky_ttl: Duration::from_secs(24 * 3600),
-            latency_alpha_permille: 200,
+            latency_alpha: 0.2,
         }
     }
 }

@@ -185,10 +185,6 @@ impl Ctx {
         self.peers.dialing.remove(&peer)
     }
 
-    pub(crate) fn is_connected(&self, peer: &PeerId) -> bool {
-        self.peers.conns.contains_key(peer)
-    }
-
     pub(crate) fn pending_dials(&self) -> usize {
         self.peers.dialing.len()
     }

@@ -27,7 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 enum Phase {
     AwaitRequest { inbox: Vec<u8> },
     Resolving { query: QueryId, port: u16 },
-    Connecting { origin: StreamId, rest: Vec<SocketAddr>, last: Status },
+    Connecting { origin: StreamId, rest: Vec<SocketAddr> },
     Spliced { origin: StreamId },
 }
 
@@ -215,7 +215,7 @@ impl ExitRole {
         let origin = ctx.stream_id();
         self.origins.insert(origin, stream);
         if let Some(s) = self.sessions.get_mut(&stream) {
-            s.phase = Phase::Connecting { origin, rest, last };
+            s.phase = Phase::Connecting { origin, rest };
         }
         ctx.emit(Output::ConnectOrigin { stream: origin, addr });
         ctx.timers.set(TimerKey::ExitSession(stream), now + t.origin_connect);

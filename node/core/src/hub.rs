@@ -63,7 +63,7 @@ impl HubRole {
 
     /// Whether `peer` is registered (for the simulator's liveness check).
     pub(crate) fn is_registered(&self, peer: &PeerId) -> bool {
-        self.directory.contains(peer)
+        self.directory.contains(*peer)
     }
 
     /// A peer opened a hub stream: challenge it.
@@ -95,7 +95,7 @@ impl HubRole {
             let Some(s) = self.streams.get_mut(&stream) else { return };
             match wire::decode(&s.inbox) {
                 Ok(Decoded::Incomplete) => return,
-                Ok(Decoded::Complete { msg: msg, consumed: used }) => {
+                Ok(Decoded::Complete { msg, consumed: used }) => {
                     s.inbox.drain(..used);
                     if !self.on_message(ctx, now, stream, msg) {
                         return;
@@ -188,7 +188,7 @@ impl HubRole {
                 true
             }
             (Phase::Admitted { .. }, HubMessage::Resolve { peer: wanted }) => {
-                let record = self.directory.resolve(&wanted).cloned();
+                let record = self.directory.resolve(wanted).cloned();
                 send(ctx, stream, &HubMessage::Resolved { peer: wanted, record });
                 true
             }
@@ -220,7 +220,7 @@ impl HubRole {
         ctx.timers.cancel(TimerKey::HubPeer(stream));
         if self.registered_by.get(&s.peer) == Some(&stream) {
             self.registered_by.remove(&s.peer);
-            if self.directory.remove(&s.peer) {
+            if self.directory.remove(s.peer) {
                 ctx.event(Event::DirectoryRemoved { peer: s.peer });
             }
         }

@@ -13,6 +13,7 @@ use crate::io::{Close, Event, Output, Protocol};
 use crate::record::{Attrs, PeerAddr, PeerFilter, PeerRecord};
 use crate::selection::backoff::Backoff;
 use crate::time::Instant;
+use crate::wire::frame::Decoded;
 use crate::wire::hub::{self as wire, HubErrorCode, HubMessage, Role, HUB_VERSION};
 use core::time::Duration;
 use std::collections::VecDeque;
@@ -32,8 +33,6 @@ pub(crate) enum LinkEvent {
     Ready,
     /// A `Find` answered.
     Peers(Vec<PeerRecord>),
-    /// A `Resolve` answered.
-    Resolved(PeerId, Option<PeerRecord>),
     /// A link went down with requests outstanding; they are lost.
     Lost,
 }
@@ -43,7 +42,6 @@ enum Request {
     Register,
     Heartbeat,
     Find,
-    Resolve(PeerId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,19 +122,9 @@ impl HubLinks {
         self.links.iter().filter(|l| l.registered).count()
     }
 
-    /// Whether any link can carry a request now.
-    pub(crate) fn any_ready(&self) -> bool {
-        self.links.iter().any(|l| matches!(l.state, State::Ready(_)))
-    }
-
     /// Asks every ready hub for exits; false if none is ready.
     pub(crate) fn find(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, limit: u16) -> bool {
         self.request_all(ctx, now, t, Request::Find, limit)
-    }
-
-    /// Asks every ready hub where `peer` is; false if none is ready.
-    pub(crate) fn resolve(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, peer: PeerId) -> bool {
-        self.request_all(ctx, now, t, Request::Resolve(peer), 0)
     }
 
     fn request_all(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, r: Request, limit: u16) -> bool {
@@ -227,7 +215,7 @@ impl HubLinks {
             }
             match wire::decode(&l.inbox) {
                 Ok(Decoded::Incomplete) => return,
-                Ok(Decoded::Complete { msg: msg, consumed: used }) => {
+                Ok(Decoded::Complete { msg, consumed: used }) => {
                     l.inbox.drain(..used);
                     self.on_message(ctx, now, t, i, stream, msg);
                 }
@@ -306,9 +294,6 @@ impl HubLinks {
             (Request::Find, HubMessage::Peers { peers }) => {
                 self.events.push_back(LinkEvent::Peers(peers));
             }
-            (Request::Resolve(_), HubMessage::Resolved { peer, record }) => {
-                self.events.push_back(LinkEvent::Resolved(peer, record));
-            }
             _ => {
                 let hub = l.hub.peer;
                 ctx.event(Event::PeerProtocolError { peer: hub });
@@ -339,7 +324,6 @@ impl HubLinks {
                         filter: PeerFilter::default(),
                         limit: if find_limit == 0 { wire::MAX_PEERS as u16 } else { find_limit },
                     },
-                    Request::Resolve(peer) => HubMessage::Resolve { peer },
                 };
                 send(ctx, stream, &msg);
                 l.in_flight = Some((req, now + t.hub_request));

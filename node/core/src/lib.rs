@@ -1,9 +1,54 @@
-//! meshproxy's pure core (being written).
+//! meshproxy's pure core: every piece of protocol, routing, relay and proxy
+//! logic as sans-IO state machines.
+//!
+//! No I/O, no clock, no threads, no OS randomness: time is an input, and all
+//! randomness derives from the seed given to [`Node::new`]. A Tokio + libp2p
+//! driver runs a [`Node`] in production; the simulator (`meshproxy-sim`) runs
+//! the very same value through thousands of seeded fault scenarios.
+//!
+//! ```text
+//!            ┌─────────────────────────── Node ───────────────────────────┐
+//!  Input ──▶ │ client: listener handshakes → exit selection → sessions     │ ──▶ Output
+//!  (now)     │ exit:   proxy requests → exit policy → origin dials         │   Transmit, Close, Dial,
+//!            │ hub:    admission → directory (register/heartbeat/find)     │   OpenStream, Resolve,
+//!            │ links:  this node's hub registrations and lookups           │   ConnectOrigin, Splice,
+//!            └─────────────────────────────────────────────────────────────┘   Persist, Event
+//! ```
+//!
+//! # The drain rule
+//! After every [`Node::handle_input`] or [`Node::handle_timeout`], call
+//! [`Node::poll_output`] until it returns `None`, then read
+//! [`Node::poll_timeout`] again before feeding the next input. Outputs are
+//! ordered: a `Transmit` before a `Splice` on the same stream must be written
+//! first.
+//!
+//! # Control plane here, data plane outside
+//! The core performs handshakes, decisions, deadlines and accounting, then
+//! emits [`io::Output::Splice`]: the driver (or simulator) copies bytes both
+//! ways with faithful half-close and reset propagation and reports
+//! [`io::Input::SpliceEnded`].
+//!
+//! # Layout
+//! - [`node`]: the [`Node`] that composes the roles; `ctx` shares timers, ids and peers.
+//! - `client`, `exit`, `hub`, `hub_link`: the roles' session machines.
+//! - [`socks`], [`http_connect`]: listener handshakes. [`wire`]: peer protocols.
+//! - [`policy`]: exit policy. [`selection`]: backoff, breaker, latency, sticky pool.
+//! - [`directory`]: the hub's table. [`admission`]: hub challenge–response.
+//! - [`io`], [`config`], [`ids`], [`time`], [`target`], [`record`]: the vocabulary.
 #![forbid(unsafe_code)]
 
+pub mod admission;
+mod client;
+pub mod config;
+mod ctx;
 pub mod directory;
+mod exit;
 pub mod http_connect;
+mod hub;
+mod hub_link;
 pub mod ids;
+pub mod io;
+pub mod node;
 pub mod policy;
 pub mod record;
 pub mod selection;
@@ -11,3 +56,5 @@ pub mod socks;
 pub mod target;
 pub mod time;
 pub mod wire;
+
+pub use node::Node;

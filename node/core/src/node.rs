@@ -34,7 +34,7 @@ pub struct Node {
 impl Node {
     /// A node that starts at `now`; all its randomness derives from `seed`.
     pub fn new(config: NodeConfig, seed: u64, now: Instant) -> Node {
-        let mut ctx = Ctx::new(ChaCha8Rng::seed_from_u64(seed));
+        let ctx = Ctx::new(ChaCha8Rng::seed_from_u64(seed));
         let hub = config.hub.clone().map(HubRole::new);
         let exit = config.exit.as_ref().map(ExitRole::new);
         let client = config.client.clone().map(ClientRole::new);
@@ -259,7 +259,6 @@ impl Node {
                     }
                 }
                 LinkEvent::Peers(peers) => c.on_peers(&mut self.ctx, now, &t, peers),
-                LinkEvent::Resolved(..) => {}
                 LinkEvent::Lost => c.on_link_lost(&mut self.ctx, now, &t),
             }
         }

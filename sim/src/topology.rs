@@ -1,0 +1,246 @@
+//! Builds a scenario's world: node configs (hubs, exits, clients), the origin
+//! hosts with their behaviours, hostile destinations, and DNS.
+
+use crate::plan::AppSpec;
+use crate::scenario::{ListenerProtocol, OriginKind, Scenario, StickyMode};
+use meshproxy_core::admission::Credential;
+use meshproxy_core::config::{
+    ClientConfig, ExitConfig, HubConfig, HubContact, ListenerConfig, Limits, NodeConfig,
+    SelectionConfig, Timeouts,
+};
+use meshproxy_core::directory::DirectoryConfig;
+use meshproxy_core::http_connect::HttpAuthPolicy;
+use meshproxy_core::ids::PeerId;
+use meshproxy_core::policy::ExitPolicyConfig;
+use meshproxy_core::record::{Attrs, CountryCode, PeerAddr, PeerFilter};
+use meshproxy_core::socks::SocksAuthPolicy;
+use meshproxy_core::target::TargetAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl OriginKind {
+    /// Whether the origin sends back what it receives.
+    pub(crate) fn echoes(self) -> bool {
+        matches!(self, OriginKind::Echo | OriginKind::MixedName | OriginKind::Private | OriginKind::PrivateName)
+    }
+
+    /// The SOCKS5 code the app must get when nothing else goes wrong; `None`
+    /// when the connection must succeed.
+    pub(crate) fn refusal(self) -> Option<u8> {
+        match self {
+            OriginKind::Refuse => Some(0x05),
+            OriginKind::BlackHole => Some(0x06),
+            OriginKind::Private | OriginKind::PrivateName => Some(0x02),
+            OriginKind::Unresolvable => Some(0x04),
+            _ => None,
+        }
+    }
+
+    /// Whether a success reply can ever be right.
+    pub(crate) fn can_succeed(self) -> bool {
+        self.refusal().is_none()
+    }
+}
+
+const KINDS_HOSTED: [OriginKind; 8] = [
+    OriginKind::Echo,
+    OriginKind::Source,
+    OriginKind::Sink,
+    OriginKind::Slow,
+    OriginKind::Refuse,
+    OriginKind::BlackHole,
+    OriginKind::ResetMidStream,
+    OriginKind::CloseEarly,
+];
+
+fn kind_index(k: OriginKind) -> u8 {
+    KINDS_HOSTED.iter().position(|x| *x == k).unwrap_or(0) as u8
+}
+
+/// The public address of origin `variant` of `kind`.
+fn public_addr(kind: OriginKind, variant: u32) -> SocketAddr {
+    let k = kind_index(kind);
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(52, 0, k, 1 + (variant % 4) as u8)), 8000 + u16::from(k))
+}
+
+/// Destinations every exit must refuse, each of which hosts a live echo
+/// server in the simulation — so a policy hole would "work" and be seen.
+const PRIVATE: [&str; 12] = [
+    "10.0.0.5:80",
+    "127.0.0.1:80",
+    "192.168.1.1:80",
+    "169.254.169.254:80",
+    "172.16.0.1:80",
+    "100.64.0.1:80",
+    "0.0.0.0:80",
+    "[::1]:80",
+    "[fd00::1]:80",
+    "[::ffff:10.0.0.5]:80",
+    "[64:ff9b::a00:5]:80",
+    "[fe80::1]:80",
+];
+
+/// Names that are really IPv4 literals in the spellings resolvers accept, or
+/// that resolve to private addresses.
+const PRIVATE_NAMES: [&str; 6] =
+    ["2130706433", "0x7f.1", "0177.0.0.1", "10.1", "internal.sim", "metadata.sim"];
+
+fn sock(s: &str) -> SocketAddr {
+    s.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Origin hosts (address → behaviour) and the DNS table.
+pub(crate) fn origins() -> (Vec<(SocketAddr, OriginKind)>, BTreeMap<String, Vec<IpAddr>>) {
+    let mut hosts = Vec::new();
+    let mut dns = BTreeMap::new();
+    for kind in KINDS_HOSTED {
+        for v in 0..4 {
+            let addr = public_addr(kind, v);
+            hosts.push((addr, kind));
+            dns.insert(name_of(kind, v), vec![addr.ip()]);
+        }
+    }
+    for p in PRIVATE {
+        hosts.push((sock(p), OriginKind::Echo));
+    }
+    dns.insert("internal.sim".into(), vec![sock("10.0.0.5:80").ip()]);
+    dns.insert("metadata.sim".into(), vec![sock("169.254.169.254:80").ip()]);
+    for v in 0..4 {
+        // Private first: the exit must skip it and dial the public answer.
+        let public = public_addr(OriginKind::Echo, v).ip();
+        let private = sock(PRIVATE[v as usize % PRIVATE.len()]).ip();
+        dns.insert(format!("mixed-{v}.sim"), vec![private, public]);
+    }
+    (hosts, dns)
+}
+
+fn name_of(kind: OriginKind, v: u32) -> String {
+    format!("{kind:?}-{v}.sim").to_ascii_lowercase()
+}
+
+/// Where an app connection asks to go.
+pub(crate) fn target_for(spec: &AppSpec) -> TargetAddr {
+    let v = spec.variant;
+    match spec.kind {
+        OriginKind::Private => TargetAddr::Ip(sock(PRIVATE[v as usize % PRIVATE.len()])),
+        OriginKind::PrivateName => {
+            TargetAddr::Domain(PRIVATE_NAMES[v as usize % PRIVATE_NAMES.len()].into(), 80)
+        }
+        OriginKind::MixedName => {
+            TargetAddr::Domain(format!("mixed-{}.sim", v % 4), public_addr(OriginKind::Echo, v).port())
+        }
+        OriginKind::Unresolvable => TargetAddr::Domain(format!("nx-{v}.sim"), 80),
+        kind => {
+            let addr = public_addr(kind, v);
+            if spec.by_name {
+                TargetAddr::Domain(name_of(kind, v % 4), addr.port())
+            } else {
+                TargetAddr::Ip(addr)
+            }
+        }
+    }
+}
+
+/// Every address `target` may legitimately be dialed at.
+pub(crate) fn resolves_to(dns: &BTreeMap<String, Vec<IpAddr>>, target: &TargetAddr) -> Vec<SocketAddr> {
+    match target {
+        TargetAddr::Ip(sa) => vec![*sa],
+        TargetAddr::Domain(name, port) => {
+            dns.get(name).map_or_else(Vec::new, |ips| ips.iter().map(|ip| SocketAddr::new(*ip, *port)).collect())
+        }
+    }
+}
+
+fn credential(i: usize) -> Credential {
+    Credential::new(format!("node-{i}"), format!("token-{i}").as_bytes())
+}
+
+/// Peer id, config and address of every node: hubs, then exits, then clients.
+pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr)> {
+    let t = &s.topology;
+    let total = (t.hubs + t.exits + t.clients) as usize;
+    let peer = |i: usize| PeerId::from_u64(i as u64 + 1);
+    let hubs: Vec<HubContact> = (0..t.hubs as usize)
+        .map(|i| HubContact { peer: peer(i), addrs: vec![PeerAddr(vec![i as u8])] })
+        .collect();
+    let keys = (0..total).map(|i| credential(i).admission_key()).collect::<Vec<_>>();
+    let mut out = Vec::with_capacity(total);
+    for i in 0..total {
+        let ip = IpAddr::V4(Ipv4Addr::new(52, 1, (i / 250) as u8, (i % 250) as u8 + 1));
+        let mut config = NodeConfig {
+            peer_id: peer(i),
+            hubs: hubs.clone(),
+            hub: None,
+            exit: None,
+            client: None,
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+        };
+        if i < t.hubs as usize {
+            config.hubs = Vec::new();
+            config.hub = Some(HubConfig {
+                directory: DirectoryConfig { ttl: Duration::from_secs(30), max_entries: 1024 },
+                keys: keys.clone(),
+                max_find: 64,
+            });
+        } else if i < (t.hubs + t.exits) as usize {
+            let e = i - t.hubs as usize;
+            let country = (!t.countries.is_empty())
+                .then(|| CountryCode::parse(&t.countries[e % t.countries.len()]))
+                .flatten();
+            let mut labels =
+                if t.labels.is_empty() { Vec::new() } else { t.labels[e % t.labels.len()].clone() };
+            labels.sort();
+            labels.dedup();
+            config.exit = Some(ExitConfig {
+                policy: ExitPolicyConfig::default(),
+                own_addrs: vec![ip],
+                attrs: Attrs { country, labels },
+                addrs: vec![PeerAddr(vec![i as u8])],
+                capacity: 256,
+                credential: credential(i),
+            });
+        } else {
+            let listeners = s
+                .listeners
+                .iter()
+                .map(|l| {
+                    let creds = vec![(crate::app_proto::USER.to_string(), crate::app_proto::PASSWORD.to_string())];
+                    ListenerConfig {
+                        protocol: match l.protocol {
+                            ListenerProtocol::Socks5 => meshproxy_core::config::ListenerProtocol::Socks5,
+                            ListenerProtocol::Http => meshproxy_core::config::ListenerProtocol::Http,
+                            ListenerProtocol::Both => meshproxy_core::config::ListenerProtocol::Both,
+                        },
+                        filter: PeerFilter {
+                            country: l.country.as_deref().and_then(CountryCode::parse),
+                            labels: l.labels.clone(),
+                        },
+                        sticky: match l.sticky {
+                            StickyMode::Off => meshproxy_core::config::StickyMode::Off,
+                            StickyMode::Listener => meshproxy_core::config::StickyMode::Listener,
+                            StickyMode::Session => meshproxy_core::config::StickyMode::Session,
+                        },
+                        fallback: l.fallback,
+                        socks_auth: Arc::new(if l.auth {
+                            SocksAuthPolicy::UserPass(creds.clone())
+                        } else {
+                            SocksAuthPolicy::NoAuth
+                        }),
+                        http_auth: Arc::new(if l.auth { HttpAuthPolicy::Basic(creds) } else { HttpAuthPolicy::NoAuth }),
+                        retries: l.retries,
+                    }
+                })
+                .collect();
+            config.client = Some(ClientConfig {
+                listeners,
+                selection: SelectionConfig { refresh: Duration::from_secs(10), ..SelectionConfig::default() },
+                credential: credential(i),
+            });
+        }
+        out.push((peer(i), config, ip));
+    }
+    out
+}
