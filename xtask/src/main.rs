@@ -1,1 +1,110 @@
-fn main() {}
+//! meshproxy's developer tasks, run as `cargo xtask <command>`:
+//!
+//! - `sim`: sweep scenarios × seeds through the deterministic simulator on
+//!   every core, replay one seed with its trace, or shrink a failing seed;
+//! - `purity`: prove the core and the simulator do not depend on a runtime;
+//! - `ci`: everything CI checks, in order.
+//!
+//! Layout: `sim_cmd` (the `sim` arguments and the replay/shrink modes),
+//! `sweep` (the sweep and its report), `pool` (the worker threads), `table`
+//! (text tables), `purity`, `ci`.
+#![forbid(unsafe_code)]
+// xtask is tooling around the simulator, not simulated code: it measures real
+// wall time, which the workspace's clippy.toml bans for the core and the sim.
+#![allow(clippy::disallowed_methods)]
+
+mod ci;
+mod pool;
+mod purity;
+mod sim_cmd;
+mod sweep;
+mod table;
+
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// meshproxy developer tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run simulator scenarios: a sweep over scenarios × seeds (default), or
+    /// --replay / --shrink one seed.
+    ///
+    /// A sweep runs every named scenario (all in the scenarios directory when
+    /// none are named) with seeds FIRST_SEED.. (each scenario's own `seeds`
+    /// count unless --seeds), on --jobs worker threads. It prints a summary
+    /// table per scenario ("wall s" is the summed run time, i.e. core-seconds,
+    /// so the rates are per core), every failure with the command that replays
+    /// it, and re-runs a sample of seeds to check determinism. It exits
+    /// non-zero on any failure or divergence.
+    Sim(sim_cmd::SimArgs),
+    /// Check that meshproxy-core and meshproxy-sim depend (normal and build
+    /// dependencies; dev-dependencies are not shipped) on no async runtime or
+    /// socket crate: tokio, mio, socket2, futures-timer, async-std, smol, libp2p*.
+    Purity,
+    /// Run what CI runs, stopping at the first failure: rustfmt check, clippy
+    /// with -D warnings, the workspace tests, the purity check, and the
+    /// default simulator sweep.
+    Ci,
+}
+
+/// Why a task could not run at all (as opposed to running and finding failures).
+#[derive(Debug, thiserror::Error)]
+enum TaskError {
+    /// The sim command could not start or finish its work.
+    #[error(transparent)]
+    Sim(#[from] sim_cmd::SimError),
+    /// The dependency graph could not be read.
+    #[error(transparent)]
+    Purity(#[from] purity::PurityError),
+    /// A CI step could not be started.
+    #[error(transparent)]
+    Ci(#[from] ci::CiError),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome: Result<bool, TaskError> = match cli.command {
+        Command::Sim(args) => sim_cmd::run(&args).map_err(Into::into),
+        Command::Purity => purity::run(&workspace_root()).map_err(Into::into),
+        Command::Ci => ci::run(&workspace_root()).map_err(Into::into),
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The workspace root: xtask always lives directly below it.
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_workspace_root_holds_the_scenarios() {
+        assert!(workspace_root().join("scenarios").is_dir());
+        assert!(workspace_root().join("Cargo.toml").is_file());
+    }
+}

@@ -1,0 +1,81 @@
+//! `cargo xtask ci`: every check CI makes, in the order that fails fastest,
+//! stopping at the first failure.
+
+use crate::sim_cmd::{self, SimArgs};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+/// Why CI could not run a step at all (a failing step is `Ok(false)`).
+#[derive(Debug, thiserror::Error)]
+pub enum CiError {
+    /// A cargo command could not be started.
+    #[error("ci: could not start `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The purity check could not read the dependency graph.
+    #[error("ci: {0}")]
+    Purity(#[from] crate::purity::PurityError),
+    /// The simulator sweep could not start.
+    #[error("ci: {0}")]
+    Sim(#[from] sim_cmd::SimError),
+}
+
+/// The external cargo steps, as argument lists.
+const CARGO_STEPS: [(&str, &[&str]); 3] = [
+    ("fmt", &["fmt", "--all", "--", "--check"]),
+    ("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+    ("test", &["test", "--workspace"]),
+];
+
+/// Runs every step; `Ok(false)` when one fails (the rest are skipped).
+pub fn run(workspace: &Path) -> Result<bool, CiError> {
+    let started = Instant::now();
+    // The cargo that launched xtask, so CI uses one toolchain throughout.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    for (step, cargo_args) in CARGO_STEPS {
+        let command = format!("cargo {}", cargo_args.join(" "));
+        let ok = timed(step, &command, || {
+            let status = Command::new(&cargo)
+                .args(cargo_args)
+                .current_dir(workspace)
+                .status()
+                .map_err(|source| CiError::Spawn { command: command.clone(), source })?;
+            Ok(status.success())
+        })?;
+        if !ok {
+            return Ok(false);
+        }
+    }
+    if !timed("purity", "cargo xtask purity", || Ok(crate::purity::run(workspace)?))? {
+        return Ok(false);
+    }
+    if !timed("sim", "cargo xtask sim", || Ok(sim_cmd::run(&SimArgs::default_sweep())?))? {
+        return Ok(false);
+    }
+    println!("\nci: all steps passed in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(true)
+}
+
+/// Runs one step between a header and a verdict line with its wall time.
+fn timed(
+    step: &str,
+    command: &str,
+    f: impl FnOnce() -> Result<bool, CiError>,
+) -> Result<bool, CiError> {
+    println!("\n==> ci step `{step}`: {command}");
+    let started = Instant::now();
+    let ok = f()?;
+    let secs = started.elapsed().as_secs_f64();
+    if ok {
+        println!("<== ci step `{step}` passed in {secs:.1} s");
+    } else {
+        println!("<== ci step `{step}` FAILED after {secs:.1} s: fix it and rerun `{command}`");
+        println!("ci: FAILED at step `{step}` (later steps were not run)");
+    }
+    Ok(ok)
+}
