@@ -33,6 +33,10 @@ use std::collections::{BTreeMap, BTreeSet};
 const LEFTOVER_MAX: usize = 64 * 1024;
 /// Sessions waiting for exits refresh the list at most this often.
 const MIN_REFRESH: Duration = Duration::from_secs(1);
+/// How long a session waits for a usable exit to appear before it fails.
+const NO_EXIT_WAIT: Duration = Duration::from_secs(5);
+/// The shortest wait before a session re-evaluates its choice.
+const MIN_WAIT: Duration = Duration::from_millis(50);
 /// Latency assumed for an exit never measured, so new exits get tried.
 const UNMEASURED_LATENCY: Duration = Duration::from_millis(50);
 
@@ -79,6 +83,8 @@ struct ClientSession {
     tried: Vec<PeerId>,
     attempts: u32,
     last_status: Status,
+    /// Since when the session has found no usable exit.
+    waiting_since: Option<Instant>,
     /// App bytes received after its request, for the exit.
     leftover: Vec<u8>,
 }
@@ -114,6 +120,8 @@ pub(crate) struct ClientRole {
     waiting: BTreeSet<StreamId>,
     dial_waiters: BTreeMap<PeerId, BTreeSet<StreamId>>,
     finds_pending: usize,
+    /// After this, answers still missing are taken as lost.
+    finds_deadline: Instant,
     refreshed: Option<Instant>,
 }
 
@@ -129,6 +137,7 @@ impl ClientRole {
             waiting: BTreeSet::new(),
             dial_waiters: BTreeMap::new(),
             finds_pending: 0,
+            finds_deadline: Instant::ZERO,
             refreshed: None,
         }
     }
@@ -164,8 +173,13 @@ impl ClientRole {
         }
     }
 
-    pub(crate) fn wants_refresh(&self) -> bool {
-        self.finds_pending == 0
+    pub(crate) fn wants_refresh(&self, now: Instant) -> bool {
+        !self.finding(now)
+    }
+
+    /// Whether a `Find` is out and may still be answered.
+    fn finding(&self, now: Instant) -> bool {
+        self.finds_pending > 0 && now < self.finds_deadline
     }
 
     pub(crate) fn on_accept(
@@ -194,6 +208,7 @@ impl ClientRole {
             tried: Vec::new(),
             attempts: 0,
             last_status: Status::GeneralFailure,
+            waiting_since: None,
             leftover: Vec::new(),
         };
         self.sessions.insert(stream, session);
@@ -302,15 +317,20 @@ impl ClientRole {
                 self.fail(ctx, app, reason, status);
             }
             Pick::Wait(until) => {
-                let until = until.min(budget_end);
+                // Never wake at or before `now`: a wait must let time pass.
+                let until = until.min(budget_end).max(now + MIN_WAIT);
                 self.waiting.insert(app);
                 if let Some(s) = self.sessions.get_mut(&app) {
                     s.phase = Phase::Waiting;
+                    s.waiting_since.get_or_insert(now);
                 }
                 ctx.timers.set(TimerKey::ClientSession(app), until);
             }
             Pick::Exit(exit) => {
                 self.waiting.remove(&app);
+                if let Some(s) = self.sessions.get_mut(&app) {
+                    s.waiting_since = None;
+                }
                 let Some(known) = self.exits.get_mut(&exit) else { return };
                 known.active += 1;
                 let addrs = known.record.addrs.clone();
@@ -353,7 +373,7 @@ impl ClientRole {
                 }
                 if !fallback {
                     let unknown = !self.exits.contains_key(&pinned);
-                    if unknown && (!listing_known || self.finds_pending > 0) {
+                    if unknown && (!listing_known || self.finding(now)) {
                         return Pick::Wait(s.budget_end);
                     }
                     return Pick::Fail(FailReason::StickyUnavailable);
@@ -382,8 +402,15 @@ impl ClientRole {
                 return Pick::Exit(exit);
             }
         }
-        if !listing_known || self.finds_pending > 0 {
-            return Pick::Wait(s.budget_end);
+        // Exits may simply not have registered yet (the mesh is starting, or
+        // recovering): wait a little, refreshing the list, before giving up.
+        let waited = s.waiting_since.map_or(Duration::ZERO, |w| now.saturating_duration_since(w));
+        if !listing_known || self.finding(now) || waited < NO_EXIT_WAIT {
+            let until = s.waiting_since.unwrap_or(now) + NO_EXIT_WAIT;
+            return Pick::Wait(match next_retry {
+                Some(at) => at.min(until),
+                None => until,
+            });
         }
         match next_retry {
             Some(at) => Pick::Wait(at),
@@ -686,15 +713,16 @@ impl ClientRole {
     }
 
     /// Records that `n` hubs were asked for exits.
-    pub(crate) fn finds_sent(&mut self, n: usize) {
-        self.finds_pending += n;
+    pub(crate) fn finds_sent(&mut self, now: Instant, t: &Timeouts, n: usize) {
+        self.finds_pending = n;
+        self.finds_deadline = now + t.hub_request;
     }
 
     /// Whether the exit list should be fetched now: none was ever fetched, or
     /// sessions wait and the last fetch is not brand new (so waiting sessions
     /// cannot turn into a storm of `Find`s).
     pub(crate) fn needs_exits(&self, now: Instant) -> bool {
-        self.finds_pending == 0
+        !self.finding(now)
             && match self.refreshed {
                 None => true,
                 Some(at) => !self.waiting.is_empty() && now.saturating_duration_since(at) >= MIN_REFRESH,

@@ -57,6 +57,14 @@ impl fmt::Display for PeerId {
     }
 }
 
+macro_rules! id_no_fmt {
+    ($(#[$m:meta])* $name:ident, $prefix:literal) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(pub u64);
+    };
+}
+
 macro_rules! id {
     ($(#[$m:meta])* $name:ident, $prefix:literal) => {
         $(#[$m])*
@@ -76,7 +84,7 @@ macro_rules! id {
     };
 }
 
-id!(
+id_no_fmt!(
     /// A byte stream the node takes part in: an app's TCP connection on a
     /// listener, an origin TCP connection an exit dialed, or a stream on a peer
     /// connection. Ids of streams the *core* asks for (outbound streams, origin
@@ -102,6 +110,23 @@ id!(
     /// A sticky session identifier as sent to exits in `ConnectRequest`.
     SessionId, "sess"
 );
+
+impl fmt::Debug for StreamId {
+    /// `s7` for an id the core allocated, `x7` for one the outside allocated.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_outside() {
+            write!(f, "x{}", self.0 & !Self::OUTSIDE_BIT)
+        } else {
+            write!(f, "s{}", self.0)
+        }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
 
 impl StreamId {
     /// Set on ids allocated by the outside world (driver or simulator).

@@ -236,13 +236,13 @@ impl Node {
     /// Asks the hubs for exits, if a client and no request is outstanding.
     fn refresh_exits(&mut self, now: Instant) {
         let (Some(c), Some(l)) = (&mut self.client, &mut self.links) else { return };
-        if !c.wants_refresh() {
+        if !c.wants_refresh(now) {
             return;
         }
         let limit = self.config.client.as_ref().map_or(64, |c| c.selection.find_limit);
         if l.find(&mut self.ctx, now, &self.config.timeouts, limit) {
             let ready = l.ready_count();
-            c.finds_sent(ready);
+            c.finds_sent(now, &self.config.timeouts, ready);
         }
     }
 
