@@ -129,6 +129,15 @@ pub fn parse_socks5_reply(inbox: &[u8], authed: bool) -> Option<Reply> {
     })
 }
 
+/// The SOCKS5 code an HTTP status stands for, as [`parse_http_reply`] reports it.
+pub fn http_class(code: u8) -> u8 {
+    match code {
+        0x02 => 0x02,
+        0x06 => 0x06,
+        _ => 0x01,
+    }
+}
+
 /// Parses an HTTP CONNECT response head; maps error statuses to the SOCKS5
 /// code they stand for.
 pub fn parse_http_reply(inbox: &[u8]) -> Option<Reply> {

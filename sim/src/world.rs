@@ -1061,7 +1061,8 @@ impl<'s> World<'s> {
 
     fn app_refused(&mut self, a: u32, code: u8) {
         let app = &self.apps[a as usize];
-        let expected = app.spec.kind.refusal();
+        // HTTP can only tell 403, 504 and 502 apart.
+        let expected = app.spec.kind.refusal().map(|c| if app.spec.http { app_proto::http_class(c) } else { c });
         let wrong = match expected {
             // Must fail, and with exactly this code when nothing else is going wrong.
             Some(want) => app.strict && code != want,

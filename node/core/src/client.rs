@@ -335,6 +335,14 @@ impl ClientRole {
                 known.active += 1;
                 let addrs = known.record.addrs.clone();
                 let Some(s) = self.sessions.get_mut(&app) else { return };
+                // Pin at choice, not at success: concurrent connections of one
+                // session must follow the same exit from the very first one.
+                if let Some(key) = s.req.as_ref().and_then(|r| r.sticky.as_ref()) {
+                    if self.sticky.get(key, now) != Some(exit) {
+                        self.sticky.pin(key.clone(), exit, now);
+                        ctx.emit(Output::Persist(StateSnapshot { sticky: self.sticky.snapshot() }));
+                    }
+                }
                 s.attempts += 1;
                 s.tried.push(exit);
                 ctx.timers.set(TimerKey::ClientSession(app), (now + t.attempt).min(s.budget_end));
@@ -513,12 +521,6 @@ impl ClientRole {
             AppKind::Socks => socks::reply(Status::Succeeded, None),
             AppKind::Http => http_connect::response(Status::Succeeded),
         };
-        if let Some(key) = &req.sticky {
-            if self.sticky.get(key, now) != Some(exit) {
-                self.sticky.pin(key.clone(), exit, now);
-                ctx.emit(Output::Persist(StateSnapshot { sticky: self.sticky.snapshot() }));
-            }
-        }
         ctx.timers.cancel(TimerKey::ClientSession(app));
         ctx.emit(Output::Transmit { stream: app, data: Bytes::from(reply) });
         ctx.emit(Output::Splice {
