@@ -360,12 +360,22 @@ impl<'s> World<'s> {
         self.queue.push(Reverse(Sched { at: at.max(self.now), seq: self.seq, ev }));
     }
 
-    /// Runs to the end; returns false if the run stopped early on an internal limit.
+    /// Runs to the end, then checks the end-of-run invariants.
     pub(crate) fn run(&mut self) {
+        let mut same_instant = 0u64;
         while let Some(Reverse(next)) = self.queue.pop() {
             if next.at > self.end {
                 self.queue.push(Reverse(next));
                 break;
+            }
+            if next.at == self.now {
+                same_instant += 1;
+                if same_instant > 1_000_000 {
+                    self.violation("livelock", format!("a million events at {} without time passing", self.now));
+                    break;
+                }
+            } else {
+                same_instant = 0;
             }
             self.now = next.at;
             self.events += 1;

@@ -720,6 +720,16 @@ impl ClientRole {
         self.finds_deadline = now + t.hub_request;
     }
 
+    /// When sessions that wait for an exit want the list fetched again.
+    pub(crate) fn refresh_due(&self, now: Instant) -> Option<Instant> {
+        if self.waiting.is_empty() || self.finding(now) {
+            return None;
+        }
+        // Never at or before `now`: if the refresh cannot go out yet (no hub
+        // link is up), time must pass before trying again.
+        Some(self.refreshed.map_or(now, |at| at + MIN_REFRESH).max(now + MIN_WAIT))
+    }
+
     /// Whether the exit list should be fetched now: none was ever fetched, or
     /// sessions wait and the last fetch is not brand new (so waiting sessions
     /// cannot turn into a storm of `Find`s).

@@ -57,6 +57,11 @@ impl Timers {
         self.by_time.insert((at, key));
     }
 
+    /// `key`'s deadline, if any.
+    pub(crate) fn get(&self, key: TimerKey) -> Option<Instant> {
+        self.by_key.get(&key).copied()
+    }
+
     /// Removes `key`'s deadline, if any.
     pub(crate) fn cancel(&mut self, key: TimerKey) {
         if let Some(old) = self.by_key.remove(&key) {

@@ -265,6 +265,12 @@ impl Node {
         if self.client.as_ref().is_some_and(|c| c.needs_exits(now)) {
             self.refresh_exits(now);
         }
+        // Sessions waiting for an exit pull the next refresh forward.
+        if let Some(due) = self.client.as_ref().and_then(|c| c.refresh_due(now)) {
+            if self.ctx.timers.get(TimerKey::ExitRefresh).is_none_or(|at| due < at) {
+                self.ctx.timers.set(TimerKey::ExitRefresh, due);
+            }
+        }
     }
 
     /// The next thing the outside must do.
