@@ -404,11 +404,12 @@ impl ClientRole {
             let score = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
             candidates.push((*peer, score.saturating_mul(u64::from(e.active) + 1)));
         }
-        let chosen = pick_two(&candidates, &mut ctx.rng, |c| c.1).map(|c| c.0);
-        if let Some(exit) = chosen {
+        // A half-open exit admits only its probes: skip it if they are out.
+        while let Some(&(exit, score)) = pick_two(&candidates, &mut ctx.rng, |c| c.1) {
             if self.exits.get_mut(&exit).is_some_and(|e| e.breaker.allows(now)) {
                 return Pick::Exit(exit);
             }
+            candidates.retain(|c| *c != (exit, score));
         }
         // Exits may simply not have registered yet (the mesh is starting, or
         // recovering): wait a little, refreshing the list, before giving up.
@@ -486,6 +487,9 @@ impl ClientRole {
             // The exit works; the destination does not. Another exit would not help.
             if let Some(e) = self.exits.get_mut(&exit) {
                 e.active = e.active.saturating_sub(1);
+                if let Some(to) = e.breaker.on_success(now) {
+                    ctx.event(Event::Breaker { exit, to: to.to });
+                }
             }
             self.peer_streams.remove(&stream);
             ctx.emit(Output::Close { stream, how: Close::Fin });
@@ -652,22 +656,26 @@ impl ClientRole {
                 if let Some(set) = self.dial_waiters.get_mut(&exit) {
                     set.remove(&app);
                 }
-                if let Some(e) = self.exits.get_mut(&exit) {
-                    e.active = e.active.saturating_sub(1);
-                }
+                self.attempt_abandoned(exit);
             }
             Phase::Opening { exit, stream } | Phase::Awaiting { exit, stream, .. } => {
                 if self.peer_streams.remove(&stream).is_some() {
                     ctx.emit(Output::Close { stream, how: Close::Reset });
                 }
-                if let Some(e) = self.exits.get_mut(&exit) {
-                    e.active = e.active.saturating_sub(1);
-                }
+                self.attempt_abandoned(exit);
             }
             Phase::Spliced { stream, .. } => {
                 self.peer_streams.remove(&stream);
             }
             Phase::Handshake(_) | Phase::Waiting => {}
+        }
+    }
+
+    /// An attempt ended without a verdict on the exit (the app left).
+    fn attempt_abandoned(&mut self, exit: PeerId) {
+        if let Some(e) = self.exits.get_mut(&exit) {
+            e.active = e.active.saturating_sub(1);
+            e.breaker.on_cancelled();
         }
     }
 
