@@ -178,8 +178,14 @@ mod tests {
 
     #[test]
     fn http_reply() {
-        assert_eq!(parse_http_reply(b"HTTP/1.1 200 OK\r\n\r\nxy"), Some(Reply::Success { used: 19 }));
+        assert_eq!(
+            parse_http_reply(b"HTTP/1.1 200 OK\r\n\r\nxy"),
+            Some(Reply::Success { used: 19 })
+        );
         assert_eq!(parse_http_reply(b"HTTP/1.1 403 Forbidden\r\n"), None);
-        assert_eq!(parse_http_reply(b"HTTP/1.1 403 Forbidden\r\n\r\n"), Some(Reply::Failure { code: 2 }));
+        assert_eq!(
+            parse_http_reply(b"HTTP/1.1 403 Forbidden\r\n\r\n"),
+            Some(Reply::Failure { code: 2 })
+        );
     }
 }

@@ -34,9 +34,10 @@ impl Payload {
     pub fn materialize(&self) -> Bytes {
         match self {
             Payload::Real(b) => b.clone(),
-            Payload::Pattern { key, offset, len } => {
-                (0..u64::from(*len)).map(|i| pattern_byte(*key, offset + i)).collect::<Vec<u8>>().into()
-            }
+            Payload::Pattern { key, offset, len } => (0..u64::from(*len))
+                .map(|i| pattern_byte(*key, offset + i))
+                .collect::<Vec<u8>>()
+                .into(),
         }
     }
 }
@@ -102,7 +103,8 @@ impl Verifier {
     pub fn check(&mut self, p: &Payload) -> Result<(), Mismatch> {
         match p {
             Payload::Pattern { key, offset, len } => {
-                if *key != self.key || *offset != self.offset || *offset < self.header.len() as u64 {
+                if *key != self.key || *offset != self.offset || *offset < self.header.len() as u64
+                {
                     return Err(Mismatch {
                         offset: self.offset,
                         detail: format!(

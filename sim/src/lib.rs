@@ -169,14 +169,19 @@ pub struct ShrinkReport {
 /// Reduces a failing seed's plan to a minimal one that still violates the
 /// same invariant (greedy delta debugging: drop halves, then quarters, …,
 /// then single items, while the failure persists). `None` if the seed passes.
-pub fn shrink(scenario: &Scenario, seed: u64, progress: &mut dyn FnMut(&str)) -> Option<ShrinkReport> {
+pub fn shrink(
+    scenario: &Scenario,
+    seed: u64,
+    progress: &mut dyn FnMut(&str),
+) -> Option<ShrinkReport> {
     let first = run(scenario, seed, &RunOptions::default());
     let target = first.violations.first()?.invariant;
     let original = first.plan.len();
     let mut best = first.plan.clone();
     let mut best_report = first;
     let fails = |plan: &Plan| {
-        let r = run(scenario, seed, &RunOptions { plan: Some(plan.clone()), ..RunOptions::default() });
+        let r =
+            run(scenario, seed, &RunOptions { plan: Some(plan.clone()), ..RunOptions::default() });
         let hit = r.violations.iter().any(|v| v.invariant == target);
         (hit, r)
     };
@@ -190,7 +195,11 @@ pub fn shrink(scenario: &Scenario, seed: u64, progress: &mut dyn FnMut(&str)) ->
             candidate.items.drain(i..end);
             let (hit, r) = fails(&candidate);
             if hit {
-                progress(&format!("{} → {} items still fail {target}", best.len(), candidate.len()));
+                progress(&format!(
+                    "{} → {} items still fail {target}",
+                    best.len(),
+                    candidate.len()
+                ));
                 best = candidate;
                 best_report = r;
                 removed_any = true;
@@ -221,7 +230,11 @@ pub struct Divergence {
 
 impl fmt::Display for Divergence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "runs diverge at step {}:\n  first:  {}\n  second: {}", self.step, self.first, self.second)
+        write!(
+            f,
+            "runs diverge at step {}:\n  first:  {}\n  second: {}",
+            self.step, self.first, self.second
+        )
     }
 }
 
@@ -233,9 +246,12 @@ pub fn check_determinism(scenario: &Scenario, seed: u64) -> Result<u64, Divergen
     if a.hash == b.hash && a.step_hashes == b.step_hashes {
         return Ok(a.hash);
     }
-    let step = a.step_hashes.iter().zip(&b.step_hashes).position(|(x, y)| x != y).unwrap_or(
-        a.step_hashes.len().min(b.step_hashes.len()),
-    );
+    let step = a
+        .step_hashes
+        .iter()
+        .zip(&b.step_hashes)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.step_hashes.len().min(b.step_hashes.len()));
     let lines = |r: &RunReport| {
         let start = if step == 0 { 0 } else { r.step_starts.get(step - 1).copied().unwrap_or(0) };
         let end = r.step_starts.get(step).copied().unwrap_or(r.trace.len());

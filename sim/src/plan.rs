@@ -154,8 +154,8 @@ pub fn generate(s: &Scenario, rng: &mut ChaCha8Rng) -> Plan {
                 crate::scenario::ListenerProtocol::Http => true,
                 crate::scenario::ListenerProtocol::Both => rng.next_u32() % 4 == 0,
             };
-            let session = (rng.next_u32() % 4 != 0)
-                .then(|| rng.next_u32() % s.workload.session_ids.max(1));
+            let session =
+                (rng.next_u32() % 4 != 0).then(|| rng.next_u32() % s.workload.session_ids.max(1));
             items.push(PlanItem::App(AppSpec {
                 at,
                 client,
@@ -163,8 +163,11 @@ pub fn generate(s: &Scenario, rng: &mut ChaCha8Rng) -> Plan {
                 kind,
                 variant: rng.next_u32() % 16,
                 by_name: (rng.next_u64() % 1_000_000) < (s.workload.domain_fraction * 1e6) as u64,
-                size: between(rng, u64::from(s.workload.payload_min), u64::from(s.workload.payload_max))
-                    as u32,
+                size: between(
+                    rng,
+                    u64::from(s.workload.payload_min),
+                    u64::from(s.workload.payload_max),
+                ) as u32,
                 session,
                 http,
                 pipelined: rng.next_u32() % 3 == 0,

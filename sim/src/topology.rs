@@ -5,7 +5,7 @@ use crate::plan::AppSpec;
 use crate::scenario::{ListenerProtocol, OriginKind, Scenario, StickyMode};
 use meshproxy_core::admission::Credential;
 use meshproxy_core::config::{
-    ClientConfig, ExitConfig, HubConfig, HubContact, ListenerConfig, Limits, NodeConfig,
+    ClientConfig, ExitConfig, HubConfig, HubContact, Limits, ListenerConfig, NodeConfig,
     SelectionConfig, Timeouts,
 };
 use meshproxy_core::directory::DirectoryConfig;
@@ -23,7 +23,13 @@ use std::time::Duration;
 impl OriginKind {
     /// Whether the origin sends back what it receives.
     pub(crate) fn echoes(self) -> bool {
-        matches!(self, OriginKind::Echo | OriginKind::MixedName | OriginKind::Private | OriginKind::PrivateName)
+        matches!(
+            self,
+            OriginKind::Echo
+                | OriginKind::MixedName
+                | OriginKind::Private
+                | OriginKind::PrivateName
+        )
     }
 
     /// The SOCKS5 code the app must get when nothing else goes wrong; `None`
@@ -62,7 +68,10 @@ fn kind_index(k: OriginKind) -> u8 {
 /// The public address of origin `variant` of `kind`.
 fn public_addr(kind: OriginKind, variant: u32) -> SocketAddr {
     let k = kind_index(kind);
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(52, 0, k, 1 + (variant % 4) as u8)), 8000 + u16::from(k))
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(52, 0, k, 1 + (variant % 4) as u8)),
+        8000 + u16::from(k),
+    )
 }
 
 /// Destinations every exit must refuse, each of which hosts a live echo
@@ -91,8 +100,11 @@ fn sock(s: &str) -> SocketAddr {
     s.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
+/// The simulated DNS: name → addresses, in answer order.
+pub(crate) type Dns = BTreeMap<String, Vec<IpAddr>>;
+
 /// Origin hosts (address → behaviour) and the DNS table.
-pub(crate) fn origins() -> (Vec<(SocketAddr, OriginKind)>, BTreeMap<String, Vec<IpAddr>>) {
+pub(crate) fn origins() -> (Vec<(SocketAddr, OriginKind)>, Dns) {
     let mut hosts = Vec::new();
     let mut dns = BTreeMap::new();
     for kind in KINDS_HOSTED {
@@ -128,9 +140,10 @@ pub(crate) fn target_for(spec: &AppSpec) -> TargetAddr {
         OriginKind::PrivateName => {
             TargetAddr::Domain(PRIVATE_NAMES[v as usize % PRIVATE_NAMES.len()].into(), 80)
         }
-        OriginKind::MixedName => {
-            TargetAddr::Domain(format!("mixed-{}.sim", v % 4), public_addr(OriginKind::Echo, v).port())
-        }
+        OriginKind::MixedName => TargetAddr::Domain(
+            format!("mixed-{}.sim", v % 4),
+            public_addr(OriginKind::Echo, v).port(),
+        ),
         OriginKind::Unresolvable => TargetAddr::Domain(format!("nx-{v}.sim"), 80),
         kind => {
             let addr = public_addr(kind, v);
@@ -144,12 +157,15 @@ pub(crate) fn target_for(spec: &AppSpec) -> TargetAddr {
 }
 
 /// Every address `target` may legitimately be dialed at.
-pub(crate) fn resolves_to(dns: &BTreeMap<String, Vec<IpAddr>>, target: &TargetAddr) -> Vec<SocketAddr> {
+pub(crate) fn resolves_to(
+    dns: &BTreeMap<String, Vec<IpAddr>>,
+    target: &TargetAddr,
+) -> Vec<SocketAddr> {
     match target {
         TargetAddr::Ip(sa) => vec![*sa],
-        TargetAddr::Domain(name, port) => {
-            dns.get(name).map_or_else(Vec::new, |ips| ips.iter().map(|ip| SocketAddr::new(*ip, *port)).collect())
-        }
+        TargetAddr::Domain(name, port) => dns.get(name).map_or_else(Vec::new, |ips| {
+            ips.iter().map(|ip| SocketAddr::new(*ip, *port)).collect()
+        }),
     }
 }
 
@@ -207,12 +223,21 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
                 .listeners
                 .iter()
                 .map(|l| {
-                    let creds = vec![(crate::app_proto::USER.to_string(), crate::app_proto::PASSWORD.to_string())];
+                    let creds = vec![(
+                        crate::app_proto::USER.to_string(),
+                        crate::app_proto::PASSWORD.to_string(),
+                    )];
                     ListenerConfig {
                         protocol: match l.protocol {
-                            ListenerProtocol::Socks5 => meshproxy_core::config::ListenerProtocol::Socks5,
-                            ListenerProtocol::Http => meshproxy_core::config::ListenerProtocol::Http,
-                            ListenerProtocol::Both => meshproxy_core::config::ListenerProtocol::Both,
+                            ListenerProtocol::Socks5 => {
+                                meshproxy_core::config::ListenerProtocol::Socks5
+                            }
+                            ListenerProtocol::Http => {
+                                meshproxy_core::config::ListenerProtocol::Http
+                            }
+                            ListenerProtocol::Both => {
+                                meshproxy_core::config::ListenerProtocol::Both
+                            }
                         },
                         filter: PeerFilter {
                             country: l.country.as_deref().and_then(CountryCode::parse),
@@ -229,14 +254,21 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
                         } else {
                             SocksAuthPolicy::NoAuth
                         }),
-                        http_auth: Arc::new(if l.auth { HttpAuthPolicy::Basic(creds) } else { HttpAuthPolicy::NoAuth }),
+                        http_auth: Arc::new(if l.auth {
+                            HttpAuthPolicy::Basic(creds)
+                        } else {
+                            HttpAuthPolicy::NoAuth
+                        }),
                         retries: l.retries,
                     }
                 })
                 .collect();
             config.client = Some(ClientConfig {
                 listeners,
-                selection: SelectionConfig { refresh: Duration::from_secs(10), ..SelectionConfig::default() },
+                selection: SelectionConfig {
+                    refresh: Duration::from_secs(10),
+                    ..SelectionConfig::default()
+                },
                 credential: credential(i),
             });
         }

@@ -73,9 +73,13 @@ pub fn input_code(i: &Input) -> u64 {
         Input::StreamOpened { stream } => 7 << 56 | sid(*stream),
         Input::StreamRefused { stream } => 8 << 56 | sid(*stream),
         Input::InboundStream { stream, .. } => 9 << 56 | sid(*stream),
-        Input::Resolved { query, result } => 10 << 56 | query.0 << 8 | result.as_ref().map_or(0, |v| v.len() as u64),
+        Input::Resolved { query, result } => {
+            10 << 56 | query.0 << 8 | result.as_ref().map_or(0, |v| v.len() as u64)
+        }
         Input::OriginConnected { stream } => 11 << 56 | sid(*stream),
-        Input::OriginFailed { stream, status } => 12 << 56 | sid(*stream) << 8 | status.code() as u64,
+        Input::OriginFailed { stream, status } => {
+            12 << 56 | sid(*stream) << 8 | status.code() as u64
+        }
         Input::SpliceEnded { a, report, .. } => 13 << 56 | sid(*a) << 8 | report.how as u64,
         Input::Restore(s) => 14 << 56 | s.sticky.len() as u64,
     }
@@ -85,10 +89,14 @@ pub fn output_code(o: &Output) -> u64 {
     match o {
         Output::Transmit { stream, data } => 1 << 56 | sid(*stream) << 20 | data.len() as u64,
         Output::Close { stream, how } => 2 << 56 | sid(*stream) << 1 | *how as u64,
-        Output::Dial { peer, .. } => 3 << 56 | u64::from(peer.as_bytes().last().copied().unwrap_or(0)),
+        Output::Dial { peer, .. } => {
+            3 << 56 | u64::from(peer.as_bytes().last().copied().unwrap_or(0))
+        }
         Output::OpenStream { stream, .. } => 4 << 56 | sid(*stream),
         Output::Resolve { query, .. } => 5 << 56 | query.0,
-        Output::ConnectOrigin { stream, addr } => 6 << 56 | sid(*stream) << 16 | u64::from(addr.port()),
+        Output::ConnectOrigin { stream, addr } => {
+            6 << 56 | sid(*stream) << 16 | u64::from(addr.port())
+        }
         Output::Splice { a, b, .. } => 7 << 56 | sid(*a) << 24 | sid(*b),
         Output::Persist(s) => 8 << 56 | s.sticky.len() as u64,
         Output::Event(e) => 9 << 56 | event_code(e),
@@ -98,7 +106,9 @@ pub fn output_code(o: &Output) -> u64 {
 fn event_code(e: &meshproxy_core::io::Event) -> u64 {
     // The variant's position is enough: details are in the surrounding outputs.
     let s = format!("{e:?}");
-    s.bytes().take_while(|b| b.is_ascii_alphanumeric()).fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+    s.bytes()
+        .take_while(|b| b.is_ascii_alphanumeric())
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
 }
 
 pub fn chunk_code(c: &Chunk) -> u64 {

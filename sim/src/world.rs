@@ -178,7 +178,6 @@ enum Ev {
     FaultStart(usize),
     FaultEnd(usize),
     KeepaliveCheck { from: NodeIx, to: NodeIx, epoch: u64 },
-    Restart(NodeIx, u64),
     Probes,
     Checkpoint,
 }
@@ -242,20 +241,29 @@ pub(crate) struct World<'s> {
     bug: Option<InjectedBug>,
     sticky_exit: BTreeMap<(u32, u32, Option<u32>), NodeIx>,
     pub(crate) end: Instant,
-    quiet_at: Instant,
     strict: bool,
     hubs: u32,
     exits: u32,
 }
 
 impl<'s> World<'s> {
-    pub(crate) fn new(s: &'s Scenario, seed: u64, plan: &Plan, trace: Trace, bug: Option<InjectedBug>) -> World<'s> {
+    pub(crate) fn new(
+        s: &'s Scenario,
+        seed: u64,
+        plan: &Plan,
+        trace: Trace,
+        bug: Option<InjectedBug>,
+    ) -> World<'s> {
         let mut rng = crate::rng_for(seed, 1);
         let nodes = crate::topology::build(s, seed);
         let n = nodes.len();
         let mut links = Vec::with_capacity(n * n);
         for _ in 0..n * n {
-            let ms = between(&mut rng, u64::from(s.network.latency_ms.min), u64::from(s.network.latency_ms.max));
+            let ms = between(
+                &mut rng,
+                u64::from(s.network.latency_ms.min),
+                u64::from(s.network.latency_ms.max),
+            );
             links.push(Link {
                 latency: Duration::from_millis(ms),
                 jitter: Duration::from_millis(u64::from(s.network.jitter_ms)),
@@ -299,7 +307,8 @@ impl<'s> World<'s> {
             })
             .collect();
         let workload_end = Instant::from_micros(u64::from(s.duration_secs) * 1_000_000);
-        let quiet_at = workload_end.max(plan.faults_end()) + Duration::from_secs(u64::from(s.settle_secs));
+        let quiet_at =
+            workload_end.max(plan.faults_end()) + Duration::from_secs(u64::from(s.settle_secs));
         let mut w = World {
             s,
             now: Instant::ZERO,
@@ -331,7 +340,6 @@ impl<'s> World<'s> {
             bug,
             sticky_exit: BTreeMap::new(),
             end: quiet_at,
-            quiet_at,
             hubs: s.topology.hubs,
             exits: s.topology.exits,
         };
@@ -371,7 +379,10 @@ impl<'s> World<'s> {
             if next.at == self.now {
                 same_instant += 1;
                 if same_instant > 1_000_000 {
-                    self.violation("livelock", format!("a million events at {} without time passing", self.now));
+                    self.violation(
+                        "livelock",
+                        format!("a million events at {} without time passing", self.now),
+                    );
                     break;
                 }
             } else {
@@ -413,7 +424,8 @@ impl<'s> World<'s> {
                 self.drain(n);
             }
             Ev::NodeInput(n, gen, input) => {
-                if self.nodes[n as usize].generation != gen || self.nodes[n as usize].core.is_none() {
+                if self.nodes[n as usize].generation != gen || self.nodes[n as usize].core.is_none()
+                {
                     self.trace.hash_only(self.now, 3, u64::from(n), 0);
                     return;
                 }
@@ -427,7 +439,6 @@ impl<'s> World<'s> {
             Ev::FaultStart(i) => self.fault_start(i),
             Ev::FaultEnd(i) => self.fault_end(i),
             Ev::KeepaliveCheck { from, to, epoch } => self.keepalive_check(from, to, epoch),
-            Ev::Restart(n, crash) => self.restart(n, crash),
             Ev::Probes => self.start_probes(),
             Ev::Checkpoint => self.checkpoint(),
         }
@@ -473,7 +484,8 @@ impl<'s> World<'s> {
         loop {
             let Some(core) = &mut self.nodes[n as usize].core else { return };
             let Some(out) = core.poll_output() else { break };
-            self.trace.line(self.now, "out", || format!("n{n} {}", crate::trace::output_summary(&out)));
+            self.trace
+                .line(self.now, "out", || format!("n{n} {}", crate::trace::output_summary(&out)));
             self.trace.hash_only(self.now, 6, u64::from(n), crate::trace::output_code(&out));
             self.output(n, out);
         }
@@ -531,12 +543,22 @@ impl<'s> World<'s> {
                 } else if cut {
                     self.send_input(n, Duration::from_secs(5), Input::DialFailed { peer });
                 } else {
-                    let ms = between(&mut self.rng, u64::from(self.s.network.dial_ms.min), u64::from(self.s.network.dial_ms.max));
-                    let gen = [self.nodes[n as usize].generation, self.nodes[to as usize].generation];
-                    self.push(self.now + rtt + Duration::from_millis(ms), Ev::DialDone { from: n, to, gen });
+                    let ms = between(
+                        &mut self.rng,
+                        u64::from(self.s.network.dial_ms.min),
+                        u64::from(self.s.network.dial_ms.max),
+                    );
+                    let gen =
+                        [self.nodes[n as usize].generation, self.nodes[to as usize].generation];
+                    self.push(
+                        self.now + rtt + Duration::from_millis(ms),
+                        Ev::DialDone { from: n, to, gen },
+                    );
                 }
             }
-            Output::OpenStream { stream, peer, protocol } => self.open_stream(n, stream, peer, protocol),
+            Output::OpenStream { stream, peer, protocol } => {
+                self.open_stream(n, stream, peer, protocol)
+            }
             Output::Resolve { query, name } => {
                 let result = match self.dns.get(&name) {
                     Some(ips) => Ok(ips.clone()),
@@ -569,7 +591,9 @@ impl<'s> World<'s> {
     }
 
     fn dial_done(&mut self, from: NodeIx, to: NodeIx, gen: [u32; 2]) {
-        let alive = |w: &Self, n: NodeIx, g: u32| w.nodes[n as usize].generation == g && w.nodes[n as usize].core.is_some();
+        let alive = |w: &Self, n: NodeIx, g: u32| {
+            w.nodes[n as usize].generation == g && w.nodes[n as usize].core.is_some()
+        };
         let to_peer = self.nodes[to as usize].peer;
         if !alive(self, from, gen[0]) {
             return;
@@ -583,7 +607,11 @@ impl<'s> World<'s> {
         self.conns.insert(id, PeerConn { nodes: [from, to], streams: Vec::new() });
         let from_peer = self.nodes[from as usize].peer;
         self.trace.line(self.now, "conn", || format!("c{id} n{from}->n{to}"));
-        self.send_input(from, Duration::ZERO, Input::PeerConnected { peer: to_peer, conn: ConnId(id) });
+        self.send_input(
+            from,
+            Duration::ZERO,
+            Input::PeerConnected { peer: to_peer, conn: ConnId(id) },
+        );
         let lat = self.link(from, to).latency;
         self.send_input(to, lat, Input::PeerConnected { peer: from_peer, conn: ConnId(id) });
     }
@@ -591,7 +619,10 @@ impl<'s> World<'s> {
     fn open_stream(&mut self, n: NodeIx, sid: StreamId, peer: PeerId, protocol: Protocol) {
         let to = self.by_peer.get(&peer).copied();
         let conn = to.and_then(|to| {
-            self.conns.iter().find(|(_, c)| c.nodes == [n, to] || c.nodes == [to, n]).map(|(id, _)| *id)
+            self.conns
+                .iter()
+                .find(|(_, c)| c.nodes == [n, to] || c.nodes == [to, n])
+                .map(|(id, _)| *id)
         });
         let (Some(to), Some(conn)) = (to, conn) else {
             self.send_input(n, Duration::ZERO, Input::StreamRefused { stream: sid });
@@ -619,10 +650,17 @@ impl<'s> World<'s> {
         self.send_input(to, lat, Input::InboundStream { stream: remote_sid, peer: me, protocol });
     }
 
-    fn new_stream(&mut self, owners: [Owner; 2], nodes: [Option<NodeIx>; 2], conn: Option<u64>, hub: bool) -> u64 {
+    fn new_stream(
+        &mut self,
+        owners: [Owner; 2],
+        nodes: [Option<NodeIx>; 2],
+        conn: Option<u64>,
+        hub: bool,
+    ) -> u64 {
         self.next_stream += 1;
         let id = self.next_stream;
-        self.streams.insert(id, SimStream { owners, nodes, conn, last_arrival: [self.now; 2], hub });
+        self.streams
+            .insert(id, SimStream { owners, nodes, conn, last_arrival: [self.now; 2], hub });
         id
     }
 
@@ -646,7 +684,8 @@ impl<'s> World<'s> {
                 let start = l.busy_until.max(now);
                 let tx = Duration::from_micros(size * 1_000_000 / bw);
                 l.busy_until = start + tx;
-                (start + tx + l.latency * spike + Duration::from_micros(j)).saturating_duration_since(now)
+                (start + tx + l.latency * spike + Duration::from_micros(j))
+                    .saturating_duration_since(now)
             }
             (None, _) | (_, None) => {
                 if st.nodes[side].is_some() && matches!(st.owners[to], Owner::Origin(_))
@@ -682,7 +721,9 @@ impl<'s> World<'s> {
     fn deliver(&mut self, stream: u64, side: usize, chunk: Chunk) {
         let Some(st) = self.streams.get(&stream) else { return };
         let owner = st.owners[side];
-        self.trace.line(self.now, "arrive", || format!("st{stream}.{side} {} to {owner:?}", crate::trace::chunk_summary(&chunk)));
+        self.trace.line(self.now, "arrive", || {
+            format!("st{stream}.{side} {} to {owner:?}", crate::trace::chunk_summary(&chunk))
+        });
         self.trace.hash_only(self.now, 8, stream, crate::trace::chunk_code(&chunk));
         let reset = chunk == Chunk::Reset;
         match owner {
@@ -762,7 +803,11 @@ impl<'s> World<'s> {
         for (i, n) in c.nodes.into_iter().enumerate() {
             let other = self.nodes[c.nodes[1 - i] as usize].peer;
             if self.nodes[n as usize].core.is_some() {
-                self.send_input(n, Duration::ZERO, Input::PeerDisconnected { peer: other, conn: ConnId(id) });
+                self.send_input(
+                    n,
+                    Duration::ZERO,
+                    Input::PeerDisconnected { peer: other, conn: ConnId(id) },
+                );
             }
         }
     }
@@ -785,7 +830,9 @@ impl<'s> World<'s> {
     // --------------------------------------------------------------- splices
 
     fn splice(&mut self, n: NodeIx, a: StreamId, b: StreamId, a_to_b: Bytes, b_to_a: Bytes) {
-        let (Some(&ea), Some(&eb)) = (self.node_streams.get(&(n, a)), self.node_streams.get(&(n, b))) else {
+        let (Some(&ea), Some(&eb)) =
+            (self.node_streams.get(&(n, a)), self.node_streams.get(&(n, b)))
+        else {
             // One side died before the splice began: the data plane resets the
             // other and reports at once.
             let live: Vec<(u64, usize)> =
@@ -794,7 +841,11 @@ impl<'s> World<'s> {
                 self.node_streams.retain(|_, v| *v != (st, side));
                 self.abort_from(st, side);
             }
-            let how = if self.node_streams.contains_key(&(n, a)) { SpliceEnd::ResetB } else { SpliceEnd::ResetA };
+            let how = if self.node_streams.contains_key(&(n, a)) {
+                SpliceEnd::ResetB
+            } else {
+                SpliceEnd::ResetA
+            };
             let report = SpliceReport { a_to_b: 0, b_to_a: 0, how };
             self.send_input(n, Duration::ZERO, Input::SpliceEnded { a, b, report });
             return;
@@ -809,7 +860,8 @@ impl<'s> World<'s> {
             }
         }
         let carried = [a_to_b.len() as u64, b_to_a.len() as u64];
-        self.splices.insert(id, Splice { node: n, ends: [ea, eb], sids: [a, b], carried, fin: [false; 2] });
+        self.splices
+            .insert(id, Splice { node: n, ends: [ea, eb], sids: [a, b], carried, fin: [false; 2] });
         if !a_to_b.is_empty() {
             self.write(eb.0, eb.1, Chunk::Data(Payload::Real(a_to_b)));
         }
@@ -858,13 +910,19 @@ impl<'s> World<'s> {
     fn end_splice(&mut self, id: u64, how: SpliceEnd) {
         let Some(sp) = self.splices.remove(&id) else { return };
         for (st, side) in sp.ends {
-            if self.streams.get(&st).is_some_and(|s| s.owners[side] == Owner::Splice(id, 0) || s.owners[side] == Owner::Splice(id, 1)) {
+            if self.streams.get(&st).is_some_and(|s| {
+                s.owners[side] == Owner::Splice(id, 0) || s.owners[side] == Owner::Splice(id, 1)
+            }) {
                 self.release(st, side);
             }
         }
         let report = SpliceReport { a_to_b: sp.carried[0], b_to_a: sp.carried[1], how };
         if self.nodes[sp.node as usize].core.is_some() {
-            self.send_input(sp.node, Duration::ZERO, Input::SpliceEnded { a: sp.sids[0], b: sp.sids[1], report });
+            self.send_input(
+                sp.node,
+                Duration::ZERO,
+                Input::SpliceEnded { a: sp.sids[0], b: sp.sids[1], report },
+            );
         }
     }
 
@@ -889,7 +947,11 @@ impl<'s> World<'s> {
         };
         let up_total = HEADER_LEN
             + match spec.kind {
-                OriginKind::Echo | OriginKind::Sink | OriginKind::MixedName | OriginKind::Private | OriginKind::PrivateName => u64::from(spec.size),
+                OriginKind::Echo
+                | OriginKind::Sink
+                | OriginKind::MixedName
+                | OriginKind::Private
+                | OriginKind::PrivateName => u64::from(spec.size),
                 _ => 0,
             };
         let up_key = crate::key(tag, 1);
@@ -943,7 +1005,12 @@ impl<'s> World<'s> {
             return;
         }
         let sid = self.new_sid(client);
-        let stream = self.new_stream([Owner::Node(client, sid), Owner::App(a)], [Some(client), None], None, false);
+        let stream = self.new_stream(
+            [Owner::Node(client, sid), Owner::App(a)],
+            [Some(client), None],
+            None,
+            false,
+        );
         self.node_streams.insert((client, sid), (stream, 0));
         self.apps[a as usize].stream = stream;
         self.apps[a as usize].phase = AppPhase::Handshake;
@@ -989,7 +1056,10 @@ impl<'s> World<'s> {
                     match reply {
                         None => {}
                         Some(Reply::Garbage) => {
-                            self.violation("protocol", format!("app {a} got an invalid proxy reply"));
+                            self.violation(
+                                "protocol",
+                                format!("app {a} got an invalid proxy reply"),
+                            );
                             self.app_end(a, Outcome::NoAnswer);
                         }
                         Some(Reply::Failure { code }) => self.app_refused(a, code),
@@ -1007,7 +1077,8 @@ impl<'s> World<'s> {
                     return;
                 }
                 if let Err(m) = app.down.check(&p) {
-                    let detail = format!("app {a} ({:?}) at byte {}: {}", app.spec.kind, m.offset, m.detail);
+                    let detail =
+                        format!("app {a} ({:?}) at byte {}: {}", app.spec.kind, m.offset, m.detail);
                     self.violation("integrity", detail);
                     self.app_end(a, Outcome::Reset);
                 }
@@ -1029,7 +1100,10 @@ impl<'s> World<'s> {
                         Some(c) => format!("origin sent {} and ended {:?}", c.down_sent, c.ended),
                         None => "no origin connection carries it".into(),
                     };
-                    let detail = format!("app {a} ({:?}) saw a clean end after {received} bytes; {what}", app.spec.kind);
+                    let detail = format!(
+                        "app {a} ({:?}) saw a clean end after {received} bytes; {what}",
+                        app.spec.kind
+                    );
                     self.violation("integrity", detail);
                 }
                 self.app_end(a, Outcome::Complete);
@@ -1044,7 +1118,10 @@ impl<'s> World<'s> {
     fn app_success(&mut self, a: u32) {
         let app = &self.apps[a as usize];
         if !app.spec.kind.can_succeed() {
-            let detail = format!("app {a} asked for {:?} {} and was told it connected", app.spec.kind, app.target);
+            let detail = format!(
+                "app {a} asked for {:?} {} and was told it connected",
+                app.spec.kind, app.target
+            );
             self.violation("policy", detail);
         }
         let app = &self.apps[a as usize];
@@ -1072,7 +1149,11 @@ impl<'s> World<'s> {
     fn app_refused(&mut self, a: u32, code: u8) {
         let app = &self.apps[a as usize];
         // HTTP can only tell 403, 504 and 502 apart.
-        let expected = app.spec.kind.refusal().map(|c| if app.spec.http { app_proto::http_class(c) } else { c });
+        let expected =
+            app.spec
+                .kind
+                .refusal()
+                .map(|c| if app.spec.http { app_proto::http_class(c) } else { c });
         let wrong = match expected {
             // Must fail, and with exactly this code when nothing else is going wrong.
             Some(want) => app.strict && code != want,
@@ -1099,7 +1180,9 @@ impl<'s> World<'s> {
         app.outcome = Some(outcome);
         app.phase = AppPhase::Done;
         let stream = app.stream;
-        let strict_success = app.strict && app.spec.kind.refusal().is_none() && app.spec.kind != OriginKind::ResetMidStream;
+        let strict_success = app.strict
+            && app.spec.kind.refusal().is_none()
+            && app.spec.kind != OriginKind::ResetMidStream;
         match outcome {
             Outcome::Complete => {
                 self.stats.succeeded += 1;
@@ -1107,8 +1190,12 @@ impl<'s> World<'s> {
             }
             _ => self.stats.failed += 1,
         }
-        if strict_success && outcome != Outcome::Complete && !matches!(outcome, Outcome::Refused(_)) {
-            let detail = format!("app {a} ({:?} {}) ended {outcome:?} in a run without faults", app.spec.kind, app.target);
+        if strict_success && outcome != Outcome::Complete && !matches!(outcome, Outcome::Refused(_))
+        {
+            let detail = format!(
+                "app {a} ({:?} {}) ended {outcome:?} in a run without faults",
+                app.spec.kind, app.target
+            );
             let inv = if app.probe { "liveness" } else { "outcome" };
             self.violation(inv, detail);
         }
@@ -1161,7 +1248,9 @@ impl<'s> World<'s> {
         let Some(exit) = app.exit else { return };
         match self.sticky_exit.get(&key) {
             Some(&pinned) if pinned != exit => {
-                let detail = format!("app {a}: session {key:?} pinned to n{pinned} went out through n{exit}");
+                let detail = format!(
+                    "app {a}: session {key:?} pinned to n{pinned} went out through n{exit}"
+                );
                 self.violation("sticky", detail);
             }
             Some(_) => {}
@@ -1181,7 +1270,11 @@ impl<'s> World<'s> {
         let host = self.hosts.get(&addr).copied();
         match host.map(|h| h.kind) {
             None | Some(OriginKind::Refuse) => {
-                self.send_input(n, ORIGIN_RTT_HALF * 2, Input::OriginFailed { stream: sid, status: Status::ConnectionRefused });
+                self.send_input(
+                    n,
+                    ORIGIN_RTT_HALF * 2,
+                    Input::OriginFailed { stream: sid, status: Status::ConnectionRefused },
+                );
             }
             Some(OriginKind::BlackHole) => {
                 self.black_holes.insert((n, sid), ());
@@ -1189,23 +1282,31 @@ impl<'s> World<'s> {
             Some(kind) => {
                 self.next_origin += 1;
                 let c = self.next_origin;
-                let stream = self.new_stream([Owner::Node(n, sid), Owner::Origin(c)], [Some(n), None], None, false);
+                let stream = self.new_stream(
+                    [Owner::Node(n, sid), Owner::Origin(c)],
+                    [Some(n), None],
+                    None,
+                    false,
+                );
                 self.node_streams.insert((n, sid), (stream, 0));
-                self.origin_conns.insert(c, OriginConn {
-                    kind,
-                    stream,
-                    exit: n,
-                    addr,
-                    head: Vec::new(),
-                    app: None,
-                    up: None,
-                    down_key: 0,
-                    down_sent: 0,
-                    down_total: 0,
-                    ended: None,
-                    got_fin: false,
-                    released: false,
-                });
+                self.origin_conns.insert(
+                    c,
+                    OriginConn {
+                        kind,
+                        stream,
+                        exit: n,
+                        addr,
+                        head: Vec::new(),
+                        app: None,
+                        up: None,
+                        down_key: 0,
+                        down_sent: 0,
+                        down_total: 0,
+                        ended: None,
+                        got_fin: false,
+                        released: false,
+                    },
+                );
                 self.send_input(n, ORIGIN_RTT_HALF * 2, Input::OriginConnected { stream: sid });
             }
         }
@@ -1231,7 +1332,10 @@ impl<'s> World<'s> {
                     self.origin_learned(c, tag, wanted);
                     let Some(o) = self.origin_conns.get_mut(&c) else { return };
                     let mut v = match o.app {
-                        Some(a) => Verifier::new(self.apps[a as usize].up_key, self.apps[a as usize].up_header.to_vec()),
+                        Some(a) => Verifier::new(
+                            self.apps[a as usize].up_key,
+                            self.apps[a as usize].up_header.to_vec(),
+                        ),
                         None => return,
                     };
                     // Re-check the whole chunk (header included) through the verifier.
@@ -1292,7 +1396,6 @@ impl<'s> World<'s> {
                     o.ended = Some(Close::Reset);
                 }
                 o.released = true;
-                self.origin_conns.get_mut(&c).map(|o| o.released = true);
             }
         }
     }
@@ -1310,7 +1413,10 @@ impl<'s> World<'s> {
         let addr = o.addr;
         let allowed = crate::topology::resolves_to(&self.dns, &app.target);
         if !allowed.contains(&addr) {
-            let detail = format!("app {tag} asked for {} but exit n{} connected it to {addr}", app.target, o.exit);
+            let detail = format!(
+                "app {tag} asked for {} but exit n{} connected it to {addr}",
+                app.target, o.exit
+            );
             self.violation("routing", detail);
         }
         let Some(o) = self.origin_conns.get_mut(&c) else { return };
@@ -1328,7 +1434,8 @@ impl<'s> World<'s> {
                     writes.push(Payload::Pattern { key: o.down_key, offset: sent, len });
                     sent += u64::from(len);
                 }
-                let end = if o.kind == OriginKind::ResetMidStream { Chunk::Reset } else { Chunk::Fin };
+                let end =
+                    if o.kind == OriginKind::ResetMidStream { Chunk::Reset } else { Chunk::Fin };
                 for p in writes {
                     self.origin_send(c, Chunk::Data(p));
                 }
@@ -1368,7 +1475,9 @@ impl<'s> World<'s> {
         let reset = chunk == Chunk::Reset;
         self.write(stream, 1, chunk);
         if reset {
-            self.origin_conns.get_mut(&c).map(|o| o.released = true);
+            if let Some(o) = self.origin_conns.get_mut(&c) {
+                o.released = true;
+            }
             self.release(stream, 1);
         } else {
             self.origin_maybe_release(c);
@@ -1388,7 +1497,9 @@ impl<'s> World<'s> {
 
     fn fault_start(&mut self, i: usize) {
         let f = self.faults[i].clone();
-        self.trace.line(self.now, "fault", || format!("start {:?} a={} b={} for {:?}", f.kind, f.a, f.b, f.duration));
+        self.trace.line(self.now, "fault", || {
+            format!("start {:?} a={} b={} for {:?}", f.kind, f.a, f.b, f.duration)
+        });
         self.trace.hash_only(self.now, 9, i as u64, 1);
         let n = self.nodes.len() as u32;
         let (a, b) = (f.a.min(n - 1), f.b.min(n - 1));
@@ -1404,7 +1515,8 @@ impl<'s> World<'s> {
                     l.partitions += 1;
                     l.epoch += 1;
                     let epoch = l.epoch;
-                    let keepalive = Duration::from_secs(u64::from(self.s.network.keepalive_timeout_secs));
+                    let keepalive =
+                        Duration::from_secs(u64::from(self.s.network.keepalive_timeout_secs));
                     self.push(self.now + keepalive, Ev::KeepaliveCheck { from: x, to: y, epoch });
                 }
             }
@@ -1412,7 +1524,9 @@ impl<'s> World<'s> {
                 let ids: Vec<u64> = self
                     .conns
                     .iter()
-                    .filter(|(_, c)| c.nodes == [a, b] || c.nodes == [b, a] || (a == b && c.nodes.contains(&a)))
+                    .filter(|(_, c)| {
+                        c.nodes == [a, b] || c.nodes == [b, a] || (a == b && c.nodes.contains(&a))
+                    })
                     .map(|(id, _)| *id)
                     .collect();
                 for id in ids {
@@ -1427,7 +1541,9 @@ impl<'s> World<'s> {
                 self.link_mut(a, b).drops.push(f.factor);
                 self.link_mut(b, a).drops.push(f.factor);
             }
-            FaultKind::Crash | FaultKind::Churn | FaultKind::HubOutage => self.crash(a, i as u64 + 1),
+            FaultKind::Crash | FaultKind::Churn | FaultKind::HubOutage => {
+                self.crash(a, i as u64 + 1)
+            }
         }
     }
 
@@ -1472,7 +1588,9 @@ impl<'s> World<'s> {
                     }
                 }
             }
-            FaultKind::Crash | FaultKind::Churn | FaultKind::HubOutage => self.restart(a, i as u64 + 1),
+            FaultKind::Crash | FaultKind::Churn | FaultKind::HubOutage => {
+                self.restart(a, i as u64 + 1)
+            }
         }
     }
 
@@ -1521,7 +1639,8 @@ impl<'s> World<'s> {
         }
         self.node_streams.retain(|(m, _), _| *m != n);
         self.black_holes.retain(|(m, _), _| *m != n);
-        let dead: Vec<u64> = self.splices.iter().filter(|(_, s)| s.node == n).map(|(id, _)| *id).collect();
+        let dead: Vec<u64> =
+            self.splices.iter().filter(|(_, s)| s.node == n).map(|(id, _)| *id).collect();
         for id in dead {
             self.splices.remove(&id);
         }
@@ -1542,7 +1661,8 @@ impl<'s> World<'s> {
         self.trace.line(self.now, "probes", String::new);
         for client in 0..self.s.topology.clients {
             for listener in 0..self.s.listeners.len() as u32 {
-                let http = self.s.listeners[listener as usize].protocol == crate::scenario::ListenerProtocol::Http;
+                let http = self.s.listeners[listener as usize].protocol
+                    == crate::scenario::ListenerProtocol::Http;
                 let spec = AppSpec {
                     at: self.now,
                     client,
@@ -1568,9 +1688,17 @@ impl<'s> World<'s> {
             for e in 0..self.exits {
                 let exit = self.hubs + e;
                 let peer = self.nodes[exit as usize].peer;
-                let registered = self.nodes[h as usize].core.as_ref().is_some_and(|c| c.hub_has_registered(&peer));
+                let registered = self.nodes[h as usize]
+                    .core
+                    .as_ref()
+                    .is_some_and(|c| c.hub_has_registered(&peer));
                 if !registered {
-                    self.violation("liveness", format!("exit n{exit} is not registered at hub n{h} after the network healed"));
+                    self.violation(
+                        "liveness",
+                        format!(
+                            "exit n{exit} is not registered at hub n{h} after the network healed"
+                        ),
+                    );
                 }
             }
         }
@@ -1578,14 +1706,18 @@ impl<'s> World<'s> {
 
     fn final_checks(&mut self) {
         for a in 0..self.apps.len() as u32 {
-            if self.apps[a as usize].outcome.is_none() && self.apps[a as usize].phase != AppPhase::Connecting {
+            if self.apps[a as usize].outcome.is_none()
+                && self.apps[a as usize].phase != AppPhase::Connecting
+            {
                 self.app_deadline(a);
             }
         }
         for n in 0..self.nodes.len() {
             let Some(core) = &self.nodes[n].core else { continue };
             let r = core.resources();
-            if r.sessions + r.pending_dials + r.pending_queries + r.timers > 0 || r.streams > r.sessions.max(0) + self.hub_streams_of(n as NodeIx) {
+            if r.sessions + r.pending_dials + r.pending_queries + r.timers > 0
+                || r.streams > r.sessions + self.hub_streams_of(n as NodeIx)
+            {
                 self.violation("no-leaks", format!("n{n} still holds {r} after the run quiesced"));
             }
         }
@@ -1606,9 +1738,5 @@ impl<'s> World<'s> {
 
     fn hub_streams_of(&self, n: NodeIx) -> usize {
         self.streams.values().filter(|st| st.hub && st.nodes.contains(&Some(n))).count()
-    }
-
-    pub(crate) fn outcomes(&self) -> impl Iterator<Item = Option<Outcome>> + '_ {
-        self.apps.iter().map(|a| a.outcome)
     }
 }

@@ -493,6 +493,7 @@ destinations = [{{ kind = "echo", weight = 1 }}]
             violations,
             trace: Vec::new(),
             step_hashes: Vec::new(),
+            step_starts: Vec::new(),
             fault_mix: "partition".to_owned(),
             plan: Plan::default(),
             stats: RunStats::default(),
@@ -552,7 +553,7 @@ destinations = [{{ kind = "echo", weight = 1 }}]
         let b12 = failures.find("beta seed 12 [faults: unknown]").unwrap();
         assert!(a11 < a13 && a13 < b12, "{failures}");
         assert!(
-            failures.contains("2.500000s integrity: byte 7 differs (seed 11) (+1 more)"),
+            failures.contains("[2.500000s] integrity: byte 7 differs (seed 11) (+1 more)"),
             "{failures}"
         );
         assert!(

@@ -67,7 +67,13 @@ impl Credential {
 
 impl AdmissionKey {
     /// Whether `proof` answers `nonce` for `peer` in `role` (constant-time compare).
-    pub fn verify(&self, nonce: &[u8; 32], peer: &PeerId, role: Role, proof_bytes: &[u8; 32]) -> bool {
+    pub fn verify(
+        &self,
+        nonce: &[u8; 32],
+        peer: &PeerId,
+        role: Role,
+        proof_bytes: &[u8; 32],
+    ) -> bool {
         mac(&self.key, nonce, peer, role).verify_slice(proof_bytes).is_ok()
     }
 }

@@ -15,7 +15,9 @@ use crate::config::{ClientConfig, ListenerConfig, ListenerProtocol, StickyMode, 
 use crate::ctx::{Ctx, Reach, TimerKey};
 use crate::http_connect::{self, HttpAction, HttpConnectHandshake};
 use crate::ids::{ListenerId, PeerId, SessionId, StreamId};
-use crate::io::{Close, Event, FailReason, Output, Protocol, SpliceLimits, SpliceReport, StateSnapshot};
+use crate::io::{
+    Close, Event, FailReason, Output, Protocol, SpliceLimits, SpliceReport, StateSnapshot,
+};
 use crate::record::{PeerFilter, PeerRecord};
 use crate::selection::breaker::CircuitBreaker;
 use crate::selection::latency::{pick_two, Ewma};
@@ -23,8 +25,8 @@ use crate::selection::sticky::{StickyConfig, StickyKey, StickyPool};
 use crate::socks::{self, SocksAction, SocksHandshake, UserParams};
 use crate::target::{Status, TargetAddr};
 use crate::time::Instant;
-use crate::wire::proxy::{self, ConnectRequest, PROXY_VERSION};
 use crate::wire::frame::Decoded;
+use crate::wire::proxy::{self, ConnectRequest, PROXY_VERSION};
 use bytes::Bytes;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,10 +69,23 @@ enum Phase {
     Handshake(Handshake),
     /// No usable exit right now; re-evaluated on new exits or at the deadline.
     Waiting,
-    Dialing { exit: PeerId },
-    Opening { exit: PeerId, stream: StreamId },
-    Awaiting { exit: PeerId, stream: StreamId, inbox: Vec<u8>, sent: Instant },
-    Spliced { exit: PeerId, stream: StreamId },
+    Dialing {
+        exit: PeerId,
+    },
+    Opening {
+        exit: PeerId,
+        stream: StreamId,
+    },
+    Awaiting {
+        exit: PeerId,
+        stream: StreamId,
+        inbox: Vec<u8>,
+        sent: Instant,
+    },
+    Spliced {
+        exit: PeerId,
+        stream: StreamId,
+    },
 }
 
 #[derive(Debug)]
@@ -220,7 +235,14 @@ impl ClientRole {
         &self.config.listeners[i]
     }
 
-    pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId, data: &[u8]) {
+    pub(crate) fn on_data(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        stream: StreamId,
+        data: &[u8],
+    ) {
         if let Some(&app) = self.peer_streams.get(&stream) {
             self.on_peer_data(ctx, now, t, app, stream, data);
             return;
@@ -240,7 +262,14 @@ impl ClientRole {
         }
     }
 
-    fn on_handshake_data(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, app: StreamId, data: &[u8]) {
+    fn on_handshake_data(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        app: StreamId,
+        data: &[u8],
+    ) {
         let Some(s) = self.sessions.get(&app) else { return };
         let listener_id = s.listener;
         let listener = self.listener(listener_id).clone();
@@ -374,7 +403,9 @@ impl ClientRole {
         if let Some(key) = &req.sticky {
             if let Some(pinned) = self.sticky.get(key, now) {
                 let usable = self.exits.get_mut(&pinned).is_some_and(|e| {
-                    req.filter.matches(&e.record.attrs) && e.retry_at <= now && e.breaker.allows(now)
+                    req.filter.matches(&e.record.attrs)
+                        && e.retry_at <= now
+                        && e.breaker.allows(now)
                 });
                 if usable && !s.tried.contains(&pinned) {
                     return Pick::Exit(pinned);
@@ -430,15 +461,23 @@ impl ClientRole {
 
     pub(crate) fn on_peer_connected(&mut self, ctx: &mut Ctx, peer: PeerId) {
         for app in self.dial_waiters.remove(&peer).unwrap_or_default() {
-            if matches!(self.sessions.get(&app).map(|s| &s.phase), Some(Phase::Dialing { exit }) if *exit == peer) {
+            if matches!(self.sessions.get(&app).map(|s| &s.phase), Some(Phase::Dialing { exit }) if *exit == peer)
+            {
                 self.open(ctx, app, peer);
             }
         }
     }
 
-    pub(crate) fn on_dial_failed(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, peer: PeerId) {
+    pub(crate) fn on_dial_failed(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        peer: PeerId,
+    ) {
         for app in self.dial_waiters.remove(&peer).unwrap_or_default() {
-            if matches!(self.sessions.get(&app).map(|s| &s.phase), Some(Phase::Dialing { exit }) if *exit == peer) {
+            if matches!(self.sessions.get(&app).map(|s| &s.phase), Some(Phase::Dialing { exit }) if *exit == peer)
+            {
                 self.exit_failed(ctx, now, t, app, Status::GeneralFailure);
             }
         }
@@ -453,18 +492,36 @@ impl ClientRole {
         }
         let Some(req) = &s.req else { return };
         let mut buf = Vec::new();
-        let request = ConnectRequest { version: PROXY_VERSION, target: req.target.clone(), session: req.session };
+        let request = ConnectRequest {
+            version: PROXY_VERSION,
+            target: req.target.clone(),
+            session: req.session,
+        };
         proxy::encode_request(&request, &mut buf);
         ctx.emit(Output::Transmit { stream, data: Bytes::from(buf) });
         s.phase = Phase::Awaiting { exit, stream, inbox: Vec::new(), sent: now };
     }
 
-    pub(crate) fn on_stream_refused(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId) {
+    pub(crate) fn on_stream_refused(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        stream: StreamId,
+    ) {
         let Some(app) = self.peer_streams.remove(&stream) else { return };
         self.exit_failed(ctx, now, t, app, Status::GeneralFailure);
     }
 
-    fn on_peer_data(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, app: StreamId, stream: StreamId, data: &[u8]) {
+    fn on_peer_data(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        app: StreamId,
+        stream: StreamId,
+        data: &[u8],
+    ) {
         let Some(s) = self.sessions.get_mut(&app) else { return };
         let Phase::Awaiting { exit, inbox, sent, .. } = &mut s.phase else { return };
         let (exit, sent) = (*exit, *sent);
@@ -545,11 +602,20 @@ impl ClientRole {
 
     /// An attempt failed at or on the way to the exit: count it against the
     /// exit and try another one if the listener's budget allows.
-    fn exit_failed(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, app: StreamId, status: Status) {
+    fn exit_failed(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        app: StreamId,
+        status: Status,
+    ) {
         let Some(s) = self.sessions.get_mut(&app) else { return };
         let (exit, stream) = match s.phase {
             Phase::Dialing { exit } => (exit, None),
-            Phase::Opening { exit, stream } | Phase::Awaiting { exit, stream, .. } => (exit, Some(stream)),
+            Phase::Opening { exit, stream } | Phase::Awaiting { exit, stream, .. } => {
+                (exit, Some(stream))
+            }
             _ => return,
         };
         s.last_status = status;
@@ -588,7 +654,11 @@ impl ClientRole {
                 self.forget(ctx, app);
                 ctx.emit(Output::Close { stream: app, how: Close::Reset });
                 let reason = FailReason::HandshakeTimeout;
-                ctx.event(Event::SessionFailed { listener, reason, status: Status::GeneralFailure });
+                ctx.event(Event::SessionFailed {
+                    listener,
+                    reason,
+                    status: Status::GeneralFailure,
+                });
             }
             Phase::Waiting => self.attempt(ctx, now, t, app),
             Phase::Dialing { .. } | Phase::Opening { .. } | Phase::Awaiting { .. } => {
@@ -599,7 +669,14 @@ impl ClientRole {
     }
 
     /// The app or the exit closed a stream before the splice.
-    pub(crate) fn on_closed(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId, how: Close) {
+    pub(crate) fn on_closed(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        stream: StreamId,
+        how: Close,
+    ) {
         if let Some(&app) = self.peer_streams.get(&stream) {
             // The exit ended the stream without a (complete) answer.
             let _ = how;
@@ -680,10 +757,16 @@ impl ClientRole {
     }
 
     /// A hub answered `Find`: merge the exits and wake sessions that wait.
-    pub(crate) fn on_peers(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, peers: Vec<PeerRecord>) {
+    pub(crate) fn on_peers(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        peers: Vec<PeerRecord>,
+    ) {
         self.finds_pending = self.finds_pending.saturating_sub(1);
         self.refreshed = Some(now);
-        let breaker = self.config.selection.breaker.clone();
+        let breaker = self.config.selection.breaker;
         let alpha = self.config.selection.latency_alpha;
         for record in peers {
             let peer = record.peer;
@@ -692,7 +775,7 @@ impl ClientRole {
                 seen: now,
                 failures: 0,
                 retry_at: Instant::ZERO,
-                breaker: CircuitBreaker::new(breaker.clone()),
+                breaker: CircuitBreaker::new(breaker),
                 latency: Ewma::new(alpha),
                 active: 0,
             });
@@ -745,7 +828,9 @@ impl ClientRole {
         !self.finding(now)
             && match self.refreshed {
                 None => true,
-                Some(at) => !self.waiting.is_empty() && now.saturating_duration_since(at) >= MIN_REFRESH,
+                Some(at) => {
+                    !self.waiting.is_empty() && now.saturating_duration_since(at) >= MIN_REFRESH
+                }
             }
     }
 }
@@ -756,17 +841,29 @@ enum HandshakeOutcome {
     Request { kind: AppKind, target: TargetAddr, params: UserParams, leftover: Bytes },
 }
 
-fn drive_socks(ctx: &mut Ctx, app: StreamId, h: &mut SocksHandshake, data: &[u8]) -> HandshakeOutcome {
+fn drive_socks(
+    ctx: &mut Ctx,
+    app: StreamId,
+    h: &mut SocksHandshake,
+    data: &[u8],
+) -> HandshakeOutcome {
     if h.feed(data).is_err() {
         return HandshakeOutcome::Rejected;
     }
     loop {
         match h.poll() {
             SocksAction::NeedMore => return HandshakeOutcome::More,
-            SocksAction::Send(bytes) => ctx.emit(Output::Transmit { stream: app, data: Bytes::from(bytes) }),
+            SocksAction::Send(bytes) => {
+                ctx.emit(Output::Transmit { stream: app, data: Bytes::from(bytes) })
+            }
             SocksAction::Request(r) => {
                 let leftover = h.take_leftover();
-                return HandshakeOutcome::Request { kind: AppKind::Socks, target: r.target, params: r.params, leftover };
+                return HandshakeOutcome::Request {
+                    kind: AppKind::Socks,
+                    target: r.target,
+                    params: r.params,
+                    leftover,
+                };
             }
             SocksAction::Reject { reply, .. } => {
                 if !reply.is_empty() {
@@ -778,16 +875,29 @@ fn drive_socks(ctx: &mut Ctx, app: StreamId, h: &mut SocksHandshake, data: &[u8]
     }
 }
 
-fn drive_http(ctx: &mut Ctx, app: StreamId, h: &mut HttpConnectHandshake, data: &[u8]) -> HandshakeOutcome {
+fn drive_http(
+    ctx: &mut Ctx,
+    app: StreamId,
+    h: &mut HttpConnectHandshake,
+    data: &[u8],
+) -> HandshakeOutcome {
     if h.feed(data).is_err() {
-        ctx.emit(Output::Transmit { stream: app, data: Bytes::from(http_connect::response(Status::GeneralFailure)) });
+        ctx.emit(Output::Transmit {
+            stream: app,
+            data: Bytes::from(http_connect::response(Status::GeneralFailure)),
+        });
         return HandshakeOutcome::Rejected;
     }
     match h.poll() {
         HttpAction::NeedMore => HandshakeOutcome::More,
         HttpAction::Request(r) => {
             let leftover = h.take_leftover();
-            HandshakeOutcome::Request { kind: AppKind::Http, target: r.target, params: r.params, leftover }
+            HandshakeOutcome::Request {
+                kind: AppKind::Http,
+                target: r.target,
+                params: r.params,
+                leftover,
+            }
         }
         HttpAction::Reject { response, .. } => {
             ctx.emit(Output::Transmit { stream: app, data: Bytes::from(response) });
@@ -829,7 +939,9 @@ fn app_request(
 
 /// A stable 64-bit hash (FNV-1a), so a session id means the same on every run.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn sticky_config(config: &ClientConfig) -> StickyConfig {

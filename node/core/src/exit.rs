@@ -17,8 +17,8 @@ use crate::policy::{parse_inet_aton, ExitPolicy};
 use crate::target::{Status, TargetAddr};
 use crate::time::Instant;
 use crate::wire::frame::DecodeError;
-use crate::wire::proxy::{self, ConnectRequest, ConnectResponse};
 use crate::wire::frame::Decoded;
+use crate::wire::proxy::{self, ConnectRequest, ConnectResponse};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -104,7 +104,14 @@ impl ExitRole {
         ctx.timers.set(TimerKey::ExitSession(stream), now + t.request);
     }
 
-    pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId, data: &[u8]) {
+    pub(crate) fn on_data(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        stream: StreamId,
+        data: &[u8],
+    ) {
         let Some(s) = self.sessions.get_mut(&stream) else { return };
         let Phase::AwaitRequest { inbox } = &mut s.phase else {
             // Data before our response: keep it for the origin, bounded.
@@ -135,7 +142,14 @@ impl ExitRole {
         }
     }
 
-    fn on_request(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId, req: ConnectRequest) {
+    fn on_request(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        stream: StreamId,
+        req: ConnectRequest,
+    ) {
         let port = req.target.port();
         let literal = match &req.target {
             TargetAddr::Ip(sa) => Some(sa.ip()),
@@ -179,7 +193,14 @@ impl ExitRole {
     }
 
     /// Dials the first address the policy allows; the rest are kept to try next.
-    fn dial(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId, candidates: Vec<SocketAddr>) {
+    fn dial(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        stream: StreamId,
+        candidates: Vec<SocketAddr>,
+    ) {
         let mut allowed = Vec::with_capacity(candidates.len());
         let mut first_denied = None;
         for addr in candidates {
@@ -242,7 +263,14 @@ impl ExitRole {
         });
     }
 
-    pub(crate) fn on_origin_failed(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, origin: StreamId, status: Status) {
+    pub(crate) fn on_origin_failed(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        origin: StreamId,
+        status: Status,
+    ) {
         let Some(stream) = self.origins.remove(&origin) else { return };
         let Some(s) = self.sessions.get_mut(&stream) else { return };
         let Phase::Connecting { origin: o, rest, .. } = &mut s.phase else { return };
@@ -253,7 +281,12 @@ impl ExitRole {
         self.connect_next(ctx, now, t, stream, rest, status);
     }
 
-    pub(crate) fn on_splice_ended(&mut self, ctx: &mut Ctx, stream: StreamId, report: SpliceReport) {
+    pub(crate) fn on_splice_ended(
+        &mut self,
+        ctx: &mut Ctx,
+        stream: StreamId,
+        report: SpliceReport,
+    ) {
         let Some(s) = self.sessions.get(&stream) else { return };
         let Phase::Spliced { origin } = s.phase else { return };
         self.origins.remove(&origin);
@@ -267,7 +300,13 @@ impl ExitRole {
         self.abort(ctx, stream, how);
     }
 
-    pub(crate) fn on_deadline(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId) {
+    pub(crate) fn on_deadline(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        stream: StreamId,
+    ) {
         let Some(s) = self.sessions.get_mut(&stream) else { return };
         match &mut s.phase {
             Phase::AwaitRequest { .. } => {

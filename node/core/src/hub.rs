@@ -12,8 +12,8 @@ use crate::directory::Directory;
 use crate::ids::{PeerId, StreamId};
 use crate::io::{Close, Event, Output};
 use crate::time::Instant;
-use crate::wire::hub::{self as wire, HubErrorCode, HubMessage, Role, HUB_VERSION};
 use crate::wire::frame::Decoded;
+use crate::wire::hub::{self as wire, HubErrorCode, HubMessage, Role, HUB_VERSION};
 use bytes::Bytes;
 use rand_core::RngCore;
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ pub(crate) struct HubRole {
 
 impl HubRole {
     pub(crate) fn new(config: HubConfig) -> HubRole {
-        let directory = Directory::new(config.directory.clone());
+        let directory = Directory::new(config.directory);
         HubRole { config, directory, streams: BTreeMap::new(), registered_by: BTreeMap::new() }
     }
 
@@ -84,8 +84,10 @@ impl HubRole {
         ctx.rng.fill_bytes(&mut nonce);
         send(ctx, stream, &HubMessage::Challenge { version: HUB_VERSION, nonce });
         ctx.timers.set(TimerKey::HubPeer(stream), now + t.request);
-        self.streams
-            .insert(stream, HubStream { peer, phase: Phase::AwaitAuth { nonce }, inbox: Vec::new() });
+        self.streams.insert(
+            stream,
+            HubStream { peer, phase: Phase::AwaitAuth { nonce }, inbox: Vec::new() },
+        );
     }
 
     pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, data: &[u8]) {
@@ -118,7 +120,13 @@ impl HubRole {
     }
 
     /// Handles one message; false if the stream was closed.
-    fn on_message(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, msg: HubMessage) -> bool {
+    fn on_message(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        stream: StreamId,
+        msg: HubMessage,
+    ) -> bool {
         let Some(s) = self.streams.get_mut(&stream) else { return false };
         let peer = s.peer;
         match (&s.phase, msg) {
@@ -146,7 +154,10 @@ impl HubRole {
                 self.fail(ctx, stream, HubErrorCode::Malformed, "expected Auth");
                 false
             }
-            (Phase::Admitted { role: Role::Exit }, HubMessage::Register { addrs, attrs, capacity }) => {
+            (
+                Phase::Admitted { role: Role::Exit },
+                HubMessage::Register { addrs, attrs, capacity },
+            ) => {
                 let record = crate::record::PeerRecord { peer, addrs, attrs, capacity };
                 match self.directory.register(now, record) {
                     Ok(ttl) => {

@@ -127,7 +127,14 @@ impl HubLinks {
         self.request_all(ctx, now, t, Request::Find, limit)
     }
 
-    fn request_all(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, r: Request, limit: u16) -> bool {
+    fn request_all(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        r: Request,
+        limit: u16,
+    ) -> bool {
         let mut any = false;
         for i in 0..self.links.len() {
             let l = &mut self.links[i];
@@ -163,7 +170,13 @@ impl HubLinks {
         ctx.timers.set(TimerKey::HubLink(i), now + t.hub_request);
     }
 
-    pub(crate) fn on_peer_connected(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, peer: PeerId) {
+    pub(crate) fn on_peer_connected(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        peer: PeerId,
+    ) {
         for i in 0..self.links.len() {
             if self.links[i].hub.peer == peer && self.links[i].state == State::Dialing {
                 self.open(ctx, now, t, i);
@@ -205,7 +218,14 @@ impl HubLinks {
         }
     }
 
-    pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, stream: StreamId, data: &[u8]) {
+    pub(crate) fn on_data(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        stream: StreamId,
+        data: &[u8],
+    ) {
         let Some(i) = self.index_of(stream) else { return };
         self.links[i].inbox.extend_from_slice(data);
         loop {
@@ -229,10 +249,20 @@ impl HubLinks {
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize, stream: StreamId, msg: HubMessage) {
+    fn on_message(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        i: usize,
+        stream: StreamId,
+        msg: HubMessage,
+    ) {
         let l = &mut self.links[i];
         match (l.state, msg) {
-            (State::AwaitChallenge(_), HubMessage::Challenge { version, nonce }) if version == HUB_VERSION => {
+            (State::AwaitChallenge(_), HubMessage::Challenge { version, nonce })
+                if version == HUB_VERSION =>
+            {
                 let proof = self.credential.prove(&nonce, &self.local, self.role);
                 send(
                     ctx,
@@ -265,7 +295,14 @@ impl HubLinks {
         }
     }
 
-    fn on_response(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize, msg: HubMessage) {
+    fn on_response(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        i: usize,
+        msg: HubMessage,
+    ) {
         let l = &mut self.links[i];
         let Some((req, _)) = l.in_flight.take() else {
             let hub = l.hub.peer;
@@ -355,7 +392,8 @@ impl HubLinks {
                 }
                 if l.next_heartbeat.is_some_and(|hb| hb <= now) {
                     l.next_heartbeat = None;
-                    if !l.queue.contains(&Request::Heartbeat) && !l.queue.contains(&Request::Register)
+                    if !l.queue.contains(&Request::Heartbeat)
+                        && !l.queue.contains(&Request::Register)
                     {
                         l.queue.push_back(Request::Heartbeat);
                     }
@@ -398,9 +436,10 @@ impl Link {
     fn stream(&self) -> Option<StreamId> {
         match self.state {
             State::Idle | State::Dialing => None,
-            State::Opening(s) | State::AwaitChallenge(s) | State::AwaitAuthOk(s) | State::Ready(s) => {
-                Some(s)
-            }
+            State::Opening(s)
+            | State::AwaitChallenge(s)
+            | State::AwaitAuthOk(s)
+            | State::Ready(s) => Some(s),
         }
     }
 }

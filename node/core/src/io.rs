@@ -394,7 +394,10 @@ pub enum TimerReason {
 impl TimerReason {
     /// Whether this timer exists for as long as the node runs (so it is not a leak).
     pub fn is_periodic(self) -> bool {
-        matches!(self, TimerReason::HubLink | TimerReason::DirectoryExpiry | TimerReason::ExitRefresh)
+        matches!(
+            self,
+            TimerReason::HubLink | TimerReason::DirectoryExpiry | TimerReason::ExitRefresh
+        )
     }
 }
 

@@ -91,7 +91,9 @@ impl Node {
             Input::StreamData { stream, data } => {
                 if let Some(c) = self.client.as_mut().filter(|c| c.session_of(stream).is_some()) {
                     c.on_data(ctx, now, &t, stream, &data);
-                } else if let Some(e) = self.exit.as_mut().filter(|e| e.session_of(stream).is_some()) {
+                } else if let Some(e) =
+                    self.exit.as_mut().filter(|e| e.session_of(stream).is_some())
+                {
                     e.on_data(ctx, now, &t, stream, &data);
                 } else if let Some(h) = self.hub.as_mut().filter(|h| h.owns(stream)) {
                     h.on_data(ctx, now, stream, &data);
@@ -102,7 +104,9 @@ impl Node {
             Input::StreamClosed { stream, how } => {
                 if let Some(c) = self.client.as_mut().filter(|c| c.session_of(stream).is_some()) {
                     c.on_closed(ctx, now, &t, stream, how);
-                } else if let Some(e) = self.exit.as_mut().filter(|e| e.session_of(stream).is_some()) {
+                } else if let Some(e) =
+                    self.exit.as_mut().filter(|e| e.session_of(stream).is_some())
+                {
                     e.on_closed(ctx, stream, how);
                 } else if let Some(h) = self.hub.as_mut().filter(|h| h.owns(stream)) {
                     h.on_closed(ctx, stream, how);
@@ -249,8 +253,7 @@ impl Node {
     /// Routes what the hub links learned to the roles that care.
     fn after(&mut self, now: Instant) {
         let t = self.config.timeouts;
-        loop {
-            let Some(event) = self.links.as_mut().and_then(|l| l.events.pop_front()) else { break };
+        while let Some(event) = self.links.as_mut().and_then(|l| l.events.pop_front()) {
             let Some(c) = &mut self.client else { continue };
             match event {
                 LinkEvent::Ready => {
