@@ -172,16 +172,17 @@ pub struct ShrinkReport {
 pub fn shrink(
     scenario: &Scenario,
     seed: u64,
+    bug: Option<InjectedBug>,
     progress: &mut dyn FnMut(&str),
 ) -> Option<ShrinkReport> {
-    let first = run(scenario, seed, &RunOptions::default());
+    let first = run(scenario, seed, &RunOptions { bug, ..RunOptions::default() });
     let target = first.violations.first()?.invariant;
     let original = first.plan.len();
     let mut best = first.plan.clone();
     let mut best_report = first;
     let fails = |plan: &Plan| {
-        let r =
-            run(scenario, seed, &RunOptions { plan: Some(plan.clone()), ..RunOptions::default() });
+        let opts = RunOptions { plan: Some(plan.clone()), bug, ..RunOptions::default() };
+        let r = run(scenario, seed, &opts);
         let hit = r.violations.iter().any(|v| v.invariant == target);
         (hit, r)
     };

@@ -84,7 +84,7 @@ impl Plan {
     /// A one-line summary of the fault mix.
     pub fn fault_mix(&self) -> String {
         let faults = self.items.iter().filter(|i| matches!(i, PlanItem::Fault(_))).count();
-        if self.fault_kinds.is_empty() {
+        if self.fault_kinds.is_empty() || faults == 0 {
             return "no faults".into();
         }
         let kinds: Vec<String> = self.fault_kinds.iter().map(|k| format!("{k:?}")).collect();

@@ -65,8 +65,9 @@ pub struct SimArgs {
     pub shrink: Option<RunTarget>,
 
     /// Run with a deliberately injected engine bug, to prove the invariants
-    /// catch it (the sweep is then expected to fail). Not with --shrink.
-    #[arg(long, value_enum, value_name = "BUG", conflicts_with = "shrink")]
+    /// catch it (the sweep is then expected to fail). With --shrink, shrinks
+    /// the failure the bug causes.
+    #[arg(long, value_enum, value_name = "BUG")]
     pub inject_bug: Option<BugArg>,
 }
 
@@ -346,7 +347,7 @@ fn shrink(args: &SimArgs, target: &RunTarget) -> Result<bool, SimError> {
     let scenario = one_scenario(args, target)?;
     let started = Instant::now();
     let mut progress = |line: &str| println!("shrink: {line}");
-    let outcome = meshproxy_sim::shrink(&scenario, target.seed, &mut progress);
+    let outcome = meshproxy_sim::shrink(&scenario, target.seed, args.bug(), &mut progress);
     let wall = started.elapsed().as_secs_f64();
     match outcome {
         None => {
