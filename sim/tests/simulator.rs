@@ -2,7 +2,9 @@
 //! that runs replay exactly, and pin the trace of small runs so an unintended
 //! change of behaviour shows up in review.
 
-use meshproxy_sim::{check_determinism, load_dir, parse_str, run, shrink, InjectedBug, RunOptions, Scenario};
+use meshproxy_sim::{
+    check_determinism, load_dir, parse_str, run, shrink, InjectedBug, RunOptions, Scenario,
+};
 use std::path::{Path, PathBuf};
 
 fn scenarios() -> Vec<Scenario> {
@@ -24,7 +26,11 @@ fn integrity_catches_a_reset_turned_into_a_clean_end() {
     let mut caught = 0;
     for seed in 0..12 {
         let clean = run(&s, seed, &RunOptions::default());
-        assert!(clean.passed(), "seed {seed} fails without the bug: {:?}", clean.violations.first());
+        assert!(
+            clean.passed(),
+            "seed {seed} fails without the bug: {:?}",
+            clean.violations.first()
+        );
         let buggy = run(&s, seed, &bug);
         if buggy.violations.iter().any(|v| v.invariant == "integrity") {
             caught += 1;
@@ -38,11 +44,25 @@ fn integrity_catches_a_reset_turned_into_a_clean_end() {
 #[test]
 fn shrink_reduces_a_failure_to_a_minimal_plan() {
     let s = scenario("mixed");
-    let report = shrink(&s, 3, Some(InjectedBug::ResetBecomesFin), &mut |_| {}).expect("seed 3 fails with the bug");
-    assert!(report.minimal.len() <= 3, "minimal plan has {} items:\n{}", report.minimal.len(), report.minimal);
+    let report = shrink(&s, 3, Some(InjectedBug::ResetBecomesFin), &mut |_| {})
+        .expect("seed 3 fails with the bug");
+    assert!(
+        report.minimal.len() <= 3,
+        "minimal plan has {} items:\n{}",
+        report.minimal.len(),
+        report.minimal
+    );
     assert!(report.original > 50);
     assert!(report.report.violations.iter().any(|v| v.invariant == "integrity"));
-    let again = run(&s, 3, &RunOptions { plan: Some(report.minimal.clone()), bug: Some(InjectedBug::ResetBecomesFin), ..RunOptions::default() });
+    let again = run(
+        &s,
+        3,
+        &RunOptions {
+            plan: Some(report.minimal.clone()),
+            bug: Some(InjectedBug::ResetBecomesFin),
+            ..RunOptions::default()
+        },
+    );
     assert_eq!(again.hash, report.report.hash, "the minimal plan replays exactly");
 }
 

@@ -30,6 +30,7 @@ use crate::wire::proxy::{self, ConnectRequest, PROXY_VERSION};
 use bytes::Bytes;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Most app bytes buffered between the handshake and the splice.
 const LEFTOVER_MAX: usize = 64 * 1024;
@@ -57,7 +58,6 @@ enum AppKind {
 
 #[derive(Debug)]
 struct AppRequest {
-    kind: AppKind,
     target: TargetAddr,
     filter: PeerFilter,
     sticky: Option<StickyKey>,
@@ -91,6 +91,9 @@ enum Phase {
 #[derive(Debug)]
 struct ClientSession {
     listener: ListenerId,
+    settings: Arc<ListenerConfig>,
+    /// Which handshake the app spoke, once known (for the answer's format).
+    kind: Option<AppKind>,
     accepted: Instant,
     budget_end: Instant,
     phase: Phase,
@@ -127,6 +130,8 @@ enum Pick {
 #[derive(Debug)]
 pub(crate) struct ClientRole {
     config: ClientConfig,
+    /// Shared with each session, so a session holds its listener's settings cheaply.
+    listeners: Vec<Arc<ListenerConfig>>,
     sessions: BTreeMap<StreamId, ClientSession>,
     /// Peer stream → the app stream whose session owns it.
     peer_streams: BTreeMap<StreamId, StreamId>,
@@ -144,6 +149,7 @@ impl ClientRole {
     pub(crate) fn new(config: ClientConfig) -> ClientRole {
         let sticky = StickyPool::new(sticky_config(&config));
         ClientRole {
+            listeners: config.listeners.iter().cloned().map(Arc::new).collect(),
             config,
             sessions: BTreeMap::new(),
             peer_streams: BTreeMap::new(),
@@ -206,16 +212,19 @@ impl ClientRole {
         listener: ListenerId,
         stream: StreamId,
     ) {
-        let known = usize::try_from(listener.0).ok().filter(|&i| i < self.config.listeners.len());
-        if known.is_none() || self.sessions.len() >= max_sessions {
+        let settings = usize::try_from(listener.0).ok().and_then(|i| self.listeners.get(i));
+        let Some(settings) = settings.filter(|_| self.sessions.len() < max_sessions).cloned()
+        else {
             ctx.emit(Output::Close { stream, how: Close::Reset });
             let reason = FailReason::Overloaded;
             ctx.event(Event::SessionFailed { listener, reason, status: Status::GeneralFailure });
             return;
-        }
+        };
         ctx.event(Event::AppAccepted { listener });
         let session = ClientSession {
             listener,
+            settings,
+            kind: None,
             accepted: now,
             budget_end: now + t.handshake + t.setup_budget,
             phase: Phase::Handshake(Handshake::Detect),
@@ -228,11 +237,6 @@ impl ClientRole {
         };
         self.sessions.insert(stream, session);
         ctx.timers.set(TimerKey::ClientSession(stream), now + t.handshake);
-    }
-
-    fn listener(&self, id: ListenerId) -> &ListenerConfig {
-        let i = usize::try_from(id.0).unwrap_or(usize::MAX).min(self.config.listeners.len() - 1);
-        &self.config.listeners[i]
     }
 
     pub(crate) fn on_data(
@@ -270,10 +274,8 @@ impl ClientRole {
         app: StreamId,
         data: &[u8],
     ) {
-        let Some(s) = self.sessions.get(&app) else { return };
-        let listener_id = s.listener;
-        let listener = self.listener(listener_id).clone();
         let Some(s) = self.sessions.get_mut(&app) else { return };
+        let (listener_id, listener) = (s.listener, s.settings.clone());
         let Phase::Handshake(hs) = &mut s.phase else { return };
         if matches!(hs, Handshake::Detect) {
             let Some(&first) = data.first() else { return };
@@ -301,18 +303,11 @@ impl ClientRole {
                 });
             }
             HandshakeOutcome::Request { kind, target, params, leftover } => {
-                let Some(req) = app_request(listener_id, &listener, kind, target, params) else {
+                if let Some(s) = self.sessions.get_mut(&app) {
+                    s.kind = Some(kind);
+                }
+                let Some(req) = app_request(listener_id, &listener, target, params) else {
                     // The username asks for a country the listener excludes.
-                    let s = self.sessions.get_mut(&app);
-                    if let Some(s) = s {
-                        s.req = Some(AppRequest {
-                            kind,
-                            target: TargetAddr::Domain(String::new(), 0),
-                            filter: PeerFilter::default(),
-                            sticky: None,
-                            session: None,
-                        });
-                    }
                     self.fail(ctx, app, FailReason::NoExit, Status::NetworkUnreachable);
                     return;
                 };
@@ -398,7 +393,7 @@ impl ClientRole {
     fn pick(&mut self, ctx: &mut Ctx, now: Instant, app: StreamId) -> Pick {
         let Some(s) = self.sessions.get(&app) else { return Pick::Fail(FailReason::AppClosed) };
         let Some(req) = &s.req else { return Pick::Fail(FailReason::Handshake) };
-        let fallback = self.listener(s.listener).fallback;
+        let fallback = s.settings.fallback;
         let listing_known = self.refreshed.is_some();
         if let Some(key) = &req.sticky {
             if let Some(pinned) = self.sticky.get(key, now) {
@@ -577,11 +572,7 @@ impl ClientRole {
             }
         }
         let Some(s) = self.sessions.get_mut(&app) else { return };
-        let Some(req) = &s.req else { return };
-        let reply = match req.kind {
-            AppKind::Socks => socks::reply(Status::Succeeded, None),
-            AppKind::Http => http_connect::response(Status::Succeeded),
-        };
+        let reply = answer(s.kind, Status::Succeeded);
         ctx.timers.cancel(TimerKey::ClientSession(app));
         ctx.emit(Output::Transmit { stream: app, data: Bytes::from(reply) });
         ctx.emit(Output::Splice {
@@ -620,7 +611,7 @@ impl ClientRole {
         };
         s.last_status = status;
         s.phase = Phase::Waiting;
-        let (listener, attempts) = (s.listener, s.attempts);
+        let (retries, attempts) = (s.settings.retries, s.attempts);
         if let Some(stream) = stream {
             if self.peer_streams.remove(&stream).is_some() {
                 ctx.emit(Output::Close { stream, how: Close::Reset });
@@ -638,7 +629,6 @@ impl ClientRole {
                 ctx.event(Event::Breaker { exit, to: to.to });
             }
         }
-        let retries = self.listener(listener).retries;
         if attempts > retries {
             self.fail(ctx, app, FailReason::ExitFailed, status);
         } else {
@@ -711,12 +701,8 @@ impl ClientRole {
     fn fail(&mut self, ctx: &mut Ctx, app: StreamId, reason: FailReason, status: Status) {
         let Some(s) = self.sessions.get(&app) else { return };
         let listener = s.listener;
-        if let Some(req) = &s.req {
-            let reply = match req.kind {
-                AppKind::Socks => socks::reply(status, None),
-                AppKind::Http => http_connect::response(status),
-            };
-            ctx.emit(Output::Transmit { stream: app, data: Bytes::from(reply) });
+        if s.kind.is_some() {
+            ctx.emit(Output::Transmit { stream: app, data: Bytes::from(answer(s.kind, status)) });
         }
         self.forget(ctx, app);
         ctx.emit(Output::Close { stream: app, how: Close::Fin });
@@ -911,7 +897,6 @@ fn drive_http(
 fn app_request(
     id: ListenerId,
     listener: &ListenerConfig,
-    kind: AppKind,
     target: TargetAddr,
     params: UserParams,
 ) -> Option<AppRequest> {
@@ -934,7 +919,7 @@ fn app_request(
         }
     };
     let session = params.session.as_deref().map(|s| SessionId(fnv1a(s.as_bytes())));
-    Some(AppRequest { kind, target, filter, sticky, session })
+    Some(AppRequest { target, filter, sticky, session })
 }
 
 /// A stable 64-bit hash (FNV-1a), so a session id means the same on every run.
@@ -946,4 +931,12 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 fn sticky_config(config: &ClientConfig) -> StickyConfig {
     StickyConfig { capacity: config.selection.sticky_capacity, ttl: config.selection.sticky_ttl }
+}
+
+/// The SOCKS5 reply or HTTP response carrying `status`, in the app's dialect.
+fn answer(kind: Option<AppKind>, status: Status) -> Vec<u8> {
+    match kind {
+        Some(AppKind::Http) => http_connect::response(status),
+        _ => socks::reply(status, None),
+    }
 }
