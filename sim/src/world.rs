@@ -490,11 +490,22 @@ impl<'s> World<'s> {
             self.output(n, out);
         }
         let Some(core) = &self.nodes[n as usize].core else { return };
-        let sessions = core.resources().sessions;
+        let r = core.resources();
         let next = core.poll_timeout().map(|(at, _)| at);
-        let limits = self.nodes[n as usize].config.limits;
-        if sessions > limits.max_client_sessions + limits.max_exit_sessions {
-            self.violation("bounds", format!("n{n} holds {sessions} sessions"));
+        let config = &self.nodes[n as usize].config;
+        let limits = config.limits;
+        let max_entries = config.hub.as_ref().map_or(0, |h| h.directory.max_entries);
+        if r.sessions > limits.max_client_sessions + limits.max_exit_sessions
+            || r.busiest_peer_sessions > limits.max_sessions_per_peer
+            || r.directory_entries > max_entries
+        {
+            self.violation(
+                "bounds",
+                format!(
+                    "n{n} holds {r} (busiest peer {}, directory {})",
+                    r.busiest_peer_sessions, r.directory_entries
+                ),
+            );
         }
         let node = &mut self.nodes[n as usize];
         if next != node.timer_at {

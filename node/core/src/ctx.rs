@@ -46,13 +46,18 @@ impl TimerKey {
 pub(crate) struct Timers {
     by_key: BTreeMap<TimerKey, Instant>,
     by_time: BTreeSet<(Instant, TimerKey)>,
+    /// How many keys are not periodic ones (kept up to date: read every step).
+    non_periodic: usize,
 }
 
 impl Timers {
     /// Sets (or moves) `key`'s deadline.
     pub(crate) fn set(&mut self, key: TimerKey, at: Instant) {
-        if let Some(old) = self.by_key.insert(key, at) {
-            self.by_time.remove(&(old, key));
+        match self.by_key.insert(key, at) {
+            Some(old) => {
+                self.by_time.remove(&(old, key));
+            }
+            None => self.non_periodic += usize::from(!key.reason().is_periodic()),
         }
         self.by_time.insert((at, key));
     }
@@ -66,6 +71,7 @@ impl Timers {
     pub(crate) fn cancel(&mut self, key: TimerKey) {
         if let Some(old) = self.by_key.remove(&key) {
             self.by_time.remove(&(old, key));
+            self.non_periodic -= usize::from(!key.reason().is_periodic());
         }
     }
 
@@ -82,12 +88,13 @@ impl Timers {
         }
         self.by_time.remove(&(at, key));
         self.by_key.remove(&key);
+        self.non_periodic -= usize::from(!key.reason().is_periodic());
         Some(key)
     }
 
     /// How many pending timers are not periodic ones.
     pub(crate) fn non_periodic(&self) -> usize {
-        self.by_key.keys().filter(|k| !k.reason().is_periodic()).count()
+        self.non_periodic
     }
 }
 
@@ -192,5 +199,35 @@ impl Ctx {
 
     pub(crate) fn pending_dials(&self) -> usize {
         self.peers.dialing.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_micros(ms * 1000)
+    }
+
+    #[test]
+    fn timers_fire_in_order_and_moves_replace() {
+        let mut t = Timers::default();
+        t.set(TimerKey::ExitRefresh, at(30));
+        t.set(TimerKey::ClientSession(StreamId(1)), at(10));
+        t.set(TimerKey::ClientSession(StreamId(1)), at(20)); // moved, not added
+        t.set(TimerKey::DirectoryExpiry, at(5));
+        assert_eq!(t.next(), Some((at(5), TimerKey::DirectoryExpiry)));
+        assert_eq!(t.non_periodic(), 1);
+        assert_eq!(t.pop_due(at(4)), None);
+        assert_eq!(t.pop_due(at(25)), Some(TimerKey::DirectoryExpiry));
+        assert_eq!(t.pop_due(at(25)), Some(TimerKey::ClientSession(StreamId(1))));
+        assert_eq!(t.pop_due(at(25)), None);
+        assert_eq!(t.non_periodic(), 0);
+        t.set(TimerKey::Dial(PeerId::from_u64(1)), at(40));
+        t.cancel(TimerKey::Dial(PeerId::from_u64(1)));
+        t.cancel(TimerKey::Dial(PeerId::from_u64(1)));
+        assert_eq!(t.non_periodic(), 0);
+        assert_eq!(t.next(), Some((at(30), TimerKey::ExitRefresh)));
     }
 }

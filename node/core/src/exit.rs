@@ -69,6 +69,11 @@ impl ExitRole {
         self.sessions.len() + self.origins.len()
     }
 
+    /// The most sessions any one client peer holds here.
+    pub(crate) fn busiest_peer(&self) -> usize {
+        self.per_peer.values().copied().max().unwrap_or(0)
+    }
+
     pub(crate) fn pending_queries(&self) -> usize {
         self.queries.len()
     }

@@ -416,6 +416,8 @@ pub struct Resources {
     pub timers: usize,
     /// Hub directory entries (hubs only).
     pub directory_entries: usize,
+    /// The most exit sessions one client peer holds (exits only).
+    pub busiest_peer_sessions: usize,
 }
 
 impl fmt::Display for Resources {

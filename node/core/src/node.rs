@@ -300,6 +300,7 @@ impl Node {
             pending_queries: self.exit.as_ref().map_or(0, ExitRole::pending_queries),
             timers: self.ctx.timers.non_periodic(),
             directory_entries: self.hub.as_ref().map_or(0, HubRole::directory_len),
+            busiest_peer_sessions: self.exit.as_ref().map_or(0, ExitRole::busiest_peer),
         }
     }
 
