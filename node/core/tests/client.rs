@@ -442,7 +442,8 @@ fn session_limit_refuses_extra_apps() {
     let _a = f.accept(0);
     let _b = f.accept(0);
     let c = f.h.outside_stream();
-    let outs = f.h.input(Input::AppAccepted { listener: ListenerId(0), stream: c, source: app_source() });
+    let outs =
+        f.h.input(Input::AppAccepted { listener: ListenerId(0), stream: c, source: app_source() });
     assert_eq!(closed(&outs, c), Some(Close::Reset));
     assert_eq!(failed(&outs), vec![(FailReason::Overloaded, Status::GeneralFailure)]);
     assert_eq!(f.h.node.resources().sessions, 2);

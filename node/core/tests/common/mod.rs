@@ -759,7 +759,11 @@ impl Net {
 
     /// The streams of `a` paired with one of `b`.
     pub fn streams_between(&self, a: PeerId, b: PeerId) -> Vec<StreamId> {
-        self.pairs.iter().filter(|((p, _), (q, _))| *p == a && *q == b).map(|((_, s), _)| *s).collect()
+        self.pairs
+            .iter()
+            .filter(|((p, _), (q, _))| *p == a && *q == b)
+            .map(|((_, s), _)| *s)
+            .collect()
     }
 
     /// Hub messages `from` sent, with when.
