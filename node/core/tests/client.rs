@@ -1,6 +1,9 @@
 //! The client role through the public API: the test plays the hub, the exits
 //! and the apps, and checks every output.
 
+// Helpers outside `#[test]` fns may unwrap too: a panic there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use bytes::Bytes;

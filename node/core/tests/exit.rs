@@ -1,6 +1,9 @@
 //! The exit role through the public API: the test plays the client peer, the
 //! resolver and the origin's TCP stack.
 
+// Helpers outside `#[test]` fns may unwrap too: a panic there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use bytes::Bytes;

@@ -1,6 +1,9 @@
 //! The hub role through the public API: the test plays exits and clients on
 //! `/meshproxy/hub/1` streams.
 
+// Helpers outside `#[test]` fns may unwrap too: a panic there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -113,10 +116,13 @@ fn a_valid_proof_is_admitted() {
     assert_eq!(h.node.resources().timers, 1);
 }
 
+/// Builds an `Auth` answer to a nonce.
+type AuthFor = Box<dyn Fn(&[u8; 32]) -> HubMessage>;
+
 #[test]
 fn bad_proofs_are_refused() {
     let peer = exit_id(1);
-    let cases: Vec<(&str, Box<dyn Fn(&[u8; 32]) -> HubMessage>, HubErrorCode)> = vec![
+    let cases: Vec<(&str, AuthFor, HubErrorCode)> = vec![
         (
             "wrong token",
             Box::new(move |n| auth_msg(&Credential::new("exits", b"guess"), n, peer, Role::Exit)),

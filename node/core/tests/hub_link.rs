@@ -1,6 +1,9 @@
 //! An exit's link to its hub: against a real hub [`Node`] wired up by [`Net`],
 //! and against a hub the test plays by hand.
 
+// Helpers outside `#[test]` fns may unwrap too: a panic there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
