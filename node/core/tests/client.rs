@@ -478,3 +478,99 @@ fn no_exits_at_all_fails_with_network_unreachable() {
     assert_eq!(sent_on(&outs, app), socks_reply(Status::NetworkUnreachable));
     assert!(f.h.now <= t0() + Duration::from_secs(10), "gave up within the wait");
 }
+
+#[test]
+fn a_response_in_single_bytes_is_reassembled() {
+    let mut f = fixture(vec![ListenerConfig::default()], 1, 16);
+    let app = f.accept(0);
+    let outs = f.socks(app, &ip_target(public_ip(1), 443), None, b"");
+    let a = f.reach_exit(&outs);
+    let data = response_bytes(Status::Succeeded);
+    let (head, last) = data.split_at(data.len() - 1);
+    for b in head {
+        let outs = f.h.data(a.stream, vec![*b]);
+        assert!(outs.is_empty(), "acted on a partial response: {outs:?}");
+    }
+    let outs = f.h.data(a.stream, [last, b"Z"].concat());
+    assert_eq!(sent_on(&outs, app), socks_reply(Status::Succeeded));
+    assert_eq!(splices(&outs)[0].b_to_a, Bytes::from_static(b"Z"));
+}
+
+#[test]
+fn an_exit_closing_without_an_answer_is_an_exit_failure() {
+    let mut f = fixture(vec![listener(|l| l.retries = 1)], 2, 17);
+    let app = f.accept(0);
+    let outs = f.socks(app, &ip_target(public_ip(1), 443), None, b"");
+    let a = f.reach_exit(&outs);
+    let outs = f.h.input(Input::StreamClosed { stream: a.stream, how: Close::Fin });
+    assert_eq!(attempt_failures(&outs), vec![a.exit]);
+    assert!(sent_on(&outs, app).is_empty());
+    let b = f.reach_exit(&outs);
+    assert_ne!(b.exit, a.exit);
+}
+
+#[test]
+fn a_timeout_at_the_destination_is_not_retried() {
+    let mut f = fixture(vec![listener(|l| l.retries = 2)], 3, 18);
+    let app = f.accept(0);
+    let outs = f.socks(app, &ip_target(public_ip(1), 443), None, b"");
+    let a = f.reach_exit(&outs);
+    let outs = f.answer(&a, Status::TtlExpired, b"");
+    assert_eq!(sent_on(&outs, app), socks_reply(Status::TtlExpired));
+    assert!(proxy_opens(&outs).is_empty() && dials(&outs).is_empty());
+    assert_eq!(failed(&outs), vec![(FailReason::Destination, Status::TtlExpired)]);
+}
+
+#[test]
+fn a_listener_pin_is_shared_by_every_connection() {
+    let sticky = listener(|l| l.sticky = StickyMode::Listener);
+    let mut f = fixture(vec![sticky, ListenerConfig::default()], 3, 19);
+    let mut exits = BTreeSet::new();
+    for n in 0..6 {
+        let app = f.accept(0);
+        let outs = f.socks(app, &ip_target(public_ip(n), 443), Some(&format!("u{n}")), b"");
+        let a = f.reach_exit(&outs);
+        exits.insert(a.exit);
+        assert!(a.request.session.is_none(), "no session was named");
+        f.answer(&a, Status::Succeeded, b"");
+    }
+    assert_eq!(exits.len(), 1, "{exits:?}");
+}
+
+#[test]
+fn a_country_no_exit_has_fails_after_a_short_wait() {
+    let mut f = fixture(vec![ListenerConfig::default()], 3, 20);
+    let app = f.accept(0);
+    let outs = f.socks(app, &ip_target(public_ip(1), 443), Some("u-country-fr"), b"");
+    assert!(dials(&outs).is_empty() && proxy_opens(&outs).is_empty(), "every exit is in de");
+    let mut outs = Vec::new();
+    while failed(&outs).is_empty() {
+        let (_, _, o) = f.h.fire_next();
+        // Answer the refreshes the waiting session pulls forward.
+        for m in hub_messages(&sent_on(&o, f.hub_stream)) {
+            if matches!(m, meshproxy_core::wire::hub::HubMessage::Find { .. }) {
+                let peers = (1..=3).map(exit_record).collect();
+                f.h.data(
+                    f.hub_stream,
+                    hub_bytes(&meshproxy_core::wire::hub::HubMessage::Peers { peers }),
+                );
+            }
+        }
+        assert!(dials(&o).iter().all(|p| *p == hub_id()) && proxy_opens(&o).is_empty());
+        outs.extend(o);
+        assert!(f.h.now < t0() + Duration::from_secs(30), "still waiting");
+    }
+    assert_eq!(failed(&outs), vec![(FailReason::NoExit, Status::NetworkUnreachable)]);
+    assert_eq!(sent_on(&outs, app), socks_reply(Status::NetworkUnreachable));
+}
+
+#[test]
+fn a_username_country_contradicting_the_listener_fails_at_once() {
+    let de = listener(|l| l.filter.country = meshproxy_core::record::CountryCode::parse("de"));
+    let mut f = fixture(vec![de], 3, 21);
+    let app = f.accept(0);
+    let outs = f.socks_raw(app, &ip_target(public_ip(1), 443), Some("u-country-fr"), b"");
+    assert_eq!(sent_on(&outs, app), socks_reply(Status::NetworkUnreachable));
+    assert_eq!(failed(&outs), vec![(FailReason::NoExit, Status::NetworkUnreachable)]);
+    assert_eq!(f.h.node.resources().sessions, 0);
+}

@@ -224,3 +224,24 @@ fn a_hub_that_speaks_out_of_turn_is_dropped() {
     assert!(events(&outs).contains(&Event::PeerProtocolError { peer: hub_id() }));
     assert!(!h.node.tracks_stream(s));
 }
+
+#[test]
+fn an_unanswered_dial_times_out_and_is_retried() {
+    let (mut h, outs) = Harness::new(exit_with_hub(), 6);
+    assert_eq!(dials(&outs), vec![hub_id()]);
+    assert_eq!(h.node.resources().pending_dials, 1);
+    let dial = meshproxy_core::config::Timeouts::default().dial;
+    let (at, why, outs) = h.fire_next();
+    assert_eq!((at, why), (t0() + dial, TimerReason::DialDeadline));
+    assert!(dials(&outs).is_empty(), "backs off before dialing again");
+    assert_eq!(h.node.resources().pending_dials, 0);
+    let (at2, why, outs) = h.fire_next();
+    assert_eq!(why, TimerReason::HubLink);
+    assert!(at2 >= at + Duration::from_millis(500));
+    assert_eq!(dials(&outs), vec![hub_id()]);
+    // The answer to the abandoned first dial still brings the link up.
+    let conn = h.conn();
+    let outs = h.input(Input::PeerConnected { peer: hub_id(), conn });
+    assert!(matches!(opens(&outs)[..], [(_, p, Protocol::Hub)] if p == hub_id()));
+    assert_eq!(h.node.resources().pending_dials, 0);
+}

@@ -702,6 +702,18 @@ impl Net {
         }
     }
 
+    /// Feeds `input` to `peer` now (the test plays an app, origin or resolver)
+    /// and delivers whatever follows.
+    pub fn input(&mut self, peer: PeerId, input: Input) {
+        self.queue.push_back((peer, input));
+        self.settle();
+    }
+
+    /// `peer`'s outputs, in order.
+    pub fn outputs_of(&self, peer: PeerId) -> Vec<Output> {
+        self.log.iter().filter(|(_, p, _)| *p == peer).map(|(_, _, o)| o.clone()).collect()
+    }
+
     /// Lets time pass to `until`, firing each node's deadlines at their instants.
     pub fn advance_to(&mut self, until: Instant) {
         loop {
