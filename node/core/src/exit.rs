@@ -347,9 +347,12 @@ impl ExitRole {
                 self.queries.remove(query);
             }
             Phase::Connecting { origin, .. } | Phase::Spliced { origin } => {
+                // Only a live origin needs closing: one whose dial failed, or
+                // that a deadline already closed, is gone from `origins`.
                 let origin = *origin;
-                self.origins.remove(&origin);
-                ctx.emit(Output::Close { stream: origin, how: Close::Reset });
+                if self.origins.remove(&origin).is_some() {
+                    ctx.emit(Output::Close { stream: origin, how: Close::Reset });
+                }
             }
             Phase::AwaitRequest { .. } => {}
         }
