@@ -446,14 +446,11 @@ mod tests {
         assert!(Cli::try_parse_from(["sim", "--replay", "smoke"]).is_err());
         assert!(Cli::try_parse_from(["sim", "smoke", "--replay", "smoke:1"]).is_err());
         assert!(Cli::try_parse_from(["sim", "--trace-out", "x"]).is_err());
-        assert!(Cli::try_parse_from([
-            "sim",
-            "--shrink",
-            "a:1",
-            "--inject-bug",
-            "reset-becomes-fin"
-        ])
-        .is_err());
+        // A planted bug's failure can be shrunk.
+        let cli =
+            Cli::try_parse_from(["sim", "--shrink", "a:1", "--inject-bug", "reset-becomes-fin"])
+                .unwrap();
+        assert_eq!(cli.sim.inject_bug, Some(BugArg::ResetBecomesFin));
         assert!(Cli::try_parse_from(["sim", "--replay", "a:1", "--shrink", "a:1"]).is_err());
     }
 }
