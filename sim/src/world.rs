@@ -211,6 +211,15 @@ const ORIGIN_RTT_HALF: Duration = Duration::from_millis(2);
 const SLOW_TICK: Duration = Duration::from_millis(20);
 const SLOW_BYTES: u32 = 4096;
 
+/// The link directions a partition fault cuts (none between a node and itself).
+fn cut_directions(kind: FaultKind, a: NodeIx, b: NodeIx) -> Vec<(NodeIx, NodeIx)> {
+    match kind {
+        _ if a == b => Vec::new(),
+        FaultKind::Partition => vec![(a, b), (b, a)],
+        _ => vec![(a, b)],
+    }
+}
+
 pub(crate) struct World<'s> {
     s: &'s Scenario,
     pub(crate) now: Instant,
@@ -1516,12 +1525,7 @@ impl<'s> World<'s> {
         let (a, b) = (f.a.min(n - 1), f.b.min(n - 1));
         match f.kind {
             FaultKind::Partition | FaultKind::OneWayPartition => {
-                if a == b {
-                    return;
-                }
-                let dirs: &[(NodeIx, NodeIx)] =
-                    if f.kind == FaultKind::Partition { &[(a, b), (b, a)] } else { &[(a, b)] };
-                for &(x, y) in dirs {
+                for (x, y) in cut_directions(f.kind, a, b) {
                     let l = self.link_mut(x, y);
                     l.partitions += 1;
                     l.epoch += 1;
@@ -1566,12 +1570,7 @@ impl<'s> World<'s> {
         let (a, b) = (f.a.min(n - 1), f.b.min(n - 1));
         match f.kind {
             FaultKind::Partition | FaultKind::OneWayPartition => {
-                if a == b {
-                    return;
-                }
-                let dirs: &[(NodeIx, NodeIx)] =
-                    if f.kind == FaultKind::Partition { &[(a, b), (b, a)] } else { &[(a, b)] };
-                for &(x, y) in dirs {
+                for (x, y) in cut_directions(f.kind, a, b) {
                     let l = self.link_mut(x, y);
                     l.partitions = l.partitions.saturating_sub(1);
                     if l.partitions == 0 {
