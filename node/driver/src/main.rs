@@ -1,0 +1,4 @@
+//! `meshproxy`: the node's command line.
+#![forbid(unsafe_code)]
+
+fn main() {}
