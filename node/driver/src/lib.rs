@@ -15,5 +15,8 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod port;
+pub mod pump;
+pub mod runner;
 pub mod splice;
+pub mod state;
 pub mod tcp;
