@@ -14,6 +14,8 @@
 // never affects behaviour; the workspace bans both for the deterministic core.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod identity;
+pub mod listener;
 pub mod port;
 pub mod pump;
 pub mod runner;

@@ -108,3 +108,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> io::Result<()> 
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_round_trip_replace_atomically_and_reject_foreign_files() {
+        let dir = std::env::temp_dir().join(format!("meshproxy-state-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("state");
+        assert!(load(&path).expect("no file is fine").is_none());
+        let first = StateSnapshot { sticky: vec![1, 2, 3] };
+        save(&path, &first).expect("saved");
+        assert_eq!(load(&path).expect("loads"), Some(first));
+        let second = StateSnapshot { sticky: Vec::new() };
+        save(&path, &second).expect("saved");
+        assert_eq!(load(&path).expect("loads"), Some(second));
+        let leftovers: Vec<_> = fs::read_dir(&dir).expect("list").collect();
+        assert_eq!(leftovers.len(), 1, "no temporary files left behind");
+        fs::write(&path, b"not a state file").expect("write");
+        assert!(matches!(load(&path), Err(StateError::BadMagic { .. })));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
