@@ -14,6 +14,7 @@
 // never affects behaviour; the workspace bans both for the deterministic core.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod config;
 pub mod identity;
 pub mod listener;
 pub mod port;
