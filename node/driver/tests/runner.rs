@@ -3,22 +3,14 @@
 // Helpers outside #[test] fns panic on purpose too: a failure there is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use meshproxy::port::{NetCommand, NetEvent};
-use meshproxy::runner::{NodeRunner, RunnerMsg, RunnerStatus};
+mod common;
+
+use common::{base, credential, echo_origin, exit_config, hub_config, status, FakeNet};
+use meshproxy::runner::RunnerMsg;
 use meshproxy::tcp::TcpIo;
-use meshproxy_core::admission::Credential;
-use meshproxy_core::config::{
-    ClientConfig, ExitConfig, HubConfig, HubContact, Limits, ListenerConfig, ListenerProtocol,
-    NodeConfig, SelectionConfig, Timeouts,
-};
-use meshproxy_core::directory::DirectoryConfig;
-use meshproxy_core::ids::{ConnId, ListenerId, PeerId};
-use meshproxy_core::policy::ExitPolicyConfig;
-use meshproxy_core::record::Attrs;
-use std::collections::BTreeMap;
+use meshproxy_core::config::{ClientConfig, ListenerConfig, ListenerProtocol, SelectionConfig};
+use meshproxy_core::ids::{ListenerId, PeerId};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,80 +18,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
 const T: Duration = Duration::from_secs(20);
-
-/// Every runner's event sender, by peer: the fake network's routing table.
-#[derive(Clone, Default)]
-struct FakeNet {
-    nodes: Arc<Mutex<BTreeMap<PeerId, mpsc::Sender<RunnerMsg>>>>,
-    conns: Arc<AtomicU64>,
-}
-
-impl FakeNet {
-    fn sender(&self, peer: &PeerId) -> Option<mpsc::Sender<RunnerMsg>> {
-        self.nodes.lock().unwrap().get(peer).cloned()
-    }
-
-    /// Carries out one node's commands the way the libp2p actor would.
-    fn attach(&self, me: PeerId, events: mpsc::Sender<RunnerMsg>) -> mpsc::Sender<NetCommand> {
-        self.nodes.lock().unwrap().insert(me, events.clone());
-        let (tx, mut rx) = mpsc::channel::<NetCommand>(64);
-        let net = self.clone();
-        tokio::spawn(async move {
-            while let Some(cmd) = rx.recv().await {
-                match cmd {
-                    NetCommand::Dial { peer, .. } => match net.sender(&peer) {
-                        Some(other) => {
-                            let conn = ConnId(net.conns.fetch_add(1, Ordering::Relaxed) + 1);
-                            let _ = events
-                                .send(RunnerMsg::Net(NetEvent::PeerConnected { peer, conn }))
-                                .await;
-                            let up = NetEvent::PeerConnected { peer: me, conn };
-                            let _ = other.send(RunnerMsg::Net(up)).await;
-                        }
-                        None => {
-                            let _ =
-                                events.send(RunnerMsg::Net(NetEvent::DialFailed { peer })).await;
-                        }
-                    },
-                    NetCommand::OpenStream { stream, peer, protocol } => match net.sender(&peer) {
-                        Some(other) => {
-                            let (mine, theirs) = tokio::io::duplex(64 * 1024);
-                            let opened = NetEvent::StreamOpened { stream, io: Box::new(mine) };
-                            let _ = events.send(RunnerMsg::Net(opened)).await;
-                            let inbound = NetEvent::InboundStream {
-                                peer: me,
-                                protocol,
-                                io: Box::new(theirs),
-                            };
-                            let _ = other.send(RunnerMsg::Net(inbound)).await;
-                        }
-                        None => {
-                            let refused = NetEvent::StreamRefused { stream };
-                            let _ = events.send(RunnerMsg::Net(refused)).await;
-                        }
-                    },
-                }
-            }
-        });
-        tx
-    }
-}
-
-fn credential(name: &str) -> Credential {
-    Credential::new(name, format!("token-{name}").as_bytes())
-}
-
-fn base(peer: PeerId, hub: PeerId) -> NodeConfig {
-    NodeConfig {
-        peer_id: peer,
-        hubs: vec![HubContact { peer: hub, addrs: Vec::new() }],
-        hub: None,
-        exit: None,
-        client: None,
-        timeouts: Timeouts::default(),
-        limits: Limits::default(),
-    }
-}
 
 struct Mesh {
     client: mpsc::Sender<RunnerMsg>,
@@ -112,25 +30,6 @@ impl Mesh {
     fn start() -> Mesh {
         let net = FakeNet::default();
         let (hub, exit, client) = (PeerId::from_u64(1), PeerId::from_u64(2), PeerId::from_u64(3));
-        let mut hub_cfg = base(hub, hub);
-        hub_cfg.hubs.clear();
-        hub_cfg.hub = Some(HubConfig {
-            directory: DirectoryConfig { ttl: Duration::from_secs(30), max_entries: 64 },
-            keys: vec![credential("exit").admission_key(), credential("client").admission_key()],
-            max_find: 16,
-        });
-        let mut exit_cfg = base(exit, hub);
-        exit_cfg.exit = Some(ExitConfig {
-            policy: ExitPolicyConfig {
-                allow: vec!["127.0.0.0/8".parse().unwrap()],
-                ..ExitPolicyConfig::default()
-            },
-            own_addrs: Vec::new(),
-            attrs: Attrs::default(),
-            addrs: Vec::new(),
-            capacity: 16,
-            credential: credential("exit"),
-        });
         let mut client_cfg = base(client, hub);
         client_cfg.client = Some(ClientConfig {
             listeners: vec![ListenerConfig {
@@ -143,38 +42,15 @@ impl Mesh {
             },
             credential: credential("client"),
         });
-        let mut senders = Vec::new();
-        for (seed, config) in [hub_cfg, exit_cfg, client_cfg].into_iter().enumerate() {
-            let peer = config.peer_id;
-            // The runner needs the network handle and the network needs the
-            // runner's sender: bridge through a channel created first.
-            let (cmd_tx, mut cmd_rx) = mpsc::channel::<NetCommand>(64);
-            let runner = NodeRunner::new(config, seed as u64, cmd_tx);
-            let events = runner.sender();
-            let net_tx = net.attach(peer, events.clone());
-            tokio::spawn(async move {
-                while let Some(cmd) = cmd_rx.recv().await {
-                    if net_tx.send(cmd).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            tokio::spawn(runner.run());
-            senders.push(events);
+        Mesh {
+            hub: net.spawn_runner(hub_config(hub), 1),
+            exit: net.spawn_runner(exit_config(exit, hub), 2),
+            client: net.spawn_runner(client_cfg, 3),
         }
-        let client = senders.pop().unwrap();
-        let exit = senders.pop().unwrap();
-        let hub = senders.pop().unwrap();
-        Mesh { client, exit, hub }
     }
 
     async fn wait_for_exit(&self) {
-        loop {
-            if status(&self.client).await.known_exits > 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_for_exit(&self.client).await;
     }
 
     /// A fake listener: an accepted loopback connection handed to the client runner.
@@ -196,28 +72,6 @@ impl Mesh {
             let _ = tx.send(RunnerMsg::Shutdown).await;
         }
     }
-}
-
-async fn status(tx: &mpsc::Sender<RunnerMsg>) -> RunnerStatus {
-    let (reply, rx) = oneshot::channel();
-    tx.send(RunnerMsg::Status(reply)).await.unwrap();
-    rx.await.unwrap()
-}
-
-/// A loopback TCP echo server; each connection echoes until EOF, then closes.
-async fn echo_origin() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
 }
 
 fn socks_connect(addr: SocketAddr) -> Vec<u8> {

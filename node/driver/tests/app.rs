@@ -1,0 +1,77 @@
+//! A client node assembled from a TOML config (real listener socket), with a
+//! hub and an exit on the in-memory fake network.
+// Helpers outside #[test] fns panic on purpose too: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{echo_origin, exit_config, hub_config, status, wait_for_exit, FakeNet};
+use meshproxy::app::start_node;
+use meshproxy::config::FileConfig;
+use meshproxy::identity::Identity;
+use meshproxy::runner::RunnerMsg;
+use meshproxy_core::record::PeerAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+fn any_addr(s: &str) -> Result<PeerAddr, String> {
+    Ok(PeerAddr(s.as_bytes().to_vec()))
+}
+
+#[tokio::test]
+async fn http_connect_through_a_configured_client_listener() {
+    timeout(Duration::from_secs(20), async {
+        let origin = echo_origin().await;
+        let net = FakeNet::default();
+        let hub = Identity::from_secret([1; 32]);
+        let exit = Identity::from_secret([2; 32]);
+        let client = Identity::from_secret([3; 32]);
+        let hub_tx = net.spawn_runner(hub_config(hub.peer_id()), 1);
+        let exit_tx = net.spawn_runner(exit_config(exit.peer_id(), hub.peer_id()), 2);
+        let text = format!(
+            r#"
+[[hubs]]
+peer = "{hub}"
+[client]
+credential = {{ id = "client", token = "token-client" }}
+refresh_ms = 200
+[[client.listeners]]
+bind = "127.0.0.1:0"
+protocol = "both"
+"#,
+            hub = hub.peer_id_string()
+        );
+        let file = FileConfig::parse(&text).unwrap();
+        let node =
+            start_node(&file, &client, 3, &any_addr, net.starter(client.peer_id())).await.unwrap();
+        wait_for_exit(&node.runner()).await;
+        let mut app = TcpStream::connect(node.listen_addrs[0]).await.unwrap();
+        let request = format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\nearly");
+        app.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            app.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        app.write_all(b" and late").await.unwrap();
+        app.shutdown().await.unwrap();
+        let mut body = Vec::new();
+        app.read_to_end(&mut body).await.unwrap();
+        assert_eq!(body, b"early and late");
+        let client_tx = node.runner();
+        while status(&client_tx).await.resources.sessions > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        node.shutdown().await;
+        assert!(client_tx.send(RunnerMsg::Shutdown).await.is_err(), "the runner is gone");
+        let _ = hub_tx.send(RunnerMsg::Shutdown).await;
+        let _ = exit_tx.send(RunnerMsg::Shutdown).await;
+    })
+    .await
+    .unwrap();
+}
