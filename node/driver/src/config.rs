@@ -362,7 +362,7 @@ impl FileConfig {
             hub,
             exit,
             client,
-            timeouts: timeouts(&self.timeouts),
+            timeouts: timeouts(&self.timeouts)?,
             limits: limits(&self.limits),
         })
     }
@@ -372,9 +372,23 @@ fn ms(v: Option<u64>, default: Duration) -> Duration {
     v.map_or(default, Duration::from_millis)
 }
 
-fn timeouts(t: &TimeoutsFile) -> Timeouts {
+fn timeouts(t: &TimeoutsFile) -> Result<Timeouts, ConfigError> {
+    let all = [
+        ("handshake_ms", t.handshake_ms),
+        ("request_ms", t.request_ms),
+        ("attempt_ms", t.attempt_ms),
+        ("setup_budget_ms", t.setup_budget_ms),
+        ("origin_connect_ms", t.origin_connect_ms),
+        ("dial_ms", t.dial_ms),
+        ("hub_request_ms", t.hub_request_ms),
+        ("idle_ms", t.idle_ms),
+    ];
+    // A zero deadline would fire at once and make the node useless.
+    if let Some((name, _)) = all.iter().find(|(_, v)| *v == Some(0)) {
+        return Err(invalid(format!("timeouts.{name}: must be greater than 0")));
+    }
     let d = Timeouts::default();
-    Timeouts {
+    Ok(Timeouts {
         handshake: ms(t.handshake_ms, d.handshake),
         request: ms(t.request_ms, d.request),
         attempt: ms(t.attempt_ms, d.attempt),
@@ -383,7 +397,7 @@ fn timeouts(t: &TimeoutsFile) -> Timeouts {
         dial: ms(t.dial_ms, d.dial),
         hub_request: ms(t.hub_request_ms, d.hub_request),
         idle: ms(t.idle_ms, d.idle),
-    }
+    })
 }
 
 fn limits(l: &LimitsFile) -> Limits {
@@ -715,5 +729,12 @@ users = [{{ name = "u", password = "p" }}]
             .expect_err("addr")
             .to_string();
         assert!(err.contains("hubs[0].addrs"), "{err}");
+        let bad = full().replace("idle_ms = 60000", "idle_ms = 0");
+        let err = FileConfig::parse(&bad)
+            .expect("parses")
+            .to_node_config(PeerId::from_u64(1), &fake_addr)
+            .expect_err("zero idle")
+            .to_string();
+        assert!(err.contains("timeouts.idle_ms"), "{err}");
     }
 }
