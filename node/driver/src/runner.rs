@@ -22,7 +22,7 @@ use core::fmt;
 use meshproxy_core::config::NodeConfig;
 use meshproxy_core::ids::{ListenerId, QueryId, StreamId};
 use meshproxy_core::io::{
-    Close, Input, Output, ResolveError, Resources, SpliceEnd, SpliceLimits, SpliceReport,
+    Close, Event, Input, Output, ResolveError, Resources, SpliceEnd, SpliceLimits, SpliceReport,
     StateSnapshot,
 };
 use meshproxy_core::target::Status;
@@ -509,7 +509,7 @@ impl NodeRunner {
                     persist.send_replace(Some(snapshot));
                 }
             }
-            Output::Event(event) => tracing::info!(?event, "node event"),
+            Output::Event(event) => log_event(&event),
         }
     }
 
@@ -540,6 +540,21 @@ impl NodeRunner {
                 self.input(Input::SpliceEnded { a, b, report });
             }
         }
+    }
+}
+
+/// Per-connection events are debug noise; changes of the node's standing are info or warn.
+fn log_event(event: &Event) {
+    match event {
+        Event::HubRegistered { .. } | Event::Breaker { .. } | Event::DirectoryRegistered { .. } => {
+            tracing::info!(?event, "node event")
+        }
+        Event::HubLinkLost { .. }
+        | Event::AdmissionDenied { .. }
+        | Event::PeerProtocolError { .. } => {
+            tracing::warn!(?event, "node event")
+        }
+        _ => tracing::debug!(?event, "node event"),
     }
 }
 

@@ -221,3 +221,39 @@ async fn sessions_leave_nothing_behind() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn the_core_timer_fires_an_app_that_never_finishes_its_handshake_is_dropped() {
+    timeout(T, async {
+        let net = FakeNet::default();
+        let (hub, client) = (PeerId::from_u64(1), PeerId::from_u64(3));
+        let mut config = base(client, hub);
+        config.timeouts.handshake = Duration::from_millis(300);
+        config.client = Some(ClientConfig {
+            listeners: vec![ListenerConfig::default()],
+            selection: SelectionConfig::default(),
+            credential: credential("client"),
+        });
+        let runner = net.spawn_runner(config, 7);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (app, accepted) = tokio::join!(TcpStream::connect(l.local_addr().unwrap()), l.accept());
+        let (io, source) = accepted.unwrap();
+        let started = tokio::time::Instant::now();
+        let msg = RunnerMsg::AppAccepted {
+            listener: ListenerId(0),
+            source,
+            io: Box::new(TcpIo::new(io)),
+        };
+        runner.send(msg).await.unwrap();
+        let mut app = app.unwrap();
+        app.write_all(&[5]).await.unwrap(); // half a greeting, then silence
+        let mut buf = [0u8; 16];
+        let _ = app.read(&mut buf).await; // EOF or reset: either way, closed by the deadline
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(250), "closed too early: {waited:?}");
+        assert!(waited < Duration::from_secs(5), "the deadline did not fire: {waited:?}");
+        let _ = runner.send(RunnerMsg::Shutdown).await;
+    })
+    .await
+    .unwrap();
+}

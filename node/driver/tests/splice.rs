@@ -199,7 +199,8 @@ async fn idle_timeout_resets_both_sides() {
 #[tokio::test]
 async fn traffic_keeps_an_idle_timer_from_firing() {
     timeout(T, async {
-        let (mut app, mut origin, task) = spliced(b"", b"", Duration::from_millis(400)).await;
+        // Six gaps of 150 ms span 900 ms: only a timer that traffic resets survives.
+        let (mut app, mut origin, task) = spliced(b"", b"", Duration::from_millis(1000)).await;
         for _ in 0..6 {
             tokio::time::sleep(Duration::from_millis(150)).await;
             app.write_all(b"k").await.unwrap();
