@@ -8,12 +8,13 @@ use crate::config::{ConfigError, FileConfig};
 use crate::identity::Identity;
 use crate::listener;
 use crate::port::{NetCommand, NetEvent};
-use crate::runner::{NodeRunner, RunnerMsg};
+use crate::runner::{NodeRunner, RunnerMsg, RunnerStatus};
 use crate::state::{self, StateError};
 use meshproxy_core::ids::ListenerId;
 use meshproxy_core::record::PeerAddr;
 use std::net::SocketAddr;
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Commands queued for the network before the runner treats it as congested.
@@ -84,6 +85,31 @@ impl RunningNode {
     /// A sender into the runner (status queries, tests).
     pub fn runner(&self) -> mpsc::Sender<RunnerMsg> {
         self.runner.clone()
+    }
+
+    /// A summary of the node; `None` once the runner has stopped.
+    pub async fn status(&self) -> Option<RunnerStatus> {
+        let (reply, answer) = oneshot::channel();
+        self.runner.send(RunnerMsg::Status(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Stops accepting app connections, lets running sessions finish for up
+    /// to `grace`, then stops (aborting whatever is left).
+    pub async fn shutdown_gracefully(self, grace: Duration) {
+        for l in &self.listeners {
+            l.abort();
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            match self.status().await {
+                Some(s) if s.resources.sessions > 0 => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ => break,
+            }
+        }
+        self.shutdown().await;
     }
 
     /// Stops accepting, stops the runner (aborting every stream) and waits for it.
