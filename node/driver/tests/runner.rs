@@ -257,3 +257,102 @@ async fn the_core_timer_fires_an_app_that_never_finishes_its_handshake_is_droppe
     .await
     .unwrap();
 }
+
+/// Reads until something other than data: Ok(()) for EOF, the error kind otherwise.
+async fn read_until_end(s: &mut TcpStream) -> (Vec<u8>, Result<(), std::io::ErrorKind>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return (got, Err(e.kind())),
+        }
+    }
+}
+
+/// An origin that takes one connection and hands it to the test.
+async fn one_shot_origin() -> (SocketAddr, oneshot::Receiver<TcpStream>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        if let Ok((s, _)) = l.accept().await {
+            let _ = tx.send(s);
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn an_app_reset_reaches_the_origin_as_a_reset_through_both_nodes() {
+    timeout(T, async {
+        let (addr, origin) = one_shot_origin().await;
+        let mesh = Mesh::start();
+        mesh.wait_for_exit().await;
+        let mut app = mesh.app().await;
+        app.write_all(&socks_connect(addr)).await.unwrap();
+        let mut head = [0u8; 12];
+        app.read_exact(&mut head).await.unwrap();
+        let mut origin = origin.await.unwrap();
+        app.write_all(b"some").await.unwrap();
+        let mut four = [0u8; 4];
+        origin.read_exact(&mut four).await.unwrap();
+        app.set_zero_linger().unwrap();
+        drop(app);
+        let (_, end) = read_until_end(&mut origin).await;
+        assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset), "never a clean end");
+        mesh.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_origin_reset_reaches_the_app_as_a_reset_through_both_nodes() {
+    timeout(T, async {
+        let (addr, origin) = one_shot_origin().await;
+        let mesh = Mesh::start();
+        mesh.wait_for_exit().await;
+        let mut app = mesh.app().await;
+        app.write_all(&socks_connect(addr)).await.unwrap();
+        let mut head = [0u8; 12];
+        app.read_exact(&mut head).await.unwrap();
+        let origin = origin.await.unwrap();
+        origin.set_zero_linger().unwrap();
+        drop(origin);
+        let (_, end) = read_until_end(&mut app).await;
+        assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset), "never a clean end");
+        mesh.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_half_close_carries_through_both_nodes_while_the_origin_keeps_talking() {
+    timeout(T, async {
+        let (addr, origin) = one_shot_origin().await;
+        let mesh = Mesh::start();
+        mesh.wait_for_exit().await;
+        let mut app = mesh.app().await;
+        app.write_all(&socks_connect(addr)).await.unwrap();
+        let mut head = [0u8; 12];
+        app.read_exact(&mut head).await.unwrap();
+        let mut origin = origin.await.unwrap();
+        app.write_all(b"question").await.unwrap();
+        app.shutdown().await.unwrap();
+        let (asked, end) = read_until_end(&mut origin).await;
+        assert_eq!((asked.as_slice(), end), (&b"question"[..], Ok(())), "FIN after the data");
+        for part in [&b"answer, "[..], b"after ", b"your FIN"] {
+            origin.write_all(part).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        origin.shutdown().await.unwrap();
+        let (answer, end) = read_until_end(&mut app).await;
+        assert_eq!((answer.as_slice(), end), (&b"answer, after your FIN"[..], Ok(())));
+        mesh.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

@@ -11,11 +11,15 @@ use meshproxy_core::ids::{ConnId, PeerId};
 use meshproxy_core::policy::ExitPolicyConfig;
 use meshproxy_core::record::Attrs;
 use std::collections::BTreeMap;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -53,7 +57,7 @@ impl FakeNet {
                     },
                     NetCommand::OpenStream { stream, peer, protocol } => match net.sink(&peer) {
                         Some(other) => {
-                            let (mine, theirs) = tokio::io::duplex(64 * 1024);
+                            let (mine, theirs) = pipe();
                             events(NetEvent::StreamOpened { stream, io: Box::new(mine) });
                             other(NetEvent::InboundStream {
                                 peer: me,
@@ -167,4 +171,81 @@ pub async fn echo_origin() -> SocketAddr {
         }
     });
     addr
+}
+
+/// One end of an in-memory peer stream that, like a yamux stream, can be
+/// reset: dropped without a clean end both ways, it makes the other end's
+/// reads fail with `ConnectionReset` instead of seeing an end of stream.
+pub struct Pipe {
+    inner: DuplexStream,
+    /// Set by the other end when it is dropped without a clean end.
+    reset_by_peer: Arc<AtomicBool>,
+    /// Set by this end on an unclean drop.
+    reset_by_me: Arc<AtomicBool>,
+    read_eof: bool,
+    write_shut: bool,
+}
+
+/// A connected pair of [`Pipe`]s.
+pub fn pipe() -> (Pipe, Pipe) {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let (a_reset, b_reset) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let end = |inner, mine: &Arc<AtomicBool>, theirs: &Arc<AtomicBool>| Pipe {
+        inner,
+        reset_by_peer: theirs.clone(),
+        reset_by_me: mine.clone(),
+        read_eof: false,
+        write_shut: false,
+    };
+    (end(a, &a_reset, &b_reset), end(b, &b_reset, &a_reset))
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        if !(self.read_eof && self.write_shut) {
+            self.reset_by_me.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl AsyncRead for Pipe {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                if self.reset_by_peer.load(Ordering::SeqCst) {
+                    return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+                }
+                self.read_eof = true;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for Pipe {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let res = Pin::new(&mut self.inner).poll_shutdown(cx);
+        if let Poll::Ready(Ok(())) = res {
+            self.write_shut = true;
+        }
+        res
+    }
 }
