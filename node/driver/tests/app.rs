@@ -24,6 +24,14 @@ fn any_addr(s: &str) -> Result<PeerAddr, String> {
 
 /// Hub and exit runners plus a client node from TOML; (client node, hub, exit).
 async fn setup() -> (RunningNode, mpsc::Sender<RunnerMsg>, mpsc::Sender<RunnerMsg>) {
+    setup_with("", "").await
+}
+
+/// [`setup`], with extra top-level and listener TOML lines.
+async fn setup_with(
+    extra: &str,
+    listener: &str,
+) -> (RunningNode, mpsc::Sender<RunnerMsg>, mpsc::Sender<RunnerMsg>) {
     let net = FakeNet::default();
     let hub = Identity::from_secret([1; 32]);
     let exit = Identity::from_secret([2; 32]);
@@ -31,7 +39,7 @@ async fn setup() -> (RunningNode, mpsc::Sender<RunnerMsg>, mpsc::Sender<RunnerMs
     let hub_tx = net.spawn_runner(hub_config(hub.peer_id()), 1);
     let exit_tx = net.spawn_runner(exit_config(exit.peer_id(), hub.peer_id()), 2);
     let text = format!(
-        r#"
+        r#"{extra}
 [[hubs]]
 peer = "{hub}"
 [client]
@@ -40,6 +48,7 @@ refresh_ms = 200
 [[client.listeners]]
 bind = "127.0.0.1:0"
 protocol = "both"
+{listener}
 "#,
         hub = hub.peer_id_string()
     );
@@ -111,6 +120,37 @@ async fn graceful_shutdown_stops_accepting_and_lets_a_session_finish() {
         stopping.await.unwrap();
         let _ = hub_tx.send(RunnerMsg::Shutdown).await;
         let _ = exit_tx.send(RunnerMsg::Shutdown).await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn sticky_pins_are_persisted_to_the_state_file() {
+    timeout(Duration::from_secs(20), async {
+        let dir = std::env::temp_dir().join(format!("meshproxy-app-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = dir.join("state");
+        let origin = echo_origin().await;
+        let extra = format!("state = \"{}\"", state.display());
+        let (node, hub_tx, exit_tx) = setup_with(&extra, "sticky = \"listener\"").await;
+        let mut app = http_connect(&node, origin, b"").await;
+        app.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        app.read_to_end(&mut rest).await.unwrap();
+        // Written by a background task: wait for it.
+        let snapshot = loop {
+            if let Some(s) = meshproxy::state::load(&state).unwrap() {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(!snapshot.sticky.is_empty(), "the pin is in the snapshot");
+        node.shutdown().await;
+        let _ = hub_tx.send(RunnerMsg::Shutdown).await;
+        let _ = exit_tx.send(RunnerMsg::Shutdown).await;
+        let _ = std::fs::remove_dir_all(&dir);
     })
     .await
     .unwrap();
