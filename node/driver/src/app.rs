@@ -1,0 +1,201 @@
+//! Assembles a running node from a config file: identity, core config, state
+//! file, runner, client listeners and the peer network, plus graceful stop.
+//!
+//! The peer network is passed in as a [`NetworkStarter`], so the node can run
+//! over libp2p (`network.rs`) or over an in-memory fake in tests.
+
+use crate::config::{ConfigError, FileConfig};
+use crate::identity::Identity;
+use crate::listener;
+use crate::port::{NetCommand, NetEvent};
+use crate::runner::{NodeRunner, RunnerMsg, RunnerStatus};
+use crate::state::{self, StateError};
+use meshproxy_core::ids::ListenerId;
+use meshproxy_core::record::PeerAddr;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Commands queued for the network before the runner treats it as congested.
+pub const NET_QUEUE: usize = 1024;
+
+/// A sink for network events, as the network actor wants it.
+pub type EventSink = Box<dyn Fn(NetEvent) + Send + Sync + 'static>;
+
+/// Starts the peer network: takes where to report events, returns where to
+/// send commands.
+pub type NetworkStarter =
+    Box<dyn FnOnce(EventSink) -> Result<mpsc::Sender<NetCommand>, String> + Send>;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state file could not be read.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A client listener could not be bound.
+    #[error("listener {index} on {addr}: {source}")]
+    Listen {
+        /// Its position in the config.
+        index: usize,
+        /// Its address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The peer network did not start.
+    #[error("network: {0}")]
+    Network(String),
+}
+
+/// Forwards network events into the runner's channel, in order, from a plain
+/// (non-async) callback.
+///
+/// The callback cannot wait, so events go through an unbounded hop; its size
+/// is bounded in practice by the network's own connection and stream limits.
+pub fn event_sink(runner: mpsc::Sender<RunnerMsg>) -> EventSink {
+    let (tx, mut rx) = mpsc::unbounded_channel::<NetEvent>();
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if runner.send(RunnerMsg::Net(event)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Box::new(move |event| {
+        let _ = tx.send(event);
+    })
+}
+
+/// A node that is running.
+#[derive(Debug)]
+pub struct RunningNode {
+    runner: mpsc::Sender<RunnerMsg>,
+    task: JoinHandle<()>,
+    listeners: Vec<JoinHandle<()>>,
+    /// The bound addresses of the client listeners, in config order.
+    pub listen_addrs: Vec<SocketAddr>,
+}
+
+impl RunningNode {
+    /// A sender into the runner (status queries, tests).
+    pub fn runner(&self) -> mpsc::Sender<RunnerMsg> {
+        self.runner.clone()
+    }
+
+    /// A summary of the node; `None` once the runner has stopped.
+    pub async fn status(&self) -> Option<RunnerStatus> {
+        let (reply, answer) = oneshot::channel();
+        self.runner.send(RunnerMsg::Status(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Stops accepting app connections, lets running sessions finish for up
+    /// to `grace`, then stops (aborting whatever is left).
+    pub async fn shutdown_gracefully(self, grace: Duration) {
+        for l in &self.listeners {
+            l.abort();
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            match self.status().await {
+                Some(s) if s.resources.sessions > 0 => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ => break,
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Stops accepting, stops the runner (aborting every stream) and waits for it.
+    pub async fn shutdown(self) {
+        for l in &self.listeners {
+            l.abort();
+        }
+        let _ = self.runner.send(RunnerMsg::Shutdown).await;
+        let _ = self.task.await;
+    }
+}
+
+/// Starts a node: builds the core config, restores the state file, starts
+/// the network, binds the client listeners and spawns the runner.
+pub async fn start_node(
+    file: &FileConfig,
+    identity: &Identity,
+    seed: u64,
+    parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
+    start_network: NetworkStarter,
+) -> Result<RunningNode, StartError> {
+    let config = file.to_node_config(identity.peer_id(), parse_addr)?;
+    let snapshot = match &file.state {
+        Some(path) => state::load(path)?,
+        None => None,
+    };
+    let mut sockets = Vec::new();
+    for (index, s) in file.listener_sockets().into_iter().enumerate() {
+        let l = listener::bind(s.bind, s.has_auth).await.map_err(|source| StartError::Listen {
+            index,
+            addr: s.bind,
+            source,
+        })?;
+        sockets.push(l);
+    }
+    let (net_tx, mut net_rx) = mpsc::channel::<NetCommand>(NET_QUEUE);
+    let mut runner = NodeRunner::new(config, seed, net_tx);
+    if let Some(path) = &file.state {
+        runner = runner.with_state_file(path.clone());
+    }
+    if let Some(snapshot) = snapshot {
+        runner.restore(snapshot);
+    }
+    let events = runner.sender();
+    let network = start_network(event_sink(events.clone())).map_err(StartError::Network)?;
+    tokio::spawn(async move {
+        while let Some(cmd) = net_rx.recv().await {
+            if network.send(cmd).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut listen_addrs = Vec::new();
+    let mut listeners = Vec::new();
+    for (i, l) in sockets.into_iter().enumerate() {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, listener = i, "client listener ready");
+            listen_addrs.push(addr);
+        }
+        let id = ListenerId(i as u64);
+        listeners.push(tokio::spawn(listener::accept_loop(l, id, events.clone())));
+    }
+    tracing::info!(peer = %identity.peer_id_string(), "node running");
+    let task = tokio::spawn(runner.run());
+    Ok(RunningNode { runner: events, task, listeners, listen_addrs })
+}
+
+/// Waits for Ctrl-C or (on unix) SIGTERM.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

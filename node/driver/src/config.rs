@@ -1,0 +1,740 @@
+//! The TOML configuration file (`meshproxy run --config FILE`).
+//!
+//! Every table and field is listed in [`FileConfig`]; unknown keys are errors
+//! that name the key (`deny_unknown_fields`), so a typo never silently falls
+//! back to a default. Durations are integer milliseconds (`*_ms`).
+//!
+//! ```toml
+//! identity = "meshproxy.key"        # Ed25519 key file, created 0600 if missing
+//! state = "meshproxy.state"         # optional: sticky pins across restarts
+//! listen = ["/ip4/0.0.0.0/tcp/4001"] # peer-to-peer listen multiaddrs
+//!
+//! [[hubs]]                          # hubs to register with / find exits through
+//! peer = "12D3KooW…"
+//! addrs = ["/ip4/203.0.113.7/tcp/4001"]
+//!
+//! [hub]                             # serve as a hub
+//! ttl_ms = 30000
+//! keys = [{ id = "alice", token_sha256 = "…64 hex digits…" }]
+//!
+//! [exit]                            # serve as an exit
+//! credential = { id = "exit-1", token = "…" }
+//! allow = ["127.0.0.1:8080"]
+//! country = "DE"
+//!
+//! [client]                          # serve local apps
+//! credential = { id = "alice", token = "…" }
+//! [[client.listeners]]
+//! bind = "127.0.0.1:1080"
+//! protocol = "both"                 # socks5 | http | both
+//! ```
+
+use crate::identity::parse_peer_id;
+use meshproxy_core::admission::{AdmissionKey, Credential};
+use meshproxy_core::config::{
+    ClientConfig, ExitConfig, HubConfig, HubContact, Limits, ListenerConfig, ListenerProtocol,
+    NodeConfig, SelectionConfig, StickyMode, Timeouts,
+};
+use meshproxy_core::directory::DirectoryConfig;
+use meshproxy_core::http_connect::HttpAuthPolicy;
+use meshproxy_core::ids::PeerId;
+use meshproxy_core::policy::{ExitPolicyConfig, PolicyRule, PortRange};
+use meshproxy_core::record::{Attrs, CountryCode, PeerAddr, PeerFilter, MAX_LABELS};
+use meshproxy_core::selection::backoff::Backoff;
+use meshproxy_core::selection::breaker::BreakerConfig;
+use meshproxy_core::socks::SocksAuthPolicy;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key, or a value of the wrong type.
+    #[error("config file {path}: {source}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// What toml says (it names the key and line).
+        source: toml::de::Error,
+    },
+    /// A value parsed but makes no sense (the message names the field).
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Ed25519 key file (default `meshproxy.key`).
+    pub identity: Option<PathBuf>,
+    /// State file for sticky pins; none means pins do not survive restarts.
+    pub state: Option<PathBuf>,
+    /// Peer-to-peer listen multiaddrs.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Hubs to use.
+    #[serde(default)]
+    pub hubs: Vec<HubEntry>,
+    /// Deadlines.
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+    /// Bounds.
+    #[serde(default)]
+    pub limits: LimitsFile,
+    /// The hub role, if served.
+    pub hub: Option<HubFile>,
+    /// The exit role, if served.
+    pub exit: Option<ExitFile>,
+    /// The client role, if served.
+    pub client: Option<ClientFile>,
+}
+
+/// One hub to use.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HubEntry {
+    /// The hub's peer id (base58, `12D3KooW…`).
+    pub peer: String,
+    /// Where to dial it (multiaddrs).
+    #[serde(default)]
+    pub addrs: Vec<String>,
+}
+
+/// `[timeouts]`, in milliseconds; missing fields keep the defaults.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    /// App handshake deadline.
+    pub handshake_ms: Option<u64>,
+    /// Peer request deadline.
+    pub request_ms: Option<u64>,
+    /// One exit attempt.
+    pub attempt_ms: Option<u64>,
+    /// A whole session setup.
+    pub setup_budget_ms: Option<u64>,
+    /// An exit's origin connect.
+    pub origin_connect_ms: Option<u64>,
+    /// A peer dial.
+    pub dial_ms: Option<u64>,
+    /// A hub request.
+    pub hub_request_ms: Option<u64>,
+    /// A splice with no traffic.
+    pub idle_ms: Option<u64>,
+}
+
+/// `[limits]`; missing fields keep the defaults.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Client sessions at once.
+    pub max_client_sessions: Option<usize>,
+    /// Exit sessions at once.
+    pub max_exit_sessions: Option<usize>,
+    /// Exit sessions per client peer.
+    pub max_sessions_per_peer: Option<usize>,
+    /// Hub streams at once.
+    pub max_hub_streams: Option<usize>,
+}
+
+/// A node's proof of admission: the key id and the token the hub operator issued.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialFile {
+    /// The key id.
+    pub id: String,
+    /// The secret token.
+    pub token: String,
+}
+
+/// One admitted key at a hub: the token itself or its SHA-256 in hex.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    /// The key id.
+    pub id: String,
+    /// The token (prefer `token_sha256`, so the hub never stores it).
+    pub token: Option<String>,
+    /// `SHA-256(token)`, 64 hex digits.
+    pub token_sha256: Option<String>,
+}
+
+/// `[hub]`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HubFile {
+    /// Registration lifetime (default 30 s).
+    pub ttl_ms: Option<u64>,
+    /// Most exits registered (default 4096).
+    pub max_entries: Option<usize>,
+    /// Most records per lookup answer (default 64).
+    pub max_find: Option<usize>,
+    /// Who may register or look up.
+    #[serde(default)]
+    pub keys: Vec<KeyFile>,
+}
+
+/// `[exit]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExitFile {
+    /// Proof of admission at the hubs.
+    pub credential: CredentialFile,
+    /// Multiaddrs clients can dial (default: what the network observes).
+    #[serde(default)]
+    pub advertise: Vec<String>,
+    /// Sessions advertised (default 256).
+    pub capacity: Option<u32>,
+    /// Two-letter country of the egress.
+    pub country: Option<String>,
+    /// Labels (at most 16).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// This host's own addresses (always denied as destinations).
+    #[serde(default)]
+    pub own_addrs: Vec<IpAddr>,
+    /// Allow rules (`NET`, `NET:PORTS`, `[NET]:PORTS`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Deny rules.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// The only ports dialed (`443`, `8000-8080`); empty = all.
+    #[serde(default)]
+    pub allowed_ports: Vec<String>,
+    /// Whether private/loopback/link-local ranges are refused (default true).
+    pub default_deny_ranges: Option<bool>,
+}
+
+/// `[client]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    /// Proof of admission at the hubs.
+    pub credential: CredentialFile,
+    /// The listeners (at least one).
+    pub listeners: Vec<ListenerFile>,
+    /// Exit list refresh period (default 30 s).
+    pub refresh_ms: Option<u64>,
+    /// Exits asked for per lookup (default 64).
+    pub find_limit: Option<u16>,
+    /// Most pins remembered (default 10000).
+    pub sticky_capacity: Option<usize>,
+    /// Unused pins are forgotten after (default 24 h).
+    pub sticky_ttl_ms: Option<u64>,
+    /// Latency moving-average weight, 0..=1 (default 0.2).
+    pub latency_alpha: Option<f64>,
+    /// Per-exit retry delay after a failure (default 500 ms).
+    pub backoff_base_ms: Option<u64>,
+    /// Largest per-exit retry delay (default 30 s).
+    pub backoff_max_ms: Option<u64>,
+    /// Consecutive failures that open an exit's circuit breaker (default 5).
+    pub breaker_failures: Option<u32>,
+    /// How long an open breaker stays open (default 30 s).
+    pub breaker_open_ms: Option<u64>,
+    /// Probes let through a half-open breaker (default 1).
+    pub breaker_half_open_probes: Option<u32>,
+}
+
+/// One `[[client.listeners]]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    /// Where to listen (default `127.0.0.1:1080`).
+    pub bind: Option<SocketAddr>,
+    /// `socks5`, `http` or `both` (default).
+    pub protocol: Option<String>,
+    /// Exits must be in this country.
+    pub country: Option<String>,
+    /// Exits must carry these labels.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// `off` (default), `listener` or `session`.
+    pub sticky: Option<String>,
+    /// Whether a pinned connection may move to another exit (default true).
+    pub fallback: Option<bool>,
+    /// Further exits tried after one fails (default 2).
+    pub retries: Option<u32>,
+    /// Users allowed (SOCKS5 user/pass and HTTP Basic); none = no auth.
+    #[serde(default)]
+    pub users: Vec<UserFile>,
+}
+
+/// A listener user.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserFile {
+    /// Username (without `-`: parameters follow a `-`).
+    pub name: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A listener's socket side, which the core does not see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerSocket {
+    /// Bind address.
+    pub bind: SocketAddr,
+    /// Whether it requires authentication.
+    pub has_auth: bool,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        FileConfig::parse(&text)
+            .map_err(|source| ConfigError::Toml { path: path.to_owned(), source })
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The identity key file.
+    pub fn identity_path(&self) -> PathBuf {
+        self.identity.clone().unwrap_or_else(|| PathBuf::from("meshproxy.key"))
+    }
+
+    /// The sockets of the client listeners, in order.
+    pub fn listener_sockets(&self) -> Vec<ListenerSocket> {
+        self.client.as_ref().map_or_else(Vec::new, |c| {
+            c.listeners
+                .iter()
+                .map(|l| ListenerSocket {
+                    bind: l.bind.unwrap_or(crate::listener::DEFAULT_BIND),
+                    has_auth: !l.users.is_empty(),
+                })
+                .collect()
+        })
+    }
+
+    /// The core's configuration. `parse_addr` turns a multiaddr string into
+    /// its binary form (the network layer's business).
+    pub fn to_node_config(
+        &self,
+        peer_id: PeerId,
+        parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
+    ) -> Result<NodeConfig, ConfigError> {
+        if self.hub.is_none() && self.exit.is_none() && self.client.is_none() {
+            return Err(invalid("no role: add a [hub], [exit] and/or [client] table"));
+        }
+        let addrs = |list: &[String], field: &str| -> Result<Vec<PeerAddr>, ConfigError> {
+            list.iter()
+                .map(|a| parse_addr(a).map_err(|e| invalid(format!("{field}: `{a}`: {e}"))))
+                .collect()
+        };
+        let mut hubs = Vec::new();
+        for (i, h) in self.hubs.iter().enumerate() {
+            let peer = parse_peer_id(&h.peer)
+                .ok_or_else(|| invalid(format!("hubs[{i}].peer: `{}` is not a peer id", h.peer)))?;
+            hubs.push(HubContact { peer, addrs: addrs(&h.addrs, &format!("hubs[{i}].addrs"))? });
+        }
+        if (self.exit.is_some() || self.client.is_some()) && hubs.is_empty() {
+            return Err(invalid("exits and clients need at least one [[hubs]] entry"));
+        }
+        let hub = self.hub.as_ref().map(hub_config).transpose()?;
+        let exit = match &self.exit {
+            Some(e) => Some(exit_config(e, addrs(&e.advertise, "exit.advertise")?)?),
+            None => None,
+        };
+        let client = self.client.as_ref().map(client_config).transpose()?;
+        Ok(NodeConfig {
+            peer_id,
+            hubs,
+            hub,
+            exit,
+            client,
+            timeouts: timeouts(&self.timeouts)?,
+            limits: limits(&self.limits),
+        })
+    }
+}
+
+fn ms(v: Option<u64>, default: Duration) -> Duration {
+    v.map_or(default, Duration::from_millis)
+}
+
+fn timeouts(t: &TimeoutsFile) -> Result<Timeouts, ConfigError> {
+    let all = [
+        ("handshake_ms", t.handshake_ms),
+        ("request_ms", t.request_ms),
+        ("attempt_ms", t.attempt_ms),
+        ("setup_budget_ms", t.setup_budget_ms),
+        ("origin_connect_ms", t.origin_connect_ms),
+        ("dial_ms", t.dial_ms),
+        ("hub_request_ms", t.hub_request_ms),
+        ("idle_ms", t.idle_ms),
+    ];
+    // A zero deadline would fire at once and make the node useless.
+    if let Some((name, _)) = all.iter().find(|(_, v)| *v == Some(0)) {
+        return Err(invalid(format!("timeouts.{name}: must be greater than 0")));
+    }
+    let d = Timeouts::default();
+    Ok(Timeouts {
+        handshake: ms(t.handshake_ms, d.handshake),
+        request: ms(t.request_ms, d.request),
+        attempt: ms(t.attempt_ms, d.attempt),
+        setup_budget: ms(t.setup_budget_ms, d.setup_budget),
+        origin_connect: ms(t.origin_connect_ms, d.origin_connect),
+        dial: ms(t.dial_ms, d.dial),
+        hub_request: ms(t.hub_request_ms, d.hub_request),
+        idle: ms(t.idle_ms, d.idle),
+    })
+}
+
+fn limits(l: &LimitsFile) -> Limits {
+    let d = Limits::default();
+    Limits {
+        max_client_sessions: l.max_client_sessions.unwrap_or(d.max_client_sessions),
+        max_exit_sessions: l.max_exit_sessions.unwrap_or(d.max_exit_sessions),
+        max_sessions_per_peer: l.max_sessions_per_peer.unwrap_or(d.max_sessions_per_peer),
+        max_hub_streams: l.max_hub_streams.unwrap_or(d.max_hub_streams),
+    }
+}
+
+fn credential(c: &CredentialFile) -> Credential {
+    Credential::new(c.id.clone(), c.token.as_bytes())
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let text = std::str::from_utf8(pair).ok()?;
+        *o = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn hub_config(h: &HubFile) -> Result<HubConfig, ConfigError> {
+    let mut keys = Vec::new();
+    for (i, k) in h.keys.iter().enumerate() {
+        let key = match (&k.token, &k.token_sha256) {
+            (Some(token), None) => Credential::new(k.id.clone(), token.as_bytes()).admission_key(),
+            (None, Some(hex)) => AdmissionKey {
+                key_id: k.id.clone(),
+                key: hex32(hex).ok_or_else(|| {
+                    invalid(format!("hub.keys[{i}].token_sha256: expected 64 hex digits"))
+                })?,
+            },
+            _ => {
+                return Err(invalid(format!(
+                    "hub.keys[{i}]: give exactly one of `token` and `token_sha256`"
+                )))
+            }
+        };
+        keys.push(key);
+    }
+    let d = DirectoryConfig::default();
+    Ok(HubConfig {
+        directory: DirectoryConfig {
+            ttl: ms(h.ttl_ms, d.ttl),
+            max_entries: h.max_entries.unwrap_or(d.max_entries),
+        },
+        keys,
+        max_find: h.max_find.unwrap_or(64),
+    })
+}
+
+fn country(field: &str, v: &Option<String>) -> Result<Option<CountryCode>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(s) => CountryCode::parse(s)
+            .map(Some)
+            .ok_or_else(|| invalid(format!("{field}: `{s}` is not a two-letter country code"))),
+    }
+}
+
+fn labels(field: &str, v: &[String]) -> Result<Vec<String>, ConfigError> {
+    let mut out = v.to_vec();
+    out.sort();
+    out.dedup();
+    if out.len() > MAX_LABELS {
+        return Err(invalid(format!("{field}: at most {MAX_LABELS} labels")));
+    }
+    Ok(out)
+}
+
+fn rules(field: &str, v: &[String]) -> Result<Vec<PolicyRule>, ConfigError> {
+    v.iter().map(|r| r.parse().map_err(|e| invalid(format!("{field}: {e}")))).collect()
+}
+
+fn exit_config(e: &ExitFile, addrs: Vec<PeerAddr>) -> Result<ExitConfig, ConfigError> {
+    let allowed_ports = e
+        .allowed_ports
+        .iter()
+        .map(|p| {
+            p.parse::<PortRange>().map_err(|err| invalid(format!("exit.allowed_ports: {err}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ExitConfig {
+        policy: ExitPolicyConfig {
+            allow: rules("exit.allow", &e.allow)?,
+            deny: rules("exit.deny", &e.deny)?,
+            allowed_ports,
+            default_deny_ranges: e.default_deny_ranges.unwrap_or(true),
+        },
+        own_addrs: e.own_addrs.clone(),
+        attrs: Attrs {
+            country: country("exit.country", &e.country)?,
+            labels: labels("exit.labels", &e.labels)?,
+        },
+        addrs,
+        capacity: e.capacity.unwrap_or(256),
+        credential: credential(&e.credential),
+    })
+}
+
+fn client_config(c: &ClientFile) -> Result<ClientConfig, ConfigError> {
+    if c.listeners.is_empty() {
+        return Err(invalid("client.listeners: at least one listener"));
+    }
+    let mut listeners = Vec::new();
+    for (i, l) in c.listeners.iter().enumerate() {
+        let field = |f: &str| format!("client.listeners[{i}].{f}");
+        let protocol = match l.protocol.as_deref().unwrap_or("both") {
+            "socks5" => ListenerProtocol::Socks5,
+            "http" => ListenerProtocol::Http,
+            "both" => ListenerProtocol::Both,
+            other => {
+                return Err(invalid(format!(
+                    "{}: `{other}`, expected socks5, http or both",
+                    field("protocol")
+                )))
+            }
+        };
+        let sticky = match l.sticky.as_deref().unwrap_or("off") {
+            "off" => StickyMode::Off,
+            "listener" => StickyMode::Listener,
+            "session" => StickyMode::Session,
+            other => {
+                return Err(invalid(format!(
+                    "{}: `{other}`, expected off, listener or session",
+                    field("sticky")
+                )))
+            }
+        };
+        let users: Vec<(String, String)> =
+            l.users.iter().map(|u| (u.name.clone(), u.password.clone())).collect();
+        if let Some(u) = users.iter().find(|(name, _)| name.contains('-') || name.is_empty()) {
+            return Err(invalid(format!(
+                "{}: `{}` must be non-empty and contain no `-` (parameters follow a `-`)",
+                field("users"),
+                u.0
+            )));
+        }
+        let (socks_auth, http_auth) = if users.is_empty() {
+            (SocksAuthPolicy::NoAuth, HttpAuthPolicy::NoAuth)
+        } else {
+            (SocksAuthPolicy::UserPass(users.clone()), HttpAuthPolicy::Basic(users))
+        };
+        let d = ListenerConfig::default();
+        listeners.push(ListenerConfig {
+            protocol,
+            filter: PeerFilter {
+                country: country(&field("country"), &l.country)?,
+                labels: labels(&field("labels"), &l.labels)?,
+            },
+            sticky,
+            fallback: l.fallback.unwrap_or(d.fallback),
+            socks_auth: Arc::new(socks_auth),
+            http_auth: Arc::new(http_auth),
+            retries: l.retries.unwrap_or(d.retries),
+        });
+    }
+    let d = SelectionConfig::default();
+    let alpha = c.latency_alpha.unwrap_or(d.latency_alpha);
+    if !(0.0..=1.0).contains(&alpha) {
+        return Err(invalid("client.latency_alpha: must be within 0..=1"));
+    }
+    let backoff = match (c.backoff_base_ms, c.backoff_max_ms) {
+        (None, None) => d.backoff,
+        (base, max) => {
+            Backoff::new(ms(base, Duration::from_millis(500)), ms(max, Duration::from_secs(30)))
+        }
+    };
+    Ok(ClientConfig {
+        listeners,
+        selection: SelectionConfig {
+            backoff,
+            breaker: BreakerConfig {
+                failure_threshold: c.breaker_failures.unwrap_or(d.breaker.failure_threshold),
+                open_for: ms(c.breaker_open_ms, d.breaker.open_for),
+                half_open_probes: c.breaker_half_open_probes.unwrap_or(d.breaker.half_open_probes),
+            },
+            refresh: ms(c.refresh_ms, d.refresh),
+            find_limit: c.find_limit.unwrap_or(d.find_limit),
+            sticky_capacity: c.sticky_capacity.unwrap_or(d.sticky_capacity),
+            sticky_ttl: ms(c.sticky_ttl_ms, d.sticky_ttl),
+            latency_alpha: alpha,
+        },
+        credential: credential(&c.credential),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    fn hub_id() -> String {
+        Identity::from_secret([1; 32]).peer_id_string()
+    }
+
+    fn fake_addr(s: &str) -> Result<PeerAddr, String> {
+        if s.starts_with('/') {
+            Ok(PeerAddr(s.as_bytes().to_vec()))
+        } else {
+            Err("not a multiaddr".into())
+        }
+    }
+
+    fn full() -> String {
+        format!(
+            r#"
+identity = "k.key"
+state = "s.state"
+listen = ["/ip4/0.0.0.0/tcp/4001"]
+
+[[hubs]]
+peer = "{hub}"
+addrs = ["/ip4/203.0.113.7/tcp/4001"]
+
+[timeouts]
+handshake_ms = 5000
+idle_ms = 60000
+
+[limits]
+max_client_sessions = 10
+
+[hub]
+ttl_ms = 20000
+keys = [{{ id = "a", token = "t" }}, {{ id = "b", token_sha256 = "{sha}" }}]
+
+[exit]
+credential = {{ id = "e", token = "x" }}
+country = "de"
+labels = ["dc", "dc", "isp:foo"]
+allow = ["127.0.0.1:8080"]
+allowed_ports = ["443", "8000-8080"]
+
+[client]
+credential = {{ id = "c", token = "y" }}
+refresh_ms = 1000
+
+[[client.listeners]]
+bind = "127.0.0.1:1080"
+protocol = "socks5"
+sticky = "session"
+users = [{{ name = "u", password = "p" }}]
+
+[[client.listeners]]
+"#,
+            hub = hub_id(),
+            sha = "00".repeat(32)
+        )
+    }
+
+    #[test]
+    fn a_full_config_maps_onto_the_core_config() {
+        let file = FileConfig::parse(&full()).expect("parses");
+        let node = file.to_node_config(PeerId::from_u64(5), &fake_addr).expect("valid");
+        assert_eq!(node.hubs.len(), 1);
+        assert_eq!(node.timeouts.handshake, Duration::from_millis(5000));
+        assert_eq!(node.timeouts.request, Timeouts::default().request);
+        assert_eq!(node.limits.max_client_sessions, 10);
+        let hub = node.hub.expect("hub role");
+        assert_eq!(hub.keys.len(), 2);
+        assert_eq!(hub.keys[1].key, [0; 32]);
+        let exit = node.exit.expect("exit role");
+        assert_eq!(exit.attrs.country, CountryCode::parse("DE"));
+        assert_eq!(exit.attrs.labels, vec!["dc".to_string(), "isp:foo".to_string()]);
+        assert_eq!(exit.policy.allowed_ports.len(), 2);
+        let client = node.client.expect("client role");
+        assert_eq!(client.listeners.len(), 2);
+        assert_eq!(client.listeners[0].protocol, ListenerProtocol::Socks5);
+        assert_eq!(client.listeners[0].sticky, StickyMode::Session);
+        assert_eq!(client.listeners[1].protocol, ListenerProtocol::Both);
+        let sockets = file.listener_sockets();
+        assert!(sockets[0].has_auth && !sockets[1].has_auth);
+        assert_eq!(sockets[1].bind, crate::listener::DEFAULT_BIND);
+        assert_eq!(file.identity_path(), PathBuf::from("k.key"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        for (text, key) in [
+            ("idenity = \"x\"", "idenity"),
+            ("[timeouts]\nhandshake = 5", "handshake"),
+            (
+                "[client]\ncredential = { id = \"c\", token = \"t\", extra = 1 }\nlisteners = []",
+                "extra",
+            ),
+            ("[[hubs]]\npeer = \"x\"\naddr = []", "addr"),
+        ] {
+            let err = FileConfig::parse(text).expect_err(text).to_string();
+            assert!(err.contains(key), "{text:?} → {err}");
+        }
+    }
+
+    #[test]
+    fn nonsense_values_are_rejected_with_the_field_named() {
+        // A hub alone needs no [[hubs]].
+        assert!(FileConfig::parse("[hub]")
+            .expect("parses")
+            .to_node_config(PeerId::from_u64(1), &fake_addr)
+            .is_ok());
+        for (text, needle) in
+            [("[exit]\ncredential = { id = \"e\", token = \"x\" }", "[[hubs]]"), ("", "no role")]
+        {
+            let err = FileConfig::parse(text)
+                .expect("parses")
+                .to_node_config(PeerId::from_u64(1), &fake_addr)
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(needle), "{text:?} → {err}");
+        }
+        let bad = full().replace("protocol = \"socks5\"", "protocol = \"socks4\"");
+        let err = FileConfig::parse(&bad)
+            .expect("parses")
+            .to_node_config(PeerId::from_u64(1), &fake_addr)
+            .expect_err("socks4")
+            .to_string();
+        assert!(err.contains("client.listeners[0].protocol"), "{err}");
+        let bad = full().replace("/ip4/203.0.113.7/tcp/4001", "203.0.113.7:4001");
+        let err = FileConfig::parse(&bad)
+            .expect("parses")
+            .to_node_config(PeerId::from_u64(1), &fake_addr)
+            .expect_err("addr")
+            .to_string();
+        assert!(err.contains("hubs[0].addrs"), "{err}");
+        let bad = full().replace("idle_ms = 60000", "idle_ms = 0");
+        let err = FileConfig::parse(&bad)
+            .expect("parses")
+            .to_node_config(PeerId::from_u64(1), &fake_addr)
+            .expect_err("zero idle")
+            .to_string();
+        assert!(err.contains("timeouts.idle_ms"), "{err}");
+    }
+}

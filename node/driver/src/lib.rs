@@ -1,0 +1,28 @@
+//! meshproxy's node: the Tokio shell around the pure core
+//! ([`meshproxy_core::Node`]). It owns the real clock, the sockets, the state
+//! files and the command line; every decision stays in the core.
+//!
+//! - [`app`]: assembles a running node from a config file and a network.
+//! - [`runner`]: owns the `Node`, feeds it inputs and time, carries out its outputs.
+//! - [`pump`]: per-stream tasks for streams the core still controls.
+//! - [`splice`]: the data plane (both-way copy with half-close and resets).
+//! - [`tcp`]: TCP streams that reset, rather than close, when aborted.
+//! - [`port`]: the interface to the peer network actor.
+//! - [`listener`]: client listener accept loops.
+//! - [`config`], [`identity`], [`state`]: files on disk.
+#![forbid(unsafe_code)]
+// The driver is the shell that owns the real clock (so it may read
+// `Instant::now`), and its hash maps are lookup tables whose iteration order
+// never affects behaviour; the workspace bans both for the deterministic core.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+pub mod app;
+pub mod config;
+pub mod identity;
+pub mod listener;
+pub mod port;
+pub mod pump;
+pub mod runner;
+pub mod splice;
+pub mod state;
+pub mod tcp;

@@ -1,0 +1,116 @@
+//! A per-stream task for streams the core still controls (handshakes, hub
+//! traffic): it owns the stream, forwards what it reads to the runner, and
+//! writes/closes/detaches on command.
+//!
+//! The hand-over to a splice must not lose a byte: on [`PumpCmd::Detach`] the
+//! pump stops reading and returns the stream through the same ordered channel
+//! as its data ([`RunnerMsg::Detached`]), so every `StreamData` it sent earlier
+//! reaches the runner first.
+
+use crate::port::BoxStream;
+use crate::runner::RunnerMsg;
+use bytes::Bytes;
+use meshproxy_core::ids::StreamId;
+use meshproxy_core::io::Close;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Most commands queued for one pump; a core-controlled stream carries small
+/// control messages, so a full queue means the stream is stuck and is reset.
+pub const PUMP_QUEUE: usize = 64;
+/// Read buffer of a pump.
+const READ_BUF: usize = 16 * 1024;
+/// After a clean close, how long to wait for the peer's end of stream before
+/// resetting (closing with unread data would reset anyway).
+const LINGER: Duration = Duration::from_secs(5);
+
+/// What the runner asks of a pump.
+#[derive(Debug)]
+pub enum PumpCmd {
+    /// Write these bytes.
+    Write(Bytes),
+    /// Finish (after earlier writes) or abort the stream; the pump ends.
+    Close(Close),
+    /// Stop reading and give the stream back (for a splice); the pump ends.
+    Detach,
+}
+
+/// What the pump observed, passed back with the stream on detach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PumpState {
+    /// The peer's clean end of stream was read (and reported).
+    pub read_eof: bool,
+}
+
+/// Runs one pump until the stream ends, is closed, or is detached.
+pub async fn run(
+    stream: StreamId,
+    mut io: BoxStream,
+    mut cmds: mpsc::Receiver<PumpCmd>,
+    to_runner: mpsc::Sender<RunnerMsg>,
+) {
+    let mut buf = vec![0u8; READ_BUF];
+    let mut read_eof = false;
+    enum Step {
+        Cmd(Option<PumpCmd>),
+        Read(std::io::Result<usize>),
+    }
+    loop {
+        let step = tokio::select! {
+            biased;
+            cmd = cmds.recv() => Step::Cmd(cmd),
+            r = io.read(&mut buf), if !read_eof => Step::Read(r),
+        };
+        match step {
+            Step::Read(Ok(0)) => {
+                read_eof = true;
+                let msg = RunnerMsg::StreamClosed { stream, how: Close::Fin };
+                if to_runner.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            Step::Read(Ok(n)) => {
+                let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                if to_runner.send(RunnerMsg::StreamData { stream, data }).await.is_err() {
+                    return;
+                }
+            }
+            Step::Read(Err(_)) => {
+                let _ = to_runner.send(RunnerMsg::StreamClosed { stream, how: Close::Reset }).await;
+                return; // dropping `io` aborts it
+            }
+            Step::Cmd(Some(PumpCmd::Write(data))) => {
+                let written = async {
+                    io.write_all(&data).await?;
+                    io.flush().await
+                };
+                if written.await.is_err() {
+                    let _ =
+                        to_runner.send(RunnerMsg::StreamClosed { stream, how: Close::Reset }).await;
+                    return;
+                }
+            }
+            Step::Cmd(Some(PumpCmd::Close(Close::Fin))) => {
+                if io.shutdown().await.is_ok() && !read_eof {
+                    // Drain until the peer finishes, so the close stays clean.
+                    let _ = tokio::time::timeout(LINGER, async {
+                        while let Ok(n) = io.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                }
+                return;
+            }
+            Step::Cmd(Some(PumpCmd::Close(Close::Reset))) | Step::Cmd(None) => return,
+            Step::Cmd(Some(PumpCmd::Detach)) => {
+                let state = PumpState { read_eof };
+                let _ = to_runner.send(RunnerMsg::Detached { stream, io, state }).await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The data plane: copy bytes both ways between two streams with faithful
+//! half-close and reset propagation.
+//!
+//! - A clean end of stream on one side becomes a write shutdown (FIN) on the
+//!   other, while the other direction keeps flowing.
+//! - An error on either side (reset, failed write) aborts both: the streams are
+//!   dropped without a clean shutdown, which for [`TcpIo`](crate::tcp::TcpIo)
+//!   sends RST. An error is never turned into a clean end.
+//! - When nothing moves either way for the idle timeout, both are aborted.
+
+use crate::port::BoxStream;
+use bytes::Bytes;
+use meshproxy_core::io::{SpliceEnd, SpliceLimits, SpliceReport};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::ReadBuf;
+
+/// Size of each direction's copy buffer.
+const BUF: usize = 32 * 1024;
+
+/// Which side of a splice failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Reading from or writing to side `a` failed.
+    A,
+    /// Reading from or writing to side `b` failed.
+    B,
+}
+
+/// One direction of the copy: from a reader to a writer.
+struct Direction {
+    prefix: Bytes,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    read_done: bool,
+    unflushed: bool,
+    shut: bool,
+    bytes: u64,
+}
+
+impl Direction {
+    fn new(prefix: Bytes, read_done: bool) -> Direction {
+        Direction {
+            prefix,
+            buf: vec![0; BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            read_done,
+            unflushed: false,
+            shut: false,
+            bytes: 0,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.shut
+    }
+
+    /// Moves as much as possible without blocking. `Ready(Ok(()))` once the
+    /// direction is finished (EOF read, everything written, writer shut down).
+    /// Errors carry which side (reader or writer) failed. `progress` is set
+    /// when any byte moved.
+    fn poll_copy(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut BoxStream,
+        writer: &mut BoxStream,
+        progress: &mut bool,
+    ) -> Poll<Result<(), Which>> {
+        // Yield after a while so one busy direction cannot starve the other.
+        let mut budget = 64u32;
+        loop {
+            budget = budget.saturating_sub(1);
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if self.shut {
+                return Poll::Ready(Ok(()));
+            }
+            if !self.prefix.is_empty() {
+                let n = ready_write(Pin::new(&mut **writer).poll_write(cx, &self.prefix))?;
+                let n = match n {
+                    Poll::Ready(n) => n,
+                    Poll::Pending => return Poll::Pending,
+                };
+                let _ = self.prefix.split_to(n.min(self.prefix.len()));
+                self.bytes += n as u64;
+                self.unflushed = true;
+                *progress = true;
+                continue;
+            }
+            if self.start < self.end {
+                let chunk = self.buf.get(self.start..self.end).unwrap_or_default();
+                let n = match ready_write(Pin::new(&mut **writer).poll_write(cx, chunk))? {
+                    Poll::Ready(n) => n,
+                    Poll::Pending => return Poll::Pending,
+                };
+                self.start = (self.start + n).min(self.end);
+                self.bytes += n as u64;
+                self.unflushed = true;
+                *progress = true;
+                continue;
+            }
+            if !self.read_done {
+                let mut rb = ReadBuf::new(&mut self.buf);
+                match Pin::new(&mut **reader).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        self.start = 0;
+                        self.end = n;
+                        if n == 0 {
+                            self.read_done = true;
+                        } else {
+                            *progress = true;
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(Which::Reader)),
+                    Poll::Pending => {
+                        if self.unflushed {
+                            match Pin::new(&mut **writer).poll_flush(cx) {
+                                Poll::Ready(Ok(())) => self.unflushed = false,
+                                Poll::Ready(Err(_)) => return Poll::Ready(Err(Which::Writer)),
+                                Poll::Pending => {}
+                            }
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            // Clean end of the reader: pass it on as a write shutdown (FIN).
+            match Pin::new(&mut **writer).poll_shutdown(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.shut = true;
+                    self.unflushed = false;
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(Which::Writer)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Which end of a direction failed.
+enum Which {
+    Reader,
+    Writer,
+}
+
+/// A write that accepted zero bytes can never make progress: an error of the writer.
+fn ready_write(p: Poll<io::Result<usize>>) -> Result<Poll<usize>, Which> {
+    match p {
+        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Err(Which::Writer),
+        Poll::Ready(Ok(n)) => Ok(Poll::Ready(n)),
+        Poll::Pending => Ok(Poll::Pending),
+    }
+}
+
+/// Copies `a` ⇄ `b` until both directions end cleanly, either side fails, or
+/// the idle timeout passes; writes the prefixes first. Both streams are
+/// consumed: dropped after a clean shutdown, or aborted.
+pub async fn splice(
+    a: BoxStream,
+    b: BoxStream,
+    a_to_b_prefix: Bytes,
+    b_to_a_prefix: Bytes,
+    limits: SpliceLimits,
+) -> SpliceReport {
+    splice_from(a, b, a_to_b_prefix, b_to_a_prefix, limits, [false, false]).await
+}
+
+/// [`splice`], where `eof[0]`/`eof[1]` say side a/b already reported its clean
+/// end of stream before the hand-over (so it is not read again).
+pub(crate) async fn splice_from(
+    mut a: BoxStream,
+    mut b: BoxStream,
+    a_to_b_prefix: Bytes,
+    b_to_a_prefix: Bytes,
+    limits: SpliceLimits,
+    eof: [bool; 2],
+) -> SpliceReport {
+    let mut up = Direction::new(a_to_b_prefix, eof[0]);
+    let mut down = Direction::new(b_to_a_prefix, eof[1]);
+    let idle = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(idle);
+    let outcome = poll_fn(|cx| {
+        let mut progress = false;
+        if !up.done() {
+            match up.poll_copy(cx, &mut a, &mut b, &mut progress) {
+                Poll::Ready(Err(Which::Reader)) => return Poll::Ready(Err(Some(Fault::A))),
+                Poll::Ready(Err(Which::Writer)) => return Poll::Ready(Err(Some(Fault::B))),
+                _ => {}
+            }
+        }
+        if !down.done() {
+            match down.poll_copy(cx, &mut b, &mut a, &mut progress) {
+                Poll::Ready(Err(Which::Reader)) => return Poll::Ready(Err(Some(Fault::B))),
+                Poll::Ready(Err(Which::Writer)) => return Poll::Ready(Err(Some(Fault::A))),
+                _ => {}
+            }
+        }
+        if up.done() && down.done() {
+            return Poll::Ready(Ok(()));
+        }
+        if progress {
+            let at = tokio::time::Instant::now() + limits.idle_timeout;
+            idle.as_mut().reset(at);
+        }
+        match idle.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(None)),
+            Poll::Pending => Poll::Pending,
+        }
+    });
+    let how = match outcome.await {
+        Ok(()) => SpliceEnd::Clean,
+        Err(Some(Fault::A)) => SpliceEnd::ResetA,
+        Err(Some(Fault::B)) => SpliceEnd::ResetB,
+        Err(None) => SpliceEnd::IdleTimeout,
+    };
+    // Dropping here aborts whatever did not end cleanly (RST for TCP).
+    drop(a);
+    drop(b);
+    SpliceReport { a_to_b: up.bytes, b_to_a: down.bytes, how }
+}
