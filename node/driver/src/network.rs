@@ -406,8 +406,17 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                 self.pending_listeners.remove(&listener_id);
                 self.publish_listening();
             }
+            // libp2p-ping no longer closes a connection whose pings time out; a half-dead
+            // TCP connection would otherwise hold streams (and the core's sessions) forever.
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                connection,
+                result: Err(ping::Failure::Timeout | ping::Failure::Other { .. }),
+                ..
+            })) => {
+                self.swarm.close_connection(connection);
+            }
             // Incoming handshake failures, listener errors (the listener closes afterwards),
-            // identify and ping reports: nothing the core acts on.
+            // identify reports, successful pings: nothing the core acts on.
             _ => {}
         }
     }
