@@ -2,8 +2,14 @@
 //! runner's [`NetCommand`]s into swarm calls and swarm events into [`NetEvent`]s.
 //!
 //! Transports: TCP (Noise + Yamux) and QUIC, with DNS names in multiaddrs. Our two byte-stream
-//! protocols (`/meshproxy/proxy/1`, `/meshproxy/hub/1`) run over `libp2p-stream`; identify and
-//! ping ride along so peers learn each other's protocols and addresses.
+//! protocols (`/meshproxy/proxy/1`, `/meshproxy/hub/1`) run over the small [`streams`]
+//! behaviour below; identify and ping ride along so peers learn each other's protocols and
+//! addresses, and dead connections are closed.
+//!
+//! Why not `libp2p-stream`: it hands inbound streams over a one-slot channel and drops the
+//! ones that do not fit (a burst of proxied connections loses streams), and it negotiates one
+//! outbound stream per connection at a time (one round trip each). Ours queues without loss
+//! (bounded by the muxers' stream limits) and negotiates outbound streams concurrently.
 //!
 //! Contract (the same one the simulator honours):
 //! - every `Dial` is answered by `PeerConnected` or `DialFailed`; a `Dial` to a peer that is
@@ -30,11 +36,7 @@ use meshproxy_core::{
     io::Protocol,
     record::PeerAddr,
 };
-use tokio::{
-    sync::{mpsc, watch},
-    task::JoinHandle,
-};
-use tokio_util::compat::FuturesAsyncReadCompatExt as _;
+use tokio::sync::{mpsc, watch};
 
 use crate::port::{NetCommand, NetEvent};
 
@@ -126,9 +128,6 @@ pub enum NetError {
         #[source]
         source: libp2p::TransportError<std::io::Error>,
     },
-    /// A stream protocol was registered twice (a bug in this module).
-    #[error("stream protocol {0} registered twice")]
-    ProtocolRegistered(StreamProtocol),
 }
 
 /// The core's view of a libp2p peer id: its binary form.
@@ -169,7 +168,7 @@ struct Behaviour {
     /// Refuses connections beyond [`NetLimits`] before they cost a handler.
     limits: connection_limits::Behaviour,
     /// Our byte-stream protocols.
-    streams: libp2p_stream::Behaviour,
+    streams: streams::Behaviour,
     /// Tells peers our protocols and listen addresses, and us the address they see.
     identify: identify::Behaviour,
     /// Measures round trips and notices dead connections.
@@ -219,10 +218,12 @@ struct Listening {
 pub struct NetworkActor<F> {
     swarm: Swarm<Behaviour>,
     events: F,
-    /// Events produced off the actor task (opened and accepted streams), forwarded in order
-    /// through `events`, so the callback never needs to be `Sync`.
+    /// Events produced on connection tasks (opened, refused and accepted streams), forwarded
+    /// in order through `events`, so the callback never needs to be `Sync`. Unbounded so no
+    /// stream is ever dropped; the muxers' stream limits bound it.
     from_tasks: mpsc::UnboundedReceiver<NetEvent>,
-    to_actor: mpsc::UnboundedSender<NetEvent>,
+    /// Keeps `from_tasks` open while the actor lives.
+    _to_actor: mpsc::UnboundedSender<NetEvent>,
     /// Our connection ids; `ConnId`s are never reused within a process.
     conns: HashMap<ConnectionId, (libp2p::PeerId, ConnId)>,
     by_peer: BTreeMap<libp2p::PeerId, BTreeSet<ConnId>>,
@@ -232,8 +233,6 @@ pub struct NetworkActor<F> {
     /// Our listen addresses, in the order the listeners reported them.
     listen_addrs: Vec<(ListenerId, Multiaddr)>,
     listening: watch::Sender<Listening>,
-    /// The inbound accept loops, stopped when the actor ends.
-    accept_loops: Vec<JoinHandle<()>>,
 }
 
 impl<F> std::fmt::Debug for NetworkActor<F> {
@@ -246,7 +245,7 @@ impl<F> std::fmt::Debug for NetworkActor<F> {
 }
 
 impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
-    /// Builds the swarm, starts listening and spawns the actor and its accept loops on the
+    /// Builds the swarm, starts listening and spawns the actor on the
     /// current Tokio runtime.
     ///
     /// `events` is called from the actor task for every [`NetEvent`], in order; it must not
@@ -255,7 +254,8 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(NetError::NoRuntime);
         }
-        let mut swarm = build_swarm(&config)?;
+        let (to_actor, from_tasks) = mpsc::unbounded_channel();
+        let mut swarm = build_swarm(&config, to_actor.clone())?;
         let local_peer_id = *swarm.local_peer_id();
 
         let mut pending_listeners = HashSet::new();
@@ -268,29 +268,18 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         let (listening, listening_rx) =
             watch::channel(Listening { addrs: Vec::new(), ready: pending_listeners.is_empty() });
 
-        let (to_actor, from_tasks) = mpsc::unbounded_channel();
-        let mut control = swarm.behaviour().streams.new_control();
-        let mut accept_loops = Vec::new();
-        for protocol in [Protocol::Proxy, Protocol::Hub] {
-            let name = stream_protocol(protocol);
-            let incoming =
-                control.accept(name.clone()).map_err(|_| NetError::ProtocolRegistered(name))?;
-            accept_loops.push(tokio::spawn(accept_loop(incoming, protocol, to_actor.clone())));
-        }
-
         let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let actor = NetworkActor {
             swarm,
             events,
             from_tasks,
-            to_actor,
+            _to_actor: to_actor,
             conns: HashMap::new(),
             by_peer: BTreeMap::new(),
             next_conn: 0,
             pending_listeners,
             listen_addrs: Vec::new(),
             listening,
-            accept_loops,
         };
         tokio::spawn(actor.run(commands_rx));
         Ok(NetHandle { commands, local_peer_id, listening: listening_rx })
@@ -307,9 +296,6 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                 Some(event) = self.from_tasks.recv() => (self.events)(event),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
             }
-        }
-        for task in &self.accept_loops {
-            task.abort();
         }
     }
 
@@ -357,17 +343,8 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             (self.events)(NetEvent::StreamRefused { stream });
             return;
         };
-        let mut control = self.swarm.behaviour().streams.new_control();
-        let to_actor = self.to_actor.clone();
-        // Negotiation takes a round trip; the actor loop must keep driving the swarm meanwhile.
-        tokio::spawn(async move {
-            let event = match control.open_stream(id, stream_protocol(protocol)).await {
-                Ok(s) => NetEvent::StreamOpened { stream, io: Box::new(s.compat()) },
-                Err(_) => NetEvent::StreamRefused { stream },
-            };
-            // The actor is gone only when the node shuts down; the stream just drops.
-            let _ = to_actor.send(event);
-        });
+        // Answered from the connection task, through `from_tasks`.
+        self.swarm.behaviour_mut().streams.open(id, stream, protocol);
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -428,26 +405,10 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
     }
 }
 
-/// Hands every inbound stream of one protocol to the actor. A dedicated task per protocol,
-/// because libp2p-stream drops inbound streams while its channel is full.
-async fn accept_loop(
-    mut incoming: libp2p_stream::IncomingStreams,
-    protocol: Protocol,
+fn build_swarm(
+    config: &NetConfig,
     to_actor: mpsc::UnboundedSender<NetEvent>,
-) {
-    while let Some((peer, stream)) = incoming.next().await {
-        let event = NetEvent::InboundStream {
-            peer: to_core(&peer),
-            protocol,
-            io: Box::new(stream.compat()),
-        };
-        if to_actor.send(event).is_err() {
-            break;
-        }
-    }
-}
-
-fn build_swarm(config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
+) -> Result<Swarm<Behaviour>, NetError> {
     let streams = config.limits.max_streams_per_connection.clamp(1, YAMUX_MAX_STREAMS_CEILING);
     let mut yamux_config = yamux::Config::default();
     yamux_config.set_max_num_streams(streams);
@@ -473,7 +434,7 @@ fn build_swarm(config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
         .map_err(NetError::Dns)?
         .with_behaviour(|key| Behaviour {
             limits: connection_limits::Behaviour::new(connection_limits),
-            streams: libp2p_stream::Behaviour::new(),
+            streams: streams::Behaviour::new(to_actor),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                     .with_agent_version(format!("meshproxy/{}", env!("CARGO_PKG_VERSION"))),
@@ -484,6 +445,247 @@ fn build_swarm(config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     Ok(swarm)
+}
+
+/// Our byte-stream protocols as a libp2p behaviour: streams are opened on request and
+/// every inbound stream goes to the actor, none dropped.
+mod streams {
+    use std::{
+        collections::VecDeque,
+        convert::Infallible,
+        future::{ready, Ready},
+        task::{Context, Poll},
+    };
+
+    use libp2p::{
+        core::{
+            transport::PortUse,
+            upgrade::{InboundUpgrade, ReadyUpgrade, UpgradeInfo},
+            Endpoint,
+        },
+        swarm::{
+            handler::{
+                ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
+            },
+            ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
+            NetworkBehaviour, NotifyHandler, SubstreamProtocol, THandler, THandlerInEvent,
+            THandlerOutEvent, ToSwarm,
+        },
+        Multiaddr, Stream, StreamProtocol,
+    };
+    use meshproxy_core::{ids::StreamId, io::Protocol};
+    use tokio::sync::mpsc;
+    use tokio_util::compat::FuturesAsyncReadCompatExt as _;
+
+    use super::{stream_protocol, to_core};
+    use crate::port::NetEvent;
+
+    /// The answer owed to one `OpenStream`. Whatever path drops it unanswered (connection
+    /// closed while queued or negotiating, event undeliverable) answers `StreamRefused`, so
+    /// the core always hears back.
+    pub(super) struct Reply {
+        stream: StreamId,
+        to_actor: mpsc::UnboundedSender<NetEvent>,
+        answered: bool,
+    }
+
+    impl Reply {
+        fn opened(mut self, io: Stream) {
+            self.answered = true;
+            let _ = self
+                .to_actor
+                .send(NetEvent::StreamOpened { stream: self.stream, io: Box::new(io.compat()) });
+        }
+    }
+
+    impl Drop for Reply {
+        fn drop(&mut self) {
+            if !self.answered {
+                let _ = self.to_actor.send(NetEvent::StreamRefused { stream: self.stream });
+            }
+        }
+    }
+
+    /// A request from the behaviour to a connection: open a stream of `protocol`.
+    pub(super) struct OpenRequest {
+        protocol: Protocol,
+        reply: Reply,
+    }
+
+    impl std::fmt::Debug for OpenRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("OpenRequest")
+                .field("stream", &self.reply.stream)
+                .field("protocol", &self.protocol)
+                .finish()
+        }
+    }
+
+    /// Accepts either of our protocols inbound and says which one was chosen.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Inbound;
+
+    impl UpgradeInfo for Inbound {
+        type Info = StreamProtocol;
+        type InfoIter = std::array::IntoIter<StreamProtocol, 2>;
+
+        fn protocol_info(&self) -> Self::InfoIter {
+            [stream_protocol(Protocol::Proxy), stream_protocol(Protocol::Hub)].into_iter()
+        }
+    }
+
+    impl InboundUpgrade<Stream> for Inbound {
+        type Output = (Stream, Protocol);
+        type Error = Infallible;
+        type Future = Ready<Result<Self::Output, Infallible>>;
+
+        fn upgrade_inbound(self, stream: Stream, info: StreamProtocol) -> Self::Future {
+            let protocol =
+                if info.as_ref() == Protocol::Hub.name() { Protocol::Hub } else { Protocol::Proxy };
+            ready(Ok((stream, protocol)))
+        }
+    }
+
+    /// The swarm-side half: turns open requests into handler notifications.
+    pub(super) struct Behaviour {
+        to_actor: mpsc::UnboundedSender<NetEvent>,
+        queue: VecDeque<ToSwarm<Infallible, OpenRequest>>,
+    }
+
+    impl Behaviour {
+        pub(super) fn new(to_actor: mpsc::UnboundedSender<NetEvent>) -> Behaviour {
+            Behaviour { to_actor, queue: VecDeque::new() }
+        }
+
+        /// Opens a stream on any connection to `peer`; the answer comes through the actor's
+        /// channel. Called from the swarm's own task, which polls the behaviour next.
+        pub(super) fn open(&mut self, peer: libp2p::PeerId, stream: StreamId, protocol: Protocol) {
+            let reply = Reply { stream, to_actor: self.to_actor.clone(), answered: false };
+            self.queue.push_back(ToSwarm::NotifyHandler {
+                peer_id: peer,
+                handler: NotifyHandler::Any,
+                event: OpenRequest { protocol, reply },
+            });
+        }
+
+        fn handler(&self, peer: libp2p::PeerId) -> Handler {
+            Handler { peer, to_actor: self.to_actor.clone(), queue: VecDeque::new() }
+        }
+    }
+
+    impl NetworkBehaviour for Behaviour {
+        type ConnectionHandler = Handler;
+        type ToSwarm = Infallible;
+
+        fn handle_established_inbound_connection(
+            &mut self,
+            _: ConnectionId,
+            peer: libp2p::PeerId,
+            _: &Multiaddr,
+            _: &Multiaddr,
+        ) -> Result<THandler<Self>, ConnectionDenied> {
+            Ok(self.handler(peer))
+        }
+
+        fn handle_established_outbound_connection(
+            &mut self,
+            _: ConnectionId,
+            peer: libp2p::PeerId,
+            _: &Multiaddr,
+            _: Endpoint,
+            _: PortUse,
+        ) -> Result<THandler<Self>, ConnectionDenied> {
+            Ok(self.handler(peer))
+        }
+
+        fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+        fn on_connection_handler_event(
+            &mut self,
+            _: libp2p::PeerId,
+            _: ConnectionId,
+            event: THandlerOutEvent<Self>,
+        ) {
+            match event {}
+        }
+
+        fn poll(
+            &mut self,
+            _: &mut Context<'_>,
+        ) -> Poll<ToSwarm<Infallible, THandlerInEvent<Self>>> {
+            self.queue.pop_front().map_or(Poll::Pending, Poll::Ready)
+        }
+    }
+
+    /// The per-connection half: negotiates outbound streams (concurrently) and hands every
+    /// negotiated inbound stream to the actor.
+    pub(super) struct Handler {
+        peer: libp2p::PeerId,
+        to_actor: mpsc::UnboundedSender<NetEvent>,
+        queue: VecDeque<OpenRequest>,
+    }
+
+    impl ConnectionHandler for Handler {
+        type FromBehaviour = OpenRequest;
+        type ToBehaviour = Infallible;
+        type InboundProtocol = Inbound;
+        type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
+        type InboundOpenInfo = ();
+        type OutboundOpenInfo = Reply;
+
+        fn listen_protocol(&self) -> SubstreamProtocol<Inbound> {
+            SubstreamProtocol::new(Inbound, ())
+        }
+
+        fn poll(
+            &mut self,
+            _: &mut Context<'_>,
+        ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, Reply, Infallible>> {
+            match self.queue.pop_front() {
+                Some(OpenRequest { protocol, reply }) => {
+                    Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                        protocol: SubstreamProtocol::new(
+                            ReadyUpgrade::new(stream_protocol(protocol)),
+                            reply,
+                        ),
+                    })
+                }
+                None => Poll::Pending,
+            }
+        }
+
+        fn on_behaviour_event(&mut self, request: OpenRequest) {
+            self.queue.push_back(request);
+        }
+
+        fn on_connection_event(
+            &mut self,
+            event: ConnectionEvent<Inbound, Self::OutboundProtocol, (), Reply>,
+        ) {
+            match event {
+                ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+                    protocol: (stream, protocol),
+                    ..
+                }) => {
+                    let _ = self.to_actor.send(NetEvent::InboundStream {
+                        peer: to_core(&self.peer),
+                        protocol,
+                        io: Box::new(stream.compat()),
+                    });
+                }
+                ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                    protocol: stream,
+                    info: reply,
+                }) => reply.opened(stream),
+                // Unsupported protocol, negotiation timeout, I/O error: dropping the reply
+                // refuses the stream.
+                ConnectionEvent::DialUpgradeError(DialUpgradeError { info: reply, .. }) => {
+                    drop(reply)
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]
