@@ -7,7 +7,7 @@
 //! - [`pump`]: per-stream tasks for streams the core still controls.
 //! - [`splice`]: the data plane (both-way copy with half-close and resets).
 //! - [`tcp`]: TCP streams that reset, rather than close, when aborted.
-//! - [`port`]: the interface to the peer network actor.
+//! - [`port`]: the interface to the peer network actor; [`network`]: that actor over libp2p.
 //! - [`listener`]: client listener accept loops.
 //! - [`config`], [`identity`], [`state`]: files on disk.
 #![forbid(unsafe_code)]
@@ -20,6 +20,7 @@ pub mod app;
 pub mod config;
 pub mod identity;
 pub mod listener;
+pub mod network;
 pub mod port;
 pub mod pump;
 pub mod runner;

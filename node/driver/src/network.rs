@@ -1,0 +1,717 @@
+//! The peer network actor: one Tokio task that owns the libp2p [`Swarm`] and turns the
+//! runner's [`NetCommand`]s into swarm calls and swarm events into [`NetEvent`]s.
+//!
+//! Transports: TCP (Noise + Yamux) and QUIC, with DNS names in multiaddrs. Our two byte-stream
+//! protocols (`/meshproxy/proxy/1`, `/meshproxy/hub/1`) run over the small [`streams`]
+//! behaviour below; identify and ping ride along so peers learn each other's protocols and
+//! addresses, and dead connections are closed.
+//!
+//! Why not `libp2p-stream`: it hands inbound streams over a one-slot channel and drops the
+//! ones that do not fit (a burst of proxied connections loses streams), and it negotiates one
+//! outbound stream per connection at a time (one round trip each). Ours queues without loss
+//! (bounded by the muxers' stream limits) and negotiates outbound streams concurrently.
+//!
+//! Contract (the same one the simulator honours):
+//! - every `Dial` is answered by `PeerConnected` or `DialFailed`; a `Dial` to a peer that is
+//!   already connected is answered at once with `PeerConnected` for an existing connection;
+//! - `OpenStream` to a peer without a connection is answered with `StreamRefused` at once
+//!   (the actor never dials implicitly: dialing is the core's decision);
+//! - the actor sets no policy timers: deadlines belong to the core.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    time::Duration,
+};
+
+use futures::StreamExt as _;
+use libp2p::{
+    connection_limits::{self, ConnectionLimits},
+    core::transport::ListenerId,
+    identify, identity, noise, ping,
+    swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, ConnectionId, DialError, SwarmEvent},
+    tcp, yamux, Multiaddr, StreamProtocol, Swarm, SwarmBuilder,
+};
+use meshproxy_core::{
+    ids::{ConnId, PeerId, StreamId, MAX_PEER_ID_LEN},
+    io::Protocol,
+    record::PeerAddr,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::port::{NetCommand, NetEvent};
+
+/// Yamux asserts (panics) when `max_num_streams * 256 KiB` exceeds its 1 GiB connection
+/// receive window, i.e. above 4096 streams; every configured value is clamped to this.
+pub const YAMUX_MAX_STREAMS_CEILING: usize = 4096;
+
+/// How many commands the runner may queue before `send` waits.
+const COMMAND_QUEUE: usize = 1024;
+
+/// The identify protocol version we announce.
+const IDENTIFY_PROTOCOL: &str = "/meshproxy/id/1";
+
+/// How many connections the network accepts and makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetLimits {
+    /// Established inbound connections, all peers together.
+    pub max_established_incoming: u32,
+    /// Established outbound connections, all peers together.
+    pub max_established_outgoing: u32,
+    /// Established connections to one peer (both directions).
+    pub max_established_per_peer: u32,
+    /// Inbound connections still in their handshake.
+    pub max_pending_incoming: u32,
+    /// Outbound connections still in their handshake.
+    pub max_pending_outgoing: u32,
+    /// Concurrent streams on one connection (Yamux and QUIC); clamped to
+    /// [`YAMUX_MAX_STREAMS_CEILING`] so Yamux can never panic.
+    pub max_streams_per_connection: usize,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        NetLimits {
+            max_established_incoming: 1024,
+            max_established_outgoing: 1024,
+            max_established_per_peer: 4,
+            max_pending_incoming: 256,
+            max_pending_outgoing: 256,
+            max_streams_per_connection: 1024,
+        }
+    }
+}
+
+/// How to start the peer network.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// The node's identity (Ed25519 in production); its peer id is the node's [`PeerId`].
+    pub keypair: identity::Keypair,
+    /// Where to listen, e.g. `/ip4/0.0.0.0/tcp/4001` and `/ip4/0.0.0.0/udp/4001/quic-v1`.
+    pub listen: Vec<Multiaddr>,
+    /// Connection and stream limits.
+    pub limits: NetLimits,
+    /// How long a connection without streams stays open. libp2p's 10 s default would drop
+    /// a hub link between heartbeats and an exit link between sessions.
+    pub idle_connection_timeout: Duration,
+}
+
+impl NetConfig {
+    /// A configuration with default limits, a 60 s idle timeout and no listeners.
+    pub fn new(keypair: identity::Keypair) -> NetConfig {
+        NetConfig {
+            keypair,
+            listen: Vec::new(),
+            limits: NetLimits::default(),
+            idle_connection_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// `spawn` was called outside a Tokio runtime.
+    #[error("the network actor must be spawned inside a Tokio runtime")]
+    NoRuntime,
+    /// The Noise handshake configuration could not be built from the keypair.
+    #[error("noise configuration: {0}")]
+    Noise(#[from] noise::Error),
+    /// The system DNS configuration could not be read.
+    #[error("DNS resolver configuration: {0}")]
+    Dns(#[source] std::io::Error),
+    /// A listen address was refused (unsupported, or the port is taken).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// The transport's reason.
+        #[source]
+        source: libp2p::TransportError<std::io::Error>,
+    },
+}
+
+/// The core's view of a libp2p peer id: its binary form.
+///
+/// Ids of authenticated peers derive from public keys and are at most 44 bytes, well within
+/// the core's [`MAX_PEER_ID_LEN`]; a longer id (only constructible by hand, never from a
+/// handshake) is truncated, which `from_core` then rejects.
+pub fn to_core(peer: &libp2p::PeerId) -> PeerId {
+    let bytes = peer.to_bytes();
+    let head = &bytes[..bytes.len().min(MAX_PEER_ID_LEN)];
+    PeerId::from_bytes(head).unwrap_or_else(|| PeerId::from_u64(0))
+}
+
+/// The libp2p peer id behind a core id; `None` if the bytes are not a valid peer id
+/// (e.g. the simulator's synthetic ids).
+pub fn from_core(peer: &PeerId) -> Option<libp2p::PeerId> {
+    libp2p::PeerId::from_bytes(peer.as_bytes()).ok()
+}
+
+/// The core's view of a multiaddr: its binary form.
+pub fn addr_to_core(addr: &Multiaddr) -> PeerAddr {
+    PeerAddr(addr.to_vec())
+}
+
+/// The multiaddr behind a core address; `None` if the bytes do not decode.
+pub fn addr_from_core(addr: &PeerAddr) -> Option<Multiaddr> {
+    Multiaddr::try_from(addr.0.clone()).ok()
+}
+
+/// The libp2p protocol name of one of our stream protocols.
+fn stream_protocol(protocol: Protocol) -> StreamProtocol {
+    StreamProtocol::new(protocol.name())
+}
+
+/// Every behaviour the swarm runs.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Behaviour {
+    /// Refuses connections beyond [`NetLimits`] before they cost a handler.
+    limits: connection_limits::Behaviour,
+    /// Our byte-stream protocols.
+    streams: streams::Behaviour,
+    /// Tells peers our protocols and listen addresses, and us the address they see.
+    identify: identify::Behaviour,
+    /// Measures round trips and notices dead connections.
+    ping: ping::Behaviour,
+}
+
+/// What the runner holds to talk to the network actor.
+#[derive(Clone, Debug)]
+pub struct NetHandle {
+    /// Where the runner sends its commands; dropping every sender stops the actor.
+    pub commands: mpsc::Sender<NetCommand>,
+    local_peer_id: libp2p::PeerId,
+    listening: watch::Receiver<Listening>,
+}
+
+impl NetHandle {
+    /// Our own libp2p peer id.
+    pub fn local_peer_id(&self) -> libp2p::PeerId {
+        self.local_peer_id
+    }
+
+    /// Our own peer id as the core sees it.
+    pub fn local_core_peer_id(&self) -> PeerId {
+        to_core(&self.local_peer_id)
+    }
+
+    /// The actual listen addresses, once every configured listener has reported at least
+    /// one (or failed): a port 0 in the config is resolved here.
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let mut rx = self.listening.clone();
+        let ready = rx.wait_for(|l| l.ready).await.map(|l| l.addrs.clone()).ok();
+        // The actor is gone: its last word is all there is.
+        ready.unwrap_or_else(|| self.listening.borrow().addrs.clone())
+    }
+}
+
+/// The listen addresses the actor has learnt so far.
+#[derive(Clone, Debug, Default)]
+struct Listening {
+    /// Every address we are listening on now.
+    addrs: Vec<Multiaddr>,
+    /// Whether every configured listener has reported (an address, or its end).
+    ready: bool,
+}
+
+/// The task that owns the swarm. Construct it with [`NetworkActor::spawn`].
+pub struct NetworkActor<F> {
+    swarm: Swarm<Behaviour>,
+    events: F,
+    /// Events produced on connection tasks (opened, refused and accepted streams), forwarded
+    /// in order through `events`, so the callback never needs to be `Sync`. Unbounded so no
+    /// stream is ever dropped; the muxers' stream limits bound it.
+    from_tasks: mpsc::UnboundedReceiver<NetEvent>,
+    /// Keeps `from_tasks` open while the actor lives.
+    _to_actor: mpsc::UnboundedSender<NetEvent>,
+    /// Our connection ids; `ConnId`s are never reused within a process.
+    conns: HashMap<ConnectionId, (libp2p::PeerId, ConnId)>,
+    by_peer: BTreeMap<libp2p::PeerId, BTreeSet<ConnId>>,
+    next_conn: u64,
+    /// Listeners that have not reported an address yet.
+    pending_listeners: HashSet<ListenerId>,
+    /// Our listen addresses, in the order the listeners reported them.
+    listen_addrs: Vec<(ListenerId, Multiaddr)>,
+    listening: watch::Sender<Listening>,
+}
+
+impl<F> std::fmt::Debug for NetworkActor<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkActor")
+            .field("local_peer_id", self.swarm.local_peer_id())
+            .field("conns", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
+    /// Builds the swarm, starts listening and spawns the actor on the
+    /// current Tokio runtime.
+    ///
+    /// `events` is called from the actor task for every [`NetEvent`], in order; it must not
+    /// block (forward with `try_send` or an unbounded channel, never `blocking_send`).
+    pub fn spawn(config: NetConfig, events: F) -> Result<NetHandle, NetError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(NetError::NoRuntime);
+        }
+        let (to_actor, from_tasks) = mpsc::unbounded_channel();
+        let mut swarm = build_swarm(&config, to_actor.clone())?;
+        let local_peer_id = *swarm.local_peer_id();
+
+        let mut pending_listeners = HashSet::new();
+        for addr in &config.listen {
+            let id = swarm
+                .listen_on(addr.clone())
+                .map_err(|source| NetError::Listen { addr: addr.clone(), source })?;
+            pending_listeners.insert(id);
+        }
+        let (listening, listening_rx) =
+            watch::channel(Listening { addrs: Vec::new(), ready: pending_listeners.is_empty() });
+
+        let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let actor = NetworkActor {
+            swarm,
+            events,
+            from_tasks,
+            _to_actor: to_actor,
+            conns: HashMap::new(),
+            by_peer: BTreeMap::new(),
+            next_conn: 0,
+            pending_listeners,
+            listen_addrs: Vec::new(),
+            listening,
+        };
+        tokio::spawn(actor.run(commands_rx));
+        Ok(NetHandle { commands, local_peer_id, listening: listening_rx })
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<NetCommand>) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                // `self.to_actor` keeps this channel open, so `None` never comes.
+                Some(event) = self.from_tasks.recv() => (self.events)(event),
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: NetCommand) {
+        match command {
+            NetCommand::Dial { peer, addrs } => self.dial(peer, &addrs),
+            NetCommand::OpenStream { stream, peer, protocol } => {
+                self.open_stream(stream, peer, protocol)
+            }
+        }
+    }
+
+    fn dial(&mut self, peer: PeerId, addrs: &[PeerAddr]) {
+        let Some(id) = from_core(&peer) else {
+            (self.events)(NetEvent::DialFailed { peer });
+            return;
+        };
+        let decoded: Vec<Multiaddr> = addrs.iter().filter_map(addr_from_core).collect();
+        if decoded.is_empty() && !addrs.is_empty() {
+            // Nothing we could dial, and an empty list would make libp2p ask the behaviours,
+            // which is not what the core asked for.
+            (self.events)(NetEvent::DialFailed { peer });
+            return;
+        }
+        let opts = DialOpts::peer_id(id)
+            .addresses(decoded)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) => {}
+            Err(DialError::DialPeerConditionFalse(_)) => {
+                // Already connected: answer with a connection we have. Already dialing: the
+                // dial under way answers.
+                if let Some(conn) = self.by_peer.get(&id).and_then(|c| c.first()).copied() {
+                    (self.events)(NetEvent::PeerConnected { peer, conn });
+                }
+            }
+            // Synchronous failures (no addresses, our own id, denied) raise no swarm event.
+            Err(_) => (self.events)(NetEvent::DialFailed { peer }),
+        }
+    }
+
+    fn open_stream(&mut self, stream: StreamId, peer: PeerId, protocol: Protocol) {
+        let Some(id) = from_core(&peer).filter(|id| self.swarm.is_connected(id)) else {
+            (self.events)(NetEvent::StreamRefused { stream });
+            return;
+        };
+        // Answered from the connection task, through `from_tasks`.
+        self.swarm.behaviour_mut().streams.open(id, stream, protocol);
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, .. } => {
+                self.next_conn += 1;
+                let conn = ConnId(self.next_conn);
+                self.conns.insert(connection_id, (peer_id, conn));
+                self.by_peer.entry(peer_id).or_default().insert(conn);
+                (self.events)(NetEvent::PeerConnected { peer: to_core(&peer_id), conn });
+            }
+            SwarmEvent::ConnectionClosed { connection_id, .. } => {
+                let Some((peer_id, conn)) = self.conns.remove(&connection_id) else { return };
+                if let Some(set) = self.by_peer.get_mut(&peer_id) {
+                    set.remove(&conn);
+                    if set.is_empty() {
+                        self.by_peer.remove(&peer_id);
+                    }
+                }
+                (self.events)(NetEvent::PeerDisconnected { peer: to_core(&peer_id), conn });
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer_id), .. } => {
+                (self.events)(NetEvent::DialFailed { peer: to_core(&peer_id) });
+            }
+            SwarmEvent::NewListenAddr { listener_id, address } => {
+                self.listen_addrs.push((listener_id, address));
+                self.pending_listeners.remove(&listener_id);
+                self.publish_listening();
+            }
+            SwarmEvent::ExpiredListenAddr { listener_id, address } => {
+                self.listen_addrs.retain(|(l, a)| (*l, a) != (listener_id, &address));
+                self.publish_listening();
+            }
+            SwarmEvent::ListenerClosed { listener_id, .. } => {
+                self.listen_addrs.retain(|(l, _)| *l != listener_id);
+                self.pending_listeners.remove(&listener_id);
+                self.publish_listening();
+            }
+            // libp2p-ping no longer closes a connection whose pings time out; a half-dead
+            // TCP connection would otherwise hold streams (and the core's sessions) forever.
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                connection,
+                result: Err(ping::Failure::Timeout | ping::Failure::Other { .. }),
+                ..
+            })) => {
+                self.swarm.close_connection(connection);
+            }
+            // Incoming handshake failures, listener errors (the listener closes afterwards),
+            // identify reports, successful pings: nothing the core acts on.
+            _ => {}
+        }
+    }
+
+    fn publish_listening(&mut self) {
+        let addrs = self.listen_addrs.iter().map(|(_, a)| a.clone()).collect();
+        let ready = self.pending_listeners.is_empty();
+        self.listening.send_replace(Listening { addrs, ready });
+    }
+}
+
+fn build_swarm(
+    config: &NetConfig,
+    to_actor: mpsc::UnboundedSender<NetEvent>,
+) -> Result<Swarm<Behaviour>, NetError> {
+    let streams = config.limits.max_streams_per_connection.clamp(1, YAMUX_MAX_STREAMS_CEILING);
+    let mut yamux_config = yamux::Config::default();
+    yamux_config.set_max_num_streams(streams);
+    let quic_streams = u32::try_from(streams).unwrap_or(u32::MAX);
+
+    let limits = config.limits;
+    let connection_limits = ConnectionLimits::default()
+        .with_max_established_incoming(Some(limits.max_established_incoming))
+        .with_max_established_outgoing(Some(limits.max_established_outgoing))
+        .with_max_established_per_peer(Some(limits.max_established_per_peer))
+        .with_max_pending_incoming(Some(limits.max_pending_incoming))
+        .with_max_pending_outgoing(Some(limits.max_pending_outgoing));
+    let idle = config.idle_connection_timeout;
+
+    let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, move || yamux_config)?
+        .with_quic_config(|mut c| {
+            c.max_concurrent_stream_limit = quic_streams;
+            c
+        })
+        .with_dns()
+        .map_err(NetError::Dns)?
+        .with_behaviour(|key| Behaviour {
+            limits: connection_limits::Behaviour::new(connection_limits),
+            streams: streams::Behaviour::new(to_actor),
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                    .with_agent_version(format!("meshproxy/{}", env!("CARGO_PKG_VERSION"))),
+            ),
+            ping: ping::Behaviour::default(),
+        })
+        .unwrap_or_else(|never| match never {})
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    Ok(swarm)
+}
+
+/// Our byte-stream protocols as a libp2p behaviour: streams are opened on request and
+/// every inbound stream goes to the actor, none dropped.
+mod streams {
+    use std::{
+        collections::VecDeque,
+        convert::Infallible,
+        future::{ready, Ready},
+        task::{Context, Poll},
+    };
+
+    use libp2p::{
+        core::{
+            transport::PortUse,
+            upgrade::{InboundUpgrade, ReadyUpgrade, UpgradeInfo},
+            Endpoint,
+        },
+        swarm::{
+            handler::{
+                ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
+            },
+            ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
+            NetworkBehaviour, NotifyHandler, SubstreamProtocol, THandler, THandlerInEvent,
+            THandlerOutEvent, ToSwarm,
+        },
+        Multiaddr, Stream, StreamProtocol,
+    };
+    use meshproxy_core::{ids::StreamId, io::Protocol};
+    use tokio::sync::mpsc;
+    use tokio_util::compat::FuturesAsyncReadCompatExt as _;
+
+    use super::{stream_protocol, to_core};
+    use crate::port::NetEvent;
+
+    /// The answer owed to one `OpenStream`. Whatever path drops it unanswered (connection
+    /// closed while queued or negotiating, event undeliverable) answers `StreamRefused`, so
+    /// the core always hears back.
+    pub(super) struct Reply {
+        stream: StreamId,
+        to_actor: mpsc::UnboundedSender<NetEvent>,
+        answered: bool,
+    }
+
+    impl Reply {
+        fn opened(mut self, io: Stream) {
+            self.answered = true;
+            let _ = self
+                .to_actor
+                .send(NetEvent::StreamOpened { stream: self.stream, io: Box::new(io.compat()) });
+        }
+    }
+
+    impl Drop for Reply {
+        fn drop(&mut self) {
+            if !self.answered {
+                let _ = self.to_actor.send(NetEvent::StreamRefused { stream: self.stream });
+            }
+        }
+    }
+
+    /// A request from the behaviour to a connection: open a stream of `protocol`.
+    pub(super) struct OpenRequest {
+        protocol: Protocol,
+        reply: Reply,
+    }
+
+    impl std::fmt::Debug for OpenRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("OpenRequest")
+                .field("stream", &self.reply.stream)
+                .field("protocol", &self.protocol)
+                .finish()
+        }
+    }
+
+    /// Accepts either of our protocols inbound and says which one was chosen.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Inbound;
+
+    impl UpgradeInfo for Inbound {
+        type Info = StreamProtocol;
+        type InfoIter = std::array::IntoIter<StreamProtocol, 2>;
+
+        fn protocol_info(&self) -> Self::InfoIter {
+            [stream_protocol(Protocol::Proxy), stream_protocol(Protocol::Hub)].into_iter()
+        }
+    }
+
+    impl InboundUpgrade<Stream> for Inbound {
+        type Output = (Stream, Protocol);
+        type Error = Infallible;
+        type Future = Ready<Result<Self::Output, Infallible>>;
+
+        fn upgrade_inbound(self, stream: Stream, info: StreamProtocol) -> Self::Future {
+            let protocol =
+                if info.as_ref() == Protocol::Hub.name() { Protocol::Hub } else { Protocol::Proxy };
+            ready(Ok((stream, protocol)))
+        }
+    }
+
+    /// The swarm-side half: turns open requests into handler notifications.
+    pub(super) struct Behaviour {
+        to_actor: mpsc::UnboundedSender<NetEvent>,
+        queue: VecDeque<ToSwarm<Infallible, OpenRequest>>,
+    }
+
+    impl Behaviour {
+        pub(super) fn new(to_actor: mpsc::UnboundedSender<NetEvent>) -> Behaviour {
+            Behaviour { to_actor, queue: VecDeque::new() }
+        }
+
+        /// Opens a stream on any connection to `peer`; the answer comes through the actor's
+        /// channel. Called from the swarm's own task, which polls the behaviour next.
+        pub(super) fn open(&mut self, peer: libp2p::PeerId, stream: StreamId, protocol: Protocol) {
+            let reply = Reply { stream, to_actor: self.to_actor.clone(), answered: false };
+            self.queue.push_back(ToSwarm::NotifyHandler {
+                peer_id: peer,
+                handler: NotifyHandler::Any,
+                event: OpenRequest { protocol, reply },
+            });
+        }
+
+        fn handler(&self, peer: libp2p::PeerId) -> Handler {
+            Handler { peer, to_actor: self.to_actor.clone(), queue: VecDeque::new() }
+        }
+    }
+
+    impl NetworkBehaviour for Behaviour {
+        type ConnectionHandler = Handler;
+        type ToSwarm = Infallible;
+
+        fn handle_established_inbound_connection(
+            &mut self,
+            _: ConnectionId,
+            peer: libp2p::PeerId,
+            _: &Multiaddr,
+            _: &Multiaddr,
+        ) -> Result<THandler<Self>, ConnectionDenied> {
+            Ok(self.handler(peer))
+        }
+
+        fn handle_established_outbound_connection(
+            &mut self,
+            _: ConnectionId,
+            peer: libp2p::PeerId,
+            _: &Multiaddr,
+            _: Endpoint,
+            _: PortUse,
+        ) -> Result<THandler<Self>, ConnectionDenied> {
+            Ok(self.handler(peer))
+        }
+
+        fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+        fn on_connection_handler_event(
+            &mut self,
+            _: libp2p::PeerId,
+            _: ConnectionId,
+            event: THandlerOutEvent<Self>,
+        ) {
+            match event {}
+        }
+
+        fn poll(
+            &mut self,
+            _: &mut Context<'_>,
+        ) -> Poll<ToSwarm<Infallible, THandlerInEvent<Self>>> {
+            self.queue.pop_front().map_or(Poll::Pending, Poll::Ready)
+        }
+    }
+
+    /// The per-connection half: negotiates outbound streams (concurrently) and hands every
+    /// negotiated inbound stream to the actor.
+    pub(super) struct Handler {
+        peer: libp2p::PeerId,
+        to_actor: mpsc::UnboundedSender<NetEvent>,
+        queue: VecDeque<OpenRequest>,
+    }
+
+    impl ConnectionHandler for Handler {
+        type FromBehaviour = OpenRequest;
+        type ToBehaviour = Infallible;
+        type InboundProtocol = Inbound;
+        type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
+        type InboundOpenInfo = ();
+        type OutboundOpenInfo = Reply;
+
+        fn listen_protocol(&self) -> SubstreamProtocol<Inbound> {
+            SubstreamProtocol::new(Inbound, ())
+        }
+
+        fn poll(
+            &mut self,
+            _: &mut Context<'_>,
+        ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, Reply, Infallible>> {
+            match self.queue.pop_front() {
+                Some(OpenRequest { protocol, reply }) => {
+                    Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                        protocol: SubstreamProtocol::new(
+                            ReadyUpgrade::new(stream_protocol(protocol)),
+                            reply,
+                        ),
+                    })
+                }
+                None => Poll::Pending,
+            }
+        }
+
+        fn on_behaviour_event(&mut self, request: OpenRequest) {
+            self.queue.push_back(request);
+        }
+
+        fn on_connection_event(
+            &mut self,
+            event: ConnectionEvent<Inbound, Self::OutboundProtocol, (), Reply>,
+        ) {
+            match event {
+                ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+                    protocol: (stream, protocol),
+                    ..
+                }) => {
+                    let _ = self.to_actor.send(NetEvent::InboundStream {
+                        peer: to_core(&self.peer),
+                        protocol,
+                        io: Box::new(stream.compat()),
+                    });
+                }
+                ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                    protocol: stream,
+                    info: reply,
+                }) => reply.opened(stream),
+                // Unsupported protocol, negotiation timeout, I/O error: dropping the reply
+                // refuses the stream.
+                ConnectionEvent::DialUpgradeError(DialUpgradeError { info: reply, .. }) => {
+                    drop(reply)
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_ids_round_trip() {
+        for _ in 0..8 {
+            let id = identity::Keypair::generate_ed25519().public().to_peer_id();
+            let core = to_core(&id);
+            assert_eq!(core.as_bytes(), id.to_bytes().as_slice());
+            assert_eq!(core.as_bytes().len(), 38);
+            assert_eq!(from_core(&core), Some(id));
+        }
+    }
+
+    #[test]
+    fn synthetic_core_ids_are_not_libp2p_ids() {
+        assert_eq!(from_core(&PeerId::from_u64(7)), None);
+    }
+
+    #[test]
+    fn addrs_round_trip_and_garbage_is_rejected() {
+        let addr: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap();
+        assert_eq!(addr_from_core(&addr_to_core(&addr)), Some(addr));
+        assert_eq!(addr_from_core(&PeerAddr(vec![0xff, 0xff, 0xff])), None);
+    }
+}

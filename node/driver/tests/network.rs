@@ -1,0 +1,378 @@
+//! The network actor on loopback: two real swarms, TCP and QUIC.
+
+// Test helpers may unwrap: a panic there is a failed test, which is the point.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use libp2p::{identity::Keypair, Multiaddr};
+use meshproxy::{
+    network::{addr_to_core, to_core, NetConfig, NetHandle, NetworkActor},
+    port::{BoxStream, NetCommand, NetEvent},
+};
+use meshproxy_core::{
+    ids::{ConnId, PeerId, StreamId},
+    io::Protocol,
+    record::PeerAddr,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    sync::mpsc,
+    time::timeout,
+};
+
+const LIMIT: Duration = Duration::from_secs(20);
+const MIB: usize = 1 << 20;
+
+struct Node {
+    handle: NetHandle,
+    events: mpsc::UnboundedReceiver<NetEvent>,
+    addrs: Vec<Multiaddr>,
+}
+
+impl Node {
+    async fn start(listen: &[&str]) -> Node {
+        let mut config = NetConfig::new(Keypair::generate_ed25519());
+        config.listen = listen.iter().map(|a| a.parse().unwrap()).collect();
+        let (tx, events) = mpsc::unbounded_channel();
+        let handle = NetworkActor::spawn(config, move |e| {
+            let _ = tx.send(e);
+        })
+        .unwrap();
+        let addrs = handle.listen_addrs().await;
+        assert_eq!(addrs.len(), listen.len(), "one address per loopback listener: {addrs:?}");
+        Node { handle, events, addrs }
+    }
+
+    fn peer(&self) -> PeerId {
+        to_core(&self.handle.local_peer_id())
+    }
+
+    async fn send(&self, command: NetCommand) {
+        self.handle.commands.send(command).await.unwrap();
+    }
+
+    /// The next event `pick` accepts, skipping others (e.g. a `PeerConnected` before the
+    /// stream event the test waits for).
+    async fn next<T>(&mut self, mut pick: impl FnMut(NetEvent) -> Option<T>) -> T {
+        loop {
+            let event = self.events.recv().await.expect("actor alive");
+            if let Some(t) = pick(event) {
+                return t;
+            }
+        }
+    }
+
+    async fn connected(&mut self) -> (PeerId, ConnId) {
+        self.next(|e| match e {
+            NetEvent::PeerConnected { peer, conn } => Some((peer, conn)),
+            _ => None,
+        })
+        .await
+    }
+}
+
+/// Deterministic, non-repeating-looking payload (xorshift), so a reordered or dropped chunk
+/// shows up as a mismatch.
+fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// FNV-1a, to report a short checksum alongside the full comparison.
+fn checksum(data: &[u8]) -> u64 {
+    data.iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// A dials B at `addr_index`, both see the connection; A opens a proxy stream, B accepts it;
+/// 1 MiB flows A→B, A's write-shutdown is EOF at B, then (half-close) 1 MiB flows B→A.
+async fn connect_and_stream(listen: &[&str], addr_index: usize) {
+    let mut a = Node::start(listen).await;
+    let mut b = Node::start(listen).await;
+    let addr = b.addrs[addr_index].clone();
+    a.send(NetCommand::Dial { peer: b.peer(), addrs: vec![addr_to_core(&addr)] }).await;
+    let (peer_at_a, conn_at_a) = a.connected().await;
+    assert_eq!(peer_at_a, b.peer());
+    let (peer_at_b, _) = b.connected().await;
+    assert_eq!(peer_at_b, a.peer());
+
+    let sid = StreamId(1);
+    a.send(NetCommand::OpenStream { stream: sid, peer: b.peer(), protocol: Protocol::Proxy }).await;
+    let mut io_a: BoxStream = a
+        .next(|e| match e {
+            NetEvent::StreamOpened { stream, io } => {
+                assert_eq!(stream, sid);
+                Some(io)
+            }
+            NetEvent::StreamRefused { stream } => panic!("{stream} refused"),
+            _ => None,
+        })
+        .await;
+    let (from, mut io_b) = b
+        .next(|e| match e {
+            NetEvent::InboundStream { peer, protocol, io } => {
+                assert_eq!(protocol, Protocol::Proxy);
+                Some((peer, io))
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(from, a.peer());
+
+    let up = payload(1, MIB);
+    let down = payload(2, MIB);
+    let writer = {
+        let up = up.clone();
+        async move {
+            io_a.write_all(&up).await.unwrap();
+            io_a.shutdown().await.unwrap();
+            io_a
+        }
+    };
+    let reader = async {
+        let mut got = Vec::new();
+        io_b.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    let (mut io_a, got) = tokio::join!(writer, reader);
+    assert_eq!(got.len(), MIB);
+    assert_eq!(checksum(&got), checksum(&up));
+    assert!(got == up, "A→B bytes differ");
+
+    // A finished writing; B can still send, and A still reads.
+    let writer = async {
+        io_b.write_all(&down).await.unwrap();
+        io_b.shutdown().await.unwrap();
+    };
+    let reader = async {
+        let mut got = Vec::new();
+        io_a.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    let ((), got) = tokio::join!(writer, reader);
+    assert_eq!(checksum(&got), checksum(&down));
+    assert!(got == down, "B→A bytes differ");
+
+    // Stopping B closes the connection, and A hears of exactly that connection. (A QUIC
+    // stream holds its connection open, so the streams go first, as in a real shutdown.)
+    drop((io_a, io_b));
+    drop(b);
+    let (peer, conn) = a
+        .next(|e| match e {
+            NetEvent::PeerDisconnected { peer, conn } => Some((peer, conn)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(peer, peer_at_a);
+    assert_eq!(conn, conn_at_a);
+}
+
+#[tokio::test]
+async fn tcp_connect_stream_both_ways_and_half_close() {
+    timeout(LIMIT, connect_and_stream(&["/ip4/127.0.0.1/tcp/0"], 0)).await.unwrap();
+}
+
+#[tokio::test]
+async fn quic_connect_stream_both_ways_and_half_close() {
+    timeout(LIMIT, connect_and_stream(&["/ip4/127.0.0.1/udp/0/quic-v1"], 0)).await.unwrap();
+}
+
+#[tokio::test]
+async fn hub_streams_are_told_apart_from_proxy_streams() {
+    timeout(LIMIT, async {
+        let mut a = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        let mut b = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        let addrs = b.addrs.iter().map(addr_to_core).collect();
+        a.send(NetCommand::Dial { peer: b.peer(), addrs }).await;
+        a.connected().await;
+        a.send(NetCommand::OpenStream {
+            stream: StreamId(9),
+            peer: b.peer(),
+            protocol: Protocol::Hub,
+        })
+        .await;
+        let protocol = b
+            .next(|e| match e {
+                NetEvent::InboundStream { protocol, .. } => Some(protocol),
+                _ => None,
+            })
+            .await;
+        assert_eq!(protocol, Protocol::Hub);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn dial_to_a_dead_address_fails() {
+    timeout(LIMIT, async {
+        let mut a = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        // A port that was just free: nothing listens there.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let ghost = to_core(&Keypair::generate_ed25519().public().to_peer_id());
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+        a.send(NetCommand::Dial { peer: ghost, addrs: vec![addr_to_core(&addr)] }).await;
+        let failed = a
+            .next(|e| match e {
+                NetEvent::DialFailed { peer } => Some(peer),
+                NetEvent::PeerConnected { .. } => panic!("connected to a dead address"),
+                _ => None,
+            })
+            .await;
+        assert_eq!(failed, ghost);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn dials_without_a_usable_address_or_peer_id_fail_at_once() {
+    timeout(LIMIT, async {
+        let mut a = Node::start(&[]).await;
+        let ghost = to_core(&Keypair::generate_ed25519().public().to_peer_id());
+        let cases = [
+            (ghost, vec![PeerAddr(vec![0xff, 0x00, 0x13])]), // undecodable multiaddr
+            (ghost, vec![]),                                 // no address at all
+            (PeerId::from_u64(3), vec![]),                   // not a libp2p peer id
+        ];
+        for (peer, addrs) in cases {
+            a.send(NetCommand::Dial { peer, addrs }).await;
+            let failed = a
+                .next(|e| match e {
+                    NetEvent::DialFailed { peer } => Some(peer),
+                    _ => None,
+                })
+                .await;
+            assert_eq!(failed, peer);
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn stream_to_an_unconnected_peer_is_refused_without_dialing() {
+    timeout(LIMIT, async {
+        let mut a = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        let b = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        // B is reachable, but the core never asked to dial it: no implicit dial either.
+        for (i, peer) in [b.peer(), PeerId::from_u64(5)].into_iter().enumerate() {
+            let sid = StreamId(i as u64 + 1);
+            a.send(NetCommand::OpenStream { stream: sid, peer, protocol: Protocol::Proxy }).await;
+            let refused = a
+                .next(|e| match e {
+                    NetEvent::StreamRefused { stream } => Some(stream),
+                    NetEvent::StreamOpened { .. } => panic!("opened without a connection"),
+                    NetEvent::PeerConnected { .. } => panic!("dialed implicitly"),
+                    _ => None,
+                })
+                .await;
+            assert_eq!(refused, sid);
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn dial_to_a_connected_peer_reports_the_existing_connection() {
+    timeout(LIMIT, async {
+        let mut a = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        let b = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        let addrs: Vec<PeerAddr> = b.addrs.iter().map(addr_to_core).collect();
+        a.send(NetCommand::Dial { peer: b.peer(), addrs: addrs.clone() }).await;
+        let (_, first) = a.connected().await;
+        a.send(NetCommand::Dial { peer: b.peer(), addrs }).await;
+        let (peer, again) = a.connected().await;
+        assert_eq!(peer, b.peer());
+        assert_eq!(again, first);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn listen_addrs_resolve_port_zero() {
+    timeout(LIMIT, async {
+        let a = Node::start(&["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]).await;
+        for addr in &a.addrs {
+            let text = addr.to_string();
+            assert!(text.starts_with("/ip4/127.0.0.1/"), "{text}");
+            assert!(!text.contains("/tcp/0") && !text.contains("/udp/0/"), "{text}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// Many streams opened at once on one connection all open, all arrive, and each carries its
+/// own bytes: no inbound stream may be dropped when the actor is slower than the muxer
+/// (libp2p-stream dropped most of these, which is why the driver has its own behaviour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_streams_all_arrive_intact() {
+    const N: u64 = 64;
+    timeout(LIMIT, async {
+        let mut a = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        let mut b = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        let addrs = b.addrs.iter().map(addr_to_core).collect();
+        a.send(NetCommand::Dial { peer: b.peer(), addrs }).await;
+        a.connected().await;
+        for i in 0..N {
+            let stream = StreamId(i);
+            a.send(NetCommand::OpenStream { stream, peer: b.peer(), protocol: Protocol::Proxy })
+                .await;
+        }
+        // B echoes every inbound stream back.
+        let echo = tokio::spawn(async move {
+            for _ in 0..N {
+                let mut io = b
+                    .next(|e| match e {
+                        NetEvent::InboundStream { io, .. } => Some(io),
+                        _ => None,
+                    })
+                    .await;
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(&mut io);
+                    tokio::io::copy(&mut r, &mut w).await.unwrap();
+                    w.shutdown().await.unwrap();
+                });
+            }
+            b
+        });
+        let mut checks = Vec::new();
+        for _ in 0..N {
+            let (stream, mut io) = a
+                .next(|e| match e {
+                    NetEvent::StreamOpened { stream, io } => Some((stream, io)),
+                    NetEvent::StreamRefused { stream } => panic!("{stream} refused"),
+                    _ => None,
+                })
+                .await;
+            checks.push(tokio::spawn(async move {
+                let sent = payload(stream.0 + 10, 4096);
+                io.write_all(&sent).await.unwrap();
+                io.shutdown().await.unwrap();
+                let mut got = Vec::new();
+                io.read_to_end(&mut got).await.unwrap();
+                assert!(got == sent, "{stream}: echo differs");
+            }));
+        }
+        for check in checks {
+            check.await.unwrap();
+        }
+        drop(echo.await.unwrap());
+    })
+    .await
+    .unwrap();
+}
