@@ -2,7 +2,8 @@
 //! ([`meshproxy_core::Node`]). It owns the real clock, the sockets, the state
 //! files and the command line; every decision stays in the core.
 //!
-//! - [`app`]: assembles a running node from a config file and a network.
+//! - [`app`]: assembles a running node from a config file and a network;
+//!   [`node`]: the same over libp2p.
 //! - [`runner`]: owns the `Node`, feeds it inputs and time, carries out its outputs.
 //! - [`pump`]: per-stream tasks for streams the core still controls.
 //! - [`splice`]: the data plane (both-way copy with half-close and resets).
@@ -21,6 +22,7 @@ pub mod config;
 pub mod identity;
 pub mod listener;
 pub mod network;
+pub mod node;
 pub mod port;
 pub mod pump;
 pub mod runner;

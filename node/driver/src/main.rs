@@ -1,17 +1,18 @@
 //! `meshproxy`: the node's command line.
 //!
-//! What works today: `keygen`, `id`, `check --config` (validates a config file
-//! and prints what the node would run). Running a node needs the peer network,
-//! which is not wired into this binary yet; `run`, `hub`, `exit` and `client`
-//! say so and exit with status 2 instead of pretending.
+//! `run --config FILE` runs a node (any mix of hub, exit and client) over
+//! libp2p until Ctrl-C or SIGTERM, then lets running sessions finish for up to
+//! a grace period. `hub`, `exit` and `client` are the same with a check that
+//! the config has that role. `keygen`, `id` and `check` manage identities and
+//! validate configs.
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
 use meshproxy::config::FileConfig;
 use meshproxy::identity::Identity;
-use meshproxy_core::record::PeerAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// A peer-to-peer proxy network node (SOCKS5/HTTP CONNECT client, exit, hub).
 #[derive(Debug, Parser)]
@@ -38,23 +39,23 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Run a hub (shortcut for `run` with a `[hub]` config).
+    /// Run a hub (`run`, checking the config has a `[hub]` section).
     Hub {
         /// The TOML config file.
         #[arg(long)]
-        config: Option<PathBuf>,
+        config: PathBuf,
     },
-    /// Run an exit (shortcut for `run` with an `[exit]` config).
+    /// Run an exit (`run`, checking the config has an `[exit]` section).
     Exit {
         /// The TOML config file.
         #[arg(long)]
-        config: Option<PathBuf>,
+        config: PathBuf,
     },
-    /// Run a client (shortcut for `run` with a `[client]` config).
+    /// Run a client (`run`, checking the config has a `[client]` section).
     Client {
         /// The TOML config file.
         #[arg(long)]
-        config: Option<PathBuf>,
+        config: PathBuf,
     },
     /// Create a new identity key file (never overwrites) and print its peer id.
     Keygen {
@@ -70,23 +71,48 @@ enum Command {
     },
 }
 
-/// Multiaddrs are the network layer's format; until it is wired in, `check`
-/// only verifies their outline (a `/`-separated path). The bytes are a
-/// placeholder, not `Multiaddr::to_vec()`.
-fn outline_addr(s: &str) -> Result<PeerAddr, String> {
-    if s.starts_with('/') && s.len() > 1 {
-        Ok(PeerAddr(s.as_bytes().to_vec()))
-    } else {
-        Err("a multiaddr starts with `/` (e.g. /ip4/1.2.3.4/tcp/4001)".into())
+/// How long running sessions may finish after a stop signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the node `path` describes until Ctrl-C or SIGTERM.
+fn run(path: &Path, role: Option<&str>) -> Result<(), String> {
+    let file = FileConfig::load(path).map_err(|e| e.to_string())?;
+    let has = |r: &str| match r {
+        "hub" => file.hub.is_some(),
+        "exit" => file.exit.is_some(),
+        _ => file.client.is_some(),
+    };
+    if let Some(role) = role.filter(|r| !has(r)) {
+        return Err(format!("{} has no [{role}] section", path.display()));
     }
+    let identity = Identity::load_or_create(&file.identity_path()).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        let seed = rand::random::<u64>();
+        let running =
+            meshproxy::node::start(&file, &identity, seed).await.map_err(|e| e.to_string())?;
+        println!("peer id: {}", identity.peer_id_string());
+        for addr in &running.p2p_addrs {
+            println!("p2p: {addr}/p2p/{}", identity.peer_id_string());
+        }
+        for addr in &running.node.listen_addrs {
+            println!("listener: {addr}");
+        }
+        meshproxy::app::stop_signal().await;
+        tracing::info!(grace = ?GRACE, "stopping: no new connections; running sessions may finish");
+        running.node.shutdown_gracefully(GRACE).await;
+        Ok(())
+    })
 }
 
-fn not_wired(what: &str) -> ExitCode {
-    eprintln!(
-        "meshproxy {what}: not wired to the network yet. This build has no peer network \
-         (libp2p), so it cannot run a node; use `meshproxy check --config FILE` to validate a config."
-    );
-    ExitCode::from(2)
+fn exit_code(what: &str, result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshproxy {what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check(path: &Path) -> Result<(), String> {
@@ -105,7 +131,8 @@ fn check(path: &Path) -> Result<(), String> {
             Identity::from_secret([0; 32]).peer_id()
         }
     };
-    let node = file.to_node_config(peer, &outline_addr).map_err(|e| e.to_string())?;
+    let node =
+        file.to_node_config(peer, &meshproxy::node::parse_addr).map_err(|e| e.to_string())?;
     let roles: Vec<&str> = [
         node.hub.as_ref().map(|_| "hub"),
         node.exit.as_ref().map(|_| "exit"),
@@ -166,15 +193,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
-            if let Err(e) = check(&config) {
-                eprintln!("meshproxy run: {e}");
-                return ExitCode::FAILURE;
-            }
-            not_wired("run")
-        }
-        Command::Hub { .. } => not_wired("hub"),
-        Command::Exit { .. } => not_wired("exit"),
-        Command::Client { .. } => not_wired("client"),
+        Command::Run { config } => exit_code("run", run(&config, None)),
+        Command::Hub { config } => exit_code("hub", run(&config, Some("hub"))),
+        Command::Exit { config } => exit_code("exit", run(&config, Some("exit"))),
+        Command::Client { config } => exit_code("client", run(&config, Some("client"))),
     }
 }

@@ -1,0 +1,69 @@
+//! Runs a node over the real peer network: the libp2p actor from
+//! [`crate::network`] plugged into [`crate::app::start_node`].
+
+use crate::app::{self, NetworkStarter, RunningNode, StartError};
+use crate::config::FileConfig;
+use crate::identity::Identity;
+use crate::network::{addr_to_core, NetConfig, NetworkActor};
+use libp2p::Multiaddr;
+use meshproxy_core::record::PeerAddr;
+use tokio::sync::oneshot;
+
+/// Why a node could not be started over libp2p.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The identity key is not a valid Ed25519 secret.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// A `listen` address is not a multiaddr.
+    #[error("listen address `{addr}`: {reason}")]
+    Listen {
+        /// The address as written.
+        addr: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// The node did not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// A multiaddr from the config, in the core's form.
+pub fn parse_addr(s: &str) -> Result<PeerAddr, String> {
+    s.parse::<Multiaddr>().map(|m| addr_to_core(&m)).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// A node running over libp2p, with the addresses its peer network listens on.
+#[derive(Debug)]
+pub struct NetNode {
+    /// The node (runner, listeners).
+    pub node: RunningNode,
+    /// Where peers can reach it, with the real ports.
+    pub p2p_addrs: Vec<Multiaddr>,
+}
+
+/// Starts the node `file` describes, over libp2p, with `identity`.
+pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<NetNode, RunError> {
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.secret_bytes())
+        .map_err(|e| RunError::Identity(e.to_string()))?;
+    let mut net = NetConfig::new(keypair);
+    for addr in &file.listen {
+        let parsed = addr
+            .parse::<Multiaddr>()
+            .map_err(|e| RunError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+        net.listen.push(parsed);
+    }
+    let (handle_tx, handle_rx) = oneshot::channel();
+    let starter: NetworkStarter = Box::new(move |sink| {
+        let handle = NetworkActor::spawn(net, sink).map_err(|e| e.to_string())?;
+        let commands = handle.commands.clone();
+        let _ = handle_tx.send(handle);
+        Ok(commands)
+    });
+    let node = app::start_node(file, identity, seed, &parse_addr, starter).await?;
+    let p2p_addrs = match handle_rx.await {
+        Ok(handle) => handle.listen_addrs().await,
+        Err(_) => Vec::new(),
+    };
+    Ok(NetNode { node, p2p_addrs })
+}

@@ -1,0 +1,133 @@
+//! A hub, an exit and a client, each configured from TOML, talking over real
+//! libp2p (TCP + Noise + Yamux) on 127.0.0.1, carrying a SOCKS5 app to a local
+//! origin — and the exit's policy refusing what it does not allow.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
+
+use meshproxy::config::FileConfig;
+use meshproxy::identity::Identity;
+use meshproxy::node::{start, NetNode};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{sleep, timeout};
+
+/// A loopback echo origin.
+async fn echo_origin() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP port nothing listens on right now (the exit must advertise a fixed one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn node(toml: &str, secret: u8) -> NetNode {
+    let file = FileConfig::parse(toml).unwrap();
+    start(&file, &Identity::from_secret([secret; 32]), u64::from(secret)).await.unwrap()
+}
+
+/// SOCKS5 CONNECT through the client listener; returns the reply code and the stream.
+async fn socks_connect(listener: SocketAddr, target: SocketAddr) -> (u8, TcpStream) {
+    let mut app = TcpStream::connect(listener).await.unwrap();
+    let SocketAddr::V4(t) = target else { panic!("IPv4 target expected") };
+    let mut request = vec![5, 1, 0, 5, 1, 0, 1];
+    request.extend_from_slice(&t.ip().octets());
+    request.extend_from_slice(&t.port().to_be_bytes());
+    app.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 12];
+    app.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply[..2], &[5, 0], "method selection");
+    (reply[3], app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks5_through_a_real_libp2p_mesh_and_policy_denial() {
+    timeout(Duration::from_secs(60), async {
+        let origin = echo_origin().await;
+        let hub_id = Identity::from_secret([11; 32]);
+        let hub = node(
+            r#"listen = ["/ip4/127.0.0.1/tcp/0"]
+[hub]
+keys = [{ id = "exit", token = "t-exit" }, { id = "client", token = "t-client" }]
+"#,
+            11,
+        )
+        .await;
+        let hub_addr = hub.p2p_addrs.first().expect("hub listens").clone();
+        let hubs =
+            format!("[[hubs]]\npeer = \"{}\"\naddrs = [\"{hub_addr}\"]\n", hub_id.peer_id_string());
+        let exit_port = free_port();
+        let exit = node(
+            &format!(
+                r#"listen = ["/ip4/127.0.0.1/tcp/{exit_port}"]
+{hubs}
+[exit]
+credential = {{ id = "exit", token = "t-exit" }}
+advertise = ["/ip4/127.0.0.1/tcp/{exit_port}"]
+allow = ["127.0.0.1:{}"]
+"#,
+                origin.port()
+            ),
+            12,
+        )
+        .await;
+        let client = node(
+            &format!(
+                r#"{hubs}
+[client]
+credential = {{ id = "client", token = "t-client" }}
+refresh_ms = 200
+[[client.listeners]]
+bind = "127.0.0.1:0"
+protocol = "socks5"
+"#
+            ),
+            13,
+        )
+        .await;
+        while client.node.status().await.unwrap().known_exits == 0 {
+            sleep(Duration::from_millis(20)).await;
+        }
+
+        // 1 MiB each way through client → libp2p → exit → origin, byte for byte.
+        let listener = client.node.listen_addrs[0];
+        let (code, mut app) = socks_connect(listener, origin).await;
+        assert_eq!(code, 0, "SOCKS5 success");
+        let payload: Vec<u8> =
+            (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let (mut r, mut w) = app.split();
+        let send = async {
+            w.write_all(&payload).await.unwrap();
+            w.shutdown().await.unwrap();
+        };
+        let mut echoed = Vec::new();
+        let recv = async { r.read_to_end(&mut echoed).await.unwrap() };
+        tokio::join!(send, recv);
+        assert!(echoed == payload, "echoed {} bytes, differing from what was sent", echoed.len());
+
+        // A loopback port the exit does not allow: 0x02, and nothing is dialed.
+        let denied = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (code, _app) = socks_connect(listener, denied.local_addr().unwrap()).await;
+        assert_eq!(code, 2, "policy denial is SOCKS5 0x02");
+        let nothing = timeout(Duration::from_millis(300), denied.accept()).await;
+        assert!(nothing.is_err(), "the exit dialed a denied destination");
+
+        client.node.shutdown().await;
+        exit.node.shutdown().await;
+        hub.node.shutdown().await;
+    })
+    .await
+    .expect("the mesh test finished in time");
+}
