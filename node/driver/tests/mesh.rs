@@ -3,6 +3,9 @@
 //! origin — and the exit's policy refusing what it does not allow.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
 
+mod common;
+
+use common::echo_origin;
 use meshproxy::config::FileConfig;
 use meshproxy::identity::Identity;
 use meshproxy::node::{start, NetNode};
@@ -11,22 +14,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{sleep, timeout};
-
-/// A loopback echo origin.
-async fn echo_origin() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
-}
 
 /// A TCP port nothing listens on right now (the exit must advertise a fixed one).
 fn free_port() -> u16 {
