@@ -66,10 +66,18 @@ fn check_validates_and_unknown_keys_are_named() {
 }
 
 #[test]
-fn running_a_node_says_plainly_that_the_network_is_not_wired() {
+fn a_role_command_needs_a_config_with_that_role() {
     for role in ["hub", "exit", "client"] {
         let out = meshproxy(&[role]);
-        assert_eq!(out.status.code(), Some(2), "{role}");
-        assert!(text(&out.stderr).contains("not wired to the network yet"), "{role}");
+        assert_eq!(out.status.code(), Some(2), "{role}: --config is required (usage error)");
+        assert!(text(&out.stderr).contains("--config"), "{role}");
     }
+    let dir = std::env::temp_dir().join(format!("meshproxy-cli-role-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hub_only = dir.join("hub.toml");
+    std::fs::write(&hub_only, "[hub]\nkeys = [{ id = \"a\", token = \"t\" }]\n").unwrap();
+    let out = meshproxy(&["client", "--config", hub_only.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("has no [client] section"), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
 }
