@@ -684,6 +684,13 @@ impl<'s> World<'s> {
         id
     }
 
+    /// A stream between node `n` (side 0, as `sid`) and a local app or origin (side 1).
+    fn local_stream(&mut self, n: NodeIx, sid: StreamId, other: Owner) -> u64 {
+        let stream = self.new_stream([Owner::Node(n, sid), other], [Some(n), None], None, false);
+        self.node_streams.insert((n, sid), (stream, 0));
+        stream
+    }
+
     /// Writes a chunk from `side` toward the other side, through the network model.
     fn write(&mut self, stream: u64, side: usize, chunk: Chunk) {
         let Some(st) = self.streams.get(&stream) else { return };
@@ -1025,13 +1032,7 @@ impl<'s> World<'s> {
             return;
         }
         let sid = self.new_sid(client);
-        let stream = self.new_stream(
-            [Owner::Node(client, sid), Owner::App(a)],
-            [Some(client), None],
-            None,
-            false,
-        );
-        self.node_streams.insert((client, sid), (stream, 0));
+        let stream = self.local_stream(client, sid, Owner::App(a));
         self.apps[a as usize].stream = stream;
         self.apps[a as usize].phase = AppPhase::Handshake;
         let listener = ListenerId(u64::from(self.apps[a as usize].spec.listener));
@@ -1302,13 +1303,7 @@ impl<'s> World<'s> {
             Some(kind) => {
                 self.next_origin += 1;
                 let c = self.next_origin;
-                let stream = self.new_stream(
-                    [Owner::Node(n, sid), Owner::Origin(c)],
-                    [Some(n), None],
-                    None,
-                    false,
-                );
-                self.node_streams.insert((n, sid), (stream, 0));
+                let stream = self.local_stream(n, sid, Owner::Origin(c));
                 self.origin_conns.insert(
                     c,
                     OriginConn {
