@@ -195,7 +195,7 @@ pub struct HubFile {
 pub struct ExitFile {
     /// Proof of admission at the hubs.
     pub credential: CredentialFile,
-    /// Multiaddrs clients can dial (default: what the network observes).
+    /// Multiaddrs clients can dial (default: the addresses `listen` bound).
     #[serde(default)]
     pub advertise: Vec<String>,
     /// Sessions advertised (default 256).

@@ -7,7 +7,7 @@ use crate::identity::Identity;
 use crate::network::{addr_to_core, NetConfig, NetworkActor};
 use libp2p::Multiaddr;
 use meshproxy_core::record::PeerAddr;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 /// Why a node could not be started over libp2p.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,10 @@ pub struct NetNode {
 }
 
 /// Starts the node `file` describes, over libp2p, with `identity`.
+///
+/// The network starts first, so that an exit without `advertise` addresses
+/// advertises the addresses its listeners actually bound (port 0 resolved,
+/// `0.0.0.0` expanded to the interfaces' addresses by libp2p).
 pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<NetNode, RunError> {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.secret_bytes())
         .map_err(|e| RunError::Identity(e.to_string()))?;
@@ -53,17 +57,31 @@ pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<
             .map_err(|e| RunError::Listen { addr: addr.clone(), reason: e.to_string() })?;
         net.listen.push(parsed);
     }
-    let (handle_tx, handle_rx) = oneshot::channel();
+    // Events the network reports before the runner exists wait here, in order.
+    let (early_tx, mut early_rx) = mpsc::unbounded_channel();
+    let handle = NetworkActor::spawn(net, move |event| {
+        let _ = early_tx.send(event);
+    })
+    .map_err(|e| StartError::Network(e.to_string()))?;
+    let p2p_addrs = handle.listen_addrs().await;
+    let mut file = file.clone();
+    if let Some(exit) = file.exit.as_mut().filter(|e| e.advertise.is_empty()) {
+        exit.advertise = p2p_addrs.iter().map(ToString::to_string).collect();
+        if exit.advertise.is_empty() {
+            tracing::warn!(
+                "this exit listens nowhere and advertises no address: clients cannot reach it"
+            );
+        }
+    }
+    let commands = handle.commands.clone();
     let starter: NetworkStarter = Box::new(move |sink| {
-        let handle = NetworkActor::spawn(net, sink).map_err(|e| e.to_string())?;
-        let commands = handle.commands.clone();
-        let _ = handle_tx.send(handle);
+        tokio::spawn(async move {
+            while let Some(event) = early_rx.recv().await {
+                sink(event);
+            }
+        });
         Ok(commands)
     });
-    let node = app::start_node(file, identity, seed, &parse_addr, starter).await?;
-    let p2p_addrs = match handle_rx.await {
-        Ok(handle) => handle.listen_addrs().await,
-        Err(_) => Vec::new(),
-    };
+    let node = app::start_node(&file, identity, seed, &parse_addr, starter).await?;
     Ok(NetNode { node, p2p_addrs })
 }
