@@ -39,7 +39,9 @@ use meshproxy_core::directory::DirectoryConfig;
 use meshproxy_core::http_connect::HttpAuthPolicy;
 use meshproxy_core::ids::PeerId;
 use meshproxy_core::policy::{ExitPolicyConfig, PolicyRule, PortRange};
-use meshproxy_core::record::{Attrs, CountryCode, PeerAddr, PeerFilter, MAX_LABELS};
+use meshproxy_core::record::{
+    valid_label, Attrs, CountryCode, PeerAddr, PeerFilter, MAX_LABELS, MAX_LABEL_LEN,
+};
 use meshproxy_core::selection::backoff::Backoff;
 use meshproxy_core::selection::breaker::BreakerConfig;
 use meshproxy_core::socks::SocksAuthPolicy;
@@ -221,6 +223,24 @@ pub struct ExitFile {
     pub default_deny_ranges: Option<bool>,
 }
 
+impl ExitFile {
+    /// An exit with this credential and every other field at its default.
+    pub fn new(credential: CredentialFile) -> ExitFile {
+        ExitFile {
+            credential,
+            advertise: Vec::new(),
+            capacity: None,
+            country: None,
+            labels: Vec::new(),
+            own_addrs: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            allowed_ports: Vec::new(),
+            default_deny_ranges: None,
+        }
+    }
+}
+
 /// `[client]`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -249,6 +269,27 @@ pub struct ClientFile {
     pub breaker_open_ms: Option<u64>,
     /// Probes let through a half-open breaker (default 1).
     pub breaker_half_open_probes: Option<u32>,
+}
+
+impl ClientFile {
+    /// A client with this credential, no listeners yet and every other field
+    /// at its default.
+    pub fn new(credential: CredentialFile) -> ClientFile {
+        ClientFile {
+            credential,
+            listeners: Vec::new(),
+            refresh_ms: None,
+            find_limit: None,
+            sticky_capacity: None,
+            sticky_ttl_ms: None,
+            latency_alpha: None,
+            backoff_base_ms: None,
+            backoff_max_ms: None,
+            breaker_failures: None,
+            breaker_open_ms: None,
+            breaker_half_open_probes: None,
+        }
+    }
 }
 
 /// One `[[client.listeners]]`.
@@ -467,6 +508,12 @@ fn country(field: &str, v: &Option<String>) -> Result<Option<CountryCode>, Confi
 }
 
 fn labels(field: &str, v: &[String]) -> Result<Vec<String>, ConfigError> {
+    if let Some(bad) = v.iter().find(|l| !valid_label(l)) {
+        return Err(invalid(format!(
+            "{field}: `{bad}` is not a label (1 to {MAX_LABEL_LEN} of a-z 0-9 _ . :, no `-`, \
+             which separates parameters in SOCKS5 usernames)"
+        )));
+    }
     let mut out = v.to_vec();
     out.sort();
     out.dedup();
@@ -736,5 +783,19 @@ users = [{{ name = "u", password = "p" }}]
             .expect_err("zero idle")
             .to_string();
         assert!(err.contains("timeouts.idle_ms"), "{err}");
+    }
+
+    /// Regression: a label with `-` passed the config but failed to encode on
+    /// the wire, so the exit never registered (found by `meshproxy demo`).
+    #[test]
+    fn labels_the_wire_cannot_carry_are_rejected_at_load() {
+        let bad = full().replace("\"isp:foo\"", "\"exit-a\"");
+        assert_ne!(bad, full(), "the fixture has the label");
+        let err = FileConfig::parse(&bad)
+            .expect("parses")
+            .to_node_config(PeerId::from_u64(1), &fake_addr)
+            .expect_err("label with -")
+            .to_string();
+        assert!(err.contains("exit.labels") && err.contains("`exit-a`"), "{err}");
     }
 }

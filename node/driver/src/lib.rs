@@ -10,7 +10,8 @@
 //! - [`tcp`]: TCP streams that reset, rather than close, when aborted.
 //! - [`port`]: the interface to the peer network actor; [`network`]: that actor over libp2p.
 //! - [`listener`]: client listener accept loops.
-//! - [`config`], [`identity`], [`state`]: files on disk.
+//! - [`config`], [`identity`], [`state`]: files on disk; [`flags`]: the role commands' flags.
+//! - [`demo`]: a whole mesh in one process (`meshproxy demo`).
 #![forbid(unsafe_code)]
 // The driver is the shell that owns the real clock (so it may read
 // `Instant::now`), and its hash maps are lookup tables whose iteration order
@@ -19,6 +20,8 @@
 
 pub mod app;
 pub mod config;
+pub mod demo;
+pub mod flags;
 pub mod identity;
 pub mod listener;
 pub mod network;

@@ -2,13 +2,15 @@
 //!
 //! `run --config FILE` runs a node (any mix of hub, exit and client) over
 //! libp2p until Ctrl-C or SIGTERM, then lets running sessions finish for up to
-//! a grace period. `hub`, `exit` and `client` are the same with a check that
-//! the config has that role. `keygen`, `id` and `check` manage identities and
-//! validate configs.
+//! a grace period. `hub`, `exit` and `client` run one role from flags (each
+//! flag is a config key) and/or a config file. `demo` runs a whole mesh in
+//! one process. `keygen`, `id` and `check` manage identities and validate
+//! configs.
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
 use meshproxy::config::FileConfig;
+use meshproxy::flags::{ClientFlags, CommonFlags, ExitFlags, HubFlags, RoleFlags};
 use meshproxy::identity::Identity;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,24 +41,37 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Run a hub (`run`, checking the config has a `[hub]` section).
+    /// Run a hub: the directory of exits, admission by token.
+    ///
+    /// Example: meshproxy hub --key exit-1=TOKEN --key alice=TOKEN2
     Hub {
-        /// The TOML config file.
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        common: CommonFlags,
+        #[command(flatten)]
+        hub: HubFlags,
     },
-    /// Run an exit (`run`, checking the config has an `[exit]` section).
+    /// Run an exit: registers at the hubs, dials what its policy allows.
+    ///
+    /// Example: meshproxy exit --hub /ip4/HUB_IP/tcp/4001/p2p/HUB_ID --credential exit-1=TOKEN
     Exit {
-        /// The TOML config file.
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        common: CommonFlags,
+        #[command(flatten)]
+        exit: ExitFlags,
     },
-    /// Run a client (`run`, checking the config has a `[client]` section).
+    /// Run a client: SOCKS5 / HTTP CONNECT listeners for local apps.
+    ///
+    /// Example: meshproxy client --hub /ip4/HUB_IP/tcp/4001/p2p/HUB_ID --credential alice=TOKEN2
+    /// --listener 127.0.0.1:1080
     Client {
-        /// The TOML config file.
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        common: CommonFlags,
+        #[command(flatten)]
+        client: ClientFlags,
     },
+    /// Run a hub, two exits, a client and a local web page in this process,
+    /// fetch the page through the mesh, and print a curl command to try it.
+    Demo,
     /// Create a new identity key file (never overwrites) and print its peer id.
     Keygen {
         /// Where to write the key.
@@ -74,17 +89,8 @@ enum Command {
 /// How long running sessions may finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// Runs the node `path` describes until Ctrl-C or SIGTERM.
-fn run(path: &Path, role: Option<&str>) -> Result<(), String> {
-    let file = FileConfig::load(path).map_err(|e| e.to_string())?;
-    let has = |r: &str| match r {
-        "hub" => file.hub.is_some(),
-        "exit" => file.exit.is_some(),
-        _ => file.client.is_some(),
-    };
-    if let Some(role) = role.filter(|r| !has(r)) {
-        return Err(format!("{} has no [{role}] section", path.display()));
-    }
+/// Runs the node `file` describes until Ctrl-C or SIGTERM.
+fn run(file: FileConfig) -> Result<(), String> {
     let identity = Identity::load_or_create(&file.identity_path()).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async {
@@ -101,6 +107,22 @@ fn run(path: &Path, role: Option<&str>) -> Result<(), String> {
         meshproxy::app::stop_signal().await;
         tracing::info!(grace = ?GRACE, "stopping: no new connections; running sessions may finish");
         running.node.shutdown_gracefully(GRACE).await;
+        Ok(())
+    })
+}
+
+/// Runs one role from its flags (and `--config`, if given).
+fn run_role(common: &CommonFlags, role: RoleFlags<'_>) -> Result<(), String> {
+    run(meshproxy::flags::build(common, role).map_err(|e| e.to_string())?)
+}
+
+fn demo() -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        let demo = meshproxy::demo::Demo::start().await.map_err(|e| e.to_string())?;
+        demo.print_intro();
+        meshproxy::app::stop_signal().await;
+        demo.shutdown().await;
         Ok(())
     })
 }
@@ -193,9 +215,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => exit_code("run", run(&config, None)),
-        Command::Hub { config } => exit_code("hub", run(&config, Some("hub"))),
-        Command::Exit { config } => exit_code("exit", run(&config, Some("exit"))),
-        Command::Client { config } => exit_code("client", run(&config, Some("client"))),
+        Command::Run { config } => {
+            exit_code("run", FileConfig::load(&config).map_err(|e| e.to_string()).and_then(run))
+        }
+        Command::Hub { common, hub } => exit_code("hub", run_role(&common, RoleFlags::Hub(&hub))),
+        Command::Exit { common, exit } => {
+            exit_code("exit", run_role(&common, RoleFlags::Exit(&exit)))
+        }
+        Command::Client { common, client } => {
+            exit_code("client", run_role(&common, RoleFlags::Client(&client)))
+        }
+        Command::Demo => exit_code("demo", demo()),
     }
 }
