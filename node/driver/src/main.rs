@@ -20,9 +20,9 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "meshproxy", version)]
 struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax; `RUST_LOG` wins if set).
-    #[arg(long, global = true, default_value = "info")]
-    log: String,
+    /// Log filter (tracing `EnvFilter` syntax; `RUST_LOG` wins if set) [default: info; warn for demo].
+    #[arg(long, global = true)]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -181,7 +181,11 @@ fn check(path: &Path) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .or_else(|_| {
+            // The demo talks to a person on stdout; node events would drown it.
+            let default = if matches!(cli.command, Command::Demo) { "warn" } else { "info" };
+            tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
+        })
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match cli.command {
