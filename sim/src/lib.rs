@@ -24,6 +24,7 @@
 
 mod app_proto;
 mod bytes_model;
+pub mod fuzz;
 mod oracle;
 pub mod plan;
 pub mod scenario;

@@ -1,0 +1,204 @@
+//! The checks behind the fuzz targets in `fuzz/` (cargo-fuzz, outside the
+//! workspace), kept here so that the committed corpora replay in the normal
+//! test suite on the stable toolchain (`sim/tests/fuzz_corpus.rs`).
+//!
+//! Each function takes arbitrary bytes and panics only when a parser breaks a
+//! promise: a panic of its own, unbounded buffering, a non-canonical round
+//! trip, input consumed twice or lost, or a parse that ends neither in an
+//! answer nor in "need more".
+
+use bytes::Bytes;
+use meshproxy_core::http_connect::{HttpAction, HttpAuthPolicy, HttpConnectHandshake, MAX_HEAD};
+use meshproxy_core::socks::{SocksAction, SocksAuthPolicy, SocksHandshake, MAX_BUFFERED};
+use meshproxy_core::wire::frame::{DecodeResult, Decoded};
+use meshproxy_core::wire::{hub, proxy};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The fuzz targets, by the name of their `fuzz/fuzz_targets/*.rs` file and
+/// corpus directory.
+pub const TARGETS: [&str; 5] = ["socks5", "http_connect", "proxy_wire", "hub_wire", "scenario"];
+
+/// Runs the check of target `name` on `data`; `false` for an unknown name.
+pub fn run(name: &str, data: &[u8]) -> bool {
+    match name {
+        "socks5" => socks5(data),
+        "http_connect" => http_connect(data),
+        "proxy_wire" => proxy_wire(data),
+        "hub_wire" => hub_wire(data),
+        "scenario" => scenario(data),
+        _ => return false,
+    }
+    true
+}
+
+/// Splits `data` into a configuration byte and chunks whose sizes the
+/// configuration byte varies (1 to 64 bytes), so the same input also tests
+/// how a parser copes with the message arriving in pieces.
+fn chunks(data: &[u8]) -> (u8, impl Iterator<Item = &[u8]>) {
+    let (config, rest) = data.split_first().map_or((0, &[][..]), |(c, r)| (*c, r));
+    let size = usize::from(config >> 2) + 1;
+    (config, rest.chunks(size))
+}
+
+/// Polls a handshake until it settles; a parser that keeps producing actions
+/// would loop forever, so the loop is bounded.
+const MAX_ACTIONS: usize = 16;
+
+/// SOCKS5 handshake: bounded buffer, every byte either consumed by the
+/// handshake or handed back as leftover, a single final answer.
+pub fn socks5(data: &[u8]) {
+    let (config, pieces) = chunks(data);
+    let policy = if config & 1 == 0 {
+        SocksAuthPolicy::NoAuth
+    } else {
+        SocksAuthPolicy::UserPass(vec![("alice".into(), "secret".into())])
+    };
+    let mut hs = SocksHandshake::new(Arc::new(policy));
+    let mut fed = 0usize;
+    let mut done = false;
+    for piece in pieces {
+        if done {
+            assert!(hs.feed(piece).is_err(), "a finished handshake took more input");
+            break;
+        }
+        if hs.feed(piece).is_ok() {
+            fed += piece.len();
+        }
+        assert!(hs.buffered() <= MAX_BUFFERED, "buffered {} > {MAX_BUFFERED}", hs.buffered());
+        for _ in 0..MAX_ACTIONS {
+            match hs.poll() {
+                SocksAction::NeedMore => break,
+                SocksAction::Send(bytes) => assert!(!bytes.is_empty() && bytes.len() <= 2),
+                SocksAction::Request(req) => {
+                    let leftover = hs.take_leftover();
+                    assert!(leftover.len() <= fed, "leftover {} > fed {fed}", leftover.len());
+                    assert!(req.target.to_string().len() <= 262, "target {}", req.target);
+                    done = true;
+                    break;
+                }
+                SocksAction::Reject { reply, .. } => {
+                    assert!(reply.len() <= 22, "reply of {} bytes", reply.len());
+                    done = true;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// HTTP CONNECT handshake: bounded head, a well-formed HTTP answer to every
+/// refusal, leftover never more than what was fed.
+pub fn http_connect(data: &[u8]) {
+    let (config, pieces) = chunks(data);
+    let policy = if config & 1 == 0 {
+        HttpAuthPolicy::NoAuth
+    } else {
+        HttpAuthPolicy::Basic(vec![("alice".into(), "secret".into())])
+    };
+    let mut hs = HttpConnectHandshake::new(Arc::new(policy));
+    let mut fed = 0usize;
+    for piece in pieces {
+        if hs.feed(piece).is_err() {
+            break;
+        }
+        fed += piece.len();
+        assert!(hs.buffered() <= MAX_HEAD, "buffered {} > {MAX_HEAD}", hs.buffered());
+        match hs.poll() {
+            HttpAction::NeedMore => {}
+            HttpAction::Request(_) => {
+                assert!(hs.take_leftover().len() <= fed);
+                break;
+            }
+            HttpAction::Reject { response, .. } => {
+                assert!(response.starts_with(b"HTTP/1.1 "), "{response:?}");
+                assert!(response.windows(4).any(|w| w == b"\r\n\r\n"), "{response:?}");
+                break;
+            }
+        }
+    }
+}
+
+/// Checks one decoder: a complete message re-encodes to exactly the bytes it
+/// was decoded from (the codecs are canonical), and decoding never reads past
+/// the buffer.
+fn round_trip<T>(
+    data: &[u8],
+    decode: impl Fn(&[u8]) -> DecodeResult<T>,
+    encode: impl Fn(&T, &mut Vec<u8>),
+) {
+    let mut rest = data;
+    // Several messages back to back, as a stream delivers them.
+    for _ in 0..8 {
+        match decode(rest) {
+            Ok(Decoded::Complete { msg, consumed }) => {
+                assert!(consumed > 0 && consumed <= rest.len(), "consumed {consumed}");
+                let mut again = Vec::new();
+                encode(&msg, &mut again);
+                assert_eq!(again, rest[..consumed], "not canonical");
+                // Every proper prefix of a complete message is incomplete, never an error.
+                for cut in [0, 1, consumed / 2, consumed - 1] {
+                    if cut < consumed {
+                        assert!(
+                            matches!(decode(&rest[..cut]), Ok(Decoded::Incomplete)),
+                            "prefix {cut} of {consumed} not incomplete"
+                        );
+                    }
+                }
+                rest = &rest[consumed..];
+            }
+            Ok(Decoded::Incomplete) | Err(_) => return,
+        }
+    }
+}
+
+/// The `/meshproxy/proxy/1` codec, both directions.
+pub fn proxy_wire(data: &[u8]) {
+    let (first, rest) = data.split_first().map_or((0, &[][..]), |(c, r)| (*c, r));
+    if first & 1 == 0 {
+        round_trip(rest, proxy::decode_request, proxy::encode_request);
+    } else {
+        round_trip(rest, proxy::decode_response, proxy::encode_response);
+    }
+}
+
+/// The `/meshproxy/hub/1` codec.
+pub fn hub_wire(data: &[u8]) {
+    round_trip(data, hub::decode, hub::encode);
+}
+
+/// Scenario files: any text is either a scenario or an error naming a field
+/// or a line — never a panic.
+pub fn scenario(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Err(e) = crate::scenario::parse_str(Path::new("fuzz.toml"), text) {
+        assert!(!e.to_string().is_empty());
+    }
+}
+
+/// Replays every file under `dir/<target>/` through its check; returns how
+/// many inputs ran. Unknown directories are an error, so a renamed target
+/// cannot silently stop replaying.
+pub fn replay_corpus(dir: &Path) -> Result<usize, String> {
+    let mut ran = 0;
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !TARGETS.contains(&name.as_str()) {
+            // Targets checked elsewhere (the core model replays in node/core's tests).
+            continue;
+        }
+        for input in std::fs::read_dir(entry.path()).map_err(|e| e.to_string())? {
+            let path = input.map_err(|e| e.to_string())?.path();
+            let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let data = Bytes::from(data);
+            let ok = std::panic::catch_unwind(|| run(&name, &data));
+            if ok.is_err() {
+                return Err(format!("{name}: {} fails", path.display()));
+            }
+            ran += 1;
+        }
+    }
+    Ok(ran)
+}
