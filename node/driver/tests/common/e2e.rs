@@ -32,11 +32,8 @@ pub fn free_port() -> u16 {
 pub fn serial<F: Future<Output = ()>>(limit: Duration, body: F) {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime
         .block_on(async { timeout(limit, body).await })
         .unwrap_or_else(|_| panic!("the test did not finish within {limit:?}"));
@@ -66,7 +63,8 @@ where
 // addresses) is a change in one place.
 
 /// Admitted credentials: `exit` for exits, `client` for clients.
-const HUB_KEYS: &str = r#"keys = [{ id = "exit", token = "t-exit" }, { id = "client", token = "t-client" }]"#;
+const HUB_KEYS: &str =
+    r#"keys = [{ id = "exit", token = "t-exit" }, { id = "client", token = "t-client" }]"#;
 
 /// A hub listening on `127.0.0.1:port` (0: any port).
 pub fn hub_toml(port: u16) -> String {
@@ -330,9 +328,8 @@ impl Drop for Proc {
 /// local port is `port` and remote port `remote_port` (Linux `/proc`).
 #[cfg(target_os = "linux")]
 pub fn owner_of(port: u16, remote_port: u16, pids: &[u32]) -> Option<u32> {
-    let port_of = |field: &str| {
-        field.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-    };
+    let port_of =
+        |field: &str| field.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
     let inode = table.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
