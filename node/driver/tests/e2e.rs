@@ -13,10 +13,11 @@ mod common;
 
 use common::e2e::*;
 use std::io::ErrorKind;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio::time::Instant;
 
 /// The bulk transfer size.
 const BIG: u64 = 64 << 20;
@@ -66,8 +67,10 @@ fn socks5_carries_64_mib_each_way_intact() {
         assert_eq!(code, 0, "SOCKS5 success");
         download("SOCKS5", app, 1).await;
 
+        // Uploading, the app names the origin (ATYP 3); the exit resolves it.
         let (sink, mut reports) = sink_origin(2).await;
-        let (code, app) = socks5(mesh.socks(), &Dest::Ip(sink)).await.unwrap();
+        let named = Dest::Name("localhost".into(), sink.port());
+        let (code, app) = socks5(mesh.socks(), &named).await.unwrap();
         assert_eq!(code, 0, "SOCKS5 success");
         upload("SOCKS5", app, 2, &mut reports).await;
         mesh.shutdown().await;
