@@ -532,7 +532,8 @@ mod streams {
             if !asked || buf.filled().len() > before {
                 return Poll::Ready(Ok(()));
             }
-            // End of stream: a finish or an abort?
+            // End of stream: a finish or an abort? (A write that cannot go out
+            // right now is from a live stream: only a failed one means abort.)
             let aborted = !this.write_shut
                 && matches!(Pin::new(&mut this.inner).poll_write(cx, &[]), Poll::Ready(Err(_)));
             this.ended = Some(aborted);
