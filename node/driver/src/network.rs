@@ -474,11 +474,97 @@ mod streams {
         Multiaddr, Stream, StreamProtocol,
     };
     use meshproxy_core::{ids::StreamId, io::Protocol};
+    use std::pin::Pin;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::sync::mpsc;
     use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 
     use super::{stream_protocol, to_core};
     use crate::port::NetEvent;
+
+    /// A libp2p stream as the data plane needs it: an aborted stream reads as
+    /// an error, never as a clean end.
+    ///
+    /// Neither muxer tells its reader about an abort: a Yamux stream that the
+    /// peer reset (or whose connection died) reads `Ok(0)`, exactly like one
+    /// the peer finished, and a dropped QUIC stream is finished (plus
+    /// `STOP_SENDING`) rather than reset. Passed on as an end, an abort would
+    /// make a truncated transfer look complete to the app at the far end. What
+    /// does differ is the write half: after an abort it fails (Yamux: the
+    /// stream is closed; QUIC: the peer stopped reading), after a mere
+    /// half-close it still works. So at an end of stream, while our own write
+    /// half is open, a zero-length write tells the two apart. Once we have
+    /// finished writing ourselves the muxers cannot tell them apart at all,
+    /// and an end stays an end.
+    pub(super) struct PeerStream<S> {
+        inner: S,
+        /// We finished our write half (sent our end of stream).
+        write_shut: bool,
+        /// How reading ended, once it has: `true` for an abort.
+        ended: Option<bool>,
+    }
+
+    impl<S> PeerStream<S> {
+        pub(super) fn new(inner: S) -> PeerStream<S> {
+            PeerStream { inner, write_shut: false, ended: None }
+        }
+    }
+
+    fn reset() -> std::io::Error {
+        std::io::ErrorKind::ConnectionReset.into()
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for PeerStream<S> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            match self.ended {
+                Some(true) => return Poll::Ready(Err(reset())),
+                Some(false) => return Poll::Ready(Ok(())),
+                None => {}
+            }
+            let before = buf.filled().len();
+            let asked = buf.remaining() > 0;
+            let this = &mut *self;
+            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            if !asked || buf.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
+            // End of stream: a finish or an abort? (A write that cannot go out
+            // right now is from a live stream: only a failed one means abort.)
+            let aborted = !this.write_shut
+                && matches!(Pin::new(&mut this.inner).poll_write(cx, &[]), Poll::Ready(Err(_)));
+            this.ended = Some(aborted);
+            Poll::Ready(if aborted { Err(reset()) } else { Ok(()) })
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for PeerStream<S> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let res = std::task::ready!(Pin::new(&mut self.inner).poll_shutdown(cx));
+            if res.is_ok() {
+                self.write_shut = true;
+            }
+            Poll::Ready(res)
+        }
+    }
 
     /// The answer owed to one `OpenStream`. Whatever path drops it unanswered (connection
     /// closed while queued or negotiating, event undeliverable) answers `StreamRefused`, so
@@ -492,9 +578,10 @@ mod streams {
     impl Reply {
         fn opened(mut self, io: Stream) {
             self.answered = true;
-            let _ = self
-                .to_actor
-                .send(NetEvent::StreamOpened { stream: self.stream, io: Box::new(io.compat()) });
+            let _ = self.to_actor.send(NetEvent::StreamOpened {
+                stream: self.stream,
+                io: Box::new(PeerStream::new(io.compat())),
+            });
         }
     }
 
@@ -670,7 +757,7 @@ mod streams {
                     let _ = self.to_actor.send(NetEvent::InboundStream {
                         peer: to_core(&self.peer),
                         protocol,
-                        io: Box::new(stream.compat()),
+                        io: Box::new(PeerStream::new(stream.compat())),
                     });
                 }
                 ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {

@@ -376,3 +376,69 @@ async fn a_burst_of_streams_all_arrive_intact() {
     .await
     .unwrap();
 }
+
+/// A connected pair of nodes with one proxy stream A→B open: (A, B, A's end, B's end).
+async fn stream_pair(listen: &[&str]) -> (Node, Node, BoxStream, BoxStream) {
+    let mut a = Node::start(listen).await;
+    let mut b = Node::start(listen).await;
+    let addr = b.addrs[0].clone();
+    a.send(NetCommand::Dial { peer: b.peer(), addrs: vec![addr_to_core(&addr)] }).await;
+    a.connected().await;
+    let sid = StreamId(1);
+    a.send(NetCommand::OpenStream { stream: sid, peer: b.peer(), protocol: Protocol::Proxy }).await;
+    let io_a = a
+        .next(|e| match e {
+            NetEvent::StreamOpened { io, .. } => Some(io),
+            NetEvent::StreamRefused { stream } => panic!("{stream} refused"),
+            _ => None,
+        })
+        .await;
+    let io_b = b
+        .next(|e| match e {
+            NetEvent::InboundStream { io, .. } => Some(io),
+            _ => None,
+        })
+        .await;
+    (a, b, io_a, io_b)
+}
+
+/// The data plane's contract: a stream its peer dropped without finishing it
+/// (and, over TCP, one whose connection died) reads as a reset — never as a
+/// clean end, which the far app would take for a complete transfer. (A QUIC
+/// stream keeps its connection alive in-process, so a dead QUIC connection is
+/// only seen after the idle timeout, as an error too.)
+async fn aborts_read_as_resets(listen: &[&str], whole_node: bool) {
+    // The peer drops its end mid-stream.
+    let (_a, _b, mut io_a, mut io_b) = stream_pair(listen).await;
+    io_a.write_all(b"partial").await.unwrap();
+    io_a.flush().await.unwrap();
+    let mut got = [0u8; 7];
+    io_b.read_exact(&mut got).await.unwrap();
+    drop(io_a);
+    let mut rest = Vec::new();
+    let end = io_b.read_to_end(&mut rest).await;
+    assert_eq!(end.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset));
+
+    if !whole_node {
+        return;
+    }
+    // The peer's whole node goes away mid-stream.
+    let (a, _b, mut io_a, mut io_b) = stream_pair(listen).await;
+    io_a.write_all(b"partial").await.unwrap();
+    io_a.flush().await.unwrap();
+    io_b.read_exact(&mut got).await.unwrap();
+    drop(a);
+    let end = io_b.read_to_end(&mut rest).await;
+    assert!(end.is_err(), "a dead connection read as a clean end");
+    drop(io_a);
+}
+
+#[tokio::test]
+async fn tcp_aborted_streams_read_as_resets() {
+    timeout(LIMIT, aborts_read_as_resets(&["/ip4/127.0.0.1/tcp/0"], true)).await.unwrap();
+}
+
+#[tokio::test]
+async fn quic_aborted_streams_read_as_resets() {
+    timeout(LIMIT, aborts_read_as_resets(&["/ip4/127.0.0.1/udp/0/quic-v1"], false)).await.unwrap();
+}

@@ -1,6 +1,8 @@
 //! Shared test fixtures: an in-memory peer network and small origins.
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod e2e;
+
 use meshproxy::app::{event_sink, EventSink, NetworkStarter};
 use meshproxy::port::{NetCommand, NetEvent};
 use meshproxy::runner::{NodeRunner, RunnerMsg, RunnerStatus};
