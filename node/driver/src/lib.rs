@@ -11,6 +11,7 @@
 //! - [`port`]: the interface to the peer network actor; [`network`]: that actor over libp2p.
 //! - [`listener`]: client listener accept loops.
 //! - [`config`], [`identity`], [`state`]: files on disk.
+//! - [`metrics`]: Prometheus metrics from the node's events, and the `/metrics` endpoint.
 #![forbid(unsafe_code)]
 // The driver is the shell that owns the real clock (so it may read
 // `Instant::now`), and its hash maps are lookup tables whose iteration order
@@ -21,6 +22,7 @@ pub mod app;
 pub mod config;
 pub mod identity;
 pub mod listener;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod port;
