@@ -7,12 +7,14 @@
 use crate::config::{ConfigError, FileConfig};
 use crate::identity::Identity;
 use crate::listener;
+use crate::metrics::{Metrics, MetricsServer, ServeLimits};
 use crate::port::{NetCommand, NetEvent};
 use crate::runner::{NodeRunner, RunnerMsg, RunnerStatus};
 use crate::state::{self, StateError};
 use meshproxy_core::ids::ListenerId;
 use meshproxy_core::record::PeerAddr;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -43,6 +45,14 @@ pub enum StartError {
         /// Its position in the config.
         index: usize,
         /// Its address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The metrics endpoint could not be bound.
+    #[error("metrics endpoint on {addr}: {source}")]
+    Metrics {
+        /// The configured address.
         addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
@@ -79,6 +89,9 @@ pub struct RunningNode {
     listeners: Vec<JoinHandle<()>>,
     /// The bound addresses of the client listeners, in config order.
     pub listen_addrs: Vec<SocketAddr>,
+    /// Where the metrics endpoint listens (the real port), if configured.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics: Option<MetricsServer>,
 }
 
 impl RunningNode {
@@ -119,6 +132,9 @@ impl RunningNode {
         }
         let _ = self.runner.send(RunnerMsg::Shutdown).await;
         let _ = self.task.await;
+        if let Some(m) = self.metrics {
+            m.stop().await;
+        }
     }
 }
 
@@ -145,10 +161,17 @@ pub async fn start_node(
         })?;
         sockets.push(l);
     }
+    let metrics = match file.metrics {
+        Some(addr) => Some(serve_metrics(addr).await?),
+        None => None,
+    };
     let (net_tx, mut net_rx) = mpsc::channel::<NetCommand>(NET_QUEUE);
     let mut runner = NodeRunner::new(config, seed, net_tx);
     if let Some(path) = &file.state {
         runner = runner.with_state_file(path.clone());
+    }
+    if let Some((_, m)) = &metrics {
+        runner = runner.with_metrics(m.clone());
     }
     if let Some(snapshot) = snapshot {
         runner.restore(snapshot);
@@ -174,7 +197,23 @@ pub async fn start_node(
     }
     tracing::info!(peer = %identity.peer_id_string(), "node running");
     let task = tokio::spawn(runner.run());
-    Ok(RunningNode { runner: events, task, listeners, listen_addrs })
+    let metrics = metrics.map(|(server, _)| server);
+    let metrics_addr = metrics.as_ref().map(MetricsServer::local_addr);
+    Ok(RunningNode { runner: events, task, listeners, listen_addrs, metrics_addr, metrics })
+}
+
+/// Binds the metrics endpoint; warns when it is reachable beyond this host,
+/// since it answers anyone without authentication.
+async fn serve_metrics(addr: SocketAddr) -> Result<(MetricsServer, Arc<Metrics>), StartError> {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "metrics endpoint is not on loopback: anyone who can reach it can read the node's metrics");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let server = MetricsServer::bind(addr, metrics.clone(), ServeLimits::default())
+        .await
+        .map_err(|source| StartError::Metrics { addr, source })?;
+    tracing::info!(addr = %server.local_addr(), "metrics endpoint ready");
+    Ok((server, metrics))
 }
 
 /// Waits for Ctrl-C or (on unix) SIGTERM.

@@ -8,6 +8,7 @@
 //! identity = "meshproxy.key"        # Ed25519 key file, created 0600 if missing
 //! state = "meshproxy.state"         # optional: sticky pins across restarts
 //! listen = ["/ip4/0.0.0.0/tcp/4001"] # peer-to-peer listen multiaddrs
+//! metrics = "127.0.0.1:9091"        # optional: Prometheus `GET /metrics` endpoint
 //!
 //! [[hubs]]                          # hubs to register with / find exits through
 //! peer = "12D3KooW…"
@@ -90,6 +91,9 @@ pub struct FileConfig {
     /// Peer-to-peer listen multiaddrs.
     #[serde(default)]
     pub listen: Vec<String>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); none means no endpoint.
+    /// Keep it on loopback or a private network: the metrics are unauthenticated.
+    pub metrics: Option<SocketAddr>,
     /// Hubs to use.
     #[serde(default)]
     pub hubs: Vec<HubEntry>,
@@ -663,6 +667,7 @@ mod tests {
 identity = "k.key"
 state = "s.state"
 listen = ["/ip4/0.0.0.0/tcp/4001"]
+metrics = "127.0.0.1:9091"
 
 [[hubs]]
 peer = "{hub}"
@@ -727,6 +732,14 @@ users = [{{ name = "u", password = "p" }}]
         assert!(sockets[0].has_auth && !sockets[1].has_auth);
         assert_eq!(sockets[1].bind, crate::listener::DEFAULT_BIND);
         assert_eq!(file.identity_path(), PathBuf::from("k.key"));
+        assert_eq!(file.metrics, Some(SocketAddr::from(([127, 0, 0, 1], 9091))));
+    }
+
+    #[test]
+    fn the_metrics_address_is_optional_and_must_be_a_socket_address() {
+        assert_eq!(FileConfig::parse("").expect("parses").metrics, None);
+        let err = FileConfig::parse("metrics = \"localhost\"").expect_err("no port").to_string();
+        assert!(err.contains("metrics"), "{err}");
     }
 
     #[test]

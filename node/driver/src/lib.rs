@@ -11,6 +11,7 @@
 //! - [`port`]: the interface to the peer network actor; [`network`]: that actor over libp2p.
 //! - [`listener`]: client listener accept loops.
 //! - [`config`], [`identity`], [`state`]: files on disk; [`flags`]: the role commands' flags.
+//! - [`metrics`]: Prometheus metrics from the node's events, and the `/metrics` endpoint.
 //! - [`demo`]: a whole mesh in one process (`meshproxy demo`).
 #![forbid(unsafe_code)]
 // The driver is the shell that owns the real clock (so it may read
@@ -24,6 +25,7 @@ pub mod demo;
 pub mod flags;
 pub mod identity;
 pub mod listener;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod port;

@@ -12,6 +12,7 @@
 //! ahead of their `Detached` message on the same channel and is appended to
 //! the splice prefix, so nothing is lost at the hand-over.
 
+use crate::metrics::Metrics;
 use crate::port::{BoxStream, NetCommand, NetEvent};
 use crate::pump::{self, PumpCmd, PumpState, PUMP_QUEUE};
 use crate::splice::splice_from;
@@ -32,6 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
@@ -174,6 +176,7 @@ pub struct NodeRunner {
     next_outside: u64,
     state_file: Option<PathBuf>,
     persist: Option<watch::Sender<Option<StateSnapshot>>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl fmt::Debug for NodeRunner {
@@ -208,12 +211,19 @@ impl NodeRunner {
             next_outside: 0,
             state_file: None,
             persist: None,
+            metrics: None,
         }
     }
 
     /// Where `Persist` outputs are written (atomically).
     pub fn with_state_file(mut self, path: PathBuf) -> NodeRunner {
         self.state_file = Some(path);
+        self
+    }
+
+    /// Where core events and peer connections are counted.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> NodeRunner {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -407,6 +417,9 @@ impl NodeRunner {
     }
 
     fn on_net(&mut self, event: NetEvent) {
+        if let Some(m) = &self.metrics {
+            m.observe_net(&event);
+        }
         match event {
             NetEvent::PeerConnected { peer, conn } => {
                 self.input(Input::PeerConnected { peer, conn })
@@ -509,7 +522,12 @@ impl NodeRunner {
                     persist.send_replace(Some(snapshot));
                 }
             }
-            Output::Event(event) => log_event(&event),
+            Output::Event(event) => {
+                log_event(&event);
+                if let Some(m) = &self.metrics {
+                    m.observe(&event);
+                }
+            }
         }
     }
 

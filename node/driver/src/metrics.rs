@@ -1,0 +1,1155 @@
+//! Prometheus metrics: [`Metrics`], counted from the core's [`Event`]s and the
+//! network's peer connections, and [`MetricsServer`], a tiny HTTP endpoint
+//! serving them as `GET /metrics` in the OpenMetrics text format.
+//!
+//! Every label set is a small closed set of snake_case strings (roles,
+//! reasons, directions, states): peer ids and addresses never become labels,
+//! so the number of series stays fixed however many peers come and go.
+//!
+//! The endpoint is deliberately minimal (one request per connection,
+//! `Connection: close`) because a scraper is its only client: it reads at most
+//! [`ServeLimits::max_head`] bytes of request head within
+//! [`ServeLimits::read_deadline`], and serves at most
+//! [`ServeLimits::max_connections`] connections at once, so a slow or hostile
+//! client cannot hold more than a bounded amount of memory or tasks.
+
+use crate::port::NetEvent;
+use meshproxy_core::ids::{ConnId, PeerId};
+use meshproxy_core::io::{Event, FailReason, SpliceEnd};
+use meshproxy_core::selection::breaker::BreakerState;
+use meshproxy_core::target::Status;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// The content type of a scrape: the registry is encoded as OpenMetrics 1.0
+/// text (it ends with `# EOF`), which Prometheus negotiates and parses.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds (seconds) of the session setup histogram: from a loopback
+/// exit (well under a millisecond) to a slow WAN path with retries (seconds).
+pub const SETUP_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// How many peers (connections, exits with a breaker, hubs, directory entries)
+/// the gauges keep track of individually. The core and the network bound all
+/// of these far lower; this only keeps the bookkeeping bounded if they ever
+/// did not (a peer beyond it is still counted by the counters, not the gauges).
+pub const MAX_TRACKED: usize = 65_536;
+
+/// The label of a role that holds sessions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabels {
+    role: &'static str,
+}
+
+/// The label of a failed client session.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// The label of a byte counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+/// The label of how a spliced session ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HowLabels {
+    how: &'static str,
+}
+
+/// The label of an exit's failure to reach a destination.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+/// The label of a peer connection's path.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    path: &'static str,
+}
+
+/// The label of a circuit breaker state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+const CLIENT: &str = "client";
+const EXIT: &str = "exit";
+
+/// How a peer connection reaches the peer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ConnPath {
+    /// A direct transport connection (TCP or QUIC).
+    Direct,
+    /// Through a relay (a `/p2p-circuit` address).
+    Relayed,
+}
+
+impl ConnPath {
+    /// The `path` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnPath::Direct => "direct",
+            ConnPath::Relayed => "relayed",
+        }
+    }
+}
+
+/// The `reason` label of a failed client session; stable across releases
+/// because dashboards and alerts match on it.
+pub fn fail_reason_label(reason: FailReason) -> &'static str {
+    match reason {
+        FailReason::Handshake => "handshake",
+        FailReason::HandshakeTimeout => "handshake_timeout",
+        FailReason::AppClosed => "app_closed",
+        FailReason::NoExit => "no_exit",
+        FailReason::StickyUnavailable => "sticky_unavailable",
+        FailReason::Destination => "destination",
+        FailReason::ExitFailed => "exit_failed",
+        FailReason::Timeout => "timeout",
+        FailReason::Overloaded => "overloaded",
+    }
+}
+
+/// The `status` label of a SOCKS5-style status.
+pub fn status_label(status: Status) -> &'static str {
+    match status {
+        Status::Succeeded => "succeeded",
+        Status::GeneralFailure => "general_failure",
+        Status::NotAllowed => "not_allowed",
+        Status::NetworkUnreachable => "network_unreachable",
+        Status::HostUnreachable => "host_unreachable",
+        Status::ConnectionRefused => "connection_refused",
+        Status::TtlExpired => "ttl_expired",
+        Status::CommandNotSupported => "command_not_supported",
+        Status::AddressTypeNotSupported => "address_type_not_supported",
+    }
+}
+
+/// The `state` label of a circuit breaker state.
+pub fn breaker_label(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed { .. } => "closed",
+        BreakerState::Open { .. } => "open",
+        BreakerState::HalfOpen { .. } => "half_open",
+    }
+}
+
+/// The `how` label of a finished splice. Which side reset is not kept: side
+/// `a` is the app on a client but the peer stream on an exit, so the split
+/// would mean different things on different nodes.
+fn how_label(how: SpliceEnd) -> &'static str {
+    match how {
+        SpliceEnd::Clean => "clean",
+        SpliceEnd::ResetA | SpliceEnd::ResetB => "reset",
+        SpliceEnd::IdleTimeout => "idle_timeout",
+    }
+}
+
+const FAIL_REASONS: [FailReason; 9] = [
+    FailReason::Handshake,
+    FailReason::HandshakeTimeout,
+    FailReason::AppClosed,
+    FailReason::NoExit,
+    FailReason::StickyUnavailable,
+    FailReason::Destination,
+    FailReason::ExitFailed,
+    FailReason::Timeout,
+    FailReason::Overloaded,
+];
+
+const FAILURE_STATUSES: [Status; 8] = [
+    Status::GeneralFailure,
+    Status::NotAllowed,
+    Status::NetworkUnreachable,
+    Status::HostUnreachable,
+    Status::ConnectionRefused,
+    Status::TtlExpired,
+    Status::CommandNotSupported,
+    Status::AddressTypeNotSupported,
+];
+
+const BREAKER_STATES: [&str; 3] = ["closed", "open", "half_open"];
+
+/// Per-peer bookkeeping behind the gauges that must not double count (a
+/// re-registration, a repeated transition) or go negative (a disconnect of a
+/// connection never reported up).
+#[derive(Debug, Default)]
+struct Tracked {
+    conns: BTreeMap<ConnId, ConnPath>,
+    breakers: BTreeMap<PeerId, &'static str>,
+    hubs: BTreeSet<PeerId>,
+    directory: BTreeSet<PeerId>,
+}
+
+/// The node's metrics. Shared (`Arc`) between the runner, which feeds it with
+/// [`observe`](Self::observe) and [`observe_net`](Self::observe_net), and the
+/// endpoint, which [`encode`](Self::encode)s it per scrape.
+pub struct Metrics {
+    registry: Registry,
+    app_connections: Counter,
+    sessions_open: Family<RoleLabels, Gauge>,
+    sessions_established: Family<RoleLabels, Counter>,
+    sessions_failed: Family<ReasonLabels, Counter>,
+    sessions_closed: Family<HowLabels, Counter>,
+    bytes: Family<DirectionLabels, Counter>,
+    setup: Histogram,
+    exit_attempt_failures: Counter,
+    exit_denials: Counter,
+    exit_connect_failures: Family<StatusLabels, Counter>,
+    peer_connections: Family<PathLabels, Gauge>,
+    peer_connections_opened: Family<PathLabels, Counter>,
+    peer_protocol_errors: Counter,
+    breakers: Family<StateLabels, Gauge>,
+    breaker_transitions: Family<StateLabels, Counter>,
+    hub_registrations: Counter,
+    hub_links_lost: Counter,
+    hubs_registered: Gauge,
+    directory_exits: Gauge,
+    directory_registrations: Counter,
+    directory_removals: Counter,
+    admission_denials: Counter,
+    tracked: Mutex<Tracked>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric and every label value registered at zero,
+    /// so each series exists from the first scrape (`rate()` and alerts need
+    /// a starting point, not a series that appears on the first failure).
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Registry::with_prefix("meshproxy"),
+            app_connections: Counter::default(),
+            sessions_open: Family::default(),
+            sessions_established: Family::default(),
+            sessions_failed: Family::default(),
+            sessions_closed: Family::default(),
+            bytes: Family::default(),
+            setup: Histogram::new(SETUP_BUCKETS),
+            exit_attempt_failures: Counter::default(),
+            exit_denials: Counter::default(),
+            exit_connect_failures: Family::default(),
+            peer_connections: Family::default(),
+            peer_connections_opened: Family::default(),
+            peer_protocol_errors: Counter::default(),
+            breakers: Family::default(),
+            breaker_transitions: Family::default(),
+            hub_registrations: Counter::default(),
+            hub_links_lost: Counter::default(),
+            hubs_registered: Gauge::default(),
+            directory_exits: Gauge::default(),
+            directory_registrations: Counter::default(),
+            directory_removals: Counter::default(),
+            admission_denials: Counter::default(),
+            tracked: Mutex::new(Tracked::default()),
+        };
+        for role in [CLIENT, EXIT] {
+            drop(m.sessions_open.get_or_create(&RoleLabels { role }));
+            drop(m.sessions_established.get_or_create(&RoleLabels { role }));
+        }
+        for reason in FAIL_REASONS {
+            drop(
+                m.sessions_failed
+                    .get_or_create(&ReasonLabels { reason: fail_reason_label(reason) }),
+            );
+        }
+        for how in ["clean", "reset", "idle_timeout"] {
+            drop(m.sessions_closed.get_or_create(&HowLabels { how }));
+        }
+        for direction in ["up", "down"] {
+            drop(m.bytes.get_or_create(&DirectionLabels { direction }));
+        }
+        for status in FAILURE_STATUSES {
+            drop(
+                m.exit_connect_failures
+                    .get_or_create(&StatusLabels { status: status_label(status) }),
+            );
+        }
+        for path in [ConnPath::Direct, ConnPath::Relayed] {
+            drop(m.peer_connections.get_or_create(&PathLabels { path: path.label() }));
+            drop(m.peer_connections_opened.get_or_create(&PathLabels { path: path.label() }));
+        }
+        for state in BREAKER_STATES {
+            drop(m.breakers.get_or_create(&StateLabels { state }));
+            drop(m.breaker_transitions.get_or_create(&StateLabels { state }));
+        }
+        m.register()
+    }
+
+    fn register(mut self) -> Metrics {
+        let r = &mut self.registry;
+        r.register(
+            "app_connections",
+            "App connections accepted on client listeners",
+            self.app_connections.clone(),
+        );
+        r.register(
+            "sessions_open",
+            "Spliced sessions now open, by role (client: app to exit; exit: peer to origin)",
+            self.sessions_open.clone(),
+        );
+        r.register(
+            "sessions_established",
+            "Sessions spliced, by role",
+            self.sessions_established.clone(),
+        );
+        r.register(
+            "sessions_failed",
+            "Client sessions that failed before they were spliced, by reason",
+            self.sessions_failed.clone(),
+        );
+        r.register(
+            "sessions_closed",
+            "Spliced sessions that ended (either role), by how they ended",
+            self.sessions_closed.clone(),
+        );
+        r.register_with_unit(
+            "session",
+            "Bytes carried by spliced sessions (either role), counted when a session ends; up is app or peer to the far side, down is back",
+            Unit::Bytes,
+            self.bytes.clone(),
+        );
+        r.register_with_unit(
+            "session_setup",
+            "Client session setup time, from app accept to the exit's success answer",
+            Unit::Seconds,
+            self.setup.clone(),
+        );
+        r.register(
+            "exit_attempt_failures",
+            "Client attempts at an exit that failed (another exit may then be tried)",
+            self.exit_attempt_failures.clone(),
+        );
+        r.register(
+            "exit_denials",
+            "Destinations this exit refused by policy (nothing was dialed)",
+            self.exit_denials.clone(),
+        );
+        r.register(
+            "exit_connect_failures",
+            "Allowed destinations this exit could not reach, by the status sent back",
+            self.exit_connect_failures.clone(),
+        );
+        r.register(
+            "peer_connections",
+            "Peer-to-peer connections now open, by path",
+            self.peer_connections.clone(),
+        );
+        r.register(
+            "peer_connections_opened",
+            "Peer-to-peer connections opened, by path",
+            self.peer_connections_opened.clone(),
+        );
+        r.register(
+            "peer_protocol_errors",
+            "Protocol violations by peers (their stream was reset)",
+            self.peer_protocol_errors.clone(),
+        );
+        r.register(
+            "breakers",
+            "Exits by circuit breaker state (exits whose breaker has never tripped are not counted)",
+            self.breakers.clone(),
+        );
+        r.register(
+            "breaker_transitions",
+            "Circuit breaker transitions, by the state entered",
+            self.breaker_transitions.clone(),
+        );
+        r.register(
+            "hub_registrations",
+            "Registrations of this node accepted by a hub",
+            self.hub_registrations.clone(),
+        );
+        r.register(
+            "hub_links_lost",
+            "Links to a hub lost after being ready (the link retries)",
+            self.hub_links_lost.clone(),
+        );
+        r.register(
+            "hubs_registered",
+            "Hubs this node is registered at now",
+            self.hubs_registered.clone(),
+        );
+        r.register(
+            "directory_exits",
+            "(Hub) exits in the directory now",
+            self.directory_exits.clone(),
+        );
+        r.register(
+            "directory_registrations",
+            "(Hub) exit registrations accepted (re-registrations included)",
+            self.directory_registrations.clone(),
+        );
+        r.register(
+            "directory_removals",
+            "(Hub) directory entries removed (expired, or their link closed)",
+            self.directory_removals.clone(),
+        );
+        r.register(
+            "admission_denials",
+            "(Hub) peers that failed admission",
+            self.admission_denials.clone(),
+        );
+        self
+    }
+
+    /// The per-peer bookkeeping; a panic elsewhere while holding it cannot
+    /// leave it inconsistent beyond one event, so poisoning is ignored.
+    fn tracked(&self) -> MutexGuard<'_, Tracked> {
+        self.tracked.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn open(&self, role: &'static str) -> i64 {
+        self.sessions_open.get_or_create(&RoleLabels { role }).get()
+    }
+
+    /// Counts one core event.
+    pub fn observe(&self, event: &Event) {
+        match *event {
+            Event::AppAccepted { .. } => {
+                self.app_connections.inc();
+            }
+            Event::SessionEstablished { setup, .. } => {
+                let _tracked = self.tracked();
+                self.sessions_established.get_or_create(&RoleLabels { role: CLIENT }).inc();
+                self.sessions_open.get_or_create(&RoleLabels { role: CLIENT }).inc();
+                self.setup.observe(setup.as_secs_f64());
+            }
+            Event::ExitConnected { .. } => {
+                let _tracked = self.tracked();
+                self.sessions_established.get_or_create(&RoleLabels { role: EXIT }).inc();
+                self.sessions_open.get_or_create(&RoleLabels { role: EXIT }).inc();
+            }
+            Event::SessionFailed { reason, .. } => {
+                let reason = fail_reason_label(reason);
+                self.sessions_failed.get_or_create(&ReasonLabels { reason }).inc();
+            }
+            Event::SessionClosed { up, down, how } => {
+                self.session_closed();
+                self.sessions_closed.get_or_create(&HowLabels { how: how_label(how) }).inc();
+                self.bytes.get_or_create(&DirectionLabels { direction: "up" }).inc_by(up);
+                self.bytes.get_or_create(&DirectionLabels { direction: "down" }).inc_by(down);
+            }
+            Event::ExitAttemptFailed { .. } => {
+                self.exit_attempt_failures.inc();
+            }
+            Event::Breaker { exit, to } => self.breaker(exit, breaker_label(to)),
+            Event::ExitDenied { .. } => {
+                self.exit_denials.inc();
+            }
+            Event::ExitConnectFailed { status } => {
+                let status = status_label(status);
+                self.exit_connect_failures.get_or_create(&StatusLabels { status }).inc();
+            }
+            Event::HubRegistered { hub } => {
+                self.hub_registrations.inc();
+                let mut t = self.tracked();
+                if t.hubs.len() < MAX_TRACKED {
+                    t.hubs.insert(hub);
+                }
+                self.hubs_registered.set(gauge_len(t.hubs.len()));
+            }
+            Event::HubLinkLost { hub } => {
+                self.hub_links_lost.inc();
+                let mut t = self.tracked();
+                t.hubs.remove(&hub);
+                self.hubs_registered.set(gauge_len(t.hubs.len()));
+            }
+            Event::DirectoryRegistered { peer } => {
+                self.directory_registrations.inc();
+                let mut t = self.tracked();
+                if t.directory.len() < MAX_TRACKED {
+                    t.directory.insert(peer);
+                }
+                self.directory_exits.set(gauge_len(t.directory.len()));
+            }
+            Event::DirectoryRemoved { peer } => {
+                self.directory_removals.inc();
+                let mut t = self.tracked();
+                t.directory.remove(&peer);
+                self.directory_exits.set(gauge_len(t.directory.len()));
+            }
+            Event::AdmissionDenied { .. } => {
+                self.admission_denials.inc();
+            }
+            Event::PeerProtocolError { .. } => {
+                self.peer_protocol_errors.inc();
+            }
+        }
+    }
+
+    /// A spliced session ended. The event does not say which role held it, so
+    /// on a node serving only one of client and exit (the usual deployment)
+    /// the attribution is exact; on a node serving both while both have open
+    /// sessions, it goes to the role with more of them. The sum over roles is
+    /// always exact and neither role ever goes negative.
+    fn session_closed(&self) {
+        let _tracked = self.tracked();
+        let (client, exit) = (self.open(CLIENT), self.open(EXIT));
+        let role = match (client > 0, exit > 0) {
+            (false, false) => return,
+            (true, false) => CLIENT,
+            (false, true) => EXIT,
+            (true, true) if client >= exit => CLIENT,
+            (true, true) => EXIT,
+        };
+        self.sessions_open.get_or_create(&RoleLabels { role }).dec();
+    }
+
+    fn breaker(&self, exit: PeerId, to: &'static str) {
+        self.breaker_transitions.get_or_create(&StateLabels { state: to }).inc();
+        let mut t = self.tracked();
+        if t.breakers.len() >= MAX_TRACKED && !t.breakers.contains_key(&exit) {
+            return;
+        }
+        if let Some(from) = t.breakers.insert(exit, to) {
+            self.breakers.get_or_create(&StateLabels { state: from }).dec();
+        }
+        self.breakers.get_or_create(&StateLabels { state: to }).inc();
+    }
+
+    /// Counts peer connections going up and down (other network events are
+    /// ignored). Every connection is labelled `direct` for now: the network
+    /// does not report a connection's remote address, and it has no relay
+    /// transport, so no connection can be relayed. Once it reports addresses,
+    /// a `/p2p-circuit` remote address maps to [`ConnPath::Relayed`].
+    pub fn observe_net(&self, event: &NetEvent) {
+        match event {
+            NetEvent::PeerConnected { conn, .. } => self.peer_connected(*conn, ConnPath::Direct),
+            NetEvent::PeerDisconnected { conn, .. } => self.peer_disconnected(*conn),
+            _ => {}
+        }
+    }
+
+    /// A peer connection is up.
+    pub fn peer_connected(&self, conn: ConnId, path: ConnPath) {
+        self.peer_connections_opened.get_or_create(&PathLabels { path: path.label() }).inc();
+        let mut t = self.tracked();
+        if t.conns.len() >= MAX_TRACKED || t.conns.contains_key(&conn) {
+            return;
+        }
+        t.conns.insert(conn, path);
+        self.peer_connections.get_or_create(&PathLabels { path: path.label() }).inc();
+    }
+
+    /// A peer connection went down; one never reported up is ignored.
+    pub fn peer_disconnected(&self, conn: ConnId) {
+        let mut t = self.tracked();
+        if let Some(path) = t.conns.remove(&conn) {
+            self.peer_connections.get_or_create(&PathLabels { path: path.label() }).dec();
+        }
+    }
+
+    /// The whole exposition, in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail, and every registered metric encodes.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn gauge_len(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Bounds on the endpoint's clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Largest request head (request line and headers) read; larger is 431.
+    pub max_head: usize,
+    /// Time for a client to send its whole request head (408 after), and
+    /// again to take the response.
+    pub read_deadline: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> ServeLimits {
+        ServeLimits {
+            max_head: 8 * 1024,
+            read_deadline: Duration::from_secs(5),
+            max_connections: 64,
+        }
+    }
+}
+
+/// The running `/metrics` endpoint; stopped by [`stop`](Self::stop) or when dropped.
+#[derive(Debug)]
+pub struct MetricsServer {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Binds `addr` and serves `metrics` there.
+    pub async fn bind(
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        limits: ServeLimits,
+    ) -> io::Result<MetricsServer> {
+        let listener = TcpListener::bind(addr).await?;
+        MetricsServer::serve(listener, metrics, limits)
+    }
+
+    /// Serves `metrics` on an already bound listener.
+    pub fn serve(
+        listener: TcpListener,
+        metrics: Arc<Metrics>,
+        limits: ServeLimits,
+    ) -> io::Result<MetricsServer> {
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(accept_loop(listener, metrics, limits));
+        Ok(MetricsServer { addr, task })
+    }
+
+    /// Where it listens (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and aborts every connection being served.
+    pub async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, limits: ServeLimits) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // Dropping the set (when this task is aborted) aborts every connection.
+    let mut conns = JoinSet::new();
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        while conns.try_join_next().is_some() {}
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: back off rather than spin.
+                tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, &metrics, limits).await;
+        });
+    }
+}
+
+/// What a request head turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Head {
+    /// A complete, well-formed head.
+    Request {
+        /// The method, as sent.
+        method: String,
+        /// The path, without any query string.
+        path: String,
+    },
+    /// More bytes are needed.
+    Incomplete,
+    /// Not HTTP/1.x (or too many headers).
+    Invalid,
+}
+
+/// Headers a request may carry; a scraper sends a handful.
+const MAX_HEADERS: usize = 32;
+
+/// Parses a request head from the start of `buf`.
+pub fn parse_head(buf: &[u8]) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => match (req.method, req.path) {
+            (Some(method), Some(path)) => {
+                let path = path.split_once('?').map_or(path, |(p, _)| p);
+                Head::Request { method: method.to_owned(), path: path.to_owned() }
+            }
+            _ => Head::Invalid,
+        },
+        Ok(httparse::Status::Partial) => Head::Incomplete,
+        Err(_) => Head::Invalid,
+    }
+}
+
+/// The whole response to a head (`None`: close without answering).
+pub fn respond(head: &Head, metrics: &Metrics) -> Option<Vec<u8>> {
+    let (method, path) = match head {
+        Head::Request { method, path } => (method.as_str(), path.as_str()),
+        Head::Incomplete => return None,
+        Head::Invalid => return Some(plain(400, "Bad Request", "")),
+    };
+    if path != "/metrics" {
+        return Some(plain(404, "Not Found", ""));
+    }
+    match method {
+        "GET" | "HEAD" => {
+            let body = metrics.encode();
+            let mut out = head_bytes(200, "OK", CONTENT_TYPE, body.len(), "");
+            if method == "GET" {
+                out.extend_from_slice(body.as_bytes());
+            }
+            Some(out)
+        }
+        _ => Some(plain(405, "Method Not Allowed", "Allow: GET, HEAD\r\n")),
+    }
+}
+
+fn plain(code: u16, reason: &str, extra: &str) -> Vec<u8> {
+    let body = format!("{code} {reason}\n");
+    let mut out = head_bytes(code, reason, "text/plain; charset=utf-8", body.len(), extra);
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+fn head_bytes(code: u16, reason: &str, content_type: &str, len: usize, extra: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Reads one request head (bounded in size and time), answers it, closes.
+async fn serve_connection(mut stream: TcpStream, metrics: &Metrics, limits: ServeLimits) {
+    let read = tokio::time::timeout(limits.read_deadline, read_head(&mut stream, limits.max_head));
+    let response = match read.await {
+        Err(_) => plain(408, "Request Timeout", ""),
+        Ok(HeadRead::Head(head)) => match respond(&head, metrics) {
+            Some(r) => r,
+            None => return,
+        },
+        Ok(HeadRead::TooLarge) => plain(431, "Request Header Fields Too Large", ""),
+        Ok(HeadRead::Closed) => return,
+    };
+    let write = async {
+        stream.write_all(&response).await?;
+        stream.shutdown().await
+    };
+    if let Ok(Ok(())) = tokio::time::timeout(limits.read_deadline, write).await {
+        // Closing with unread request bytes (an oversized head, say) would
+        // reset the connection and could destroy the answer before the
+        // client reads it; so read on briefly, bounded in bytes and time,
+        // until the client closes its side too.
+        let linger = limits.read_deadline.min(LINGER);
+        let _ = tokio::time::timeout(linger, drain(&mut stream, MAX_DRAIN)).await;
+    }
+}
+
+/// How long a connection is kept after its answer, for the client to close first.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Request bytes discarded after the answer before closing anyway.
+const MAX_DRAIN: usize = 64 * 1024;
+
+async fn drain(stream: &mut TcpStream, max: usize) {
+    let mut chunk = [0u8; 1024];
+    let mut left = max;
+    while left > 0 {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+enum HeadRead {
+    Head(Head),
+    TooLarge,
+    Closed,
+}
+
+async fn read_head(stream: &mut TcpStream, max_head: usize) -> HeadRead {
+    let mut buf = Vec::with_capacity(max_head.min(8 * 1024));
+    let mut chunk = [0u8; 1024];
+    loop {
+        let room = max_head.saturating_sub(buf.len());
+        if room == 0 {
+            return HeadRead::TooLarge;
+        }
+        let want = room.min(chunk.len());
+        let Some(into) = chunk.get_mut(..want) else { return HeadRead::TooLarge };
+        let n = match stream.read(into).await {
+            Ok(0) | Err(_) => return HeadRead::Closed,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(into.get(..n).unwrap_or_default());
+        match parse_head(&buf) {
+            Head::Incomplete => {}
+            head => return HeadRead::Head(head),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tokio::time::{timeout, Instant};
+
+    fn peer(n: u64) -> PeerId {
+        PeerId::from_u64(n)
+    }
+
+    /// The sample lines of `name` (exact name, any labels) in an exposition.
+    fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+            .collect()
+    }
+
+    fn value(text: &str, series: &str) -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
+            .unwrap_or_else(|| panic!("no sample {series} in\n{text}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+    }
+
+    #[test]
+    fn a_fresh_registry_has_every_series_at_zero() {
+        let text = Metrics::new().encode();
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(
+            samples(&text, "meshproxy_sessions_failed_total").len(),
+            FAIL_REASONS.len(),
+            "one series per reason"
+        );
+        let mut open = samples(&text, "meshproxy_sessions_open");
+        open.sort_unstable(); // a family's series come in hash order
+        assert_eq!(
+            open,
+            [
+                "meshproxy_sessions_open{role=\"client\"} 0",
+                "meshproxy_sessions_open{role=\"exit\"} 0"
+            ]
+        );
+        assert!(text.contains("# TYPE meshproxy_session_setup_seconds histogram\n"));
+        assert!(text.contains("# UNIT meshproxy_session_setup_seconds seconds\n"));
+        assert!(text.contains("meshproxy_session_setup_seconds_count 0\n"));
+        assert!(text.contains("meshproxy_peer_connections{path=\"relayed\"} 0\n"));
+        assert!(text.contains("meshproxy_exit_denials_total 0\n"));
+    }
+
+    #[test]
+    fn a_client_session_sequence_is_counted_exactly() {
+        let m = Metrics::new();
+        let l = meshproxy_core::ids::ListenerId(0);
+        m.observe(&Event::AppAccepted { listener: l });
+        m.observe(&Event::AppAccepted { listener: l });
+        m.observe(&Event::SessionEstablished {
+            listener: l,
+            exit: peer(2),
+            setup: Duration::from_millis(3),
+            attempts: 1,
+        });
+        let reason = FailReason::NoExit;
+        m.observe(&Event::SessionFailed { listener: l, reason, status: Status::GeneralFailure });
+        let open = m.encode();
+        assert!(open.contains("meshproxy_sessions_open{role=\"client\"} 1\n"), "{open}");
+        m.observe(&Event::SessionClosed { up: 1000, down: 250, how: SpliceEnd::Clean });
+        let text = m.encode();
+        for line in [
+            "meshproxy_app_connections_total 2\n",
+            "meshproxy_sessions_established_total{role=\"client\"} 1\n",
+            "meshproxy_sessions_established_total{role=\"exit\"} 0\n",
+            "meshproxy_sessions_open{role=\"client\"} 0\n",
+            "meshproxy_sessions_failed_total{reason=\"no_exit\"} 1\n",
+            "meshproxy_sessions_failed_total{reason=\"timeout\"} 0\n",
+            "meshproxy_sessions_closed_total{how=\"clean\"} 1\n",
+            "meshproxy_session_bytes_total{direction=\"up\"} 1000\n",
+            "meshproxy_session_bytes_total{direction=\"down\"} 250\n",
+            "meshproxy_session_setup_seconds_count 1\n",
+            "meshproxy_session_setup_seconds_sum 0.003\n",
+            "meshproxy_session_setup_seconds_bucket{le=\"0.0025\"} 0\n",
+            "meshproxy_session_setup_seconds_bucket{le=\"0.005\"} 1\n",
+            "meshproxy_session_setup_seconds_bucket{le=\"+Inf\"} 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn exit_side_events_are_counted() {
+        let m = Metrics::new();
+        m.observe(&Event::ExitConnected { peer: peer(7) });
+        m.observe(&Event::ExitConnected { peer: peer(7) });
+        m.observe(&Event::ExitDenied { ip: None });
+        m.observe(&Event::ExitConnectFailed { status: Status::ConnectionRefused });
+        m.observe(&Event::SessionClosed { up: 5, down: 6, how: SpliceEnd::ResetB });
+        m.observe(&Event::PeerProtocolError { peer: peer(7) });
+        let text = m.encode();
+        for line in [
+            "meshproxy_sessions_established_total{role=\"exit\"} 2\n",
+            "meshproxy_sessions_open{role=\"exit\"} 1\n",
+            "meshproxy_sessions_open{role=\"client\"} 0\n",
+            "meshproxy_sessions_closed_total{how=\"reset\"} 1\n",
+            "meshproxy_exit_denials_total 1\n",
+            "meshproxy_exit_connect_failures_total{status=\"connection_refused\"} 1\n",
+            "meshproxy_peer_protocol_errors_total 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn breaker_gauges_follow_transitions_per_exit() {
+        let m = Metrics::new();
+        let open = BreakerState::Open { until: meshproxy_core::time::Instant::ZERO };
+        let half = BreakerState::HalfOpen { probes_in_flight: 1 };
+        let closed = BreakerState::Closed { consecutive_failures: 0 };
+        m.observe(&Event::Breaker { exit: peer(1), to: open });
+        m.observe(&Event::Breaker { exit: peer(2), to: open });
+        m.observe(&Event::Breaker { exit: peer(1), to: half });
+        m.observe(&Event::Breaker { exit: peer(1), to: closed });
+        let text = m.encode();
+        assert_eq!(value(&text, "meshproxy_breakers{state=\"open\"}"), 1.0);
+        assert_eq!(value(&text, "meshproxy_breakers{state=\"half_open\"}"), 0.0);
+        assert_eq!(value(&text, "meshproxy_breakers{state=\"closed\"}"), 1.0);
+        assert_eq!(value(&text, "meshproxy_breaker_transitions_total{state=\"open\"}"), 2.0);
+        assert_eq!(value(&text, "meshproxy_breaker_transitions_total{state=\"closed\"}"), 1.0);
+    }
+
+    #[test]
+    fn hub_and_directory_gauges_do_not_double_count() {
+        let m = Metrics::new();
+        m.observe(&Event::HubRegistered { hub: peer(1) });
+        m.observe(&Event::HubRegistered { hub: peer(1) });
+        m.observe(&Event::HubRegistered { hub: peer(2) });
+        m.observe(&Event::HubLinkLost { hub: peer(2) });
+        m.observe(&Event::DirectoryRegistered { peer: peer(5) });
+        m.observe(&Event::DirectoryRegistered { peer: peer(5) });
+        m.observe(&Event::DirectoryRegistered { peer: peer(6) });
+        m.observe(&Event::DirectoryRemoved { peer: peer(6) });
+        m.observe(&Event::DirectoryRemoved { peer: peer(9) });
+        m.observe(&Event::AdmissionDenied { peer: peer(8) });
+        let text = m.encode();
+        for line in [
+            "meshproxy_hub_registrations_total 3\n",
+            "meshproxy_hub_links_lost_total 1\n",
+            "meshproxy_hubs_registered 1\n",
+            "meshproxy_directory_registrations_total 3\n",
+            "meshproxy_directory_removals_total 2\n",
+            "meshproxy_directory_exits 1\n",
+            "meshproxy_admission_denials_total 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn peer_connections_count_up_and_down_once() {
+        let m = Metrics::new();
+        m.peer_connected(ConnId(1), ConnPath::Direct);
+        m.peer_connected(ConnId(2), ConnPath::Direct);
+        m.peer_connected(ConnId(3), ConnPath::Relayed);
+        m.peer_disconnected(ConnId(1));
+        m.peer_disconnected(ConnId(1));
+        m.peer_disconnected(ConnId(42));
+        let text = m.encode();
+        for line in [
+            "meshproxy_peer_connections{path=\"direct\"} 1\n",
+            "meshproxy_peer_connections{path=\"relayed\"} 1\n",
+            "meshproxy_peer_connections_opened_total{path=\"direct\"} 2\n",
+            "meshproxy_peer_connections_opened_total{path=\"relayed\"} 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_node_with_both_roles_never_goes_negative_and_keeps_the_sum() {
+        let m = Metrics::new();
+        m.observe(&Event::ExitConnected { peer: peer(1) });
+        m.observe(&Event::SessionEstablished {
+            listener: meshproxy_core::ids::ListenerId(0),
+            exit: peer(2),
+            setup: Duration::ZERO,
+            attempts: 1,
+        });
+        let closed = Event::SessionClosed { up: 0, down: 0, how: SpliceEnd::Clean };
+        m.observe(&closed);
+        assert_eq!(m.open(CLIENT) + m.open(EXIT), 1);
+        m.observe(&closed);
+        m.observe(&closed); // one too many: ignored
+        assert_eq!((m.open(CLIENT), m.open(EXIT)), (0, 0));
+    }
+
+    #[test]
+    fn heads_parse_and_route() {
+        let m = Metrics::new();
+        let get = parse_head(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(get, Head::Request { method: "GET".into(), path: "/metrics".into() });
+        let ok = respond(&get, &m).unwrap_or_default();
+        let ok = String::from_utf8_lossy(&ok);
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains(&format!("Content-Type: {CONTENT_TYPE}\r\n")));
+        assert!(ok.ends_with("# EOF\n"));
+        assert_eq!(parse_head(b"GET /metr"), Head::Incomplete);
+        assert_eq!(parse_head(b"\x00\x01 nonsense\r\n\r\n"), Head::Invalid);
+        let head = parse_head(b"HEAD /metrics HTTP/1.0\r\n\r\n");
+        let head = respond(&head, &m).unwrap_or_default();
+        assert!(head.ends_with(b"\r\n\r\n"), "HEAD has no body");
+        let other = respond(&parse_head(b"GET / HTTP/1.1\r\n\r\n"), &m).unwrap_or_default();
+        assert!(other.starts_with(b"HTTP/1.1 404 "));
+        let post = respond(&parse_head(b"POST /metrics HTTP/1.1\r\n\r\n"), &m).unwrap_or_default();
+        assert!(post.starts_with(b"HTTP/1.1 405 "));
+        assert!(String::from_utf8_lossy(&post).contains("Allow: GET, HEAD\r\n"));
+    }
+
+    proptest! {
+        /// Arbitrary bytes, in any chunking, never panic and never answer a
+        /// prefix differently from how the whole would be parsed once complete.
+        #[test]
+        fn parse_head_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512), cut in 0usize..512) {
+            let whole = parse_head(&data);
+            let prefix = parse_head(data.get(..cut.min(data.len())).unwrap_or_default());
+            if let Head::Request { .. } = prefix {
+                prop_assert_eq!(prefix, whole);
+            }
+        }
+
+        /// Any sequence of session events keeps both open gauges non-negative.
+        #[test]
+        fn sessions_open_never_negative(ops in proptest::collection::vec(0u8..3, 0..64)) {
+            let m = Metrics::new();
+            for op in ops {
+                let event = match op {
+                    0 => Event::ExitConnected { peer: peer(1) },
+                    1 => Event::SessionEstablished {
+                        listener: meshproxy_core::ids::ListenerId(0),
+                        exit: peer(2),
+                        setup: Duration::ZERO,
+                        attempts: 1,
+                    },
+                    _ => Event::SessionClosed { up: 1, down: 1, how: SpliceEnd::Clean },
+                };
+                m.observe(&event);
+                prop_assert!(m.open(CLIENT) >= 0 && m.open(EXIT) >= 0);
+            }
+        }
+    }
+
+    async fn server(limits: ServeLimits) -> MetricsServer {
+        let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+        MetricsServer::bind(addr, Arc::new(Metrics::new()), limits).await.expect("bind")
+    }
+
+    /// Sends `request`, reads until the server closes.
+    async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(request).await.expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_answers_scrapes_and_refuses_the_rest() {
+        let srv = server(ServeLimits::default()).await;
+        let addr = srv.local_addr();
+        timeout(Duration::from_secs(10), async {
+            let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+            assert!(ok.contains("Connection: close\r\n"));
+            assert!(ok.ends_with("# EOF\n"));
+            let missing = exchange(addr, b"GET /other HTTP/1.1\r\n\r\n").await;
+            assert!(missing.starts_with("HTTP/1.1 404 Not Found\r\n"), "{missing}");
+            let post = exchange(addr, b"PUT /metrics HTTP/1.1\r\n\r\n").await;
+            assert!(post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{post}");
+            let junk = exchange(addr, b"\x16\x03\x01 not http\r\n\r\n").await;
+            assert!(junk.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{junk}");
+        })
+        .await
+        .expect("in time");
+        srv.stop().await;
+    }
+
+    #[tokio::test]
+    async fn an_oversized_head_is_refused_without_reading_on() {
+        let limits = ServeLimits { max_head: 256, ..ServeLimits::default() };
+        let srv = server(limits).await;
+        let mut request = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        request.extend(std::iter::repeat_n(b'a', 300));
+        let answer = timeout(Duration::from_secs(10), exchange(srv.local_addr(), &request))
+            .await
+            .expect("in time");
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_gets_408_at_the_deadline() {
+        let deadline = Duration::from_millis(300);
+        let srv = server(ServeLimits { read_deadline: deadline, ..ServeLimits::default() }).await;
+        let started = Instant::now();
+        let answer = timeout(
+            Duration::from_secs(10),
+            exchange(srv.local_addr(), b"GET /metrics HTTP/1.1\r\n"),
+        )
+        .await
+        .expect("the server closed the connection");
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        assert!(started.elapsed() >= deadline, "not before the deadline");
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_bound_wait_for_a_free_slot() {
+        let deadline = Duration::from_millis(400);
+        let limits =
+            ServeLimits { read_deadline: deadline, max_connections: 1, ..ServeLimits::default() };
+        let srv = server(limits).await;
+        let addr = srv.local_addr();
+        timeout(Duration::from_secs(10), async {
+            let started = Instant::now();
+            // Holds the only slot, saying nothing, until its deadline.
+            // (Accepted first: the listen backlog is first in, first out.)
+            let idle = TcpStream::connect(addr).await.expect("connect");
+            let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
+            assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+            assert!(started.elapsed() >= deadline, "served while the slot was held");
+            drop(idle);
+        })
+        .await
+        .expect("in time");
+    }
+}

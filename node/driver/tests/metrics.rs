@@ -1,0 +1,205 @@
+//! The `/metrics` endpoint of a real in-process mesh (hub, exit, client over
+//! libp2p on 127.0.0.1): after one SOCKS5 session carrying known bytes and one
+//! policy denial, each node's scrape shows what happened on it.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
+
+mod common;
+
+use common::echo_origin;
+use meshproxy::app::StartError;
+use meshproxy::config::FileConfig;
+use meshproxy::identity::Identity;
+use meshproxy::node::{start, NetNode, RunError};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{sleep, timeout, Instant};
+
+/// A TCP port nothing listens on right now (the exit must advertise a fixed one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn node(toml: &str, secret: u8) -> NetNode {
+    let file = FileConfig::parse(toml).unwrap();
+    start(&file, &Identity::from_secret([secret; 32]), u64::from(secret)).await.unwrap()
+}
+
+/// SOCKS5 CONNECT through the client listener; returns the reply code and the stream.
+async fn socks_connect(listener: SocketAddr, target: SocketAddr) -> (u8, TcpStream) {
+    let mut app = TcpStream::connect(listener).await.unwrap();
+    let SocketAddr::V4(t) = target else { panic!("IPv4 target expected") };
+    let mut request = vec![5, 1, 0, 5, 1, 0, 1];
+    request.extend_from_slice(&t.ip().octets());
+    request.extend_from_slice(&t.port().to_be_bytes());
+    app.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 12];
+    app.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply[..2], &[5, 0], "method selection");
+    (reply[3], app)
+}
+
+/// One scrape with a plain HTTP/1.1 GET; returns the body.
+async fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Content-Type: application/openmetrics-text"), "{head}");
+    assert!(body.ends_with("# EOF\n"), "a complete exposition");
+    body.to_owned()
+}
+
+/// The value of one series (`name` or `name{labels}`, exactly as encoded).
+fn value(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in\n{body}"))
+}
+
+/// Scrapes until `series` reaches `at_least`, or fails at the deadline.
+async fn until_at_least(addr: SocketAddr, series: &str, at_least: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = scrape(addr).await;
+        if value(&body, series) >= at_least {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{series} stayed below {at_least}:\n{body}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_scrape_shows_its_part_of_a_session_and_a_denial() {
+    timeout(Duration::from_secs(60), async {
+        let origin = echo_origin().await;
+        let hub_id = Identity::from_secret([21; 32]);
+        let hub = node(
+            r#"listen = ["/ip4/127.0.0.1/tcp/0"]
+metrics = "127.0.0.1:0"
+[hub]
+keys = [{ id = "exit", token = "t-exit" }, { id = "client", token = "t-client" }]
+"#,
+            21,
+        )
+        .await;
+        let hub_addr = hub.p2p_addrs.first().expect("hub listens").clone();
+        let hubs =
+            format!("[[hubs]]\npeer = \"{}\"\naddrs = [\"{hub_addr}\"]\n", hub_id.peer_id_string());
+        let exit_port = free_port();
+        let exit = node(
+            &format!(
+                r#"listen = ["/ip4/127.0.0.1/tcp/{exit_port}"]
+metrics = "127.0.0.1:0"
+{hubs}
+[exit]
+credential = {{ id = "exit", token = "t-exit" }}
+advertise = ["/ip4/127.0.0.1/tcp/{exit_port}"]
+allow = ["127.0.0.1:{}"]
+"#,
+                origin.port()
+            ),
+            22,
+        )
+        .await;
+        let client = node(
+            &format!(
+                r#"metrics = "127.0.0.1:0"
+{hubs}
+[client]
+credential = {{ id = "client", token = "t-client" }}
+refresh_ms = 200
+[[client.listeners]]
+bind = "127.0.0.1:0"
+protocol = "socks5"
+"#
+            ),
+            23,
+        )
+        .await;
+        let (hub_m, exit_m, client_m) = (
+            hub.node.metrics_addr.expect("hub metrics"),
+            exit.node.metrics_addr.expect("exit metrics"),
+            client.node.metrics_addr.expect("client metrics"),
+        );
+        assert_ne!(client_m.port(), 0, "the real port is reported");
+        while client.node.status().await.unwrap().known_exits == 0 {
+            sleep(Duration::from_millis(20)).await;
+        }
+
+        // N bytes up, echoed back down; the session ends when both sides finish.
+        const N: usize = 100_000;
+        let listener = client.node.listen_addrs[0];
+        let (code, mut app) = socks_connect(listener, origin).await;
+        assert_eq!(code, 0, "SOCKS5 success");
+        let payload: Vec<u8> = (0..N).map(|i| (i % 251) as u8).collect();
+        let (mut r, mut w) = app.split();
+        let send = async {
+            w.write_all(&payload).await.unwrap();
+            w.shutdown().await.unwrap();
+        };
+        let mut echoed = Vec::new();
+        let recv = async { r.read_to_end(&mut echoed).await.unwrap() };
+        tokio::join!(send, recv);
+        assert_eq!(echoed.len(), N);
+        drop(app);
+
+        let n = N as f64;
+        let body =
+            until_at_least(client_m, "meshproxy_session_bytes_total{direction=\"down\"}", n).await;
+        assert!(value(&body, "meshproxy_session_bytes_total{direction=\"up\"}") >= n, "{body}");
+        assert!(value(&body, "meshproxy_sessions_established_total{role=\"client\"}") >= 1.0);
+        assert!(value(&body, "meshproxy_session_setup_seconds_count") >= 1.0, "{body}");
+        assert!(value(&body, "meshproxy_app_connections_total") >= 1.0);
+        assert!(value(&body, "meshproxy_peer_connections{path=\"direct\"}") >= 1.0, "{body}");
+        assert_eq!(value(&body, "meshproxy_sessions_open{role=\"client\"}"), 0.0, "{body}");
+
+        let body =
+            until_at_least(exit_m, "meshproxy_session_bytes_total{direction=\"up\"}", n).await;
+        assert!(value(&body, "meshproxy_hub_registrations_total") >= 1.0, "{body}");
+        assert_eq!(value(&body, "meshproxy_hubs_registered"), 1.0, "{body}");
+        assert!(value(&body, "meshproxy_sessions_established_total{role=\"exit\"}") >= 1.0);
+        assert_eq!(value(&body, "meshproxy_exit_denials_total"), 0.0, "nothing denied yet");
+
+        let body = scrape(hub_m).await;
+        assert_eq!(value(&body, "meshproxy_directory_exits"), 1.0, "{body}");
+        assert!(value(&body, "meshproxy_directory_registrations_total") >= 1.0);
+        assert_eq!(value(&body, "meshproxy_admission_denials_total"), 0.0);
+
+        // A loopback port the exit does not allow: counted as a denial on the exit,
+        // and as a failed session (the destination refused) on the client.
+        let denied = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (code, _app) = socks_connect(listener, denied.local_addr().unwrap()).await;
+        assert_eq!(code, 2, "policy denial is SOCKS5 0x02");
+        until_at_least(exit_m, "meshproxy_exit_denials_total", 1.0).await;
+        until_at_least(client_m, "meshproxy_sessions_failed_total{reason=\"destination\"}", 1.0)
+            .await;
+
+        client.node.shutdown().await;
+        exit.node.shutdown().await;
+        hub.node.shutdown().await;
+        assert!(TcpStream::connect(client_m).await.is_err(), "the endpoint stopped with the node");
+    })
+    .await
+    .expect("the metrics mesh test finished in time");
+}
+
+#[tokio::test]
+async fn an_address_in_use_is_a_start_error_naming_it() {
+    timeout(Duration::from_secs(20), async {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let file = FileConfig::parse(&format!("metrics = \"{addr}\"\n[hub]\n")).unwrap();
+        let err = start(&file, &Identity::from_secret([24; 32]), 24).await.unwrap_err();
+        assert!(matches!(err, RunError::Start(StartError::Metrics { addr: a, .. }) if a == addr));
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    })
+    .await
+    .expect("in time");
+}
