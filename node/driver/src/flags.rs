@@ -32,6 +32,9 @@ pub struct CommonFlags {
     /// A hub to use, as printed by `meshproxy hub`: MULTIADDR/p2p/PEER_ID; repeatable [key: [[hubs]]].
     #[arg(long = "hub", value_name = "MULTIADDR/p2p/PEER_ID")]
     pub hubs: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics [key: metrics].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Flags of `meshproxy hub`.
@@ -204,6 +207,9 @@ pub fn build(common: &CommonFlags, role: RoleFlags<'_>) -> Result<FileConfig, Co
     if common.state.is_some() {
         file.state.clone_from(&common.state);
     }
+    if common.metrics.is_some() {
+        file.metrics = common.metrics;
+    }
     replace(&mut file.listen, &common.listen);
     replace(&mut file.hubs, &hubs(&common.hubs)?);
     match role {
@@ -345,7 +351,10 @@ mod tests {
     #[test]
     fn hub_from_flags_only() {
         let flags = HubFlags { keys: vec!["exit-1=secret".into()], ..HubFlags::default() };
-        let file = build(&CommonFlags::default(), RoleFlags::Hub(&flags)).unwrap();
+        let metrics = Some("127.0.0.1:9091".parse().unwrap());
+        let common = CommonFlags { metrics, ..CommonFlags::default() };
+        let file = build(&common, RoleFlags::Hub(&flags)).unwrap();
+        assert_eq!(file.metrics, metrics);
         assert_eq!(file.identity, Some(PathBuf::from("hub.key")));
         assert_eq!(file.listen, vec!["/ip4/0.0.0.0/tcp/4001".to_owned()]);
         let hub = node_config(&file).hub.expect("hub role");

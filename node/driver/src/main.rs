@@ -34,6 +34,9 @@ enum Command {
         /// The TOML config file.
         #[arg(long)]
         config: PathBuf,
+        /// Serve Prometheus metrics at http://ADDR:PORT/metrics [key: metrics].
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Validate a config file and print what the node would run.
     Check {
@@ -103,6 +106,9 @@ fn run(file: FileConfig) -> Result<(), String> {
         }
         for addr in &running.node.listen_addrs {
             println!("listener: {addr}");
+        }
+        if let Some(addr) = running.node.metrics_addr {
+            println!("metrics: http://{addr}/metrics");
         }
         meshproxy::app::stop_signal().await;
         tracing::info!(grace = ?GRACE, "stopping: no new connections; running sessions may finish");
@@ -219,8 +225,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
-            exit_code("run", FileConfig::load(&config).map_err(|e| e.to_string()).and_then(run))
+        Command::Run { config, metrics } => {
+            let file = FileConfig::load(&config).map(|mut file| {
+                file.metrics = metrics.or(file.metrics);
+                file
+            });
+            exit_code("run", file.map_err(|e| e.to_string()).and_then(run))
         }
         Command::Hub { common, hub } => exit_code("hub", run_role(&common, RoleFlags::Hub(&hub))),
         Command::Exit { common, exit } => {
