@@ -14,9 +14,9 @@
 
 use crate::port::{BoxStream, NetCommand, NetEvent};
 use crate::pump::{self, PumpCmd, PumpState, PUMP_QUEUE};
+use crate::sockets::{Sockets, TokioSockets};
 use crate::splice::splice_from;
 use crate::state;
-use crate::tcp::TcpIo;
 use bytes::{Bytes, BytesMut};
 use core::fmt;
 use meshproxy_core::config::NodeConfig;
@@ -32,6 +32,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
@@ -174,6 +175,8 @@ pub struct NodeRunner {
     next_outside: u64,
     state_file: Option<PathBuf>,
     persist: Option<watch::Sender<Option<StateSnapshot>>>,
+    /// Origin connects and name lookups.
+    sockets: Arc<dyn Sockets>,
 }
 
 impl fmt::Debug for NodeRunner {
@@ -208,7 +211,15 @@ impl NodeRunner {
             next_outside: 0,
             state_file: None,
             persist: None,
+            sockets: Arc::new(TokioSockets),
         }
+    }
+
+    /// Connects to origins and resolves names through `sockets` instead of the
+    /// operating system (simulated networks in tests).
+    pub fn with_sockets(mut self, sockets: Arc<dyn Sockets>) -> NodeRunner {
+        self.sockets = sockets;
+        self
     }
 
     /// Where `Persist` outputs are written (atomically).
@@ -460,18 +471,17 @@ impl NodeRunner {
             }
             Output::Resolve { query, name } => {
                 let tx = self.tx.clone();
+                let lookup = self.sockets.resolve(name);
                 self.tasks.spawn(async move {
-                    let result = resolve(&name).await;
+                    let result = lookup.await;
                     let _ = tx.send(RunnerMsg::Resolved { query, result }).await;
                 });
             }
             Output::ConnectOrigin { stream, addr } => {
                 let tx = self.tx.clone();
+                let connect = self.sockets.connect(addr);
                 let task = self.tasks.spawn(async move {
-                    let result = match tokio::net::TcpStream::connect(addr).await {
-                        Ok(s) => Ok(Box::new(TcpIo::new(s)) as BoxStream),
-                        Err(e) => Err(connect_status(&e)),
-                    };
+                    let result = connect.await.map_err(|e| connect_status(&e));
                     let _ = tx.send(RunnerMsg::OriginDone { stream, result }).await;
                 });
                 self.origins.insert(stream, task);
@@ -572,35 +582,6 @@ pub fn connect_status(e: &io::Error) -> Status {
         io::ErrorKind::NetworkUnreachable => Status::NetworkUnreachable,
         io::ErrorKind::TimedOut => Status::TtlExpired,
         _ => Status::GeneralFailure,
-    }
-}
-
-/// Looks a name up with the system resolver.
-async fn resolve(name: &str) -> Result<Vec<IpAddr>, ResolveError> {
-    match tokio::net::lookup_host((name, 0)).await {
-        Ok(addrs) => {
-            let mut ips: Vec<IpAddr> = Vec::new();
-            for a in addrs {
-                if !ips.contains(&a.ip()) {
-                    ips.push(a.ip());
-                }
-            }
-            if ips.is_empty() {
-                Err(ResolveError::NotFound)
-            } else {
-                Ok(ips)
-            }
-        }
-        // getaddrinfo's "not known"/"no address" mean the name has no records;
-        // anything else is a resolver failure.
-        Err(e) => {
-            let text = e.to_string();
-            if text.contains("not known") || text.contains("No address") {
-                Err(ResolveError::NotFound)
-            } else {
-                Err(ResolveError::Failed)
-            }
-        }
     }
 }
 
