@@ -91,8 +91,10 @@ struct Wire {
     out: BytesMut,
     read_eof: bool,
     write_shut: bool,
-    /// The peer reset (reset frame read, or the peer connection died).
+    /// The peer reset it (reset frame read).
     reset: bool,
+    /// The peer connection under it died.
+    link_down: bool,
     link: Option<LinkWatch>,
 }
 
@@ -113,6 +115,7 @@ impl Wire {
             read_eof: false,
             write_shut: false,
             reset: false,
+            link_down: false,
             link: link.map(|t| LinkWatch {
                 read: Box::pin(t.clone().cancelled_owned()),
                 write: Box::pin(t.cancelled_owned()),
@@ -124,19 +127,21 @@ impl Wire {
         self.inner.as_mut().ok_or_else(|| io::ErrorKind::NotConnected.into())
     }
 
-    /// Whether the peer connection under this stream has died (then the stream is reset).
+    /// Whether the stream is reset: by the peer, or because the peer
+    /// connection under it died.
     fn link_dead(&mut self, cx: &mut Context<'_>, reading: bool) -> bool {
-        let Some(link) = &mut self.link else { return false };
-        let waiter = if reading { &mut link.read } else { &mut link.write };
-        if waiter.as_mut().poll(cx).is_ready() {
-            self.reset = true;
+        if let Some(link) = &mut self.link {
+            let waiter = if reading { &mut link.read } else { &mut link.write };
+            if waiter.as_mut().poll(cx).is_ready() {
+                self.link_down = true;
+            }
         }
-        self.reset
+        self.reset || self.link_down
     }
 
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.out.is_empty() {
-            let tcp = self.tcp()?;
+            let tcp = self.inner.as_mut().ok_or(io::ErrorKind::NotConnected)?;
             let n = ready!(Pin::new(tcp).poll_write(cx, &self.out))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
@@ -711,6 +716,11 @@ async fn run_origin() -> turmoil::Result {
 /// A seeded simulation with hub, exit, client and origin hosts; `timeouts`
 /// is the `[timeouts]` table of the exit and the client.
 fn world(seed: u64, limit: Duration, timeouts: &str) -> (Sim<'static>, Registry) {
+    // `RUST_LOG=meshproxy=debug` shows what the nodes do.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .simulation_duration(limit)
