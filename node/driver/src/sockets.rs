@@ -117,3 +117,51 @@ async fn resolve_system(name: &str) -> Result<Vec<IpAddr>, ResolveError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::timeout;
+
+    /// The port keeps `TcpIo`'s contract: a connection dropped mid-flight
+    /// resets, on the connecting side and on the accepted side.
+    #[tokio::test]
+    async fn connections_through_the_port_reset_when_aborted() {
+        timeout(Duration::from_secs(10), async {
+            let sockets = TokioSockets;
+            let mut listener = sockets.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut origin = sockets.connect(addr).await.unwrap();
+            let (mut accepted, _) = listener.accept().await.unwrap();
+            origin.write_all(b"hi").await.unwrap();
+            let mut two = [0u8; 2];
+            accepted.read_exact(&mut two).await.unwrap();
+            drop(origin); // not ended cleanly: an abort
+            let mut buf = [0u8; 8];
+            let err = accepted.read(&mut buf).await.expect_err("a reset, not an end of stream");
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+            // And the other way: the accepted side aborted resets the connector.
+            let mut origin = sockets.connect(addr).await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            drop(accepted);
+            let err = origin.read(&mut buf).await.expect_err("a reset, not an end of stream");
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_an_error_and_literals_resolve_to_themselves() {
+        let sockets = TokioSockets;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let err = sockets.connect(addr).await.err().expect("nothing listens");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        let ips = sockets.resolve("127.0.0.1".to_string()).await.unwrap();
+        assert_eq!(ips, vec![IpAddr::from([127, 0, 0, 1])]);
+    }
+}

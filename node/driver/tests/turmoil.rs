@@ -897,6 +897,7 @@ fn handshake_deadline_and_splice_idle_timeout_fire_in_simulated_time() {
             "the handshake deadline is 2 s, the app was dropped after {took:?}"
         );
         registry.wait("client", Duration::from_secs(1), |s| s.resources.sessions == 0).await;
+        println!("silent app dropped after {took:?} (handshake_ms = 2000)");
 
         // One exchange, then silence: both splices give up after 3 s.
         let origin = turmoil::lookup("origin");
@@ -915,6 +916,7 @@ fn handshake_deadline_and_splice_idle_timeout_fire_in_simulated_time() {
             took >= Duration::from_millis(2900) && took < Duration::from_millis(3200),
             "the idle timeout is 3 s, the session ended after {took:?} of silence"
         );
+        println!("idle session reset after {took:?} of silence (idle_ms = 3000)");
         sessions_end(&registry).await;
         Ok(())
     });
