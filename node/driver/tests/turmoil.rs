@@ -725,6 +725,9 @@ impl tracing_subscriber::fmt::time::FormatTime for SimClock {
 /// A seeded simulation with hub, exit, client and origin hosts; `timeouts`
 /// is the `[timeouts]` table of the exit and the client.
 fn world(seed: u64, limit: Duration, timeouts: &str) -> (Sim<'static>, Registry) {
+    // `MESHPROXY_SIM_SEED=N` replays every test under another seed.
+    let seed =
+        std::env::var("MESHPROXY_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(seed);
     // `RUST_LOG=meshproxy=debug` shows what the nodes do.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
