@@ -10,6 +10,7 @@ use crate::listener;
 use crate::metrics::{Metrics, MetricsServer, ServeLimits};
 use crate::port::{NetCommand, NetEvent};
 use crate::runner::{NodeRunner, RunnerMsg, RunnerStatus};
+use crate::sockets::{Sockets, TokioSockets};
 use crate::state::{self, StateError};
 use meshproxy_core::ids::ListenerId;
 use meshproxy_core::record::PeerAddr;
@@ -147,26 +148,40 @@ pub async fn start_node(
     parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
     start_network: NetworkStarter,
 ) -> Result<RunningNode, StartError> {
+    start_node_with(file, identity, seed, parse_addr, start_network, Arc::new(TokioSockets)).await
+}
+
+/// [`start_node`], with client listeners, origin connects and name lookups
+/// going through `sockets` rather than the operating system.
+pub async fn start_node_with(
+    file: &FileConfig,
+    identity: &Identity,
+    seed: u64,
+    parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
+    start_network: NetworkStarter,
+    sockets: Arc<dyn Sockets>,
+) -> Result<RunningNode, StartError> {
     let config = file.to_node_config(identity.peer_id(), parse_addr)?;
     let snapshot = match &file.state {
         Some(path) => state::load(path)?,
         None => None,
     };
-    let mut sockets = Vec::new();
+    let mut bound = Vec::new();
     for (index, s) in file.listener_sockets().into_iter().enumerate() {
-        let l = listener::bind(s.bind, s.has_auth).await.map_err(|source| StartError::Listen {
+        listener::warn_if_exposed(s.bind, s.has_auth);
+        let l = sockets.bind(s.bind).await.map_err(|source| StartError::Listen {
             index,
             addr: s.bind,
             source,
         })?;
-        sockets.push(l);
+        bound.push(l);
     }
     let metrics = match file.metrics {
         Some(addr) => Some(serve_metrics(addr).await?),
         None => None,
     };
     let (net_tx, mut net_rx) = mpsc::channel::<NetCommand>(NET_QUEUE);
-    let mut runner = NodeRunner::new(config, seed, net_tx);
+    let mut runner = NodeRunner::new(config, seed, net_tx).with_sockets(sockets);
     if let Some(path) = &file.state {
         runner = runner.with_state_file(path.clone());
     }
@@ -187,7 +202,7 @@ pub async fn start_node(
     });
     let mut listen_addrs = Vec::new();
     let mut listeners = Vec::new();
-    for (i, l) in sockets.into_iter().enumerate() {
+    for (i, l) in bound.into_iter().enumerate() {
         if let Ok(addr) = l.local_addr() {
             tracing::info!(%addr, listener = i, "client listener ready");
             listen_addrs.push(addr);

@@ -9,7 +9,8 @@
 //! - [`splice`]: the data plane (both-way copy with half-close and resets).
 //! - [`tcp`]: TCP streams that reset, rather than close, when aborted.
 //! - [`port`]: the interface to the peer network actor; [`network`]: that actor over libp2p.
-//! - [`listener`]: client listener accept loops.
+//! - [`listener`]: client listener accept loops; [`sockets`]: the port to listeners,
+//!   origin connects and name lookups (the OS, or a simulated network in tests).
 //! - [`config`], [`identity`], [`state`]: files on disk; [`flags`]: the role commands' flags.
 //! - [`metrics`]: Prometheus metrics from the node's events, and the `/metrics` endpoint.
 //! - [`demo`]: a whole mesh in one process (`meshproxy demo`).
@@ -31,6 +32,7 @@ pub mod node;
 pub mod port;
 pub mod pump;
 pub mod runner;
+pub mod sockets;
 pub mod splice;
 pub mod state;
 pub mod tcp;

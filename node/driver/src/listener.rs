@@ -5,7 +5,7 @@
 //! so it is logged as a warning.
 
 use crate::runner::RunnerMsg;
-use crate::tcp::TcpIo;
+use crate::sockets::Acceptor;
 use meshproxy_core::ids::ListenerId;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,8 +22,8 @@ pub fn exposed_without_auth(addr: SocketAddr, has_auth: bool) -> bool {
     !has_auth && !addr.ip().is_loopback()
 }
 
-/// Binds a client listener, warning when it is open to other hosts without auth.
-pub async fn bind(addr: SocketAddr, has_auth: bool) -> io::Result<TcpListener> {
+/// Warns when a listener on `addr` is open to other hosts without auth.
+pub fn warn_if_exposed(addr: SocketAddr, has_auth: bool) {
     if exposed_without_auth(addr, has_auth) {
         tracing::warn!(
             %addr,
@@ -31,16 +31,25 @@ pub async fn bind(addr: SocketAddr, has_auth: bool) -> io::Result<TcpListener> {
              anyone who can reach it can use this proxy"
         );
     }
+}
+
+/// Binds a client listener, warning when it is open to other hosts without auth.
+pub async fn bind(addr: SocketAddr, has_auth: bool) -> io::Result<TcpListener> {
+    warn_if_exposed(addr, has_auth);
     TcpListener::bind(addr).await
 }
 
 /// Accepts connections until the runner goes away, handing each one over as
 /// [`RunnerMsg::AppAccepted`] (the runner allocates its stream id and pump).
-pub async fn accept_loop(listener: TcpListener, id: ListenerId, runner: mpsc::Sender<RunnerMsg>) {
+/// The listener is a Tokio [`TcpListener`] or any other [`Acceptor`].
+pub async fn accept_loop<A: Acceptor>(
+    mut listener: A,
+    id: ListenerId,
+    runner: mpsc::Sender<RunnerMsg>,
+) {
     loop {
         match listener.accept().await {
-            Ok((socket, source)) => {
-                let io = Box::new(TcpIo::new(socket));
+            Ok((io, source)) => {
                 if runner.send(RunnerMsg::AppAccepted { listener: id, source, io }).await.is_err() {
                     return;
                 }

@@ -15,9 +15,9 @@
 use crate::metrics::Metrics;
 use crate::port::{BoxStream, NetCommand, NetEvent};
 use crate::pump::{self, PumpCmd, PumpState, PUMP_QUEUE};
+use crate::sockets::{Sockets, TokioSockets};
 use crate::splice::splice_from;
 use crate::state;
-use crate::tcp::TcpIo;
 use bytes::{Bytes, BytesMut};
 use core::fmt;
 use meshproxy_core::config::NodeConfig;
@@ -177,6 +177,8 @@ pub struct NodeRunner {
     state_file: Option<PathBuf>,
     persist: Option<watch::Sender<Option<StateSnapshot>>>,
     metrics: Option<Arc<Metrics>>,
+    /// Origin connects and name lookups.
+    sockets: Arc<dyn Sockets>,
 }
 
 impl fmt::Debug for NodeRunner {
@@ -212,7 +214,15 @@ impl NodeRunner {
             state_file: None,
             persist: None,
             metrics: None,
+            sockets: Arc::new(TokioSockets),
         }
+    }
+
+    /// Connects to origins and resolves names through `sockets` instead of the
+    /// operating system (simulated networks in tests).
+    pub fn with_sockets(mut self, sockets: Arc<dyn Sockets>) -> NodeRunner {
+        self.sockets = sockets;
+        self
     }
 
     /// Where `Persist` outputs are written (atomically).
@@ -473,18 +483,17 @@ impl NodeRunner {
             }
             Output::Resolve { query, name } => {
                 let tx = self.tx.clone();
+                let lookup = self.sockets.resolve(name);
                 self.tasks.spawn(async move {
-                    let result = resolve(&name).await;
+                    let result = lookup.await;
                     let _ = tx.send(RunnerMsg::Resolved { query, result }).await;
                 });
             }
             Output::ConnectOrigin { stream, addr } => {
                 let tx = self.tx.clone();
+                let connect = self.sockets.connect(addr);
                 let task = self.tasks.spawn(async move {
-                    let result = match tokio::net::TcpStream::connect(addr).await {
-                        Ok(s) => Ok(Box::new(TcpIo::new(s)) as BoxStream),
-                        Err(e) => Err(connect_status(&e)),
-                    };
+                    let result = connect.await.map_err(|e| connect_status(&e));
                     let _ = tx.send(RunnerMsg::OriginDone { stream, result }).await;
                 });
                 self.origins.insert(stream, task);
@@ -590,35 +599,6 @@ pub fn connect_status(e: &io::Error) -> Status {
         io::ErrorKind::NetworkUnreachable => Status::NetworkUnreachable,
         io::ErrorKind::TimedOut => Status::TtlExpired,
         _ => Status::GeneralFailure,
-    }
-}
-
-/// Looks a name up with the system resolver.
-async fn resolve(name: &str) -> Result<Vec<IpAddr>, ResolveError> {
-    match tokio::net::lookup_host((name, 0)).await {
-        Ok(addrs) => {
-            let mut ips: Vec<IpAddr> = Vec::new();
-            for a in addrs {
-                if !ips.contains(&a.ip()) {
-                    ips.push(a.ip());
-                }
-            }
-            if ips.is_empty() {
-                Err(ResolveError::NotFound)
-            } else {
-                Ok(ips)
-            }
-        }
-        // getaddrinfo's "not known"/"no address" mean the name has no records;
-        // anything else is a resolver failure.
-        Err(e) => {
-            let text = e.to_string();
-            if text.contains("not known") || text.contains("No address") {
-                Err(ResolveError::NotFound)
-            } else {
-                Err(ResolveError::Failed)
-            }
-        }
     }
 }
 
