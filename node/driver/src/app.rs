@@ -7,6 +7,7 @@
 use crate::config::{ConfigError, FileConfig};
 use crate::identity::Identity;
 use crate::listener;
+use crate::network::AdmittedPeers;
 use crate::port::{NetCommand, NetEvent};
 use crate::runner::{NodeRunner, RunnerMsg, RunnerStatus};
 use crate::state::{self, StateError};
@@ -131,6 +132,19 @@ pub async fn start_node(
     parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
     start_network: NetworkStarter,
 ) -> Result<RunningNode, StartError> {
+    start_node_admitting(file, identity, seed, parse_addr, start_network, None).await
+}
+
+/// [`start_node`], with the runner keeping `admitted` (a hub relay's allow-list, shared
+/// with the network) equal to the peers the core has admitted.
+pub async fn start_node_admitting(
+    file: &FileConfig,
+    identity: &Identity,
+    seed: u64,
+    parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
+    start_network: NetworkStarter,
+    admitted: Option<AdmittedPeers>,
+) -> Result<RunningNode, StartError> {
     let config = file.to_node_config(identity.peer_id(), parse_addr)?;
     let snapshot = match &file.state {
         Some(path) => state::load(path)?,
@@ -152,6 +166,9 @@ pub async fn start_node(
     }
     if let Some(snapshot) = snapshot {
         runner.restore(snapshot);
+    }
+    if let Some(admitted) = admitted {
+        runner = runner.with_admitted_peers(admitted);
     }
     let events = runner.sender();
     let network = start_network(event_sink(events.clone())).map_err(StartError::Network)?;

@@ -4,7 +4,7 @@
 use crate::app::{self, NetworkStarter, RunningNode, StartError};
 use crate::config::FileConfig;
 use crate::identity::Identity;
-use crate::network::{addr_to_core, NetConfig, NetworkActor};
+use crate::network::{addr_to_core, AdmittedPeers, NetConfig, NetworkActor, RelayServerConfig};
 use libp2p::Multiaddr;
 use meshproxy_core::record::PeerAddr;
 use tokio::sync::oneshot;
@@ -42,11 +42,18 @@ pub struct NetNode {
     pub p2p_addrs: Vec<Multiaddr>,
 }
 
-/// Starts the node `file` describes, over libp2p, with `identity`.
+/// Starts the node `file` describes, over libp2p, with `identity`. A hub also serves as a
+/// circuit relay for the peers it admits (unless `[hub] relay = false`).
 pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<NetNode, RunError> {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.secret_bytes())
         .map_err(|e| RunError::Identity(e.to_string()))?;
     let mut net = NetConfig::new(keypair);
+    let relay = file.relay_limits().map_err(|e| RunError::Start(StartError::Config(e)))?;
+    let admitted = relay.map(|limits| {
+        let admitted = AdmittedPeers::default();
+        net.relay = Some(RelayServerConfig { limits, admitted: admitted.clone() });
+        admitted
+    });
     for addr in &file.listen {
         let parsed = addr
             .parse::<Multiaddr>()
@@ -60,7 +67,8 @@ pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<
         let _ = handle_tx.send(handle);
         Ok(commands)
     });
-    let node = app::start_node(file, identity, seed, &parse_addr, starter).await?;
+    let node =
+        app::start_node_admitting(file, identity, seed, &parse_addr, starter, admitted).await?;
     let p2p_addrs = match handle_rx.await {
         Ok(handle) => handle.listen_addrs().await,
         Err(_) => Vec::new(),

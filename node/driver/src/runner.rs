@@ -12,6 +12,7 @@
 //! ahead of their `Detached` message on the same channel and is appended to
 //! the splice prefix, so nothing is lost at the hand-over.
 
+use crate::network::AdmittedPeers;
 use crate::port::{BoxStream, NetCommand, NetEvent};
 use crate::pump::{self, PumpCmd, PumpState, PUMP_QUEUE};
 use crate::splice::splice_from;
@@ -174,6 +175,8 @@ pub struct NodeRunner {
     next_outside: u64,
     state_file: Option<PathBuf>,
     persist: Option<watch::Sender<Option<StateSnapshot>>>,
+    /// The hub relay's allow-list, kept in step with the core's admissions.
+    admitted: Option<AdmittedPeers>,
 }
 
 impl fmt::Debug for NodeRunner {
@@ -208,7 +211,14 @@ impl NodeRunner {
             next_outside: 0,
             state_file: None,
             persist: None,
+            admitted: None,
         }
+    }
+
+    /// Keeps `admitted` (the hub relay's allow-list) equal to the peers the core has admitted.
+    pub fn with_admitted_peers(mut self, admitted: AdmittedPeers) -> NodeRunner {
+        self.admitted = Some(admitted);
+        self
     }
 
     /// Where `Persist` outputs are written (atomically).
@@ -509,7 +519,16 @@ impl NodeRunner {
                     persist.send_replace(Some(snapshot));
                 }
             }
-            Output::Event(event) => log_event(&event),
+            Output::Event(event) => {
+                if let Some(admitted) = &self.admitted {
+                    match event {
+                        Event::PeerAdmitted { peer } => admitted.admit(peer),
+                        Event::AdmissionEnded { peer } => admitted.revoke(&peer),
+                        _ => {}
+                    }
+                }
+                log_event(&event)
+            }
         }
     }
 
