@@ -341,10 +341,7 @@ fn closing_the_stream_removes_the_registration() {
         let outs = h.input(Input::StreamClosed { stream: s, how });
         assert_eq!(
             events(&outs),
-            vec![
-                Event::DirectoryRemoved { peer: r.peer },
-                Event::AdmissionEnded { peer: r.peer }
-            ]
+            vec![Event::DirectoryRemoved { peer: r.peer }, Event::AdmissionEnded { peer: r.peer }]
         );
         assert_eq!(
             closed(&outs, s),

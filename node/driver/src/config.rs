@@ -415,9 +415,10 @@ impl FileConfig {
             )));
         }
         let max_ms = RELAY_MAX_DURATION.as_millis();
-        for (name, v) in
-            [("relay_reservation_ms", h.relay_reservation_ms), ("relay_max_circuit_ms", h.relay_max_circuit_ms)]
-        {
+        for (name, v) in [
+            ("relay_reservation_ms", h.relay_reservation_ms),
+            ("relay_max_circuit_ms", h.relay_max_circuit_ms),
+        ] {
             if v.is_some_and(|v| v == 0 || u128::from(v) > max_ms) {
                 return Err(invalid(format!("hub.{name}: must be within 1..={max_ms}")));
             }
@@ -760,12 +761,10 @@ users = [{{ name = "u", password = "p" }}]
         assert_eq!(hub("").relay_limits().expect("valid"), Some(RelayLimits::default()));
         assert_eq!(hub("relay = false").relay_limits().expect("valid"), None);
         assert_eq!(FileConfig::parse("").expect("parses").relay_limits().expect("valid"), None);
-        let set = hub(
-            "relay_max_reservations = 10\nrelay_max_reservations_per_peer = 2\n\
+        let set = hub("relay_max_reservations = 10\nrelay_max_reservations_per_peer = 2\n\
              relay_reservation_ms = 60000\nrelay_max_circuits = 20\n\
              relay_max_circuits_per_peer = 3\nrelay_max_circuit_ms = 1000\n\
-             relay_max_circuit_bytes = 4096",
-        )
+             relay_max_circuit_bytes = 4096")
         .relay_limits()
         .expect("valid")
         .expect("relay on");

@@ -60,11 +60,18 @@ impl TestPeer {
         let key = identity::Keypair::generate_ed25519();
         let mut swarm = SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
             .unwrap()
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .unwrap()
-            .with_behaviour(|_, relay| PeerBehaviour { relay, streams: libp2p_stream::Behaviour::new() })
+            .with_behaviour(|_, relay| PeerBehaviour {
+                relay,
+                streams: libp2p_stream::Behaviour::new(),
+            })
             .unwrap()
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
@@ -244,16 +251,19 @@ async fn a_stranger_gets_no_reservation_and_an_admitted_peer_does() {
         let mut pretender = TestPeer::new();
         pretender.connect(hub.id, hub.addr.clone()).await;
         let mut control = pretender.control.clone();
-        let mut s =
-            control.open_stream(hub.id, StreamProtocol::new(HUB_PROTOCOL)).await.unwrap();
+        let mut s = control.open_stream(hub.id, StreamProtocol::new(HUB_PROTOCOL)).await.unwrap();
         let mut inbox = Vec::new();
         let HubMessage::Challenge { nonce, .. } = read_msg(&mut s, &mut inbox).await else {
             panic!("expected a challenge")
         };
         let wrong = Credential::new("client", b"not the token");
         let proof = wrong.prove(&nonce, &to_core(&pretender.id), Role::Client);
-        let auth =
-            HubMessage::Auth { version: HUB_VERSION, role: Role::Client, key_id: "client".into(), proof };
+        let auth = HubMessage::Auth {
+            version: HUB_VERSION,
+            role: Role::Client,
+            key_id: "client".into(),
+            proof,
+        };
         write_msg(&mut s, &auth).await;
         assert!(matches!(read_msg(&mut s, &mut inbox).await, HubMessage::Error { .. }));
         assert!(pretender.reserve(hub.id, &hub.addr).await.is_err());
@@ -321,8 +331,7 @@ async fn a_circuit_between_admitted_peers_carries_more_than_the_libp2p_default()
         let _d_admission = dialer.admit(hub.id, &credential()).await;
         dialer.connect(listener.id, target).await;
         let mut control = dialer.control.clone();
-        let stream =
-            timeout(STEP, control.open_stream(listener.id, ECHO)).await.unwrap().unwrap();
+        let stream = timeout(STEP, control.open_stream(listener.id, ECHO)).await.unwrap().unwrap();
         let payload: Vec<u8> =
             (0..PAYLOAD as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let (mut r, mut w) = stream.split();
