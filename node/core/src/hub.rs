@@ -41,12 +41,21 @@ pub(crate) struct HubRole {
     streams: BTreeMap<StreamId, HubStream>,
     /// Which stream made each registration, so only its end removes it.
     registered_by: BTreeMap<PeerId, StreamId>,
+    /// How many admitted streams each peer holds: a peer stays admitted (for
+    /// the driver's relay) until its last one ends, however many it opened.
+    admitted: BTreeMap<PeerId, usize>,
 }
 
 impl HubRole {
     pub(crate) fn new(config: HubConfig) -> HubRole {
         let directory = Directory::new(config.directory);
-        HubRole { config, directory, streams: BTreeMap::new(), registered_by: BTreeMap::new() }
+        HubRole {
+            config,
+            directory,
+            streams: BTreeMap::new(),
+            registered_by: BTreeMap::new(),
+            admitted: BTreeMap::new(),
+        }
     }
 
     pub(crate) fn owns(&self, stream: StreamId) -> bool {
@@ -148,6 +157,11 @@ impl HubRole {
                 s.phase = Phase::Admitted { role };
                 ctx.timers.cancel(TimerKey::HubPeer(stream));
                 send(ctx, stream, &HubMessage::AuthOk);
+                let held = self.admitted.entry(peer).or_insert(0);
+                *held += 1;
+                if *held == 1 {
+                    ctx.event(Event::PeerAdmitted { peer });
+                }
                 true
             }
             (Phase::AwaitAuth { .. }, _) => {
@@ -233,6 +247,15 @@ impl HubRole {
             self.registered_by.remove(&s.peer);
             if self.directory.remove(s.peer) {
                 ctx.event(Event::DirectoryRemoved { peer: s.peer });
+            }
+        }
+        if matches!(s.phase, Phase::Admitted { .. }) {
+            if let Some(held) = self.admitted.get_mut(&s.peer) {
+                *held = held.saturating_sub(1);
+                if *held == 0 {
+                    self.admitted.remove(&s.peer);
+                    ctx.event(Event::AdmissionEnded { peer: s.peer });
+                }
             }
         }
     }

@@ -361,6 +361,18 @@ pub enum Event {
         /// The exit.
         peer: PeerId,
     },
+    /// (Hub) a peer passed admission and holds no other admitted hub stream:
+    /// from now on it is admitted (the driver's relay serves it).
+    PeerAdmitted {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// (Hub) the last admitted hub stream of a peer ended: it is no longer
+    /// admitted. Follows a [`Event::PeerAdmitted`] for the same peer.
+    AdmissionEnded {
+        /// The peer.
+        peer: PeerId,
+    },
     /// (Hub) a peer failed admission.
     AdmissionDenied {
         /// The peer.

@@ -108,7 +108,7 @@ fn a_valid_proof_is_admitted() {
     assert_ne!(nonce, other_nonce, "every stream gets a fresh nonce");
     let outs = h.data(stream, hub_bytes(&auth_msg(&exit_cred(), &nonce, exit_id(1), Role::Exit)));
     assert_eq!(msgs(&outs, stream), vec![HubMessage::AuthOk]);
-    assert!(events(&outs).is_empty());
+    assert_eq!(events(&outs), vec![Event::PeerAdmitted { peer: exit_id(1) }]);
     assert!(h.node.tracks_stream(stream));
     // Admitted streams have no deadline; only the other stream's remains.
     let (_, why) = h.node.poll_timeout().unwrap();
@@ -339,7 +339,10 @@ fn closing_the_stream_removes_the_registration() {
         let r = record(1, "de");
         let s = register(&mut h, &r);
         let outs = h.input(Input::StreamClosed { stream: s, how });
-        assert_eq!(events(&outs), vec![Event::DirectoryRemoved { peer: r.peer }]);
+        assert_eq!(
+            events(&outs),
+            vec![Event::DirectoryRemoved { peer: r.peer }, Event::AdmissionEnded { peer: r.peer }]
+        );
         assert_eq!(
             closed(&outs, s),
             (how == Close::Fin).then_some(Close::Fin),
@@ -362,8 +365,49 @@ fn only_the_registering_stream_removes_the_registration() {
     let outs = h.input(Input::StreamClosed { stream: old, how: Close::Reset });
     assert!(events(&outs).is_empty(), "{outs:?}");
     assert!(h.node.hub_has_registered(&r.peer), "the newer stream's registration stays");
-    h.input(Input::StreamClosed { stream: new, how: Close::Reset });
+    let outs = h.input(Input::StreamClosed { stream: new, how: Close::Reset });
     assert!(!h.node.hub_has_registered(&r.peer));
+    assert_eq!(
+        events(&outs),
+        vec![Event::DirectoryRemoved { peer: r.peer }, Event::AdmissionEnded { peer: r.peer }]
+    );
+}
+
+/// The driver's relay serves exactly the admitted peers, so admission is reported once
+/// per peer, however many hub streams it holds, and ends with its last admitted stream;
+/// streams that never passed the challenge count for nothing.
+#[test]
+fn admission_is_reported_per_peer_and_ends_with_its_last_stream() {
+    let mut h = hub();
+    let (pending, _) = open(&mut h, client_id());
+    let (first, nonce) = open(&mut h, client_id());
+    let outs =
+        h.data(first, hub_bytes(&auth_msg(&client_cred(), &nonce, client_id(), Role::Client)));
+    assert_eq!(events(&outs), vec![Event::PeerAdmitted { peer: client_id() }]);
+    let (second, nonce) = open(&mut h, client_id());
+    let outs =
+        h.data(second, hub_bytes(&auth_msg(&client_cred(), &nonce, client_id(), Role::Client)));
+    assert!(events(&outs).is_empty(), "already admitted: {outs:?}");
+
+    // An unauthenticated stream ending changes nothing, nor does one of two admitted ones.
+    let outs = h.input(Input::StreamClosed { stream: pending, how: Close::Reset });
+    assert!(events(&outs).is_empty(), "{outs:?}");
+    let outs = h.input(Input::StreamClosed { stream: first, how: Close::Fin });
+    assert!(events(&outs).is_empty(), "{outs:?}");
+    let outs = h.input(Input::StreamClosed { stream: second, how: Close::Reset });
+    assert_eq!(events(&outs), vec![Event::AdmissionEnded { peer: client_id() }]);
+
+    // A failed challenge never admits; a later success does, afresh.
+    let (bad, nonce) = open(&mut h, client_id());
+    let wrong = Credential::new(client_cred().key_id, b"not the token");
+    let outs = h.data(bad, hub_bytes(&auth_msg(&wrong, &nonce, client_id(), Role::Client)));
+    assert_eq!(events(&outs), vec![Event::AdmissionDenied { peer: client_id() }]);
+    admitted(&mut h, client_id(), Role::Client);
+
+    // A hub-side failure (a protocol error) ends the admission too.
+    let other = admitted(&mut h, exit_id(2), Role::Exit);
+    let outs = h.data(other, vec![0, 0, 0, 2, 0xEE, 0xEE]);
+    assert!(events(&outs).contains(&Event::AdmissionEnded { peer: exit_id(2) }), "{outs:?}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use crate::config::{ConfigError, FileConfig};
 use crate::identity::Identity;
 use crate::listener;
 use crate::metrics::{Metrics, MetricsServer, ServeLimits};
+use crate::network::AdmittedPeers;
 use crate::port::{NetCommand, NetEvent};
 use crate::runner::{NodeRunner, RunnerMsg, RunnerStatus};
 use crate::sockets::{Sockets, TokioSockets};
@@ -148,11 +149,14 @@ pub async fn start_node(
     parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
     start_network: NetworkStarter,
 ) -> Result<RunningNode, StartError> {
-    start_node_with(file, identity, seed, parse_addr, start_network, Arc::new(TokioSockets)).await
+    start_node_with(file, identity, seed, parse_addr, start_network, Arc::new(TokioSockets), None)
+        .await
 }
 
 /// [`start_node`], with client listeners, origin connects and name lookups
-/// going through `sockets` rather than the operating system.
+/// going through `sockets` rather than the operating system, and (for a hub
+/// relay) the runner keeping `admitted`, the relay's allow-list shared with
+/// the network, equal to the peers the core has admitted.
 pub async fn start_node_with(
     file: &FileConfig,
     identity: &Identity,
@@ -160,6 +164,7 @@ pub async fn start_node_with(
     parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
     start_network: NetworkStarter,
     sockets: Arc<dyn Sockets>,
+    admitted: Option<AdmittedPeers>,
 ) -> Result<RunningNode, StartError> {
     let config = file.to_node_config(identity.peer_id(), parse_addr)?;
     let snapshot = match &file.state {
@@ -190,6 +195,9 @@ pub async fn start_node_with(
     }
     if let Some(snapshot) = snapshot {
         runner.restore(snapshot);
+    }
+    if let Some(admitted) = admitted {
+        runner = runner.with_admitted_peers(admitted);
     }
     let events = runner.sender();
     let network = start_network(event_sink(events.clone())).map_err(StartError::Network)?;

@@ -17,6 +17,14 @@
 //! [hub]                             # serve as a hub
 //! ttl_ms = 30000
 //! keys = [{ id = "alice", token_sha256 = "…64 hex digits…" }]
+//! relay = true                      # circuit relay v2 for admitted peers only (default true)
+//! relay_max_reservations = 1024     # all peers together (default 1024)
+//! relay_max_reservations_per_peer = 4
+//! relay_reservation_ms = 3600000    # renewed by the client (default 1 h)
+//! relay_max_circuits = 1024         # all peers together (default 1024)
+//! relay_max_circuits_per_peer = 64  # as the circuit's source (default 64)
+//! relay_max_circuit_ms = 3600000    # one circuit's lifetime (default 1 h, at most 7 days)
+//! relay_max_circuit_bytes = 1073741824 # per direction (default 1 GiB, at least 1)
 //!
 //! [exit]                            # serve as an exit
 //! credential = { id = "exit-1", token = "…" }
@@ -31,6 +39,7 @@
 //! ```
 
 use crate::identity::parse_peer_id;
+use crate::network::{RelayLimits, RELAY_MAX_DURATION};
 use meshproxy_core::admission::{AdmissionKey, Credential};
 use meshproxy_core::config::{
     ClientConfig, ExitConfig, HubConfig, HubContact, Limits, ListenerConfig, ListenerProtocol,
@@ -193,6 +202,22 @@ pub struct HubFile {
     /// Who may register or look up.
     #[serde(default)]
     pub keys: Vec<KeyFile>,
+    /// Serve as a circuit relay v2 for admitted peers (default true); strangers are refused.
+    pub relay: Option<bool>,
+    /// Relay reservations at once, all peers together (default 1024).
+    pub relay_max_reservations: Option<usize>,
+    /// Relay reservations one peer holds at once (default 4).
+    pub relay_max_reservations_per_peer: Option<usize>,
+    /// How long a relay reservation lasts before the client must renew it (default 1 h).
+    pub relay_reservation_ms: Option<u64>,
+    /// Relayed circuits at once, all peers together (default 1024).
+    pub relay_max_circuits: Option<usize>,
+    /// Relayed circuits one peer opens at once (default 64).
+    pub relay_max_circuits_per_peer: Option<usize>,
+    /// How long one relayed circuit may live (default 1 h, at most 7 days).
+    pub relay_max_circuit_ms: Option<u64>,
+    /// Bytes one relayed circuit may carry in each direction (default 1 GiB).
+    pub relay_max_circuit_bytes: Option<u64>,
 }
 
 /// `[exit]`.
@@ -396,6 +421,8 @@ impl FileConfig {
             return Err(invalid("exits and clients need at least one [[hubs]] entry"));
         }
         let hub = self.hub.as_ref().map(hub_config).transpose()?;
+        // Checked here too, so `check` and every start path refuse a bad relay table.
+        self.relay_limits()?;
         let exit = match &self.exit {
             Some(e) => Some(exit_config(e, addrs(&e.advertise, "exit.advertise")?)?),
             None => None,
@@ -410,6 +437,52 @@ impl FileConfig {
             timeouts: timeouts(&self.timeouts)?,
             limits: limits(&self.limits),
         })
+    }
+}
+
+impl FileConfig {
+    /// The relay a hub serves: `None` unless there is a `[hub]` table whose `relay` is not
+    /// `false`.
+    pub fn relay_limits(&self) -> Result<Option<RelayLimits>, ConfigError> {
+        let Some(h) = &self.hub else { return Ok(None) };
+        if h.relay == Some(false) {
+            return Ok(None);
+        }
+        let counts = [
+            ("relay_max_reservations", h.relay_max_reservations),
+            ("relay_max_reservations_per_peer", h.relay_max_reservations_per_peer),
+            ("relay_max_circuits", h.relay_max_circuits),
+            ("relay_max_circuits_per_peer", h.relay_max_circuits_per_peer),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, v)| *v == Some(0)) {
+            return Err(invalid(format!(
+                "hub.{name}: must be greater than 0 (set `relay = false` to serve no relay)"
+            )));
+        }
+        let max_ms = RELAY_MAX_DURATION.as_millis();
+        for (name, v) in [
+            ("relay_reservation_ms", h.relay_reservation_ms),
+            ("relay_max_circuit_ms", h.relay_max_circuit_ms),
+        ] {
+            if v.is_some_and(|v| v == 0 || u128::from(v) > max_ms) {
+                return Err(invalid(format!("hub.{name}: must be within 1..={max_ms}")));
+            }
+        }
+        if h.relay_max_circuit_bytes == Some(0) {
+            return Err(invalid("hub.relay_max_circuit_bytes: must be greater than 0"));
+        }
+        let d = RelayLimits::default();
+        Ok(Some(RelayLimits {
+            max_reservations: h.relay_max_reservations.unwrap_or(d.max_reservations),
+            max_reservations_per_peer: h
+                .relay_max_reservations_per_peer
+                .unwrap_or(d.max_reservations_per_peer),
+            reservation_duration: ms(h.relay_reservation_ms, d.reservation_duration),
+            max_circuits: h.relay_max_circuits.unwrap_or(d.max_circuits),
+            max_circuits_per_peer: h.relay_max_circuits_per_peer.unwrap_or(d.max_circuits_per_peer),
+            max_circuit_duration: ms(h.relay_max_circuit_ms, d.max_circuit_duration),
+            max_circuit_bytes: h.relay_max_circuit_bytes.unwrap_or(d.max_circuit_bytes),
+        }))
     }
 }
 
@@ -740,6 +813,51 @@ users = [{{ name = "u", password = "p" }}]
         assert_eq!(FileConfig::parse("").expect("parses").metrics, None);
         let err = FileConfig::parse("metrics = \"localhost\"").expect_err("no port").to_string();
         assert!(err.contains("metrics"), "{err}");
+    }
+
+    #[test]
+    fn hubs_relay_by_default_and_the_relay_table_is_checked() {
+        let hub = |extra: &str| FileConfig::parse(&format!("[hub]\n{extra}")).expect("parses");
+        assert_eq!(hub("").relay_limits().expect("valid"), Some(RelayLimits::default()));
+        assert_eq!(hub("relay = false").relay_limits().expect("valid"), None);
+        assert_eq!(FileConfig::parse("").expect("parses").relay_limits().expect("valid"), None);
+        let set = hub("relay_max_reservations = 10\nrelay_max_reservations_per_peer = 2\n\
+             relay_reservation_ms = 60000\nrelay_max_circuits = 20\n\
+             relay_max_circuits_per_peer = 3\nrelay_max_circuit_ms = 1000\n\
+             relay_max_circuit_bytes = 4096")
+        .relay_limits()
+        .expect("valid")
+        .expect("relay on");
+        assert_eq!(
+            set,
+            RelayLimits {
+                max_reservations: 10,
+                max_reservations_per_peer: 2,
+                reservation_duration: Duration::from_secs(60),
+                max_circuits: 20,
+                max_circuits_per_peer: 3,
+                max_circuit_duration: Duration::from_secs(1),
+                max_circuit_bytes: 4096,
+            }
+        );
+        for bad in [
+            "relay_max_circuits = 0",
+            "relay_max_reservations_per_peer = 0",
+            "relay_max_circuit_ms = 0",
+            "relay_reservation_ms = 604800001",
+            "relay_max_circuit_bytes = 0",
+        ] {
+            let name = bad.split(' ').next().unwrap_or_default();
+            let file = hub(bad);
+            let err = file.relay_limits().expect_err(bad).to_string();
+            assert!(err.contains(&format!("hub.{name}")), "{bad} → {err}");
+            let err = file.to_node_config(PeerId::from_u64(1), &fake_addr).expect_err(bad);
+            assert!(err.to_string().contains(name), "{bad} → {err}");
+        }
+        // A bad value under `relay = false` is ignored: nothing uses it.
+        assert!(hub("relay = false\nrelay_max_circuits = 0").relay_limits().is_ok());
+        let err = FileConfig::parse("[hub]\nrelay_max_circuit = 5").expect_err("typo").to_string();
+        assert!(err.contains("relay_max_circuit"), "{err}");
     }
 
     #[test]

@@ -228,6 +228,7 @@ pub struct Metrics {
     directory_registrations: Counter,
     directory_removals: Counter,
     admission_denials: Counter,
+    admitted_peers: Gauge,
     tracked: Mutex<Tracked>,
 }
 
@@ -272,6 +273,7 @@ impl Metrics {
             directory_registrations: Counter::default(),
             directory_removals: Counter::default(),
             admission_denials: Counter::default(),
+            admitted_peers: Gauge::default(),
             tracked: Mutex::new(Tracked::default()),
         };
         for role in [CLIENT, EXIT] {
@@ -421,6 +423,11 @@ impl Metrics {
             "(Hub) peers that failed admission",
             self.admission_denials.clone(),
         );
+        r.register(
+            "admitted_peers",
+            "(Hub) peers admitted now (with an authenticated hub stream; they may use the relay)",
+            self.admitted_peers.clone(),
+        );
         self
     }
 
@@ -502,6 +509,13 @@ impl Metrics {
             }
             Event::AdmissionDenied { .. } => {
                 self.admission_denials.inc();
+            }
+            // The core reports each peer's admission once and its end once.
+            Event::PeerAdmitted { .. } => {
+                self.admitted_peers.inc();
+            }
+            Event::AdmissionEnded { .. } => {
+                self.admitted_peers.dec();
             }
             Event::PeerProtocolError { .. } => {
                 self.peer_protocol_errors.inc();

@@ -6,6 +6,12 @@
 //! behaviour below; identify and ping ride along so peers learn each other's protocols and
 //! addresses, and dead connections are closed.
 //!
+//! A hub also serves as a libp2p circuit relay v2 (see [`RelayServerConfig`]), with limits
+//! sized for proxied traffic rather than libp2p's 2 min / 128 KiB defaults, and only for
+//! peers that passed the hub's challenge: the core reports admissions
+//! (`Event::PeerAdmitted` / `Event::AdmissionEnded`), the runner keeps an [`AdmittedPeers`]
+//! list in step, and the relay's limiters refuse everyone else's reservations and circuits.
+//!
 //! Why not `libp2p-stream`: it hands inbound streams over a one-slot channel and drops the
 //! ones that do not fit (a burst of proxied connections loses streams), and it negotiates one
 //! outbound stream per connection at a time (one round trip each). Ours queues without loss
@@ -20,6 +26,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
@@ -27,8 +34,11 @@ use futures::StreamExt as _;
 use libp2p::{
     connection_limits::{self, ConnectionLimits},
     core::transport::ListenerId,
-    identify, identity, noise, ping,
-    swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, ConnectionId, DialError, SwarmEvent},
+    identify, identity, noise, ping, relay,
+    swarm::{
+        behaviour::toggle::Toggle, dial_opts::DialOpts, dial_opts::PeerCondition, ConnectionId,
+        DialError, SwarmEvent,
+    },
     tcp, yamux, Multiaddr, StreamProtocol, Swarm, SwarmBuilder,
 };
 use meshproxy_core::{
@@ -93,18 +103,149 @@ pub struct NetConfig {
     /// How long a connection without streams stays open. libp2p's 10 s default would drop
     /// a hub link between heartbeats and an exit link between sessions.
     pub idle_connection_timeout: Duration,
+    /// Serve as a circuit relay (hubs); `None`: the relay protocol is not even offered.
+    pub relay: Option<RelayServerConfig>,
 }
 
 impl NetConfig {
-    /// A configuration with default limits, a 60 s idle timeout and no listeners.
+    /// A configuration with default limits, a 60 s idle timeout, no listeners and no relay.
     pub fn new(keypair: identity::Keypair) -> NetConfig {
         NetConfig {
             keypair,
             listen: Vec::new(),
             limits: NetLimits::default(),
             idle_connection_timeout: Duration::from_secs(60),
+            relay: None,
         }
     }
+}
+
+/// The longest reservation or circuit the relay grants: libp2p sends a circuit's duration
+/// as `u32` seconds (and panics above that) and adds the reservation's to the wall clock.
+pub const RELAY_MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What the hub's relay grants. Defaults suit proxied sessions between admitted peers;
+/// every count is a cap on state the hub holds, so none is unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Reservations held at once, all peers together.
+    pub max_reservations: usize,
+    /// Reservations one peer holds at once (one per connection).
+    pub max_reservations_per_peer: usize,
+    /// How long a reservation lasts; the client renews it before it runs out.
+    pub reservation_duration: Duration,
+    /// Circuits open at once, all peers together.
+    pub max_circuits: usize,
+    /// Circuits one peer has open at once as their source.
+    pub max_circuits_per_peer: usize,
+    /// How long one circuit may live (clamped to [`RELAY_MAX_DURATION`]).
+    pub max_circuit_duration: Duration,
+    /// Bytes one circuit may carry in each direction before it is closed (at least 1: libp2p
+    /// reads 0 as unlimited but would still advertise a limit of 0 to the peers).
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_reservations: 1024,
+            max_reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(3600),
+            max_circuits: 1024,
+            max_circuits_per_peer: 64,
+            max_circuit_duration: Duration::from_secs(3600),
+            max_circuit_bytes: 1 << 30,
+        }
+    }
+}
+
+/// The relay a hub serves: its limits and who may use it.
+#[derive(Clone, Debug, Default)]
+pub struct RelayServerConfig {
+    /// What the relay grants.
+    pub limits: RelayLimits,
+    /// The peers it serves; the runner keeps this in step with the core's admissions.
+    pub admitted: AdmittedPeers,
+}
+
+/// The peers a hub has admitted (they passed its challenge and hold an admitted hub stream),
+/// shared between the runner, which writes it on the core's admission events, and the relay,
+/// which serves only these peers. Cloning shares the same list.
+#[derive(Clone, Debug, Default)]
+pub struct AdmittedPeers(Arc<RwLock<BTreeSet<PeerId>>>);
+
+impl AdmittedPeers {
+    /// `peer` passed admission.
+    pub fn admit(&self, peer: PeerId) {
+        // A panic elsewhere while holding the lock leaves a set that is still a valid set.
+        self.0.write().unwrap_or_else(PoisonError::into_inner).insert(peer);
+    }
+
+    /// `peer`'s admission ended.
+    pub fn revoke(&self, peer: &PeerId) {
+        self.0.write().unwrap_or_else(PoisonError::into_inner).remove(peer);
+    }
+
+    /// Whether `peer` is admitted now.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).contains(peer)
+    }
+
+    /// How many peers are admitted.
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Whether no peer is admitted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A relay limiter that lets through admitted peers only. It stands in for libp2p's
+    /// default per-peer and per-IP rate limiters, which would throttle admitted peers to a
+    /// reservation or circuit every two minutes; the relay's count caps still apply.
+    fn limiter(
+        &self,
+        what: &'static str,
+    ) -> impl FnMut(libp2p::PeerId, &Multiaddr, std::time::Instant) -> bool + Send + 'static {
+        let admitted = self.clone();
+        move |peer, addr, _now| {
+            let ok = admitted.contains(&to_core(&peer));
+            if !ok {
+                tracing::debug!(%peer, %addr, what, "relay: refused a peer that is not admitted");
+            }
+            ok
+        }
+    }
+}
+
+/// The relay behaviour for `config`, closed to every peer `config.admitted` does not hold.
+fn relay_behaviour(local: libp2p::PeerId, config: &RelayServerConfig) -> relay::Behaviour {
+    let mut behaviour = relay::Behaviour::new(local, relay_config(config));
+    // A hub is reachable at its listen addresses by design; without this the relay would
+    // wait for an external address to be confirmed (autonat) before offering its protocol.
+    behaviour.set_status(Some(relay::Status::Enable));
+    behaviour
+}
+
+/// libp2p's relay configuration for `config`, clamped to what libp2p can send.
+fn relay_config(config: &RelayServerConfig) -> relay::Config {
+    let l = config.limits;
+    let mut c = relay::Config {
+        max_reservations: l.max_reservations,
+        max_reservations_per_peer: l.max_reservations_per_peer,
+        reservation_duration: l.reservation_duration.min(RELAY_MAX_DURATION),
+        max_circuits: l.max_circuits,
+        max_circuits_per_peer: l.max_circuits_per_peer,
+        max_circuit_duration: l.max_circuit_duration.min(RELAY_MAX_DURATION),
+        max_circuit_bytes: l.max_circuit_bytes.max(1),
+        ..relay::Config::default()
+    };
+    let reservation: Box<dyn relay::RateLimiter> = Box::new(config.admitted.limiter("reservation"));
+    let circuit: Box<dyn relay::RateLimiter> = Box::new(config.admitted.limiter("circuit"));
+    c.reservation_rate_limiters = vec![reservation];
+    c.circuit_src_rate_limiters = vec![circuit];
+    c
 }
 
 /// Why the network could not start.
@@ -173,6 +314,8 @@ struct Behaviour {
     identify: identify::Behaviour,
     /// Measures round trips and notices dead connections.
     ping: ping::Behaviour,
+    /// The circuit relay v2 server, on hubs only.
+    relay: Toggle<relay::Behaviour>,
 }
 
 /// What the runner holds to talk to the network actor.
@@ -233,6 +376,8 @@ pub struct NetworkActor<F> {
     /// Our listen addresses, in the order the listeners reported them.
     listen_addrs: Vec<(ListenerId, Multiaddr)>,
     listening: watch::Sender<Listening>,
+    /// Who the relay serves (hubs only), for the logs.
+    relay_admitted: Option<AdmittedPeers>,
 }
 
 impl<F> std::fmt::Debug for NetworkActor<F> {
@@ -280,6 +425,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             pending_listeners,
             listen_addrs: Vec::new(),
             listening,
+            relay_admitted: config.relay.as_ref().map(|r| r.admitted.clone()),
         };
         tokio::spawn(actor.run(commands_rx));
         Ok(NetHandle { commands, local_peer_id, listening: listening_rx })
@@ -370,11 +516,19 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                 (self.events)(NetEvent::DialFailed { peer: to_core(&peer_id) });
             }
             SwarmEvent::NewListenAddr { listener_id, address } => {
+                if self.relay_admitted.is_some() {
+                    // Reservations tell the client where the relay is; libp2p clients refuse
+                    // one without addresses. A hub is reachable where it listens.
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.listen_addrs.push((listener_id, address));
                 self.pending_listeners.remove(&listener_id);
                 self.publish_listening();
             }
             SwarmEvent::ExpiredListenAddr { listener_id, address } => {
+                if self.relay_admitted.is_some() {
+                    self.swarm.remove_external_address(&address);
+                }
                 self.listen_addrs.retain(|(l, a)| (*l, a) != (listener_id, &address));
                 self.publish_listening();
             }
@@ -392,9 +546,53 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             })) => {
                 self.swarm.close_connection(connection);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.log_relay(event),
             // Incoming handshake failures, listener errors (the listener closes afterwards),
             // identify reports, successful pings: nothing the core acts on.
             _ => {}
+        }
+    }
+
+    /// The relay acts on its own; its events only go to the logs.
+    fn log_relay(&self, event: relay::Event) {
+        let admitted = |peer: &libp2p::PeerId| {
+            self.relay_admitted.as_ref().is_some_and(|a| a.contains(&to_core(peer)))
+        };
+        match event {
+            relay::Event::ReservationReqAccepted { src_peer_id, renewed } => {
+                tracing::info!(peer = %src_peer_id, renewed, "relay: reservation accepted")
+            }
+            relay::Event::ReservationReqDenied { src_peer_id, status } => tracing::info!(
+                peer = %src_peer_id,
+                ?status,
+                admitted = admitted(&src_peer_id),
+                "relay: reservation denied"
+            ),
+            relay::Event::ReservationClosed { src_peer_id } => {
+                tracing::debug!(peer = %src_peer_id, "relay: reservation closed")
+            }
+            relay::Event::ReservationTimedOut { src_peer_id } => {
+                tracing::debug!(peer = %src_peer_id, "relay: reservation timed out")
+            }
+            relay::Event::CircuitReqAccepted { src_peer_id, dst_peer_id } => tracing::info!(
+                src = %src_peer_id,
+                dst = %dst_peer_id,
+                "relay: circuit opened"
+            ),
+            relay::Event::CircuitReqDenied { src_peer_id, dst_peer_id, status } => tracing::info!(
+                src = %src_peer_id,
+                dst = %dst_peer_id,
+                ?status,
+                admitted = admitted(&src_peer_id),
+                "relay: circuit denied"
+            ),
+            relay::Event::CircuitClosed { src_peer_id, dst_peer_id, error } => tracing::info!(
+                src = %src_peer_id,
+                dst = %dst_peer_id,
+                error = ?error,
+                "relay: circuit closed"
+            ),
+            other => tracing::debug!(event = ?other, "relay event"),
         }
     }
 
@@ -440,6 +638,9 @@ fn build_swarm(
                     .with_agent_version(format!("meshproxy/{}", env!("CARGO_PKG_VERSION"))),
             ),
             ping: ping::Behaviour::default(),
+            relay: Toggle::from(
+                config.relay.as_ref().map(|r| relay_behaviour(key.public().to_peer_id(), r)),
+            ),
         })
         .unwrap_or_else(|never| match never {})
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
@@ -793,6 +994,56 @@ mod tests {
     #[test]
     fn synthetic_core_ids_are_not_libp2p_ids() {
         assert_eq!(from_core(&PeerId::from_u64(7)), None);
+    }
+
+    #[test]
+    fn the_relay_limiter_lets_admitted_peers_through_and_nobody_else() {
+        let admitted = AdmittedPeers::default();
+        let mut limiter = admitted.limiter("reservation");
+        let peer = identity::Keypair::generate_ed25519().public().to_peer_id();
+        let stranger = identity::Keypair::generate_ed25519().public().to_peer_id();
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+        let now = std::time::Instant::now();
+        assert!(!limiter(peer, &addr, now), "nobody is admitted yet");
+        // The runner's clone writes the very list the limiter reads.
+        admitted.clone().admit(to_core(&peer));
+        assert_eq!(admitted.len(), 1);
+        // No rate limit for admitted peers: libp2p's defaults would refuse after a burst.
+        for _ in 0..100 {
+            assert!(limiter(peer, &addr, now));
+        }
+        assert!(!limiter(stranger, &addr, now));
+        admitted.revoke(&to_core(&peer));
+        assert!(!limiter(peer, &addr, now), "revoked");
+        assert!(admitted.is_empty());
+        admitted.revoke(&to_core(&peer));
+        assert!(admitted.is_empty(), "revoking twice is harmless");
+    }
+
+    #[test]
+    fn relay_limits_are_clamped_to_what_libp2p_can_send() {
+        let config = RelayServerConfig {
+            limits: RelayLimits {
+                max_circuit_duration: Duration::from_secs(u64::MAX),
+                reservation_duration: Duration::from_secs(u64::MAX),
+                max_circuit_bytes: 0,
+                ..RelayLimits::default()
+            },
+            admitted: AdmittedPeers::default(),
+        };
+        // Unclamped, libp2p would panic on the first reservation.
+        let c = relay_config(&config);
+        assert_eq!(c.max_circuit_duration, RELAY_MAX_DURATION);
+        assert_eq!(c.reservation_duration, RELAY_MAX_DURATION);
+        assert!(RELAY_MAX_DURATION.as_secs() <= u64::from(u32::MAX));
+        assert_eq!(c.max_circuit_bytes, 1, "0 would be advertised as a 0-byte limit");
+        // Only the allow-list limits who may reserve or open circuits: the default rate
+        // limiters are replaced, not added to.
+        assert_eq!(c.reservation_rate_limiters.len(), 1);
+        assert_eq!(c.circuit_src_rate_limiters.len(), 1);
+        let d = relay_config(&RelayServerConfig::default());
+        assert_eq!(d.max_circuit_bytes, 1 << 30);
+        assert_eq!(d.max_circuit_duration, Duration::from_secs(3600));
     }
 
     #[test]

@@ -4,9 +4,11 @@
 use crate::app::{self, NetworkStarter, RunningNode, StartError};
 use crate::config::FileConfig;
 use crate::identity::Identity;
-use crate::network::{addr_to_core, NetConfig, NetworkActor};
+use crate::network::{addr_to_core, AdmittedPeers, NetConfig, NetworkActor, RelayServerConfig};
+use crate::sockets::{Sockets, TokioSockets};
 use libp2p::Multiaddr;
 use meshproxy_core::record::PeerAddr;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Why a node could not be started over libp2p.
@@ -42,7 +44,8 @@ pub struct NetNode {
     pub p2p_addrs: Vec<Multiaddr>,
 }
 
-/// Starts the node `file` describes, over libp2p, with `identity`.
+/// Starts the node `file` describes, over libp2p, with `identity`. A hub also
+/// serves as a circuit relay for the peers it admits (unless `[hub] relay = false`).
 ///
 /// The network starts first, so that an exit without `advertise` addresses
 /// advertises the addresses its listeners actually bound (port 0 resolved,
@@ -51,6 +54,12 @@ pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.secret_bytes())
         .map_err(|e| RunError::Identity(e.to_string()))?;
     let mut net = NetConfig::new(keypair);
+    let relay = file.relay_limits().map_err(|e| RunError::Start(StartError::Config(e)))?;
+    let admitted = relay.map(|limits| {
+        let admitted = AdmittedPeers::default();
+        net.relay = Some(RelayServerConfig { limits, admitted: admitted.clone() });
+        admitted
+    });
     for addr in &file.listen {
         let parsed = addr
             .parse::<Multiaddr>()
@@ -82,6 +91,8 @@ pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<
         });
         Ok(commands)
     });
-    let node = app::start_node(&file, identity, seed, &parse_addr, starter).await?;
+    let sockets: Arc<dyn Sockets> = Arc::new(TokioSockets);
+    let node = app::start_node_with(&file, identity, seed, &parse_addr, starter, sockets, admitted)
+        .await?;
     Ok(NetNode { node, p2p_addrs })
 }

@@ -13,6 +13,7 @@
 //! the splice prefix, so nothing is lost at the hand-over.
 
 use crate::metrics::Metrics;
+use crate::network::AdmittedPeers;
 use crate::port::{BoxStream, NetCommand, NetEvent};
 use crate::pump::{self, PumpCmd, PumpState, PUMP_QUEUE};
 use crate::sockets::{Sockets, TokioSockets};
@@ -179,6 +180,8 @@ pub struct NodeRunner {
     metrics: Option<Arc<Metrics>>,
     /// Origin connects and name lookups.
     sockets: Arc<dyn Sockets>,
+    /// The hub relay's allow-list, kept in step with the core's admissions.
+    admitted: Option<AdmittedPeers>,
 }
 
 impl fmt::Debug for NodeRunner {
@@ -215,6 +218,7 @@ impl NodeRunner {
             persist: None,
             metrics: None,
             sockets: Arc::new(TokioSockets),
+            admitted: None,
         }
     }
 
@@ -222,6 +226,12 @@ impl NodeRunner {
     /// operating system (simulated networks in tests).
     pub fn with_sockets(mut self, sockets: Arc<dyn Sockets>) -> NodeRunner {
         self.sockets = sockets;
+        self
+    }
+
+    /// Keeps `admitted` (the hub relay's allow-list) equal to the peers the core has admitted.
+    pub fn with_admitted_peers(mut self, admitted: AdmittedPeers) -> NodeRunner {
+        self.admitted = Some(admitted);
         self
     }
 
@@ -532,6 +542,13 @@ impl NodeRunner {
                 }
             }
             Output::Event(event) => {
+                if let Some(admitted) = &self.admitted {
+                    match event {
+                        Event::PeerAdmitted { peer } => admitted.admit(peer),
+                        Event::AdmissionEnded { peer } => admitted.revoke(&peer),
+                        _ => {}
+                    }
+                }
                 log_event(&event);
                 if let Some(m) = &self.metrics {
                     m.observe(&event);

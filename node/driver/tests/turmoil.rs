@@ -665,9 +665,16 @@ async fn run_node(
     let file = FileConfig::parse(&toml)?;
     let id = identity(secret);
     let network = sim_network(id.peer_id()).await?;
-    let node =
-        start_node_with(&file, &id, u64::from(secret), &host_addr, network, Arc::new(SimSockets))
-            .await?;
+    let node = start_node_with(
+        &file,
+        &id,
+        u64::from(secret),
+        &host_addr,
+        network,
+        Arc::new(SimSockets),
+        None,
+    )
+    .await?;
     registry.0.lock().unwrap().insert(name, node.runner());
     std::future::pending::<()>().await;
     drop(node);
