@@ -393,16 +393,16 @@ impl Driver {
                     None => SOCKS_NO_AUTH_GREETING.to_vec(),
                     Some(u) => {
                         let mut v = SOCKS_USERPASS_GREETING.to_vec();
-                        v.extend(socks_auth(USERS[*u], "pw"));
+                        v.extend(socks_auth(USERS[*u % USERS.len()], "pw"));
                         v
                     }
                 };
-                v.extend(socks_connect(&t[*target]));
+                v.extend(socks_connect(&t[*target % t.len()]));
                 v.extend_from_slice(b"pipelined");
                 v
             }
             Payload::HttpConnect { target } => {
-                let authority = match &t[*target] {
+                let authority = match &t[*target % t.len()] {
                     TargetAddr::Ip(sa) => sa.to_string(),
                     TargetAddr::Domain(n, p) => format!("{n}:{p}"),
                 };
@@ -411,7 +411,7 @@ impl Driver {
             }
             Payload::ProxyRequest { target, version, session } => request_bytes(&ConnectRequest {
                 version: *version,
-                target: t[*target].clone(),
+                target: t[*target % t.len()].clone(),
                 session: session.then_some(SessionId(7)),
             }),
             Payload::ProxyResponse { status, trailing } => {
@@ -538,7 +538,7 @@ impl Driver {
             Op::Inbound { peer, hub } => {
                 let stream = self.fresh();
                 self.live.insert(stream);
-                let peer = peers[*peer];
+                let peer = peers[*peer % peers.len()];
                 self.stream_peer.insert(stream, peer);
                 let protocol = if *hub { Protocol::Hub } else { Protocol::Proxy };
                 let kind = if *hub { Kind::InboundHub } else { Kind::InboundProxy };
@@ -568,16 +568,16 @@ impl Driver {
                 self.input(Input::StreamClosed { stream: s, how });
             }
             Op::PeerUp { peer, conn } => {
-                let peer = peers[*peer];
+                let peer = peers[*peer % peers.len()];
                 self.pending_dials.remove(&peer);
                 self.input(Input::PeerConnected { peer, conn: ConnId(u64::from(*conn)) });
             }
             Op::PeerDown { peer, conn } => {
-                let peer = peers[*peer];
+                let peer = peers[*peer % peers.len()];
                 self.input(Input::PeerDisconnected { peer, conn: ConnId(u64::from(*conn)) });
             }
             Op::DialFailed { peer } => {
-                let peer = peers[*peer];
+                let peer = peers[*peer % peers.len()];
                 self.pending_dials.remove(&peer);
                 self.input(Input::DialFailed { peer });
             }
@@ -598,7 +598,7 @@ impl Driver {
                 self.queries.retain(|x| *x != q);
                 let ips = resolved_ips();
                 let result = match result {
-                    Ok(v) => Ok(v.iter().map(|i| ips[*i]).collect()),
+                    Ok(v) => Ok(v.iter().map(|i| ips[*i % ips.len()]).collect()),
                     Err(true) => Err(ResolveError::NotFound),
                     Err(false) => Err(ResolveError::Failed),
                 };
@@ -621,7 +621,9 @@ impl Driver {
                 let Some((a, b)) = pick(&self.splices, *which) else { return };
                 self.end_splice(a, b, *how);
             }
-            Op::Advance { ms } => self.advance(Duration::from_millis(u64::from(*ms))),
+            // At most 40 s a step (as the property strategy draws): longer
+            // jumps only replay periodic timers and slow a fuzz run down.
+            Op::Advance { ms } => self.advance(Duration::from_millis(u64::from(*ms % 40_001))),
             Op::Progress(k) => self.progress(*k),
             Op::Restore { persisted, raw } => {
                 let sticky = match (&self.persisted, persisted) {
