@@ -3,6 +3,8 @@
 //! - `sim`: sweep scenarios × seeds through the deterministic simulator on
 //!   every core, replay one seed with its trace, or shrink a failing seed;
 //! - `purity`: prove the core and the simulator do not depend on a runtime;
+//! - `fuzz`: run the cargo-fuzz targets in `fuzz/` for a bounded time and
+//!   replay their corpora;
 //! - `ci`: everything CI checks, in order.
 //!
 //! Layout: `sim_cmd` (the `sim` arguments and the replay/shrink modes),
@@ -14,6 +16,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod ci;
+mod fuzz;
 mod pool;
 mod purity;
 mod sim_cmd;
@@ -49,6 +52,11 @@ enum Command {
     /// dependencies; dev-dependencies are not shipped) on no async runtime or
     /// socket crate: tokio, mio, socket2, futures-timer, async-std, smol, libp2p*.
     Purity,
+    /// Fuzz the handshakes, wire codecs, scenario parser and core model with
+    /// cargo-fuzz (libFuzzer) for a bounded time each, then replay each
+    /// corpus. Needs `cargo install cargo-fuzz`; builds with RUSTC_BOOTSTRAP=1
+    /// on the stable toolchain.
+    Fuzz(fuzz::FuzzArgs),
     /// Run what CI runs, stopping at the first failure: rustfmt check, clippy
     /// with -D warnings, the workspace tests, the purity check, and the
     /// default simulator sweep.
@@ -64,6 +72,9 @@ enum TaskError {
     /// The dependency graph could not be read.
     #[error(transparent)]
     Purity(#[from] purity::PurityError),
+    /// The fuzzers could not run.
+    #[error(transparent)]
+    Fuzz(#[from] fuzz::FuzzError),
     /// A CI step could not be started.
     #[error(transparent)]
     Ci(#[from] ci::CiError),
@@ -74,6 +85,7 @@ fn main() -> ExitCode {
     let outcome: Result<bool, TaskError> = match cli.command {
         Command::Sim(args) => sim_cmd::run(&args).map_err(Into::into),
         Command::Purity => purity::run(&workspace_root()).map_err(Into::into),
+        Command::Fuzz(args) => fuzz::run(&workspace_root(), &args).map_err(Into::into),
         Command::Ci => ci::run(&workspace_root()).map_err(Into::into),
     };
     match outcome {
