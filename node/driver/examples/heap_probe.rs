@@ -11,9 +11,8 @@ use meshproxy::config::FileConfig;
 use meshproxy::identity::Identity;
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use std::alloc::System;
-use std::io::Write as _;
+use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
-use tokio::io::AsyncBufReadExt;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -60,16 +59,21 @@ fn main() -> ExitCode {
                 say(&format!("listener: {addr}"));
             }
             say("ready");
-            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-            loop {
-                tokio::select! {
-                    line = lines.next_line() => match line {
-                        Ok(Some(_)) => say(&format!("heap: {}", live_heap())),
-                        // The harness went away: stop like on a signal.
-                        _ => break,
-                    },
-                    () = meshproxy::app::stop_signal() => break,
+            // The heap can be read from any thread: answer on a plain one,
+            // and stop the node when the harness closes stdin.
+            let (gone_tx, gone_rx) = tokio::sync::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                for line in std::io::stdin().lock().lines() {
+                    if line.is_err() {
+                        break;
+                    }
+                    say(&format!("heap: {}", live_heap()));
                 }
+                let _ = gone_tx.send(());
+            });
+            tokio::select! {
+                _ = gone_rx => {}
+                () = meshproxy::app::stop_signal() => {}
             }
             running.node.shutdown().await;
             Ok(())

@@ -182,7 +182,11 @@ async fn open_unbounded(route: Route, origin: SocketAddr) -> Result<TcpStream, L
 
 /// Opens connections along `route` until one succeeds (the client may not
 /// know the exit yet), for up to `within`.
-pub async fn wait_route(route: Route, origin: SocketAddr, within: Duration) -> Result<(), LoadError> {
+pub async fn wait_route(
+    route: Route,
+    origin: SocketAddr,
+    within: Duration,
+) -> Result<(), LoadError> {
     let deadline = Instant::now() + within;
     loop {
         match open(route, origin).await {

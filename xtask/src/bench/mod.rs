@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// Idle proxied connections for the memory figures [default: 10000; 200 with --quick].
     #[arg(long, value_name = "N")]
     pub idle: Option<usize>,
+    /// Internal: only serve the origin (printing `origin: ADDR`) until stdin
+    /// closes. The memory figure runs its origin in such a child so that
+    /// 10,000 connections' two ends do not share one process's fd limit.
+    #[arg(long, hide = true)]
+    pub serve_origin: bool,
 }
 
 /// Why the bench could not run at all.
@@ -114,6 +119,9 @@ const IDLE_PER_CLIENT: usize = 1000;
 
 /// Runs the bench; `Ok(false)` when a part of the harness failed.
 pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
+    if args.serve_origin {
+        return serve_origin();
+    }
     let started = Instant::now();
     let plan = Plan::of(args);
     let out_dir = output_dir(workspace);
@@ -125,6 +133,7 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
     let mut failures = Vec::new();
     raise_fd_limit(plan.idle, &mut skipped);
     let bin = procs::build(workspace)?;
+    let built = Instant::now();
     let ss = if args.quick {
         skipped.push(Skipped {
             what: "shadowsocks-rust".into(),
@@ -132,7 +141,8 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
         });
         None
     } else if args.no_shadowsocks {
-        skipped.push(Skipped { what: "shadowsocks-rust".into(), reason: "--no-shadowsocks".into() });
+        skipped
+            .push(Skipped { what: "shadowsocks-rust".into(), reason: "--no-shadowsocks".into() });
         None
     } else {
         match procs::install_shadowsocks(workspace) {
@@ -163,7 +173,7 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
             Ok(mut f) => figures.append(&mut f),
             Err(e) => failures.push(e.to_string()),
         }
-        match memory_figures(&bin, &work, &plan, origin.addr).await {
+        match memory_figures(&bin, &work, &plan).await {
             Ok(mut f) => figures.append(&mut f),
             Err(e) => failures.push(e.to_string()),
         }
@@ -186,10 +196,11 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
 
     let mode = if args.quick { "quick" } else { "full" };
     println!(
-        "\nbench ({mode}, {} run{}, {:.0} s; load average {}):\n{}",
+        "\nbench ({mode}, {} run{}, {:.0} s after a {:.0} s build; load average {}):\n{}",
         plan.runs,
         if plan.runs == 1 { "" } else { "s" },
-        started.elapsed().as_secs_f64(),
+        built.elapsed().as_secs_f64(),
+        built.duration_since(started).as_secs_f64(),
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         report::render(&figures, &skipped)
     );
@@ -209,9 +220,10 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
 }
 
 /// Raises this process's open-file limit (children inherit it): `idle`
-/// connections cost two fds here (app and origin side) and one in each node.
+/// connections cost one fd here (the app side), one in the origin child and
+/// one or two in each node.
 fn raise_fd_limit(idle: usize, skipped: &mut Vec<Skipped>) {
-    let want = (idle as u64 * 2 + 4096).max(65_536);
+    let want = idle as u64 + 4096;
     let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() else { return };
     if soft >= want {
         return;
@@ -267,16 +279,18 @@ async fn network_figures(
         None => None,
     };
     let mut list = vec![("direct", Route::Direct)];
-    for (name, socks) in [("tcp", tcp.socks()), ("quic", quic.socks()), ("ss", ss.as_ref().map(|s| s.socks))] {
+    for (name, socks) in
+        [("tcp", tcp.socks()), ("quic", quic.socks()), ("ss", ss.as_ref().map(|s| s.socks))]
+    {
         if let Some(addr) = socks {
             list.push((name, Route::Socks(addr)));
         }
     }
     let mut routes = Routes { list, tcp, quic, ss };
     for (name, route) in &routes.list {
-        load::wait_route(*route, origin, Duration::from_secs(30))
-            .await
-            .map_err(|e| BenchError::Load(format!("route {name} never carried a connection: {e}")))?;
+        load::wait_route(*route, origin, Duration::from_secs(30)).await.map_err(|e| {
+            BenchError::Load(format!("route {name} never carried a connection: {e}"))
+        })?;
     }
 
     let mut figures = Vec::new();
@@ -365,16 +379,32 @@ async fn network_figures(
     }
     for ((key, a), (_, b)) in p50.iter().zip(&p99) {
         let name = key.trim_start_matches("latency.");
-        figures.push(Figure::info(&format!("{key}.warm.p50"), &format!("connect {name} warm p50"), "ms", a.clone()));
-        figures.push(Figure::info(&format!("{key}.warm.p99"), &format!("connect {name} warm p99"), "ms", b.clone()));
+        figures.push(Figure::info(
+            &format!("{key}.warm.p50"),
+            &format!("connect {name} warm p50"),
+            "ms",
+            a.clone(),
+        ));
+        figures.push(Figure::info(
+            &format!("{key}.warm.p99"),
+            &format!("connect {name} warm p99"),
+            "ms",
+            b.clone(),
+        ));
     }
-    if let (Some(direct), Some(tcp)) =
-        (p99.iter().find(|(k, _)| k == "latency.direct"), p99.iter().find(|(k, _)| k == "latency.tcp"))
-    {
+    if let (Some(direct), Some(tcp)) = (
+        p99.iter().find(|(k, _)| k == "latency.direct"),
+        p99.iter().find(|(k, _)| k == "latency.tcp"),
+    ) {
         let added: Vec<f64> = tcp.1.iter().zip(&direct.1).map(|(t, d)| t - d).collect();
         figures.push(
-            Figure::info("latency_added.tcp.warm.p99", "connect tcp warm p99 added over direct", "ms", added)
-                .with_target(Bound::AtMost, 1.0),
+            Figure::info(
+                "latency_added.tcp.warm.p99",
+                "connect tcp warm p99 added over direct",
+                "ms",
+                added,
+            )
+            .with_target(Bound::AtMost, 1.0),
         );
     }
 
@@ -382,7 +412,12 @@ async fn network_figures(
     for transport in [Transport::Tcp, Transport::Quic] {
         let mut cold = Vec::new();
         for i in 0..plan.cold_samples {
-            println!("bench: cold connect {}, sample {}/{}", transport.name(), i + 1, plan.cold_samples);
+            println!(
+                "bench: cold connect {}, sample {}/{}",
+                transport.name(),
+                i + 1,
+                plan.cold_samples
+            );
             let mesh = match transport {
                 Transport::Tcp => &mut routes.tcp,
                 Transport::Quic => &mut routes.quic,
@@ -412,7 +447,8 @@ async fn network_figures(
     for run in 0..plan.runs {
         println!("bench: connects per second, run {}/{}", run + 1, plan.runs);
         for (i, (_, route)) in routes.list.iter().enumerate() {
-            let r = load::connect_rate(*route, origin, plan.connect_workers, plan.connect_duration).await;
+            let r = load::connect_rate(*route, origin, plan.connect_workers, plan.connect_duration)
+                .await;
             if let Some(c) = cps.get_mut(i) {
                 c.1.push(r.ok as f64 / r.elapsed.as_secs_f64());
             }
@@ -456,17 +492,17 @@ async fn memory_figures(
     bin: &Binaries,
     work: &Path,
     plan: &Plan,
-    origin: std::net::SocketAddr,
 ) -> Result<Vec<Figure>, BenchError> {
     let clients = plan.idle.div_ceil(IDLE_PER_CLIENT).max(1);
     println!("bench: memory: {} idle connections over {clients} client(s), one exit", plan.idle);
+    let (_origin_proc, origin) = origin_child(work)?;
     let mut mesh = Mesh::start(bin, work, "mem", Transport::Tcp, origin, clients, true)?;
     let routes: Vec<Route> = mesh.clients.iter().map(|(_, a)| Route::Socks(*a)).collect();
     for route in &routes {
         // Also sets up each client's libp2p connection, which is not per-connection cost.
-        load::wait_route(*route, origin, Duration::from_secs(30))
-            .await
-            .map_err(|e| BenchError::Load(format!("memory mesh never carried a connection: {e}")))?;
+        load::wait_route(*route, origin, Duration::from_secs(30)).await.map_err(|e| {
+            BenchError::Load(format!("memory mesh never carried a connection: {e}"))
+        })?;
     }
     let before = snapshot(&mut mesh)?;
     let mut held = Vec::new();
@@ -510,8 +546,13 @@ async fn memory_figures(
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     figures.push(
-        Figure::info("memory.rss_per_conn.client", "RSS per idle conn, client", "KiB", vec![mean(&client_rss)])
-            .with_target(Bound::AtMost, 16.0),
+        Figure::info(
+            "memory.rss_per_conn.client",
+            "RSS per idle conn, client",
+            "KiB",
+            vec![mean(&client_rss)],
+        )
+        .with_target(Bound::AtMost, 16.0),
     );
     figures.push(
         Figure::info(
@@ -522,14 +563,24 @@ async fn memory_figures(
         )
         .with_target(Bound::AtMost, 16.0),
     );
-    figures.push(Figure::info("memory.heap_per_conn.client", "heap per idle conn, client", "KiB", vec![mean(&client_heap)]));
+    figures.push(Figure::info(
+        "memory.heap_per_conn.client",
+        "heap per idle conn, client",
+        "KiB",
+        vec![mean(&client_heap)],
+    ));
     figures.push(Figure::info(
         "memory.heap_per_conn.exit",
         "heap per idle conn, exit",
         "KiB",
         vec![per(before.exit.heap, after.exit.heap, open) / 1024.0],
     ));
-    figures.push(Figure::info("memory.fds_per_conn.client", "fds per idle conn, client", "fds", vec![mean(&client_fds)]));
+    figures.push(Figure::info(
+        "memory.fds_per_conn.client",
+        "fds per idle conn, client",
+        "fds",
+        vec![mean(&client_fds)],
+    ));
     figures.push(Figure::info(
         "memory.fds_per_conn.exit",
         "fds per idle conn, exit",
@@ -576,4 +627,45 @@ fn snapshot(mesh: &mut Mesh) -> Result<Snapshot, BenchError> {
 /// Where the bench writes its result file and plot.
 pub fn output_dir(workspace: &Path) -> PathBuf {
     procs::target_dir(workspace).join("bench")
+}
+
+/// Starts `xtask bench --serve-origin` and reads the origin's address.
+fn origin_child(work: &Path) -> Result<(procs::Proc, std::net::SocketAddr), BenchError> {
+    let exe = std::env::current_exe().map_err(|e| BenchError::Io("current exe".into(), e))?;
+    let mut p = procs::Proc::spawn(
+        "origin",
+        &exe,
+        &["bench", "--serve-origin"],
+        &work.join("origin.log"),
+        true,
+    )?;
+    let line = p.wait_line(|l| l.starts_with("origin: "))?;
+    let addr = line
+        .trim_start_matches("origin: ")
+        .trim()
+        .parse()
+        .map_err(|_| BenchError::NotReady("origin".into(), "unreadable origin line"))?;
+    Ok((p, addr))
+}
+
+/// The body of `--serve-origin`.
+fn serve_origin() -> Result<bool, BenchError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Io("tokio runtime".into(), e))?;
+    runtime.block_on(async {
+        let origin = Origin::start().await.map_err(|e| BenchError::Load(e.to_string()))?;
+        println!("origin: {}", origin.addr);
+        // Runs until the harness closes stdin (or kills this process).
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        })
+        .await;
+        Ok(true)
+    })
 }

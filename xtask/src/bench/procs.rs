@@ -106,7 +106,9 @@ pub fn install_shadowsocks(workspace: &Path) -> Result<Shadowsocks, String> {
         .status()
         .map_err(|e| format!("cannot start cargo install: {e}"))?;
     if !status.success() {
-        return Err(format!("cargo install shadowsocks-rust {SHADOWSOCKS_VERSION} failed ({status})"));
+        return Err(format!(
+            "cargo install shadowsocks-rust {SHADOWSOCKS_VERSION} failed ({status})"
+        ));
     }
     if !(tools.sslocal.is_file() && tools.ssserver.is_file()) {
         return Err(format!("cargo install left no sslocal/ssserver in {}", root.display()));
@@ -467,8 +469,13 @@ impl SsPair {
         let common = ["-m", SHADOWSOCKS_CIPHER, "-k", password];
         let mut server_args = vec!["-s", server_addr.as_str()];
         server_args.extend(common);
-        let server =
-            Proc::spawn("ssserver", &tools.ssserver, &server_args, &dir.join("ssserver.log"), false)?;
+        let server = Proc::spawn(
+            "ssserver",
+            &tools.ssserver,
+            &server_args,
+            &dir.join("ssserver.log"),
+            false,
+        )?;
         let mut local_args = vec!["-b", local_addr.as_str(), "-s", server_addr.as_str()];
         local_args.extend(common);
         let local =
