@@ -208,7 +208,7 @@ pub async fn transfer(
 ) -> Result<Duration, LoadError> {
     let streams = streams.max(1);
     let per_stream = total / streams as u64;
-    let barrier = Arc::new(tokio::sync::Barrier::new(streams + 1));
+    let barrier = Arc::new(tokio::sync::Barrier::new(streams));
     let payload: Arc<Vec<u8>> =
         Arc::new((0..CHUNK).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect());
     let mut set = JoinSet::new();
@@ -218,23 +218,28 @@ pub async fn transfer(
         set.spawn(async move {
             let opened = open(route, origin).await;
             barrier.wait().await;
-            let s = opened?;
-            send_and_count(s, &payload, per_stream).await
+            // Each sender times itself: whoever awaits the tasks may be woken
+            // late, after a fast route has already finished.
+            let started = Instant::now();
+            send_and_count(opened?, &payload, per_stream).await?;
+            Ok::<_, LoadError>((started, Instant::now()))
         });
     }
-    barrier.wait().await;
-    let started = Instant::now();
     let run = async {
+        let mut span: Option<(Instant, Instant)> = None;
         while let Some(joined) = set.join_next().await {
-            match joined {
+            let (a, b) = match joined {
                 Ok(result) => result?,
                 Err(_) => return Err(LoadError::Timeout("a sender task died")),
-            }
+            };
+            span = Some(match span {
+                Some((s, e)) => (s.min(a), e.max(b)),
+                None => (a, b),
+            });
         }
-        Ok(())
+        Ok(span.map_or(Duration::ZERO, |(s, e)| e.duration_since(s)))
     };
-    timeout(TRANSFER_DEADLINE, run).await.map_err(|_| LoadError::Timeout("transfer"))??;
-    Ok(started.elapsed())
+    timeout(TRANSFER_DEADLINE, run).await.map_err(|_| LoadError::Timeout("transfer"))?
 }
 
 async fn send_and_count(mut s: TcpStream, payload: &[u8], bytes: u64) -> Result<(), LoadError> {

@@ -99,8 +99,11 @@ fn number(v: f64) -> String {
         crate::table::thousands(v.round() as u64)
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
-    } else {
+    } else if v.abs() >= 1.0 {
         format!("{v:.2}")
+    } else {
+        // Ratios near a target: 0.699 must not print as a passing 0.70.
+        format!("{v:.3}")
     }
 }
 
