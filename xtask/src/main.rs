@@ -5,16 +5,18 @@
 //! - `purity`: prove the core and the simulator do not depend on a runtime;
 //! - `fuzz`: run the cargo-fuzz targets in `fuzz/` for a bounded time and
 //!   replay their corpora;
-//! - `ci`: everything CI checks, in order.
+//! - `ci`: everything CI checks, in order;
+//! - `bench`: performance figures of the release binaries on 127.0.0.1.
 //!
 //! Layout: `sim_cmd` (the `sim` arguments and the replay/shrink modes),
 //! `sweep` (the sweep and its report), `pool` (the worker threads), `table`
-//! (text tables), `purity`, `ci`.
+//! (text tables), `purity`, `ci`, `bench` (the benchmark harness).
 #![forbid(unsafe_code)]
 // xtask is tooling around the simulator, not simulated code: it measures real
 // wall time, which the workspace's clippy.toml bans for the core and the sim.
 #![allow(clippy::disallowed_methods)]
 
+mod bench;
 mod ci;
 mod fuzz;
 mod pool;
@@ -61,6 +63,12 @@ enum Command {
     /// with -D warnings, the workspace tests, the purity check, and the
     /// default simulator sweep.
     Ci,
+    /// Measure throughput, connect latency, connects per second, memory per
+    /// idle connection and simulator speed on 127.0.0.1 with the release
+    /// binaries (against direct loopback and shadowsocks-rust), print a
+    /// table with the targets, and write target/bench/result.json
+    /// and target/bench/bench.svg. `--quick` checks the harness in CI.
+    Bench(bench::BenchArgs),
 }
 
 /// Why a task could not run at all (as opposed to running and finding failures).
@@ -78,6 +86,9 @@ enum TaskError {
     /// A CI step could not be started.
     #[error(transparent)]
     Ci(#[from] ci::CiError),
+    /// The bench could not run.
+    #[error(transparent)]
+    Bench(#[from] bench::BenchError),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +98,7 @@ fn main() -> ExitCode {
         Command::Purity => purity::run(&workspace_root()).map_err(Into::into),
         Command::Fuzz(args) => fuzz::run(&workspace_root(), &args).map_err(Into::into),
         Command::Ci => ci::run(&workspace_root()).map_err(Into::into),
+        Command::Bench(args) => bench::run(&workspace_root(), &args).map_err(Into::into),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,0 +1,363 @@
+//! The origin and the load generator, on tokio inside xtask.
+//!
+//! The origin greets every connection with one byte (so "first byte from the
+//! origin" is observable through any proxy), then counts what it receives
+//! until end of stream and answers with the count as 8 big-endian bytes (so a
+//! throughput run ends only when every byte has crossed the proxy).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+/// The byte the origin sends first.
+const HELLO: u8 = 0x2a;
+/// Bound on any single connection setup.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
+/// Bound on one throughput transfer.
+const TRANSFER_DEADLINE: Duration = Duration::from_secs(300);
+/// Write chunk size of the load generator.
+const CHUNK: usize = 64 * 1024;
+
+/// Why a load operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A socket operation failed.
+    #[error("{0}: {1}")]
+    Io(&'static str, std::io::Error),
+    /// The SOCKS5 server answered something other than success.
+    #[error("SOCKS5 reply {0:#04x}")]
+    Refused(u8),
+    /// The SOCKS5 server spoke something else.
+    #[error("malformed SOCKS5 reply")]
+    Protocol,
+    /// The origin's greeting byte was wrong.
+    #[error("the origin's first byte was {0:#04x}")]
+    Greeting(u8),
+    /// The origin counted a different number of bytes than were sent.
+    #[error("sent {sent} bytes, the origin counted {counted}")]
+    Count {
+        /// Bytes written.
+        sent: u64,
+        /// Bytes the origin saw.
+        counted: u64,
+    },
+    /// Something took longer than its bound.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+}
+
+/// The origin server.
+#[derive(Debug)]
+pub struct Origin {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Origin {
+    /// Starts the origin on 127.0.0.1, an ephemeral port.
+    pub async fn start() -> Result<Origin, LoadError> {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").await.map_err(|e| LoadError::Io("origin bind", e))?;
+        let addr = listener.local_addr().map_err(|e| LoadError::Io("origin addr", e))?;
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    // Out of fds or similar: back off rather than spin.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
+                tokio::spawn(serve(stream));
+            }
+        });
+        Ok(Origin { addr, task })
+    }
+}
+
+async fn serve(mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    if stream.write_all(&[HELLO]).await.is_err() {
+        return;
+    }
+    // Idle connections wait here with a tiny buffer; the big one is only
+    // allocated once data flows (10,000 idle × 64 KiB would dominate RSS).
+    let mut first = [0u8; 16];
+    let mut counted = match stream.read(&mut first).await {
+        Ok(0) | Err(_) => {
+            // End of stream without data: answer 0 so a transfer of 0 ends too.
+            let _ = stream.write_all(&0u64.to_be_bytes()).await;
+            return;
+        }
+        Ok(n) => n as u64,
+    };
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => counted += n as u64,
+            Err(_) => return,
+        }
+    }
+    let _ = stream.write_all(&counted.to_be_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// How the load generator reaches the origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Straight to the origin (the loopback baseline).
+    Direct,
+    /// Through a SOCKS5 proxy at this address.
+    Socks(SocketAddr),
+}
+
+/// Opens a connection to `origin` along `route` and reads the origin's
+/// greeting byte, so the returned stream is fully set up end to end.
+pub async fn open(route: Route, origin: SocketAddr) -> Result<TcpStream, LoadError> {
+    timeout(CONNECT_DEADLINE, open_unbounded(route, origin))
+        .await
+        .map_err(|_| LoadError::Timeout("connection setup"))?
+}
+
+async fn open_unbounded(route: Route, origin: SocketAddr) -> Result<TcpStream, LoadError> {
+    let first = match route {
+        Route::Direct => origin,
+        Route::Socks(proxy) => proxy,
+    };
+    let mut s = TcpStream::connect(first).await.map_err(|e| LoadError::Io("connect", e))?;
+    let _ = s.set_nodelay(true);
+    if let Route::Socks(_) = route {
+        // Greeting (no auth) and CONNECT in one write, as fast clients do.
+        let mut request = vec![5, 1, 0, 5, 1, 0];
+        match origin {
+            SocketAddr::V4(a) => {
+                request.push(1);
+                request.extend_from_slice(&a.ip().octets());
+            }
+            SocketAddr::V6(a) => {
+                request.push(4);
+                request.extend_from_slice(&a.ip().octets());
+            }
+        }
+        request.extend_from_slice(&origin.port().to_be_bytes());
+        s.write_all(&request).await.map_err(|e| LoadError::Io("socks request", e))?;
+        let mut head = [0u8; 6];
+        s.read_exact(&mut head).await.map_err(|e| LoadError::Io("socks reply", e))?;
+        if head[0] != 5 || head[1] != 0 || head[2] != 5 {
+            return Err(LoadError::Protocol);
+        }
+        if head[3] != 0 {
+            return Err(LoadError::Refused(head[3]));
+        }
+        let rest = match head[5] {
+            1 => 4 + 2,
+            4 => 16 + 2,
+            3 => {
+                let mut len = [0u8; 1];
+                s.read_exact(&mut len).await.map_err(|e| LoadError::Io("socks reply", e))?;
+                usize::from(len[0]) + 2
+            }
+            _ => return Err(LoadError::Protocol),
+        };
+        let mut bound = vec![0u8; rest];
+        s.read_exact(&mut bound).await.map_err(|e| LoadError::Io("socks reply", e))?;
+    }
+    let mut hello = [0u8; 1];
+    s.read_exact(&mut hello).await.map_err(|e| LoadError::Io("origin greeting", e))?;
+    if hello[0] != HELLO {
+        return Err(LoadError::Greeting(hello[0]));
+    }
+    Ok(s)
+}
+
+/// Opens connections along `route` until one succeeds (the client may not
+/// know the exit yet), for up to `within`.
+pub async fn wait_route(
+    route: Route,
+    origin: SocketAddr,
+    within: Duration,
+) -> Result<(), LoadError> {
+    let deadline = Instant::now() + within;
+    loop {
+        match open(route, origin).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+}
+
+/// Sends `total` bytes split over `streams` connections and returns the wall
+/// time from the moment every connection is set up to the last count
+/// received from the origin.
+pub async fn transfer(
+    route: Route,
+    origin: SocketAddr,
+    total: u64,
+    streams: usize,
+) -> Result<Duration, LoadError> {
+    let streams = streams.max(1);
+    let per_stream = total / streams as u64;
+    let barrier = Arc::new(tokio::sync::Barrier::new(streams));
+    let payload: Arc<Vec<u8>> =
+        Arc::new((0..CHUNK).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect());
+    let mut set = JoinSet::new();
+    for _ in 0..streams {
+        let barrier = barrier.clone();
+        let payload = payload.clone();
+        set.spawn(async move {
+            let opened = open(route, origin).await;
+            barrier.wait().await;
+            // Each sender times itself: whoever awaits the tasks may be woken
+            // late, after a fast route has already finished.
+            let started = Instant::now();
+            send_and_count(opened?, &payload, per_stream).await?;
+            Ok::<_, LoadError>((started, Instant::now()))
+        });
+    }
+    let run = async {
+        let mut span: Option<(Instant, Instant)> = None;
+        while let Some(joined) = set.join_next().await {
+            let (a, b) = match joined {
+                Ok(result) => result?,
+                Err(_) => return Err(LoadError::Timeout("a sender task died")),
+            };
+            span = Some(match span {
+                Some((s, e)) => (s.min(a), e.max(b)),
+                None => (a, b),
+            });
+        }
+        Ok(span.map_or(Duration::ZERO, |(s, e)| e.duration_since(s)))
+    };
+    timeout(TRANSFER_DEADLINE, run).await.map_err(|_| LoadError::Timeout("transfer"))?
+}
+
+async fn send_and_count(mut s: TcpStream, payload: &[u8], bytes: u64) -> Result<(), LoadError> {
+    let (mut r, mut w) = s.split();
+    let send = async {
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(payload.len() as u64) as usize;
+            w.write_all(payload.get(..n).unwrap_or(payload))
+                .await
+                .map_err(|e| LoadError::Io("send", e))?;
+            left -= n as u64;
+        }
+        w.shutdown().await.map_err(|e| LoadError::Io("shutdown", e))
+    };
+    let recv = async {
+        let mut count = [0u8; 8];
+        r.read_exact(&mut count).await.map_err(|e| LoadError::Io("read count", e))?;
+        Ok::<u64, LoadError>(u64::from_be_bytes(count))
+    };
+    let (sent, counted) = tokio::join!(send, recv);
+    sent?;
+    let counted = counted?;
+    if counted != bytes {
+        return Err(LoadError::Count { sent: bytes, counted });
+    }
+    Ok(())
+}
+
+/// Connect latencies: `samples` sequential connections, each timed from the
+/// TCP connect (SOCKS5 greeting) to the origin's first byte.
+pub async fn latencies(
+    route: Route,
+    origin: SocketAddr,
+    samples: usize,
+) -> Result<Vec<Duration>, LoadError> {
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t0 = Instant::now();
+        let s = open(route, origin).await?;
+        out.push(t0.elapsed());
+        // Reset rather than close: thousands of closes would park thousands
+        // of ports in TIME_WAIT on the loopback.
+        let _ = s.set_zero_linger();
+    }
+    Ok(out)
+}
+
+/// What a connects-per-second run achieved.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectRate {
+    /// Connections that reached the origin's first byte.
+    pub ok: u64,
+    /// Connections that failed.
+    pub failed: u64,
+    /// The run's wall time.
+    pub elapsed: Duration,
+}
+
+/// `workers` loops opening (to the first byte) and resetting connections for `duration`.
+pub async fn connect_rate(
+    route: Route,
+    origin: SocketAddr,
+    workers: usize,
+    duration: Duration,
+) -> ConnectRate {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut set = JoinSet::new();
+    for _ in 0..workers.max(1) {
+        set.spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                match open(route, origin).await {
+                    Ok(s) => {
+                        ok += 1;
+                        let _ = s.set_zero_linger();
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, failed)
+        });
+    }
+    let (mut ok, mut failed) = (0, 0);
+    while let Some(joined) = set.join_next().await {
+        if let Ok((o, f)) = joined {
+            ok += o;
+            failed += f;
+        }
+    }
+    ConnectRate { ok, failed, elapsed: started.elapsed() }
+}
+
+/// Opens `n` connections along `route` (at most `parallel` at a time) and
+/// keeps them open; returns them and how many failed.
+pub async fn open_idle(
+    route: Route,
+    origin: SocketAddr,
+    n: usize,
+    parallel: usize,
+) -> (Vec<TcpStream>, usize) {
+    let mut held = Vec::with_capacity(n);
+    let mut failed = 0;
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(parallel.max(1));
+        let mut set = JoinSet::new();
+        for _ in 0..batch {
+            set.spawn(open(route, origin));
+        }
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(Ok(s)) => held.push(s),
+                _ => failed += 1,
+            }
+        }
+        left -= batch;
+    }
+    (held, failed)
+}

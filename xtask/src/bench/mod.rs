@@ -1,0 +1,690 @@
+//! `cargo xtask bench`: meshproxy's performance figures on 127.0.0.1.
+//!
+//! The harness builds the release `meshproxy` (and `examples/heap_probe`,
+//! the same node with a counting allocator), starts hubs, exits and clients
+//! as processes, and drives them from a tokio load generator and origin in
+//! this process. Figures: throughput (1 and 8 streams; direct loopback, the
+//! mesh over libp2p TCP and over QUIC, shadowsocks-rust), connect latency
+//! (warm and cold, p50/p99), connects per second, memory per idle proxied
+//! connection (RSS, heap, fds), and simulator speed. Full mode takes the
+//! median of alternating runs; `--quick` runs everything once at small sizes
+//! to prove the harness works (CI).
+//!
+//! Layout: `procs` (binaries, configs, processes, /proc), `load` (origin and
+//! load generator), `report` (figures, table, JSON, SVG), `simfig`.
+
+mod load;
+mod procs;
+mod report;
+mod simfig;
+
+use clap::Args;
+use load::{Origin, Route};
+use procs::{Binaries, Mesh, SsPair, Transport};
+use report::{quantile, Bound, Figure, Skipped};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Arguments of `cargo xtask bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// One run at small sizes, no shadowsocks-rust: checks the harness works
+    /// (what CI runs).
+    #[arg(long)]
+    pub quick: bool,
+    /// Alternating runs whose median each figure reports (full mode).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub runs: usize,
+    /// Skip the shadowsocks-rust comparison (and its install).
+    #[arg(long)]
+    pub no_shadowsocks: bool,
+    /// Idle proxied connections for the memory figures [default: 10000; 200 with --quick].
+    #[arg(long, value_name = "N")]
+    pub idle: Option<usize>,
+    /// Internal: only serve the origin (printing `origin: ADDR`) until stdin
+    /// closes. The memory figure runs its origin in such a child so that
+    /// 10,000 connections' two ends do not share one process's fd limit.
+    #[arg(long, hide = true)]
+    pub serve_origin: bool,
+}
+
+/// Why the bench could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The release build failed.
+    #[error("bench: build: {0}")]
+    Build(String),
+    /// A file or socket operation failed.
+    #[error("bench: {0}: {1}")]
+    Io(String, std::io::Error),
+    /// A process did not come up.
+    #[error("bench: {0}: {1}")]
+    NotReady(String, &'static str),
+    /// Load through a route failed.
+    #[error("bench: {0}")]
+    Load(String),
+    /// The simulator could not run.
+    #[error("bench: simulator: {0}")]
+    Sim(String),
+}
+
+/// Sizes of one mode.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    runs: usize,
+    transfer_bytes: u64,
+    latency_samples: usize,
+    connect_workers: usize,
+    connect_duration: Duration,
+    cold_samples: usize,
+    idle: usize,
+    sim_seeds: u64,
+    sim_sweep: bool,
+}
+
+impl Plan {
+    fn of(args: &BenchArgs) -> Plan {
+        if args.quick {
+            Plan {
+                runs: 1,
+                transfer_bytes: 8 << 20,
+                latency_samples: 100,
+                connect_workers: 16,
+                connect_duration: Duration::from_millis(500),
+                cold_samples: 1,
+                idle: args.idle.unwrap_or(200),
+                sim_seeds: 10,
+                sim_sweep: false,
+            }
+        } else {
+            Plan {
+                runs: args.runs.max(1),
+                transfer_bytes: 256 << 20,
+                latency_samples: 1000,
+                connect_workers: 32,
+                connect_duration: Duration::from_secs(2),
+                cold_samples: args.runs.max(1),
+                idle: args.idle.unwrap_or(10_000),
+                sim_seeds: 100,
+                sim_sweep: true,
+            }
+        }
+    }
+}
+
+/// Idle connections one client carries at most: one libp2p connection
+/// carries at most 1024 streams (the driver's `max_streams_per_connection`),
+/// so the memory figure spreads larger counts over several clients.
+const IDLE_PER_CLIENT: usize = 1000;
+
+/// Runs the bench; `Ok(false)` when a part of the harness failed.
+pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
+    if args.serve_origin {
+        return serve_origin();
+    }
+    let started = Instant::now();
+    let plan = Plan::of(args);
+    let out_dir = output_dir(workspace);
+    let work = out_dir.join("run");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| BenchError::Io(work.display().to_string(), e))?;
+
+    let mut skipped = Vec::new();
+    let mut failures = Vec::new();
+    raise_fd_limit(plan.idle, &mut skipped);
+    let bin = procs::build(workspace)?;
+    let built = Instant::now();
+    let ss = if args.quick {
+        skipped.push(Skipped {
+            what: "shadowsocks-rust".into(),
+            reason: "--quick never installs it (minutes of build)".into(),
+        });
+        None
+    } else if args.no_shadowsocks {
+        skipped
+            .push(Skipped { what: "shadowsocks-rust".into(), reason: "--no-shadowsocks".into() });
+        None
+    } else {
+        match procs::install_shadowsocks(workspace) {
+            Ok(tools) => {
+                skipped.push(Skipped {
+                    what: "shadowsocks-rust latency and CONNECTs/s".into(),
+                    reason: "sslocal waits up to 500 ms for the app's first bytes before dialing, \
+                             and the bench origin speaks first"
+                        .into(),
+                });
+                Some(tools)
+            }
+            Err(reason) => {
+                println!("bench: skipping shadowsocks-rust: {reason}");
+                skipped.push(Skipped { what: "shadowsocks-rust".into(), reason });
+                None
+            }
+        }
+    };
+    skipped.push(Skipped {
+        what: "exit leg alone".into(),
+        reason: "needs a load generator that speaks libp2p and /meshproxy/proxy/1 to the exit; \
+                 not built yet"
+            .into(),
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Io("tokio runtime".into(), e))?;
+    let mut figures = Vec::new();
+    runtime.block_on(async {
+        let origin = Origin::start().await.map_err(|e| BenchError::Load(e.to_string()))?;
+        match network_figures(&bin, &work, &plan, ss.as_ref(), origin.addr).await {
+            Ok(mut f) => figures.append(&mut f),
+            Err(e) => failures.push(e.to_string()),
+        }
+        match memory_figures(&bin, &work, &plan).await {
+            Ok(mut f) => figures.append(&mut f),
+            Err(e) => failures.push(e.to_string()),
+        }
+        Ok::<(), BenchError>(())
+    })?;
+    println!("bench: simulator figures");
+    match simfig::figures(workspace, plan.sim_seeds, plan.sim_sweep) {
+        Ok(mut f) => figures.append(&mut f),
+        Err(e) => failures.push(e.to_string()),
+    }
+    if !plan.sim_sweep {
+        skipped.push(Skipped {
+            what: "default sweep wall time".into(),
+            reason: "--quick (CI times the sweep in its own step)".into(),
+        });
+    }
+    for f in &failures {
+        skipped.push(Skipped { what: "FAILED".into(), reason: f.clone() });
+    }
+
+    let mode = if args.quick { "quick" } else { "full" };
+    println!(
+        "\nbench ({mode}, {} run{}, {:.0} s after a {:.0} s build; load average {}):\n{}",
+        plan.runs,
+        if plan.runs == 1 { "" } else { "s" },
+        built.elapsed().as_secs_f64(),
+        built.duration_since(started).as_secs_f64(),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        report::render(&figures, &skipped)
+    );
+    let json = report::to_json(mode, plan.runs, &figures, &skipped);
+    let result = out_dir.join("result.json");
+    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+    std::fs::write(&result, text).map_err(|e| BenchError::Io(result.display().to_string(), e))?;
+    let svg = out_dir.join("bench.svg");
+    if let Err(e) = report::plot(&svg, &figures) {
+        failures.push(format!("plot: {e}"));
+    }
+    println!("bench: wrote {} and {}", result.display(), svg.display());
+    if !failures.is_empty() {
+        println!("bench: {} part(s) FAILED: {}", failures.len(), failures.join("; "));
+    }
+    Ok(failures.is_empty())
+}
+
+/// Raises this process's open-file limit (children inherit it): `idle`
+/// connections cost one fd here (the app side), one in the origin child and
+/// one or two in each node.
+fn raise_fd_limit(idle: usize, skipped: &mut Vec<Skipped>) {
+    let want = idle as u64 + 4096;
+    let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() else { return };
+    if soft >= want {
+        return;
+    }
+    // Raising the hard limit needs privilege; without it take what is allowed.
+    if rlimit::Resource::NOFILE.set(want, want.max(hard)).is_err() {
+        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+        if hard < want {
+            skipped.push(Skipped {
+                what: "fd limit".into(),
+                reason: format!(
+                    "RLIMIT_NOFILE could only be raised to {hard} (wanted {want}); \
+                     the idle-connection figure may fall short of {idle}"
+                ),
+            });
+        }
+    }
+}
+
+/// The routes the network figures compare, by name.
+struct Routes {
+    list: Vec<(&'static str, Route)>,
+    tcp: Mesh,
+    quic: Mesh,
+    ss: Option<SsPair>,
+}
+
+impl Routes {
+    /// CPU seconds so far of the proxy processes on `name`'s data path.
+    fn cpu(&self, name: &str) -> Option<f64> {
+        match name {
+            "tcp" => Some(self.tcp.data_path_cpu()),
+            "quic" => Some(self.quic.data_path_cpu()),
+            "ss" => self.ss.as_ref().map(SsPair::data_path_cpu),
+            _ => None,
+        }
+    }
+}
+
+/// Throughput, CPU per GB, latency (warm and cold) and connects per second.
+async fn network_figures(
+    bin: &Binaries,
+    work: &Path,
+    plan: &Plan,
+    ss_tools: Option<&procs::Shadowsocks>,
+    origin: std::net::SocketAddr,
+) -> Result<Vec<Figure>, BenchError> {
+    println!("bench: starting the TCP and QUIC meshes");
+    let tcp = Mesh::start(bin, work, "tcp", Transport::Tcp, origin, 1, false)?;
+    let quic = Mesh::start(bin, work, "quic", Transport::Quic, origin, 1, false)?;
+    let ss = match ss_tools {
+        Some(tools) => Some(SsPair::start(tools, work)?),
+        None => None,
+    };
+    let mut list = vec![("direct", Route::Direct)];
+    for (name, socks) in
+        [("tcp", tcp.socks()), ("quic", quic.socks()), ("ss", ss.as_ref().map(|s| s.socks))]
+    {
+        if let Some(addr) = socks {
+            list.push((name, Route::Socks(addr)));
+        }
+    }
+    let mut routes = Routes { list, tcp, quic, ss };
+    for (name, route) in &routes.list {
+        load::wait_route(*route, origin, Duration::from_secs(30)).await.map_err(|e| {
+            BenchError::Load(format!("route {name} never carried a connection: {e}"))
+        })?;
+    }
+
+    let mut figures = Vec::new();
+    let names: Vec<&str> = routes.list.iter().map(|(n, _)| *n).collect();
+    let series = |prefix: &str| -> Vec<(String, Vec<f64>)> {
+        names.iter().map(|n| (format!("{prefix}.{n}"), Vec::new())).collect()
+    };
+
+    // Throughput, alternating routes within each run so load drifts hit all alike.
+    let mb = plan.transfer_bytes as f64 / 1e6;
+    for streams in [1usize, 8] {
+        let mut rates = series("throughput");
+        let mut cpu = series("cpu");
+        for run in 0..plan.runs {
+            println!("bench: throughput, {streams} stream(s), run {}/{}", run + 1, plan.runs);
+            for (i, (name, route)) in routes.list.iter().enumerate() {
+                let cpu0 = routes.cpu(name);
+                let took = load::transfer(*route, origin, plan.transfer_bytes, streams)
+                    .await
+                    .map_err(|e| BenchError::Load(format!("{name} transfer: {e}")))?;
+                if let Some(r) = rates.get_mut(i) {
+                    r.1.push(mb / took.as_secs_f64());
+                }
+                if let (Some(a), Some(b)) = (cpu0, routes.cpu(name)) {
+                    if let Some(c) = cpu.get_mut(i) {
+                        c.1.push((b - a) / (plan.transfer_bytes as f64 / 1e9));
+                    }
+                }
+            }
+        }
+        let by = |n: &str| rates.iter().position(|(k, _)| k.ends_with(&format!(".{n}")));
+        for (key, samples) in &rates {
+            let name = key.trim_start_matches("throughput.");
+            figures.push(Figure::info(
+                &format!("{key}.{streams}"),
+                &format!("throughput {name}, {streams} stream(s)"),
+                "MB/s",
+                samples.clone(),
+            ));
+        }
+        for (key, samples) in cpu.iter().filter(|(_, s)| !s.is_empty()) {
+            let name = key.trim_start_matches("cpu.");
+            figures.push(Figure::info(
+                &format!("cpu_per_gb.{name}.{streams}"),
+                &format!("CPU {name} (both proxy processes), {streams} stream(s)"),
+                "CPU-s/GB",
+                samples.clone(),
+            ));
+        }
+        // Ratios per run (same run, same load), then their median.
+        let ratio = |a: &str, b: &str| -> Option<Vec<f64>> {
+            let (ia, ib) = (by(a)?, by(b)?);
+            let (ra, rb) = (&rates.get(ia)?.1, &rates.get(ib)?.1);
+            Some(ra.iter().zip(rb).map(|(x, y)| x / y).collect())
+        };
+        for (a, b, target) in [("tcp", "ss", 1.0), ("tcp", "direct", 0.25), ("quic", "tcp", 0.7)] {
+            if let Some(samples) = ratio(a, b) {
+                let f = Figure::info(
+                    &format!("ratio.{a}_over_{b}.{streams}"),
+                    &format!("ratio {a} / {b}, {streams} stream(s)"),
+                    "x",
+                    samples,
+                );
+                // The issue's targets are for one stream; eight is for information.
+                figures.push(if streams == 1 { f.with_target(Bound::AtLeast, target) } else { f });
+            }
+        }
+    }
+
+    // Latency and connect rate leave shadowsocks out: sslocal holds a new
+    // connection up to 500 ms waiting for the app's first bytes before it
+    // dials (to send them with the address), so with an origin that speaks
+    // first it would measure that timer.
+    let quick_routes: Vec<(&'static str, Route)> =
+        routes.list.iter().copied().filter(|(n, _)| *n != "ss").collect();
+    let quick_names: Vec<&str> = quick_routes.iter().map(|(n, _)| *n).collect();
+    let series = |prefix: &str| -> Vec<(String, Vec<f64>)> {
+        quick_names.iter().map(|n| (format!("{prefix}.{n}"), Vec::new())).collect()
+    };
+
+    // Warm connect latency: per run, p50 and p99 of sequential connections.
+    let mut p50 = series("latency");
+    let mut p99 = series("latency");
+    for run in 0..plan.runs {
+        println!("bench: warm connect latency, run {}/{}", run + 1, plan.runs);
+        for (i, (name, route)) in quick_routes.iter().enumerate() {
+            let samples = load::latencies(*route, origin, plan.latency_samples)
+                .await
+                .map_err(|e| BenchError::Load(format!("{name} latency: {e}")))?;
+            let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+            ms.sort_by(f64::total_cmp);
+            if let (Some(a), Some(b)) = (p50.get_mut(i), p99.get_mut(i)) {
+                a.1.push(quantile(&ms, 0.5));
+                b.1.push(quantile(&ms, 0.99));
+            }
+        }
+    }
+    for ((key, a), (_, b)) in p50.iter().zip(&p99) {
+        let name = key.trim_start_matches("latency.");
+        figures.push(Figure::info(
+            &format!("{key}.warm.p50"),
+            &format!("connect {name} warm p50"),
+            "ms",
+            a.clone(),
+        ));
+        figures.push(Figure::info(
+            &format!("{key}.warm.p99"),
+            &format!("connect {name} warm p99"),
+            "ms",
+            b.clone(),
+        ));
+    }
+    if let (Some(direct), Some(tcp)) = (
+        p99.iter().find(|(k, _)| k == "latency.direct"),
+        p99.iter().find(|(k, _)| k == "latency.tcp"),
+    ) {
+        let added: Vec<f64> = tcp.1.iter().zip(&direct.1).map(|(t, d)| t - d).collect();
+        figures.push(
+            Figure::info(
+                "latency_added.tcp.warm.p99",
+                "connect tcp warm p99 added over direct",
+                "ms",
+                added,
+            )
+            .with_target(Bound::AtMost, 1.0),
+        );
+    }
+
+    // Cold connect: the first connection through a freshly started client.
+    for transport in [Transport::Tcp, Transport::Quic] {
+        let mut cold = Vec::new();
+        for i in 0..plan.cold_samples {
+            println!(
+                "bench: cold connect {}, sample {}/{}",
+                transport.name(),
+                i + 1,
+                plan.cold_samples
+            );
+            let mesh = match transport {
+                Transport::Tcp => &mut routes.tcp,
+                Transport::Quic => &mut routes.quic,
+            };
+            let (client, socks) = mesh.new_client(bin, work, false)?;
+            cold.push(cold_connect(Route::Socks(socks), origin).await?);
+            drop(client);
+        }
+        cold.sort_by(f64::total_cmp);
+        let name = transport.name();
+        figures.push(Figure::info(
+            &format!("latency.{name}.cold.p50"),
+            &format!("connect {name} cold p50 ({} fresh clients)", cold.len()),
+            "ms",
+            vec![quantile(&cold, 0.5)],
+        ));
+        figures.push(Figure::info(
+            &format!("latency.{name}.cold.p99"),
+            &format!("connect {name} cold p99 ({} fresh clients)", cold.len()),
+            "ms",
+            vec![quantile(&cold, 0.99)],
+        ));
+    }
+
+    // Connects per second through a warm client.
+    let mut cps = series("connects");
+    for run in 0..plan.runs {
+        println!("bench: connects per second, run {}/{}", run + 1, plan.runs);
+        for (i, (_, route)) in quick_routes.iter().enumerate() {
+            let r = load::connect_rate(*route, origin, plan.connect_workers, plan.connect_duration)
+                .await;
+            if let Some(c) = cps.get_mut(i) {
+                c.1.push(r.ok as f64 / r.elapsed.as_secs_f64());
+            }
+            if r.failed > 0 {
+                println!("bench:   {} connects failed on {:?}", r.failed, route);
+            }
+        }
+    }
+    for (key, samples) in cps {
+        let name = key.trim_start_matches("connects.");
+        let f = Figure::info(
+            &format!("connects_per_second.{name}"),
+            &format!("CONNECTs/s {name} warm ({} workers)", plan.connect_workers),
+            "1/s",
+            samples,
+        );
+        figures.push(if name == "tcp" { f.with_target(Bound::AtLeast, 10_000.0) } else { f });
+    }
+    Ok(figures)
+}
+
+/// The first successful connection through a fresh client, in ms. Attempts
+/// before the client has learned the exit from the hub fail fast without
+/// dialing it, so the one that succeeds includes the dial and handshakes.
+async fn cold_connect(route: Route, origin: std::net::SocketAddr) -> Result<f64, BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t0 = Instant::now();
+        match load::open(route, origin).await {
+            Ok(_) => return Ok(t0.elapsed().as_secs_f64() * 1e3),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(BenchError::Load(format!("cold connect never succeeded: {e}")))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// RSS, heap and fds per idle proxied connection on the clients and the exit.
+async fn memory_figures(
+    bin: &Binaries,
+    work: &Path,
+    plan: &Plan,
+) -> Result<Vec<Figure>, BenchError> {
+    let clients = plan.idle.div_ceil(IDLE_PER_CLIENT).max(1);
+    println!("bench: memory: {} idle connections over {clients} client(s), one exit", plan.idle);
+    let (_origin_proc, origin) = origin_child(work)?;
+    let mut mesh = Mesh::start(bin, work, "mem", Transport::Tcp, origin, clients, true)?;
+    let routes: Vec<Route> = mesh.clients.iter().map(|(_, a)| Route::Socks(*a)).collect();
+    for route in &routes {
+        // Also sets up each client's libp2p connection, which is not per-connection cost.
+        load::wait_route(*route, origin, Duration::from_secs(30)).await.map_err(|e| {
+            BenchError::Load(format!("memory mesh never carried a connection: {e}"))
+        })?;
+    }
+    let before = snapshot(&mut mesh)?;
+    let mut held = Vec::new();
+    let mut failed = 0;
+    let mut left = plan.idle;
+    for route in &routes {
+        let n = left.min(IDLE_PER_CLIENT);
+        left -= n;
+        let (mut conns, f) = load::open_idle(*route, origin, n, 64).await;
+        held.append(&mut conns);
+        failed += f;
+    }
+    // Let the nodes finish any work the last opens queued before sampling.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = snapshot(&mut mesh)?;
+    let open = held.len();
+    if failed > 0 {
+        println!("bench:   {failed} of {} idle connections failed to open", plan.idle);
+    }
+    drop(held);
+    if open == 0 {
+        return Err(BenchError::Load("no idle connection opened".into()));
+    }
+
+    let mut figures = vec![Figure::info(
+        "memory.idle_connections",
+        &format!("idle proxied connections held ({clients} clients)"),
+        "conns",
+        vec![open as f64],
+    )];
+    let per = |a: u64, b: u64, n: usize| (b as f64 - a as f64) / n.max(1) as f64;
+    // Each client carried its share; the exit carried all of them.
+    let client_conns = open as f64 / clients as f64;
+    let mut client_rss = Vec::new();
+    let mut client_heap = Vec::new();
+    let mut client_fds = Vec::new();
+    for (b, a) in before.clients.iter().zip(&after.clients) {
+        client_rss.push((a.rss as f64 - b.rss as f64) / client_conns / 1024.0);
+        client_heap.push((a.heap as f64 - b.heap as f64) / client_conns / 1024.0);
+        client_fds.push((a.fds as f64 - b.fds as f64) / client_conns);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    figures.push(
+        Figure::info(
+            "memory.rss_per_conn.client",
+            "RSS per idle conn, client",
+            "KiB",
+            vec![mean(&client_rss)],
+        )
+        .with_target(Bound::AtMost, 16.0),
+    );
+    figures.push(
+        Figure::info(
+            "memory.rss_per_conn.exit",
+            "RSS per idle conn, exit",
+            "KiB",
+            vec![per(before.exit.rss, after.exit.rss, open) / 1024.0],
+        )
+        .with_target(Bound::AtMost, 16.0),
+    );
+    figures.push(Figure::info(
+        "memory.heap_per_conn.client",
+        "heap per idle conn, client",
+        "KiB",
+        vec![mean(&client_heap)],
+    ));
+    figures.push(Figure::info(
+        "memory.heap_per_conn.exit",
+        "heap per idle conn, exit",
+        "KiB",
+        vec![per(before.exit.heap, after.exit.heap, open) / 1024.0],
+    ));
+    figures.push(Figure::info(
+        "memory.fds_per_conn.client",
+        "fds per idle conn, client",
+        "fds",
+        vec![mean(&client_fds)],
+    ));
+    figures.push(Figure::info(
+        "memory.fds_per_conn.exit",
+        "fds per idle conn, exit",
+        "fds",
+        vec![per(before.exit.fds, after.exit.fds, open)],
+    ));
+    figures.push(Figure::info(
+        "memory.rss.exit",
+        &format!("RSS of the exit with {open} idle conns"),
+        "MiB",
+        vec![after.exit.rss as f64 / (1024.0 * 1024.0)],
+    ));
+    Ok(figures)
+}
+
+/// What one node's process holds.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    rss: u64,
+    heap: u64,
+    fds: u64,
+}
+
+/// The clients' and the exit's usage.
+#[derive(Debug)]
+struct Snapshot {
+    clients: Vec<Usage>,
+    exit: Usage,
+}
+
+fn usage(p: &mut procs::Proc) -> Result<Usage, BenchError> {
+    let heap = p.heap_bytes()?;
+    Ok(Usage { rss: p.rss_bytes().unwrap_or(0), heap, fds: p.fds().unwrap_or(0) })
+}
+
+fn snapshot(mesh: &mut Mesh) -> Result<Snapshot, BenchError> {
+    let mut clients = Vec::new();
+    for (c, _) in &mut mesh.clients {
+        clients.push(usage(c)?);
+    }
+    Ok(Snapshot { clients, exit: usage(&mut mesh.exit)? })
+}
+
+/// Where the bench writes its result file and plot.
+pub fn output_dir(workspace: &Path) -> PathBuf {
+    procs::target_dir(workspace).join("bench")
+}
+
+/// Starts `xtask bench --serve-origin` and reads the origin's address.
+fn origin_child(work: &Path) -> Result<(procs::Proc, std::net::SocketAddr), BenchError> {
+    let exe = std::env::current_exe().map_err(|e| BenchError::Io("current exe".into(), e))?;
+    let mut p = procs::Proc::spawn(
+        "origin",
+        &exe,
+        &["bench", "--serve-origin"],
+        &work.join("origin.log"),
+        true,
+    )?;
+    let line = p.wait_line(|l| l.starts_with("origin: "))?;
+    let addr = line
+        .trim_start_matches("origin: ")
+        .trim()
+        .parse()
+        .map_err(|_| BenchError::NotReady("origin".into(), "unreadable origin line"))?;
+    Ok((p, addr))
+}
+
+/// The body of `--serve-origin`.
+fn serve_origin() -> Result<bool, BenchError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Io("tokio runtime".into(), e))?;
+    runtime.block_on(async {
+        let origin = Origin::start().await.map_err(|e| BenchError::Load(e.to_string()))?;
+        println!("origin: {}", origin.addr);
+        // Runs until the harness closes stdin (or kills this process).
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        })
+        .await;
+        Ok(true)
+    })
+}

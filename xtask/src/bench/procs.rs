@@ -1,0 +1,511 @@
+//! The processes under test: building the release binaries, writing node
+//! configs, starting hubs, exits, clients and shadowsocks-rust, and reading
+//! what the kernel knows about them (RSS, CPU time, open fds).
+
+use super::BenchError;
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// How long a process may take to print that it is ready.
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The shadowsocks-rust release the comparison installs (pinned so runs compare).
+pub const SHADOWSOCKS_VERSION: &str = "1.25.0";
+/// The cipher the issue asks for.
+pub const SHADOWSOCKS_CIPHER: &str = "chacha20-ietf-poly1305";
+
+/// The cargo that launched xtask, so the bench builds with the same toolchain.
+fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// The workspace's target directory (honouring `CARGO_TARGET_DIR`).
+pub fn target_dir(workspace: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace.join(dir),
+        None => workspace.join("target"),
+    }
+}
+
+/// The binaries the bench runs.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `meshproxy`, release build.
+    pub meshproxy: PathBuf,
+    /// `examples/heap_probe`: the same node with a counting allocator.
+    pub heap_probe: PathBuf,
+}
+
+/// Builds `meshproxy` and the heap probe in release mode.
+pub fn build(workspace: &Path) -> Result<Binaries, BenchError> {
+    let args =
+        ["build", "--release", "-p", "meshproxy", "--bin", "meshproxy", "--example", "heap_probe"];
+    println!("bench: cargo {}", args.join(" "));
+    let status = Command::new(cargo())
+        .args(args)
+        .current_dir(workspace)
+        .status()
+        .map_err(|e| BenchError::Build(format!("cannot start cargo: {e}")))?;
+    if !status.success() {
+        return Err(BenchError::Build(format!("cargo build failed ({status})")));
+    }
+    let release = target_dir(workspace).join("release");
+    Ok(Binaries {
+        meshproxy: release.join("meshproxy"),
+        heap_probe: release.join("examples").join("heap_probe"),
+    })
+}
+
+/// `sslocal` and `ssserver`.
+#[derive(Debug, Clone)]
+pub struct Shadowsocks {
+    /// The local SOCKS5 side.
+    pub sslocal: PathBuf,
+    /// The remote side.
+    pub ssserver: PathBuf,
+}
+
+/// Installs shadowsocks-rust into `target/bench-tools` unless it is there;
+/// `Err` carries the reason to print when it cannot.
+pub fn install_shadowsocks(workspace: &Path) -> Result<Shadowsocks, String> {
+    let root = target_dir(workspace).join("bench-tools");
+    let tools = Shadowsocks {
+        sslocal: root.join("bin").join("sslocal"),
+        ssserver: root.join("bin").join("ssserver"),
+    };
+    let marker = root.join(format!("shadowsocks-rust-{SHADOWSOCKS_VERSION}"));
+    if tools.sslocal.is_file() && tools.ssserver.is_file() && marker.is_file() {
+        return Ok(tools);
+    }
+    // Only what the comparison runs: the SOCKS5 local, the server, the
+    // original AEAD ciphers (chacha20-ietf-poly1305), multi-threaded tokio.
+    let args = [
+        "install",
+        "shadowsocks-rust",
+        "--version",
+        SHADOWSOCKS_VERSION,
+        "--locked",
+        "--no-default-features",
+        "--features",
+        "local,server,multi-threaded,aead-cipher",
+        "--bin",
+        "sslocal",
+        "--bin",
+        "ssserver",
+        "--root",
+    ];
+    println!("bench: cargo {} {} (once; takes minutes)", args.join(" "), root.display());
+    let status = Command::new(cargo())
+        .args(args)
+        .arg(&root)
+        .current_dir(workspace)
+        .status()
+        .map_err(|e| format!("cannot start cargo install: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "cargo install shadowsocks-rust {SHADOWSOCKS_VERSION} failed ({status})"
+        ));
+    }
+    if !(tools.sslocal.is_file() && tools.ssserver.is_file()) {
+        return Err(format!("cargo install left no sslocal/ssserver in {}", root.display()));
+    }
+    // Remembers which version is there, so a pin bump reinstalls.
+    let _ = std::fs::write(&marker, SHADOWSOCKS_VERSION);
+    Ok(tools)
+}
+
+/// A TCP port on 127.0.0.1 nothing listens on right now (exits must
+/// advertise a fixed port, so the harness picks one).
+pub fn free_tcp_port() -> Result<u16, BenchError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| BenchError::Io("bind".into(), e))?;
+    Ok(l.local_addr().map_err(|e| BenchError::Io("local_addr".into(), e))?.port())
+}
+
+/// A UDP port on 127.0.0.1 nothing is bound to right now (for QUIC exits).
+pub fn free_udp_port() -> Result<u16, BenchError> {
+    let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| BenchError::Io("bind".into(), e))?;
+    Ok(s.local_addr().map_err(|e| BenchError::Io("local_addr".into(), e))?.port())
+}
+
+/// A process under test; killed when dropped so no run leaves one behind.
+#[derive(Debug)]
+pub struct Proc {
+    /// What it is, for messages (`tcp-exit`, `sslocal`, …).
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// Every stdout line read so far.
+    pub seen: Vec<String>,
+}
+
+impl Proc {
+    /// Starts `program args…`, stdout piped (read on a thread), stderr to `log`.
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        log: &Path,
+        with_stdin: bool,
+    ) -> Result<Proc, BenchError> {
+        let stderr =
+            std::fs::File::create(log).map_err(|e| BenchError::Io(log.display().to_string(), e))?;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(if with_stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| BenchError::Io(format!("start {}", program.display()), e))?;
+        let (tx, lines) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Ok(Proc { name: name.to_owned(), child, stdin, lines, seen: Vec::new() })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads stdout lines until one satisfies `done`; returns that line.
+    pub fn wait_line(&mut self, done: impl Fn(&str) -> bool) -> Result<String, BenchError> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if done(&line) {
+                        return Ok(line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(BenchError::NotReady(self.name.clone(), "no ready line in 30 s"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(BenchError::NotReady(self.name.clone(), "exited (see its log)"))
+                }
+            }
+        }
+    }
+
+    /// Asks a heap probe for its live heap bytes.
+    pub fn heap_bytes(&mut self) -> Result<u64, BenchError> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or(BenchError::NotReady(self.name.clone(), "no stdin to ask for the heap"))?;
+        stdin
+            .write_all(b"heap\n")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| BenchError::Io(format!("ask {} for its heap", self.name), e))?;
+        let line = self.wait_line(|l| l.starts_with("heap: "))?;
+        line.trim_start_matches("heap: ")
+            .trim()
+            .parse()
+            .map_err(|_| BenchError::NotReady(self.name.clone(), "unreadable heap line"))
+    }
+
+    /// Resident set size in bytes (`VmRSS`).
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// User + system CPU time so far, in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // Fields after the `(comm)`, which may contain spaces: state is the
+        // first, utime the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some((utime + stime) / clock_ticks_per_second())
+    }
+
+    /// Open file descriptors.
+    pub fn fds(&self) -> Option<u64> {
+        let dir = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).ok()?;
+        Some(dir.count() as u64)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The kernel's clock ticks per second for /proc CPU times (`getconf CLK_TCK`).
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// Which transport the client uses to reach the exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// libp2p TCP + Noise + Yamux.
+    Tcp,
+    /// libp2p QUIC.
+    Quic,
+}
+
+impl Transport {
+    /// Short name for figures.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Quic => "quic",
+        }
+    }
+}
+
+/// Generous session limits and deadlines: the memory figure holds thousands
+/// of idle connections, which the defaults (4096 sessions, 512 per peer,
+/// 300 s idle) would cap or reap.
+const LIMITS: &str = "[limits]
+max_client_sessions = 50000
+max_exit_sessions = 50000
+max_sessions_per_peer = 50000
+
+[timeouts]
+idle_ms = 3600000
+";
+
+/// A hub, one exit, and clients, as processes.
+#[derive(Debug)]
+pub struct Mesh {
+    /// The hub, held so it lives and dies with the mesh.
+    _hub: Proc,
+    /// The exit.
+    pub exit: Proc,
+    /// The clients, each with its SOCKS5 listener.
+    pub clients: Vec<(Proc, SocketAddr)>,
+    /// The `[[hubs]]` section clients use.
+    hubs: String,
+    /// Prefix of process names.
+    tag: String,
+    /// Number of the next client started.
+    next_client: usize,
+}
+
+/// The identity file of node `name`.
+fn key(dir: &Path, name: &str) -> String {
+    dir.join(format!("{name}.key")).display().to_string()
+}
+
+/// Writes `toml` as `name`'s config and starts the node (as a heap probe if `probe`).
+fn start_node(
+    bin: &Binaries,
+    dir: &Path,
+    name: &str,
+    toml: String,
+    probe: bool,
+) -> Result<Proc, BenchError> {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, toml).map_err(|e| BenchError::Io(config.display().to_string(), e))?;
+    let config = config.display().to_string();
+    let log = dir.join(format!("{name}.log"));
+    if probe {
+        Proc::spawn(name, &bin.heap_probe, &["--config", &config], &log, true)
+    } else {
+        Proc::spawn(name, &bin.meshproxy, &["run", "--config", &config], &log, false)
+    }
+}
+
+impl Mesh {
+    /// Starts a mesh over `transport` whose exit allows `origin`, with
+    /// `clients` client processes. `probe` runs the nodes as heap probes.
+    pub fn start(
+        bin: &Binaries,
+        dir: &Path,
+        tag: &str,
+        transport: Transport,
+        origin: SocketAddr,
+        clients: usize,
+        probe: bool,
+    ) -> Result<Mesh, BenchError> {
+        let hub_name = format!("{tag}-hub");
+        let mut hub = start_node(
+            bin,
+            dir,
+            &hub_name,
+            format!(
+                "identity = \"{}\"\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n{LIMITS}\n[hub]\n\
+                 keys = [{{ id = \"exit\", token = \"t-exit\" }}, {{ id = \"client\", token = \"t-client\" }}]\n",
+                key(dir, &hub_name)
+            ),
+            false,
+        )?;
+        let line = hub.wait_line(|l| l.starts_with("p2p: "))?;
+        let full = line.trim_start_matches("p2p: ").trim();
+        let (addr, peer) = full
+            .split_once("/p2p/")
+            .ok_or(BenchError::NotReady(hub_name.clone(), "p2p line without /p2p/"))?;
+        let hubs = format!("[[hubs]]\npeer = \"{peer}\"\naddrs = [\"{addr}\"]\n");
+
+        let exit_addr = match transport {
+            Transport::Tcp => format!("/ip4/127.0.0.1/tcp/{}", free_tcp_port()?),
+            Transport::Quic => format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_udp_port()?),
+        };
+        let exit_name = format!("{tag}-exit");
+        let mut exit = start_node(
+            bin,
+            dir,
+            &exit_name,
+            format!(
+                "identity = \"{}\"\nlisten = [\"{exit_addr}\"]\n{hubs}{LIMITS}\n[exit]\n\
+                 credential = {{ id = \"exit\", token = \"t-exit\" }}\n\
+                 advertise = [\"{exit_addr}\"]\ncapacity = 100000\nallow = [\"{origin}\"]\n",
+                key(dir, &exit_name)
+            ),
+            probe,
+        )?;
+        exit.wait_line(|l| l.starts_with("p2p: "))?;
+
+        let mut mesh = Mesh {
+            _hub: hub,
+            exit,
+            clients: Vec::new(),
+            hubs,
+            tag: tag.to_owned(),
+            next_client: 0,
+        };
+        for _ in 0..clients {
+            let client = mesh.new_client(bin, dir, probe)?;
+            mesh.clients.push(client);
+        }
+        Ok(mesh)
+    }
+
+    /// Starts another client of this mesh (not added to `clients`), and
+    /// waits for its SOCKS5 listener.
+    pub fn new_client(
+        &mut self,
+        bin: &Binaries,
+        dir: &Path,
+        probe: bool,
+    ) -> Result<(Proc, SocketAddr), BenchError> {
+        let name = format!("{}-client{}", self.tag, self.next_client);
+        self.next_client += 1;
+        let mut client = start_node(
+            bin,
+            dir,
+            &name,
+            format!(
+                "identity = \"{}\"\n{}{LIMITS}\n[client]\n\
+                 credential = {{ id = \"client\", token = \"t-client\" }}\nrefresh_ms = 200\n\
+                 [[client.listeners]]\nbind = \"127.0.0.1:0\"\nprotocol = \"socks5\"\n",
+                key(dir, &name),
+                self.hubs
+            ),
+            probe,
+        )?;
+        let line = client.wait_line(|l| l.starts_with("listener: "))?;
+        let listener: SocketAddr = line
+            .trim_start_matches("listener: ")
+            .trim()
+            .parse()
+            .map_err(|_| BenchError::NotReady(name.clone(), "unreadable listener line"))?;
+        Ok((client, listener))
+    }
+
+    /// The first client's SOCKS5 listener.
+    pub fn socks(&self) -> Option<SocketAddr> {
+        self.clients.first().map(|(_, a)| *a)
+    }
+
+    /// CPU seconds of the proxy processes on the data path (client + exit).
+    pub fn data_path_cpu(&self) -> f64 {
+        self.clients.iter().filter_map(|(c, _)| c.cpu_seconds()).sum::<f64>()
+            + self.exit.cpu_seconds().unwrap_or(0.0)
+    }
+}
+
+/// sslocal + ssserver as processes.
+#[derive(Debug)]
+pub struct SsPair {
+    /// The local SOCKS5 side.
+    pub local: Proc,
+    /// The remote side.
+    pub server: Proc,
+    /// sslocal's SOCKS5 listener.
+    pub socks: SocketAddr,
+}
+
+impl SsPair {
+    /// Starts ssserver and sslocal on free ports and waits until both accept.
+    pub fn start(tools: &Shadowsocks, dir: &Path) -> Result<SsPair, BenchError> {
+        let server_addr = format!("127.0.0.1:{}", free_tcp_port()?);
+        let local_addr = format!("127.0.0.1:{}", free_tcp_port()?);
+        let password = "meshproxy-bench";
+        let common = ["-m", SHADOWSOCKS_CIPHER, "-k", password];
+        let mut server_args = vec!["-s", server_addr.as_str()];
+        server_args.extend(common);
+        let server = Proc::spawn(
+            "ssserver",
+            &tools.ssserver,
+            &server_args,
+            &dir.join("ssserver.log"),
+            false,
+        )?;
+        let mut local_args = vec!["-b", local_addr.as_str(), "-s", server_addr.as_str()];
+        local_args.extend(common);
+        let local =
+            Proc::spawn("sslocal", &tools.sslocal, &local_args, &dir.join("sslocal.log"), false)?;
+        for (name, addr) in [("ssserver", &server_addr), ("sslocal", &local_addr)] {
+            let addr: SocketAddr = addr
+                .parse()
+                .map_err(|_| BenchError::NotReady(name.to_owned(), "unparsable address"))?;
+            wait_accepting(name, addr)?;
+        }
+        let socks = local_addr
+            .parse()
+            .map_err(|_| BenchError::NotReady("sslocal".to_owned(), "unparsable address"))?;
+        Ok(SsPair { local, server, socks })
+    }
+
+    /// CPU seconds of sslocal + ssserver.
+    pub fn data_path_cpu(&self) -> f64 {
+        self.local.cpu_seconds().unwrap_or(0.0) + self.server.cpu_seconds().unwrap_or(0.0)
+    }
+}
+
+/// Polls until `addr` accepts TCP connections (shadowsocks prints no ready line).
+fn wait_accepting(name: &str, addr: SocketAddr) -> Result<(), BenchError> {
+    let deadline = Instant::now() + READY_DEADLINE;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(BenchError::NotReady(name.to_owned(), "not accepting after 30 s"))
+}
