@@ -23,7 +23,16 @@ pub enum CiError {
     /// The simulator sweep could not start.
     #[error("ci: {0}")]
     Sim(#[from] sim_cmd::SimError),
+    /// The fuzzers could not run.
+    #[error("ci: {0}")]
+    Fuzz(#[from] crate::fuzz::FuzzError),
+    /// The bench harness could not run.
+    #[error("ci: {0}")]
+    Bench(#[from] crate::bench::BenchError),
 }
+
+/// Seconds each fuzz target runs in CI (then its corpus replays).
+const CI_FUZZ_SECONDS: u64 = 10;
 
 /// The external cargo steps, as argument lists.
 const CARGO_STEPS: [(&str, &[&str]); 3] = [
@@ -55,6 +64,30 @@ pub fn run(workspace: &Path) -> Result<bool, CiError> {
         return Ok(false);
     }
     if !timed("sim", "cargo xtask sim", || Ok(sim_cmd::run(&SimArgs::default_sweep())?))? {
+        return Ok(false);
+    }
+    let fuzz_cmd = format!("cargo xtask fuzz --smoke --seconds {CI_FUZZ_SECONDS}");
+    // Outside CI, a machine without cargo-fuzz skips this step (the corpora
+    // still replayed in the tests); `.ci/run` installs it, so CI never skips.
+    let ci = std::env::var_os("CI").is_some();
+    let fuzz = |args: &crate::fuzz::FuzzArgs| match crate::fuzz::run(workspace, args) {
+        Err(crate::fuzz::FuzzError::NoCargoFuzz) if !ci => {
+            println!("ci: cargo-fuzz is not installed: fuzz smoke skipped (CI installs it)");
+            Ok(true)
+        }
+        other => other,
+    };
+    let args = crate::fuzz::FuzzArgs {
+        targets: Vec::new(),
+        seconds: Some(CI_FUZZ_SECONDS),
+        smoke: true,
+        replay: false,
+    };
+    if !timed("fuzz", &fuzz_cmd, || Ok(fuzz(&args)?))? {
+        return Ok(false);
+    }
+    let bench = crate::bench::BenchArgs::quick();
+    if !timed("bench", "cargo xtask bench --quick", || Ok(crate::bench::run(workspace, &bench)?))? {
         return Ok(false);
     }
     println!("\nci: all steps passed in {:.1} s", started.elapsed().as_secs_f64());

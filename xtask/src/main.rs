@@ -60,8 +60,9 @@ enum Command {
     /// on the stable toolchain.
     Fuzz(fuzz::FuzzArgs),
     /// Run what CI runs, stopping at the first failure: rustfmt check, clippy
-    /// with -D warnings, the workspace tests, the purity check, and the
-    /// default simulator sweep.
+    /// with -D warnings, the workspace tests (fuzz corpora replay among them),
+    /// the purity check, the default simulator sweep, a fuzz smoke run (skipped
+    /// outside CI without cargo-fuzz) and the bench harness in --quick mode.
     Ci,
     /// Measure throughput, connect latency, connects per second, memory per
     /// idle connection and simulator speed on 127.0.0.1 with the release

@@ -48,6 +48,13 @@ pub struct BenchArgs {
     pub serve_origin: bool,
 }
 
+impl BenchArgs {
+    /// `--quick`, as CI runs it.
+    pub fn quick() -> BenchArgs {
+        BenchArgs { quick: true, runs: 1, no_shadowsocks: true, idle: None, serve_origin: false }
+    }
+}
+
 /// Why the bench could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
