@@ -13,12 +13,18 @@ use bytes::Bytes;
 use meshproxy_core::io::{SpliceEnd, SpliceLimits, SpliceReport};
 use std::future::{poll_fn, Future};
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::ReadBuf;
 
-/// Size of each direction's copy buffer.
-const BUF: usize = 32 * 1024;
+/// Most bytes one read takes. Reads land in a buffer on the stack; only bytes
+/// the writer cannot take at once are copied to the heap, and that heap
+/// buffer is freed whenever the direction is drained and waiting for its
+/// reader. An idle spliced connection therefore holds no copy buffers at all
+/// (two 32 KiB buffers per splice were most of the memory an idle proxied
+/// connection cost, `cargo xtask bench`).
+const READ_CHUNK: usize = 32 * 1024;
 
 /// Which side of a splice failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,9 +38,10 @@ enum Fault {
 /// One direction of the copy: from a reader to a writer.
 struct Direction {
     prefix: Bytes,
-    buf: Box<[u8]>,
+    /// Bytes read but not yet written, from `start`; empty (no allocation)
+    /// whenever the writer kept up.
+    backlog: Vec<u8>,
     start: usize,
-    end: usize,
     read_done: bool,
     unflushed: bool,
     shut: bool,
@@ -45,9 +52,8 @@ impl Direction {
     fn new(prefix: Bytes, read_done: bool) -> Direction {
         Direction {
             prefix,
-            buf: vec![0; BUF].into_boxed_slice(),
+            backlog: Vec::new(),
             start: 0,
-            end: 0,
             read_done,
             unflushed: false,
             shut: false,
@@ -57,6 +63,23 @@ impl Direction {
 
     fn done(&self) -> bool {
         self.shut
+    }
+
+    /// Writes from `data`; `Ready(n)` for bytes taken.
+    fn poll_write_some(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: &mut BoxStream,
+        data: &[u8],
+        progress: &mut bool,
+    ) -> Result<Poll<usize>, Which> {
+        let n = ready_write(Pin::new(&mut **writer).poll_write(cx, data))?;
+        if let Poll::Ready(n) = n {
+            self.bytes += n as u64;
+            self.unflushed = true;
+            *progress = true;
+        }
+        Ok(n)
     }
 
     /// Moves as much as possible without blocking. `Ready(Ok(()))` once the
@@ -82,45 +105,69 @@ impl Direction {
                 return Poll::Ready(Ok(()));
             }
             if !self.prefix.is_empty() {
-                let n = ready_write(Pin::new(&mut **writer).poll_write(cx, &self.prefix))?;
-                let n = match n {
-                    Poll::Ready(n) => n,
-                    Poll::Pending => return Poll::Pending,
-                };
-                let _ = self.prefix.split_to(n.min(self.prefix.len()));
-                self.bytes += n as u64;
-                self.unflushed = true;
-                *progress = true;
+                let prefix = self.prefix.clone();
+                match self.poll_write_some(cx, writer, &prefix, progress) {
+                    Err(w) => return Poll::Ready(Err(w)),
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(n)) => {
+                        let _ = self.prefix.split_to(n.min(self.prefix.len()));
+                    }
+                }
                 continue;
             }
-            if self.start < self.end {
-                let chunk = self.buf.get(self.start..self.end).unwrap_or_default();
-                let n = match ready_write(Pin::new(&mut **writer).poll_write(cx, chunk))? {
-                    Poll::Ready(n) => n,
-                    Poll::Pending => return Poll::Pending,
-                };
-                self.start = (self.start + n).min(self.end);
-                self.bytes += n as u64;
-                self.unflushed = true;
-                *progress = true;
+            if self.start < self.backlog.len() {
+                let backlog = core::mem::take(&mut self.backlog);
+                let written = self.poll_write_some(
+                    cx,
+                    writer,
+                    backlog.get(self.start..).unwrap_or_default(),
+                    progress,
+                );
+                self.backlog = backlog;
+                match written {
+                    Err(w) => return Poll::Ready(Err(w)),
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(n)) => self.start = (self.start + n).min(self.backlog.len()),
+                }
+                if self.start == self.backlog.len() {
+                    self.backlog.clear();
+                    self.start = 0;
+                }
                 continue;
             }
             if !self.read_done {
-                let mut rb = ReadBuf::new(&mut self.buf);
+                let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+                let mut rb = ReadBuf::uninit(&mut chunk);
                 match Pin::new(&mut **reader).poll_read(cx, &mut rb) {
                     Poll::Ready(Ok(())) => {
-                        let n = rb.filled().len();
-                        self.start = 0;
-                        self.end = n;
-                        if n == 0 {
+                        let data = rb.filled();
+                        if data.is_empty() {
                             self.read_done = true;
-                        } else {
-                            *progress = true;
+                            continue;
+                        }
+                        *progress = true;
+                        // Straight to the writer; only what it does not take
+                        // now waits on the heap.
+                        let mut taken = 0;
+                        while taken < data.len() {
+                            let rest = data.get(taken..).unwrap_or_default();
+                            match self.poll_write_some(cx, writer, rest, progress) {
+                                Err(w) => return Poll::Ready(Err(w)),
+                                Ok(Poll::Ready(n)) => taken += n,
+                                Ok(Poll::Pending) => break,
+                            }
+                        }
+                        if taken < data.len() {
+                            self.backlog.extend_from_slice(data.get(taken..).unwrap_or_default());
+                            self.start = 0;
+                            return Poll::Pending;
                         }
                         continue;
                     }
                     Poll::Ready(Err(_)) => return Poll::Ready(Err(Which::Reader)),
                     Poll::Pending => {
+                        // Drained and waiting: an idle direction keeps no buffer.
+                        self.backlog = Vec::new();
                         if self.unflushed {
                             match Pin::new(&mut **writer).poll_flush(cx) {
                                 Poll::Ready(Ok(())) => self.unflushed = false,

@@ -215,3 +215,54 @@ async fn traffic_keeps_an_idle_timer_from_firing() {
     .await
     .unwrap();
 }
+
+/// A writer that takes a few bytes at a time (an in-memory pipe of 61 bytes)
+/// makes nearly every read leave a backlog: the bytes must still arrive
+/// complete and in order, both ways at once.
+#[tokio::test]
+async fn a_slow_writer_loses_and_reorders_nothing() {
+    timeout(T, async {
+        let (app, a) = tokio::io::duplex(61);
+        let (origin, b) = tokio::io::duplex(61);
+        let limits = SpliceLimits { idle_timeout: Duration::from_secs(30) };
+        let task = tokio::spawn(splice(
+            Box::new(a),
+            Box::new(b),
+            Bytes::from_static(b"up:"),
+            Bytes::from_static(b"down:"),
+            limits,
+        ));
+        let up = pattern(300_000, 1);
+        let down = pattern(200_000, 2);
+        let (mut app_r, mut app_w) = tokio::io::split(app);
+        let (mut origin_r, mut origin_w) = tokio::io::split(origin);
+        let (up2, down2) = (up.clone(), down.clone());
+        let writers = tokio::spawn(async move {
+            let w1 = async {
+                app_w.write_all(&up2).await.unwrap();
+                app_w.shutdown().await.unwrap();
+            };
+            let w2 = async {
+                origin_w.write_all(&down2).await.unwrap();
+                origin_w.shutdown().await.unwrap();
+            };
+            tokio::join!(w1, w2);
+        });
+        let (mut at_origin, mut at_app) = (Vec::new(), Vec::new());
+        let (r1, r2) =
+            tokio::join!(origin_r.read_to_end(&mut at_origin), app_r.read_to_end(&mut at_app));
+        r1.unwrap();
+        r2.unwrap();
+        writers.await.unwrap();
+        assert_eq!(at_origin.get(..3), Some(&b"up:"[..]));
+        assert_eq!(checksum(&at_origin[3..]), checksum(&up));
+        assert_eq!(at_app.get(..5), Some(&b"down:"[..]));
+        assert_eq!(checksum(&at_app[5..]), checksum(&down));
+        let report = task.await.unwrap();
+        assert_eq!(report.how, SpliceEnd::Clean);
+        assert_eq!(report.a_to_b, 300_003);
+        assert_eq!(report.b_to_a, 200_005);
+    })
+    .await
+    .unwrap();
+}
