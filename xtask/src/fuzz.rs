@@ -89,7 +89,13 @@ pub fn run(workspace: &Path, args: &FuzzArgs) -> Result<bool, FuzzError> {
         let corpus = format!("fuzz/corpus/{target}");
         let mut runs = Vec::new();
         if !args.replay {
-            runs.push(("fuzz", vec![format!("-max_total_time={seconds}")]));
+            let mut flags = vec![format!("-max_total_time={seconds}")];
+            if args.smoke {
+                // A fixed seed: a smoke run on any machine explores the same
+                // inputs first, so a CI failure reproduces with the same command.
+                flags.push("-seed=1".to_owned());
+            }
+            runs.push(("fuzz", flags));
         }
         // -runs=0: execute every corpus input once, nothing new.
         runs.push(("replay", vec!["-runs=0".to_owned()]));
