@@ -193,6 +193,7 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
             client: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
+            relay: meshproxy_core::config::RelayConfig::default(),
         };
         if i < t.hubs as usize {
             config.hubs = Vec::new();
@@ -217,6 +218,7 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
                 addrs: vec![PeerAddr(vec![i as u8])],
                 capacity: 256,
                 credential: credential(i),
+                relay: meshproxy_core::config::RelayMode::default(),
             });
         } else {
             let listeners = s
@@ -260,6 +262,7 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
                             HttpAuthPolicy::NoAuth
                         }),
                         retries: l.retries,
+                        relayed: true,
                     }
                 })
                 .collect();

@@ -82,6 +82,11 @@ pub fn input_code(i: &Input) -> u64 {
         }
         Input::SpliceEnded { a, report, .. } => 13 << 56 | sid(*a) << 8 | report.how as u64,
         Input::Restore(s) => 14 << 56 | s.sticky.len() as u64,
+        Input::Reachability(r) => 15 << 56 | *r as u64,
+        Input::ReservationAccepted { hub, .. } => 16 << 56 | last_byte(hub),
+        Input::ReservationFailed { hub } => 17 << 56 | last_byte(hub),
+        Input::ReservationLost { hub } => 18 << 56 | last_byte(hub),
+        Input::HolePunchFailed { peer } => 19 << 56 | last_byte(peer),
     }
 }
 
@@ -100,7 +105,14 @@ pub fn output_code(o: &Output) -> u64 {
         Output::Splice { a, b, .. } => 7 << 56 | sid(*a) << 24 | sid(*b),
         Output::Persist(s) => 8 << 56 | s.sticky.len() as u64,
         Output::Event(e) => 9 << 56 | event_code(e),
+        Output::Reserve { hub } => 10 << 56 | last_byte(hub),
+        Output::Unreserve { hub } => 11 << 56 | last_byte(hub),
+        Output::HolePunch { peer } => 12 << 56 | last_byte(peer),
     }
+}
+
+fn last_byte(peer: &meshproxy_core::ids::PeerId) -> u64 {
+    u64::from(peer.as_bytes().last().copied().unwrap_or(0))
 }
 
 fn event_code(e: &meshproxy_core::io::Event) -> u64 {

@@ -549,6 +549,14 @@ impl<'s> World<'s> {
                     self.release(st, side);
                 }
             }
+            // The NAT and relay model is not built yet: nothing reserves.
+            Output::Reserve { hub } => {
+                self.send_input(n, LOCAL, Input::ReservationFailed { hub });
+            }
+            Output::Unreserve { .. } => {}
+            Output::HolePunch { peer } => {
+                self.send_input(n, LOCAL, Input::HolePunchFailed { peer });
+            }
             Output::Dial { peer, .. } => {
                 let Some(&to) = self.by_peer.get(&peer) else {
                     self.send_input(n, LOCAL, Input::DialFailed { peer });
@@ -576,7 +584,7 @@ impl<'s> World<'s> {
                     );
                 }
             }
-            Output::OpenStream { stream, peer, protocol } => {
+            Output::OpenStream { stream, peer, protocol, .. } => {
                 self.open_stream(n, stream, peer, protocol)
             }
             Output::Resolve { query, name } => {
@@ -630,10 +638,24 @@ impl<'s> World<'s> {
         self.send_input(
             from,
             Duration::ZERO,
-            Input::PeerConnected { peer: to_peer, conn: ConnId(id) },
+            Input::PeerConnected {
+                peer: to_peer,
+                conn: ConnId(id),
+                path: meshproxy_core::io::Path::Direct,
+                limit: None,
+            },
         );
         let lat = self.link(from, to).latency;
-        self.send_input(to, lat, Input::PeerConnected { peer: from_peer, conn: ConnId(id) });
+        self.send_input(
+            to,
+            lat,
+            Input::PeerConnected {
+                peer: from_peer,
+                conn: ConnId(id),
+                path: meshproxy_core::io::Path::Direct,
+                limit: None,
+            },
+        );
     }
 
     fn open_stream(&mut self, n: NodeIx, sid: StreamId, peer: PeerId, protocol: Protocol) {

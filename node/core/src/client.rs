@@ -386,7 +386,7 @@ impl ClientRole {
         let stream = ctx.stream_id();
         s.phase = Phase::Opening { exit, stream };
         self.peer_streams.insert(stream, app);
-        ctx.emit(Output::OpenStream { stream, peer: exit, protocol: Protocol::Proxy });
+        ctx.emit(Output::OpenStream { stream, peer: exit, conn: None, protocol: Protocol::Proxy });
     }
 
     /// Chooses the exit for the session's next attempt.

@@ -31,6 +31,46 @@ pub struct NodeConfig {
     pub timeouts: Timeouts,
     /// Bounds shared by all roles.
     pub limits: Limits,
+    /// Relay reservations, hole punching and circuit caps.
+    pub relay: RelayConfig,
+}
+
+/// Whether an exit holds relay reservations at its hubs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RelayMode {
+    /// Reserve while this node is not known to be directly reachable
+    /// ([`Reachability`](crate::io::Reachability) `Unknown` or `Private`).
+    #[default]
+    Auto,
+    /// Always hold reservations.
+    Always,
+    /// Never reserve: clients reach this exit only directly.
+    Off,
+}
+
+/// How relayed paths are kept up and upgraded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Retry delay after a reservation failed or was lost.
+    pub reservation_retry: Backoff,
+    /// Delay between hole-punch attempts on a relayed connection.
+    pub hole_punch_retry: Backoff,
+    /// A hole-punch attempt without an answer counts as failed after this.
+    pub hole_punch_timeout: Duration,
+    /// New streams avoid a relayed connection with less than this left
+    /// before its duration cap.
+    pub circuit_margin: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            reservation_retry: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+            hole_punch_retry: Backoff::new(Duration::from_secs(5), Duration::from_secs(300)),
+            hole_punch_timeout: Duration::from_secs(15),
+            circuit_margin: Duration::from_secs(10),
+        }
+    }
 }
 
 /// How to reach one hub.
@@ -128,6 +168,8 @@ pub struct ExitConfig {
     pub capacity: u32,
     /// Proof of admission at the hubs.
     pub credential: Credential,
+    /// Relay reservations at the hubs.
+    pub relay: RelayMode,
 }
 
 /// The client role.
@@ -181,6 +223,9 @@ pub struct ListenerConfig {
     pub http_auth: Arc<HttpAuthPolicy>,
     /// Further exits tried after the first fails at the exit (not at the destination).
     pub retries: u32,
+    /// Whether this listener's sessions may run over relayed connections
+    /// (false: only exits reachable directly, only direct connections).
+    pub relayed: bool,
 }
 
 impl Default for ListenerConfig {
@@ -193,6 +238,7 @@ impl Default for ListenerConfig {
             socks_auth: Arc::new(SocksAuthPolicy::NoAuth),
             http_auth: Arc::new(HttpAuthPolicy::NoAuth),
             retries: 2,
+            relayed: true,
         }
     }
 }

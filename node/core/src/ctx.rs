@@ -169,7 +169,7 @@ impl Ctx {
             return Reach::Connected;
         }
         if self.peers.dialing.insert(peer) {
-            self.emit(Output::Dial { peer, addrs: addrs.to_vec() });
+            self.emit(Output::Dial { peer, addrs: addrs.to_vec(), via: None });
             self.timers.set(TimerKey::Dial(peer), now + dial_timeout);
         }
         Reach::Dialing

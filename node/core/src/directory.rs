@@ -273,6 +273,7 @@ mod tests {
                 labels: labels.iter().map(|l| (*l).to_owned()).collect(),
             },
             capacity,
+            relays: Vec::new(),
         }
     }
 

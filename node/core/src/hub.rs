@@ -36,6 +36,8 @@ struct HubStream {
 /// The hub side of `/meshproxy/hub/1`.
 #[derive(Debug)]
 pub(crate) struct HubRole {
+    /// This hub's own identity (named in records of exits its relay reaches).
+    local: PeerId,
     config: HubConfig,
     directory: Directory,
     streams: BTreeMap<StreamId, HubStream>,
@@ -47,9 +49,10 @@ pub(crate) struct HubRole {
 }
 
 impl HubRole {
-    pub(crate) fn new(config: HubConfig) -> HubRole {
+    pub(crate) fn new(local: PeerId, config: HubConfig) -> HubRole {
         let directory = Directory::new(config.directory);
         HubRole {
+            local,
             config,
             directory,
             streams: BTreeMap::new(),
@@ -170,9 +173,10 @@ impl HubRole {
             }
             (
                 Phase::Admitted { role: Role::Exit },
-                HubMessage::Register { addrs, attrs, capacity },
+                HubMessage::Register { addrs, attrs, capacity, relayed },
             ) => {
-                let record = crate::record::PeerRecord { peer, addrs, attrs, capacity };
+                let relays = if relayed { vec![self.local] } else { Vec::new() };
+                let record = crate::record::PeerRecord { peer, addrs, attrs, capacity, relays };
                 match self.directory.register(now, record) {
                     Ok(ttl) => {
                         self.registered_by.insert(peer, stream);

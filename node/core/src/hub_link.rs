@@ -166,7 +166,12 @@ impl HubLinks {
         let l = &mut self.links[i];
         l.state = State::Opening(stream);
         l.inbox.clear();
-        ctx.emit(Output::OpenStream { stream, peer: l.hub.peer, protocol: Protocol::Hub });
+        ctx.emit(Output::OpenStream {
+            stream,
+            peer: l.hub.peer,
+            conn: None,
+            protocol: Protocol::Hub,
+        });
         ctx.timers.set(TimerKey::HubLink(i), now + t.hub_request);
     }
 
@@ -354,6 +359,7 @@ impl HubLinks {
                             addrs: r.addrs.clone(),
                             attrs: r.attrs.clone(),
                             capacity: r.capacity,
+                            relayed: false,
                         }
                     }
                     Request::Heartbeat => HubMessage::Heartbeat { load: 0 },

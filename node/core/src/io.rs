@@ -78,6 +78,48 @@ pub struct SpliceLimits {
     pub idle_timeout: Duration,
 }
 
+/// How a connection to a peer is carried.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Path {
+    /// Straight between the two peers (TCP or QUIC).
+    Direct,
+    /// Through a relay circuit at a hub.
+    Relayed {
+        /// The hub relaying it.
+        via: PeerId,
+    },
+}
+
+impl Path {
+    /// Whether the connection goes through a relay.
+    pub fn is_relayed(self) -> bool {
+        matches!(self, Path::Relayed { .. })
+    }
+}
+
+/// Caps a relay put on one circuit; the relay cuts the circuit when either is
+/// reached.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct CircuitLimit {
+    /// The circuit ends this long after it was opened.
+    pub duration: Option<Duration>,
+    /// The circuit ends after this many bytes (each direction counted alone).
+    pub bytes: Option<u64>,
+}
+
+/// Whether others can dial this node directly, as far as it knows (autonat in
+/// production, the NAT model in the simulator).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub enum Reachability {
+    /// Not known yet.
+    #[default]
+    Unknown,
+    /// Dial-back probes succeeded: direct dials reach this node.
+    Public,
+    /// Dial-back probes failed: this node is behind NAT or a firewall.
+    Private,
+}
+
 /// State the node wants kept across restarts (written atomically by the driver,
 /// kept across a simulated crash by the simulator), fed back with
 /// [`Input::Restore`].
@@ -120,6 +162,10 @@ pub enum Input {
         peer: PeerId,
         /// The connection.
         conn: ConnId,
+        /// Direct, or through which relay.
+        path: Path,
+        /// The relay's caps on this connection (relayed connections only).
+        limit: Option<CircuitLimit>,
     },
     /// A connection to a peer went down; streams on it are reported separately.
     PeerDisconnected {
@@ -183,6 +229,33 @@ pub enum Input {
     },
     /// State persisted by an earlier run of this node; feed once, right after `new`.
     Restore(StateSnapshot),
+    /// This node learned (or re-learned) whether it is directly reachable.
+    Reachability(Reachability),
+    /// A reservation asked for with [`Output::Reserve`] was granted or renewed.
+    ReservationAccepted {
+        /// The hub holding it.
+        hub: PeerId,
+        /// How long it lasts unless renewed; `None` when the transport renews
+        /// it by itself (libp2p's relay client does).
+        expires_in: Option<Duration>,
+    },
+    /// An [`Output::Reserve`] failed (hub unreachable, refused, out of slots).
+    ReservationFailed {
+        /// The hub.
+        hub: PeerId,
+    },
+    /// A reservation that was granted is gone (hub restarted, connection lost,
+    /// renewal refused).
+    ReservationLost {
+        /// The hub.
+        hub: PeerId,
+    },
+    /// An [`Output::HolePunch`] did not produce a direct connection. (Success
+    /// shows up as a `PeerConnected` with [`Path::Direct`].)
+    HolePunchFailed {
+        /// The peer.
+        peer: PeerId,
+    },
 }
 
 /// Something the node wants done, pulled with [`Node::poll_output`](crate::Node::poll_output).
@@ -208,7 +281,11 @@ pub enum Output {
         /// The peer.
         peer: PeerId,
         /// Where it may be reached (may be empty if the driver knows better).
+        /// Ignored when `via` is set.
         addrs: Vec<PeerAddr>,
+        /// `Some(hub)`: dial through a relay circuit at this hub (the peer
+        /// holds a reservation there) instead of directly.
+        via: Option<PeerId>,
     },
     /// Open a stream to a connected peer; answered by `StreamOpened` or `StreamRefused`.
     OpenStream {
@@ -216,8 +293,31 @@ pub enum Output {
         stream: StreamId,
         /// The peer.
         peer: PeerId,
+        /// The connection to open it on; `None` lets the outside choose (it
+        /// prefers a direct connection). If the named connection is gone the
+        /// stream is refused.
+        conn: Option<ConnId>,
         /// The protocol to negotiate.
         protocol: Protocol,
+    },
+    /// Hold a relay reservation at `hub` so that others can dial this node
+    /// through it (and renew it if one is held); answered by
+    /// `ReservationAccepted` or `ReservationFailed`.
+    Reserve {
+        /// The hub.
+        hub: PeerId,
+    },
+    /// Give up the reservation at `hub` (this node became directly reachable).
+    Unreserve {
+        /// The hub.
+        hub: PeerId,
+    },
+    /// Try to turn the relayed connection to `peer` into a direct one (DCUtR
+    /// hole punching); answered by a `PeerConnected` with [`Path::Direct`] or
+    /// by `HolePunchFailed`.
+    HolePunch {
+        /// The peer.
+        peer: PeerId,
     },
     /// Look a name up; answered by `Resolved`.
     Resolve {
@@ -383,6 +483,24 @@ pub enum Event {
         /// The peer.
         peer: PeerId,
     },
+    /// A relay reservation was granted (or renewed): others can reach this
+    /// node through `hub`.
+    ReservationAccepted {
+        /// The hub.
+        hub: PeerId,
+    },
+    /// A relay reservation was refused or lost; it will be asked for again.
+    ReservationLost {
+        /// The hub.
+        hub: PeerId,
+    },
+    /// A hole-punch attempt ended.
+    HolePunch {
+        /// The peer.
+        peer: PeerId,
+        /// Whether a direct connection came out of it.
+        ok: bool,
+    },
 }
 
 /// Why the node wants to be woken, returned with the instant by
@@ -401,14 +519,26 @@ pub enum TimerReason {
     HubPeerDeadline,
     /// A dial did not answer in time.
     DialDeadline,
+    /// A relay reservation is due (renewal, or a retry after a failure).
+    Reservation,
+    /// A hole-punch retry is due, or an attempt did not answer in time.
+    HolePunch,
+    /// A relayed connection is close to its cap: new streams move elsewhere.
+    CircuitCap,
 }
 
 impl TimerReason {
-    /// Whether this timer exists for as long as the node runs (so it is not a leak).
+    /// Whether this timer exists for as long as the node runs, or as long as a
+    /// peer connection it watches (so it is not a leak).
     pub fn is_periodic(self) -> bool {
         matches!(
             self,
-            TimerReason::HubLink | TimerReason::DirectoryExpiry | TimerReason::ExitRefresh
+            TimerReason::HubLink
+                | TimerReason::DirectoryExpiry
+                | TimerReason::ExitRefresh
+                | TimerReason::Reservation
+                | TimerReason::HolePunch
+                | TimerReason::CircuitCap
         )
     }
 }

@@ -35,7 +35,7 @@ impl Node {
     /// A node that starts at `now`; all its randomness derives from `seed`.
     pub fn new(config: NodeConfig, seed: u64, now: Instant) -> Node {
         let ctx = Ctx::new(ChaCha8Rng::seed_from_u64(seed));
-        let hub = config.hub.clone().map(HubRole::new);
+        let hub = config.hub.clone().map(|h| HubRole::new(config.peer_id, h));
         let exit = config.exit.as_ref().map(ExitRole::new);
         let client = config.client.clone().map(ClientRole::new);
         let credential = config
@@ -114,7 +114,7 @@ impl Node {
                     l.on_closed(ctx, now, stream, how);
                 }
             }
-            Input::PeerConnected { peer, conn } => {
+            Input::PeerConnected { peer, conn, .. } => {
                 ctx.peer_connected(peer, conn);
                 if let Some(c) = &mut self.client {
                     c.on_peer_connected(ctx, peer);
@@ -178,6 +178,11 @@ impl Node {
                     c.restore(now, &snapshot);
                 }
             }
+            Input::Reachability(_)
+            | Input::ReservationAccepted { .. }
+            | Input::ReservationFailed { .. }
+            | Input::ReservationLost { .. }
+            | Input::HolePunchFailed { .. } => {}
         }
         self.after(now);
     }

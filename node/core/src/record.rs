@@ -13,6 +13,8 @@ pub const MAX_LABEL_LEN: usize = 32;
 pub const MAX_ADDRS: usize = 8;
 /// Longest advertised address (binary multiaddr), in bytes.
 pub const MAX_ADDR_LEN: usize = 128;
+/// Most relays one record names.
+pub const MAX_RELAYS: usize = 4;
 
 /// An ISO 3166-1 alpha-2 country code, stored upper-case.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -104,6 +106,10 @@ pub struct PeerRecord {
     pub attrs: Attrs,
     /// How many concurrent sessions it is willing to carry.
     pub capacity: u32,
+    /// Hubs through whose relay it can be dialed (it holds a reservation
+    /// there). On the wire a hub only says "through me"; the client fills in
+    /// which hub answered.
+    pub relays: Vec<PeerId>,
 }
 
 #[cfg(test)]

@@ -148,7 +148,12 @@ fn exit_failures_move_to_other_exits_then_fail() {
     let [second] = dials(&outs)[..] else { panic!("{outs:?}") };
     tried.push(second);
     let conn = f.h.conn();
-    let outs = f.h.input(Input::PeerConnected { peer: second, conn });
+    let outs = f.h.input(Input::PeerConnected {
+        peer: second,
+        conn,
+        path: meshproxy_core::io::Path::Direct,
+        limit: None,
+    });
     let [(stream, peer, _)] = opens(&outs)[..] else { panic!("{outs:?}") };
     assert_eq!(peer, second);
     let outs = f.h.input(Input::StreamRefused { stream });
@@ -256,7 +261,12 @@ fn app_closing_while_the_exit_is_dialed_leaves_nothing_behind() {
     assert_eq!(f.h.node.resources().sessions, 0);
     // The dial completes after all: no stream is opened for the dead session.
     let conn = f.h.conn();
-    let outs = f.h.input(Input::PeerConnected { peer: exit_id(1), conn });
+    let outs = f.h.input(Input::PeerConnected {
+        peer: exit_id(1),
+        conn,
+        path: meshproxy_core::io::Path::Direct,
+        limit: None,
+    });
     assert!(opens(&outs).is_empty(), "{outs:?}");
     assert_eq!(f.h.node.resources(), idle());
 }
@@ -267,7 +277,12 @@ fn app_closing_while_the_stream_opens() {
     let app = f.accept(0);
     let outs = f.socks(app, &ip_target(public_ip(1), 443), None, b"");
     let conn = f.h.conn();
-    let outs2 = f.h.input(Input::PeerConnected { peer: exit_id(1), conn });
+    let outs2 = f.h.input(Input::PeerConnected {
+        peer: exit_id(1),
+        conn,
+        path: meshproxy_core::io::Path::Direct,
+        limit: None,
+    });
     let _ = outs;
     let [(stream, _, _)] = opens(&outs2)[..] else { panic!("{outs2:?}") };
     let outs = f.h.input(Input::StreamClosed { stream: app, how: Close::Fin });
@@ -391,7 +406,12 @@ fn concurrent_connections_of_one_session_follow_one_exit() {
         let [exit] = dials(&outs1)[..] else { panic!("{outs1:?}") };
         assert!(dials(&outs2).is_empty(), "the second waits on the same dial: {outs2:?}");
         let conn = f.h.conn();
-        let outs = f.h.input(Input::PeerConnected { peer: exit, conn });
+        let outs = f.h.input(Input::PeerConnected {
+            peer: exit,
+            conn,
+            path: meshproxy_core::io::Path::Direct,
+            limit: None,
+        });
         let o = opens(&outs);
         assert_eq!(o.len(), 2);
         assert!(o.iter().all(|(_, p, _)| *p == exit));

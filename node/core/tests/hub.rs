@@ -63,6 +63,7 @@ fn record(n: u64, country: &str) -> PeerRecord {
         addrs: vec![meshproxy_core::record::PeerAddr(vec![n as u8])],
         attrs: Attrs { country: CountryCode::parse(country), labels: vec![] },
         capacity: 10,
+        relays: vec![],
     }
 }
 
@@ -74,6 +75,7 @@ fn register(h: &mut Harness, r: &PeerRecord) -> StreamId {
             addrs: r.addrs.clone(),
             attrs: r.attrs.clone(),
             capacity: r.capacity,
+            relayed: !r.relays.is_empty(),
         }),
     );
     assert_eq!(msgs(&outs, stream), vec![HubMessage::Registered { ttl_secs: 30 }]);
@@ -231,7 +233,12 @@ fn a_client_may_not_register() {
     let r = record(1, "de");
     let outs = h.data(
         stream,
-        hub_bytes(&HubMessage::Register { addrs: r.addrs, attrs: r.attrs, capacity: 1 }),
+        hub_bytes(&HubMessage::Register {
+            addrs: r.addrs,
+            attrs: r.attrs,
+            capacity: 1,
+            relayed: false,
+        }),
     );
     assert!(matches!(
         &msgs(&outs, stream)[..],
@@ -326,6 +333,7 @@ fn heartbeats_keep_the_entry_and_silence_expires_it() {
             addrs: r.addrs.clone(),
             attrs: r.attrs.clone(),
             capacity: 5,
+            relayed: false,
         }),
     );
     assert_eq!(msgs(&outs, s), vec![HubMessage::Registered { ttl_secs: 30 }]);

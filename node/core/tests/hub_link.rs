@@ -63,7 +63,7 @@ fn an_exit_authenticates_and_registers_at_its_hub() {
     let sent: Vec<HubMessage> =
         net.hub_messages_from(exit_id(1)).into_iter().map(|m| m.1).collect();
     match &sent[..] {
-        [HubMessage::Auth { version, role, key_id, .. }, HubMessage::Register { addrs, attrs, capacity }] =>
+        [HubMessage::Auth { version, role, key_id, .. }, HubMessage::Register { addrs, attrs, capacity, relayed: false }] =>
         {
             assert_eq!((*version, *role, key_id.as_str()), (HUB_VERSION, Role::Exit, "exits"));
             let mine = exit_role(Some("de"));
@@ -158,7 +158,12 @@ fn hand_registered() -> (Harness, StreamId) {
     let (mut h, outs) = Harness::new(exit_with_hub(), 5);
     assert_eq!(dials(&outs), vec![hub_id()]);
     let conn = h.conn();
-    let outs = h.input(Input::PeerConnected { peer: hub_id(), conn });
+    let outs = h.input(Input::PeerConnected {
+        peer: hub_id(),
+        conn,
+        path: meshproxy_core::io::Path::Direct,
+        limit: None,
+    });
     let [(s, _, Protocol::Hub)] = opens(&outs)[..] else { panic!("{outs:?}") };
     h.input(Input::StreamOpened { stream: s });
     let nonce = [9u8; 32];
@@ -241,7 +246,12 @@ fn an_unanswered_dial_times_out_and_is_retried() {
     assert_eq!(dials(&outs), vec![hub_id()]);
     // The answer to the abandoned first dial still brings the link up.
     let conn = h.conn();
-    let outs = h.input(Input::PeerConnected { peer: hub_id(), conn });
+    let outs = h.input(Input::PeerConnected {
+        peer: hub_id(),
+        conn,
+        path: meshproxy_core::io::Path::Direct,
+        limit: None,
+    });
     assert!(matches!(opens(&outs)[..], [(_, p, Protocol::Hub)] if p == hub_id()));
     assert_eq!(h.node.resources().pending_dials, 0);
 }

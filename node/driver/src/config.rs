@@ -436,6 +436,7 @@ impl FileConfig {
             client,
             timeouts: timeouts(&self.timeouts)?,
             limits: limits(&self.limits),
+            relay: meshproxy_core::config::RelayConfig::default(),
         })
     }
 }
@@ -627,6 +628,7 @@ fn exit_config(e: &ExitFile, addrs: Vec<PeerAddr>) -> Result<ExitConfig, ConfigE
         addrs,
         capacity: e.capacity.unwrap_or(256),
         credential: credential(&e.credential),
+        relay: meshproxy_core::config::RelayMode::default(),
     })
 }
 
@@ -685,6 +687,7 @@ fn client_config(c: &ClientFile) -> Result<ClientConfig, ConfigError> {
             socks_auth: Arc::new(socks_auth),
             http_auth: Arc::new(http_auth),
             retries: l.retries.unwrap_or(d.retries),
+            relayed: d.relayed,
         });
     }
     let d = SelectionConfig::default();

@@ -447,6 +447,10 @@ impl Metrics {
             Event::AppAccepted { .. } => {
                 self.app_connections.inc();
             }
+            // Relay events are counted from the network's own reports (#4).
+            Event::ReservationAccepted { .. }
+            | Event::ReservationLost { .. }
+            | Event::HolePunch { .. } => {}
             Event::SessionEstablished { setup, .. } => {
                 let _tracked = self.tracked();
                 self.sessions_established.get_or_create(&RoleLabels { role: CLIENT }).inc();

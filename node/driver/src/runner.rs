@@ -441,9 +441,12 @@ impl NodeRunner {
             m.observe_net(&event);
         }
         match event {
-            NetEvent::PeerConnected { peer, conn } => {
-                self.input(Input::PeerConnected { peer, conn })
-            }
+            NetEvent::PeerConnected { peer, conn } => self.input(Input::PeerConnected {
+                peer,
+                conn,
+                path: meshproxy_core::io::Path::Direct,
+                limit: None,
+            }),
             NetEvent::PeerDisconnected { peer, conn } => {
                 self.input(Input::PeerDisconnected { peer, conn })
             }
@@ -480,12 +483,13 @@ impl NodeRunner {
                     task.abort();
                 }
             }
-            Output::Dial { peer, addrs } => {
+            // Relay routing is not wired to libp2p yet: a relayed dial goes direct.
+            Output::Dial { peer, addrs, via: _ } => {
                 if self.net.try_send(NetCommand::Dial { peer, addrs }).is_err() {
                     self.input(Input::DialFailed { peer });
                 }
             }
-            Output::OpenStream { stream, peer, protocol } => {
+            Output::OpenStream { stream, peer, protocol, .. } => {
                 let cmd = NetCommand::OpenStream { stream, peer, protocol };
                 if self.net.try_send(cmd).is_err() {
                     self.input(Input::StreamRefused { stream });
@@ -535,6 +539,10 @@ impl NodeRunner {
                 }
                 self.splices.insert(a, p);
                 self.maybe_start(a);
+            }
+            cmd
+            @ (Output::Reserve { .. } | Output::Unreserve { .. } | Output::HolePunch { .. }) => {
+                tracing::debug!(?cmd, "relay command not wired to libp2p yet");
             }
             Output::Persist(snapshot) => {
                 if let Some(persist) = &self.persist {
@@ -663,10 +671,12 @@ mod tests {
                 addrs: Vec::new(),
                 capacity: 4,
                 credential: meshproxy_core::admission::Credential::new("exit", b"t"),
+                relay: meshproxy_core::config::RelayMode::default(),
             }),
             client: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
+            relay: meshproxy_core::config::RelayConfig::default(),
         }
     }
 

@@ -19,7 +19,7 @@
 //! Challenge     0x01 | version u8 | nonce [32]
 //! Auth          0x02 | version u8 | role u8 | key_id: len u8 (1..=64), [A-Za-z0-9_.-] | proof [32]
 //! AuthOk        0x03
-//! Register      0x04 | addrs | attrs | capacity u32
+//! Register      0x04 | addrs | attrs | capacity u32 | relayed u8 (0x00 | 0x01: reachable through this hub's relay)
 //! Registered    0x05 | ttl_secs u32
 //! Heartbeat     0x06 | load u32
 //! HeartbeatAck  0x07 | ttl_secs u32
@@ -39,7 +39,8 @@
 //! labels   count u8 (≤ MAX_LABELS) | (len u8 | label) × count, each passing valid_label
 //! attrs    country | labels, labels strictly ascending (sorted, no duplicates)
 //! filter   country | labels, in the client's order
-//! record   peer | addrs | attrs | capacity u32
+//! record   peer | addrs | attrs | capacity u32 | relays
+//! relays   count u8 (≤ MAX_RELAYS) | peer × count   (hubs whose relay reaches the exit)
 //! ```
 //!
 //! Decoding enforces every limit and rule above (otherwise
@@ -52,7 +53,7 @@
 //! `record` limits ([`MAX_ADDRS`], [`MAX_ADDR_LEN`], [`MAX_LABELS`],
 //! [`MAX_LABEL_LEN`], [`MAX_PEER_ID_LEN`]) by adding up the largest encoding of
 //! each field. The largest of them is `Peers` with [`MAX_PEERS`] records of the
-//! largest size, which makes [`MAX_HUB_FRAME`] (103 554 bytes with today's
+//! largest size, which makes [`MAX_HUB_FRAME`] (116 162 bytes with today's
 //! limits) — the bound checked on the length prefix before the type is known.
 
 use super::frame::{
@@ -62,7 +63,7 @@ use super::frame::{
 use crate::ids::{PeerId, MAX_PEER_ID_LEN};
 use crate::record::{
     valid_label, Attrs, CountryCode, PeerAddr, PeerFilter, PeerRecord, MAX_ADDRS, MAX_ADDR_LEN,
-    MAX_LABELS, MAX_LABEL_LEN,
+    MAX_LABELS, MAX_LABEL_LEN, MAX_RELAYS,
 };
 
 /// The libp2p protocol name of hub streams.
@@ -86,6 +87,7 @@ const _: () = assert!(
         && MAX_LABELS <= 255
         && MAX_LABEL_LEN <= 255
         && MAX_PEER_ID_LEN <= 255
+        && MAX_RELAYS <= 255
 );
 const _: () = assert!(MAX_ERROR_MESSAGE_LEN <= u16::MAX as usize);
 
@@ -111,12 +113,13 @@ const ADDRS_MAX: usize = 1 + MAX_ADDRS * (1 + MAX_ADDR_LEN);
 const COUNTRY_MAX: usize = 1 + 2;
 const LABELS_MAX: usize = 1 + MAX_LABELS * (1 + MAX_LABEL_LEN);
 const ATTRS_MAX: usize = COUNTRY_MAX + LABELS_MAX;
-const RECORD_MAX: usize = PEER_MAX + ADDRS_MAX + ATTRS_MAX + 4;
+const RELAYS_MAX: usize = 1 + MAX_RELAYS * PEER_MAX;
+const RECORD_MAX: usize = PEER_MAX + ADDRS_MAX + ATTRS_MAX + 4 + RELAYS_MAX;
 
 const CHALLENGE_MAX: usize = 1 + 1 + NONCE_LEN;
 const AUTH_MAX: usize = 1 + 1 + 1 + 1 + MAX_KEY_ID_LEN + PROOF_LEN;
 const AUTH_OK_MAX: usize = 1;
-const REGISTER_MAX: usize = 1 + ADDRS_MAX + ATTRS_MAX + 4;
+const REGISTER_MAX: usize = 1 + ADDRS_MAX + ATTRS_MAX + 4 + 1;
 const U32_MSG_MAX: usize = 1 + 4;
 const FIND_MAX: usize = 1 + ATTRS_MAX + 2;
 const PEERS_MAX: usize = 1 + 1 + MAX_PEERS * RECORD_MAX;
@@ -273,6 +276,9 @@ pub enum HubMessage {
         attrs: Attrs,
         /// Concurrent sessions it is willing to carry.
         capacity: u32,
+        /// The exit holds a relay reservation at this hub: clients may dial
+        /// it through the hub.
+        relayed: bool,
     },
     /// Hub → exit: registered; heartbeat before `ttl_secs` run out.
     Registered {
@@ -374,11 +380,12 @@ pub fn encode(msg: &HubMessage, out: &mut Vec<u8>) {
             })
         }
         HubMessage::AuthOk => encode_frame(out, TYPE_AUTH_OK, AUTH_OK_MAX, |_| Ok(())),
-        HubMessage::Register { addrs, attrs, capacity } => {
+        HubMessage::Register { addrs, attrs, capacity, relayed } => {
             encode_frame(out, TYPE_REGISTER, REGISTER_MAX, |out| {
                 put_addrs(out, addrs)?;
                 put_attrs(out, attrs)?;
                 out.extend_from_slice(&capacity.to_be_bytes());
+                out.push(u8::from(*relayed));
                 Ok(())
             })
         }
@@ -455,6 +462,11 @@ pub fn decode(buf: &[u8]) -> DecodeResult<HubMessage> {
                 addrs: read_addrs(r)?,
                 attrs: read_attrs(r)?,
                 capacity: r.u32("truncated capacity")?,
+                relayed: match r.u8("truncated relayed flag")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::Malformed("bad relayed flag")),
+                },
             },
             TYPE_REGISTERED => HubMessage::Registered { ttl_secs: r.u32("truncated ttl")? },
             TYPE_HEARTBEAT => HubMessage::Heartbeat { load: r.u32("truncated load")? },
@@ -594,7 +606,8 @@ fn put_record(out: &mut Vec<u8>, rec: &PeerRecord) -> Result<(), Invalid> {
     put_addrs(out, &rec.addrs)?;
     put_attrs(out, &rec.attrs)?;
     out.extend_from_slice(&rec.capacity.to_be_bytes());
-    Ok(())
+    put_count(out, rec.relays.len(), MAX_RELAYS, "too many relays")?;
+    rec.relays.iter().try_for_each(|p| put_peer(out, p))
 }
 
 fn read_record(r: &mut Reader<'_>) -> Result<PeerRecord, DecodeError> {
@@ -603,6 +616,14 @@ fn read_record(r: &mut Reader<'_>) -> Result<PeerRecord, DecodeError> {
         addrs: read_addrs(r)?,
         attrs: read_attrs(r)?,
         capacity: r.u32("truncated capacity")?,
+        relays: {
+            let n = r.count(MAX_RELAYS, "too many relays")?;
+            let mut relays = Vec::with_capacity(n);
+            for _ in 0..n {
+                relays.push(read_peer(r)?);
+            }
+            relays
+        },
     })
 }
 
@@ -670,6 +691,7 @@ mod tests {
             addrs: max_addrs(),
             attrs: max_attrs(),
             capacity: u32::MAX,
+            relays: (0..MAX_RELAYS as u8).map(|i| peer(i, MAX_PEER_ID_LEN)).collect(),
         }
     }
 
@@ -679,6 +701,7 @@ mod tests {
             addrs: vec![PeerAddr(vec![1, 2, 3])],
             attrs: Attrs { country: None, labels: vec!["dc".into(), "fast".into()] },
             capacity: 100,
+            relays: vec![PeerId::from_u64(9)],
         }
     }
 
@@ -697,6 +720,7 @@ mod tests {
                 addrs: vec![PeerAddr(vec![4, 127, 0, 0, 1])],
                 attrs: Attrs { country: de(), labels: vec!["residential".into()] },
                 capacity: 50,
+                relayed: true,
             },
             HubMessage::Registered { ttl_secs: 90 },
             HubMessage::Heartbeat { load: 3 },
@@ -728,7 +752,12 @@ mod tests {
             ),
             (HubMessage::AuthOk, AUTH_OK_MAX),
             (
-                HubMessage::Register { addrs: max_addrs(), attrs: max_attrs(), capacity: 1 },
+                HubMessage::Register {
+                    addrs: max_addrs(),
+                    attrs: max_attrs(),
+                    capacity: 1,
+                    relayed: true,
+                },
                 REGISTER_MAX,
             ),
             (HubMessage::Registered { ttl_secs: u32::MAX }, U32_MSG_MAX),
@@ -790,8 +819,9 @@ mod tests {
                 addrs: vec![PeerAddr(vec![7])],
                 attrs: Attrs { country: de(), labels: vec!["dc".into()] },
                 capacity: 2,
+                relayed: true,
             }),
-            [0, 0, 0, 15, 0x04, 1, 1, 7, 1, b'D', b'E', 1, 2, b'd', b'c', 0, 0, 0, 2]
+            [0, 0, 0, 16, 0x04, 1, 1, 7, 1, b'D', b'E', 1, 2, b'd', b'c', 0, 0, 0, 2, 1]
         );
         assert_eq!(
             bytes(&HubMessage::Find { filter: PeerFilter::default(), limit: 0x0102 }),
@@ -824,7 +854,7 @@ mod tests {
             assert_eq!(round_trips(&msg), 4 + max, "{:?}", type_of(&msg));
         }
         assert_eq!(MAX_HUB_FRAME, PEERS_MAX);
-        assert_eq!(MAX_HUB_FRAME, 103_554);
+        assert_eq!(MAX_HUB_FRAME, 116_162);
     }
 
     #[test]
@@ -963,7 +993,7 @@ mod tests {
                 f.push(a.len() as u8);
                 f.extend_from_slice(a);
             }
-            f.extend_from_slice(&[0, 0, 0, 0, 0, 1]);
+            f.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0]);
             f
         };
         let ok = register(&vec![vec![1; MAX_ADDR_LEN]; MAX_ADDRS]);
@@ -990,7 +1020,7 @@ mod tests {
                 f.push(l.len() as u8);
                 f.extend_from_slice(l);
             }
-            f.extend_from_slice(&[0, 0, 0, 1]);
+            f.extend_from_slice(&[0, 0, 0, 1, 1]);
             f
         };
         let ok =
@@ -1126,6 +1156,7 @@ mod tests {
             addrs: vec![],
             attrs: Attrs { country: None, labels },
             capacity: 1,
+            relayed: false,
         };
         let cases = vec![
             HubMessage::Auth {
@@ -1144,16 +1175,19 @@ mod tests {
                 addrs: vec![PeerAddr(vec![])],
                 attrs: Attrs::default(),
                 capacity: 1,
+                relayed: false,
             },
             HubMessage::Register {
                 addrs: vec![PeerAddr(vec![0; MAX_ADDR_LEN + 1])],
                 attrs: Attrs::default(),
                 capacity: 1,
+                relayed: false,
             },
             HubMessage::Register {
                 addrs: vec![PeerAddr(vec![1]); MAX_ADDRS + 1],
                 attrs: Attrs::default(),
                 capacity: 1,
+                relayed: false,
             },
             bad_attrs(vec!["b".into(), "a".into()]),
             bad_attrs(vec!["a".into(), "a".into()]),
@@ -1217,8 +1251,20 @@ mod tests {
     }
 
     fn record() -> impl Strategy<Value = PeerRecord> {
-        (peer_id(), addrs(), attrs(), any::<u32>())
-            .prop_map(|(peer, addrs, attrs, capacity)| PeerRecord { peer, addrs, attrs, capacity })
+        (
+            peer_id(),
+            addrs(),
+            attrs(),
+            any::<u32>(),
+            proptest::collection::vec(peer_id(), 0..=MAX_RELAYS),
+        )
+            .prop_map(|(peer, addrs, attrs, capacity, relays)| PeerRecord {
+                peer,
+                addrs,
+                attrs,
+                capacity,
+                relays,
+            })
     }
 
     fn role() -> impl Strategy<Value = Role> {
@@ -1249,9 +1295,14 @@ mod tests {
                 }
             ),
             Just(HubMessage::AuthOk),
-            (addrs(), attrs(), any::<u32>()).prop_map(|(addrs, attrs, capacity)| {
-                HubMessage::Register { addrs, attrs, capacity }
-            }),
+            (addrs(), attrs(), any::<u32>(), any::<bool>()).prop_map(
+                |(addrs, attrs, capacity, relayed)| HubMessage::Register {
+                    addrs,
+                    attrs,
+                    capacity,
+                    relayed
+                }
+            ),
             any::<u32>().prop_map(|ttl_secs| HubMessage::Registered { ttl_secs }),
             any::<u32>().prop_map(|load| HubMessage::Heartbeat { load }),
             any::<u32>().prop_map(|ttl_secs| HubMessage::HeartbeatAck { ttl_secs }),
@@ -1287,6 +1338,7 @@ mod tests {
                     addrs,
                     attrs: Attrs { country, labels },
                     capacity,
+                    relayed: false,
                 }
             ),
             (country(), loose_labels).prop_map(|(country, labels)| HubMessage::Find {

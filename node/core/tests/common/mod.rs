@@ -78,6 +78,7 @@ pub fn base_config(peer: PeerId) -> NodeConfig {
         client: None,
         timeouts: Timeouts::default(),
         limits: Limits::default(),
+        relay: meshproxy_core::config::RelayConfig::default(),
     }
 }
 
@@ -101,6 +102,7 @@ pub fn exit_role(country: Option<&str>) -> ExitConfig {
         addrs: vec![PeerAddr(b"exit".to_vec())],
         capacity: 100,
         credential: exit_cred(),
+        relay: meshproxy_core::config::RelayMode::default(),
     }
 }
 
@@ -129,6 +131,7 @@ pub fn exit_record(n: u64) -> PeerRecord {
         addrs: vec![PeerAddr(vec![b'e', n as u8])],
         attrs: Attrs { country: CountryCode::parse("de"), labels: Vec::new() },
         capacity: 100,
+        relays: Vec::new(),
     }
 }
 
@@ -260,7 +263,7 @@ pub fn dials(outs: &[Output]) -> Vec<PeerId> {
 pub fn opens(outs: &[Output]) -> Vec<(StreamId, PeerId, Protocol)> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::OpenStream { stream, peer, protocol } => Some((*stream, *peer, *protocol)),
+            Output::OpenStream { stream, peer, protocol, .. } => Some((*stream, *peer, *protocol)),
             _ => None,
         })
         .collect()
@@ -491,7 +494,12 @@ impl ClientFixture {
     /// Plays the hub up to the client's `Auth`, checking its proof.
     fn auth_hub(&mut self) -> StreamId {
         let conn = self.h.conn();
-        let outs = self.h.input(Input::PeerConnected { peer: hub_id(), conn });
+        let outs = self.h.input(Input::PeerConnected {
+            peer: hub_id(),
+            conn,
+            path: meshproxy_core::io::Path::Direct,
+            limit: None,
+        });
         let [(stream, peer, Protocol::Hub)] = opens(&outs)[..] else {
             panic!("expected one hub stream: {outs:?}")
         };
@@ -570,7 +578,12 @@ impl ClientFixture {
             dialed = true;
             assert!(opens(&outs).is_empty());
             let conn = self.h.conn();
-            outs = self.h.input(Input::PeerConnected { peer: exit, conn });
+            outs = self.h.input(Input::PeerConnected {
+                peer: exit,
+                conn,
+                path: meshproxy_core::io::Path::Direct,
+                limit: None,
+            });
             self.connected.insert(exit);
         }
         let [(stream, exit, Protocol::Proxy)] = opens(&outs)[..] else {
@@ -666,13 +679,29 @@ impl Net {
                     let conn = ConnId(self.next_conn);
                     self.conns.insert((from, peer), conn);
                     self.conns.insert((peer, from), conn);
-                    self.queue.push_back((peer, Input::PeerConnected { peer: from, conn }));
-                    self.queue.push_back((from, Input::PeerConnected { peer, conn }));
+                    self.queue.push_back((
+                        peer,
+                        Input::PeerConnected {
+                            peer: from,
+                            conn,
+                            path: meshproxy_core::io::Path::Direct,
+                            limit: None,
+                        },
+                    ));
+                    self.queue.push_back((
+                        from,
+                        Input::PeerConnected {
+                            peer,
+                            conn,
+                            path: meshproxy_core::io::Path::Direct,
+                            limit: None,
+                        },
+                    ));
                 } else {
                     self.queue.push_back((from, Input::DialFailed { peer }));
                 }
             }
-            Output::OpenStream { stream, peer, protocol } => {
+            Output::OpenStream { stream, peer, protocol, .. } => {
                 if self.conns.contains_key(&(from, peer)) {
                     self.next_outside += 1;
                     let theirs = StreamId::outside(self.next_outside);

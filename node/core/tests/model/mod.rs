@@ -313,6 +313,8 @@ impl Driver {
             Output::Dial { peer, .. } => {
                 self.pending_dials.insert(peer);
             }
+            // The model never reports reachability, so nothing relays yet.
+            Output::Reserve { .. } | Output::Unreserve { .. } | Output::HolePunch { .. } => {}
             Output::OpenStream { stream, protocol, .. } => {
                 assert!(!stream.is_outside() && !self.pool.contains(&stream), "reused {stream:?}");
                 let kind = if protocol == Protocol::Hub { Kind::OutHub } else { Kind::OutProxy };
@@ -465,8 +467,13 @@ impl Driver {
             }
             Payload::HubRegister => {
                 let r = exit_record(1);
-                hub_bytes(&HubMessage::Register { addrs: r.addrs, attrs: r.attrs, capacity: 3 })
-                    .to_vec()
+                hub_bytes(&HubMessage::Register {
+                    addrs: r.addrs,
+                    attrs: r.attrs,
+                    capacity: 3,
+                    relayed: false,
+                })
+                .to_vec()
             }
             Payload::HubHeartbeat => hub_bytes(&HubMessage::Heartbeat { load: 1 }).to_vec(),
             Payload::HubFind(limit) => {
@@ -570,7 +577,12 @@ impl Driver {
             Op::PeerUp { peer, conn } => {
                 let peer = peers[*peer % peers.len()];
                 self.pending_dials.remove(&peer);
-                self.input(Input::PeerConnected { peer, conn: ConnId(u64::from(*conn)) });
+                self.input(Input::PeerConnected {
+                    peer,
+                    conn: ConnId(u64::from(*conn)),
+                    path: meshproxy_core::io::Path::Direct,
+                    limit: None,
+                });
             }
             Op::PeerDown { peer, conn } => {
                 let peer = peers[*peer % peers.len()];
@@ -641,7 +653,12 @@ impl Driver {
             // Not through `Op::PeerUp`: the node may dial exits a hub answer
             // named that are not among `peers()` (found by the fuzzer).
             self.pending_dials.remove(&peer);
-            self.input(Input::PeerConnected { peer, conn: ConnId(0) });
+            self.input(Input::PeerConnected {
+                peer,
+                conn: ConnId(0),
+                path: meshproxy_core::io::Path::Direct,
+                limit: None,
+            });
         } else if !self.pending_opens.is_empty() {
             self.apply(&Op::Opened { which: k });
         } else if !self.pending_origins.is_empty() {

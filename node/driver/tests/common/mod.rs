@@ -115,6 +115,7 @@ pub fn base(peer: PeerId, hub: PeerId) -> NodeConfig {
         client: None,
         timeouts: Timeouts::default(),
         limits: Limits::default(),
+        relay: meshproxy_core::config::RelayConfig::default(),
     }
 }
 
@@ -143,6 +144,7 @@ pub fn exit_config(exit: PeerId, hub: PeerId) -> NodeConfig {
         addrs: Vec::new(),
         capacity: 16,
         credential: credential("exit"),
+        relay: meshproxy_core::config::RelayMode::default(),
     });
     c
 }
