@@ -10,6 +10,7 @@ use meshproxy_core::admission::Credential;
 use meshproxy_core::config::{ExitConfig, HubConfig, HubContact, Limits, NodeConfig, Timeouts};
 use meshproxy_core::directory::DirectoryConfig;
 use meshproxy_core::ids::{ConnId, PeerId};
+use meshproxy_core::io::Path;
 use meshproxy_core::policy::ExitPolicyConfig;
 use meshproxy_core::record::Attrs;
 use std::collections::BTreeMap;
@@ -52,12 +53,22 @@ impl FakeNet {
                     NetCommand::Dial { peer, .. } => match net.sink(&peer) {
                         Some(other) => {
                             let conn = ConnId(net.conns.fetch_add(1, Ordering::Relaxed) + 1);
-                            events(NetEvent::PeerConnected { peer, conn });
-                            other(NetEvent::PeerConnected { peer: me, conn });
+                            events(NetEvent::PeerConnected {
+                                peer,
+                                conn,
+                                path: Path::Direct,
+                                limit: None,
+                            });
+                            other(NetEvent::PeerConnected {
+                                peer: me,
+                                conn,
+                                path: Path::Direct,
+                                limit: None,
+                            });
                         }
                         None => events(NetEvent::DialFailed { peer }),
                     },
-                    NetCommand::OpenStream { stream, peer, protocol } => match net.sink(&peer) {
+                    NetCommand::OpenStream { stream, peer, protocol, .. } => match net.sink(&peer) {
                         Some(other) => {
                             let (mine, theirs) = pipe();
                             events(NetEvent::StreamOpened { stream, io: Box::new(mine) });
@@ -69,6 +80,10 @@ impl FakeNet {
                         }
                         None => events(NetEvent::StreamRefused { stream }),
                     },
+                    // No relays in the fake: reservations and hole punches fail at once.
+                    NetCommand::Reserve { hub } => events(NetEvent::ReservationFailed { hub }),
+                    NetCommand::Unreserve { .. } => {}
+                    NetCommand::HolePunch { peer } => events(NetEvent::HolePunchFailed { peer }),
                 }
             }
         });
