@@ -892,14 +892,21 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             }
             Path::Direct => {}
         }
-        if path == Path::Direct && (punched || self.punch_asked.contains(&peer_id)) {
+        // Whichever side's dial got through, a direct connection ends the attempt: DCUtR
+        // itself only credits its own dial (on loopback and behind some NATs the other
+        // side's wins, and ours would then be reported as failed).
+        let attempt = self.punching.remove(&peer_id);
+        if path == Path::Direct && (punched || attempt) {
             self.punch_asked.remove(&peer_id);
-            if punched {
-                (self.events)(NetEvent::HolePunch {
-                    peer: to_core(&peer_id),
-                    stage: HolePunchStage::Succeeded,
-                });
-            }
+            (self.events)(NetEvent::HolePunch {
+                peer: to_core(&peer_id),
+                stage: HolePunchStage::Succeeded,
+            });
+        } else if attempt {
+            self.punching.insert(peer_id);
+        }
+        if path == Path::Direct {
+            self.punch_asked.remove(&peer_id);
         }
         (self.events)(NetEvent::PeerConnected { peer: to_core(&peer_id), conn, path, limit });
     }
