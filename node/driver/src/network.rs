@@ -779,39 +779,34 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             self.announce(cid);
             return;
         }
-        if self.punching.contains(&id) {
-            // DCUtR is at work on the relayed connection; its outcome answers.
-            self.punch_asked.insert(id);
-            return;
-        }
-        if self.punch_dials.values().any(|p| *p == id) {
-            self.punch_asked.insert(id);
-            return;
-        }
-        // No attempt running: dial where the peer says it listens. A peer behind a NAT
-        // that lets our packets in (or whose router keeps the mapping its own dial made)
-        // answers; one that does not fails fast or times out.
+        let dialing = self.punch_dials.values().any(|p| *p == id);
         let addrs: Vec<Multiaddr> = self.identified.get(&id).cloned().unwrap_or_default();
-        if addrs.is_empty() || !self.swarm.behaviour().dcutr.is_enabled() {
-            (self.events)(NetEvent::HolePunchFailed { peer });
-            return;
-        }
-        let opts = DialOpts::peer_id(id).addresses(addrs).condition(PeerCondition::Always).build();
-        let cid = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => {
+        if !dialing && !addrs.is_empty() && self.swarm.behaviour().dcutr.is_enabled() {
+            // Besides DCUtR (whose simultaneous open needs both dials to cross in time), a
+            // plain dial to where the peer says it listens: it gets through whenever the
+            // peer is reachable from here, e.g. an exit behind NAT dialing a public client.
+            let opts =
+                DialOpts::peer_id(id).addresses(addrs).condition(PeerCondition::Always).build();
+            let cid = opts.connection_id();
+            if self.swarm.dial(opts).is_ok() {
                 self.punch_dials.insert(cid, id);
-                self.punch_asked.insert(id);
                 (self.events)(NetEvent::HolePunch { peer, stage: HolePunchStage::Started });
             }
-            Err(_) => (self.events)(NetEvent::HolePunchFailed { peer }),
+        }
+        if self.punching.contains(&id) || self.punch_dials.values().any(|p| *p == id) {
+            // An attempt is under way; its outcome answers.
+            self.punch_asked.insert(id);
+        } else {
+            (self.events)(NetEvent::HolePunchFailed { peer });
         }
     }
 
-    /// A hole-punch attempt for `peer` ended without a direct connection.
+    /// One hole-punch attempt for `peer` ended without a direct connection (its own entry
+    /// is already gone); the core hears of it once no other attempt is left.
     fn punch_failed(&mut self, peer: libp2p::PeerId) {
         (self.events)(NetEvent::HolePunch { peer: to_core(&peer), stage: HolePunchStage::Failed });
-        if self.punch_asked.remove(&peer) {
+        let others = self.punching.contains(&peer) || self.punch_dials.values().any(|p| *p == peer);
+        if !others && self.punch_asked.remove(&peer) {
             (self.events)(NetEvent::HolePunchFailed { peer: to_core(&peer) });
         }
     }
@@ -844,6 +839,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
     ) {
         self.dials.remove(&connection_id);
         let punched = self.punch_dials.remove(&connection_id).is_some();
+        let had_direct = self.direct_conn(&peer_id).is_some();
         let had_relayed = self.by_peer.get(&peer_id).is_some_and(|ids| {
             ids.iter().filter_map(|c| self.by_conn.get(c)).any(|cid| {
                 self.conns.get(cid).is_some_and(|i| i.path.is_relayed())
@@ -887,7 +883,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                     });
                 }
             }
-            Path::Direct if had_relayed => {
+            Path::Direct if had_relayed && !had_direct => {
                 tracing::info!(peer = %peer_id, "connection to a relayed peer upgraded to direct");
             }
             Path::Direct => {}
@@ -896,7 +892,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         // itself only credits its own dial (on loopback and behind some NATs the other
         // side's wins, and ours would then be reported as failed).
         let attempt = self.punching.remove(&peer_id);
-        if path == Path::Direct && (punched || attempt) {
+        if path == Path::Direct && (punched || attempt) && !had_direct {
             self.punch_asked.remove(&peer_id);
             (self.events)(NetEvent::HolePunch {
                 peer: to_core(&peer_id),
