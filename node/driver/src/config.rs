@@ -49,10 +49,10 @@ use meshproxy_core::config::{
     ClientConfig, ExitConfig, HubConfig, HubContact, Limits, ListenerConfig, ListenerProtocol,
     NodeConfig, RelayMode, SelectionConfig, StickyMode, Timeouts,
 };
-use meshproxy_core::io::Reachability;
 use meshproxy_core::directory::DirectoryConfig;
 use meshproxy_core::http_connect::HttpAuthPolicy;
 use meshproxy_core::ids::PeerId;
+use meshproxy_core::io::Reachability;
 use meshproxy_core::policy::{ExitPolicyConfig, PolicyRule, PortRange};
 use meshproxy_core::record::{
     valid_label, Attrs, CountryCode, PeerAddr, PeerFilter, MAX_LABELS, MAX_LABEL_LEN,
@@ -466,9 +466,9 @@ impl FileConfig {
             "auto" => Ok(None),
             "public" => Ok(Some(Reachability::Public)),
             "private" => Ok(Some(Reachability::Private)),
-            other => Err(invalid(format!(
-                "reachability: `{other}`, expected auto, public or private"
-            ))),
+            other => {
+                Err(invalid(format!("reachability: `{other}`, expected auto, public or private")))
+            }
         }
     }
 
@@ -663,9 +663,7 @@ fn exit_config(e: &ExitFile, addrs: Vec<PeerAddr>) -> Result<ExitConfig, ConfigE
             "always" => RelayMode::Always,
             "off" => RelayMode::Off,
             other => {
-                return Err(invalid(format!(
-                    "exit.relay: `{other}`, expected auto, always or off"
-                )))
+                return Err(invalid(format!("exit.relay: `{other}`, expected auto, always or off")))
             }
         },
     })

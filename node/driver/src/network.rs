@@ -611,9 +611,8 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
     fn preferred_conn(&self, peer: &libp2p::PeerId) -> Option<ConnectionId> {
         let ids = self.by_peer.get(peer)?;
         let infos = ids.iter().rev().filter_map(|c| self.by_conn.get(c));
-        let direct = infos
-            .clone()
-            .find(|cid| self.conns.get(cid).is_some_and(|i| i.path == Path::Direct));
+        let direct =
+            infos.clone().find(|cid| self.conns.get(cid).is_some_and(|i| i.path == Path::Direct));
         direct.or_else(|| ids.iter().next_back().and_then(|c| self.by_conn.get(c))).copied()
     }
 
@@ -819,7 +818,8 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         }
         // An accepted circuit carries the relay connection's address, not the relay's id.
         let by_addr = self.conns.values().find(|i| {
-            i.path == Path::Direct && i.dialed.as_ref().is_some_and(|d| without_peer(d) == relay_addr)
+            i.path == Path::Direct
+                && i.dialed.as_ref().is_some_and(|d| without_peer(d) == relay_addr)
         });
         if let Some(i) = by_addr {
             return Some(i.peer);
@@ -841,9 +841,9 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         let punched = self.punch_dials.remove(&connection_id).is_some();
         let had_direct = self.direct_conn(&peer_id).is_some();
         let had_relayed = self.by_peer.get(&peer_id).is_some_and(|ids| {
-            ids.iter().filter_map(|c| self.by_conn.get(c)).any(|cid| {
-                self.conns.get(cid).is_some_and(|i| i.path.is_relayed())
-            })
+            ids.iter()
+                .filter_map(|c| self.by_conn.get(c))
+                .any(|cid| self.conns.get(cid).is_some_and(|i| i.path.is_relayed()))
         });
         let (path, limit, dialed) = if endpoint.is_relayed() {
             let addr = match endpoint {
@@ -913,9 +913,10 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         let mut relayed_left = false;
         if let Some(set) = self.by_peer.get_mut(&info.peer) {
             set.remove(&info.conn);
-            relayed_left = set.iter().filter_map(|c| self.by_conn.get(c)).any(|cid| {
-                self.conns.get(cid).is_some_and(|i| i.path.is_relayed())
-            });
+            relayed_left = set
+                .iter()
+                .filter_map(|c| self.by_conn.get(c))
+                .any(|cid| self.conns.get(cid).is_some_and(|i| i.path.is_relayed()));
             if set.is_empty() {
                 self.by_peer.remove(&info.peer);
                 self.identified.remove(&info.peer);

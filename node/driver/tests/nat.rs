@@ -19,7 +19,10 @@
 //! without them the test prints why and passes without running. The origin and the SOCKS5
 //! app are this test binary itself, re-run inside a namespace (the `nat_helper_*` tests,
 //! which do nothing unless their environment variable is set).
-#![allow(clippy::unwrap_used)] // a panic in a test helper is a failed test
+#![allow(clippy::unwrap_used)]
+// a panic in a test helper is a failed test
+// The driver's tests run on real clocks: deadlines for real processes and namespaces.
+#![allow(clippy::disallowed_methods)]
 
 use meshproxy::identity::Identity;
 use std::io::{Read, Write};
@@ -115,7 +118,13 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    fn start(name: &'static str, ns: &str, args: &[&str], env: &[(&str, &str)], dir: &Path) -> Proc {
+    fn start(
+        name: &'static str,
+        ns: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        dir: &Path,
+    ) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
@@ -167,11 +176,17 @@ fn build(ns: &Namespaces, nat_tool: &str) -> Result<(), String> {
     run(&["ip", "-n", public, "link", "add", "br0", "type", "bridge"])?;
     run(&["ip", "-n", public, "link", "set", "br0", "up"])?;
     for (port, other, dev) in [("ph", hub, "eth0"), ("pc", client, "eth0"), ("pr", router, "wan")] {
-        run(&["ip", "-n", public, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", other])?;
+        run(&[
+            "ip", "-n", public, "link", "add", port, "type", "veth", "peer", "name", dev, "netns",
+            other,
+        ])?;
         run(&["ip", "-n", public, "link", "set", port, "master", "br0"])?;
         run(&["ip", "-n", public, "link", "set", port, "up"])?;
     }
-    run(&["ip", "-n", router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", exit])?;
+    run(&[
+        "ip", "-n", router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns",
+        exit,
+    ])?;
     for (n, dev, addr) in [
         (router, "wan", "10.200.0.1/24"),
         (hub, "eth0", "10.200.0.2/24"),
@@ -196,8 +211,40 @@ fn build(ns: &Namespaces, nat_tool: &str) -> Result<(), String> {
             add rule ip filter inbound iifname \"wan\" oifname \"lan\" ct state new drop\n";
         run_with_input(&["ip", "netns", "exec", router, "nft", "-f", "-"], Some(rules))?;
     } else {
-        run(&["ip", "netns", "exec", router, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "MASQUERADE"])?;
-        run(&["ip", "netns", "exec", router, "iptables", "-A", "FORWARD", "-i", "wan", "-o", "lan", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"])?;
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            router,
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "wan",
+            "-j",
+            "MASQUERADE",
+        ])?;
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            router,
+            "iptables",
+            "-A",
+            "FORWARD",
+            "-i",
+            "wan",
+            "-o",
+            "lan",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-j",
+            "DROP",
+        ])?;
     }
     Ok(())
 }
@@ -218,7 +265,9 @@ fn config(dir: &Path, name: &str, text: &str) -> PathBuf {
 #[test]
 fn socks5_through_an_exit_behind_a_real_nat() {
     if !is_root() {
-        println!("SKIPPED: network namespaces need root (CAP_NET_ADMIN); run as root to test a real NAT");
+        println!(
+            "SKIPPED: network namespaces need root (CAP_NET_ADMIN); run as root to test a real NAT"
+        );
         return;
     }
     if run(&["ip", "-V"]).is_err() {
@@ -230,7 +279,9 @@ fn socks5_through_an_exit_behind_a_real_nat() {
     } else if run(&["iptables", "--version"]).is_ok() {
         "iptables"
     } else {
-        println!("SKIPPED: neither `nft` nor `iptables` to masquerade with (Debian package: nftables)");
+        println!(
+            "SKIPPED: neither `nft` nor `iptables` to masquerade with (Debian package: nftables)"
+        );
         return;
     };
     let stamp = std::time::SystemTime::now()
@@ -254,7 +305,8 @@ fn socks5_through_an_exit_behind_a_real_nat() {
     let (exit_key, _) = identity(d, "exit", 42);
     let (client_key, _) = identity(d, "client", 43);
     let hub_addr = format!("/ip4/{HUB_IP}/tcp/4001");
-    let hubs = format!("[[hubs]]\npeer = \"{}\"\naddrs = [\"{hub_addr}\"]\n", hub_id.peer_id_string());
+    let hubs =
+        format!("[[hubs]]\npeer = \"{}\"\naddrs = [\"{hub_addr}\"]\n", hub_id.peer_id_string());
     let hub_cfg = config(
         d,
         "hub",
@@ -290,15 +342,27 @@ fn socks5_through_an_exit_behind_a_real_nat() {
     let helper = |name| vec![me, "--exact", name, "--nocapture", "--test-threads=1"];
     let _origin =
         Proc::start("origin", hub_ns, &helper("nat_helper_origin"), &[(ORIGIN_ENV, ORIGIN)], d);
-    let mut hub = Proc::start("hub", hub_ns, &[BIN, "run", "--config", hub_cfg.to_str().unwrap()], &[], d);
-    let mut exit = Proc::start("exit", exit_ns, &[BIN, "run", "--config", exit_cfg.to_str().unwrap()], &[], d);
-    let mut client =
-        Proc::start("client", client_ns, &[BIN, "run", "--config", client_cfg.to_str().unwrap()], &[], d);
+    let mut hub =
+        Proc::start("hub", hub_ns, &[BIN, "run", "--config", hub_cfg.to_str().unwrap()], &[], d);
+    let mut exit =
+        Proc::start("exit", exit_ns, &[BIN, "run", "--config", exit_cfg.to_str().unwrap()], &[], d);
+    let mut client = Proc::start(
+        "client",
+        client_ns,
+        &[BIN, "run", "--config", client_cfg.to_str().unwrap()],
+        &[],
+        d,
+    );
     let target = format!("{SOCKS} {ORIGIN}");
-    let mut fetch = Proc::start("fetch", client_ns, &helper("nat_helper_fetch"), &[(FETCH_ENV, &target)], d);
+    let mut fetch =
+        Proc::start("fetch", client_ns, &helper("nat_helper_fetch"), &[(FETCH_ENV, &target)], d);
 
     let logs = |procs: [&Proc; 4]| {
-        procs.iter().map(|p| format!("--- {} ---\n{}", p.name, p.log())).collect::<Vec<_>>().join("\n")
+        procs
+            .iter()
+            .map(|p| format!("--- {} ---\n{}", p.name, p.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     let deadline = Instant::now() + FETCH_DEADLINE + Duration::from_secs(10);
     let fetched = loop {
@@ -315,8 +379,15 @@ fn socks5_through_an_exit_behind_a_real_nat() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(fetched, "the SOCKS5 fetch through the NAT failed:\n{}", logs([&fetch, &hub, &exit, &client]));
-    println!("{}", fetch.log().lines().filter(|l| l.contains("NAT-FETCH")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        fetched,
+        "the SOCKS5 fetch through the NAT failed:\n{}",
+        logs([&fetch, &hub, &exit, &client])
+    );
+    println!(
+        "{}",
+        fetch.log().lines().filter(|l| l.contains("NAT-FETCH")).collect::<Vec<_>>().join("\n")
+    );
 
     let exit_log = exit.log();
     let client_log = client.log();
@@ -348,8 +419,14 @@ fn socks5_through_an_exit_behind_a_real_nat() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let exit_log = exit.log();
-    let punch_lines: Vec<&str> =
-        exit_log.lines().filter(|l| l.contains("hole punch") || l.contains("upgraded to direct") || l.contains("direct dial")).collect();
+    let punch_lines: Vec<&str> = exit_log
+        .lines()
+        .filter(|l| {
+            l.contains("hole punch")
+                || l.contains("upgraded to direct")
+                || l.contains("direct dial")
+        })
+        .collect();
     println!(
         "direct upgrade after relaying: {}\n{}",
         if upgraded { "YES" } else { "no" },
@@ -401,7 +478,8 @@ fn socks_connect(socks: SocketAddr, target: SocketAddr) -> std::io::Result<(u8, 
 fn nat_helper_fetch() {
     let Ok(spec) = std::env::var(FETCH_ENV) else { return };
     let (socks, target) = spec.split_once(' ').unwrap();
-    let (socks, target): (SocketAddr, SocketAddr) = (socks.parse().unwrap(), target.parse().unwrap());
+    let (socks, target): (SocketAddr, SocketAddr) =
+        (socks.parse().unwrap(), target.parse().unwrap());
     let start = Instant::now();
     let mut attempts = 0;
     let mut stream = loop {

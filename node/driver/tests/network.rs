@@ -105,7 +105,13 @@ async fn connect_and_stream(listen: &[&str], addr_index: usize) {
     assert_eq!(peer_at_b, a.peer());
 
     let sid = StreamId(1);
-    a.send(NetCommand::OpenStream { stream: sid, peer: b.peer(), conn: None, protocol: Protocol::Proxy }).await;
+    a.send(NetCommand::OpenStream {
+        stream: sid,
+        peer: b.peer(),
+        conn: None,
+        protocol: Protocol::Proxy,
+    })
+    .await;
     let mut io_a: BoxStream = a
         .next(|e| match e {
             NetEvent::StreamOpened { stream, io } => {
@@ -270,7 +276,13 @@ async fn stream_to_an_unconnected_peer_is_refused_without_dialing() {
         // B is reachable, but the core never asked to dial it: no implicit dial either.
         for (i, peer) in [b.peer(), PeerId::from_u64(5)].into_iter().enumerate() {
             let sid = StreamId(i as u64 + 1);
-            a.send(NetCommand::OpenStream { stream: sid, peer, conn: None, protocol: Protocol::Proxy }).await;
+            a.send(NetCommand::OpenStream {
+                stream: sid,
+                peer,
+                conn: None,
+                protocol: Protocol::Proxy,
+            })
+            .await;
             let refused = a
                 .next(|e| match e {
                     NetEvent::StreamRefused { stream } => Some(stream),
@@ -331,8 +343,13 @@ async fn a_burst_of_streams_all_arrive_intact() {
         a.connected().await;
         for i in 0..N {
             let stream = StreamId(i);
-            a.send(NetCommand::OpenStream { stream, peer: b.peer(), conn: None, protocol: Protocol::Proxy })
-                .await;
+            a.send(NetCommand::OpenStream {
+                stream,
+                peer: b.peer(),
+                conn: None,
+                protocol: Protocol::Proxy,
+            })
+            .await;
         }
         // B echoes every inbound stream back.
         let echo = tokio::spawn(async move {
@@ -386,7 +403,13 @@ async fn stream_pair(listen: &[&str]) -> (Node, Node, BoxStream, BoxStream) {
     a.send(NetCommand::Dial { peer: b.peer(), addrs: vec![addr_to_core(&addr)], via: None }).await;
     a.connected().await;
     let sid = StreamId(1);
-    a.send(NetCommand::OpenStream { stream: sid, peer: b.peer(), conn: None, protocol: Protocol::Proxy }).await;
+    a.send(NetCommand::OpenStream {
+        stream: sid,
+        peer: b.peer(),
+        conn: None,
+        protocol: Protocol::Proxy,
+    })
+    .await;
     let io_a = a
         .next(|e| match e {
             NetEvent::StreamOpened { io, .. } => Some(io),

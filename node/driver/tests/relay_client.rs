@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use libp2p::{identity::Keypair, Multiaddr};
 use meshproxy::{
-    network::{addr_to_core, to_core, AdmittedPeers, NetConfig, NetHandle, NetworkActor, RelayServerConfig},
+    network::{
+        addr_to_core, to_core, AdmittedPeers, NetConfig, NetHandle, NetworkActor, RelayServerConfig,
+    },
     port::{HolePunchStage, NetCommand, NetEvent},
 };
 use meshproxy_core::{
@@ -129,7 +131,9 @@ async fn an_exit_is_reached_through_its_reservation_and_upgraded_to_direct() {
 
         // The client dials the exit through the hub: a relayed connection with the relay's caps.
         client.dial(&hub).await;
-        client.send(NetCommand::Dial { peer: exit.peer, addrs: Vec::new(), via: Some(hub.peer) }).await;
+        client
+            .send(NetCommand::Dial { peer: exit.peer, addrs: Vec::new(), via: Some(hub.peer) })
+            .await;
         let x = exit.peer;
         let (relayed, limit) = client
             .next("a relayed connection to the exit", |e| match e {
@@ -242,11 +246,14 @@ async fn an_exit_is_reached_through_its_reservation_and_upgraded_to_direct() {
             .await;
         client
             .next("the stream on the preferred connection", |e| match e {
-                NetEvent::StreamOpened { stream, .. } => Some(assert_eq!(stream, StreamId(3))),
+                NetEvent::StreamOpened { stream, .. } => Some(stream),
                 NetEvent::StreamRefused { .. } => panic!("{e:?}"),
                 _ => None,
             })
-            .await;
+            .await
+            .eq(&StreamId(3))
+            .then_some(())
+            .expect("stream 3 opened");
         io.write_all(b"!").await.unwrap();
         io.flush().await.unwrap();
         timeout(STEP, inbound.read_exact(&mut buf[..1])).await.unwrap().unwrap();
@@ -283,7 +290,7 @@ async fn an_exit_is_reached_through_its_reservation_and_upgraded_to_direct() {
 async fn a_hole_punch_without_a_relayed_connection_fails_at_once_or_names_the_direct_one() {
     timeout(WHOLE, async {
         let mut a = Node::start(None).await;
-        let mut b = Node::start(None).await;
+        let b = Node::start(None).await;
         // Unknown peer: nothing to punch through.
         a.send(NetCommand::HolePunch { peer: b.peer }).await;
         let p = b.peer;

@@ -68,18 +68,20 @@ impl FakeNet {
                         }
                         None => events(NetEvent::DialFailed { peer }),
                     },
-                    NetCommand::OpenStream { stream, peer, protocol, .. } => match net.sink(&peer) {
-                        Some(other) => {
-                            let (mine, theirs) = pipe();
-                            events(NetEvent::StreamOpened { stream, io: Box::new(mine) });
-                            other(NetEvent::InboundStream {
-                                peer: me,
-                                protocol,
-                                io: Box::new(theirs),
-                            });
+                    NetCommand::OpenStream { stream, peer, protocol, .. } => {
+                        match net.sink(&peer) {
+                            Some(other) => {
+                                let (mine, theirs) = pipe();
+                                events(NetEvent::StreamOpened { stream, io: Box::new(mine) });
+                                other(NetEvent::InboundStream {
+                                    peer: me,
+                                    protocol,
+                                    io: Box::new(theirs),
+                                });
+                            }
+                            None => events(NetEvent::StreamRefused { stream }),
                         }
-                        None => events(NetEvent::StreamRefused { stream }),
-                    },
+                    }
                     // No relays in the fake: reservations and hole punches fail at once.
                     NetCommand::Reserve { hub } => events(NetEvent::ReservationFailed { hub }),
                     NetCommand::Unreserve { .. } => {}
