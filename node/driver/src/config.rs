@@ -969,4 +969,51 @@ users = [{{ name = "u", password = "p" }}]
             .to_string();
         assert!(err.contains("exit.labels") && err.contains("`exit-a`"), "{err}");
     }
+
+    #[test]
+    fn nat_keys_map_onto_the_core_config_and_bad_values_are_named() {
+        let base = |top: &str, exit: &str, listener: &str| {
+            format!(
+                "{top}\n[[hubs]]\npeer = \"{}\"\n[exit]\ncredential = {{ id = \"e\", token = \"x\" }}\n{exit}\n\
+                 [client]\ncredential = {{ id = \"c\", token = \"y\" }}\n[[client.listeners]]\n{listener}\n",
+                hub_id()
+            )
+        };
+        let node = |text: &str| {
+            FileConfig::parse(text).expect("parses").to_node_config(PeerId::from_u64(5), &fake_addr)
+        };
+        // Defaults: autonat decides, reserve when unreachable, relayed paths allowed.
+        let defaults = FileConfig::parse(&base("", "", "")).expect("parses");
+        assert_eq!(defaults.reachability().expect("valid"), None);
+        let d = node(&base("", "", "")).expect("valid");
+        assert_eq!(d.exit.expect("exit").relay, RelayMode::Auto);
+        assert!(d.client.expect("client").listeners[0].relayed);
+        for (word, mode) in
+            [("auto", RelayMode::Auto), ("always", RelayMode::Always), ("off", RelayMode::Off)]
+        {
+            let n = node(&base("", &format!("relay = \"{word}\""), "")).expect("valid");
+            assert_eq!(n.exit.expect("exit").relay, mode);
+        }
+        let n = node(&base("", "", "relayed = false")).expect("valid");
+        assert!(!n.client.expect("client").listeners[0].relayed);
+        for (word, r) in [
+            ("auto", None),
+            ("public", Some(Reachability::Public)),
+            ("private", Some(Reachability::Private)),
+        ] {
+            let f = FileConfig::parse(&base(&format!("reachability = \"{word}\""), "", ""))
+                .expect("parses");
+            assert_eq!(f.reachability().expect("valid"), r);
+        }
+        let f = FileConfig::parse(&base("autonat_private_ips = true", "", "")).expect("parses");
+        assert_eq!(f.autonat_private_ips, Some(true));
+        let err =
+            node(&base("reachability = \"behind-nat\"", "", "")).expect_err("bad").to_string();
+        assert!(err.contains("reachability") && err.contains("behind-nat"), "{err}");
+        let err = node(&base("", "relay = \"sometimes\"", "")).expect_err("bad").to_string();
+        assert!(err.contains("exit.relay") && err.contains("sometimes"), "{err}");
+        let err =
+            FileConfig::parse(&base("", "", "relayed = \"no\"")).expect_err("bool").to_string();
+        assert!(err.contains("relayed"), "{err}");
+    }
 }

@@ -415,6 +415,35 @@ mod tests {
     }
 
     #[test]
+    fn nat_flags_set_their_keys() {
+        let nat = CommonFlags {
+            reachability: Some("private".into()),
+            autonat_private_ips: Some(true),
+            ..common()
+        };
+        let exit = ExitFlags {
+            credential: Some("exit-1=secret".into()),
+            relay: Some("always".into()),
+            ..ExitFlags::default()
+        };
+        let file = build(&nat, RoleFlags::Exit(&exit)).unwrap();
+        assert_eq!(file.reachability.as_deref(), Some("private"));
+        assert_eq!(file.autonat_private_ips, Some(true));
+        assert_eq!(file.exit.as_ref().unwrap().relay.as_deref(), Some("always"));
+        let node = node_config(&file);
+        assert_eq!(node.exit.unwrap().relay, meshproxy_core::config::RelayMode::Always);
+        let client = ClientFlags {
+            credential: Some("alice=pw".into()),
+            listeners: vec!["127.0.0.1:1080".parse().unwrap()],
+            relayed: Some(false),
+            ..ClientFlags::default()
+        };
+        let file = build(&common(), RoleFlags::Client(&client)).unwrap();
+        assert_eq!(file.client.as_ref().unwrap().listeners[0].relayed, Some(false));
+        assert!(!node_config(&file).client.unwrap().listeners[0].relayed);
+    }
+
+    #[test]
     fn exit_needs_a_credential_from_somewhere() {
         let err = build(&common(), RoleFlags::Exit(&ExitFlags::default())).unwrap_err().to_string();
         assert!(err.contains("--credential") && err.contains("exit.credential"), "{err}");

@@ -1080,6 +1080,49 @@ mod tests {
     }
 
     #[test]
+    fn network_reports_label_paths_and_count_hole_punches_and_reservations() {
+        use meshproxy_core::io::Path;
+        let m = Metrics::new();
+        let (hub, exit) = (PeerId::from_u64(1), PeerId::from_u64(2));
+        m.observe_net(&NetEvent::PeerConnected {
+            peer: exit,
+            conn: ConnId(1),
+            path: Path::Relayed { via: hub },
+            limit: None,
+        });
+        m.observe_net(&NetEvent::PeerConnected {
+            peer: exit,
+            conn: ConnId(2),
+            path: Path::Direct,
+            limit: None,
+        });
+        for stage in [HolePunchStage::Started, HolePunchStage::Succeeded, HolePunchStage::Started] {
+            m.observe_net(&NetEvent::HolePunch { peer: exit, stage });
+        }
+        m.observe_net(&NetEvent::HolePunch { peer: exit, stage: HolePunchStage::Failed });
+        m.observe_net(&NetEvent::ReservationAccepted { hub });
+        m.observe_net(&NetEvent::ReservationAccepted { hub: exit });
+        m.observe_net(&NetEvent::ReservationLost { hub });
+        m.observe_net(&NetEvent::ReservationFailed { hub });
+        let text = m.encode();
+        for line in [
+            "meshproxy_peer_connections{path=\"direct\"} 1\n",
+            "meshproxy_peer_connections{path=\"relayed\"} 1\n",
+            "meshproxy_hole_punch_attempts_total 2\n",
+            "meshproxy_hole_punch_successes_total 1\n",
+            "meshproxy_hole_punch_failures_total 1\n",
+            "meshproxy_relay_reservations 1\n",
+            "meshproxy_relay_reservations_accepted_total 2\n",
+            "meshproxy_relay_reservations_lost_total 1\n",
+            "meshproxy_relay_reservations_failed_total 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        m.reservation_dropped(&exit);
+        assert!(m.encode().contains("meshproxy_relay_reservations 0\n"));
+    }
+
+    #[test]
     fn peer_connections_count_up_and_down_once() {
         let m = Metrics::new();
         m.peer_connected(ConnId(1), ConnPath::Direct);
