@@ -12,7 +12,7 @@ use meshproxy_core::directory::DirectoryConfig;
 use meshproxy_core::ids::{ConnId, PeerId};
 use meshproxy_core::io::Path;
 use meshproxy_core::policy::ExitPolicyConfig;
-use meshproxy_core::record::Attrs;
+use meshproxy_core::record::{Attrs, PeerAddr};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
@@ -158,7 +158,9 @@ pub fn exit_config(exit: PeerId, hub: PeerId) -> NodeConfig {
         },
         own_addrs: Vec::new(),
         attrs: Attrs::default(),
-        addrs: Vec::new(),
+        // The fake network ignores addresses, but clients skip an exit that
+        // advertises none and has no relay (they could not reach it).
+        addrs: vec![PeerAddr(b"fake-exit".to_vec())],
         capacity: 16,
         credential: credential("exit"),
         relay: meshproxy_core::config::RelayMode::default(),
