@@ -107,10 +107,11 @@ fn wrappings(v4: Ipv4Addr) -> [IpAddr; 6] {
 }
 
 /// `v4` written the ways `inet_aton`-style resolvers read as an address.
-fn spellings(v4: Ipv4Addr) -> [String; 6] {
+fn spellings(v4: Ipv4Addr) -> [String; 7] {
     let n = u32::from(v4);
     let [a, b, c, d] = v4.octets();
     [
+        format!("{v4}"),
         format!("{n}"),
         format!("0{n:o}"),
         format!("0{a:o}.0{b:o}.0{c:o}.0{d:o}"),
@@ -344,7 +345,14 @@ mod tests {
             assert_eq!(samples(net).len(), 3, "{net}");
         }
         let names = denied_names();
-        for name in ["2130706433", "017700000001", "0177.00.00.01", "0x7f.0x0.0x0.0x1", "127.1"] {
+        for name in [
+            "127.0.0.1",
+            "2130706433",
+            "017700000001",
+            "0177.00.00.01",
+            "0x7f.0x0.0x0.0x1",
+            "127.1",
+        ] {
             assert!(names.iter().any(|n| n == name), "{name} missing");
         }
     }
