@@ -3,7 +3,9 @@
 //! The origin greets every connection with one byte (so "first byte from the
 //! origin" is observable through any proxy), then counts what it receives
 //! until end of stream and answers with the count as 8 big-endian bytes (so a
-//! throughput run ends only when every byte has crossed the proxy).
+//! throughput run ends only when every byte has crossed the proxy). The
+//! load test's origin greets the same way, then echoes what it receives
+//! until end of stream, so every connection can check its own bytes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +50,18 @@ pub enum LoadError {
     /// Something took longer than its bound.
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    /// The echo origin sent back other bytes than were sent.
+    #[error("echo mismatch")]
+    Mismatch,
+}
+
+/// What the origin does after its greeting byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginMode {
+    /// Counts the bytes until end of stream and answers the count.
+    Count,
+    /// Echoes every byte until end of stream, then closes.
+    Echo,
 }
 
 /// The origin server.
@@ -65,8 +79,13 @@ impl Drop for Origin {
 }
 
 impl Origin {
-    /// Starts the origin on 127.0.0.1, an ephemeral port.
+    /// Starts the counting origin on 127.0.0.1, an ephemeral port.
     pub async fn start() -> Result<Origin, LoadError> {
+        Origin::start_mode(OriginMode::Count).await
+    }
+
+    /// Starts an origin of `mode` on 127.0.0.1, an ephemeral port.
+    pub async fn start_mode(mode: OriginMode) -> Result<Origin, LoadError> {
         let listener =
             TcpListener::bind("127.0.0.1:0").await.map_err(|e| LoadError::Io("origin bind", e))?;
         let addr = listener.local_addr().map_err(|e| LoadError::Io("origin addr", e))?;
@@ -77,7 +96,10 @@ impl Origin {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 };
-                tokio::spawn(serve(stream));
+                match mode {
+                    OriginMode::Count => tokio::spawn(serve(stream)),
+                    OriginMode::Echo => tokio::spawn(serve_echo(stream)),
+                };
             }
         });
         Ok(Origin { addr, task })
@@ -110,6 +132,49 @@ async fn serve(mut stream: TcpStream) {
     }
     let _ = stream.write_all(&counted.to_be_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+async fn serve_echo(mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    if stream.write_all(&[HELLO]).await.is_err() {
+        return;
+    }
+    // Small: thousands of these are open at once and each echoes a few bytes.
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                if stream.write_all(buf.get(..n).unwrap_or(&buf)).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Sends `payload` on a stream opened to an echo origin, ends the sending
+/// side, and checks that exactly `payload` comes back before end of stream
+/// (within `within`); the stream is then closed by the caller dropping it.
+pub async fn echo(s: &mut TcpStream, payload: &[u8], within: Duration) -> Result<(), LoadError> {
+    let run = async {
+        s.write_all(payload).await.map_err(|e| LoadError::Io("echo send", e))?;
+        s.shutdown().await.map_err(|e| LoadError::Io("echo shutdown", e))?;
+        // One byte more than expected, so a longer answer shows as a mismatch.
+        let mut back = Vec::with_capacity(payload.len() + 1);
+        (&mut *s)
+            .take(payload.len() as u64 + 1)
+            .read_to_end(&mut back)
+            .await
+            .map_err(|e| LoadError::Io("echo receive", e))?;
+        if back != payload {
+            return Err(LoadError::Mismatch);
+        }
+        Ok(())
+    };
+    timeout(within, run).await.map_err(|_| LoadError::Timeout("echo"))?
 }
 
 /// How the load generator reaches the origin.
