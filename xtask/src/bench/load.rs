@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
@@ -21,6 +21,8 @@ const HELLO: u8 = 0x2a;
 const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
 /// Bound on one throughput transfer.
 const TRANSFER_DEADLINE: Duration = Duration::from_secs(300);
+/// The origin's listen backlog (the kernel caps it at `net.core.somaxconn`).
+const ORIGIN_BACKLOG: u32 = 4096;
 /// Write chunk size of the load generator.
 const CHUNK: usize = 64 * 1024;
 
@@ -86,8 +88,16 @@ impl Origin {
 
     /// Starts an origin of `mode` on 127.0.0.1, an ephemeral port.
     pub async fn start_mode(mode: OriginMode) -> Result<Origin, LoadError> {
+        // `TcpListener::bind` listens with a backlog of 128 (mio follows
+        // std): a burst of connections from the exit would overflow it, and
+        // an overflowed handshake towards an origin that speaks first is lost
+        // for good (SYN cookies: the exit believes it is connected).
+        let socket = TcpSocket::new_v4().map_err(|e| LoadError::Io("origin socket", e))?;
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .map_err(|e| LoadError::Io("origin bind", e))?;
         let listener =
-            TcpListener::bind("127.0.0.1:0").await.map_err(|e| LoadError::Io("origin bind", e))?;
+            socket.listen(ORIGIN_BACKLOG).map_err(|e| LoadError::Io("origin listen", e))?;
         let addr = listener.local_addr().map_err(|e| LoadError::Io("origin addr", e))?;
         let task = tokio::spawn(async move {
             loop {
@@ -189,12 +199,18 @@ pub enum Route {
 /// Opens a connection to `origin` along `route` and reads the origin's
 /// greeting byte, so the returned stream is fully set up end to end.
 pub async fn open(route: Route, origin: SocketAddr) -> Result<TcpStream, LoadError> {
-    timeout(CONNECT_DEADLINE, open_unbounded(route, origin))
-        .await
-        .map_err(|_| LoadError::Timeout("connection setup"))?
+    // The step a timeout interrupted names the timeout: a full listen
+    // backlog stalls the connect, a slow proxy the reply.
+    let mut step = "TCP connect";
+    let outcome = timeout(CONNECT_DEADLINE, open_unbounded(route, origin, &mut step)).await;
+    outcome.map_err(|_| LoadError::Timeout(step))?
 }
 
-async fn open_unbounded(route: Route, origin: SocketAddr) -> Result<TcpStream, LoadError> {
+async fn open_unbounded(
+    route: Route,
+    origin: SocketAddr,
+    step: &mut &'static str,
+) -> Result<TcpStream, LoadError> {
     let first = match route {
         Route::Direct => origin,
         Route::Socks(proxy) => proxy,
@@ -215,6 +231,7 @@ async fn open_unbounded(route: Route, origin: SocketAddr) -> Result<TcpStream, L
             }
         }
         request.extend_from_slice(&origin.port().to_be_bytes());
+        *step = "SOCKS5 reply";
         s.write_all(&request).await.map_err(|e| LoadError::Io("socks request", e))?;
         let mut head = [0u8; 6];
         s.read_exact(&mut head).await.map_err(|e| LoadError::Io("socks reply", e))?;
@@ -237,6 +254,7 @@ async fn open_unbounded(route: Route, origin: SocketAddr) -> Result<TcpStream, L
         let mut bound = vec![0u8; rest];
         s.read_exact(&mut bound).await.map_err(|e| LoadError::Io("socks reply", e))?;
     }
+    *step = "origin's first byte";
     let mut hello = [0u8; 1];
     s.read_exact(&mut hello).await.map_err(|e| LoadError::Io("origin greeting", e))?;
     if hello[0] != HELLO {
