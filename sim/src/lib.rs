@@ -19,12 +19,13 @@
 //! `topology` (node configs, origins, DNS), `world` (the event loop, network,
 //! apps, origins, faults, invariants), `bytes_model` (self-verifying stream
 //! contents), `app_proto` (the app side of SOCKS5/HTTP), `oracle` (an
-//! independent exit-policy judge), `trace` (trace lines and running hash).
+//! independent exit-policy judge), `hostile` (the exit-policy destinations), `trace` (trace lines and running hash).
 #![forbid(unsafe_code)]
 
 mod app_proto;
 mod bytes_model;
 pub mod fuzz;
+mod hostile;
 mod oracle;
 pub mod plan;
 pub mod scenario;

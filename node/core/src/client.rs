@@ -11,7 +11,7 @@
 //! The app gets its SOCKS5/HTTP answer only once the exit has answered, so
 //! its status is the destination's real one.
 
-use crate::config::{ClientConfig, ListenerConfig, ListenerProtocol, StickyMode, Timeouts};
+use crate::config::{ClientConfig, Limits, ListenerConfig, ListenerProtocol, StickyMode, Timeouts};
 use crate::ctx::{Ctx, TimerKey};
 use crate::http_connect::{self, HttpAction, HttpConnectHandshake};
 use crate::ids::{ConnId, ListenerId, PeerId, SessionId, StreamId};
@@ -30,6 +30,7 @@ use crate::wire::proxy::{self, ConnectRequest, PROXY_VERSION};
 use bytes::Bytes;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// Most app bytes buffered between the handshake and the splice.
@@ -94,6 +95,8 @@ enum Phase {
 #[derive(Debug)]
 struct ClientSession {
     listener: ListenerId,
+    /// The app's address, for the per-source limit.
+    source: IpAddr,
     settings: Arc<ListenerConfig>,
     /// Which handshake the app spoke, once known (for the answer's format).
     kind: Option<AppKind>,
@@ -152,10 +155,35 @@ pub(crate) struct ClientRole {
     refreshed: Option<Instant>,
     /// New streams avoid relayed connections this close to their relay's cap.
     circuit_margin: Duration,
+    limits: Limits,
+    /// Open sessions per listener and per app source address, for their limits.
+    per_listener: BTreeMap<ListenerId, usize>,
+    per_source: BTreeMap<IpAddr, usize>,
+    /// A listed exit could not be dialed directly and no relay for it is
+    /// known: its record may be stale (it moved behind a relay), so the list
+    /// is fetched again soon rather than at the next periodic refresh.
+    stale: bool,
+}
+
+fn count_up<K: Ord>(counts: &mut BTreeMap<K, usize>, key: K) {
+    *counts.entry(key).or_insert(0) += 1;
+}
+
+fn count_down<K: Ord>(counts: &mut BTreeMap<K, usize>, key: K) {
+    if let Some(n) = counts.get_mut(&key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&key);
+        }
+    }
 }
 
 impl ClientRole {
-    pub(crate) fn new(config: ClientConfig, circuit_margin: Duration) -> ClientRole {
+    pub(crate) fn new(
+        config: ClientConfig,
+        limits: Limits,
+        circuit_margin: Duration,
+    ) -> ClientRole {
         let sticky = StickyPool::new(sticky_config(&config));
         ClientRole {
             listeners: config.listeners.iter().cloned().map(Arc::new).collect(),
@@ -170,6 +198,10 @@ impl ClientRole {
             finds_deadline: Instant::ZERO,
             refreshed: None,
             circuit_margin,
+            limits,
+            per_listener: BTreeMap::new(),
+            per_source: BTreeMap::new(),
+            stale: false,
         }
     }
 
@@ -218,21 +250,44 @@ impl ClientRole {
         ctx: &mut Ctx,
         now: Instant,
         t: &Timeouts,
-        max_sessions: usize,
         listener: ListenerId,
         stream: StreamId,
+        source: SocketAddr,
     ) {
+        let source = source.ip();
         let settings = usize::try_from(listener.0).ok().and_then(|i| self.listeners.get(i));
-        let Some(settings) = settings.filter(|_| self.sessions.len() < max_sessions).cloned()
-        else {
-            ctx.emit(Output::Close { stream, how: Close::Reset });
-            let reason = FailReason::Overloaded;
-            ctx.event(Event::SessionFailed { listener, reason, status: Status::GeneralFailure });
-            return;
+        let on_listener = self.per_listener.get(&listener).copied().unwrap_or(0);
+        let from_source = self.per_source.get(&source).copied().unwrap_or(0);
+        let refusal = if self.sessions.len() >= self.limits.max_client_sessions
+            || on_listener >= self.limits.max_sessions_per_listener
+        {
+            Some(FailReason::Overloaded)
+        } else if from_source >= self.limits.max_sessions_per_source {
+            Some(FailReason::SourceLimit)
+        } else {
+            None
         };
+        let settings = match (settings, refusal) {
+            (Some(settings), None) => settings.clone(),
+            (_, refusal) => {
+                // A reset, not an answer: the app has not spoken yet, and a
+                // refused connection must cost us nothing more.
+                ctx.emit(Output::Close { stream, how: Close::Reset });
+                let reason = refusal.unwrap_or(FailReason::Overloaded);
+                ctx.event(Event::SessionFailed {
+                    listener,
+                    reason,
+                    status: Status::GeneralFailure,
+                });
+                return;
+            }
+        };
+        count_up(&mut self.per_listener, listener);
+        count_up(&mut self.per_source, source);
         ctx.event(Event::AppAccepted { listener });
         let session = ClientSession {
             listener,
+            source,
             settings,
             kind: None,
             accepted: now,
@@ -395,6 +450,10 @@ impl ClientRole {
             return;
         }
         if !ctx.is_dialing(exit) {
+            if ctx.pending_dials() >= self.limits.max_pending_dials {
+                self.fail(ctx, app, FailReason::Overloaded, Status::GeneralFailure);
+                return;
+            }
             let Some(route) = self.route(exit, relayed, now) else {
                 self.exit_failed(ctx, now, t, app, Status::NetworkUnreachable);
                 return;
@@ -536,7 +595,10 @@ impl ClientRole {
     ) {
         if let Some(e) = self.exits.get_mut(&peer) {
             match route {
-                Some(None) => e.direct_failed = Some(now),
+                Some(None) => {
+                    e.direct_failed = Some(now);
+                    self.stale |= e.relays.is_empty();
+                }
                 // Try another of its relays next time; the next listing
                 // brings this one back if the exit still holds it.
                 Some(Some(hub)) => {
@@ -629,8 +691,29 @@ impl ClientRole {
             ctx.emit(Output::Close { stream, how: Close::Fin });
             self.fail(ctx, app, FailReason::Destination, status);
         } else {
-            self.exit_failed(ctx, now, t, app, status);
+            self.exit_answered_failure(ctx, now, t, app, exit, status);
         }
+    }
+
+    /// The exit answered a failure of its own (at capacity, resolver down):
+    /// it is alive, so its breaker counts a success, and it is avoided only
+    /// for one short backoff step — not the growing one of an exit that does
+    /// not answer — while the session tries elsewhere.
+    fn exit_answered_failure(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        app: StreamId,
+        exit: PeerId,
+        status: Status,
+    ) {
+        if let Some(e) = self.exits.get_mut(&exit) {
+            if let Some(to) = e.breaker.on_success(now) {
+                ctx.event(Event::Breaker { exit, to: to.to });
+            }
+        }
+        self.exit_failed_as(ctx, now, t, app, status, false);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -683,6 +766,20 @@ impl ClientRole {
         app: StreamId,
         status: Status,
     ) {
+        self.exit_failed_as(ctx, now, t, app, status, true);
+    }
+
+    /// `unresponsive`: the exit did not answer (dial, stream, timeout, reset,
+    /// garbage), which counts against its breaker and grows its backoff.
+    fn exit_failed_as(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        app: StreamId,
+        status: Status,
+        unresponsive: bool,
+    ) {
         let Some(s) = self.sessions.get_mut(&app) else { return };
         let (exit, stream) = match s.phase {
             Phase::Dialing { exit } => (exit, None),
@@ -705,10 +802,15 @@ impl ClientRole {
         ctx.event(Event::ExitAttemptFailed { exit });
         if let Some(e) = self.exits.get_mut(&exit) {
             e.active = e.active.saturating_sub(1);
-            e.failures = e.failures.saturating_add(1);
-            e.retry_at = now + self.config.selection.backoff.delay(e.failures, &mut ctx.rng);
-            if let Some(to) = e.breaker.on_failure(now) {
-                ctx.event(Event::Breaker { exit, to: to.to });
+            let backoff = &self.config.selection.backoff;
+            if unresponsive {
+                e.failures = e.failures.saturating_add(1);
+                e.retry_at = now + backoff.delay(e.failures, &mut ctx.rng);
+                if let Some(to) = e.breaker.on_failure(now) {
+                    ctx.event(Event::Breaker { exit, to: to.to });
+                }
+            } else {
+                e.retry_at = e.retry_at.max(now + backoff.delay(1, &mut ctx.rng));
             }
         }
         if attempts > retries {
@@ -770,6 +872,7 @@ impl ClientRole {
 
     pub(crate) fn on_splice_ended(&mut self, ctx: &mut Ctx, app: StreamId, report: SpliceReport) {
         let Some(s) = self.sessions.remove(&app) else { return };
+        self.uncount(&s);
         if let Phase::Spliced { exit, stream } = s.phase {
             self.peer_streams.remove(&stream);
             if let Some(e) = self.exits.get_mut(&exit) {
@@ -794,6 +897,7 @@ impl ClientRole {
     /// Drops every trace of an unspliced session (its peer stream is reset).
     fn forget(&mut self, ctx: &mut Ctx, app: StreamId) {
         let Some(s) = self.sessions.remove(&app) else { return };
+        self.uncount(&s);
         ctx.timers.cancel(TimerKey::ClientSession(app));
         self.waiting.remove(&app);
         match s.phase {
@@ -816,6 +920,11 @@ impl ClientRole {
         }
     }
 
+    fn uncount(&mut self, s: &ClientSession) {
+        count_down(&mut self.per_listener, s.listener);
+        count_down(&mut self.per_source, s.source);
+    }
+
     /// An attempt ended without a verdict on the exit (the app left).
     fn attempt_abandoned(&mut self, exit: PeerId) {
         if let Some(e) = self.exits.get_mut(&exit) {
@@ -835,6 +944,7 @@ impl ClientRole {
     ) {
         self.finds_pending = self.finds_pending.saturating_sub(1);
         self.refreshed = Some(now);
+        self.stale = false;
         let breaker = self.config.selection.breaker;
         let alpha = self.config.selection.latency_alpha;
         for record in peers {
@@ -887,16 +997,19 @@ impl ClientRole {
     pub(crate) fn finds_sent(&mut self, now: Instant, t: &Timeouts, n: usize) {
         self.finds_pending = n;
         self.finds_deadline = now + t.hub_request;
+        self.stale = false;
     }
 
     /// When sessions that wait for an exit want the list fetched again.
     pub(crate) fn refresh_due(&self, now: Instant) -> Option<Instant> {
-        if self.waiting.is_empty() || self.finding(now) {
+        if (self.waiting.is_empty() && !self.stale) || self.finding(now) {
             return None;
         }
         // Never at or before `now`: if the refresh cannot go out yet (no hub
-        // link is up), time must pass before trying again.
-        Some(self.refreshed.map_or(now, |at| at + MIN_REFRESH).max(now + MIN_WAIT))
+        // link is up), time must pass before trying again — a stale record
+        // alone is worth one try a second, waiting sessions more.
+        let soonest = if self.waiting.is_empty() { MIN_REFRESH } else { MIN_WAIT };
+        Some(self.refreshed.map_or(now, |at| at + MIN_REFRESH).max(now + soonest))
     }
 
     /// Whether the exit list should be fetched now: none was ever fetched, or
@@ -907,7 +1020,8 @@ impl ClientRole {
             && match self.refreshed {
                 None => true,
                 Some(at) => {
-                    !self.waiting.is_empty() && now.saturating_duration_since(at) >= MIN_REFRESH
+                    (!self.waiting.is_empty() || self.stale)
+                        && now.saturating_duration_since(at) >= MIN_REFRESH
                 }
             }
     }

@@ -175,6 +175,14 @@ pub struct LimitsFile {
     pub max_sessions_per_peer: Option<usize>,
     /// Hub streams at once.
     pub max_hub_streams: Option<usize>,
+    /// Client sessions per listener.
+    pub max_sessions_per_listener: Option<usize>,
+    /// Client sessions per app source address.
+    pub max_sessions_per_source: Option<usize>,
+    /// Exit dials under way at once.
+    pub max_pending_dials: Option<usize>,
+    /// (Hubs) registrations under one admission key.
+    pub max_registrations_per_key: Option<usize>,
 }
 
 /// A node's proof of admission: the key id and the token the hub operator issued.
@@ -442,7 +450,10 @@ impl FileConfig {
         // Checked here too, so `check` and every start path refuse a bad relay table.
         self.relay_limits()?;
         let exit = match &self.exit {
-            Some(e) => Some(exit_config(e, addrs(&e.advertise, "exit.advertise")?)?),
+            Some(e) => {
+                let own = own_ips(&self.listen, &e.advertise, &e.own_addrs);
+                Some(exit_config(e, addrs(&e.advertise, "exit.advertise")?, own)?)
+            }
             None => None,
         };
         let client = self.client.as_ref().map(client_config).transpose()?;
@@ -556,6 +567,14 @@ fn limits(l: &LimitsFile) -> Limits {
         max_exit_sessions: l.max_exit_sessions.unwrap_or(d.max_exit_sessions),
         max_sessions_per_peer: l.max_sessions_per_peer.unwrap_or(d.max_sessions_per_peer),
         max_hub_streams: l.max_hub_streams.unwrap_or(d.max_hub_streams),
+        max_sessions_per_listener: l
+            .max_sessions_per_listener
+            .unwrap_or(d.max_sessions_per_listener),
+        max_sessions_per_source: l.max_sessions_per_source.unwrap_or(d.max_sessions_per_source),
+        max_pending_dials: l.max_pending_dials.unwrap_or(d.max_pending_dials),
+        max_registrations_per_key: l
+            .max_registrations_per_key
+            .unwrap_or(d.max_registrations_per_key),
     }
 }
 
@@ -635,7 +654,40 @@ fn rules(field: &str, v: &[String]) -> Result<Vec<PolicyRule>, ConfigError> {
     v.iter().map(|r| r.parse().map_err(|e| invalid(format!("{field}: {e}")))).collect()
 }
 
-fn exit_config(e: &ExitFile, addrs: Vec<PeerAddr>) -> Result<ExitConfig, ConfigError> {
+/// The IP addresses this node is known by: `exit.own_addrs`, the IPs in its
+/// `listen` and `exit.advertise` multiaddrs, and every interface address when
+/// it listens on an unspecified one. An exit denies all of them as
+/// destinations (DESIGN §6), so a client cannot reach services on the exit
+/// host through its public address unless `exit.allow` says so.
+fn own_ips(listen: &[String], advertise: &[String], extra: &[IpAddr]) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = extra.to_vec();
+    for addr in listen.iter().chain(advertise) {
+        let mut parts = addr.split('/').skip(1);
+        let ip = match (parts.next(), parts.next()) {
+            (Some("ip4" | "ip6"), Some(ip)) => ip.parse::<IpAddr>().ok(),
+            _ => None,
+        };
+        match ip {
+            Some(ip) if ip.is_unspecified() => {
+                // Best effort: without the interface list, the explicit
+                // addresses above are still denied.
+                let ifaces = if_addrs::get_if_addrs().unwrap_or_default();
+                ips.extend(ifaces.iter().map(if_addrs::Interface::ip));
+            }
+            Some(ip) => ips.push(ip),
+            None => {}
+        }
+    }
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+fn exit_config(
+    e: &ExitFile,
+    addrs: Vec<PeerAddr>,
+    own_addrs: Vec<IpAddr>,
+) -> Result<ExitConfig, ConfigError> {
     let allowed_ports = e
         .allowed_ports
         .iter()
@@ -650,7 +702,7 @@ fn exit_config(e: &ExitFile, addrs: Vec<PeerAddr>) -> Result<ExitConfig, ConfigE
             allowed_ports,
             default_deny_ranges: e.default_deny_ranges.unwrap_or(true),
         },
-        own_addrs: e.own_addrs.clone(),
+        own_addrs,
         attrs: Attrs {
             country: country("exit.country", &e.country)?,
             labels: labels("exit.labels", &e.labels)?,
@@ -792,6 +844,10 @@ idle_ms = 60000
 
 [limits]
 max_client_sessions = 10
+max_sessions_per_listener = 9
+max_sessions_per_source = 8
+max_pending_dials = 7
+max_registrations_per_key = 6
 
 [hub]
 ttl_ms = 20000
@@ -829,6 +885,16 @@ users = [{{ name = "u", password = "p" }}]
         assert_eq!(node.timeouts.handshake, Duration::from_millis(5000));
         assert_eq!(node.timeouts.request, Timeouts::default().request);
         assert_eq!(node.limits.max_client_sessions, 10);
+        let l = node.limits;
+        assert_eq!(
+            (
+                l.max_sessions_per_listener,
+                l.max_sessions_per_source,
+                l.max_pending_dials,
+                l.max_registrations_per_key
+            ),
+            (9, 8, 7, 6)
+        );
         let hub = node.hub.expect("hub role");
         assert_eq!(hub.keys.len(), 2);
         assert_eq!(hub.keys[1].key, [0; 32]);
