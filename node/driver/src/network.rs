@@ -12,16 +12,30 @@
 //! (`Event::PeerAdmitted` / `Event::AdmissionEnded`), the runner keeps an [`AdmittedPeers`]
 //! list in step, and the relay's limiters refuse everyone else's reservations and circuits.
 //!
+//! Every other node is a relay client: `Reserve` listens on `<hub>/p2p/<hub>/p2p-circuit`
+//! (libp2p renews the reservation), `Dial { via }` dials `…/p2p-circuit/p2p/<peer>`, and
+//! DCUtR upgrades relayed connections (it starts by itself on the side that accepted the
+//! circuit; `HolePunch` reports its outcome and adds a plain dial to the peer's identify
+//! addresses). Autonat (hubs answer probes, others ask) reports `Reachability`. Each
+//! `PeerConnected` says whether the connection is direct or relayed through which hub,
+//! with the relay's circuit caps when it announced them.
+//!
 //! Why not `libp2p-stream`: it hands inbound streams over a one-slot channel and drops the
 //! ones that do not fit (a burst of proxied connections loses streams), and it negotiates one
 //! outbound stream per connection at a time (one round trip each). Ours queues without loss
 //! (bounded by the muxers' stream limits) and negotiates outbound streams concurrently.
 //!
 //! Contract (the same one the simulator honours):
-//! - every `Dial` is answered by `PeerConnected` or `DialFailed`; a `Dial` to a peer that is
-//!   already connected is answered at once with `PeerConnected` for an existing connection;
-//! - `OpenStream` to a peer without a connection is answered with `StreamRefused` at once
-//!   (the actor never dials implicitly: dialing is the core's decision);
+//! - every `Dial` is answered by `PeerConnected` or `DialFailed`; a direct `Dial` to a peer
+//!   that is already connected is answered at once with `PeerConnected` for an existing
+//!   connection (a direct one if any); a `Dial { via }` always makes a new connection;
+//! - `OpenStream` goes on the connection named, else on the newest direct connection, else
+//!   the newest; to a peer without a connection (or a connection that is gone) it is
+//!   answered with `StreamRefused` at once (the actor never dials implicitly: dialing is the
+//!   core's decision);
+//! - `Reserve` is answered by `ReservationAccepted` (at once if one is held) or
+//!   `ReservationFailed`, later perhaps `ReservationLost`; `HolePunch` by a direct
+//!   `PeerConnected` or `HolePunchFailed`;
 //! - the actor sets no policy timers: deadlines belong to the core.
 
 use std::{
