@@ -792,25 +792,33 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             self.announce(cid);
             return;
         }
-        let dialing = self.punch_dials.values().any(|p| *p == id);
-        let addrs: Vec<Multiaddr> = self.identified.get(&id).cloned().unwrap_or_default();
-        if !dialing && !addrs.is_empty() && self.swarm.behaviour().dcutr.is_enabled() {
-            // Besides DCUtR (whose simultaneous open needs both dials to cross in time), a
-            // plain dial to where the peer says it listens: it gets through whenever the
-            // peer is reachable from here, e.g. an exit behind NAT dialing a public client.
-            let opts =
-                DialOpts::peer_id(id).addresses(addrs).condition(PeerCondition::Always).build();
-            let cid = opts.connection_id();
-            if self.swarm.dial(opts).is_ok() {
-                self.punch_dials.insert(cid, id);
-                (self.events)(NetEvent::HolePunch { peer, stage: HolePunchStage::Started });
-            }
-        }
+        self.punch_dial(id);
         if self.punching.contains(&id) || self.punch_dials.values().any(|p| *p == id) {
             // An attempt is under way; its outcome answers.
             self.punch_asked.insert(id);
         } else {
             (self.events)(NetEvent::HolePunchFailed { peer });
+        }
+    }
+
+    /// Besides DCUtR (whose simultaneous open needs both dials to cross in time), a plain
+    /// dial to where the peer says it listens: it gets through whenever the peer is
+    /// reachable from here, e.g. an exit behind NAT dialing a public client. At most one at
+    /// a time per peer; nothing without identify's addresses.
+    fn punch_dial(&mut self, id: libp2p::PeerId) {
+        let dialing = self.punch_dials.values().any(|p| *p == id);
+        let addrs: Vec<Multiaddr> = self.identified.get(&id).cloned().unwrap_or_default();
+        if dialing || addrs.is_empty() || !self.swarm.behaviour().dcutr.is_enabled() {
+            return;
+        }
+        let opts = DialOpts::peer_id(id).addresses(addrs).condition(PeerCondition::Always).build();
+        let cid = opts.connection_id();
+        if self.swarm.dial(opts).is_ok() {
+            self.punch_dials.insert(cid, id);
+            (self.events)(NetEvent::HolePunch {
+                peer: to_core(&id),
+                stage: HolePunchStage::Started,
+            });
         }
     }
 
@@ -1021,6 +1029,10 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                     .collect();
                 if self.by_peer.contains_key(&peer_id) {
                     self.identified.insert(peer_id, direct);
+                    // A `HolePunch` that came before identify could not dial yet.
+                    if self.punch_asked.contains(&peer_id) && self.direct_conn(&peer_id).is_none() {
+                        self.punch_dial(peer_id);
+                    }
                 }
             }
             // Incoming handshake failures, listener errors (the listener closes afterwards),
