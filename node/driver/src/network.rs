@@ -1649,6 +1649,22 @@ mod tests {
     }
 
     #[test]
+    fn circuit_addresses_split_into_the_relay_and_its_id() {
+        let hub = identity::Keypair::generate_ed25519().public().to_peer_id();
+        let peer = identity::Keypair::generate_ed25519().public().to_peer_id();
+        let named: Multiaddr =
+            format!("/ip4/10.0.0.1/tcp/4001/p2p/{hub}/p2p-circuit/p2p/{peer}").parse().unwrap();
+        let base: Multiaddr = "/ip4/10.0.0.1/tcp/4001".parse().unwrap();
+        assert_eq!(relay_part(&named), (base.clone(), Some(hub)));
+        // What the accepting side sees: the relay connection's address, no id.
+        let accepted: Multiaddr = "/ip4/10.0.0.1/tcp/4001/p2p-circuit".parse().unwrap();
+        assert_eq!(relay_part(&accepted), (base.clone(), None));
+        let with_id: Multiaddr = format!("/ip4/10.0.0.1/tcp/4001/p2p/{hub}").parse().unwrap();
+        assert_eq!(without_peer(&with_id), base);
+        assert_eq!(without_peer(&base), base);
+    }
+
+    #[test]
     fn addrs_round_trip_and_garbage_is_rejected() {
         let addr: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap();
         assert_eq!(addr_from_core(&addr_to_core(&addr)), Some(addr));
