@@ -529,6 +529,11 @@ impl ClientRole {
             if !reachable {
                 continue;
             }
+            // Full for us: try the others, or wait for a session there to end.
+            if e.active as usize >= self.limits.max_sessions_per_exit {
+                next_retry = Some(next_retry.map_or(now + MIN_WAIT, |n| n.min(now + MIN_WAIT)));
+                continue;
+            }
             let reopens = e.breaker.reopens_at().filter(|&at| at > now);
             if e.retry_at > now || reopens.is_some() {
                 let at = e.retry_at.max(reopens.unwrap_or(Instant::ZERO));

@@ -139,6 +139,12 @@ pub struct Limits {
     /// (Hubs) directory entries registered under one admission key, so one
     /// leaked token cannot fill the directory.
     pub max_registrations_per_key: usize,
+    /// (Clients) sessions under way at one exit (attempts and spliced). Each
+    /// is a stream on the connection to that exit, and Yamux ends a connection
+    /// — every session on it — whose peer opens more streams than its limit
+    /// (1024 by default), so this stays well below it; beyond it new sessions
+    /// go to other exits or wait.
+    pub max_sessions_per_exit: usize,
 }
 
 impl Default for Limits {
@@ -152,6 +158,7 @@ impl Default for Limits {
             max_sessions_per_source: 1024,
             max_pending_dials: 256,
             max_registrations_per_key: 512,
+            max_sessions_per_exit: 768,
         }
     }
 }

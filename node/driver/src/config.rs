@@ -183,6 +183,19 @@ pub struct LimitsFile {
     pub max_pending_dials: Option<usize>,
     /// (Hubs) registrations under one admission key.
     pub max_registrations_per_key: Option<usize>,
+    /// (Clients) sessions under way at one exit.
+    pub max_sessions_per_exit: Option<usize>,
+    /// Concurrent streams on one peer connection (clamped to 4096, where Yamux
+    /// would panic); Yamux ends the connection of a peer that opens more.
+    pub max_streams_per_connection: Option<usize>,
+    /// Established peer connections to one peer (both directions).
+    pub max_connections_per_peer: Option<u32>,
+    /// Established inbound peer connections.
+    pub max_incoming_connections: Option<u32>,
+    /// Established outbound peer connections.
+    pub max_outgoing_connections: Option<u32>,
+    /// Peer connections still in their handshake, each direction.
+    pub max_pending_connections: Option<u32>,
 }
 
 /// A node's proof of admission: the key id and the token the hub operator issued.
@@ -575,6 +588,7 @@ fn limits(l: &LimitsFile) -> Limits {
         max_registrations_per_key: l
             .max_registrations_per_key
             .unwrap_or(d.max_registrations_per_key),
+        max_sessions_per_exit: l.max_sessions_per_exit.unwrap_or(d.max_sessions_per_exit),
     }
 }
 

@@ -5,7 +5,8 @@ use crate::app::{self, NetworkStarter, RunningNode, StartError};
 use crate::config::FileConfig;
 use crate::identity::Identity;
 use crate::network::{
-    addr_to_core, AdmittedPeers, AutonatConfig, NetConfig, NetworkActor, RelayServerConfig,
+    addr_to_core, AdmittedPeers, AutonatConfig, NetConfig, NetLimits, NetworkActor,
+    RelayServerConfig,
 };
 use crate::sockets::{Sockets, TokioSockets};
 use libp2p::Multiaddr;
@@ -46,6 +47,21 @@ pub struct NetNode {
     pub p2p_addrs: Vec<Multiaddr>,
 }
 
+/// The peer network's limits: `[limits]` keys over the defaults.
+fn net_limits(l: &crate::config::LimitsFile) -> NetLimits {
+    let d = NetLimits::default();
+    NetLimits {
+        max_established_incoming: l.max_incoming_connections.unwrap_or(d.max_established_incoming),
+        max_established_outgoing: l.max_outgoing_connections.unwrap_or(d.max_established_outgoing),
+        max_established_per_peer: l.max_connections_per_peer.unwrap_or(d.max_established_per_peer),
+        max_pending_incoming: l.max_pending_connections.unwrap_or(d.max_pending_incoming),
+        max_pending_outgoing: l.max_pending_connections.unwrap_or(d.max_pending_outgoing),
+        max_streams_per_connection: l
+            .max_streams_per_connection
+            .unwrap_or(d.max_streams_per_connection),
+    }
+}
+
 /// Starts the node `file` describes, over libp2p, with `identity`. A hub also
 /// serves as a circuit relay for the peers it admits (unless `[hub] relay = false`).
 ///
@@ -56,6 +72,7 @@ pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.secret_bytes())
         .map_err(|e| RunError::Identity(e.to_string()))?;
     let mut net = NetConfig::new(keypair);
+    net.limits = net_limits(&file.limits);
     let relay = file.relay_limits().map_err(|e| RunError::Start(StartError::Config(e)))?;
     let admitted = relay.map(|limits| {
         let admitted = AdmittedPeers::default();

@@ -466,3 +466,71 @@ async fn tcp_aborted_streams_read_as_resets() {
 async fn quic_aborted_streams_read_as_resets() {
     timeout(LIMIT, aborts_read_as_resets(&["/ip4/127.0.0.1/udp/0/quic-v1"], false)).await.unwrap();
 }
+
+/// `[limits] max_streams_per_connection`: Yamux ends a connection whose peer
+/// opens more streams than the limit (the offender loses its connection and
+/// every stream on it), and the node keeps serving everyone else. Honest
+/// clients stay below it: the core caps sessions per exit
+/// (`limits.max_sessions_per_exit`) under the default stream limit.
+#[tokio::test]
+async fn a_peer_opening_streams_beyond_the_limit_loses_only_its_own_connection() {
+    const LIMIT_STREAMS: usize = 6;
+    timeout(LIMIT, async {
+        let mut config = NetConfig::new(Keypair::generate_ed25519());
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        config.limits.max_streams_per_connection = LIMIT_STREAMS;
+        let (tx, events) = mpsc::unbounded_channel();
+        let handle = NetworkActor::spawn(config, move |e| {
+            let _ = tx.send(e);
+        })
+        .unwrap();
+        let addrs = handle.listen_addrs().await;
+        let mut b = Node { handle, events, addrs };
+        let b_peer = b.peer();
+        let open = |n: u64| NetCommand::OpenStream {
+            stream: StreamId(n),
+            peer: b_peer,
+            conn: None,
+            protocol: Protocol::Proxy,
+        };
+        // The offender opens twice the limit at once.
+        let mut offender = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        let addrs: Vec<PeerAddr> = b.addrs.iter().map(addr_to_core).collect();
+        offender.send(NetCommand::Dial { peer: b_peer, addrs: addrs.clone(), via: None }).await;
+        let (_, conn) = offender.connected().await;
+        for n in 0..2 * LIMIT_STREAMS as u64 {
+            offender.send(open(n)).await;
+        }
+        // Waits for that connection to go down (the test's deadline fails it otherwise).
+        offender
+            .next(|e| match e {
+                NetEvent::PeerDisconnected { conn: gone, .. } if gone == conn => Some(()),
+                _ => None,
+            })
+            .await;
+        // An honest peer connects and streams as usual.
+        let mut honest = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        honest.send(NetCommand::Dial { peer: b_peer, addrs, via: None }).await;
+        honest.connected().await;
+        honest.send(open(100)).await;
+        let mut io = honest
+            .next(|e| match e {
+                NetEvent::StreamOpened { io, .. } => Some(io),
+                NetEvent::StreamRefused { stream } => panic!("{stream} refused"),
+                _ => None,
+            })
+            .await;
+        let mut inbound = b
+            .next(|e| match e {
+                NetEvent::InboundStream { peer, io, .. } if peer == honest.peer() => Some(io),
+                _ => None,
+            })
+            .await;
+        io.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        inbound.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+    })
+    .await
+    .unwrap();
+}
