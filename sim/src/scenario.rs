@@ -52,6 +52,9 @@ pub struct Scenario {
     /// Which faults a run may inject, and how many.
     #[serde(default)]
     pub faults: Faults,
+    /// The hubs' relay: reservation lifetime, circuit caps, autonat delay.
+    #[serde(default)]
+    pub relay: Relay,
 }
 
 /// Node counts and the attributes exits declare.
@@ -70,6 +73,97 @@ pub struct Topology {
     /// Label sets handed to exits round-robin, like `countries`.
     #[serde(default)]
     pub labels: Vec<Vec<String>>,
+    /// NAT types handed to exits round-robin; empty: every exit is public.
+    #[serde(default)]
+    pub exit_nat: Vec<NatType>,
+    /// NAT types handed to clients round-robin; empty: every client is public.
+    #[serde(default)]
+    pub client_nat: Vec<NatType>,
+}
+
+impl Topology {
+    /// Whether the scenario models NAT at all (any NAT list given). Without
+    /// it nodes are never told their reachability, so NAT-free runs behave
+    /// exactly as they did before the NAT model existed.
+    pub fn models_nat(&self) -> bool {
+        !self.exit_nat.is_empty() || !self.client_nat.is_empty()
+    }
+}
+
+/// What sits between a node and the internet; hubs are always public.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatType {
+    /// No NAT: a public address, directly dialable.
+    #[default]
+    None,
+    /// Full cone: one mapping per inside port, anyone may send to it once it exists.
+    FullCone,
+    /// Address-restricted cone: only hosts the inside has sent to may answer.
+    Restricted,
+    /// Port-restricted cone: only the exact host:port sent to may answer.
+    PortRestricted,
+    /// Symmetric: a new mapping (new port) per destination.
+    Symmetric,
+}
+
+impl NatType {
+    /// Every type, in declaration order (most to least permissive).
+    pub const ALL: [NatType; 5] = [
+        NatType::None,
+        NatType::FullCone,
+        NatType::Restricted,
+        NatType::PortRestricted,
+        NatType::Symmetric,
+    ];
+
+    /// The name used in scenario files.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NatType::None => "none",
+            NatType::FullCone => "full_cone",
+            NatType::Restricted => "restricted",
+            NatType::PortRestricted => "port_restricted",
+            NatType::Symmetric => "symmetric",
+        }
+    }
+
+    /// Whether a node behind it is directly dialable.
+    pub const fn is_public(self) -> bool {
+        matches!(self, NatType::None)
+    }
+}
+
+impl fmt::Display for NatType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The hubs' relay service (libp2p relay v2 in production).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a [relay] table")]
+pub struct Relay {
+    /// A reservation lasts this long unless renewed; at least 1.
+    pub reservation_ttl_secs: u32,
+    /// A relay circuit is cut this long after it opened; absent: no duration cap.
+    pub circuit_secs: Option<u32>,
+    /// A relay circuit is cut when either direction has carried this many bytes;
+    /// absent: no byte cap.
+    pub circuit_bytes: Option<u64>,
+    /// How long after (re)start a node learns its reachability (autonat).
+    pub autonat_ms: MsRange,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay {
+            reservation_ttl_secs: 3600,
+            circuit_secs: None,
+            circuit_bytes: None,
+            autonat_ms: MsRange { min: 500, max: 3000 },
+        }
+    }
 }
 
 /// One client listener and the selection settings behind it.
@@ -97,6 +191,10 @@ pub struct ListenerSpec {
     /// Other exits tried before the app gets an error; at most [`MAX_RETRIES`].
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Whether connections may go through a hub's relay (exits behind NAT
+    /// are reachable only that way).
+    #[serde(default = "default_true")]
+    pub relayed: bool,
 }
 
 /// The proxy protocol a listener speaks.
@@ -614,6 +712,16 @@ impl Scenario {
         at_least_one(n.keepalive_timeout_secs, "network.keepalive_timeout_secs")?;
 
         at_least_one(self.faults.max_fault_secs, "faults.max_fault_secs")?;
+
+        let r = &self.relay;
+        at_least_one(r.reservation_ttl_secs, "relay.reservation_ttl_secs")?;
+        if let Some(secs) = r.circuit_secs {
+            at_least_one(secs, "relay.circuit_secs")?;
+        }
+        if let Some(bytes) = r.circuit_bytes {
+            ensure(bytes >= 1, "relay.circuit_bytes", || format!("a value ≥ 1 (got {bytes})"))?;
+        }
+        ms_range(r.autonat_ms, "relay.autonat_ms")?;
         Ok(())
     }
 
