@@ -754,6 +754,8 @@ exits = 3
 clients = 2
 countries = ["de", "US"]
 labels = [["residential"], ["dc", "isp:foo"]]
+exit_nat = ["symmetric", "none"]
+client_nat = ["full_cone"]
 
 [[listeners]]
 protocol = "socks5"
@@ -763,6 +765,7 @@ sticky = "session"
 fallback = false
 auth = true
 retries = 3
+relayed = false
 
 [[listeners]]
 
@@ -785,6 +788,12 @@ keepalive_timeout_secs = 5
 kinds = ["partition", "one_way_partition", "hub_outage"]
 max_faults = 3
 max_fault_secs = 8
+
+[relay]
+reservation_ttl_secs = 90
+circuit_secs = 120
+circuit_bytes = 131072
+autonat_ms = { min = 100, max = 200 }
 "#;
 
     fn parse(text: &str) -> Result<Scenario, ScenarioError> {
@@ -841,6 +850,13 @@ max_fault_secs = 8
             [FaultKind::Partition, FaultKind::OneWayPartition, FaultKind::HubOutage]
         );
         assert_eq!((s.faults.max_faults, s.faults.max_fault_secs), (3, 8));
+        assert_eq!(s.topology.exit_nat, [NatType::Symmetric, NatType::None]);
+        assert_eq!(s.topology.client_nat, [NatType::FullCone]);
+        assert!(s.topology.models_nat());
+        assert!(!s.listeners[0].relayed && s.listeners[1].relayed);
+        assert_eq!(s.relay.reservation_ttl_secs, 90);
+        assert_eq!((s.relay.circuit_secs, s.relay.circuit_bytes), (Some(120), Some(131072)));
+        assert_eq!(s.relay.autonat_ms, MsRange { min: 100, max: 200 });
     }
 
     #[test]
@@ -877,6 +893,11 @@ destinations = [{ kind = "echo", weight = 1 }]
         assert_eq!(n.dial_ms, MsRange { min: 1, max: 60 });
         assert!(s.faults.kinds.is_empty());
         assert_eq!((s.faults.max_faults, s.faults.max_fault_secs), (0, 10));
+        assert!(s.topology.exit_nat.is_empty() && !s.topology.models_nat());
+        assert!(s.listeners[0].relayed);
+        assert_eq!(s.relay.reservation_ttl_secs, 3600);
+        assert_eq!((s.relay.circuit_secs, s.relay.circuit_bytes), (None, None));
+        assert_eq!(s.relay.autonat_ms, MsRange { min: 500, max: 3000 });
     }
 
     #[test]
@@ -893,6 +914,16 @@ destinations = [{ kind = "echo", weight = 1 }]
             assert_eq!(parse(&text).unwrap().workload.destinations[0].kind, kind);
             assert_eq!(kind.to_string(), kind.as_str());
         }
+        for nat in NatType::ALL {
+            let text = with(r#""symmetric", "none""#, &format!("{:?}", nat.as_str()));
+            assert_eq!(parse(&text).unwrap().topology.exit_nat, [nat]);
+            assert_eq!(nat.to_string(), nat.as_str());
+        }
+        assert_field(
+            &with(r#"client_nat = ["full_cone"]"#, r#"client_nat = ["cone"]"#),
+            "topology.client_nat[0]",
+            "`full_cone`",
+        );
         for kind in FaultKind::ALL {
             let text = with(r#""partition","#, &format!("{:?},", kind.as_str()));
             assert_eq!(parse(&text).unwrap().faults.kinds[0], kind);
@@ -1054,6 +1085,20 @@ destinations = [{ kind = "echo", weight = 1 }]
                 "≥ 1",
             ),
             ("max_fault_secs = 8", "max_fault_secs = 0", "faults.max_fault_secs", "≥ 1"),
+            (
+                "reservation_ttl_secs = 90",
+                "reservation_ttl_secs = 0",
+                "relay.reservation_ttl_secs",
+                "≥ 1",
+            ),
+            ("circuit_secs = 120", "circuit_secs = 0", "relay.circuit_secs", "≥ 1"),
+            ("circuit_bytes = 131072", "circuit_bytes = 0", "relay.circuit_bytes", "≥ 1"),
+            (
+                "min = 100, max = 200",
+                "min = 300, max = 200",
+                "relay.autonat_ms.min",
+                "(got 300 > 200)",
+            ),
         ];
         for (from, to, field, expected) in cases {
             assert_field(&with(from, to), field, expected);
@@ -1165,7 +1210,11 @@ destinations = [{ kind = "echo", weight = 1 }]
             "hub_outage",
             "latency",
             "mixed",
+            "nat_matrix",
             "partition",
+            "relay_caps",
+            "relay_only_exits",
+            "relay_restart",
             "smoke",
             "sticky",
         ] {
@@ -1180,7 +1229,9 @@ destinations = [{ kind = "echo", weight = 1 }]
         for s in real_scenarios() {
             let t = &s.topology;
             let w = &s.workload;
-            assert!(t.hubs <= 2 && t.exits <= 6 && t.clients <= 3, "{}: topology", s.name);
+            // nat_matrix needs one client per NAT type.
+            let clients = if s.name == "nat_matrix" { 5 } else { 3 };
+            assert!(t.hubs <= 2 && t.exits <= 6 && t.clients <= clients, "{}: topology", s.name);
             assert!((20..=60).contains(&w.connections), "{}: connections", s.name);
             let max_payload = if s.name == "smoke" { 64 << 10 } else { 256 << 10 };
             assert!(w.payload_max <= max_payload, "{}: payload_max", s.name);
@@ -1211,6 +1262,16 @@ destinations = [{ kind = "echo", weight = 1 }]
             assert!(mixed.faults.kinds.contains(&kind), "mixed lacks {kind}");
         }
         assert!(mixed.faults.max_faults > 0);
+    }
+
+    #[test]
+    fn nat_matrix_covers_every_pair_of_nat_types() {
+        let s = real_scenarios().into_iter().find(|s| s.name == "nat_matrix").unwrap();
+        for nat in NatType::ALL {
+            assert!(s.topology.exit_nat.contains(&nat), "no exit behind {nat}");
+            assert!(s.topology.client_nat.contains(&nat), "no client behind {nat}");
+        }
+        assert!(s.faults.kinds.is_empty(), "every session must succeed");
     }
 
     proptest! {

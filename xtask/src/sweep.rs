@@ -8,6 +8,7 @@
 use crate::pool::{catch_panic, run_indexed};
 use crate::table::{rate, thousands, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use meshproxy_sim::nat::{merge_matrix, NatMatrix, PairCounts};
 use meshproxy_sim::scenario::Scenario;
 use meshproxy_sim::{Divergence, RunReport};
 use std::fmt::Write as _;
@@ -102,6 +103,8 @@ pub struct RunSummary {
     pub violations: usize,
     /// The first violation, displayed.
     pub first_violation: Option<String>,
+    /// Sessions and hole punches per (client NAT, exit NAT) pair.
+    pub nat: NatMatrix,
 }
 
 impl From<&RunReport> for RunSummary {
@@ -112,6 +115,7 @@ impl From<&RunReport> for RunSummary {
             fault_mix: r.fault_mix.clone(),
             violations: r.violations.len(),
             first_violation: r.violations.first().map(ToString::to_string),
+            nat: r.nat.clone(),
         }
     }
 }
@@ -323,6 +327,12 @@ pub fn render_report(plan: &SweepPlan<'_>, report: &SweepReport) -> String {
     }
     table.footer(total.cells("total"));
     out.push_str(&table.render());
+    for (i, scenario) in plan.scenarios.iter().enumerate() {
+        if let Some(text) = render_nat_matrix(&scenario.name, i, report) {
+            out.push_str("\n\n");
+            out.push_str(&text);
+        }
+    }
     let _ = writeln!(
         out,
         "\n\n{} runs in {:.2} s on {} worker{} (wall s sums each run's time on its core)",
@@ -388,6 +398,62 @@ pub fn render_report(plan: &SweepPlan<'_>, report: &SweepReport) -> String {
     let verdict = if report.passed() { "PASSED" } else { "FAILED" };
     let _ = writeln!(out, "sim: {verdict}");
     out
+}
+
+/// The per-NAT-pair table of scenario `i` (summed over its runs), if it
+/// models NAT: how each (client NAT, exit NAT) pair's sessions went, and how
+/// its hole punches went.
+pub fn render_nat_matrix(name: &str, i: usize, report: &SweepReport) -> Option<String> {
+    let mut matrix = NatMatrix::new();
+    let mut runs = 0u64;
+    for o in report.outcomes.iter().filter(|o| o.scenario == i) {
+        if let Ok(r) = &o.result {
+            merge_matrix(&mut matrix, &r.nat);
+            runs += 1;
+        }
+    }
+    if matrix.is_empty() {
+        return None;
+    }
+    let mut table = Table::new([
+        "client NAT × exit NAT",
+        "sessions",
+        "direct",
+        "relayed",
+        "failed",
+        "direct %",
+        "punches",
+        "punched",
+    ]);
+    let cells = |label: String, c: &PairCounts| {
+        let sessions = c.direct + c.relayed + c.failed;
+        let share = if sessions == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.0}", 100.0 * c.direct as f64 / sessions as f64)
+        };
+        vec![
+            label,
+            thousands(sessions),
+            thousands(c.direct),
+            thousands(c.relayed),
+            thousands(c.failed),
+            share,
+            thousands(c.punches),
+            thousands(c.punched),
+        ]
+    };
+    let mut total = PairCounts::default();
+    for ((client, exit), counts) in &matrix {
+        let exit = exit.map_or_else(|| "(no exit)".to_owned(), |e| e.to_string());
+        table.row(cells(format!("{client} × {exit}"), counts));
+        total.merge(counts);
+    }
+    table.footer(cells("total".to_owned(), &total));
+    Some(format!(
+        "NAT pairs of {name} ({runs} runs; sessions that can complete, probes excluded):\n{}",
+        table.render()
+    ))
 }
 
 /// Sums for one table row.
@@ -497,6 +563,7 @@ destinations = [{{ kind = "echo", weight = 1 }}]
             fault_mix: "partition".to_owned(),
             plan: Plan::default(),
             stats: RunStats::default(),
+            nat: NatMatrix::new(),
         }
     }
 

@@ -669,3 +669,320 @@ impl World<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test that panics on a surprise is doing its job
+mod tests {
+    use super::*;
+    use crate::bytes_model::Payload;
+    use crate::plan::Plan;
+    use crate::trace::Trace;
+    use meshproxy_core::io::Output;
+    use std::cmp::Reverse;
+
+    /// Hub n0; exits n1 (symmetric NAT), n2 (public); clients n3 (full cone),
+    /// n4 (symmetric), n5 (public).
+    const NAT: &str = r#"
+name = "t"
+description = ""
+duration_secs = 30
+settle_secs = 20
+liveness_bound_secs = 15
+[topology]
+hubs = 1
+exits = 2
+clients = 3
+exit_nat = ["symmetric", "none"]
+client_nat = ["full_cone", "symmetric", "none"]
+[[listeners]]
+[workload]
+connections = 1
+payload_min = 0
+payload_max = 0
+destinations = [{ kind = "echo", weight = 1 }]
+[relay]
+reservation_ttl_secs = 40
+circuit_secs = 20
+circuit_bytes = 10000
+"#;
+    const HUB: NodeIx = 0;
+    const NAT_EXIT: NodeIx = 1;
+    const PUBLIC_EXIT: NodeIx = 2;
+    const CONE_CLIENT: NodeIx = 3;
+    const SYM_CLIENT: NodeIx = 4;
+    const PUBLIC_CLIENT: NodeIx = 5;
+
+    fn scenario() -> Scenario {
+        crate::scenario::parse_str(std::path::Path::new("t.toml"), NAT).unwrap()
+    }
+
+    fn world(s: &Scenario) -> World<'_> {
+        World::new(s, 1, &Plan::default(), Trace::new(true, false), None)
+    }
+
+    impl World<'_> {
+        /// Runs every event up to `secs` of virtual time.
+        fn run_to(&mut self, secs: f64) {
+            let until = Instant::from_micros((secs * 1e6) as u64);
+            while let Some(Reverse(next)) = self.queue.pop() {
+                if next.at > until {
+                    self.queue.push(Reverse(next));
+                    break;
+                }
+                self.now = next.at;
+                self.step(next.ev);
+            }
+            self.now = until;
+        }
+
+        fn peer(&self, n: NodeIx) -> PeerId {
+            self.nodes[n as usize].peer
+        }
+
+        /// Trace lines of inputs to `n` containing `what`.
+        fn inputs(&self, n: NodeIx, what: &str) -> usize {
+            let prefix = format!(" in n{n} ");
+            self.trace.lines.iter().filter(|l| l.contains(&prefix) && l.contains(what)).count()
+        }
+
+        fn circuits(&self) -> Vec<u64> {
+            self.conns.iter().filter(|(_, c)| c.via.is_some()).map(|(id, _)| *id).collect()
+        }
+
+        fn reserve_at_hub(&mut self, n: NodeIx) {
+            let hub = self.peer(HUB);
+            self.output(n, Output::Reserve { hub });
+        }
+
+        fn dial_via_hub(&mut self, from: NodeIx, to: NodeIx) {
+            let (peer, hub) = (self.peer(to), self.peer(HUB));
+            self.output(from, Output::Dial { peer, addrs: Vec::new(), via: Some(hub) });
+        }
+
+        /// A stream on circuit `conn` from `from`, nobody reading at the far end.
+        fn raw_stream(&mut self, conn: u64, from: NodeIx, to: NodeIx) -> u64 {
+            let id = self.new_stream(
+                [Owner::Gone, Owner::Gone],
+                [Some(from), Some(to)],
+                Some(conn),
+                false,
+            );
+            self.streams.get_mut(&id).unwrap().via = self.conns[&conn].via;
+            self.conns.get_mut(&conn).unwrap().streams.push(id);
+            id
+        }
+    }
+
+    #[test]
+    fn nodes_learn_their_reachability_from_their_nat() {
+        let s = scenario();
+        let mut w = world(&s);
+        w.run_to(3.5);
+        for n in [HUB, PUBLIC_EXIT, PUBLIC_CLIENT] {
+            assert_eq!(w.inputs(n, "Reachability(Public)"), 1, "n{n}");
+        }
+        for n in [NAT_EXIT, CONE_CLIENT, SYM_CLIENT] {
+            assert_eq!(w.inputs(n, "Reachability(Private)"), 1, "n{n}");
+        }
+    }
+
+    #[test]
+    fn a_direct_dial_to_a_natted_node_fails_and_to_a_public_one_works() {
+        let s = scenario();
+        let mut w = world(&s);
+        w.run_to(1.0);
+        let (nat, public) = (w.peer(NAT_EXIT), w.peer(PUBLIC_EXIT));
+        w.output(PUBLIC_CLIENT, Output::Dial { peer: nat, addrs: Vec::new(), via: None });
+        w.output(SYM_CLIENT, Output::Dial { peer: public, addrs: Vec::new(), via: None });
+        w.run_to(5.9);
+        assert_eq!(w.inputs(PUBLIC_CLIENT, "DialFailed"), 0, "fails only after the timeout");
+        w.run_to(6.1);
+        assert_eq!(w.inputs(PUBLIC_CLIENT, "DialFailed"), 1);
+        assert!(w.conns.values().any(|c| c.nodes == [SYM_CLIENT, PUBLIC_EXIT] && c.via.is_none()));
+    }
+
+    #[test]
+    fn reservations_are_granted_renewed_expire_and_die_with_the_hub() {
+        let s = scenario();
+        let mut w = world(&s);
+        w.run_to(1.0);
+        w.reserve_at_hub(NAT_EXIT);
+        w.run_to(2.0);
+        assert_eq!(w.inputs(NAT_EXIT, "ReservationAccepted"), 1);
+        assert!(w.inputs(NAT_EXIT, "expires_in: Some(40s)") == 1);
+        // Renewed at 30 s: alive past the first grant's 41 s expiry.
+        w.run_to(30.0);
+        w.reserve_at_hub(NAT_EXIT);
+        w.run_to(50.0);
+        assert_eq!(w.inputs(NAT_EXIT, "ReservationAccepted"), 2);
+        assert_eq!(w.inputs(NAT_EXIT, "ReservationLost"), 0);
+        assert!(w.relay.reservations.contains_key(&(NAT_EXIT, HUB)));
+        // Not renewed again: it expires 40 s after the renewal.
+        w.run_to(71.0);
+        assert_eq!(w.inputs(NAT_EXIT, "ReservationLost"), 1);
+        assert!(w.relay.reservations.is_empty());
+        // Granted again, then the hub crashes: lost at once, and a request to
+        // the dead hub fails.
+        w.reserve_at_hub(NAT_EXIT);
+        w.run_to(72.0);
+        w.crash(HUB, 1);
+        w.run_to(72.001);
+        assert_eq!(w.inputs(NAT_EXIT, "ReservationLost"), 2);
+        w.reserve_at_hub(NAT_EXIT);
+        w.run_to(73.0);
+        assert_eq!(w.inputs(NAT_EXIT, "ReservationFailed"), 1);
+        // An unreserve drops it silently.
+        w.restart(HUB, 1);
+        w.reserve_at_hub(NAT_EXIT);
+        w.run_to(74.0);
+        let hub = w.peer(HUB);
+        w.output(NAT_EXIT, Output::Unreserve { hub });
+        assert!(w.relay.reservations.is_empty());
+        w.run_to(200.0);
+        assert_eq!(w.inputs(NAT_EXIT, "ReservationLost"), 2);
+    }
+
+    #[test]
+    fn a_relayed_dial_needs_a_reservation_and_says_how_it_runs() {
+        let s = scenario();
+        let mut w = world(&s);
+        w.run_to(1.0);
+        w.dial_via_hub(CONE_CLIENT, NAT_EXIT);
+        w.run_to(2.0);
+        assert_eq!(w.inputs(CONE_CLIENT, "DialFailed"), 1, "no reservation yet");
+        w.reserve_at_hub(NAT_EXIT);
+        w.run_to(3.0);
+        w.dial_via_hub(CONE_CLIENT, NAT_EXIT);
+        w.run_to(4.0);
+        let circuits = w.circuits();
+        assert_eq!(circuits.len(), 1);
+        let limit = "limit: Some(CircuitLimit { duration: Some(20s), bytes: Some(10000) })";
+        for n in [CONE_CLIENT, NAT_EXIT] {
+            assert_eq!(w.inputs(n, "path: Relayed"), 1, "n{n}");
+            assert_eq!(w.inputs(n, limit), 1, "n{n}");
+        }
+        // A second dial makes a second circuit; streams go exactly where named.
+        w.dial_via_hub(CONE_CLIENT, NAT_EXIT);
+        w.run_to(5.0);
+        let circuits = w.circuits();
+        assert_eq!(circuits.len(), 2);
+        assert_eq!(
+            w.stream_conn(CONE_CLIENT, NAT_EXIT, Some(ConnId(circuits[1]))),
+            Some(circuits[1])
+        );
+        assert_eq!(w.stream_conn(CONE_CLIENT, NAT_EXIT, Some(ConnId(999))), None);
+        // The duration cap ends both, each end hearing of it.
+        w.run_to(26.0);
+        assert!(w.circuits().is_empty());
+        assert_eq!(w.inputs(NAT_EXIT, "PeerDisconnected"), 2);
+        assert_eq!(w.inputs(CONE_CLIENT, "PeerDisconnected"), 2);
+    }
+
+    #[test]
+    fn the_byte_cap_cuts_a_circuit_without_letting_more_through() {
+        let s = scenario();
+        let mut w = world(&s);
+        w.run_to(1.0);
+        w.reserve_at_hub(NAT_EXIT);
+        w.run_to(2.0);
+        w.dial_via_hub(PUBLIC_CLIENT, NAT_EXIT);
+        w.run_to(3.0);
+        let conn = w.circuits()[0];
+        let st = w.raw_stream(conn, PUBLIC_CLIENT, NAT_EXIT);
+        let back = w.raw_stream(conn, NAT_EXIT, PUBLIC_CLIENT);
+        // The other direction is counted on its own.
+        w.write(back, 0, Chunk::Data(Payload::Pattern { key: 2, offset: 0, len: 9000 }));
+        for i in 0..4 {
+            let p = Payload::Pattern { key: 1, offset: i * 3000, len: 3000 };
+            w.write(st, 0, Chunk::Data(p));
+        }
+        w.run_to(3.001);
+        assert!(w.circuits().is_empty(), "9,000 + 3,000 > 10,000: cut");
+        assert_eq!(w.inputs(PUBLIC_CLIENT, "PeerDisconnected"), 1);
+        w.run_to(10.0);
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        // The check itself catches a relay that lets too much through.
+        w.dial_via_hub(PUBLIC_CLIENT, NAT_EXIT);
+        w.run_to(11.0);
+        let conn = w.circuits()[0];
+        let st = w.raw_stream(conn, PUBLIC_CLIENT, NAT_EXIT);
+        w.conns.get_mut(&conn).unwrap().limit = None;
+        w.write(st, 0, Chunk::Data(Payload::Pattern { key: 1, offset: 0, len: 12_000 }));
+        w.conns.get_mut(&conn).unwrap().limit = Some(w.relay.limit);
+        w.run_to(12.0);
+        assert_eq!(w.violations.len(), 1);
+        assert_eq!(w.violations[0].invariant, "bounds");
+    }
+
+    #[test]
+    fn hole_punching_follows_the_nat_table() {
+        let s = scenario();
+        let mut w = world(&s);
+        w.run_to(1.0);
+        w.reserve_at_hub(NAT_EXIT);
+        w.run_to(2.0);
+        w.dial_via_hub(SYM_CLIENT, NAT_EXIT);
+        w.dial_via_hub(PUBLIC_CLIENT, NAT_EXIT);
+        w.run_to(3.0);
+        let (sym, public) = (w.peer(SYM_CLIENT), w.peer(PUBLIC_CLIENT));
+        let direct_before = [NAT_EXIT, PUBLIC_CLIENT].map(|n| w.inputs(n, "path: Direct"));
+        // Symmetric × symmetric never punches; symmetric × public always does.
+        for _ in 0..5 {
+            w.output(NAT_EXIT, Output::HolePunch { peer: sym });
+        }
+        w.output(NAT_EXIT, Output::HolePunch { peer: public });
+        w.run_to(4.0);
+        assert_eq!(w.inputs(NAT_EXIT, "HolePunchFailed"), 5);
+        let direct = |w: &World<'_>, c: NodeIx| {
+            w.conns.values().filter(|x| x.via.is_none() && x.nodes == [NAT_EXIT, c]).count()
+        };
+        assert_eq!(direct(&w, PUBLIC_CLIENT), 1);
+        assert_eq!(direct(&w, SYM_CLIENT), 0);
+        for (i, n) in [NAT_EXIT, PUBLIC_CLIENT].into_iter().enumerate() {
+            assert_eq!(w.inputs(n, "path: Direct"), direct_before[i] + 1, "n{n}");
+        }
+        // New streams without a named connection prefer the direct one.
+        let chosen = w.stream_conn(PUBLIC_CLIENT, NAT_EXIT, None).unwrap();
+        assert!(w.conns[&chosen].via.is_none());
+        // No circuit, nothing to punch.
+        let cone = w.peer(CONE_CLIENT);
+        w.output(NAT_EXIT, Output::HolePunch { peer: cone });
+        w.run_to(5.0);
+        assert_eq!(w.inputs(NAT_EXIT, "HolePunchFailed"), 6);
+        let m = &w.nat_matrix;
+        let key = (NatType::Symmetric, Some(NatType::Symmetric));
+        assert_eq!((m[&key].punches, m[&key].punched), (5, 0));
+        let key = (NatType::None, Some(NatType::Symmetric));
+        assert_eq!((m[&key].punches, m[&key].punched), (1, 1));
+    }
+
+    #[test]
+    fn a_cut_leg_ends_circuits_and_loses_reservations() {
+        let s = scenario();
+        let mut w = world(&s);
+        w.run_to(1.0);
+        w.reserve_at_hub(NAT_EXIT);
+        w.run_to(2.0);
+        w.dial_via_hub(PUBLIC_CLIENT, NAT_EXIT);
+        w.run_to(3.0);
+        assert_eq!(w.circuits().len(), 1);
+        w.leg_lost(NAT_EXIT, HUB);
+        assert!(w.circuits().is_empty());
+        assert!(w.relay.reservations.is_empty());
+        w.run_to(3.001);
+        assert_eq!(w.inputs(NAT_EXIT, "ReservationLost"), 1);
+    }
+
+    #[test]
+    fn an_exit_without_a_reservation_is_reported_after_the_bound() {
+        let s = scenario();
+        let mut w = world(&s);
+        // Today's core never reserves: the invariant must notice.
+        w.run_to(15.5);
+        assert!(w.violations.iter().all(|v| v.invariant != "relay"));
+        w.run_to(17.5);
+        let relay: Vec<_> = w.violations.iter().filter(|v| v.invariant == "relay").collect();
+        assert_eq!(relay.len(), 1, "{relay:?}");
+        assert!(relay[0].detail.contains("exit n1 (behind symmetric NAT)"), "{relay:?}");
+    }
+}
