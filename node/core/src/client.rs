@@ -12,9 +12,9 @@
 //! its status is the destination's real one.
 
 use crate::config::{ClientConfig, ListenerConfig, ListenerProtocol, StickyMode, Timeouts};
-use crate::ctx::{Ctx, Reach, TimerKey};
+use crate::ctx::{Ctx, TimerKey};
 use crate::http_connect::{self, HttpAction, HttpConnectHandshake};
-use crate::ids::{ListenerId, PeerId, SessionId, StreamId};
+use crate::ids::{ConnId, ListenerId, PeerId, SessionId, StreamId};
 use crate::io::{
     Close, Event, FailReason, Output, Protocol, SpliceLimits, SpliceReport, StateSnapshot,
 };
@@ -42,6 +42,9 @@ const NO_EXIT_WAIT: Duration = Duration::from_secs(5);
 const MIN_WAIT: Duration = Duration::from_millis(50);
 /// Latency assumed for an exit never measured, so new exits get tried.
 const UNMEASURED_LATENCY: Duration = Duration::from_millis(50);
+/// After a direct dial to an exit failed, its relays are used for this long
+/// before a direct dial is tried again.
+const DIRECT_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 enum Handshake {
@@ -116,6 +119,10 @@ struct KnownExit {
     breaker: CircuitBreaker,
     latency: Ewma,
     active: u32,
+    /// Hubs whose relay reaches the exit, each as that hub itself said.
+    relays: BTreeSet<PeerId>,
+    /// When a direct dial to the exit last failed.
+    direct_failed: Option<Instant>,
 }
 
 /// Why no attempt starts right now.
@@ -143,10 +150,12 @@ pub(crate) struct ClientRole {
     /// After this, answers still missing are taken as lost.
     finds_deadline: Instant,
     refreshed: Option<Instant>,
+    /// New streams avoid relayed connections this close to their relay's cap.
+    circuit_margin: Duration,
 }
 
 impl ClientRole {
-    pub(crate) fn new(config: ClientConfig) -> ClientRole {
+    pub(crate) fn new(config: ClientConfig, circuit_margin: Duration) -> ClientRole {
         let sticky = StickyPool::new(sticky_config(&config));
         ClientRole {
             listeners: config.listeners.iter().cloned().map(Arc::new).collect(),
@@ -160,6 +169,7 @@ impl ClientRole {
             finds_pending: 0,
             finds_deadline: Instant::ZERO,
             refreshed: None,
+            circuit_margin,
         }
     }
 
@@ -357,7 +367,6 @@ impl ClientRole {
                 }
                 let Some(known) = self.exits.get_mut(&exit) else { return };
                 known.active += 1;
-                let addrs = known.record.addrs.clone();
                 let Some(s) = self.sessions.get_mut(&app) else { return };
                 // Pin at choice, not at success: concurrent connections of one
                 // session must follow the same exit from the very first one.
@@ -370,23 +379,55 @@ impl ClientRole {
                 s.attempts += 1;
                 s.tried.push(exit);
                 ctx.timers.set(TimerKey::ClientSession(app), (now + t.attempt).min(s.budget_end));
-                match ctx.reach(now, exit, &addrs, t.dial) {
-                    Reach::Connected => self.open(ctx, app, exit),
-                    Reach::Dialing => {
-                        s.phase = Phase::Dialing { exit };
-                        self.dial_waiters.entry(exit).or_default().insert(app);
-                    }
-                }
+                s.phase = Phase::Dialing { exit };
+                self.connect(ctx, now, t, app, exit);
             }
         }
     }
 
-    fn open(&mut self, ctx: &mut Ctx, app: StreamId, exit: PeerId) {
+    /// Opens the session's stream on a usable connection to `exit`, or dials
+    /// one (directly, or through a relay) and waits for it.
+    fn connect(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, app: StreamId, exit: PeerId) {
+        let Some(s) = self.sessions.get(&app) else { return };
+        let relayed = s.settings.relayed;
+        if let Some(conn) = ctx.usable_conn(exit, now, relayed, self.circuit_margin) {
+            self.open(ctx, app, exit, conn);
+            return;
+        }
+        if !ctx.is_dialing(exit) {
+            let Some(route) = self.route(exit, relayed, now) else {
+                self.exit_failed(ctx, now, t, app, Status::NetworkUnreachable);
+                return;
+            };
+            let addrs = self.exits.get(&exit).map(|e| e.record.addrs.clone()).unwrap_or_default();
+            ctx.dial(now, exit, &addrs, route, t.dial);
+        }
+        self.dial_waiters.entry(exit).or_default().insert(app);
+    }
+
+    /// How to dial `exit`: `Some(None)` directly, `Some(Some(hub))` through
+    /// `hub`'s relay, `None` if there is no way this session may use.
+    fn route(&self, exit: PeerId, relayed: bool, now: Instant) -> Option<Option<PeerId>> {
+        let e = self.exits.get(&exit)?;
+        let has_addrs = !e.record.addrs.is_empty();
+        let direct_failed_lately =
+            e.direct_failed.is_some_and(|at| now.saturating_duration_since(at) < DIRECT_RETRY);
+        let relay = e.relays.iter().next().copied().filter(|_| relayed);
+        match (has_addrs, direct_failed_lately, relay) {
+            (true, false, _) => Some(None),
+            (_, _, Some(hub)) => Some(Some(hub)),
+            (true, true, None) => Some(None),
+            (false, _, None) => None,
+        }
+    }
+
+    fn open(&mut self, ctx: &mut Ctx, app: StreamId, exit: PeerId, conn: ConnId) {
         let Some(s) = self.sessions.get_mut(&app) else { return };
         let stream = ctx.stream_id();
         s.phase = Phase::Opening { exit, stream };
         self.peer_streams.insert(stream, app);
-        ctx.emit(Output::OpenStream { stream, peer: exit, conn: None, protocol: Protocol::Proxy });
+        let conn = Some(conn);
+        ctx.emit(Output::OpenStream { stream, peer: exit, conn, protocol: Protocol::Proxy });
     }
 
     /// Chooses the exit for the session's next attempt.
@@ -416,8 +457,17 @@ impl ClientRole {
         }
         let mut candidates = Vec::new();
         let mut next_retry = None::<Instant>;
+        let relayed = s.settings.relayed;
         for (peer, e) in &self.exits {
             if s.tried.contains(peer) || !req.filter.matches(&e.record.attrs) {
+                continue;
+            }
+            // A listener that refuses relayed paths can use only exits it can
+            // reach directly (by address, or over a hole-punched connection).
+            let reachable = !e.record.addrs.is_empty()
+                || (relayed && !e.relays.is_empty())
+                || ctx.usable_conn(*peer, now, relayed, self.circuit_margin).is_some();
+            if !reachable {
                 continue;
             }
             let reopens = e.breaker.reopens_at().filter(|&at| at > now);
@@ -454,16 +504,7 @@ impl ClientRole {
         }
     }
 
-    pub(crate) fn on_peer_connected(&mut self, ctx: &mut Ctx, peer: PeerId) {
-        for app in self.dial_waiters.remove(&peer).unwrap_or_default() {
-            if matches!(self.sessions.get(&app).map(|s| &s.phase), Some(Phase::Dialing { exit }) if *exit == peer)
-            {
-                self.open(ctx, app, peer);
-            }
-        }
-    }
-
-    pub(crate) fn on_dial_failed(
+    pub(crate) fn on_peer_connected(
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
@@ -471,8 +512,49 @@ impl ClientRole {
         peer: PeerId,
     ) {
         for app in self.dial_waiters.remove(&peer).unwrap_or_default() {
-            if matches!(self.sessions.get(&app).map(|s| &s.phase), Some(Phase::Dialing { exit }) if *exit == peer)
-            {
+            if self.is_dialing(app, peer) {
+                self.connect(ctx, now, t, app, peer);
+            }
+        }
+    }
+
+    fn is_dialing(&self, app: StreamId, peer: PeerId) -> bool {
+        matches!(self.sessions.get(&app).map(|s| &s.phase), Some(Phase::Dialing { exit }) if *exit == peer)
+    }
+
+    /// A dial to `peer` failed; `route` is the relay it went through
+    /// (`Some(None)`: it was direct; `None`: not a dial of ours). A failed
+    /// direct dial falls back to the exit's relays before it counts against
+    /// the exit.
+    pub(crate) fn on_dial_failed(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        peer: PeerId,
+        route: Option<Option<PeerId>>,
+    ) {
+        if let Some(e) = self.exits.get_mut(&peer) {
+            match route {
+                Some(None) => e.direct_failed = Some(now),
+                // Try another of its relays next time; the next listing
+                // brings this one back if the exit still holds it.
+                Some(Some(hub)) => {
+                    e.relays.remove(&hub);
+                }
+                None => {}
+            }
+        }
+        for app in self.dial_waiters.remove(&peer).unwrap_or_default() {
+            if !self.is_dialing(app, peer) {
+                continue;
+            }
+            let relayed = self.sessions.get(&app).is_some_and(|s| s.settings.relayed);
+            let via_relay =
+                route == Some(None) && self.route(peer, relayed, now).is_some_and(|r| r.is_some());
+            if via_relay {
+                self.connect(ctx, now, t, app, peer);
+            } else {
                 self.exit_failed(ctx, now, t, app, Status::GeneralFailure);
             }
         }
@@ -748,6 +830,7 @@ impl ClientRole {
         ctx: &mut Ctx,
         now: Instant,
         t: &Timeouts,
+        hub: PeerId,
         peers: Vec<PeerRecord>,
     ) {
         self.finds_pending = self.finds_pending.saturating_sub(1);
@@ -764,7 +847,16 @@ impl ClientRole {
                 breaker: CircuitBreaker::new(breaker),
                 latency: Ewma::new(alpha),
                 active: 0,
+                relays: BTreeSet::new(),
+                direct_failed: None,
             });
+            // Each hub speaks only for its own relay: another hub's answer
+            // neither adds nor removes it.
+            if record.relays.contains(&hub) {
+                e.relays.insert(hub);
+            } else {
+                e.relays.remove(&hub);
+            }
             e.record = record;
             e.seen = now;
         }

@@ -2,7 +2,7 @@
 //! seeded RNG, id allocation and the table of peer connections.
 
 use crate::ids::{ConnId, PeerId, QueryId, StreamId};
-use crate::io::{Event, Output, TimerReason};
+use crate::io::{CircuitLimit, Event, Output, Path, TimerReason};
 use crate::record::PeerAddr;
 use crate::time::Instant;
 use core::time::Duration;
@@ -26,6 +26,10 @@ pub(crate) enum TimerKey {
     ExitRefresh,
     /// A dial without an answer.
     Dial(PeerId),
+    /// A relay reservation, by its hub's index in the config's hub list.
+    Reservation(usize),
+    /// Hole punching towards a peer (a retry, or an attempt's deadline).
+    HolePunch(PeerId),
 }
 
 impl TimerKey {
@@ -37,6 +41,8 @@ impl TimerKey {
             TimerKey::DirectoryExpiry => TimerReason::DirectoryExpiry,
             TimerKey::ExitRefresh => TimerReason::ExitRefresh,
             TimerKey::Dial(_) => TimerReason::DialDeadline,
+            TimerKey::Reservation(_) => TimerReason::Reservation,
+            TimerKey::HolePunch(_) => TimerReason::HolePunch,
         }
     }
 }
@@ -107,11 +113,27 @@ pub(crate) enum Reach {
     Dialing,
 }
 
-/// Connections to peers as the outside reported them, and our dials.
+/// One connection to a peer, as the outside reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConnInfo {
+    pub(crate) path: Path,
+    pub(crate) limit: Option<CircuitLimit>,
+    pub(crate) since: Instant,
+}
+
+impl ConnInfo {
+    /// When a relay's duration cap ends this connection, if it has one.
+    pub(crate) fn ends_at(&self) -> Option<Instant> {
+        self.limit.and_then(|l| l.duration).map(|d| self.since + d)
+    }
+}
+
+/// Connections to peers as the outside reported them, and our dials (with
+/// the relay each goes through, if any).
 #[derive(Debug, Default)]
 pub(crate) struct PeerTable {
-    conns: BTreeMap<PeerId, BTreeSet<ConnId>>,
-    dialing: BTreeSet<PeerId>,
+    conns: BTreeMap<PeerId, BTreeMap<ConnId, ConnInfo>>,
+    dialing: BTreeMap<PeerId, Option<PeerId>>,
 }
 
 /// The context every role works in.
@@ -168,16 +190,92 @@ impl Ctx {
         if self.peers.conns.get(&peer).is_some_and(|c| !c.is_empty()) {
             return Reach::Connected;
         }
-        if self.peers.dialing.insert(peer) {
-            self.emit(Output::Dial { peer, addrs: addrs.to_vec(), via: None });
-            self.timers.set(TimerKey::Dial(peer), now + dial_timeout);
-        }
+        self.dial(now, peer, addrs, None, dial_timeout);
         Reach::Dialing
     }
 
-    /// Records a connection; returns whether a dial of ours was waiting on it.
-    pub(crate) fn peer_connected(&mut self, peer: PeerId, conn: ConnId) -> bool {
-        self.peers.conns.entry(peer).or_default().insert(conn);
+    /// Dials `peer` (through `via`'s relay if set) unless a dial to it is
+    /// already under way; returns false if one was.
+    pub(crate) fn dial(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        addrs: &[PeerAddr],
+        via: Option<PeerId>,
+        dial_timeout: Duration,
+    ) -> bool {
+        if self.peers.dialing.contains_key(&peer) {
+            return false;
+        }
+        self.peers.dialing.insert(peer, via);
+        let addrs = if via.is_some() { Vec::new() } else { addrs.to_vec() };
+        self.emit(Output::Dial { peer, addrs, via });
+        self.timers.set(TimerKey::Dial(peer), now + dial_timeout);
+        true
+    }
+
+    /// Whether a dial to `peer` is under way.
+    pub(crate) fn is_dialing(&self, peer: PeerId) -> bool {
+        self.peers.dialing.contains_key(&peer)
+    }
+
+    /// The connection a new stream to `peer` should use: a direct one if
+    /// any; otherwise (if `relayed` is allowed) a relayed one with more than
+    /// `margin` left before its relay's duration cap, the freshest first.
+    pub(crate) fn usable_conn(
+        &self,
+        peer: PeerId,
+        now: Instant,
+        relayed: bool,
+        margin: Duration,
+    ) -> Option<ConnId> {
+        let conns = self.peers.conns.get(&peer)?;
+        let direct = conns.iter().find(|(_, c)| c.path == Path::Direct);
+        if let Some((id, _)) = direct {
+            return Some(*id);
+        }
+        if !relayed {
+            return None;
+        }
+        conns
+            .iter()
+            .filter(|(_, c)| c.ends_at().is_none_or(|end| now + margin < end))
+            .max_by_key(|(id, c)| (c.since, **id))
+            .map(|(id, _)| *id)
+    }
+
+    /// Whether `peer` has a direct connection.
+    pub(crate) fn has_direct(&self, peer: PeerId) -> bool {
+        self.peers.conns.get(&peer).is_some_and(|c| c.values().any(|c| c.path == Path::Direct))
+    }
+
+    /// Whether `peer` has a relayed connection.
+    pub(crate) fn has_relayed(&self, peer: PeerId) -> bool {
+        self.peers.conns.get(&peer).is_some_and(|c| c.values().any(|c| c.path.is_relayed()))
+    }
+
+    /// Records a connection; returns the dial of ours it answers, if one was
+    /// waiting (`Some(via)`).
+    pub(crate) fn peer_connected(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        conn: ConnId,
+        path: Path,
+        limit: Option<CircuitLimit>,
+    ) -> Option<Option<PeerId>> {
+        let info = ConnInfo { path, limit: limit.filter(|_| path.is_relayed()), since: now };
+        self.peers.conns.entry(peer).or_default().insert(conn, info);
+        // A direct connection does not answer a relayed dial (it may be a
+        // hole punch landing while the circuit is still being built).
+        let answers = match self.peers.dialing.get(&peer) {
+            Some(Some(_)) => path.is_relayed(),
+            Some(None) => true,
+            None => false,
+        };
+        if !answers {
+            return None;
+        }
         self.timers.cancel(TimerKey::Dial(peer));
         self.peers.dialing.remove(&peer)
     }
@@ -191,8 +289,9 @@ impl Ctx {
         }
     }
 
-    /// Records a failed (or timed out) dial; returns whether it was ours.
-    pub(crate) fn dial_failed(&mut self, peer: PeerId) -> bool {
+    /// Records a failed (or timed out) dial; returns the relay it went
+    /// through (`Some(via)`) if it was ours.
+    pub(crate) fn dial_failed(&mut self, peer: PeerId) -> Option<Option<PeerId>> {
         self.timers.cancel(TimerKey::Dial(peer));
         self.peers.dialing.remove(&peer)
     }

@@ -32,7 +32,12 @@ pub(crate) enum LinkEvent {
     /// A link is up and can carry requests.
     Ready,
     /// A `Find` answered.
-    Peers(Vec<PeerRecord>),
+    Peers {
+        /// The hub that answered.
+        hub: PeerId,
+        /// The exits it listed.
+        peers: Vec<PeerRecord>,
+    },
     /// A link went down with requests outstanding; they are lost.
     Lost,
 }
@@ -66,6 +71,8 @@ struct Link {
     next_heartbeat: Option<Instant>,
     heartbeat_every: Duration,
     registered: bool,
+    /// Whether we hold a relay reservation at this hub (registered as such).
+    relayed: bool,
 }
 
 /// All of a node's hub links.
@@ -76,6 +83,8 @@ pub(crate) struct HubLinks {
     role: Role,
     credential: Credential,
     registration: Option<Registration>,
+    /// Register without direct addresses (this node is not directly reachable).
+    hide_addrs: bool,
     backoff: Backoff,
     pub(crate) events: VecDeque<LinkEvent>,
 }
@@ -101,9 +110,65 @@ impl HubLinks {
                 next_heartbeat: None,
                 heartbeat_every: Duration::from_secs(10),
                 registered: false,
+                relayed: false,
             })
             .collect();
-        HubLinks { local, links, role, credential, registration, backoff, events: VecDeque::new() }
+        HubLinks {
+            local,
+            links,
+            role,
+            credential,
+            registration,
+            hide_addrs: false,
+            backoff,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Records whether this node holds a relay reservation at `hub`, and
+    /// registers again there if that changed.
+    pub(crate) fn set_relayed(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        hub: PeerId,
+        relayed: bool,
+    ) {
+        for i in 0..self.links.len() {
+            if self.links[i].hub.peer == hub && self.links[i].relayed != relayed {
+                self.links[i].relayed = relayed;
+                self.reregister(ctx, now, t, i);
+            }
+        }
+    }
+
+    /// Registers without (or again with) direct addresses from now on;
+    /// returns whether that changed (then [`Self::reregister_all`] tells the hubs).
+    pub(crate) fn set_hide_addrs(&mut self, hide: bool) -> bool {
+        let changed = self.hide_addrs != hide;
+        self.hide_addrs = hide;
+        changed
+    }
+
+    /// Sends a fresh `Register` on every ready link.
+    pub(crate) fn reregister_all(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts) {
+        for i in 0..self.links.len() {
+            self.reregister(ctx, now, t, i);
+        }
+    }
+
+    /// Sends a fresh `Register` on a ready link (a link not ready yet will
+    /// register with the current values once it is).
+    fn reregister(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize) {
+        let l = &mut self.links[i];
+        if self.registration.is_none() || !matches!(l.state, State::Ready(_)) {
+            return;
+        }
+        if !l.queue.contains(&Request::Register) {
+            l.queue.push_back(Request::Register);
+        }
+        self.pump(ctx, now, t, i, 0);
     }
 
     /// Dials every hub.
@@ -334,7 +399,8 @@ impl HubLinks {
                 l.queue.push_front(Request::Register);
             }
             (Request::Find, HubMessage::Peers { peers }) => {
-                self.events.push_back(LinkEvent::Peers(peers));
+                let hub = l.hub.peer;
+                self.events.push_back(LinkEvent::Peers { hub, peers });
             }
             _ => {
                 let hub = l.hub.peer;
@@ -356,10 +422,10 @@ impl HubLinks {
                     Request::Register => {
                         let Some(r) = &self.registration else { return };
                         HubMessage::Register {
-                            addrs: r.addrs.clone(),
+                            addrs: if self.hide_addrs { Vec::new() } else { r.addrs.clone() },
                             attrs: r.attrs.clone(),
                             capacity: r.capacity,
-                            relayed: false,
+                            relayed: l.relayed,
                         }
                     }
                     Request::Heartbeat => HubMessage::Heartbeat { load: 0 },

@@ -523,8 +523,6 @@ pub enum TimerReason {
     Reservation,
     /// A hole-punch retry is due, or an attempt did not answer in time.
     HolePunch,
-    /// A relayed connection is close to its cap: new streams move elsewhere.
-    CircuitCap,
 }
 
 impl TimerReason {
@@ -538,7 +536,6 @@ impl TimerReason {
                 | TimerReason::ExitRefresh
                 | TimerReason::Reservation
                 | TimerReason::HolePunch
-                | TimerReason::CircuitCap
         )
     }
 }

@@ -30,7 +30,8 @@
 //!
 //! # Layout
 //! - [`node`]: the [`Node`] that composes the roles; `ctx` shares timers, ids and peers.
-//! - `client`, `exit`, `hub`, `hub_link`: the roles' session machines.
+//! - `client`, `exit`, `hub`, `hub_link`: the roles' session machines; `relay`:
+//!   relay reservations and hole punching.
 //! - [`socks`], [`http_connect`]: listener handshakes. [`wire`]: peer protocols.
 //! - [`policy`]: exit policy. [`selection`]: backoff, breaker, latency, sticky pool.
 //! - [`directory`]: the hub's table. [`admission`]: hub challenge–response.
@@ -51,6 +52,7 @@ pub mod io;
 pub mod node;
 pub mod policy;
 pub mod record;
+mod relay;
 pub mod selection;
 pub mod socks;
 pub mod target;

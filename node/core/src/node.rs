@@ -7,7 +7,8 @@ use crate::exit::ExitRole;
 use crate::hub::HubRole;
 use crate::hub_link::{HubLinks, LinkEvent, Registration};
 use crate::ids::{PeerId, StreamId};
-use crate::io::{Close, Input, Output, Protocol, Resources, TimerReason};
+use crate::io::{Close, Input, Output, Path, Protocol, Resources, TimerReason};
+use crate::relay::{Relay, RelayedAt};
 use crate::selection::backoff::Backoff;
 use crate::time::Instant;
 use core::time::Duration;
@@ -29,6 +30,7 @@ pub struct Node {
     exit: Option<ExitRole>,
     client: Option<ClientRole>,
     links: Option<HubLinks>,
+    relay: Relay,
 }
 
 impl Node {
@@ -37,7 +39,8 @@ impl Node {
         let ctx = Ctx::new(ChaCha8Rng::seed_from_u64(seed));
         let hub = config.hub.clone().map(|h| HubRole::new(config.peer_id, h));
         let exit = config.exit.as_ref().map(ExitRole::new);
-        let client = config.client.clone().map(ClientRole::new);
+        let margin = config.relay.circuit_margin;
+        let client = config.client.clone().map(|c| ClientRole::new(c, margin));
         let credential = config
             .exit
             .as_ref()
@@ -58,10 +61,15 @@ impl Node {
             )),
             _ => None,
         };
-        let mut node = Node { config, ctx, hub, exit, client, links };
+        let hubs: Vec<PeerId> = config.hubs.iter().map(|h| h.peer).collect();
+        let relay = Relay::new(config.relay.clone(), config.exit.as_ref().map(|e| e.relay), &hubs);
+        let mut node = Node { config, ctx, hub, exit, client, links, relay };
         if let Some(links) = &mut node.links {
             links.start(&mut node.ctx, now, &node.config.timeouts);
         }
+        let mut changes = Vec::new();
+        node.relay.start(&mut node.ctx, &mut changes);
+        node.relayed_changed(now, changes);
         if node.client.is_some() {
             node.ctx.timers.set(TimerKey::ExitRefresh, now);
         }
@@ -114,16 +122,21 @@ impl Node {
                     l.on_closed(ctx, now, stream, how);
                 }
             }
-            Input::PeerConnected { peer, conn, .. } => {
-                ctx.peer_connected(peer, conn);
+            Input::PeerConnected { peer, conn, path, limit } => {
+                let dialed = ctx.peer_connected(now, peer, conn, path, limit);
+                let accepted_relayed = path.is_relayed() && dialed.is_none();
+                self.relay.on_connected(ctx, now, peer, accepted_relayed, path == Path::Direct);
                 if let Some(c) = &mut self.client {
-                    c.on_peer_connected(ctx, peer);
+                    c.on_peer_connected(ctx, now, &t, peer);
                 }
                 if let Some(l) = &mut self.links {
                     l.on_peer_connected(ctx, now, &t, peer);
                 }
             }
-            Input::PeerDisconnected { peer, conn } => ctx.peer_disconnected(peer, conn),
+            Input::PeerDisconnected { peer, conn } => {
+                ctx.peer_disconnected(peer, conn);
+                self.relay.on_disconnected(ctx, peer);
+            }
             Input::DialFailed { peer } => self.dial_failed(now, peer),
             Input::StreamOpened { stream } => {
                 if let Some(c) = &mut self.client {
@@ -178,20 +191,44 @@ impl Node {
                     c.restore(now, &snapshot);
                 }
             }
-            Input::Reachability(_)
-            | Input::ReservationAccepted { .. }
-            | Input::ReservationFailed { .. }
-            | Input::ReservationLost { .. }
-            | Input::HolePunchFailed { .. } => {}
+            Input::Reachability(r) => {
+                let mut changes = Vec::new();
+                self.relay.on_reachability(ctx, r, &mut changes);
+                let hide = self.relay.hide_addrs();
+                let hide_changed = self.links.as_mut().is_some_and(|l| l.set_hide_addrs(hide));
+                self.relayed_changed(now, changes);
+                if let Some(l) = self.links.as_mut().filter(|_| hide_changed) {
+                    l.reregister_all(&mut self.ctx, now, &t);
+                }
+            }
+            Input::ReservationAccepted { hub, expires_in } => {
+                let mut changes = Vec::new();
+                self.relay.on_accepted(ctx, now, hub, expires_in, &mut changes);
+                self.relayed_changed(now, changes);
+            }
+            Input::ReservationFailed { hub } | Input::ReservationLost { hub } => {
+                let mut changes = Vec::new();
+                self.relay.on_failed(ctx, now, hub, &mut changes);
+                self.relayed_changed(now, changes);
+            }
+            Input::HolePunchFailed { peer } => self.relay.on_punch_failed(ctx, now, peer),
         }
         self.after(now);
     }
 
+    /// Tells the hub links where this node now holds (or lost) a reservation.
+    fn relayed_changed(&mut self, now: Instant, changes: Vec<RelayedAt>) {
+        let Some(l) = &mut self.links else { return };
+        for RelayedAt { hub, relayed } in changes {
+            l.set_relayed(&mut self.ctx, now, &self.config.timeouts, hub, relayed);
+        }
+    }
+
     fn dial_failed(&mut self, now: Instant, peer: PeerId) {
         let t = self.config.timeouts;
-        self.ctx.dial_failed(peer);
+        let route = self.ctx.dial_failed(peer);
         if let Some(c) = &mut self.client {
-            c.on_dial_failed(&mut self.ctx, now, &t, peer);
+            c.on_dial_failed(&mut self.ctx, now, &t, peer, route);
         }
         if let Some(l) = &mut self.links {
             l.on_dial_failed(&mut self.ctx, now, peer);
@@ -237,6 +274,12 @@ impl Node {
                     }
                 }
                 TimerKey::Dial(peer) => self.dial_failed(now, peer),
+                TimerKey::Reservation(i) => {
+                    let mut changes = Vec::new();
+                    self.relay.on_timer(ctx, now, i, &mut changes);
+                    self.relayed_changed(now, changes);
+                }
+                TimerKey::HolePunch(peer) => self.relay.on_punch_timer(ctx, now, peer),
             }
             self.after(now);
         }
@@ -266,7 +309,7 @@ impl Node {
                         self.refresh_exits(now);
                     }
                 }
-                LinkEvent::Peers(peers) => c.on_peers(&mut self.ctx, now, &t, peers),
+                LinkEvent::Peers { hub, peers } => c.on_peers(&mut self.ctx, now, &t, hub, peers),
                 LinkEvent::Lost => c.on_link_lost(&mut self.ctx, now, &t),
             }
         }
@@ -312,6 +355,11 @@ impl Node {
     /// (Hubs) whether `peer` is in the directory.
     pub fn hub_has_registered(&self, peer: &PeerId) -> bool {
         self.hub.as_ref().is_some_and(|h| h.is_registered(peer))
+    }
+
+    /// (Exits) at how many hubs this node holds a relay reservation.
+    pub fn reservations_held(&self) -> usize {
+        self.relay.held()
     }
 
     /// (Exits) at how many hubs this node is registered, as far as it knows.
