@@ -241,6 +241,10 @@ pub struct Workload {
     /// Share of connections that name the destination by domain rather than IP.
     #[serde(default = "default_domain_fraction")]
     pub domain_fraction: f64,
+    /// App connections start no earlier than this (the mesh forms first);
+    /// less than `duration_secs`.
+    #[serde(default)]
+    pub start_secs: u32,
 }
 
 /// One kind of destination and how often apps pick it, relative to the others.
@@ -701,6 +705,9 @@ impl Scenario {
             "weights that sum to more than 0 (got 0)".to_owned()
         })?;
         at_least_one(w.session_ids, "workload.session_ids")?;
+        ensure(w.start_secs < self.duration_secs, "workload.start_secs", || {
+            format!("a value < duration_secs (got {} ≥ {})", w.start_secs, self.duration_secs)
+        })?;
         ensure((0.0..=1.0).contains(&w.domain_fraction), "workload.domain_fraction", || {
             format!("a fraction in [0, 1] (got {})", w.domain_fraction)
         })?;
@@ -776,6 +783,7 @@ payload_max = 5000
 destinations = [{ kind = "echo", weight = 3 }, { kind = "black_hole", weight = 1 }]
 session_ids = 2
 domain_fraction = 0.25
+start_secs = 3
 
 [network]
 latency_ms = { min = 2, max = 30 }
@@ -843,6 +851,7 @@ autonat_ms = { min = 100, max = 200 }
         assert_eq!(s.workload.destinations[1].weight, 1);
         assert_eq!(s.destination_weight_total(), 4);
         assert_eq!(s.workload.domain_fraction, 0.25);
+        assert_eq!(s.workload.start_secs, 3);
         assert_eq!(s.network.latency_ms, MsRange { min: 2, max: 30 });
         assert_eq!(s.network.keepalive_timeout_secs, 5);
         assert_eq!(
@@ -1057,6 +1066,7 @@ destinations = [{ kind = "echo", weight = 1 }]
             ("payload_max = 5000", "payload_max = 99", "workload.payload_min", "(got 100 > 99)"),
             ("payload_max = 5000", "payload_max = 67108865", "workload.payload_max", "64 MiB"),
             ("session_ids = 2", "session_ids = 0", "workload.session_ids", "≥ 1"),
+            ("start_secs = 3", "start_secs = 30", "workload.start_secs", "(got 30 ≥ 30)"),
             (
                 "domain_fraction = 0.25",
                 "domain_fraction = 1.5",
