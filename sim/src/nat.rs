@@ -101,9 +101,9 @@ mod tests {
     #[test]
     fn stricter_nats_never_punch_better() {
         // Moving either side to a stricter NAT never raises the odds.
-        for a in 0..5 {
-            for b in 1..5 {
-                assert!(PUNCH_PER_MILLE[a][b] <= PUNCH_PER_MILLE[a][b - 1], "{a},{b}");
+        for (a, row) in PUNCH_PER_MILLE.iter().enumerate() {
+            for (b, pair) in row.windows(2).enumerate() {
+                assert!(pair[1] <= pair[0], "{a},{b}");
             }
         }
     }

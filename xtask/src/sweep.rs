@@ -669,6 +669,37 @@ destinations = [{{ kind = "echo", weight = 1 }}]
     }
 
     #[test]
+    fn the_nat_table_sums_pairs_over_runs_and_only_for_nat_scenarios() {
+        use meshproxy_sim::scenario::NatType;
+        let scenarios = [scenario("nat", 2), scenario("plain", 1)];
+        let plan = plan(&scenarios, None, 0);
+        let run = |s: &Scenario, seed: u64| {
+            let mut r = report(s, seed, false);
+            if s.name == "nat" {
+                let pair = r.nat.entry((NatType::Symmetric, Some(NatType::FullCone))).or_default();
+                pair.direct = 3;
+                pair.relayed = 1;
+                pair.punches = 2;
+                pair.punched = 1;
+                r.nat.entry((NatType::None, None)).or_default().failed = 1;
+            }
+            r
+        };
+        let report = run_sweep(&plan, &run, &|_, seed| Ok(seed));
+        let text = render_report(&plan, &report);
+        assert!(text.contains("NAT pairs of nat (2 runs;"), "{text}");
+        assert!(!text.contains("NAT pairs of plain"), "{text}");
+        let row = |label: &str| {
+            // The last match: the summary table has a total row too.
+            let line = text.lines().rev().find(|l| l.starts_with(label)).unwrap();
+            line[label.len()..].split_whitespace().map(str::to_owned).collect::<Vec<_>>()
+        };
+        assert_eq!(row("symmetric × full_cone"), ["8", "6", "2", "0", "75", "4", "2"]);
+        assert_eq!(row("none × (no exit)"), ["2", "0", "0", "2", "0", "0", "0"]);
+        assert_eq!(row("total"), ["10", "6", "2", "2", "60", "4", "2"]);
+    }
+
+    #[test]
     fn scenario_lines_come_out_in_scenario_order() {
         let scenarios = [scenario("a", 2), scenario("b", 1)];
         let p = plan(&scenarios, None, 0);

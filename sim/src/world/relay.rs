@@ -436,7 +436,7 @@ impl World<'_> {
         for id in circuits {
             self.kill_conn(id);
         }
-        self.lose_reservations(|n, h| hit(n, h));
+        self.lose_reservations(hit);
     }
 
     /// Node `n` crashed: reservations at it are lost (their holders' links to
