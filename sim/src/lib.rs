@@ -20,12 +20,13 @@
 //! apps, origins, faults, invariants; `world/relay` the NAT and relay model),
 //! `nat` (NAT types' numbers and the per-pair table), `bytes_model` (self-verifying stream
 //! contents), `app_proto` (the app side of SOCKS5/HTTP), `oracle` (an
-//! independent exit-policy judge), `trace` (trace lines and running hash).
+//! independent exit-policy judge), `hostile` (the exit-policy destinations), `trace` (trace lines and running hash).
 #![forbid(unsafe_code)]
 
 mod app_proto;
 mod bytes_model;
 pub mod fuzz;
+mod hostile;
 pub mod nat;
 mod oracle;
 pub mod plan;

@@ -19,20 +19,38 @@ fn v4_forbidden(ip: Ipv4Addr) -> bool {
         || (o[0] == 198 && (o[1] & 0xfe) == 18)
 }
 
-fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+/// Every IPv4 address an IPv6 address may reach: mapped `::ffff:a.b.c.d`,
+/// SIIT `::ffff:0:a.b.c.d`, compatible `::a.b.c.d` (not `::`/`::1`), NAT64
+/// `64:ff9b::/96`, local-use NAT64 `64:ff9b:1::/48` (all four RFC 6052
+/// readings, since the exit cannot know the prefix length) and 6to4.
+fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
     let s = ip.segments();
+    let o = ip.octets();
+    let low = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
     if let Some(v4) = ip.to_ipv4_mapped() {
-        return Some(v4);
+        return vec![v4];
+    }
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return vec![low];
+    }
+    if s[..6] == [0; 6] && u128::from(ip) > 1 {
+        return vec![low];
     }
     if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let o = ip.octets();
-        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+        return vec![low];
+    }
+    if s[..3] == [0x64, 0xff9b, 1] {
+        return vec![
+            Ipv4Addr::new(o[6], o[7], o[9], o[10]),
+            Ipv4Addr::new(o[7], o[9], o[10], o[11]),
+            Ipv4Addr::new(o[9], o[10], o[11], o[12]),
+            low,
+        ];
     }
     if s[0] == 0x2002 {
-        let o = ip.octets();
-        return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+        return vec![Ipv4Addr::new(o[2], o[3], o[4], o[5])];
     }
-    None
+    Vec::new()
 }
 
 /// Whether an exit at `own` must never connect to `ip`.
@@ -48,7 +66,7 @@ pub fn forbidden(ip: IpAddr, own: IpAddr) -> bool {
                 || v6.is_multicast()
                 || v6.is_unicast_link_local()
                 || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || embedded_v4(v6).is_some_and(|v4| v4_forbidden(v4) || IpAddr::V4(v4) == own)
+                || embedded_v4(v6).into_iter().any(|v4| v4_forbidden(v4) || IpAddr::V4(v4) == own)
         }
     }
 }
@@ -68,6 +86,10 @@ mod tests {
             "fd00::1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
+            "::ffff:0:a00:1",
+            "::a00:1",
+            "64:ff9b:1::a00:1",
+            "2002:a00:1::1",
             "0.0.0.0",
             "52.1.0.1",
         ] {

@@ -125,6 +125,7 @@ pub(crate) fn origins() -> (Vec<(SocketAddr, OriginKind)>, Dns) {
         let private = sock(PRIVATE[v as usize % PRIVATE.len()]).ip();
         dns.insert(format!("mixed-{v}.sim"), vec![private, public]);
     }
+    crate::hostile::extend(&mut hosts, &mut dns, |v| public_addr(OriginKind::Echo, v).ip());
     (hosts, dns)
 }
 
@@ -136,12 +137,16 @@ fn name_of(kind: OriginKind, v: u32) -> String {
 pub(crate) fn target_for(spec: &AppSpec) -> TargetAddr {
     let v = spec.variant;
     match spec.kind {
-        OriginKind::Private => TargetAddr::Ip(sock(PRIVATE[v as usize % PRIVATE.len()])),
-        OriginKind::PrivateName => {
-            TargetAddr::Domain(PRIVATE_NAMES[v as usize % PRIVATE_NAMES.len()].into(), 80)
+        OriginKind::Private => {
+            let classic = PRIVATE.map(sock);
+            TargetAddr::Ip(crate::hostile::literal_for(spec, &classic).unwrap_or(classic[0]))
         }
+        OriginKind::PrivateName => TargetAddr::Domain(
+            crate::hostile::name_for(spec, &PRIVATE_NAMES).unwrap_or_else(|| "10.1".into()),
+            80,
+        ),
         OriginKind::MixedName => TargetAddr::Domain(
-            format!("mixed-{}.sim", v % 4),
+            crate::hostile::mixed_for(spec, v % 4, format!("mixed-{}.sim", v % 4)),
             public_addr(OriginKind::Echo, v).port(),
         ),
         OriginKind::Unresolvable => TargetAddr::Domain(format!("nx-{v}.sim"), 80),

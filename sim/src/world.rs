@@ -663,8 +663,8 @@ impl<'s> World<'s> {
                 self.open_stream(n, stream, peer, conn, protocol)
             }
             Output::Resolve { query, name } => {
-                let result = match self.dns.get(&name) {
-                    Some(ips) => Ok(ips.clone()),
+                let result = match crate::hostile::lookup(&self.dns, &name, query) {
+                    Some(ips) => Ok(ips),
                     None => Err(ResolveError::NotFound),
                 };
                 self.send_input(n, Duration::from_millis(2), Input::Resolved { query, result });

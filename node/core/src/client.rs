@@ -11,7 +11,7 @@
 //! The app gets its SOCKS5/HTTP answer only once the exit has answered, so
 //! its status is the destination's real one.
 
-use crate::config::{ClientConfig, ListenerConfig, ListenerProtocol, StickyMode, Timeouts};
+use crate::config::{ClientConfig, Limits, ListenerConfig, ListenerProtocol, StickyMode, Timeouts};
 use crate::ctx::{Ctx, TimerKey};
 use crate::http_connect::{self, HttpAction, HttpConnectHandshake};
 use crate::ids::{ConnId, ListenerId, PeerId, SessionId, StreamId};
@@ -30,6 +30,7 @@ use crate::wire::proxy::{self, ConnectRequest, PROXY_VERSION};
 use bytes::Bytes;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// Most app bytes buffered between the handshake and the splice.
@@ -94,6 +95,8 @@ enum Phase {
 #[derive(Debug)]
 struct ClientSession {
     listener: ListenerId,
+    /// The app's address, for the per-source limit.
+    source: IpAddr,
     settings: Arc<ListenerConfig>,
     /// Which handshake the app spoke, once known (for the answer's format).
     kind: Option<AppKind>,
@@ -152,10 +155,31 @@ pub(crate) struct ClientRole {
     refreshed: Option<Instant>,
     /// New streams avoid relayed connections this close to their relay's cap.
     circuit_margin: Duration,
+    limits: Limits,
+    /// Open sessions per listener and per app source address, for their limits.
+    per_listener: BTreeMap<ListenerId, usize>,
+    per_source: BTreeMap<IpAddr, usize>,
+}
+
+fn count_up<K: Ord>(counts: &mut BTreeMap<K, usize>, key: K) {
+    *counts.entry(key).or_insert(0) += 1;
+}
+
+fn count_down<K: Ord>(counts: &mut BTreeMap<K, usize>, key: K) {
+    if let Some(n) = counts.get_mut(&key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&key);
+        }
+    }
 }
 
 impl ClientRole {
-    pub(crate) fn new(config: ClientConfig, circuit_margin: Duration) -> ClientRole {
+    pub(crate) fn new(
+        config: ClientConfig,
+        limits: Limits,
+        circuit_margin: Duration,
+    ) -> ClientRole {
         let sticky = StickyPool::new(sticky_config(&config));
         ClientRole {
             listeners: config.listeners.iter().cloned().map(Arc::new).collect(),
@@ -170,6 +194,9 @@ impl ClientRole {
             finds_deadline: Instant::ZERO,
             refreshed: None,
             circuit_margin,
+            limits,
+            per_listener: BTreeMap::new(),
+            per_source: BTreeMap::new(),
         }
     }
 
@@ -218,21 +245,44 @@ impl ClientRole {
         ctx: &mut Ctx,
         now: Instant,
         t: &Timeouts,
-        max_sessions: usize,
         listener: ListenerId,
         stream: StreamId,
+        source: SocketAddr,
     ) {
+        let source = source.ip();
         let settings = usize::try_from(listener.0).ok().and_then(|i| self.listeners.get(i));
-        let Some(settings) = settings.filter(|_| self.sessions.len() < max_sessions).cloned()
-        else {
-            ctx.emit(Output::Close { stream, how: Close::Reset });
-            let reason = FailReason::Overloaded;
-            ctx.event(Event::SessionFailed { listener, reason, status: Status::GeneralFailure });
-            return;
+        let on_listener = self.per_listener.get(&listener).copied().unwrap_or(0);
+        let from_source = self.per_source.get(&source).copied().unwrap_or(0);
+        let refusal = if self.sessions.len() >= self.limits.max_client_sessions
+            || on_listener >= self.limits.max_sessions_per_listener
+        {
+            Some(FailReason::Overloaded)
+        } else if from_source >= self.limits.max_sessions_per_source {
+            Some(FailReason::SourceLimit)
+        } else {
+            None
         };
+        let settings = match (settings, refusal) {
+            (Some(settings), None) => settings.clone(),
+            (_, refusal) => {
+                // A reset, not an answer: the app has not spoken yet, and a
+                // refused connection must cost us nothing more.
+                ctx.emit(Output::Close { stream, how: Close::Reset });
+                let reason = refusal.unwrap_or(FailReason::Overloaded);
+                ctx.event(Event::SessionFailed {
+                    listener,
+                    reason,
+                    status: Status::GeneralFailure,
+                });
+                return;
+            }
+        };
+        count_up(&mut self.per_listener, listener);
+        count_up(&mut self.per_source, source);
         ctx.event(Event::AppAccepted { listener });
         let session = ClientSession {
             listener,
+            source,
             settings,
             kind: None,
             accepted: now,
@@ -395,6 +445,10 @@ impl ClientRole {
             return;
         }
         if !ctx.is_dialing(exit) {
+            if ctx.pending_dials() >= self.limits.max_pending_dials {
+                self.fail(ctx, app, FailReason::Overloaded, Status::GeneralFailure);
+                return;
+            }
             let Some(route) = self.route(exit, relayed, now) else {
                 self.exit_failed(ctx, now, t, app, Status::NetworkUnreachable);
                 return;
@@ -770,6 +824,7 @@ impl ClientRole {
 
     pub(crate) fn on_splice_ended(&mut self, ctx: &mut Ctx, app: StreamId, report: SpliceReport) {
         let Some(s) = self.sessions.remove(&app) else { return };
+        self.uncount(&s);
         if let Phase::Spliced { exit, stream } = s.phase {
             self.peer_streams.remove(&stream);
             if let Some(e) = self.exits.get_mut(&exit) {
@@ -794,6 +849,7 @@ impl ClientRole {
     /// Drops every trace of an unspliced session (its peer stream is reset).
     fn forget(&mut self, ctx: &mut Ctx, app: StreamId) {
         let Some(s) = self.sessions.remove(&app) else { return };
+        self.uncount(&s);
         ctx.timers.cancel(TimerKey::ClientSession(app));
         self.waiting.remove(&app);
         match s.phase {
@@ -814,6 +870,11 @@ impl ClientRole {
             }
             Phase::Handshake(_) | Phase::Waiting => {}
         }
+    }
+
+    fn uncount(&mut self, s: &ClientSession) {
+        count_down(&mut self.per_listener, s.listener);
+        count_down(&mut self.per_source, s.source);
     }
 
     /// An attempt ended without a verdict on the exit (the app left).

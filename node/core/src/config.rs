@@ -129,6 +129,16 @@ pub struct Limits {
     pub max_sessions_per_peer: usize,
     /// Hub streams (authenticated or not) at once.
     pub max_hub_streams: usize,
+    /// Client sessions one listener may hold at once.
+    pub max_sessions_per_listener: usize,
+    /// Client sessions one app source address may hold at once (across
+    /// listeners), so one local app cannot starve the others.
+    pub max_sessions_per_source: usize,
+    /// Dials to exits under way at once; sessions beyond it fail as overloaded.
+    pub max_pending_dials: usize,
+    /// (Hubs) directory entries registered under one admission key, so one
+    /// leaked token cannot fill the directory.
+    pub max_registrations_per_key: usize,
 }
 
 impl Default for Limits {
@@ -138,6 +148,10 @@ impl Default for Limits {
             max_exit_sessions: 4096,
             max_sessions_per_peer: 512,
             max_hub_streams: 4096,
+            max_sessions_per_listener: 4096,
+            max_sessions_per_source: 1024,
+            max_pending_dials: 256,
+            max_registrations_per_key: 512,
         }
     }
 }

@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 enum Phase {
     /// Challenge sent; waiting for `Auth` until the deadline.
     AwaitAuth { nonce: [u8; 32] },
-    /// Admitted in this role.
-    Admitted { role: Role },
+    /// Admitted in this role, with the admission key at this index.
+    Admitted { role: Role, key: usize },
 }
 
 #[derive(Debug)]
@@ -41,15 +41,18 @@ pub(crate) struct HubRole {
     config: HubConfig,
     directory: Directory,
     streams: BTreeMap<StreamId, HubStream>,
-    /// Which stream made each registration, so only its end removes it.
-    registered_by: BTreeMap<PeerId, StreamId>,
+    /// Which stream made each registration (so only its end removes it),
+    /// and under which admission key (for the per-key limit).
+    registered_by: BTreeMap<PeerId, (StreamId, usize)>,
+    /// Most directory entries one admission key may hold.
+    max_per_key: usize,
     /// How many admitted streams each peer holds: a peer stays admitted (for
     /// the driver's relay) until its last one ends, however many it opened.
     admitted: BTreeMap<PeerId, usize>,
 }
 
 impl HubRole {
-    pub(crate) fn new(local: PeerId, config: HubConfig) -> HubRole {
+    pub(crate) fn new(local: PeerId, config: HubConfig, max_per_key: usize) -> HubRole {
         let directory = Directory::new(config.directory);
         HubRole {
             local,
@@ -57,6 +60,7 @@ impl HubRole {
             directory,
             streams: BTreeMap::new(),
             registered_by: BTreeMap::new(),
+            max_per_key,
             admitted: BTreeMap::new(),
         }
     }
@@ -147,7 +151,8 @@ impl HubRole {
                     self.fail(ctx, stream, HubErrorCode::UnsupportedVersion, "unsupported version");
                     return false;
                 }
-                let Some(key) = self.config.keys.iter().find(|k| k.key_id == key_id) else {
+                let found = self.config.keys.iter().enumerate().find(|(_, k)| k.key_id == key_id);
+                let Some((key_index, key)) = found else {
                     ctx.event(Event::AdmissionDenied { peer });
                     self.fail(ctx, stream, HubErrorCode::UnknownKey, "unknown key id");
                     return false;
@@ -157,7 +162,7 @@ impl HubRole {
                     self.fail(ctx, stream, HubErrorCode::BadProof, "bad proof");
                     return false;
                 }
-                s.phase = Phase::Admitted { role };
+                s.phase = Phase::Admitted { role, key: key_index };
                 ctx.timers.cancel(TimerKey::HubPeer(stream));
                 send(ctx, stream, &HubMessage::AuthOk);
                 let held = self.admitted.entry(peer).or_insert(0);
@@ -172,14 +177,21 @@ impl HubRole {
                 false
             }
             (
-                Phase::Admitted { role: Role::Exit },
+                &Phase::Admitted { role: Role::Exit, key },
                 HubMessage::Register { addrs, attrs, capacity, relayed },
             ) => {
+                let renewal = self.registered_by.contains_key(&peer);
+                let under_key = self.registered_by.values().filter(|(_, k)| *k == key).count();
+                if !renewal && under_key >= self.max_per_key {
+                    let message = "too many registrations under this key";
+                    self.fail(ctx, stream, HubErrorCode::RateLimited, message);
+                    return false;
+                }
                 let relays = if relayed { vec![self.local] } else { Vec::new() };
                 let record = crate::record::PeerRecord { peer, addrs, attrs, capacity, relays };
                 match self.directory.register(now, record) {
                     Ok(ttl) => {
-                        self.registered_by.insert(peer, stream);
+                        self.registered_by.insert(peer, (stream, key));
                         ctx.event(Event::DirectoryRegistered { peer });
                         let ttl_secs = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
                         send(ctx, stream, &HubMessage::Registered { ttl_secs });
@@ -192,7 +204,7 @@ impl HubRole {
                     }
                 }
             }
-            (Phase::Admitted { role: Role::Exit }, HubMessage::Heartbeat { load }) => {
+            (Phase::Admitted { role: Role::Exit, .. }, HubMessage::Heartbeat { load }) => {
                 match self.directory.heartbeat(now, peer, load) {
                     Ok(ttl) => {
                         let ttl_secs = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
@@ -247,7 +259,7 @@ impl HubRole {
     fn forget(&mut self, ctx: &mut Ctx, stream: StreamId) {
         let Some(s) = self.streams.remove(&stream) else { return };
         ctx.timers.cancel(TimerKey::HubPeer(stream));
-        if self.registered_by.get(&s.peer) == Some(&stream) {
+        if self.registered_by.get(&s.peer).is_some_and(|(by, _)| *by == stream) {
             self.registered_by.remove(&s.peer);
             if self.directory.remove(s.peer) {
                 ctx.event(Event::DirectoryRemoved { peer: s.peer });

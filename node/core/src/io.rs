@@ -373,8 +373,11 @@ pub enum FailReason {
     ExitFailed,
     /// The session's setup budget ran out.
     Timeout,
-    /// The node is at its session limit.
+    /// The node (or the listener) is at its session limit, or has too many
+    /// dials under way.
     Overloaded,
+    /// The app's source address holds as many sessions as it may.
+    SourceLimit,
 }
 
 /// What an operator would want to count. Cheap to build: no heap data.

@@ -37,10 +37,14 @@ impl Node {
     /// A node that starts at `now`; all its randomness derives from `seed`.
     pub fn new(config: NodeConfig, seed: u64, now: Instant) -> Node {
         let ctx = Ctx::new(ChaCha8Rng::seed_from_u64(seed));
-        let hub = config.hub.clone().map(|h| HubRole::new(config.peer_id, h));
+        let hub = config
+            .hub
+            .clone()
+            .map(|h| HubRole::new(config.peer_id, h, config.limits.max_registrations_per_key));
         let exit = config.exit.as_ref().map(ExitRole::new);
         let margin = config.relay.circuit_margin;
-        let client = config.client.clone().map(|c| ClientRole::new(c, margin));
+        let limits = config.limits;
+        let client = config.client.clone().map(|c| ClientRole::new(c, limits, margin));
         let credential = config
             .exit
             .as_ref()
@@ -92,8 +96,8 @@ impl Node {
         let limits = self.config.limits;
         let ctx = &mut self.ctx;
         match input {
-            Input::AppAccepted { listener, stream, .. } => match &mut self.client {
-                Some(c) => c.on_accept(ctx, now, &t, limits.max_client_sessions, listener, stream),
+            Input::AppAccepted { listener, stream, source } => match &mut self.client {
+                Some(c) => c.on_accept(ctx, now, &t, listener, stream, source),
                 None => ctx.emit(Output::Close { stream, how: Close::Reset }),
             },
             Input::StreamData { stream, data } => {

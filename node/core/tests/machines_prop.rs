@@ -52,8 +52,12 @@ fn op() -> impl Strategy<Value = Op> {
         14 => (any::<usize>(), payload(), proptest::option::of(0..80usize))
             .prop_map(|(stream, payload, split)| Op::Data { stream, payload, split }),
         3 => (any::<usize>(), any::<bool>()).prop_map(|(stream, reset)| Op::Closed { stream, reset }),
-        4 => (0..6usize, 0..3u8).prop_map(|(peer, conn)| Op::PeerUp { peer, conn }),
-        1 => (0..6usize, 0..3u8).prop_map(|(peer, conn)| Op::PeerDown { peer, conn }),
+        4 => (0..6usize, any::<bool>()).prop_map(|(peer, relayed)| Op::PeerUp { peer, relayed }),
+        1 => (0..6usize, 0..3u8).prop_map(|(peer, which)| Op::PeerDown { peer, which }),
+        1 => (0..3u8).prop_map(Op::Reachability),
+        2 => (0..2usize, 0..3u8, proptest::option::of(0..120u16))
+            .prop_map(|(hub, answer, expires_s)| Op::Reservation { hub, answer, expires_s }),
+        1 => any::<usize>().prop_map(|which| Op::PunchFailed { which }),
         2 => (0..6usize).prop_map(|peer| Op::DialFailed { peer }),
         5 => any::<usize>().prop_map(|which| Op::Opened { which }),
         1 => any::<usize>().prop_map(|which| Op::Refused { which }),

@@ -165,6 +165,14 @@ pub struct LimitsFile {
     pub max_sessions_per_peer: Option<usize>,
     /// Hub streams at once.
     pub max_hub_streams: Option<usize>,
+    /// Client sessions per listener.
+    pub max_sessions_per_listener: Option<usize>,
+    /// Client sessions per app source address.
+    pub max_sessions_per_source: Option<usize>,
+    /// Exit dials under way at once.
+    pub max_pending_dials: Option<usize>,
+    /// (Hubs) registrations under one admission key.
+    pub max_registrations_per_key: Option<usize>,
 }
 
 /// A node's proof of admission: the key id and the token the hub operator issued.
@@ -526,6 +534,14 @@ fn limits(l: &LimitsFile) -> Limits {
         max_exit_sessions: l.max_exit_sessions.unwrap_or(d.max_exit_sessions),
         max_sessions_per_peer: l.max_sessions_per_peer.unwrap_or(d.max_sessions_per_peer),
         max_hub_streams: l.max_hub_streams.unwrap_or(d.max_hub_streams),
+        max_sessions_per_listener: l
+            .max_sessions_per_listener
+            .unwrap_or(d.max_sessions_per_listener),
+        max_sessions_per_source: l.max_sessions_per_source.unwrap_or(d.max_sessions_per_source),
+        max_pending_dials: l.max_pending_dials.unwrap_or(d.max_pending_dials),
+        max_registrations_per_key: l
+            .max_registrations_per_key
+            .unwrap_or(d.max_registrations_per_key),
     }
 }
 
@@ -755,6 +771,10 @@ idle_ms = 60000
 
 [limits]
 max_client_sessions = 10
+max_sessions_per_listener = 9
+max_sessions_per_source = 8
+max_pending_dials = 7
+max_registrations_per_key = 6
 
 [hub]
 ttl_ms = 20000
@@ -792,6 +812,16 @@ users = [{{ name = "u", password = "p" }}]
         assert_eq!(node.timeouts.handshake, Duration::from_millis(5000));
         assert_eq!(node.timeouts.request, Timeouts::default().request);
         assert_eq!(node.limits.max_client_sessions, 10);
+        let l = node.limits;
+        assert_eq!(
+            (
+                l.max_sessions_per_listener,
+                l.max_sessions_per_source,
+                l.max_pending_dials,
+                l.max_registrations_per_key
+            ),
+            (9, 8, 7, 6)
+        );
         let hub = node.hub.expect("hub role");
         assert_eq!(hub.keys.len(), 2);
         assert_eq!(hub.keys[1].key, [0; 32]);

@@ -126,6 +126,7 @@ pub fn fail_reason_label(reason: FailReason) -> &'static str {
         FailReason::Destination => "destination",
         FailReason::ExitFailed => "exit_failed",
         FailReason::Timeout => "timeout",
+        FailReason::SourceLimit => "source_limit",
         FailReason::Overloaded => "overloaded",
     }
 }

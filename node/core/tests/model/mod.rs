@@ -12,7 +12,8 @@ use core::time::Duration;
 use meshproxy_core::config::{ListenerConfig, ListenerProtocol, NodeConfig, StickyMode};
 use meshproxy_core::ids::{ConnId, ListenerId, PeerId, QueryId, SessionId, StreamId};
 use meshproxy_core::io::{
-    Close, Input, Output, Protocol, ResolveError, SpliceEnd, SpliceReport, StateSnapshot,
+    CircuitLimit, Close, Input, Output, Path, Protocol, Reachability, ResolveError, SpliceEnd,
+    SpliceReport, StateSnapshot,
 };
 use meshproxy_core::record::PeerFilter;
 use meshproxy_core::target::{Status, TargetAddr};
@@ -125,13 +126,29 @@ pub enum Op {
         stream: usize,
         reset: bool,
     },
+    /// A new connection (a fresh id, as a real driver allocates), direct or
+    /// through the hub's relay.
     PeerUp {
         peer: usize,
-        conn: u8,
+        relayed: bool,
     },
+    /// One of a peer's connections goes down.
     PeerDown {
         peer: usize,
-        conn: u8,
+        which: u8,
+    },
+    /// Autonat's verdict (0 unknown, 1 public, 2 private).
+    Reachability(u8),
+    /// The answer to a reservation (0 accepted, 1 failed, 2 lost), with an
+    /// expiry in seconds if any.
+    Reservation {
+        hub: usize,
+        answer: u8,
+        expires_s: Option<u16>,
+    },
+    /// A hole punch asked for fails.
+    PunchFailed {
+        which: usize,
     },
     DialFailed {
         peer: usize,
@@ -189,7 +206,16 @@ struct Driver {
     dead: BTreeSet<StreamId>,
     spliced: BTreeSet<StreamId>,
     splices: Vec<(StreamId, StreamId)>,
-    pending_dials: BTreeSet<PeerId>,
+    /// Dials without an answer, with the relay each goes through.
+    pending_dials: BTreeMap<PeerId, Option<PeerId>>,
+    /// Most exit dials the client may have under way (plus one per hub link).
+    max_dials: usize,
+    hubs: BTreeSet<PeerId>,
+    /// Live connections per peer, and whether each is relayed.
+    conns: BTreeMap<PeerId, BTreeMap<ConnId, bool>>,
+    next_conn: u64,
+    pending_reserves: BTreeSet<PeerId>,
+    pending_punches: BTreeSet<PeerId>,
     pending_opens: Vec<StreamId>,
     pending_origins: Vec<StreamId>,
     queries: Vec<QueryId>,
@@ -216,6 +242,8 @@ impl Driver {
             max_sessions += limits.max_exit_sessions;
         }
         let only_hub = config.client.is_none() && config.exit.is_none() && config.hub.is_some();
+        let hubs: BTreeSet<PeerId> = config.hubs.iter().map(|h| h.peer).collect();
+        let max_dials = limits.max_pending_dials + hubs.len();
         let node = Node::new(config, seed, t0());
         let mut d = Driver {
             node,
@@ -228,7 +256,13 @@ impl Driver {
             dead: BTreeSet::new(),
             spliced: BTreeSet::new(),
             splices: Vec::new(),
-            pending_dials: BTreeSet::new(),
+            pending_dials: BTreeMap::new(),
+            max_dials,
+            hubs,
+            conns: BTreeMap::new(),
+            next_conn: 0,
+            pending_reserves: BTreeSet::new(),
+            pending_punches: BTreeSet::new(),
             pending_opens: Vec::new(),
             pending_origins: Vec::new(),
             queries: Vec::new(),
@@ -289,6 +323,12 @@ impl Driver {
             r.pending_dials,
             self.pending_dials.len()
         );
+        assert!(
+            self.pending_dials.len() <= self.max_dials,
+            "{} dials under way, over the limit {}",
+            self.pending_dials.len(),
+            self.max_dials
+        );
     }
 
     fn check_output(&mut self, o: Output) {
@@ -310,12 +350,32 @@ impl Driver {
                 self.pending_opens.retain(|s| *s != stream);
                 self.pending_origins.retain(|s| *s != stream);
             }
-            Output::Dial { peer, .. } => {
-                self.pending_dials.insert(peer);
+            Output::Dial { peer, via, .. } => {
+                if let Some(hub) = via {
+                    assert!(self.hubs.contains(&hub), "dial via {hub}, not a hub of ours");
+                }
+                // A second dial to the same peer replaces the first: the node
+                // gave that one up at its deadline.
+                self.pending_dials.insert(peer, via);
             }
-            // The model never reports reachability, so nothing relays yet.
-            Output::Reserve { .. } | Output::Unreserve { .. } | Output::HolePunch { .. } => {}
-            Output::OpenStream { stream, protocol, .. } => {
+            Output::Reserve { hub } => {
+                assert!(self.hubs.contains(&hub), "reservation at {hub}, not a hub of ours");
+                self.pending_reserves.insert(hub);
+            }
+            Output::Unreserve { hub } => {
+                assert!(self.hubs.contains(&hub), "unreserve at {hub}, not a hub of ours");
+                self.pending_reserves.remove(&hub);
+            }
+            Output::HolePunch { peer } => {
+                let relayed = self.conns.get(&peer).is_some_and(|c| c.values().any(|r| *r));
+                assert!(relayed, "hole punch towards {peer} without a relayed connection");
+                self.pending_punches.insert(peer);
+            }
+            Output::OpenStream { stream, peer, conn, protocol } => {
+                if let Some(conn) = conn {
+                    let live = self.conns.get(&peer).is_some_and(|c| c.contains_key(&conn));
+                    assert!(live, "stream on {conn:?} to {peer}, which is not up");
+                }
                 assert!(!stream.is_outside() && !self.pool.contains(&stream), "reused {stream:?}");
                 let kind = if protocol == Protocol::Hub { Kind::OutHub } else { Kind::OutProxy };
                 self.kinds.insert(stream, kind);
@@ -452,7 +512,20 @@ impl Driver {
             }
             Payload::HubAuthOk => hub_bytes(&HubMessage::AuthOk).to_vec(),
             Payload::HubPeers(ns) => {
-                let peers = ns.iter().map(|n| exit_record(u64::from(*n) + 1)).collect();
+                // Some exits are reachable through the hub's relay, some only so.
+                let peers = ns
+                    .iter()
+                    .map(|n| {
+                        let mut r = exit_record(u64::from(*n) + 1);
+                        if n % 2 == 1 {
+                            r.relays = vec![hub_id()];
+                        }
+                        if n % 4 == 3 {
+                            r.addrs.clear();
+                        }
+                        r
+                    })
+                    .collect();
                 hub_bytes(&HubMessage::Peers { peers }).to_vec()
             }
             Payload::HubRegistered(ttl_secs) => {
@@ -574,24 +647,51 @@ impl Driver {
                 let how = if *reset { Close::Reset } else { Close::Fin };
                 self.input(Input::StreamClosed { stream: s, how });
             }
-            Op::PeerUp { peer, conn } => {
+            Op::PeerUp { peer, relayed } => {
                 let peer = peers[*peer % peers.len()];
-                self.pending_dials.remove(&peer);
-                self.input(Input::PeerConnected {
-                    peer,
-                    conn: ConnId(u64::from(*conn)),
-                    path: meshproxy_core::io::Path::Direct,
-                    limit: None,
-                });
+                let path = if *relayed { Path::Relayed { via: hub_id() } } else { Path::Direct };
+                self.connect(peer, path);
             }
-            Op::PeerDown { peer, conn } => {
+            Op::PeerDown { peer, which } => {
                 let peer = peers[*peer % peers.len()];
-                self.input(Input::PeerDisconnected { peer, conn: ConnId(u64::from(*conn)) });
+                let ids: Vec<ConnId> =
+                    self.conns.get(&peer).map(|c| c.keys().copied().collect()).unwrap_or_default();
+                let Some(conn) = pick(&ids, usize::from(*which)) else { return };
+                if let Some(c) = self.conns.get_mut(&peer) {
+                    c.remove(&conn);
+                }
+                self.input(Input::PeerDisconnected { peer, conn });
             }
             Op::DialFailed { peer } => {
                 let peer = peers[*peer % peers.len()];
-                self.pending_dials.remove(&peer);
-                self.input(Input::DialFailed { peer });
+                if self.pending_dials.remove(&peer).is_some() {
+                    self.input(Input::DialFailed { peer });
+                }
+            }
+            Op::Reachability(r) => {
+                let r = [Reachability::Unknown, Reachability::Public, Reachability::Private]
+                    [usize::from(*r) % 3];
+                self.input(Input::Reachability(r));
+            }
+            Op::Reservation { hub, answer, expires_s } => {
+                let hubs: Vec<PeerId> = self.hubs.iter().copied().collect();
+                let Some(hub) = pick(&hubs, *hub) else { return };
+                let input = match answer % 3 {
+                    0 if self.pending_reserves.remove(&hub) => Input::ReservationAccepted {
+                        hub,
+                        expires_in: expires_s.map(|s| Duration::from_secs(u64::from(s) + 1)),
+                    },
+                    1 if self.pending_reserves.remove(&hub) => Input::ReservationFailed { hub },
+                    2 => Input::ReservationLost { hub },
+                    _ => return,
+                };
+                self.input(input);
+            }
+            Op::PunchFailed { which } => {
+                let punches: Vec<PeerId> = self.pending_punches.iter().copied().collect();
+                let Some(peer) = pick(&punches, *which) else { return };
+                self.pending_punches.remove(&peer);
+                self.input(Input::HolePunchFailed { peer });
             }
             Op::Opened { which } => {
                 let Some(s) = pick(&self.pending_opens, *which) else { return };
@@ -647,18 +747,41 @@ impl Driver {
         }
     }
 
+    /// A fresh connection to `peer` comes up (answering a dial to it, if any).
+    fn connect(&mut self, peer: PeerId, path: Path) {
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        if path.is_relayed() || self.pending_dials.get(&peer) == Some(&None) {
+            self.pending_dials.remove(&peer);
+        }
+        self.conns.entry(peer).or_default().insert(conn, path.is_relayed());
+        let limit = path.is_relayed().then_some(CircuitLimit {
+            duration: Some(Duration::from_secs(120)),
+            bytes: Some(1 << 20),
+        });
+        self.input(Input::PeerConnected { peer, conn, path, limit });
+    }
+
     fn progress(&mut self, k: u8) {
         let k = usize::from(k);
-        if let Some(&peer) = self.pending_dials.iter().nth(k % self.pending_dials.len().max(1)) {
+        if let Some((&peer, &via)) =
+            self.pending_dials.iter().nth(k % self.pending_dials.len().max(1))
+        {
             // Not through `Op::PeerUp`: the node may dial exits a hub answer
             // named that are not among `peers()` (found by the fuzzer).
-            self.pending_dials.remove(&peer);
-            self.input(Input::PeerConnected {
-                peer,
-                conn: ConnId(0),
-                path: meshproxy_core::io::Path::Direct,
-                limit: None,
-            });
+            let path = via.map_or(Path::Direct, |via| Path::Relayed { via });
+            self.connect(peer, path);
+        } else if let Some(&hub) = self.pending_reserves.iter().next() {
+            self.pending_reserves.remove(&hub);
+            let expires_in = (k % 2 == 0).then(|| Duration::from_secs(30 + k as u64));
+            self.input(Input::ReservationAccepted { hub, expires_in });
+        } else if let Some(&peer) = self.pending_punches.iter().next() {
+            self.pending_punches.remove(&peer);
+            if k % 2 == 0 {
+                self.connect(peer, Path::Direct);
+            } else {
+                self.input(Input::HolePunchFailed { peer });
+            }
         } else if !self.pending_opens.is_empty() {
             self.apply(&Op::Opened { which: k });
         } else if !self.pending_origins.is_empty() {
@@ -691,9 +814,17 @@ impl Driver {
             if let Some(&(a, b)) = self.splices.first() {
                 self.end_splice(a, b, 1);
                 did = true;
-            } else if let Some(&peer) = self.pending_dials.iter().next() {
+            } else if let Some(&peer) = self.pending_dials.keys().next() {
                 self.pending_dials.remove(&peer);
                 self.input(Input::DialFailed { peer });
+                did = true;
+            } else if let Some(&hub) = self.pending_reserves.iter().next() {
+                self.pending_reserves.remove(&hub);
+                self.input(Input::ReservationFailed { hub });
+                did = true;
+            } else if let Some(&peer) = self.pending_punches.iter().next() {
+                self.pending_punches.remove(&peer);
+                self.input(Input::HolePunchFailed { peer });
                 did = true;
             } else if let Some(&s) = self.pending_opens.first() {
                 self.pending_opens.remove(0);
@@ -755,6 +886,9 @@ fn small_limits(c: &mut NodeConfig) {
     c.limits.max_exit_sessions = 3;
     c.limits.max_sessions_per_peer = 2;
     c.limits.max_hub_streams = 3;
+    c.limits.max_sessions_per_listener = 2;
+    c.limits.max_pending_dials = 2;
+    c.limits.max_registrations_per_key = 1;
 }
 
 fn listeners() -> Vec<ListenerConfig> {
