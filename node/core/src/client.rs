@@ -159,6 +159,10 @@ pub(crate) struct ClientRole {
     /// Open sessions per listener and per app source address, for their limits.
     per_listener: BTreeMap<ListenerId, usize>,
     per_source: BTreeMap<IpAddr, usize>,
+    /// A listed exit could not be dialed directly and no relay for it is
+    /// known: its record may be stale (it moved behind a relay), so the list
+    /// is fetched again soon rather than at the next periodic refresh.
+    stale: bool,
 }
 
 fn count_up<K: Ord>(counts: &mut BTreeMap<K, usize>, key: K) {
@@ -197,6 +201,7 @@ impl ClientRole {
             limits,
             per_listener: BTreeMap::new(),
             per_source: BTreeMap::new(),
+            stale: false,
         }
     }
 
@@ -590,7 +595,10 @@ impl ClientRole {
     ) {
         if let Some(e) = self.exits.get_mut(&peer) {
             match route {
-                Some(None) => e.direct_failed = Some(now),
+                Some(None) => {
+                    e.direct_failed = Some(now);
+                    self.stale |= e.relays.is_empty();
+                }
                 // Try another of its relays next time; the next listing
                 // brings this one back if the exit still holds it.
                 Some(Some(hub)) => {
@@ -896,6 +904,7 @@ impl ClientRole {
     ) {
         self.finds_pending = self.finds_pending.saturating_sub(1);
         self.refreshed = Some(now);
+        self.stale = false;
         let breaker = self.config.selection.breaker;
         let alpha = self.config.selection.latency_alpha;
         for record in peers {
@@ -948,16 +957,19 @@ impl ClientRole {
     pub(crate) fn finds_sent(&mut self, now: Instant, t: &Timeouts, n: usize) {
         self.finds_pending = n;
         self.finds_deadline = now + t.hub_request;
+        self.stale = false;
     }
 
     /// When sessions that wait for an exit want the list fetched again.
     pub(crate) fn refresh_due(&self, now: Instant) -> Option<Instant> {
-        if self.waiting.is_empty() || self.finding(now) {
+        if (self.waiting.is_empty() && !self.stale) || self.finding(now) {
             return None;
         }
         // Never at or before `now`: if the refresh cannot go out yet (no hub
-        // link is up), time must pass before trying again.
-        Some(self.refreshed.map_or(now, |at| at + MIN_REFRESH).max(now + MIN_WAIT))
+        // link is up), time must pass before trying again — a stale record
+        // alone is worth one try a second, waiting sessions more.
+        let soonest = if self.waiting.is_empty() { MIN_REFRESH } else { MIN_WAIT };
+        Some(self.refreshed.map_or(now, |at| at + MIN_REFRESH).max(now + soonest))
     }
 
     /// Whether the exit list should be fetched now: none was ever fetched, or
@@ -968,7 +980,8 @@ impl ClientRole {
             && match self.refreshed {
                 None => true,
                 Some(at) => {
-                    !self.waiting.is_empty() && now.saturating_duration_since(at) >= MIN_REFRESH
+                    (!self.waiting.is_empty() || self.stale)
+                        && now.saturating_duration_since(at) >= MIN_REFRESH
                 }
             }
     }

@@ -435,3 +435,23 @@ fn a_hub_lists_an_exit_registered_as_relayed_with_itself_as_its_relay() {
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].relays, vec![hub_id()]);
 }
+
+#[test]
+fn an_exit_that_moved_behind_a_relay_is_looked_up_again_after_a_failed_direct_dial() {
+    // Listed before its autonat verdict: direct addresses, no relay.
+    let mut f = client(vec![exit_record(1)], true);
+    let app = f.accept(0);
+    let outs = f.socks(app, &target(), None, b"");
+    assert_eq!(relayed_dials(&outs), vec![(exit_id(1), None)]);
+    f.h.input(Input::DialFailed { peer: exit_id(1) });
+    // The list is fetched again within a couple of seconds, not at the
+    // periodic refresh (30 s).
+    let outs = f.h.advance(Duration::from_secs(2));
+    let finds = hub_messages(&sent_on(&outs, f.hub_stream));
+    assert!(finds.iter().any(|m| matches!(m, HubMessage::Find { .. })), "{outs:?}");
+    // It now says: no direct addresses, reachable through the hub.
+    f.h.data(f.hub_stream, hub_bytes(&HubMessage::Peers { peers: vec![relayed_exit(1, false)] }));
+    let app = f.accept(0);
+    let outs = f.socks(app, &target(), None, b"");
+    assert_eq!(relayed_dials(&outs), vec![(exit_id(1), Some(hub_id()))]);
+}

@@ -432,7 +432,10 @@ impl FileConfig {
         // Checked here too, so `check` and every start path refuse a bad relay table.
         self.relay_limits()?;
         let exit = match &self.exit {
-            Some(e) => Some(exit_config(e, addrs(&e.advertise, "exit.advertise")?)?),
+            Some(e) => {
+                let own = own_ips(&self.listen, &e.advertise, &e.own_addrs);
+                Some(exit_config(e, addrs(&e.advertise, "exit.advertise")?, own)?)
+            }
             None => None,
         };
         let client = self.client.as_ref().map(client_config).transpose()?;
@@ -621,7 +624,40 @@ fn rules(field: &str, v: &[String]) -> Result<Vec<PolicyRule>, ConfigError> {
     v.iter().map(|r| r.parse().map_err(|e| invalid(format!("{field}: {e}")))).collect()
 }
 
-fn exit_config(e: &ExitFile, addrs: Vec<PeerAddr>) -> Result<ExitConfig, ConfigError> {
+/// The IP addresses this node is known by: `exit.own_addrs`, the IPs in its
+/// `listen` and `exit.advertise` multiaddrs, and every interface address when
+/// it listens on an unspecified one. An exit denies all of them as
+/// destinations (DESIGN §6), so a client cannot reach services on the exit
+/// host through its public address unless `exit.allow` says so.
+fn own_ips(listen: &[String], advertise: &[String], extra: &[IpAddr]) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = extra.to_vec();
+    for addr in listen.iter().chain(advertise) {
+        let mut parts = addr.split('/').skip(1);
+        let ip = match (parts.next(), parts.next()) {
+            (Some("ip4" | "ip6"), Some(ip)) => ip.parse::<IpAddr>().ok(),
+            _ => None,
+        };
+        match ip {
+            Some(ip) if ip.is_unspecified() => {
+                // Best effort: without the interface list, the explicit
+                // addresses above are still denied.
+                let ifaces = if_addrs::get_if_addrs().unwrap_or_default();
+                ips.extend(ifaces.iter().map(if_addrs::Interface::ip));
+            }
+            Some(ip) => ips.push(ip),
+            None => {}
+        }
+    }
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+fn exit_config(
+    e: &ExitFile,
+    addrs: Vec<PeerAddr>,
+    own_addrs: Vec<IpAddr>,
+) -> Result<ExitConfig, ConfigError> {
     let allowed_ports = e
         .allowed_ports
         .iter()
@@ -636,7 +672,7 @@ fn exit_config(e: &ExitFile, addrs: Vec<PeerAddr>) -> Result<ExitConfig, ConfigE
             allowed_ports,
             default_deny_ranges: e.default_deny_ranges.unwrap_or(true),
         },
-        own_addrs: e.own_addrs.clone(),
+        own_addrs,
         attrs: Attrs {
             country: country("exit.country", &e.country)?,
             labels: labels("exit.labels", &e.labels)?,

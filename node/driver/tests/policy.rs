@@ -341,13 +341,11 @@ async fn denied_destinations_are_counted_and_never_connected() {
     .unwrap();
 }
 
-/// DESIGN.md §6: the exit's own addresses are denied by default. The driver
-/// knows them — the addresses it listens on and advertises — but hands the
-/// core only `exit.own_addrs` from the file (default empty), so unless the
-/// operator repeats them there, a client can reach services on the exit host
-/// through its public address (which no default range covers).
+/// DESIGN.md §6: the exit's own addresses are denied by default — the ones it
+/// listens on and advertises, without the operator listing them in
+/// `exit.own_addrs` (regression: they used to be denied only when listed, so a
+/// client could reach services on the exit host through its public address).
 #[tokio::test]
-#[ignore = "bug: config.rs to_node_config sets ExitConfig::own_addrs only from exit.own_addrs (default empty); the exit's listen and advertised IPs are not denied"]
 async fn an_exit_denies_its_listen_and_advertised_addresses_without_being_told() {
     timeout(Duration::from_secs(30), async {
         let hub = Identity::from_secret([1; 32]);
