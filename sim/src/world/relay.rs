@@ -268,7 +268,7 @@ impl World<'_> {
             }
         }
         if let Some(d) = c.limit.and_then(|l| l.duration) {
-            if now >= c.opened + d {
+            if now > c.opened + d {
                 broken.push(format!("circuit c{conn} carried data after its {d:?} cap"));
             }
         }
