@@ -29,6 +29,9 @@ pub enum CiError {
     /// The bench harness could not run.
     #[error("ci: {0}")]
     Bench(#[from] crate::bench::BenchError),
+    /// The load test could not run.
+    #[error("ci: {0}")]
+    Loadtest(#[from] crate::loadtest::LoadtestError),
 }
 
 /// Seconds each fuzz target runs in CI (then its corpus replays).
@@ -88,6 +91,12 @@ pub fn run(workspace: &Path) -> Result<bool, CiError> {
     }
     let bench = crate::bench::BenchArgs::quick();
     if !timed("bench", "cargo xtask bench --quick", || Ok(crate::bench::run(workspace, &bench)?))? {
+        return Ok(false);
+    }
+    // Reuses the release build the bench step just made.
+    let load = crate::loadtest::LoadtestArgs::quick();
+    let load_cmd = "cargo xtask loadtest --quick";
+    if !timed("loadtest", load_cmd, || Ok(crate::loadtest::run(workspace, &load)?))? {
         return Ok(false);
     }
     println!("\nci: all steps passed in {:.1} s", started.elapsed().as_secs_f64());

@@ -6,11 +6,14 @@
 //! - `fuzz`: run the cargo-fuzz targets in `fuzz/` for a bounded time and
 //!   replay their corpora;
 //! - `ci`: everything CI checks, in order;
-//! - `bench`: performance figures of the release binaries on 127.0.0.1.
+//! - `bench`: performance figures of the release binaries on 127.0.0.1;
+//! - `loadtest`: thousands of concurrent SOCKS5 connections through the
+//!   release binaries, checking none is lost and nothing leaks.
 //!
 //! Layout: `sim_cmd` (the `sim` arguments and the replay/shrink modes),
 //! `sweep` (the sweep and its report), `pool` (the worker threads), `table`
-//! (text tables), `purity`, `ci`, `bench` (the benchmark harness).
+//! (text tables), `purity`, `ci`, `bench` (the benchmark harness, whose
+//! processes and load generator `loadtest` reuses).
 #![forbid(unsafe_code)]
 // xtask is tooling around the simulator, not simulated code: it measures real
 // wall time, which the workspace's clippy.toml bans for the core and the sim.
@@ -19,6 +22,7 @@
 mod bench;
 mod ci;
 mod fuzz;
+mod loadtest;
 mod pool;
 mod purity;
 mod sim_cmd;
@@ -62,7 +66,8 @@ enum Command {
     /// Run what CI runs, stopping at the first failure: rustfmt check, clippy
     /// with -D warnings, the workspace tests (fuzz corpora replay among them),
     /// the purity check, the default simulator sweep, a fuzz smoke run (skipped
-    /// outside CI without cargo-fuzz) and the bench harness in --quick mode.
+    /// outside CI without cargo-fuzz), the bench harness and the load test
+    /// in --quick mode.
     Ci,
     /// Measure throughput, connect latency, connects per second, memory per
     /// idle connection and simulator speed on 127.0.0.1 with the release
@@ -70,6 +75,13 @@ enum Command {
     /// table with the targets, and write target/bench/result.json
     /// and target/bench/bench.svg. `--quick` checks the harness in CI.
     Bench(bench::BenchArgs),
+    /// Open N SOCKS5 connections (at most C at once) through a release
+    /// client, exit and a local echo origin on 127.0.0.1 within a deadline;
+    /// report success rate, connect latency p50/p99, peak RSS and fds of each
+    /// process before, at peak and after the load, and write
+    /// target/loadtest/result.json. Exits non-zero if any connection was lost
+    /// or a process kept fds or memory after the load.
+    Loadtest(loadtest::LoadtestArgs),
 }
 
 /// Why a task could not run at all (as opposed to running and finding failures).
@@ -90,6 +102,9 @@ enum TaskError {
     /// The bench could not run.
     #[error(transparent)]
     Bench(#[from] bench::BenchError),
+    /// The load test could not run.
+    #[error(transparent)]
+    Loadtest(#[from] loadtest::LoadtestError),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +115,7 @@ fn main() -> ExitCode {
         Command::Fuzz(args) => fuzz::run(&workspace_root(), &args).map_err(Into::into),
         Command::Ci => ci::run(&workspace_root()).map_err(Into::into),
         Command::Bench(args) => bench::run(&workspace_root(), &args).map_err(Into::into),
+        Command::Loadtest(args) => loadtest::run(&workspace_root(), &args).map_err(Into::into),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -691,8 +691,29 @@ impl ClientRole {
             ctx.emit(Output::Close { stream, how: Close::Fin });
             self.fail(ctx, app, FailReason::Destination, status);
         } else {
-            self.exit_failed(ctx, now, t, app, status);
+            self.exit_answered_failure(ctx, now, t, app, exit, status);
         }
+    }
+
+    /// The exit answered a failure of its own (at capacity, resolver down):
+    /// it is alive, so its breaker counts a success, and it is avoided only
+    /// for one short backoff step — not the growing one of an exit that does
+    /// not answer — while the session tries elsewhere.
+    fn exit_answered_failure(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        app: StreamId,
+        exit: PeerId,
+        status: Status,
+    ) {
+        if let Some(e) = self.exits.get_mut(&exit) {
+            if let Some(to) = e.breaker.on_success(now) {
+                ctx.event(Event::Breaker { exit, to: to.to });
+            }
+        }
+        self.exit_failed_as(ctx, now, t, app, status, false);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -745,6 +766,20 @@ impl ClientRole {
         app: StreamId,
         status: Status,
     ) {
+        self.exit_failed_as(ctx, now, t, app, status, true);
+    }
+
+    /// `unresponsive`: the exit did not answer (dial, stream, timeout, reset,
+    /// garbage), which counts against its breaker and grows its backoff.
+    fn exit_failed_as(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        app: StreamId,
+        status: Status,
+        unresponsive: bool,
+    ) {
         let Some(s) = self.sessions.get_mut(&app) else { return };
         let (exit, stream) = match s.phase {
             Phase::Dialing { exit } => (exit, None),
@@ -767,10 +802,15 @@ impl ClientRole {
         ctx.event(Event::ExitAttemptFailed { exit });
         if let Some(e) = self.exits.get_mut(&exit) {
             e.active = e.active.saturating_sub(1);
-            e.failures = e.failures.saturating_add(1);
-            e.retry_at = now + self.config.selection.backoff.delay(e.failures, &mut ctx.rng);
-            if let Some(to) = e.breaker.on_failure(now) {
-                ctx.event(Event::Breaker { exit, to: to.to });
+            let backoff = &self.config.selection.backoff;
+            if unresponsive {
+                e.failures = e.failures.saturating_add(1);
+                e.retry_at = now + backoff.delay(e.failures, &mut ctx.rng);
+                if let Some(to) = e.breaker.on_failure(now) {
+                    ctx.event(Event::Breaker { exit, to: to.to });
+                }
+            } else {
+                e.retry_at = e.retry_at.max(now + backoff.delay(1, &mut ctx.rng));
             }
         }
         if attempts > retries {

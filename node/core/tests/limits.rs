@@ -185,3 +185,25 @@ fn one_admission_key_holds_at_most_its_share_of_the_directory() {
         vec![HubMessage::Registered { ttl_secs: 30 }]
     );
 }
+
+#[test]
+fn an_exit_at_capacity_is_paced_but_never_tripped_like_a_dead_one() {
+    // Five failures open the breaker of an exit that does not answer; an exit
+    // that answers "general failure" (full for us, say) is alive.
+    let config = client_config(vec![listener(|l| l.retries = 0)]);
+    let mut f = ClientFixture::new(config, vec![exit_record(1)], 1);
+    let target = ip_target(IpAddr::V4(Ipv4Addr::new(93, 184, 216, 34)), 80);
+    for round in 0..8 {
+        let app = f.accept(0);
+        let outs = f.socks(app, &target, None, b"");
+        let attempt = f.reach_exit(&outs);
+        let outs = f.answer(&attempt, Status::GeneralFailure, b"");
+        assert!(
+            !events(&outs).iter().any(|e| matches!(e, Event::Breaker { .. })),
+            "round {round}: {outs:?}"
+        );
+        assert_eq!(sent_on(&outs, app), socks_reply(Status::GeneralFailure), "a clear error");
+        // One short backoff step, not a growing one: 1 s is always enough.
+        f.h.advance(Duration::from_secs(1));
+    }
+}

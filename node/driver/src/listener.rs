@@ -36,7 +36,7 @@ pub fn warn_if_exposed(addr: SocketAddr, has_auth: bool) {
 /// Binds a client listener, warning when it is open to other hosts without auth.
 pub async fn bind(addr: SocketAddr, has_auth: bool) -> io::Result<TcpListener> {
     warn_if_exposed(addr, has_auth);
-    TcpListener::bind(addr).await
+    crate::sockets::listen_tcp(addr)
 }
 
 /// Accepts connections until the runner goes away, handing each one over as

@@ -68,12 +68,28 @@ impl Acceptor for tokio::net::TcpListener {
     }
 }
 
+/// Pending connections a listener queues before the kernel drops SYNs
+/// (the kernel caps it at `net.core.somaxconn`). Tokio's default of 128
+/// overflowed under a burst of app connects: each dropped SYN cost the app a
+/// 1 s retransmit (found by `cargo xtask loadtest`).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (so a
+/// restarted node can bind its port while old connections linger in TIME_WAIT).
+pub fn listen_tcp(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 impl Sockets for TokioSockets {
     fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<BoxAcceptor>> {
-        Box::pin(async move {
-            let l = tokio::net::TcpListener::bind(addr).await?;
-            Ok(Box::new(l) as BoxAcceptor)
-        })
+        Box::pin(async move { Ok(Box::new(listen_tcp(addr)?) as BoxAcceptor) })
     }
 
     fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<BoxStream>> {

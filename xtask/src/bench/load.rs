@@ -3,13 +3,15 @@
 //! The origin greets every connection with one byte (so "first byte from the
 //! origin" is observable through any proxy), then counts what it receives
 //! until end of stream and answers with the count as 8 big-endian bytes (so a
-//! throughput run ends only when every byte has crossed the proxy).
+//! throughput run ends only when every byte has crossed the proxy). The
+//! load test's origin greets the same way, then echoes what it receives
+//! until end of stream, so every connection can check its own bytes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
@@ -19,6 +21,8 @@ const HELLO: u8 = 0x2a;
 const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
 /// Bound on one throughput transfer.
 const TRANSFER_DEADLINE: Duration = Duration::from_secs(300);
+/// The origin's listen backlog (the kernel caps it at `net.core.somaxconn`).
+const ORIGIN_BACKLOG: u32 = 4096;
 /// Write chunk size of the load generator.
 const CHUNK: usize = 64 * 1024;
 
@@ -48,6 +52,18 @@ pub enum LoadError {
     /// Something took longer than its bound.
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    /// The echo origin sent back other bytes than were sent.
+    #[error("echo mismatch")]
+    Mismatch,
+}
+
+/// What the origin does after its greeting byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginMode {
+    /// Counts the bytes until end of stream and answers the count.
+    Count,
+    /// Echoes every byte until end of stream, then closes.
+    Echo,
 }
 
 /// The origin server.
@@ -65,10 +81,23 @@ impl Drop for Origin {
 }
 
 impl Origin {
-    /// Starts the origin on 127.0.0.1, an ephemeral port.
+    /// Starts the counting origin on 127.0.0.1, an ephemeral port.
     pub async fn start() -> Result<Origin, LoadError> {
+        Origin::start_mode(OriginMode::Count).await
+    }
+
+    /// Starts an origin of `mode` on 127.0.0.1, an ephemeral port.
+    pub async fn start_mode(mode: OriginMode) -> Result<Origin, LoadError> {
+        // `TcpListener::bind` listens with a backlog of 128 (mio follows
+        // std): a burst of connections from the exit would overflow it, and
+        // an overflowed handshake towards an origin that speaks first is lost
+        // for good (SYN cookies: the exit believes it is connected).
+        let socket = TcpSocket::new_v4().map_err(|e| LoadError::Io("origin socket", e))?;
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .map_err(|e| LoadError::Io("origin bind", e))?;
         let listener =
-            TcpListener::bind("127.0.0.1:0").await.map_err(|e| LoadError::Io("origin bind", e))?;
+            socket.listen(ORIGIN_BACKLOG).map_err(|e| LoadError::Io("origin listen", e))?;
         let addr = listener.local_addr().map_err(|e| LoadError::Io("origin addr", e))?;
         let task = tokio::spawn(async move {
             loop {
@@ -77,7 +106,10 @@ impl Origin {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 };
-                tokio::spawn(serve(stream));
+                match mode {
+                    OriginMode::Count => tokio::spawn(serve(stream)),
+                    OriginMode::Echo => tokio::spawn(serve_echo(stream)),
+                };
             }
         });
         Ok(Origin { addr, task })
@@ -112,6 +144,49 @@ async fn serve(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
+async fn serve_echo(mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    if stream.write_all(&[HELLO]).await.is_err() {
+        return;
+    }
+    // Small: thousands of these are open at once and each echoes a few bytes.
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                if stream.write_all(buf.get(..n).unwrap_or(&buf)).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Sends `payload` on a stream opened to an echo origin, ends the sending
+/// side, and checks that exactly `payload` comes back before end of stream
+/// (within `within`); the stream is then closed by the caller dropping it.
+pub async fn echo(s: &mut TcpStream, payload: &[u8], within: Duration) -> Result<(), LoadError> {
+    let run = async {
+        s.write_all(payload).await.map_err(|e| LoadError::Io("echo send", e))?;
+        s.shutdown().await.map_err(|e| LoadError::Io("echo shutdown", e))?;
+        // One byte more than expected, so a longer answer shows as a mismatch.
+        let mut back = Vec::with_capacity(payload.len() + 1);
+        (&mut *s)
+            .take(payload.len() as u64 + 1)
+            .read_to_end(&mut back)
+            .await
+            .map_err(|e| LoadError::Io("echo receive", e))?;
+        if back != payload {
+            return Err(LoadError::Mismatch);
+        }
+        Ok(())
+    };
+    timeout(within, run).await.map_err(|_| LoadError::Timeout("echo"))?
+}
+
 /// How the load generator reaches the origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -124,12 +199,18 @@ pub enum Route {
 /// Opens a connection to `origin` along `route` and reads the origin's
 /// greeting byte, so the returned stream is fully set up end to end.
 pub async fn open(route: Route, origin: SocketAddr) -> Result<TcpStream, LoadError> {
-    timeout(CONNECT_DEADLINE, open_unbounded(route, origin))
-        .await
-        .map_err(|_| LoadError::Timeout("connection setup"))?
+    // The step a timeout interrupted names the timeout: a full listen
+    // backlog stalls the connect, a slow proxy the reply.
+    let mut step = "TCP connect";
+    let outcome = timeout(CONNECT_DEADLINE, open_unbounded(route, origin, &mut step)).await;
+    outcome.map_err(|_| LoadError::Timeout(step))?
 }
 
-async fn open_unbounded(route: Route, origin: SocketAddr) -> Result<TcpStream, LoadError> {
+async fn open_unbounded(
+    route: Route,
+    origin: SocketAddr,
+    step: &mut &'static str,
+) -> Result<TcpStream, LoadError> {
     let first = match route {
         Route::Direct => origin,
         Route::Socks(proxy) => proxy,
@@ -150,6 +231,7 @@ async fn open_unbounded(route: Route, origin: SocketAddr) -> Result<TcpStream, L
             }
         }
         request.extend_from_slice(&origin.port().to_be_bytes());
+        *step = "SOCKS5 reply";
         s.write_all(&request).await.map_err(|e| LoadError::Io("socks request", e))?;
         let mut head = [0u8; 6];
         s.read_exact(&mut head).await.map_err(|e| LoadError::Io("socks reply", e))?;
@@ -172,6 +254,7 @@ async fn open_unbounded(route: Route, origin: SocketAddr) -> Result<TcpStream, L
         let mut bound = vec![0u8; rest];
         s.read_exact(&mut bound).await.map_err(|e| LoadError::Io("socks reply", e))?;
     }
+    *step = "origin's first byte";
     let mut hello = [0u8; 1];
     s.read_exact(&mut hello).await.map_err(|e| LoadError::Io("origin greeting", e))?;
     if hello[0] != HELLO {

@@ -13,9 +13,9 @@
 //! Layout: `procs` (binaries, configs, processes, /proc), `load` (origin and
 //! load generator), `report` (figures, table, JSON, SVG), `simfig`.
 
-mod load;
-mod procs;
-mod report;
+pub mod load;
+pub mod procs;
+pub mod report;
 mod simfig;
 
 use clap::Args;
@@ -122,7 +122,7 @@ impl Plan {
 /// Idle connections one client carries at most: one libp2p connection
 /// carries at most 1024 streams (the driver's `max_streams_per_connection`),
 /// so the memory figure spreads larger counts over several clients.
-const IDLE_PER_CLIENT: usize = 1000;
+pub const IDLE_PER_CLIENT: usize = 1000;
 
 /// Runs the bench; `Ok(false)` when a part of the harness failed.
 pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
@@ -239,22 +239,15 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
 /// one or two in each node.
 fn raise_fd_limit(idle: usize, skipped: &mut Vec<Skipped>) {
     let want = idle as u64 + 4096;
-    let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() else { return };
-    if soft >= want {
-        return;
-    }
-    // Raising the hard limit needs privilege; without it take what is allowed.
-    if rlimit::Resource::NOFILE.set(want, want.max(hard)).is_err() {
-        let _ = rlimit::Resource::NOFILE.set(hard, hard);
-        if hard < want {
-            skipped.push(Skipped {
-                what: "fd limit".into(),
-                reason: format!(
-                    "RLIMIT_NOFILE could only be raised to {hard} (wanted {want}); \
-                     the idle-connection figure may fall short of {idle}"
-                ),
-            });
-        }
+    let got = procs::raise_fd_limit(want);
+    if got < want {
+        skipped.push(Skipped {
+            what: "fd limit".into(),
+            reason: format!(
+                "RLIMIT_NOFILE could only be raised to {got} (wanted {want}); \
+                 the idle-connection figure may fall short of {idle}"
+            ),
+        });
     }
 }
 

@@ -222,10 +222,7 @@ impl Proc {
 
     /// Resident set size in bytes (`VmRSS`).
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        rss_bytes(self.pid())
     }
 
     /// User + system CPU time so far, in seconds.
@@ -242,9 +239,56 @@ impl Proc {
 
     /// Open file descriptors.
     pub fn fds(&self) -> Option<u64> {
-        let dir = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).ok()?;
-        Some(dir.count() as u64)
+        open_fds(self.pid())
     }
+}
+
+/// A `Vm*` line of `/proc/PID/status` (kB there), in bytes.
+fn vm_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line =
+        status.lines().find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Resident set size of `pid` in bytes (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    vm_status_bytes(pid, "VmRSS")
+}
+
+/// The largest resident set size `pid` ever had, in bytes (`VmHWM`): the
+/// kernel keeps it, so a peak between two samples is not missed.
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    vm_status_bytes(pid, "VmHWM")
+}
+
+/// Open file descriptors of `pid`.
+pub fn open_fds(pid: u32) -> Option<u64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(dir.count() as u64)
+}
+
+/// The soft open-file limit `pid` runs with (`Max open files` in /proc/PID/limits).
+pub fn fd_soft_limit(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
+}
+
+/// Raises this process's soft open-file limit to `want` (children inherit
+/// it), and the hard one too where privilege allows; otherwise to the hard
+/// limit. Returns the soft limit now in force.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() else { return 0 };
+    if soft >= want {
+        return soft;
+    }
+    if rlimit::Resource::NOFILE.set(want, want.max(hard)).is_ok() {
+        return want;
+    }
+    let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    rlimit::Resource::NOFILE.get().map_or(soft, |(s, _)| s)
 }
 
 impl Drop for Proc {
@@ -302,8 +346,8 @@ idle_ms = 3600000
 /// A hub, one exit, and clients, as processes.
 #[derive(Debug)]
 pub struct Mesh {
-    /// The hub, held so it lives and dies with the mesh.
-    _hub: Proc,
+    /// The hub.
+    pub hub: Proc,
     /// The exit.
     pub exit: Proc,
     /// The clients, each with its SOCKS5 listener.
@@ -390,14 +434,8 @@ impl Mesh {
         )?;
         exit.wait_line(|l| l.starts_with("p2p: "))?;
 
-        let mut mesh = Mesh {
-            _hub: hub,
-            exit,
-            clients: Vec::new(),
-            hubs,
-            tag: tag.to_owned(),
-            next_client: 0,
-        };
+        let mut mesh =
+            Mesh { hub, exit, clients: Vec::new(), hubs, tag: tag.to_owned(), next_client: 0 };
         for _ in 0..clients {
             let client = mesh.new_client(bin, dir, probe)?;
             mesh.clients.push(client);
