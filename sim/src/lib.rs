@@ -17,7 +17,8 @@
 //!
 //! Layout: `scenario` (the file format), `plan` (what a seed injects),
 //! `topology` (node configs, origins, DNS), `world` (the event loop, network,
-//! apps, origins, faults, invariants), `bytes_model` (self-verifying stream
+//! apps, origins, faults, invariants; `world/relay` the NAT and relay model),
+//! `nat` (NAT types' numbers and the per-pair table), `bytes_model` (self-verifying stream
 //! contents), `app_proto` (the app side of SOCKS5/HTTP), `oracle` (an
 //! independent exit-policy judge), `hostile` (the exit-policy destinations), `trace` (trace lines and running hash).
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ mod app_proto;
 mod bytes_model;
 pub mod fuzz;
 mod hostile;
+pub mod nat;
 mod oracle;
 pub mod plan;
 pub mod scenario;
@@ -102,6 +104,9 @@ pub struct RunReport {
     pub fault_mix: String,
     pub plan: Plan,
     pub stats: RunStats,
+    /// Sessions and hole punches per (client NAT, exit NAT) pair; empty
+    /// unless the scenario models NAT.
+    pub nat: nat::NatMatrix,
 }
 
 impl RunReport {
@@ -140,6 +145,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &RunOptions) -> RunReport {
     let events = world.events;
     let violations = std::mem::take(&mut world.violations);
     let stats = world.stats.clone();
+    let nat = std::mem::take(&mut world.nat_matrix);
     let trace = std::mem::take(&mut world.trace);
     RunReport {
         scenario: scenario.name.clone(),
@@ -154,6 +160,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: &RunOptions) -> RunReport {
         step_starts: trace.step_starts,
         plan,
         stats,
+        nat,
     }
 }
 

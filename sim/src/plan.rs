@@ -137,7 +137,10 @@ pub fn generate(s: &Scenario, rng: &mut ChaCha8Rng) -> Plan {
     let duration_us = u64::from(s.duration_secs) * 1_000_000;
     for client in 0..s.topology.clients {
         for _ in 0..s.workload.connections {
-            let at = Instant::from_micros(between(rng, 0, duration_us.saturating_sub(1)));
+            let start_us = u64::from(s.workload.start_secs) * 1_000_000;
+            let at = Instant::from_micros(
+                start_us + between(rng, 0, duration_us.saturating_sub(start_us + 1)),
+            );
             let listener = between(rng, 0, s.listeners.len() as u64 - 1) as u32;
             let mut pick = between(rng, 0, total_weight.saturating_sub(1));
             let mut kind = s.workload.destinations[0].kind;

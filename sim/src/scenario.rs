@@ -52,6 +52,9 @@ pub struct Scenario {
     /// Which faults a run may inject, and how many.
     #[serde(default)]
     pub faults: Faults,
+    /// The hubs' relay: reservation lifetime, circuit caps, autonat delay.
+    #[serde(default)]
+    pub relay: Relay,
 }
 
 /// Node counts and the attributes exits declare.
@@ -70,6 +73,97 @@ pub struct Topology {
     /// Label sets handed to exits round-robin, like `countries`.
     #[serde(default)]
     pub labels: Vec<Vec<String>>,
+    /// NAT types handed to exits round-robin; empty: every exit is public.
+    #[serde(default)]
+    pub exit_nat: Vec<NatType>,
+    /// NAT types handed to clients round-robin; empty: every client is public.
+    #[serde(default)]
+    pub client_nat: Vec<NatType>,
+}
+
+impl Topology {
+    /// Whether the scenario models NAT at all (any NAT list given). Without
+    /// it nodes are never told their reachability, so NAT-free runs behave
+    /// exactly as they did before the NAT model existed.
+    pub fn models_nat(&self) -> bool {
+        !self.exit_nat.is_empty() || !self.client_nat.is_empty()
+    }
+}
+
+/// What sits between a node and the internet; hubs are always public.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatType {
+    /// No NAT: a public address, directly dialable.
+    #[default]
+    None,
+    /// Full cone: one mapping per inside port, anyone may send to it once it exists.
+    FullCone,
+    /// Address-restricted cone: only hosts the inside has sent to may answer.
+    Restricted,
+    /// Port-restricted cone: only the exact host:port sent to may answer.
+    PortRestricted,
+    /// Symmetric: a new mapping (new port) per destination.
+    Symmetric,
+}
+
+impl NatType {
+    /// Every type, in declaration order (most to least permissive).
+    pub const ALL: [NatType; 5] = [
+        NatType::None,
+        NatType::FullCone,
+        NatType::Restricted,
+        NatType::PortRestricted,
+        NatType::Symmetric,
+    ];
+
+    /// The name used in scenario files.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NatType::None => "none",
+            NatType::FullCone => "full_cone",
+            NatType::Restricted => "restricted",
+            NatType::PortRestricted => "port_restricted",
+            NatType::Symmetric => "symmetric",
+        }
+    }
+
+    /// Whether a node behind it is directly dialable.
+    pub const fn is_public(self) -> bool {
+        matches!(self, NatType::None)
+    }
+}
+
+impl fmt::Display for NatType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The hubs' relay service (libp2p relay v2 in production).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a [relay] table")]
+pub struct Relay {
+    /// A reservation lasts this long unless renewed; at least 1.
+    pub reservation_ttl_secs: u32,
+    /// A relay circuit is cut this long after it opened; absent: no duration cap.
+    pub circuit_secs: Option<u32>,
+    /// A relay circuit is cut when either direction has carried this many bytes;
+    /// absent: no byte cap.
+    pub circuit_bytes: Option<u64>,
+    /// How long after (re)start a node learns its reachability (autonat).
+    pub autonat_ms: MsRange,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay {
+            reservation_ttl_secs: 3600,
+            circuit_secs: None,
+            circuit_bytes: None,
+            autonat_ms: MsRange { min: 500, max: 3000 },
+        }
+    }
 }
 
 /// One client listener and the selection settings behind it.
@@ -97,6 +191,10 @@ pub struct ListenerSpec {
     /// Other exits tried before the app gets an error; at most [`MAX_RETRIES`].
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Whether connections may go through a hub's relay (exits behind NAT
+    /// are reachable only that way).
+    #[serde(default = "default_true")]
+    pub relayed: bool,
 }
 
 /// The proxy protocol a listener speaks.
@@ -143,6 +241,10 @@ pub struct Workload {
     /// Share of connections that name the destination by domain rather than IP.
     #[serde(default = "default_domain_fraction")]
     pub domain_fraction: f64,
+    /// App connections start no earlier than this (the mesh forms first);
+    /// less than `duration_secs`.
+    #[serde(default)]
+    pub start_secs: u32,
 }
 
 /// One kind of destination and how often apps pick it, relative to the others.
@@ -603,6 +705,9 @@ impl Scenario {
             "weights that sum to more than 0 (got 0)".to_owned()
         })?;
         at_least_one(w.session_ids, "workload.session_ids")?;
+        ensure(w.start_secs < self.duration_secs, "workload.start_secs", || {
+            format!("a value < duration_secs (got {} ≥ {})", w.start_secs, self.duration_secs)
+        })?;
         ensure((0.0..=1.0).contains(&w.domain_fraction), "workload.domain_fraction", || {
             format!("a fraction in [0, 1] (got {})", w.domain_fraction)
         })?;
@@ -614,6 +719,16 @@ impl Scenario {
         at_least_one(n.keepalive_timeout_secs, "network.keepalive_timeout_secs")?;
 
         at_least_one(self.faults.max_fault_secs, "faults.max_fault_secs")?;
+
+        let r = &self.relay;
+        at_least_one(r.reservation_ttl_secs, "relay.reservation_ttl_secs")?;
+        if let Some(secs) = r.circuit_secs {
+            at_least_one(secs, "relay.circuit_secs")?;
+        }
+        if let Some(bytes) = r.circuit_bytes {
+            ensure(bytes >= 1, "relay.circuit_bytes", || format!("a value ≥ 1 (got {bytes})"))?;
+        }
+        ms_range(r.autonat_ms, "relay.autonat_ms")?;
         Ok(())
     }
 
@@ -646,6 +761,8 @@ exits = 3
 clients = 2
 countries = ["de", "US"]
 labels = [["residential"], ["dc", "isp:foo"]]
+exit_nat = ["symmetric", "none"]
+client_nat = ["full_cone"]
 
 [[listeners]]
 protocol = "socks5"
@@ -655,6 +772,7 @@ sticky = "session"
 fallback = false
 auth = true
 retries = 3
+relayed = false
 
 [[listeners]]
 
@@ -665,6 +783,7 @@ payload_max = 5000
 destinations = [{ kind = "echo", weight = 3 }, { kind = "black_hole", weight = 1 }]
 session_ids = 2
 domain_fraction = 0.25
+start_secs = 3
 
 [network]
 latency_ms = { min = 2, max = 30 }
@@ -677,6 +796,12 @@ keepalive_timeout_secs = 5
 kinds = ["partition", "one_way_partition", "hub_outage"]
 max_faults = 3
 max_fault_secs = 8
+
+[relay]
+reservation_ttl_secs = 90
+circuit_secs = 120
+circuit_bytes = 131072
+autonat_ms = { min = 100, max = 200 }
 "#;
 
     fn parse(text: &str) -> Result<Scenario, ScenarioError> {
@@ -726,6 +851,7 @@ max_fault_secs = 8
         assert_eq!(s.workload.destinations[1].weight, 1);
         assert_eq!(s.destination_weight_total(), 4);
         assert_eq!(s.workload.domain_fraction, 0.25);
+        assert_eq!(s.workload.start_secs, 3);
         assert_eq!(s.network.latency_ms, MsRange { min: 2, max: 30 });
         assert_eq!(s.network.keepalive_timeout_secs, 5);
         assert_eq!(
@@ -733,6 +859,13 @@ max_fault_secs = 8
             [FaultKind::Partition, FaultKind::OneWayPartition, FaultKind::HubOutage]
         );
         assert_eq!((s.faults.max_faults, s.faults.max_fault_secs), (3, 8));
+        assert_eq!(s.topology.exit_nat, [NatType::Symmetric, NatType::None]);
+        assert_eq!(s.topology.client_nat, [NatType::FullCone]);
+        assert!(s.topology.models_nat());
+        assert!(!s.listeners[0].relayed && s.listeners[1].relayed);
+        assert_eq!(s.relay.reservation_ttl_secs, 90);
+        assert_eq!((s.relay.circuit_secs, s.relay.circuit_bytes), (Some(120), Some(131072)));
+        assert_eq!(s.relay.autonat_ms, MsRange { min: 100, max: 200 });
     }
 
     #[test]
@@ -769,6 +902,11 @@ destinations = [{ kind = "echo", weight = 1 }]
         assert_eq!(n.dial_ms, MsRange { min: 1, max: 60 });
         assert!(s.faults.kinds.is_empty());
         assert_eq!((s.faults.max_faults, s.faults.max_fault_secs), (0, 10));
+        assert!(s.topology.exit_nat.is_empty() && !s.topology.models_nat());
+        assert!(s.listeners[0].relayed);
+        assert_eq!(s.relay.reservation_ttl_secs, 3600);
+        assert_eq!((s.relay.circuit_secs, s.relay.circuit_bytes), (None, None));
+        assert_eq!(s.relay.autonat_ms, MsRange { min: 500, max: 3000 });
     }
 
     #[test]
@@ -785,6 +923,16 @@ destinations = [{ kind = "echo", weight = 1 }]
             assert_eq!(parse(&text).unwrap().workload.destinations[0].kind, kind);
             assert_eq!(kind.to_string(), kind.as_str());
         }
+        for nat in NatType::ALL {
+            let text = with(r#""symmetric", "none""#, &format!("{:?}", nat.as_str()));
+            assert_eq!(parse(&text).unwrap().topology.exit_nat, [nat]);
+            assert_eq!(nat.to_string(), nat.as_str());
+        }
+        assert_field(
+            &with(r#"client_nat = ["full_cone"]"#, r#"client_nat = ["cone"]"#),
+            "topology.client_nat[0]",
+            "`full_cone`",
+        );
         for kind in FaultKind::ALL {
             let text = with(r#""partition","#, &format!("{:?},", kind.as_str()));
             assert_eq!(parse(&text).unwrap().faults.kinds[0], kind);
@@ -918,6 +1066,7 @@ destinations = [{ kind = "echo", weight = 1 }]
             ("payload_max = 5000", "payload_max = 99", "workload.payload_min", "(got 100 > 99)"),
             ("payload_max = 5000", "payload_max = 67108865", "workload.payload_max", "64 MiB"),
             ("session_ids = 2", "session_ids = 0", "workload.session_ids", "≥ 1"),
+            ("start_secs = 3", "start_secs = 30", "workload.start_secs", "(got 30 ≥ 30)"),
             (
                 "domain_fraction = 0.25",
                 "domain_fraction = 1.5",
@@ -946,6 +1095,20 @@ destinations = [{ kind = "echo", weight = 1 }]
                 "≥ 1",
             ),
             ("max_fault_secs = 8", "max_fault_secs = 0", "faults.max_fault_secs", "≥ 1"),
+            (
+                "reservation_ttl_secs = 90",
+                "reservation_ttl_secs = 0",
+                "relay.reservation_ttl_secs",
+                "≥ 1",
+            ),
+            ("circuit_secs = 120", "circuit_secs = 0", "relay.circuit_secs", "≥ 1"),
+            ("circuit_bytes = 131072", "circuit_bytes = 0", "relay.circuit_bytes", "≥ 1"),
+            (
+                "min = 100, max = 200",
+                "min = 300, max = 200",
+                "relay.autonat_ms.min",
+                "(got 300 > 200)",
+            ),
         ];
         for (from, to, field, expected) in cases {
             assert_field(&with(from, to), field, expected);
@@ -1057,7 +1220,11 @@ destinations = [{ kind = "echo", weight = 1 }]
             "hub_outage",
             "latency",
             "mixed",
+            "nat_matrix",
             "partition",
+            "relay_caps",
+            "relay_only_exits",
+            "relay_restart",
             "smoke",
             "sticky",
         ] {
@@ -1072,7 +1239,9 @@ destinations = [{ kind = "echo", weight = 1 }]
         for s in real_scenarios() {
             let t = &s.topology;
             let w = &s.workload;
-            assert!(t.hubs <= 2 && t.exits <= 6 && t.clients <= 3, "{}: topology", s.name);
+            // nat_matrix needs one client per NAT type.
+            let clients = if s.name == "nat_matrix" { 5 } else { 3 };
+            assert!(t.hubs <= 2 && t.exits <= 6 && t.clients <= clients, "{}: topology", s.name);
             assert!((20..=60).contains(&w.connections), "{}: connections", s.name);
             let max_payload = if s.name == "smoke" { 64 << 10 } else { 256 << 10 };
             assert!(w.payload_max <= max_payload, "{}: payload_max", s.name);
@@ -1103,6 +1272,16 @@ destinations = [{ kind = "echo", weight = 1 }]
             assert!(mixed.faults.kinds.contains(&kind), "mixed lacks {kind}");
         }
         assert!(mixed.faults.max_faults > 0);
+    }
+
+    #[test]
+    fn nat_matrix_covers_every_pair_of_nat_types() {
+        let s = real_scenarios().into_iter().find(|s| s.name == "nat_matrix").unwrap();
+        for nat in NatType::ALL {
+            assert!(s.topology.exit_nat.contains(&nat), "no exit behind {nat}");
+            assert!(s.topology.client_nat.contains(&nat), "no client behind {nat}");
+        }
+        assert!(s.faults.kinds.is_empty(), "every session must succeed");
     }
 
     proptest! {

@@ -267,7 +267,7 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
                             HttpAuthPolicy::NoAuth
                         }),
                         retries: l.retries,
-                        relayed: true,
+                        relayed: l.relayed,
                     }
                 })
                 .collect();

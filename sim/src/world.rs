@@ -13,7 +13,8 @@ use bytes::Bytes;
 use meshproxy_core::config::NodeConfig;
 use meshproxy_core::ids::{ConnId, ListenerId, PeerId, StreamId};
 use meshproxy_core::io::{
-    Close, Input, Output, Protocol, ResolveError, SpliceEnd, SpliceReport, StateSnapshot,
+    CircuitLimit, Close, Input, Output, Protocol, ResolveError, SpliceEnd, SpliceReport,
+    StateSnapshot,
 };
 use meshproxy_core::target::{Status, TargetAddr};
 use meshproxy_core::time::Instant;
@@ -24,6 +25,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+mod relay;
 
 pub(crate) type NodeIx = u32;
 
@@ -43,6 +46,8 @@ enum Owner {
 #[derive(Debug)]
 struct SimStream {
     owners: [Owner; 2],
+    /// The hub relaying it, for streams on a relay circuit.
+    via: Option<NodeIx>,
     /// The node at each side, for link latency and partitions (None: local).
     nodes: [Option<NodeIx>; 2],
     conn: Option<u64>,
@@ -63,8 +68,20 @@ struct Splice {
 
 #[derive(Debug)]
 struct PeerConn {
+    /// The dialer, then the dialed.
     nodes: [NodeIx; 2],
     streams: Vec<u64>,
+    /// The hub, for a relay circuit.
+    via: Option<NodeIx>,
+    /// The relay's caps (circuits only).
+    limit: Option<CircuitLimit>,
+    opened: Instant,
+    /// Bytes the relay let through per direction (0: nodes[0] → nodes[1]).
+    carried: [u64; 2],
+    /// Bytes that arrived per direction, checked against the cap independently.
+    delivered: [u64; 2],
+    /// The relay cut it: nothing more passes; it is torn down at once.
+    capped: bool,
 }
 
 /// One direction of the network between two nodes.
@@ -141,6 +158,8 @@ struct App {
     deadline: Instant,
     /// The exit whose origin connection served us (for the sticky contract).
     exit: Option<NodeIx>,
+    /// Whether the client carried us over a relay circuit (once spliced).
+    relayed: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -171,15 +190,53 @@ enum Ev {
     NodeTimer(NodeIx, u32),
     NodeInput(NodeIx, u32, Input),
     Arrive(u64, usize, Chunk),
-    DialDone { from: NodeIx, to: NodeIx, gen: [u32; 2] },
+    DialDone {
+        from: NodeIx,
+        to: NodeIx,
+        gen: [u32; 2],
+    },
     AppStart(u32),
     AppDeadline(u32),
     OriginTick(u64),
     FaultStart(usize),
     FaultEnd(usize),
-    KeepaliveCheck { from: NodeIx, to: NodeIx, epoch: u64 },
+    KeepaliveCheck {
+        from: NodeIx,
+        to: NodeIx,
+        epoch: u64,
+    },
     Probes,
     Checkpoint,
+    /// The hub answers a reservation request.
+    ReserveDone {
+        node: NodeIx,
+        hub: NodeIx,
+        gen: [u32; 2],
+    },
+    /// A reservation runs out unless renewed since (`epoch` tells).
+    ReservationExpire {
+        node: NodeIx,
+        hub: NodeIx,
+        epoch: u64,
+    },
+    /// A dial through a hub's relay completes (or not).
+    RelayDialDone {
+        from: NodeIx,
+        to: NodeIx,
+        hub: NodeIx,
+        gen: [u32; 3],
+    },
+    /// A circuit reaches its duration cap, or its byte cap was hit.
+    CircuitEnd(u64),
+    /// A hole punch ends; `ok` was drawn when it began.
+    PunchDone {
+        from: NodeIx,
+        to: NodeIx,
+        gen: [u32; 2],
+        ok: bool,
+    },
+    /// The relay invariants are sampled.
+    RelayCheck,
 }
 
 struct Sched {
@@ -253,6 +310,9 @@ pub(crate) struct World<'s> {
     strict: bool,
     hubs: u32,
     exits: u32,
+    /// The NAT and relay model's state (sim/src/world/relay.rs).
+    relay: relay::RelayState,
+    pub(crate) nat_matrix: crate::nat::NatMatrix,
 }
 
 impl<'s> World<'s> {
@@ -340,7 +400,10 @@ impl<'s> World<'s> {
             next_origin: 0,
             black_holes: BTreeMap::new(),
             dns,
-            strict: faults.is_empty(),
+            // Relay caps cut sessions on purpose, like faults do.
+            strict: faults.is_empty()
+                && !(s.topology.models_nat()
+                    && (s.relay.circuit_secs.is_some() || s.relay.circuit_bytes.is_some())),
             faults,
             trace,
             violations: Vec::new(),
@@ -351,6 +414,8 @@ impl<'s> World<'s> {
             end: quiet_at,
             hubs: s.topology.hubs,
             exits: s.topology.exits,
+            relay: relay::RelayState::new(s, seed),
+            nat_matrix: crate::nat::NatMatrix::new(),
         };
         for i in 0..w.nodes.len() {
             w.start_node(i as NodeIx);
@@ -364,6 +429,9 @@ impl<'s> World<'s> {
         for (i, f) in w.faults.clone().iter().enumerate() {
             w.push(f.at, Ev::FaultStart(i));
             w.push(f.at + f.duration, Ev::FaultEnd(i));
+        }
+        if s.topology.models_nat() {
+            w.push(Instant::ZERO + relay::CHECK_EVERY, Ev::RelayCheck);
         }
         w.push(quiet_at, Ev::Probes);
         let bound = Duration::from_secs(u64::from(s.liveness_bound_secs));
@@ -450,6 +518,12 @@ impl<'s> World<'s> {
             Ev::KeepaliveCheck { from, to, epoch } => self.keepalive_check(from, to, epoch),
             Ev::Probes => self.start_probes(),
             Ev::Checkpoint => self.checkpoint(),
+            Ev::ReserveDone { node, hub, gen } => self.reserve_done(node, hub, gen),
+            Ev::ReservationExpire { node, hub, epoch } => self.reservation_expire(node, hub, epoch),
+            Ev::RelayDialDone { from, to, hub, gen } => self.relay_dial_done(from, to, hub, gen),
+            Ev::CircuitEnd(id) => self.circuit_end(id),
+            Ev::PunchDone { from, to, gen, ok } => self.punch_done(from, to, gen, ok),
+            Ev::RelayCheck => self.relay_check(),
         }
     }
 
@@ -468,6 +542,7 @@ impl<'s> World<'s> {
         } else {
             self.drain(n);
         }
+        self.tell_reachability(n);
     }
 
     fn input(&mut self, n: NodeIx, input: Input) {
@@ -536,6 +611,7 @@ impl<'s> World<'s> {
         match out {
             Output::Transmit { stream, data } => {
                 if let Some(&(st, side)) = self.node_streams.get(&(n, stream)) {
+                    self.snoop_hub_stream(n, st, &data);
                     self.write(st, side, Chunk::Data(Payload::Real(data)));
                 }
             }
@@ -549,15 +625,11 @@ impl<'s> World<'s> {
                     self.release(st, side);
                 }
             }
-            // The NAT and relay model is not built yet: nothing reserves.
-            Output::Reserve { hub } => {
-                self.send_input(n, LOCAL, Input::ReservationFailed { hub });
-            }
-            Output::Unreserve { .. } => {}
-            Output::HolePunch { peer } => {
-                self.send_input(n, LOCAL, Input::HolePunchFailed { peer });
-            }
-            Output::Dial { peer, .. } => {
+            Output::Reserve { hub } => self.reserve(n, hub),
+            Output::Unreserve { hub } => self.unreserve(n, hub),
+            Output::HolePunch { peer } => self.hole_punch(n, peer),
+            Output::Dial { peer, via: Some(hub), .. } => self.dial_via(n, peer, hub),
+            Output::Dial { peer, via: None, .. } => {
                 let Some(&to) = self.by_peer.get(&peer) else {
                     self.send_input(n, LOCAL, Input::DialFailed { peer });
                     return;
@@ -565,7 +637,10 @@ impl<'s> World<'s> {
                 let up = self.nodes[to as usize].core.is_some();
                 let cut = self.partitioned(n, to) || self.partitioned(to, n);
                 let rtt = self.link(n, to).latency + self.link(to, n).latency;
-                if !up {
+                if !self.relay.nat(to).is_public() {
+                    // No mapping for an unsolicited SYN: it goes unanswered.
+                    self.send_input(n, crate::nat::NAT_DIAL_TIMEOUT, Input::DialFailed { peer });
+                } else if !up {
                     // Host up, process gone: refused after one round trip.
                     self.send_input(n, rtt, Input::DialFailed { peer });
                 } else if cut {
@@ -584,8 +659,8 @@ impl<'s> World<'s> {
                     );
                 }
             }
-            Output::OpenStream { stream, peer, protocol, .. } => {
-                self.open_stream(n, stream, peer, protocol)
+            Output::OpenStream { stream, peer, protocol, conn } => {
+                self.open_stream(n, stream, peer, conn, protocol)
             }
             Output::Resolve { query, name } => {
                 let result = match crate::hostile::lookup(&self.dns, &name, query) {
@@ -630,9 +705,7 @@ impl<'s> World<'s> {
             self.send_input(from, Duration::ZERO, Input::DialFailed { peer: to_peer });
             return;
         }
-        self.next_conn += 1;
-        let id = self.next_conn;
-        self.conns.insert(id, PeerConn { nodes: [from, to], streams: Vec::new() });
+        let id = self.new_conn([from, to], None, None);
         let from_peer = self.nodes[from as usize].peer;
         self.trace.line(self.now, "conn", || format!("c{id} n{from}->n{to}"));
         self.send_input(
@@ -658,18 +731,21 @@ impl<'s> World<'s> {
         );
     }
 
-    fn open_stream(&mut self, n: NodeIx, sid: StreamId, peer: PeerId, protocol: Protocol) {
+    fn open_stream(
+        &mut self,
+        n: NodeIx,
+        sid: StreamId,
+        peer: PeerId,
+        on: Option<ConnId>,
+        protocol: Protocol,
+    ) {
         let to = self.by_peer.get(&peer).copied();
-        let conn = to.and_then(|to| {
-            self.conns
-                .iter()
-                .find(|(_, c)| c.nodes == [n, to] || c.nodes == [to, n])
-                .map(|(id, _)| *id)
-        });
+        let conn = to.and_then(|to| self.stream_conn(n, to, on));
         let (Some(to), Some(conn)) = (to, conn) else {
             self.send_input(n, Duration::ZERO, Input::StreamRefused { stream: sid });
             return;
         };
+        let via = self.conns.get(&conn).and_then(|c| c.via);
         let remote_sid = self.new_sid(to);
         let id = self.new_stream(
             [Owner::Node(n, sid), Owner::Node(to, remote_sid)],
@@ -677,18 +753,21 @@ impl<'s> World<'s> {
             Some(conn),
             protocol == Protocol::Hub,
         );
+        if let Some(st) = self.streams.get_mut(&id) {
+            st.via = via;
+        }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.streams.push(id);
         }
         self.node_streams.insert((n, sid), (id, 0));
         self.node_streams.insert((to, remote_sid), (id, 1));
         self.send_input(n, Duration::ZERO, Input::StreamOpened { stream: sid });
-        let at = self.now + self.link(n, to).latency;
+        let lat = self.path_latency(n, to, via);
+        let at = self.now + lat;
         if let Some(st) = self.streams.get_mut(&id) {
             st.last_arrival[1] = at;
         }
         let me = self.nodes[n as usize].peer;
-        let lat = self.link(n, to).latency;
         self.send_input(to, lat, Input::InboundStream { stream: remote_sid, peer: me, protocol });
     }
 
@@ -701,8 +780,10 @@ impl<'s> World<'s> {
     ) -> u64 {
         self.next_stream += 1;
         let id = self.next_stream;
-        self.streams
-            .insert(id, SimStream { owners, nodes, conn, last_arrival: [self.now; 2], hub });
+        self.streams.insert(
+            id,
+            SimStream { owners, via: None, nodes, conn, last_arrival: [self.now; 2], hub },
+        );
         id
     }
 
@@ -717,6 +798,10 @@ impl<'s> World<'s> {
     fn write(&mut self, stream: u64, side: usize, chunk: Chunk) {
         let Some(st) = self.streams.get(&stream) else { return };
         let to = 1 - side;
+        if let (Some(h), Some(a), Some(b)) = (st.via, st.nodes[side], st.nodes[to]) {
+            self.write_relayed(stream, side, [a, h, b], chunk);
+            return;
+        }
         let delay = match (st.nodes[side], st.nodes[to]) {
             (Some(a), Some(b)) if a != b => {
                 let size = match &chunk {
@@ -758,7 +843,15 @@ impl<'s> World<'s> {
             self.trace.hash_only(self.now, 7, stream, 0);
             return;
         };
-        if let (Some(from), Some(to)) = (st.nodes[1 - side], st.nodes[side]) {
+        if let (Some(h), Some(from), Some(to)) = (st.via, st.nodes[1 - side], st.nodes[side]) {
+            // A circuit stalls when either leg is cut, in order.
+            for (x, y) in [(from, h), (h, to)] {
+                if self.partitioned(x, y) || !self.link(x, y).held.is_empty() {
+                    self.link_mut(x, y).held.push_back((stream, side, chunk));
+                    return;
+                }
+            }
+        } else if let (Some(from), Some(to)) = (st.nodes[1 - side], st.nodes[side]) {
             if self.partitioned(from, to) || !self.link(from, to).held.is_empty() {
                 self.link_mut(from, to).held.push_back((stream, side, chunk));
                 return;
@@ -768,6 +861,10 @@ impl<'s> World<'s> {
     }
 
     fn deliver(&mut self, stream: u64, side: usize, chunk: Chunk) {
+        let Some(st) = self.streams.get(&stream) else { return };
+        if st.via.is_some() {
+            self.check_circuit_bounds(stream, side, &chunk);
+        }
         let Some(st) = self.streams.get(&stream) else { return };
         let owner = st.owners[side];
         self.trace.line(self.now, "arrive", || {
@@ -899,6 +996,7 @@ impl<'s> World<'s> {
             self.send_input(n, Duration::ZERO, Input::SpliceEnded { a, b, report });
             return;
         };
+        self.note_session_path(ea, eb);
         self.next_splice += 1;
         let id = self.next_splice;
         self.node_streams.remove(&(n, a));
@@ -1031,6 +1129,7 @@ impl<'s> World<'s> {
             started: spec.at,
             deadline: spec.at + budget,
             exit: None,
+            relayed: None,
             spec,
         });
         ix
@@ -1245,6 +1344,7 @@ impl<'s> World<'s> {
         if outcome == Outcome::Complete {
             self.check_sticky(a);
         }
+        self.count_session(a, outcome);
         if let Some(st) = self.streams.get(&stream) {
             if st.owners[1] == Owner::App(a) {
                 if outcome != Outcome::Complete && !self.apps[a as usize].fin_sent {
@@ -1564,6 +1664,7 @@ impl<'s> World<'s> {
                 for id in ids {
                     self.kill_conn(id);
                 }
+                self.leg_lost(a, b);
             }
             FaultKind::LatencySpike => {
                 self.link_mut(a, b).spikes.push(f.factor);
@@ -1593,7 +1694,12 @@ impl<'s> World<'s> {
                     if l.partitions == 0 {
                         let held: Vec<_> = l.held.drain(..).collect();
                         for (stream, side, chunk) in held {
-                            self.deliver(stream, side, chunk);
+                            if self.streams.get(&stream).is_some_and(|s| s.via.is_some()) {
+                                // The other leg may still be cut.
+                                self.arrive(stream, side, chunk);
+                            } else {
+                                self.deliver(stream, side, chunk);
+                            }
                         }
                     }
                 }
@@ -1636,6 +1742,7 @@ impl<'s> World<'s> {
         for id in ids {
             self.kill_conn(id);
         }
+        self.leg_lost(from, to);
     }
 
     fn crash(&mut self, n: NodeIx, crash: u64) {
@@ -1648,11 +1755,16 @@ impl<'s> World<'s> {
         node.generation += 1;
         node.timer_at = None;
         node.crash_id = crash;
-        let conns: Vec<u64> =
-            self.conns.iter().filter(|(_, c)| c.nodes.contains(&n)).map(|(id, _)| *id).collect();
+        let conns: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.nodes.contains(&n) || c.via == Some(n))
+            .map(|(id, _)| *id)
+            .collect();
         for id in conns {
             self.kill_conn(id);
         }
+        self.node_down(n);
         // Local streams (apps on a client, origins on an exit) are reset by the OS.
         let local: Vec<(u64, usize)> = self
             .streams

@@ -136,3 +136,48 @@ fn smoke_seed_hash_snapshot() {
     );
     insta::assert_snapshot!("smoke_seed_7", summary);
 }
+
+/// Scenarios without NAT report no NAT pairs; `nat_matrix` passes and its
+/// sessions cover every (client NAT, exit NAT) pair within a few seeds, each
+/// pair completing direct or relayed as its NATs allow.
+#[test]
+fn nat_matrix_covers_every_pair() {
+    use meshproxy_sim::nat::{merge_matrix, NatMatrix};
+    use meshproxy_sim::NatType;
+    assert!(run(&scenario("smoke"), 1, &RunOptions::default()).nat.is_empty());
+    let s = scenario("nat_matrix");
+    let mut matrix = NatMatrix::new();
+    for seed in 0..4 {
+        let r = run(&s, seed, &RunOptions::default());
+        assert!(r.passed(), "nat_matrix:{seed}: {:?}", r.violations.first());
+        merge_matrix(&mut matrix, &r.nat);
+    }
+    for client in NatType::ALL {
+        for exit in NatType::ALL {
+            let c = matrix.get(&(client, Some(exit))).copied().unwrap_or_default();
+            assert!(c.direct + c.relayed > 0, "{client} × {exit}: no session");
+            assert_eq!(c.failed, 0, "{client} × {exit}");
+            let punchable = meshproxy_sim::nat::punch_per_mille(client, exit) > 0;
+            if !punchable {
+                assert_eq!(c.direct, 0, "{client} × {exit} went direct");
+            }
+            if !client.is_public() && !exit.is_public() {
+                assert!(c.relayed > 0, "{client} × {exit} never relayed");
+            }
+        }
+    }
+}
+
+/// Capped circuits cut sessions (the apps see errors), and no seed breaks an
+/// invariant doing so: the caps are never exceeded.
+#[test]
+fn relay_caps_cut_sessions_without_breaking_invariants() {
+    let s = scenario("relay_caps");
+    let mut failed = 0;
+    for seed in 0..3 {
+        let r = run(&s, seed, &RunOptions::default());
+        assert!(r.passed(), "relay_caps:{seed}: {:?}", r.violations.first());
+        failed += r.stats.failed;
+    }
+    assert!(failed > 0, "no cap ever cut a session");
+}

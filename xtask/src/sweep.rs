@@ -8,6 +8,7 @@
 use crate::pool::{catch_panic, run_indexed};
 use crate::table::{rate, thousands, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use meshproxy_sim::nat::{merge_matrix, NatMatrix, PairCounts};
 use meshproxy_sim::scenario::Scenario;
 use meshproxy_sim::{Divergence, RunReport};
 use std::fmt::Write as _;
@@ -102,6 +103,8 @@ pub struct RunSummary {
     pub violations: usize,
     /// The first violation, displayed.
     pub first_violation: Option<String>,
+    /// Sessions and hole punches per (client NAT, exit NAT) pair.
+    pub nat: NatMatrix,
 }
 
 impl From<&RunReport> for RunSummary {
@@ -112,6 +115,7 @@ impl From<&RunReport> for RunSummary {
             fault_mix: r.fault_mix.clone(),
             violations: r.violations.len(),
             first_violation: r.violations.first().map(ToString::to_string),
+            nat: r.nat.clone(),
         }
     }
 }
@@ -323,6 +327,12 @@ pub fn render_report(plan: &SweepPlan<'_>, report: &SweepReport) -> String {
     }
     table.footer(total.cells("total"));
     out.push_str(&table.render());
+    for (i, scenario) in plan.scenarios.iter().enumerate() {
+        if let Some(text) = render_nat_matrix(&scenario.name, i, report) {
+            out.push_str("\n\n");
+            out.push_str(&text);
+        }
+    }
     let _ = writeln!(
         out,
         "\n\n{} runs in {:.2} s on {} worker{} (wall s sums each run's time on its core)",
@@ -388,6 +398,62 @@ pub fn render_report(plan: &SweepPlan<'_>, report: &SweepReport) -> String {
     let verdict = if report.passed() { "PASSED" } else { "FAILED" };
     let _ = writeln!(out, "sim: {verdict}");
     out
+}
+
+/// The per-NAT-pair table of scenario `i` (summed over its runs), if it
+/// models NAT: how each (client NAT, exit NAT) pair's sessions went, and how
+/// its hole punches went.
+pub fn render_nat_matrix(name: &str, i: usize, report: &SweepReport) -> Option<String> {
+    let mut matrix = NatMatrix::new();
+    let mut runs = 0u64;
+    for o in report.outcomes.iter().filter(|o| o.scenario == i) {
+        if let Ok(r) = &o.result {
+            merge_matrix(&mut matrix, &r.nat);
+            runs += 1;
+        }
+    }
+    if matrix.is_empty() {
+        return None;
+    }
+    let mut table = Table::new([
+        "client NAT × exit NAT",
+        "sessions",
+        "direct",
+        "relayed",
+        "failed",
+        "direct %",
+        "punches",
+        "punched",
+    ]);
+    let cells = |label: String, c: &PairCounts| {
+        let sessions = c.direct + c.relayed + c.failed;
+        let share = if sessions == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.0}", 100.0 * c.direct as f64 / sessions as f64)
+        };
+        vec![
+            label,
+            thousands(sessions),
+            thousands(c.direct),
+            thousands(c.relayed),
+            thousands(c.failed),
+            share,
+            thousands(c.punches),
+            thousands(c.punched),
+        ]
+    };
+    let mut total = PairCounts::default();
+    for ((client, exit), counts) in &matrix {
+        let exit = exit.map_or_else(|| "(no exit)".to_owned(), |e| e.to_string());
+        table.row(cells(format!("{client} × {exit}"), counts));
+        total.merge(counts);
+    }
+    table.footer(cells("total".to_owned(), &total));
+    Some(format!(
+        "NAT pairs of {name} ({runs} runs; sessions that can complete, probes excluded):\n{}",
+        table.render()
+    ))
 }
 
 /// Sums for one table row.
@@ -497,6 +563,7 @@ destinations = [{{ kind = "echo", weight = 1 }}]
             fault_mix: "partition".to_owned(),
             plan: Plan::default(),
             stats: RunStats::default(),
+            nat: NatMatrix::new(),
         }
     }
 
@@ -599,6 +666,37 @@ destinations = [{{ kind = "echo", weight = 1 }}]
         // Never more picks than a scenario has seeds.
         p.seeds = Some(1);
         assert_eq!(determinism_sample(&p, 16), [(0, 0), (1, 0), (2, 0), (3, 0)]);
+    }
+
+    #[test]
+    fn the_nat_table_sums_pairs_over_runs_and_only_for_nat_scenarios() {
+        use meshproxy_sim::scenario::NatType;
+        let scenarios = [scenario("nat", 2), scenario("plain", 1)];
+        let plan = plan(&scenarios, None, 0);
+        let run = |s: &Scenario, seed: u64| {
+            let mut r = report(s, seed, false);
+            if s.name == "nat" {
+                let pair = r.nat.entry((NatType::Symmetric, Some(NatType::FullCone))).or_default();
+                pair.direct = 3;
+                pair.relayed = 1;
+                pair.punches = 2;
+                pair.punched = 1;
+                r.nat.entry((NatType::None, None)).or_default().failed = 1;
+            }
+            r
+        };
+        let report = run_sweep(&plan, &run, &|_, seed| Ok(seed));
+        let text = render_report(&plan, &report);
+        assert!(text.contains("NAT pairs of nat (2 runs;"), "{text}");
+        assert!(!text.contains("NAT pairs of plain"), "{text}");
+        let row = |label: &str| {
+            // The last match: the summary table has a total row too.
+            let line = text.lines().rev().find(|l| l.starts_with(label)).unwrap();
+            line[label.len()..].split_whitespace().map(str::to_owned).collect::<Vec<_>>()
+        };
+        assert_eq!(row("symmetric × full_cone"), ["8", "6", "2", "0", "75", "4", "2"]);
+        assert_eq!(row("none × (no exit)"), ["2", "0", "0", "2", "0", "0", "0"]);
+        assert_eq!(row("total"), ["10", "6", "2", "2", "60", "4", "2"]);
     }
 
     #[test]
