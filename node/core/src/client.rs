@@ -111,6 +111,8 @@ struct ClientSession {
     waiting_since: Option<Instant>,
     /// App bytes received after its request, for the exit.
     leftover: Vec<u8>,
+    /// Whether an attempt was already given back (see `refund_attempt`).
+    refunded: bool,
 }
 
 #[derive(Debug)]
@@ -299,6 +301,7 @@ impl ClientRole {
             last_status: Status::GeneralFailure,
             waiting_since: None,
             leftover: Vec::new(),
+            refunded: false,
         };
         self.sessions.insert(stream, session);
         ctx.timers.set(TimerKey::ClientSession(stream), now + t.handshake);
@@ -582,6 +585,16 @@ impl ClientRole {
         }
     }
 
+    /// A direct dial failed where the exit's record may be stale (it may have
+    /// moved behind a relay): the attempt does not use up the session's
+    /// retries — once per session, so a dead exit still fails it.
+    fn refund_attempt(&mut self, app: StreamId) {
+        if let Some(s) = self.sessions.get_mut(&app).filter(|s| !s.refunded) {
+            s.refunded = true;
+            s.attempts = s.attempts.saturating_sub(1);
+        }
+    }
+
     fn is_dialing(&self, app: StreamId, peer: PeerId) -> bool {
         matches!(self.sessions.get(&app).map(|s| &s.phase), Some(Phase::Dialing { exit }) if *exit == peer)
     }
@@ -622,6 +635,9 @@ impl ClientRole {
             if via_relay {
                 self.connect(ctx, now, t, app, peer);
             } else {
+                if route == Some(None) && self.stale {
+                    self.refund_attempt(app);
+                }
                 self.exit_failed(ctx, now, t, app, Status::GeneralFailure);
             }
         }
@@ -952,6 +968,7 @@ impl ClientRole {
         self.stale = false;
         let breaker = self.config.selection.breaker;
         let alpha = self.config.selection.latency_alpha;
+        let mut gained_relay = Vec::new();
         for record in peers {
             let peer = record.peer;
             let e = self.exits.entry(peer).or_insert_with(|| KnownExit {
@@ -968,12 +985,20 @@ impl ClientRole {
             // Each hub speaks only for its own relay: another hub's answer
             // neither adds nor removes it.
             if record.relays.contains(&hub) {
-                e.relays.insert(hub);
+                // A new way to reach it: earlier failures (a direct dial to a
+                // NATed exit) say nothing about this one.
+                if e.relays.insert(hub) && e.relays.len() == 1 {
+                    e.retry_at = now;
+                    gained_relay.push(peer);
+                }
             } else {
                 e.relays.remove(&hub);
             }
             e.record = record;
             e.seen = now;
+        }
+        for s in self.sessions.values_mut() {
+            s.tried.retain(|p| !gained_relay.contains(p));
         }
         // Exits no hub has listed for three refreshes are gone.
         let stale = self.config.selection.refresh * 3;

@@ -242,7 +242,9 @@ pub struct ListenerConfig {
     pub socks_auth: Arc<SocksAuthPolicy>,
     /// HTTP proxy authentication.
     pub http_auth: Arc<HttpAuthPolicy>,
-    /// Further exits tried after the first fails at the exit (not at the destination).
+    /// Further exits tried after the first fails at the exit (not at the
+    /// destination). One failed direct dial to an exit with no known relay is
+    /// not counted (its record may predate its move behind NAT).
     pub retries: u32,
     /// Whether this listener's sessions may run over relayed connections
     /// (false: only exits reachable directly, only direct connections).

@@ -437,26 +437,6 @@ fn a_hub_lists_an_exit_registered_as_relayed_with_itself_as_its_relay() {
 }
 
 #[test]
-fn an_exit_that_moved_behind_a_relay_is_looked_up_again_after_a_failed_direct_dial() {
-    // Listed before its autonat verdict: direct addresses, no relay.
-    let mut f = client(vec![exit_record(1)], true);
-    let app = f.accept(0);
-    let outs = f.socks(app, &target(), None, b"");
-    assert_eq!(relayed_dials(&outs), vec![(exit_id(1), None)]);
-    f.h.input(Input::DialFailed { peer: exit_id(1) });
-    // The list is fetched again within a couple of seconds, not at the
-    // periodic refresh (30 s).
-    let outs = f.h.advance(Duration::from_secs(2));
-    let finds = hub_messages(&sent_on(&outs, f.hub_stream));
-    assert!(finds.iter().any(|m| matches!(m, HubMessage::Find { .. })), "{outs:?}");
-    // It now says: no direct addresses, reachable through the hub.
-    f.h.data(f.hub_stream, hub_bytes(&HubMessage::Peers { peers: vec![relayed_exit(1, false)] }));
-    let app = f.accept(0);
-    let outs = f.socks(app, &target(), None, b"");
-    assert_eq!(relayed_dials(&outs), vec![(exit_id(1), Some(hub_id()))]);
-}
-
-#[test]
 fn a_hub_that_comes_back_gets_the_reservation_at_once_not_after_the_backoff() {
     let mut h = exit_node(RelayMode::Always);
     // The hub is away for a while: the reservation keeps failing and its
@@ -485,4 +465,49 @@ fn a_hub_that_comes_back_gets_the_reservation_at_once_not_after_the_backoff() {
     // that same step rather than when its backoff (up to 30 s) runs out.
     let (_, outs) = link_up(&mut h, hub_id());
     assert!(reserves(&outs).contains(&hub_id()), "{outs:?}");
+}
+
+#[test]
+fn the_session_whose_direct_dial_found_the_record_stale_waits_for_the_fresh_one() {
+    // (The list is fetched again within a couple of seconds, not at the
+    // periodic refresh of 30 s.)
+    // The only exit was listed before its autonat verdict; it now sits behind
+    // NAT and is reachable only through the hub.
+    let mut f = client(vec![exit_record(1)], true);
+    let app = f.accept(0);
+    let outs = f.socks(app, &target(), None, b"");
+    assert_eq!(relayed_dials(&outs), vec![(exit_id(1), None)]);
+    let outs = f.h.input(Input::DialFailed { peer: exit_id(1) });
+    assert!(sent_on(&outs, app).is_empty(), "the app is not answered yet: {outs:?}");
+    let outs = f.h.advance(Duration::from_secs(2));
+    assert!(hub_messages(&sent_on(&outs, f.hub_stream))
+        .iter()
+        .any(|m| matches!(m, HubMessage::Find { .. })));
+    // The fresh listing sends the same session through the relay.
+    let peers = vec![relayed_exit(1, false)];
+    let outs = f.h.data(f.hub_stream, hub_bytes(&HubMessage::Peers { peers }));
+    assert_eq!(relayed_dials(&outs), vec![(exit_id(1), Some(hub_id()))]);
+    let conn = f.h.conn();
+    let relayed = Path::Relayed { via: hub_id() };
+    let outs =
+        f.h.input(Input::PeerConnected { peer: exit_id(1), conn, path: relayed, limit: None });
+    establish(&mut f, &outs);
+}
+
+#[test]
+fn an_exit_that_is_simply_down_still_fails_the_session() {
+    let mut f = client(vec![exit_record(1)], true);
+    let app = f.accept(0);
+    f.socks(app, &target(), None, b"");
+    f.h.input(Input::DialFailed { peer: exit_id(1) });
+    f.h.advance(Duration::from_secs(2));
+    // The fresh listing says the same (direct addresses, no relay): nothing
+    // new to try, and the session ends with an answer within its wait.
+    let peers = vec![exit_record(1)];
+    let mut outs = f.h.data(f.hub_stream, hub_bytes(&HubMessage::Peers { peers }));
+    assert!(relayed_dials(&outs).is_empty(), "{outs:?}");
+    outs.extend(f.h.advance(Duration::from_secs(30)));
+    assert!(events(&outs).iter().any(|e| matches!(e, Event::SessionFailed { .. })), "{outs:?}");
+    // Its one attempt was given back, so it ends as "no usable exit".
+    assert_eq!(sent_on(&outs, app), socks_reply(Status::NetworkUnreachable));
 }
