@@ -30,7 +30,10 @@ pub(crate) struct Registration {
 #[derive(Debug)]
 pub(crate) enum LinkEvent {
     /// A link is up and can carry requests.
-    Ready,
+    Ready {
+        /// The hub it links to.
+        hub: PeerId,
+    },
     /// A `Find` answered.
     Peers {
         /// The hub that answered.
@@ -353,7 +356,8 @@ impl HubLinks {
                 if self.registration.is_some() {
                     l.queue.push_front(Request::Register);
                 }
-                self.events.push_back(LinkEvent::Ready);
+                let hub = l.hub.peer;
+                self.events.push_back(LinkEvent::Ready { hub });
                 self.pump(ctx, now, t, i, 0);
             }
             (State::Ready(_), msg) => self.on_response(ctx, now, t, i, msg),

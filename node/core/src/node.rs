@@ -306,9 +306,14 @@ impl Node {
     fn after(&mut self, now: Instant) {
         let t = self.config.timeouts;
         while let Some(event) = self.links.as_mut().and_then(|l| l.events.pop_front()) {
+            if let LinkEvent::Ready { hub } = event {
+                // The hub is back: a reservation waiting out its backoff
+                // there is asked for now, not up to a backoff step later.
+                self.relay.on_hub_ready(&mut self.ctx, hub);
+            }
             let Some(c) = &mut self.client else { continue };
             match event {
-                LinkEvent::Ready => {
+                LinkEvent::Ready { .. } => {
                     if c.needs_exits(now) {
                         self.refresh_exits(now);
                     }

@@ -212,6 +212,18 @@ impl Relay {
         }
     }
 
+    /// A link to `hub` came up (it answered our challenge): a reservation
+    /// there that is waiting out a backoff is asked for at once, with its
+    /// failure count reset — the hub is evidently back.
+    pub(crate) fn on_hub_ready(&mut self, ctx: &mut Ctx, hub: PeerId) {
+        let Some(i) = self.index(hub) else { return };
+        if matches!(self.hubs[i].1, Reservation::Backoff { .. }) {
+            self.hubs[i].1 = Reservation::Requested { failures: 0 };
+            ctx.timers.cancel(TimerKey::Reservation(i));
+            ctx.emit(Output::Reserve { hub });
+        }
+    }
+
     /// A connection to `peer` came up. `accepted_relayed`: it is a relayed
     /// connection we did not dial, so (like DCUtR's listener side) we start
     /// hole punching.

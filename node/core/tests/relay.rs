@@ -455,3 +455,34 @@ fn an_exit_that_moved_behind_a_relay_is_looked_up_again_after_a_failed_direct_di
     let outs = f.socks(app, &target(), None, b"");
     assert_eq!(relayed_dials(&outs), vec![(exit_id(1), Some(hub_id()))]);
 }
+
+#[test]
+fn a_hub_that_comes_back_gets_the_reservation_at_once_not_after_the_backoff() {
+    let mut h = exit_node(RelayMode::Always);
+    // The hub is away for a while: the reservation keeps failing and its
+    // backoff grows towards its 30 s ceiling.
+    for _ in 0..8 {
+        h.input(Input::ReservationFailed { hub: hub_id() });
+        let outs = h.advance(Duration::from_secs(31));
+        assert!(reserves(&outs).contains(&hub_id()), "retried within the ceiling");
+    }
+    h.input(Input::ReservationFailed { hub: hub_id() });
+    // Wait for the hub link's next dial; a reservation retry on the way
+    // fails again (the hub is still away).
+    let mut redialed = false;
+    for _ in 0..600 {
+        let outs = h.advance(Duration::from_millis(100));
+        if reserves(&outs).contains(&hub_id()) {
+            h.input(Input::ReservationFailed { hub: hub_id() });
+        }
+        if dials(&outs).contains(&hub_id()) {
+            redialed = true;
+            break;
+        }
+    }
+    assert!(redialed, "the hub link redials within a minute");
+    // The hub is back: the link comes up, and the reservation is asked for in
+    // that same step rather than when its backoff (up to 30 s) runs out.
+    let (_, outs) = link_up(&mut h, hub_id());
+    assert!(reserves(&outs).contains(&hub_id()), "{outs:?}");
+}

@@ -199,6 +199,9 @@ pub async fn start_node_with(
     if let Some(admitted) = admitted {
         runner = runner.with_admitted_peers(admitted);
     }
+    if let Some(reachability) = file.reachability()? {
+        runner.set_reachability(reachability);
+    }
     let events = runner.sender();
     let network = start_network(event_sink(events.clone())).map_err(StartError::Network)?;
     tokio::spawn(async move {

@@ -9,6 +9,8 @@
 //! state = "meshproxy.state"         # optional: sticky pins across restarts
 //! listen = ["/ip4/0.0.0.0/tcp/4001"] # peer-to-peer listen multiaddrs
 //! metrics = "127.0.0.1:9091"        # optional: Prometheus `GET /metrics` endpoint
+//! reachability = "auto"             # auto (autonat decides) | public | private (behind NAT)
+//! autonat_private_ips = false       # let autonat probe private/loopback addresses (LANs, tests)
 //!
 //! [[hubs]]                          # hubs to register with / find exits through
 //! peer = "12D3KooW…"
@@ -30,12 +32,14 @@
 //! credential = { id = "exit-1", token = "…" }
 //! allow = ["127.0.0.1:8080"]
 //! country = "DE"
+//! relay = "auto"                    # reserve at the hubs' relays: auto (when not reachable) | always | off
 //!
 //! [client]                          # serve local apps
 //! credential = { id = "alice", token = "…" }
 //! [[client.listeners]]
 //! bind = "127.0.0.1:1080"
 //! protocol = "both"                 # socks5 | http | both
+//! relayed = true                    # may sessions run through a hub's relay (default true)
 //! ```
 
 use crate::identity::parse_peer_id;
@@ -43,11 +47,12 @@ use crate::network::{RelayLimits, RELAY_MAX_DURATION};
 use meshproxy_core::admission::{AdmissionKey, Credential};
 use meshproxy_core::config::{
     ClientConfig, ExitConfig, HubConfig, HubContact, Limits, ListenerConfig, ListenerProtocol,
-    NodeConfig, SelectionConfig, StickyMode, Timeouts,
+    NodeConfig, RelayMode, SelectionConfig, StickyMode, Timeouts,
 };
 use meshproxy_core::directory::DirectoryConfig;
 use meshproxy_core::http_connect::HttpAuthPolicy;
 use meshproxy_core::ids::PeerId;
+use meshproxy_core::io::Reachability;
 use meshproxy_core::policy::{ExitPolicyConfig, PolicyRule, PortRange};
 use meshproxy_core::record::{
     valid_label, Attrs, CountryCode, PeerAddr, PeerFilter, MAX_LABELS, MAX_LABEL_LEN,
@@ -118,6 +123,11 @@ pub struct FileConfig {
     pub exit: Option<ExitFile>,
     /// The client role, if served.
     pub client: Option<ClientFile>,
+    /// `auto` (default: autonat finds out), `public` or `private`: whether other nodes can
+    /// dial this one directly, as the operator knows it (behind NAT: `private`).
+    pub reachability: Option<String>,
+    /// Let autonat probe private and loopback addresses (LANs, test networks); default false.
+    pub autonat_private_ips: Option<bool>,
 }
 
 /// One hub to use.
@@ -258,6 +268,9 @@ pub struct ExitFile {
     pub allowed_ports: Vec<String>,
     /// Whether private/loopback/link-local ranges are refused (default true).
     pub default_deny_ranges: Option<bool>,
+    /// Relay reservations at the hubs: `auto` (default: while not reachable directly),
+    /// `always` or `off`.
+    pub relay: Option<String>,
 }
 
 impl ExitFile {
@@ -274,6 +287,7 @@ impl ExitFile {
             deny: Vec::new(),
             allowed_ports: Vec::new(),
             default_deny_ranges: None,
+            relay: None,
         }
     }
 }
@@ -351,6 +365,9 @@ pub struct ListenerFile {
     /// Users allowed (SOCKS5 user/pass and HTTP Basic); none = no auth.
     #[serde(default)]
     pub users: Vec<UserFile>,
+    /// Whether sessions may run over a hub's relay (default true); false: only exits
+    /// reachable directly, over direct connections.
+    pub relayed: Option<bool>,
 }
 
 /// A listener user.
@@ -429,6 +446,7 @@ impl FileConfig {
             return Err(invalid("exits and clients need at least one [[hubs]] entry"));
         }
         let hub = self.hub.as_ref().map(hub_config).transpose()?;
+        self.reachability()?;
         // Checked here too, so `check` and every start path refuse a bad relay table.
         self.relay_limits()?;
         let exit = match &self.exit {
@@ -453,6 +471,18 @@ impl FileConfig {
 }
 
 impl FileConfig {
+    /// The reachability the operator states: `None` for `auto` (autonat decides).
+    pub fn reachability(&self) -> Result<Option<Reachability>, ConfigError> {
+        match self.reachability.as_deref().unwrap_or("auto") {
+            "auto" => Ok(None),
+            "public" => Ok(Some(Reachability::Public)),
+            "private" => Ok(Some(Reachability::Private)),
+            other => {
+                Err(invalid(format!("reachability: `{other}`, expected auto, public or private")))
+            }
+        }
+    }
+
     /// The relay a hub serves: `None` unless there is a `[hub]` table whose `relay` is not
     /// `false`.
     pub fn relay_limits(&self) -> Result<Option<RelayLimits>, ConfigError> {
@@ -680,7 +710,14 @@ fn exit_config(
         addrs,
         capacity: e.capacity.unwrap_or(256),
         credential: credential(&e.credential),
-        relay: meshproxy_core::config::RelayMode::default(),
+        relay: match e.relay.as_deref().unwrap_or("auto") {
+            "auto" => RelayMode::Auto,
+            "always" => RelayMode::Always,
+            "off" => RelayMode::Off,
+            other => {
+                return Err(invalid(format!("exit.relay: `{other}`, expected auto, always or off")))
+            }
+        },
     })
 }
 
@@ -739,7 +776,7 @@ fn client_config(c: &ClientFile) -> Result<ClientConfig, ConfigError> {
             socks_auth: Arc::new(socks_auth),
             http_auth: Arc::new(http_auth),
             retries: l.retries.unwrap_or(d.retries),
-            relayed: d.relayed,
+            relayed: l.relayed.unwrap_or(d.relayed),
         });
     }
     let d = SelectionConfig::default();
@@ -997,5 +1034,52 @@ users = [{{ name = "u", password = "p" }}]
             .expect_err("label with -")
             .to_string();
         assert!(err.contains("exit.labels") && err.contains("`exit-a`"), "{err}");
+    }
+
+    #[test]
+    fn nat_keys_map_onto_the_core_config_and_bad_values_are_named() {
+        let base = |top: &str, exit: &str, listener: &str| {
+            format!(
+                "{top}\n[[hubs]]\npeer = \"{}\"\n[exit]\ncredential = {{ id = \"e\", token = \"x\" }}\n{exit}\n\
+                 [client]\ncredential = {{ id = \"c\", token = \"y\" }}\n[[client.listeners]]\n{listener}\n",
+                hub_id()
+            )
+        };
+        let node = |text: &str| {
+            FileConfig::parse(text).expect("parses").to_node_config(PeerId::from_u64(5), &fake_addr)
+        };
+        // Defaults: autonat decides, reserve when unreachable, relayed paths allowed.
+        let defaults = FileConfig::parse(&base("", "", "")).expect("parses");
+        assert_eq!(defaults.reachability().expect("valid"), None);
+        let d = node(&base("", "", "")).expect("valid");
+        assert_eq!(d.exit.expect("exit").relay, RelayMode::Auto);
+        assert!(d.client.expect("client").listeners[0].relayed);
+        for (word, mode) in
+            [("auto", RelayMode::Auto), ("always", RelayMode::Always), ("off", RelayMode::Off)]
+        {
+            let n = node(&base("", &format!("relay = \"{word}\""), "")).expect("valid");
+            assert_eq!(n.exit.expect("exit").relay, mode);
+        }
+        let n = node(&base("", "", "relayed = false")).expect("valid");
+        assert!(!n.client.expect("client").listeners[0].relayed);
+        for (word, r) in [
+            ("auto", None),
+            ("public", Some(Reachability::Public)),
+            ("private", Some(Reachability::Private)),
+        ] {
+            let f = FileConfig::parse(&base(&format!("reachability = \"{word}\""), "", ""))
+                .expect("parses");
+            assert_eq!(f.reachability().expect("valid"), r);
+        }
+        let f = FileConfig::parse(&base("autonat_private_ips = true", "", "")).expect("parses");
+        assert_eq!(f.autonat_private_ips, Some(true));
+        let err =
+            node(&base("reachability = \"behind-nat\"", "", "")).expect_err("bad").to_string();
+        assert!(err.contains("reachability") && err.contains("behind-nat"), "{err}");
+        let err = node(&base("", "relay = \"sometimes\"", "")).expect_err("bad").to_string();
+        assert!(err.contains("exit.relay") && err.contains("sometimes"), "{err}");
+        let err =
+            FileConfig::parse(&base("", "", "relayed = \"no\"")).expect_err("bool").to_string();
+        assert!(err.contains("relayed"), "{err}");
     }
 }

@@ -35,6 +35,13 @@ pub struct CommonFlags {
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics [key: metrics].
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
+    /// Whether other nodes can dial this one directly: auto (autonat finds out), public,
+    /// or private (behind NAT) [key: reachability].
+    #[arg(long, value_name = "auto|public|private")]
+    pub reachability: Option<String>,
+    /// Let autonat probe private and loopback addresses (LANs, test networks) [key: autonat_private_ips].
+    #[arg(long, value_name = "BOOL")]
+    pub autonat_private_ips: Option<bool>,
 }
 
 /// Flags of `meshproxy hub`.
@@ -79,6 +86,10 @@ pub struct ExitFlags {
     /// Sessions advertised [key: exit.capacity].
     #[arg(long, value_name = "N")]
     pub capacity: Option<u32>,
+    /// Hold relay reservations at the hubs: auto (while not reachable directly), always or
+    /// off [key: exit.relay].
+    #[arg(long, value_name = "auto|always|off")]
+    pub relay: Option<String>,
 }
 
 /// Flags of `meshproxy client`. The listener flags describe the listeners
@@ -108,6 +119,10 @@ pub struct ClientFlags {
     /// Require this user (SOCKS5 user/pass, HTTP Basic): NAME:PASSWORD; repeatable [key: client.listeners[].users].
     #[arg(long = "user", value_name = "NAME:PASSWORD")]
     pub users: Vec<String>,
+    /// Whether sessions may run through a hub's relay (false: direct exits and connections
+    /// only) [key: client.listeners[].relayed].
+    #[arg(long, value_name = "BOOL")]
+    pub relayed: Option<bool>,
 }
 
 /// Which role command is being run, with its flags.
@@ -210,6 +225,12 @@ pub fn build(common: &CommonFlags, role: RoleFlags<'_>) -> Result<FileConfig, Co
     if common.metrics.is_some() {
         file.metrics = common.metrics;
     }
+    if common.reachability.is_some() {
+        file.reachability.clone_from(&common.reachability);
+    }
+    if common.autonat_private_ips.is_some() {
+        file.autonat_private_ips = common.autonat_private_ips;
+    }
     replace(&mut file.listen, &common.listen);
     replace(&mut file.hubs, &hubs(&common.hubs)?);
     match role {
@@ -269,6 +290,9 @@ fn apply_exit(file: &mut FileConfig, f: &ExitFlags) -> Result<(), ConfigError> {
     if f.capacity.is_some() {
         exit.capacity = f.capacity;
     }
+    if f.relay.is_some() {
+        exit.relay.clone_from(&f.relay);
+    }
     Ok(())
 }
 
@@ -294,6 +318,7 @@ fn apply_client(file: &mut FileConfig, f: &ClientFlags) -> Result<(), ConfigErro
     let listener_flags = f.protocol.is_some()
         || f.country.is_some()
         || f.sticky.is_some()
+        || f.relayed.is_some()
         || !f.labels.is_empty()
         || !users.is_empty();
     let binds: Vec<Option<SocketAddr>> = if !f.listeners.is_empty() {
@@ -302,7 +327,7 @@ fn apply_client(file: &mut FileConfig, f: &ClientFlags) -> Result<(), ConfigErro
         vec![None]
     } else if listener_flags {
         return Err(invalid(
-            "listener flags (--protocol, --country, --label, --sticky, --user) describe the \
+            "listener flags (--protocol, --country, --label, --sticky, --user, --relayed) describe the \
              listeners made by --listener; give --listener too (the config's listeners are kept \
              as written otherwise)"
                 .into(),
@@ -321,6 +346,7 @@ fn apply_client(file: &mut FileConfig, f: &ClientFlags) -> Result<(), ConfigErro
             fallback: None,
             retries: None,
             users: users.clone(),
+            relayed: f.relayed,
         })
         .collect();
     Ok(())
@@ -386,6 +412,35 @@ mod tests {
         assert_eq!(exit.credential.id, "exit-1");
         assert_eq!(exit.allow, vec!["127.0.0.1:8080".to_owned()]);
         assert_eq!(exit.country.as_deref(), Some("DE"));
+    }
+
+    #[test]
+    fn nat_flags_set_their_keys() {
+        let nat = CommonFlags {
+            reachability: Some("private".into()),
+            autonat_private_ips: Some(true),
+            ..common()
+        };
+        let exit = ExitFlags {
+            credential: Some("exit-1=secret".into()),
+            relay: Some("always".into()),
+            ..ExitFlags::default()
+        };
+        let file = build(&nat, RoleFlags::Exit(&exit)).unwrap();
+        assert_eq!(file.reachability.as_deref(), Some("private"));
+        assert_eq!(file.autonat_private_ips, Some(true));
+        assert_eq!(file.exit.as_ref().unwrap().relay.as_deref(), Some("always"));
+        let node = node_config(&file);
+        assert_eq!(node.exit.unwrap().relay, meshproxy_core::config::RelayMode::Always);
+        let client = ClientFlags {
+            credential: Some("alice=pw".into()),
+            listeners: vec!["127.0.0.1:1080".parse().unwrap()],
+            relayed: Some(false),
+            ..ClientFlags::default()
+        };
+        let file = build(&common(), RoleFlags::Client(&client)).unwrap();
+        assert_eq!(file.client.as_ref().unwrap().listeners[0].relayed, Some(false));
+        assert!(!node_config(&file).client.unwrap().listeners[0].relayed);
     }
 
     #[test]

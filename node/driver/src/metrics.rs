@@ -13,7 +13,7 @@
 //! [`ServeLimits::max_connections`] connections at once, so a slow or hostile
 //! client cannot hold more than a bounded amount of memory or tasks.
 
-use crate::port::NetEvent;
+use crate::port::{HolePunchStage, NetEvent};
 use meshproxy_core::ids::{ConnId, PeerId};
 use meshproxy_core::io::{Event, FailReason, SpliceEnd};
 use meshproxy_core::selection::breaker::BreakerState;
@@ -200,6 +200,7 @@ struct Tracked {
     breakers: BTreeMap<PeerId, &'static str>,
     hubs: BTreeSet<PeerId>,
     directory: BTreeSet<PeerId>,
+    reservations: BTreeSet<PeerId>,
 }
 
 /// The node's metrics. Shared (`Arc`) between the runner, which feeds it with
@@ -230,6 +231,13 @@ pub struct Metrics {
     directory_removals: Counter,
     admission_denials: Counter,
     admitted_peers: Gauge,
+    hole_punch_attempts: Counter,
+    hole_punch_successes: Counter,
+    hole_punch_failures: Counter,
+    relay_reservations: Gauge,
+    relay_reservations_accepted: Counter,
+    relay_reservations_failed: Counter,
+    relay_reservations_lost: Counter,
     tracked: Mutex<Tracked>,
 }
 
@@ -275,6 +283,13 @@ impl Metrics {
             directory_removals: Counter::default(),
             admission_denials: Counter::default(),
             admitted_peers: Gauge::default(),
+            hole_punch_attempts: Counter::default(),
+            hole_punch_successes: Counter::default(),
+            hole_punch_failures: Counter::default(),
+            relay_reservations: Gauge::default(),
+            relay_reservations_accepted: Counter::default(),
+            relay_reservations_failed: Counter::default(),
+            relay_reservations_lost: Counter::default(),
             tracked: Mutex::new(Tracked::default()),
         };
         for role in [CLIENT, EXIT] {
@@ -429,6 +444,41 @@ impl Metrics {
             "(Hub) peers admitted now (with an authenticated hub stream; they may use the relay)",
             self.admitted_peers.clone(),
         );
+        r.register(
+            "hole_punch_attempts",
+            "Hole-punch attempts this node started on relayed connections (DCUtR, or a direct dial to the peer's addresses)",
+            self.hole_punch_attempts.clone(),
+        );
+        r.register(
+            "hole_punch_successes",
+            "Hole-punch attempts that produced a direct connection",
+            self.hole_punch_successes.clone(),
+        );
+        r.register(
+            "hole_punch_failures",
+            "Hole-punch attempts that ended without a direct connection",
+            self.hole_punch_failures.clone(),
+        );
+        r.register(
+            "relay_reservations",
+            "(Exits) relay reservations held now, one per hub",
+            self.relay_reservations.clone(),
+        );
+        r.register(
+            "relay_reservations_accepted",
+            "(Exits) relay reservations granted by a hub",
+            self.relay_reservations_accepted.clone(),
+        );
+        r.register(
+            "relay_reservations_failed",
+            "(Exits) relay reservations asked for and not granted",
+            self.relay_reservations_failed.clone(),
+        );
+        r.register(
+            "relay_reservations_lost",
+            "(Exits) granted relay reservations that went away (hub restart, connection lost)",
+            self.relay_reservations_lost.clone(),
+        );
         self
     }
 
@@ -558,17 +608,51 @@ impl Metrics {
         self.breakers.get_or_create(&StateLabels { state: to }).inc();
     }
 
-    /// Counts peer connections going up and down (other network events are
-    /// ignored). Every connection is labelled `direct` for now: the network
-    /// does not report a connection's remote address, and it has no relay
-    /// transport, so no connection can be relayed. Once it reports addresses,
-    /// a `/p2p-circuit` remote address maps to [`ConnPath::Relayed`].
+    /// Counts what the peer network reports: connections going up and down, each
+    /// labelled by its path (a connection through a hub's `/p2p-circuit` is `relayed`),
+    /// hole-punch attempts and their outcomes, and relay reservations.
     pub fn observe_net(&self, event: &NetEvent) {
         match event {
-            NetEvent::PeerConnected { conn, .. } => self.peer_connected(*conn, ConnPath::Direct),
+            NetEvent::PeerConnected { conn, path, .. } => {
+                let path = if path.is_relayed() { ConnPath::Relayed } else { ConnPath::Direct };
+                self.peer_connected(*conn, path);
+            }
             NetEvent::PeerDisconnected { conn, .. } => self.peer_disconnected(*conn),
+            NetEvent::HolePunch { stage, .. } => {
+                let counter = match stage {
+                    HolePunchStage::Started => &self.hole_punch_attempts,
+                    HolePunchStage::Succeeded => &self.hole_punch_successes,
+                    HolePunchStage::Failed => &self.hole_punch_failures,
+                };
+                counter.inc();
+            }
+            NetEvent::ReservationAccepted { hub } => {
+                self.relay_reservations_accepted.inc();
+                let mut t = self.tracked();
+                if t.reservations.len() < MAX_TRACKED {
+                    t.reservations.insert(*hub);
+                }
+                self.relay_reservations.set(gauge_len(t.reservations.len()));
+            }
+            NetEvent::ReservationFailed { hub } | NetEvent::ReservationLost { hub } => {
+                if matches!(event, NetEvent::ReservationLost { .. }) {
+                    self.relay_reservations_lost.inc();
+                } else {
+                    self.relay_reservations_failed.inc();
+                }
+                let mut t = self.tracked();
+                t.reservations.remove(hub);
+                self.relay_reservations.set(gauge_len(t.reservations.len()));
+            }
             _ => {}
         }
+    }
+
+    /// A reservation was given up on purpose (`Unreserve`): no longer held, not lost.
+    pub fn reservation_dropped(&self, hub: &PeerId) {
+        let mut t = self.tracked();
+        t.reservations.remove(hub);
+        self.relay_reservations.set(gauge_len(t.reservations.len()));
     }
 
     /// A peer connection is up.
@@ -994,6 +1078,49 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn network_reports_label_paths_and_count_hole_punches_and_reservations() {
+        use meshproxy_core::io::Path;
+        let m = Metrics::new();
+        let (hub, exit) = (PeerId::from_u64(1), PeerId::from_u64(2));
+        m.observe_net(&NetEvent::PeerConnected {
+            peer: exit,
+            conn: ConnId(1),
+            path: Path::Relayed { via: hub },
+            limit: None,
+        });
+        m.observe_net(&NetEvent::PeerConnected {
+            peer: exit,
+            conn: ConnId(2),
+            path: Path::Direct,
+            limit: None,
+        });
+        for stage in [HolePunchStage::Started, HolePunchStage::Succeeded, HolePunchStage::Started] {
+            m.observe_net(&NetEvent::HolePunch { peer: exit, stage });
+        }
+        m.observe_net(&NetEvent::HolePunch { peer: exit, stage: HolePunchStage::Failed });
+        m.observe_net(&NetEvent::ReservationAccepted { hub });
+        m.observe_net(&NetEvent::ReservationAccepted { hub: exit });
+        m.observe_net(&NetEvent::ReservationLost { hub });
+        m.observe_net(&NetEvent::ReservationFailed { hub });
+        let text = m.encode();
+        for line in [
+            "meshproxy_peer_connections{path=\"direct\"} 1\n",
+            "meshproxy_peer_connections{path=\"relayed\"} 1\n",
+            "meshproxy_hole_punch_attempts_total 2\n",
+            "meshproxy_hole_punch_successes_total 1\n",
+            "meshproxy_hole_punch_failures_total 1\n",
+            "meshproxy_relay_reservations 1\n",
+            "meshproxy_relay_reservations_accepted_total 2\n",
+            "meshproxy_relay_reservations_lost_total 1\n",
+            "meshproxy_relay_reservations_failed_total 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        m.reservation_dropped(&exit);
+        assert!(m.encode().contains("meshproxy_relay_reservations 0\n"));
     }
 
     #[test]

@@ -12,43 +12,58 @@
 //! (`Event::PeerAdmitted` / `Event::AdmissionEnded`), the runner keeps an [`AdmittedPeers`]
 //! list in step, and the relay's limiters refuse everyone else's reservations and circuits.
 //!
+//! Every other node is a relay client: `Reserve` listens on `<hub>/p2p/<hub>/p2p-circuit`
+//! (libp2p renews the reservation), `Dial { via }` dials `…/p2p-circuit/p2p/<peer>`, and
+//! DCUtR upgrades relayed connections (it starts by itself on the side that accepted the
+//! circuit; `HolePunch` reports its outcome and adds a plain dial to the peer's identify
+//! addresses). Autonat (hubs answer probes, others ask) reports `Reachability`. Each
+//! `PeerConnected` says whether the connection is direct or relayed through which hub,
+//! with the relay's circuit caps when it announced them.
+//!
 //! Why not `libp2p-stream`: it hands inbound streams over a one-slot channel and drops the
 //! ones that do not fit (a burst of proxied connections loses streams), and it negotiates one
 //! outbound stream per connection at a time (one round trip each). Ours queues without loss
 //! (bounded by the muxers' stream limits) and negotiates outbound streams concurrently.
 //!
 //! Contract (the same one the simulator honours):
-//! - every `Dial` is answered by `PeerConnected` or `DialFailed`; a `Dial` to a peer that is
-//!   already connected is answered at once with `PeerConnected` for an existing connection;
-//! - `OpenStream` to a peer without a connection is answered with `StreamRefused` at once
-//!   (the actor never dials implicitly: dialing is the core's decision);
+//! - every `Dial` is answered by `PeerConnected` or `DialFailed`; a direct `Dial` to a peer
+//!   that is already connected is answered at once with `PeerConnected` for an existing
+//!   connection (a direct one if any); a `Dial { via }` always makes a new connection;
+//! - `OpenStream` goes on the connection named, else on the newest direct connection, else
+//!   the newest; to a peer without a connection (or a connection that is gone) it is
+//!   answered with `StreamRefused` at once (the actor never dials implicitly: dialing is the
+//!   core's decision);
+//! - `Reserve` is answered by `ReservationAccepted` (at once if one is held) or
+//!   `ReservationFailed`, later perhaps `ReservationLost`; `HolePunch` by a direct
+//!   `PeerConnected` or `HolePunchFailed`;
 //! - the actor sets no policy timers: deadlines belong to the core.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
 use futures::StreamExt as _;
 use libp2p::{
+    autonat,
     connection_limits::{self, ConnectionLimits},
     core::transport::ListenerId,
-    identify, identity, noise, ping, relay,
+    dcutr, identify, identity, multiaddr, noise, ping, relay,
     swarm::{
         behaviour::toggle::Toggle, dial_opts::DialOpts, dial_opts::PeerCondition, ConnectionId,
-        DialError, SwarmEvent,
+        SwarmEvent,
     },
     tcp, yamux, Multiaddr, StreamProtocol, Swarm, SwarmBuilder,
 };
 use meshproxy_core::{
     ids::{ConnId, PeerId, StreamId, MAX_PEER_ID_LEN},
-    io::Protocol,
+    io::{CircuitLimit, Path, Protocol, Reachability},
     record::PeerAddr,
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::port::{NetCommand, NetEvent};
+use crate::port::{HolePunchStage, NetCommand, NetEvent};
 
 /// Yamux asserts (panics) when `max_num_streams * 256 KiB` exceeds its 1 GiB connection
 /// receive window, i.e. above 4096 streams; every configured value is clamped to this.
@@ -105,10 +120,17 @@ pub struct NetConfig {
     pub idle_connection_timeout: Duration,
     /// Serve as a circuit relay (hubs); `None`: the relay protocol is not even offered.
     pub relay: Option<RelayServerConfig>,
+    /// Use other nodes' relays: reserve at hubs, dial through them, and upgrade relayed
+    /// connections by DCUtR hole punching. Off on hubs, which are reachable by design.
+    pub relay_client: bool,
+    /// Autonat (dial-back probes that tell whether this node is reachable directly);
+    /// `None`: off, as when the operator states the reachability.
+    pub autonat: Option<AutonatConfig>,
 }
 
 impl NetConfig {
-    /// A configuration with default limits, a 60 s idle timeout, no listeners and no relay.
+    /// A configuration with default limits, a 60 s idle timeout, no listeners, no relay
+    /// server, the relay client on, and autonat probing only global addresses.
     pub fn new(keypair: identity::Keypair) -> NetConfig {
         NetConfig {
             keypair,
@@ -116,6 +138,34 @@ impl NetConfig {
             limits: NetLimits::default(),
             idle_connection_timeout: Duration::from_secs(60),
             relay: None,
+            relay_client: true,
+            autonat: Some(AutonatConfig::default()),
+        }
+    }
+}
+
+/// How autonat runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutonatConfig {
+    /// Ask connected peers to dial us back (clients and exits). Off: only answer others'
+    /// probes (hubs serve as autonat servers).
+    pub probe: bool,
+    /// Probe and serve private and loopback addresses too (test networks, LANs); libp2p's
+    /// default is global addresses only.
+    pub private_ips: bool,
+    /// Wait this long after start before the first probe (connections to hubs first).
+    pub boot_delay: Duration,
+    /// Probe again this often while the verdict is unsure.
+    pub retry_interval: Duration,
+}
+
+impl Default for AutonatConfig {
+    fn default() -> Self {
+        AutonatConfig {
+            probe: true,
+            private_ips: false,
+            boot_delay: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(90),
         }
     }
 }
@@ -316,6 +366,12 @@ struct Behaviour {
     ping: ping::Behaviour,
     /// The circuit relay v2 server, on hubs only.
     relay: Toggle<relay::Behaviour>,
+    /// The circuit relay v2 client: reservations at hubs and circuits through them.
+    relay_client: Toggle<relay::client::Behaviour>,
+    /// Direct connection upgrade through relay (hole punching).
+    dcutr: Toggle<dcutr::Behaviour>,
+    /// Dial-back reachability probes (client side) and answers to others' (server side).
+    autonat: Toggle<autonat::Behaviour>,
 }
 
 /// What the runner holds to talk to the network actor.
@@ -367,10 +423,32 @@ pub struct NetworkActor<F> {
     from_tasks: mpsc::UnboundedReceiver<NetEvent>,
     /// Keeps `from_tasks` open while the actor lives.
     _to_actor: mpsc::UnboundedSender<NetEvent>,
-    /// Our connection ids; `ConnId`s are never reused within a process.
-    conns: HashMap<ConnectionId, (libp2p::PeerId, ConnId)>,
+    /// Our connections; `ConnId`s are never reused within a process.
+    conns: HashMap<ConnectionId, ConnInfo>,
+    by_conn: HashMap<ConnId, ConnectionId>,
     by_peer: BTreeMap<libp2p::PeerId, BTreeSet<ConnId>>,
     next_conn: u64,
+    /// Dials the core asked for: only their failures are its `DialFailed`s (DCUtR and the
+    /// relay client dial too, and answer for themselves).
+    dials: HashMap<ConnectionId, libp2p::PeerId>,
+    /// Direct dials made to answer a `HolePunch`.
+    punch_dials: HashMap<ConnectionId, libp2p::PeerId>,
+    /// Peers whose relayed connection we accepted, while DCUtR works on it.
+    punching: HashSet<libp2p::PeerId>,
+    /// Peers whose `HolePunch` the core still waits to hear about.
+    punch_asked: HashSet<libp2p::PeerId>,
+    /// Where connected peers say they listen (identify), direct addresses only.
+    identified: HashMap<libp2p::PeerId, Vec<Multiaddr>>,
+    /// The addresses of the core's last direct `Dial` of each peer (how to reach a hub
+    /// for a reservation or circuit before any connection to it exists).
+    dial_addrs: HashMap<libp2p::PeerId, Vec<Multiaddr>>,
+    /// Relay reservations asked for, by hub.
+    reservations: HashMap<libp2p::PeerId, Reservation>,
+    /// Caps the relays announced for our outbound circuits, by relay, in order, until the
+    /// connection over each circuit is up.
+    out_limits: HashMap<libp2p::PeerId, VecDeque<CircuitLimit>>,
+    /// The same for inbound circuits, by the peer that opened them.
+    in_limits: HashMap<libp2p::PeerId, CircuitLimit>,
     /// Listeners that have not reported an address yet.
     pending_listeners: HashSet<ListenerId>,
     /// Our listen addresses, in the order the listeners reported them.
@@ -380,13 +458,70 @@ pub struct NetworkActor<F> {
     relay_admitted: Option<AdmittedPeers>,
 }
 
+/// One connection as the actor tracks it.
+#[derive(Clone, Debug)]
+struct ConnInfo {
+    peer: libp2p::PeerId,
+    conn: ConnId,
+    path: Path,
+    limit: Option<CircuitLimit>,
+    /// The address we dialed (direct outbound connections only): known to reach the peer.
+    dialed: Option<Multiaddr>,
+}
+
+/// A reservation at one hub: its `/p2p-circuit` listener and whether the hub granted it.
+#[derive(Clone, Copy, Debug)]
+struct Reservation {
+    listener: ListenerId,
+    accepted: bool,
+}
+
+/// Most circuit caps remembered per relay before their connections come up.
+const MAX_PENDING_LIMITS: usize = 64;
+/// Most addresses kept per peer (identify, dials).
+const MAX_ADDRS_PER_PEER: usize = 16;
+/// Most peers whose dial addresses are kept.
+const MAX_DIAL_ADDR_PEERS: usize = 4096;
+
 impl<F> std::fmt::Debug for NetworkActor<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NetworkActor")
             .field("local_peer_id", self.swarm.local_peer_id())
             .field("conns", &self.conns.len())
+            .field("reservations", &self.reservations.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The address without its trailing `/p2p/…` part, if any.
+fn without_peer(addr: &Multiaddr) -> Multiaddr {
+    let mut a = addr.clone();
+    while matches!(a.iter().last(), Some(multiaddr::Protocol::P2p(_))) {
+        a.pop();
+    }
+    a
+}
+
+/// The part of a `/p2p-circuit` address before the circuit: the relay's address and,
+/// if it names one, the relay's peer id.
+fn relay_part(addr: &Multiaddr) -> (Multiaddr, Option<libp2p::PeerId>) {
+    let mut relay = Multiaddr::empty();
+    let mut peer = None;
+    for p in addr.iter() {
+        match p {
+            multiaddr::Protocol::P2pCircuit => break,
+            multiaddr::Protocol::P2p(id) => peer = Some(id),
+            other => relay.push(other),
+        }
+    }
+    (relay, peer)
+}
+
+/// The core's view of a relay's circuit caps (libp2p does not name its type publicly).
+macro_rules! circuit_limit {
+    ($limit:expr) => {
+        $limit.map(|l| CircuitLimit { duration: l.duration(), bytes: l.data_in_bytes() })
+    };
 }
 
 impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
@@ -420,8 +555,18 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             from_tasks,
             _to_actor: to_actor,
             conns: HashMap::new(),
+            by_conn: HashMap::new(),
             by_peer: BTreeMap::new(),
             next_conn: 0,
+            dials: HashMap::new(),
+            punch_dials: HashMap::new(),
+            punching: HashSet::new(),
+            punch_asked: HashSet::new(),
+            identified: HashMap::new(),
+            dial_addrs: HashMap::new(),
+            reservations: HashMap::new(),
+            out_limits: HashMap::new(),
+            in_limits: HashMap::new(),
             pending_listeners,
             listen_addrs: Vec::new(),
             listening,
@@ -447,11 +592,59 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
 
     fn on_command(&mut self, command: NetCommand) {
         match command {
-            NetCommand::Dial { peer, addrs } => self.dial(peer, &addrs),
-            NetCommand::OpenStream { stream, peer, protocol } => {
-                self.open_stream(stream, peer, protocol)
+            NetCommand::Dial { peer, addrs, via: None } => self.dial(peer, &addrs),
+            NetCommand::Dial { peer, via: Some(hub), .. } => self.dial_via(peer, hub),
+            NetCommand::OpenStream { stream, peer, conn, protocol } => {
+                self.open_stream(stream, peer, conn, protocol)
             }
+            NetCommand::Reserve { hub } => self.reserve(hub),
+            NetCommand::Unreserve { hub } => self.unreserve(hub),
+            NetCommand::HolePunch { peer } => self.hole_punch(peer),
         }
+    }
+
+    fn relay_client_on(&self) -> bool {
+        self.swarm.behaviour().relay_client.is_enabled()
+    }
+
+    /// Announces an existing connection again (the answer to a `Dial` or `HolePunch`
+    /// that some connection already satisfies).
+    fn announce(&self, cid: ConnectionId) {
+        if let Some(i) = self.conns.get(&cid) {
+            (self.events)(NetEvent::PeerConnected {
+                peer: to_core(&i.peer),
+                conn: i.conn,
+                path: i.path,
+                limit: i.limit,
+            });
+        }
+    }
+
+    /// The connection new streams to `peer` should use: the newest direct one, else the
+    /// newest at all.
+    fn preferred_conn(&self, peer: &libp2p::PeerId) -> Option<ConnectionId> {
+        let ids = self.by_peer.get(peer)?;
+        let infos = ids.iter().rev().filter_map(|c| self.by_conn.get(c));
+        let direct =
+            infos.clone().find(|cid| self.conns.get(cid).is_some_and(|i| i.path == Path::Direct));
+        direct.or_else(|| ids.iter().next_back().and_then(|c| self.by_conn.get(c))).copied()
+    }
+
+    fn direct_conn(&self, peer: &libp2p::PeerId) -> Option<ConnectionId> {
+        self.preferred_conn(peer)
+            .filter(|cid| self.conns.get(cid).is_some_and(|i| i.path == Path::Direct))
+    }
+
+    /// Where to reach `peer` directly: the address of a live outbound connection, else
+    /// what the core last gave to dial it, else where it says it listens.
+    fn addr_of(&self, peer: &libp2p::PeerId) -> Option<Multiaddr> {
+        let live = self.by_peer.get(peer).into_iter().flatten().find_map(|c| {
+            let info = self.by_conn.get(c).and_then(|cid| self.conns.get(cid))?;
+            info.dialed.clone()
+        });
+        live.or_else(|| self.dial_addrs.get(peer).and_then(|a| a.first().cloned()))
+            .or_else(|| self.identified.get(peer).and_then(|a| a.first().cloned()))
+            .map(|a| without_peer(&a))
     }
 
     fn dial(&mut self, peer: PeerId, addrs: &[PeerAddr]) {
@@ -466,56 +659,326 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             (self.events)(NetEvent::DialFailed { peer });
             return;
         }
-        let opts = DialOpts::peer_id(id)
-            .addresses(decoded)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .build();
+        if let Some(cid) = self.preferred_conn(&id) {
+            // Already connected: answer with a connection we have.
+            self.announce(cid);
+            return;
+        }
+        if self.dials.values().any(|p| *p == id) {
+            return; // the dial under way answers
+        }
+        if !decoded.is_empty() {
+            if self.dial_addrs.len() >= MAX_DIAL_ADDR_PEERS && !self.dial_addrs.contains_key(&id) {
+                self.dial_addrs.clear();
+            }
+            let keep = decoded.iter().take(MAX_ADDRS_PER_PEER).cloned().collect();
+            self.dial_addrs.insert(id, keep);
+        }
+        let opts =
+            DialOpts::peer_id(id).addresses(decoded).condition(PeerCondition::Always).build();
+        let cid = opts.connection_id();
         match self.swarm.dial(opts) {
-            Ok(()) => {}
-            Err(DialError::DialPeerConditionFalse(_)) => {
-                // Already connected: answer with a connection we have. Already dialing: the
-                // dial under way answers.
-                if let Some(conn) = self.by_peer.get(&id).and_then(|c| c.first()).copied() {
-                    (self.events)(NetEvent::PeerConnected { peer, conn });
-                }
+            Ok(()) => {
+                self.dials.insert(cid, id);
             }
             // Synchronous failures (no addresses, our own id, denied) raise no swarm event.
             Err(_) => (self.events)(NetEvent::DialFailed { peer }),
         }
     }
 
-    fn open_stream(&mut self, stream: StreamId, peer: PeerId, protocol: Protocol) {
-        let Some(id) = from_core(&peer).filter(|id| self.swarm.is_connected(id)) else {
+    /// A new connection to `peer` through a circuit at `hub`'s relay, whatever else exists.
+    fn dial_via(&mut self, peer: PeerId, hub: PeerId) {
+        let target = from_core(&peer);
+        let relay = from_core(&hub);
+        let (Some(id), Some(hub_id), true) = (target, relay, self.relay_client_on()) else {
+            (self.events)(NetEvent::DialFailed { peer });
+            return;
+        };
+        let Some(hub_addr) = self.addr_of(&hub_id) else {
+            tracing::debug!(%id, hub = %hub_id, "no address of the relay to dial through");
+            (self.events)(NetEvent::DialFailed { peer });
+            return;
+        };
+        let circuit = hub_addr
+            .with(multiaddr::Protocol::P2p(hub_id))
+            .with(multiaddr::Protocol::P2pCircuit)
+            .with(multiaddr::Protocol::P2p(id));
+        let opts =
+            DialOpts::peer_id(id).addresses(vec![circuit]).condition(PeerCondition::Always).build();
+        let cid = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dials.insert(cid, id);
+            }
+            Err(e) => {
+                tracing::debug!(%id, hub = %hub_id, error = %e, "relayed dial refused");
+                (self.events)(NetEvent::DialFailed { peer });
+            }
+        }
+    }
+
+    fn open_stream(
+        &mut self,
+        stream: StreamId,
+        peer: PeerId,
+        conn: Option<ConnId>,
+        protocol: Protocol,
+    ) {
+        let Some(id) = from_core(&peer) else {
+            (self.events)(NetEvent::StreamRefused { stream });
+            return;
+        };
+        let target = match conn {
+            Some(c) => self
+                .by_conn
+                .get(&c)
+                .copied()
+                .filter(|cid| self.conns.get(cid).is_some_and(|i| i.peer == id)),
+            None => self.preferred_conn(&id),
+        };
+        let Some(cid) = target else {
             (self.events)(NetEvent::StreamRefused { stream });
             return;
         };
         // Answered from the connection task, through `from_tasks`.
-        self.swarm.behaviour_mut().streams.open(id, stream, protocol);
+        self.swarm.behaviour_mut().streams.open(id, cid, stream, protocol);
+    }
+
+    fn reserve(&mut self, hub: PeerId) {
+        let Some(hub_id) = from_core(&hub).filter(|_| self.relay_client_on()) else {
+            (self.events)(NetEvent::ReservationFailed { hub });
+            return;
+        };
+        if let Some(r) = self.reservations.get(&hub_id) {
+            // libp2p renews a granted reservation by itself; a pending one answers later.
+            if r.accepted {
+                (self.events)(NetEvent::ReservationAccepted { hub });
+            }
+            return;
+        }
+        let Some(addr) = self.addr_of(&hub_id) else {
+            tracing::info!(hub = %hub_id, "relay reservation: no address of the hub");
+            (self.events)(NetEvent::ReservationFailed { hub });
+            return;
+        };
+        let circuit =
+            addr.with(multiaddr::Protocol::P2p(hub_id)).with(multiaddr::Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit.clone()) {
+            Ok(listener) => {
+                tracing::debug!(%circuit, "asking for a relay reservation");
+                self.reservations.insert(hub_id, Reservation { listener, accepted: false });
+            }
+            Err(e) => {
+                tracing::info!(%circuit, error = %e, "relay reservation refused locally");
+                (self.events)(NetEvent::ReservationFailed { hub });
+            }
+        }
+    }
+
+    fn unreserve(&mut self, hub: PeerId) {
+        let Some(hub_id) = from_core(&hub) else { return };
+        if let Some(r) = self.reservations.remove(&hub_id) {
+            tracing::info!(hub = %hub_id, "relay reservation dropped");
+            self.swarm.remove_listener(r.listener);
+        }
+    }
+
+    fn hole_punch(&mut self, peer: PeerId) {
+        let Some(id) = from_core(&peer) else {
+            (self.events)(NetEvent::HolePunchFailed { peer });
+            return;
+        };
+        if let Some(cid) = self.direct_conn(&id) {
+            self.announce(cid);
+            return;
+        }
+        self.punch_dial(id);
+        if self.punching.contains(&id) || self.punch_dials.values().any(|p| *p == id) {
+            // An attempt is under way; its outcome answers.
+            self.punch_asked.insert(id);
+        } else {
+            (self.events)(NetEvent::HolePunchFailed { peer });
+        }
+    }
+
+    /// Besides DCUtR (whose simultaneous open needs both dials to cross in time), a plain
+    /// dial to where the peer says it listens: it gets through whenever the peer is
+    /// reachable from here, e.g. an exit behind NAT dialing a public client. At most one at
+    /// a time per peer; nothing without identify's addresses.
+    fn punch_dial(&mut self, id: libp2p::PeerId) {
+        let dialing = self.punch_dials.values().any(|p| *p == id);
+        let addrs: Vec<Multiaddr> = self.identified.get(&id).cloned().unwrap_or_default();
+        if dialing || addrs.is_empty() || !self.swarm.behaviour().dcutr.is_enabled() {
+            return;
+        }
+        let opts = DialOpts::peer_id(id).addresses(addrs).condition(PeerCondition::Always).build();
+        let cid = opts.connection_id();
+        if self.swarm.dial(opts).is_ok() {
+            self.punch_dials.insert(cid, id);
+            (self.events)(NetEvent::HolePunch {
+                peer: to_core(&id),
+                stage: HolePunchStage::Started,
+            });
+        }
+    }
+
+    /// One hole-punch attempt for `peer` ended without a direct connection (its own entry
+    /// is already gone); the core hears of it once no other attempt is left.
+    fn punch_failed(&mut self, peer: libp2p::PeerId) {
+        (self.events)(NetEvent::HolePunch { peer: to_core(&peer), stage: HolePunchStage::Failed });
+        let others = self.punching.contains(&peer) || self.punch_dials.values().any(|p| *p == peer);
+        if !others && self.punch_asked.remove(&peer) {
+            (self.events)(NetEvent::HolePunchFailed { peer: to_core(&peer) });
+        }
+    }
+
+    /// Which hub relays a connection over the `/p2p-circuit` address `addr`.
+    fn relay_of(&self, addr: &Multiaddr) -> Option<libp2p::PeerId> {
+        let (relay_addr, named) = relay_part(addr);
+        if named.is_some() {
+            return named;
+        }
+        // An accepted circuit carries the relay connection's address, not the relay's id.
+        let by_addr = self.conns.values().find(|i| {
+            i.path == Path::Direct
+                && i.dialed.as_ref().is_some_and(|d| without_peer(d) == relay_addr)
+        });
+        if let Some(i) = by_addr {
+            return Some(i.peer);
+        }
+        let mut held = self.reservations.iter().filter(|(_, r)| r.accepted).map(|(h, _)| *h);
+        match (held.next(), held.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        }
+    }
+
+    fn on_connection_established(
+        &mut self,
+        peer_id: libp2p::PeerId,
+        connection_id: ConnectionId,
+        endpoint: &libp2p::core::ConnectedPoint,
+    ) {
+        self.dials.remove(&connection_id);
+        let punched = self.punch_dials.remove(&connection_id).is_some();
+        let had_direct = self.direct_conn(&peer_id).is_some();
+        let had_relayed = self.by_peer.get(&peer_id).is_some_and(|ids| {
+            ids.iter()
+                .filter_map(|c| self.by_conn.get(c))
+                .any(|cid| self.conns.get(cid).is_some_and(|i| i.path.is_relayed()))
+        });
+        let (path, limit, dialed) = if endpoint.is_relayed() {
+            let addr = match endpoint {
+                libp2p::core::ConnectedPoint::Dialer { address, .. } => address,
+                libp2p::core::ConnectedPoint::Listener { local_addr, .. } => local_addr,
+            };
+            let hub = self.relay_of(addr);
+            let limit = if endpoint.is_dialer() {
+                hub.and_then(|h| self.out_limits.get_mut(&h)).and_then(VecDeque::pop_front)
+            } else {
+                self.in_limits.remove(&peer_id)
+            };
+            // An unknown relay is still a relay: id 0 says "relayed, by whom unknown".
+            let via = hub.map_or_else(|| PeerId::from_u64(0), |h| to_core(&h));
+            (Path::Relayed { via }, limit, None)
+        } else {
+            let dialed = match endpoint {
+                libp2p::core::ConnectedPoint::Dialer { address, .. } => Some(address.clone()),
+                libp2p::core::ConnectedPoint::Listener { .. } => None,
+            };
+            (Path::Direct, None, dialed)
+        };
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        self.conns.insert(connection_id, ConnInfo { peer: peer_id, conn, path, limit, dialed });
+        self.by_conn.insert(conn, connection_id);
+        self.by_peer.entry(peer_id).or_default().insert(conn);
+        match path {
+            Path::Relayed { via } => {
+                tracing::info!(peer = %peer_id, %via, ?limit, inbound = !endpoint.is_dialer(), "peer connected through a relay");
+                // DCUtR starts by itself on the side that accepted the circuit.
+                if !endpoint.is_dialer() && self.swarm.behaviour().dcutr.is_enabled() {
+                    self.punching.insert(peer_id);
+                    (self.events)(NetEvent::HolePunch {
+                        peer: to_core(&peer_id),
+                        stage: HolePunchStage::Started,
+                    });
+                }
+            }
+            Path::Direct if had_relayed && !had_direct => {
+                tracing::info!(peer = %peer_id, "connection to a relayed peer upgraded to direct");
+            }
+            Path::Direct => {}
+        }
+        // Whichever side's dial got through, a direct connection ends the attempt: DCUtR
+        // itself only credits its own dial (on loopback and behind some NATs the other
+        // side's wins, and ours would then be reported as failed).
+        let attempt = self.punching.remove(&peer_id);
+        if path == Path::Direct && (punched || attempt) && !had_direct {
+            self.punch_asked.remove(&peer_id);
+            (self.events)(NetEvent::HolePunch {
+                peer: to_core(&peer_id),
+                stage: HolePunchStage::Succeeded,
+            });
+        } else if attempt {
+            self.punching.insert(peer_id);
+        }
+        if path == Path::Direct {
+            self.punch_asked.remove(&peer_id);
+        }
+        (self.events)(NetEvent::PeerConnected { peer: to_core(&peer_id), conn, path, limit });
+    }
+
+    fn on_connection_closed(&mut self, connection_id: ConnectionId) {
+        let Some(info) = self.conns.remove(&connection_id) else { return };
+        self.by_conn.remove(&info.conn);
+        let mut relayed_left = false;
+        if let Some(set) = self.by_peer.get_mut(&info.peer) {
+            set.remove(&info.conn);
+            relayed_left = set
+                .iter()
+                .filter_map(|c| self.by_conn.get(c))
+                .any(|cid| self.conns.get(cid).is_some_and(|i| i.path.is_relayed()));
+            if set.is_empty() {
+                self.by_peer.remove(&info.peer);
+                self.identified.remove(&info.peer);
+                self.in_limits.remove(&info.peer);
+            }
+        }
+        if info.path.is_relayed() {
+            tracing::info!(peer = %info.peer, conn = %info.conn, "relayed connection closed");
+            if !relayed_left && self.punching.remove(&info.peer) {
+                self.punch_failed(info.peer);
+            }
+        }
+        (self.events)(NetEvent::PeerDisconnected { peer: to_core(&info.peer), conn: info.conn });
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, .. } => {
-                self.next_conn += 1;
-                let conn = ConnId(self.next_conn);
-                self.conns.insert(connection_id, (peer_id, conn));
-                self.by_peer.entry(peer_id).or_default().insert(conn);
-                (self.events)(NetEvent::PeerConnected { peer: to_core(&peer_id), conn });
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                self.on_connection_established(peer_id, connection_id, &endpoint)
             }
             SwarmEvent::ConnectionClosed { connection_id, .. } => {
-                let Some((peer_id, conn)) = self.conns.remove(&connection_id) else { return };
-                if let Some(set) = self.by_peer.get_mut(&peer_id) {
-                    set.remove(&conn);
-                    if set.is_empty() {
-                        self.by_peer.remove(&peer_id);
-                    }
-                }
-                (self.events)(NetEvent::PeerDisconnected { peer: to_core(&peer_id), conn });
+                self.on_connection_closed(connection_id)
             }
-            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer_id), .. } => {
-                (self.events)(NetEvent::DialFailed { peer: to_core(&peer_id) });
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+                if let Some(peer) = self.dials.remove(&connection_id) {
+                    tracing::debug!(%peer, %error, "dial failed");
+                    (self.events)(NetEvent::DialFailed { peer: to_core(&peer) });
+                } else if let Some(peer) = self.punch_dials.remove(&connection_id) {
+                    tracing::info!(%peer, %error, "direct dial to a relayed peer failed");
+                    self.punch_failed(peer);
+                } else {
+                    // DCUtR's and the relay client's own dials: they report for themselves.
+                    tracing::debug!(peer = ?peer_id, %error, "dial failed");
+                }
             }
             SwarmEvent::NewListenAddr { listener_id, address } => {
+                if self.is_reservation(listener_id) {
+                    tracing::debug!(%address, "reachable through a relay");
+                    return;
+                }
                 if self.relay_admitted.is_some() {
                     // Reservations tell the client where the relay is; libp2p clients refuse
                     // one without addresses. A hub is reachable where it listens.
@@ -532,7 +995,8 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                 self.listen_addrs.retain(|(l, a)| (*l, a) != (listener_id, &address));
                 self.publish_listening();
             }
-            SwarmEvent::ListenerClosed { listener_id, .. } => {
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                self.on_listener_closed(listener_id, reason.err().map(|e| e.to_string()));
                 self.listen_addrs.retain(|(l, _)| *l != listener_id);
                 self.pending_listeners.remove(&listener_id);
                 self.publish_listening();
@@ -547,9 +1011,117 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                 self.swarm.close_connection(connection);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.log_relay(event),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => {
+                self.on_relay_client(event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => self.on_dcutr(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => self.on_autonat(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let direct: Vec<Multiaddr> = info
+                    .listen_addrs
+                    .into_iter()
+                    .filter(|a| !a.iter().any(|p| p == multiaddr::Protocol::P2pCircuit))
+                    .take(MAX_ADDRS_PER_PEER)
+                    .collect();
+                if self.by_peer.contains_key(&peer_id) {
+                    self.identified.insert(peer_id, direct);
+                    // A `HolePunch` that came before identify could not dial yet.
+                    if self.punch_asked.contains(&peer_id) && self.direct_conn(&peer_id).is_none() {
+                        self.punch_dial(peer_id);
+                    }
+                }
+            }
             // Incoming handshake failures, listener errors (the listener closes afterwards),
-            // identify reports, successful pings: nothing the core acts on.
+            // other identify reports, successful pings: nothing the core acts on.
             _ => {}
+        }
+    }
+
+    fn is_reservation(&self, listener: ListenerId) -> bool {
+        self.reservations.values().any(|r| r.listener == listener)
+    }
+
+    fn on_listener_closed(&mut self, listener: ListenerId, error: Option<String>) {
+        let Some(hub) =
+            self.reservations.iter().find(|(_, r)| r.listener == listener).map(|(h, _)| *h)
+        else {
+            return;
+        };
+        let Some(r) = self.reservations.remove(&hub) else { return };
+        if r.accepted {
+            tracing::warn!(%hub, ?error, "relay reservation lost");
+            (self.events)(NetEvent::ReservationLost { hub: to_core(&hub) });
+        } else {
+            tracing::info!(%hub, ?error, "relay reservation failed");
+            (self.events)(NetEvent::ReservationFailed { hub: to_core(&hub) });
+        }
+    }
+
+    fn on_relay_client(&mut self, event: relay::client::Event) {
+        match event {
+            relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, limit } => {
+                let Some(r) = self.reservations.get_mut(&relay_peer_id) else { return };
+                if r.accepted {
+                    tracing::debug!(hub = %relay_peer_id, renewal, "relay reservation renewed");
+                    return;
+                }
+                r.accepted = true;
+                tracing::info!(hub = %relay_peer_id, ?limit, "relay reservation accepted: reachable through the hub");
+                (self.events)(NetEvent::ReservationAccepted { hub: to_core(&relay_peer_id) });
+            }
+            relay::client::Event::OutboundCircuitEstablished { relay_peer_id, limit } => {
+                if let Some(l) = circuit_limit!(limit) {
+                    let q = self.out_limits.entry(relay_peer_id).or_default();
+                    if q.len() >= MAX_PENDING_LIMITS {
+                        q.pop_front();
+                    }
+                    q.push_back(l);
+                }
+            }
+            relay::client::Event::InboundCircuitEstablished { src_peer_id, limit } => {
+                if let Some(l) = circuit_limit!(limit) {
+                    self.in_limits.insert(src_peer_id, l);
+                }
+            }
+        }
+    }
+
+    fn on_dcutr(&mut self, event: dcutr::Event) {
+        let peer = event.remote_peer_id;
+        let ours = self.punching.remove(&peer);
+        match event.result {
+            Ok(_) => {
+                tracing::info!(%peer, "hole punch succeeded: direct connection");
+                if ours {
+                    self.punch_asked.remove(&peer);
+                    (self.events)(NetEvent::HolePunch {
+                        peer: to_core(&peer),
+                        stage: HolePunchStage::Succeeded,
+                    });
+                }
+            }
+            Err(error) => {
+                tracing::info!(%peer, %error, "hole punch failed");
+                if ours {
+                    self.punch_failed(peer);
+                }
+            }
+        }
+    }
+
+    fn on_autonat(&mut self, event: autonat::Event) {
+        if let autonat::Event::StatusChanged { old, new } = event {
+            let verdict = match new {
+                autonat::NatStatus::Public(_) => Reachability::Public,
+                autonat::NatStatus::Private => Reachability::Private,
+                autonat::NatStatus::Unknown => Reachability::Unknown,
+            };
+            tracing::info!(?old, ?new, "autonat: reachability changed");
+            (self.events)(NetEvent::Reachability(verdict));
         }
     }
 
@@ -603,6 +1175,19 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
     }
 }
 
+/// libp2p's autonat (v1) settings for `a`.
+fn autonat_settings(a: AutonatConfig) -> autonat::Config {
+    autonat::Config {
+        boot_delay: a.boot_delay,
+        retry_interval: a.retry_interval,
+        use_connected: a.probe,
+        only_global_ips: !a.private_ips,
+        // One verdict is enough to act on; later probes still correct it.
+        confidence_max: 1,
+        ..autonat::Config::default()
+    }
+}
+
 fn build_swarm(
     config: &NetConfig,
     to_actor: mpsc::UnboundedSender<NetEvent>,
@@ -621,6 +1206,9 @@ fn build_swarm(
         .with_max_pending_outgoing(Some(limits.max_pending_outgoing));
     let idle = config.idle_connection_timeout;
 
+    let relay_yamux = yamux_config.clone();
+    let relay_client = config.relay_client;
+    let autonat_config = config.autonat;
     let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, move || yamux_config)?
@@ -630,17 +1218,24 @@ fn build_swarm(
         })
         .with_dns()
         .map_err(NetError::Dns)?
-        .with_behaviour(|key| Behaviour {
-            limits: connection_limits::Behaviour::new(connection_limits),
-            streams: streams::Behaviour::new(to_actor),
-            identify: identify::Behaviour::new(
-                identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
-                    .with_agent_version(format!("meshproxy/{}", env!("CARGO_PKG_VERSION"))),
-            ),
-            ping: ping::Behaviour::default(),
-            relay: Toggle::from(
-                config.relay.as_ref().map(|r| relay_behaviour(key.public().to_peer_id(), r)),
-            ),
+        .with_relay_client(noise::Config::new, move || relay_yamux)?
+        .with_behaviour(|key, client| {
+            let local = key.public().to_peer_id();
+            Behaviour {
+                limits: connection_limits::Behaviour::new(connection_limits),
+                streams: streams::Behaviour::new(to_actor),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                        .with_agent_version(format!("meshproxy/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::default(),
+                relay: Toggle::from(config.relay.as_ref().map(|r| relay_behaviour(local, r))),
+                relay_client: Toggle::from(relay_client.then_some(client)),
+                dcutr: Toggle::from(relay_client.then(|| dcutr::Behaviour::new(local))),
+                autonat: Toggle::from(
+                    autonat_config.map(|a| autonat::Behaviour::new(local, autonat_settings(a))),
+                ),
+            }
         })
         .unwrap_or_else(|never| match never {})
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
@@ -845,13 +1440,20 @@ mod streams {
             Behaviour { to_actor, queue: VecDeque::new() }
         }
 
-        /// Opens a stream on any connection to `peer`; the answer comes through the actor's
-        /// channel. Called from the swarm's own task, which polls the behaviour next.
-        pub(super) fn open(&mut self, peer: libp2p::PeerId, stream: StreamId, protocol: Protocol) {
+        /// Opens a stream on the connection `conn` to `peer`; the answer comes through the
+        /// actor's channel (a connection that is gone by then refuses it, as the dropped
+        /// request's reply). Called from the swarm's own task, which polls the behaviour next.
+        pub(super) fn open(
+            &mut self,
+            peer: libp2p::PeerId,
+            conn: ConnectionId,
+            stream: StreamId,
+            protocol: Protocol,
+        ) {
             let reply = Reply { stream, to_actor: self.to_actor.clone(), answered: false };
             self.queue.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer,
-                handler: NotifyHandler::Any,
+                handler: NotifyHandler::One(conn),
                 event: OpenRequest { protocol, reply },
             });
         }
@@ -1044,6 +1646,22 @@ mod tests {
         let d = relay_config(&RelayServerConfig::default());
         assert_eq!(d.max_circuit_bytes, 1 << 30);
         assert_eq!(d.max_circuit_duration, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn circuit_addresses_split_into_the_relay_and_its_id() {
+        let hub = identity::Keypair::generate_ed25519().public().to_peer_id();
+        let peer = identity::Keypair::generate_ed25519().public().to_peer_id();
+        let named: Multiaddr =
+            format!("/ip4/10.0.0.1/tcp/4001/p2p/{hub}/p2p-circuit/p2p/{peer}").parse().unwrap();
+        let base: Multiaddr = "/ip4/10.0.0.1/tcp/4001".parse().unwrap();
+        assert_eq!(relay_part(&named), (base.clone(), Some(hub)));
+        // What the accepting side sees: the relay connection's address, no id.
+        let accepted: Multiaddr = "/ip4/10.0.0.1/tcp/4001/p2p-circuit".parse().unwrap();
+        assert_eq!(relay_part(&accepted), (base.clone(), None));
+        let with_id: Multiaddr = format!("/ip4/10.0.0.1/tcp/4001/p2p/{hub}").parse().unwrap();
+        assert_eq!(without_peer(&with_id), base);
+        assert_eq!(without_peer(&base), base);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use crate::app::{self, NetworkStarter, RunningNode, StartError};
 use crate::config::FileConfig;
 use crate::identity::Identity;
-use crate::network::{addr_to_core, AdmittedPeers, NetConfig, NetworkActor, RelayServerConfig};
+use crate::network::{
+    addr_to_core, AdmittedPeers, AutonatConfig, NetConfig, NetworkActor, RelayServerConfig,
+};
 use crate::sockets::{Sockets, TokioSockets};
 use libp2p::Multiaddr;
 use meshproxy_core::record::PeerAddr;
@@ -60,6 +62,19 @@ pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<
         net.relay = Some(RelayServerConfig { limits, admitted: admitted.clone() });
         admitted
     });
+    // A hub is reachable by design: it uses no relay and only answers autonat probes. Other
+    // nodes reserve and hole-punch through hubs, and probe unless the operator says how
+    // reachable they are.
+    let stated = file.reachability().map_err(|e| RunError::Start(StartError::Config(e)))?;
+    let private_ips = file.autonat_private_ips.unwrap_or(false);
+    net.relay_client = net.relay.is_none();
+    net.autonat = if net.relay.is_some() {
+        Some(AutonatConfig { probe: false, private_ips, ..AutonatConfig::default() })
+    } else if stated.is_some() {
+        None
+    } else {
+        Some(AutonatConfig { private_ips, ..AutonatConfig::default() })
+    };
     for addr in &file.listen {
         let parsed = addr
             .parse::<Multiaddr>()
@@ -74,7 +89,10 @@ pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<
     .map_err(|e| StartError::Network(e.to_string()))?;
     let p2p_addrs = handle.listen_addrs().await;
     let mut file = file.clone();
-    if let Some(exit) = file.exit.as_mut().filter(|e| e.advertise.is_empty()) {
+    // Behind NAT the bound addresses reach nobody outside: advertise none unless told to
+    // (the core registers through the relay instead).
+    let private = stated == Some(meshproxy_core::io::Reachability::Private);
+    if let Some(exit) = file.exit.as_mut().filter(|e| e.advertise.is_empty() && !private) {
         exit.advertise = p2p_addrs.iter().map(ToString::to_string).collect();
         if exit.advertise.is_empty() {
             tracing::warn!(

@@ -5,7 +5,7 @@
 use core::fmt;
 use meshproxy_core::{
     ids::{ConnId, PeerId, StreamId},
-    io::Protocol,
+    io::{CircuitLimit, Path, Protocol, Reachability},
     record::PeerAddr,
 };
 
@@ -26,8 +26,11 @@ pub enum NetCommand {
     Dial {
         /// The peer.
         peer: PeerId,
-        /// Where it may be reached (binary multiaddrs).
+        /// Where it may be reached (binary multiaddrs); ignored with `via`.
         addrs: Vec<PeerAddr>,
+        /// `Some(hub)`: through a new relay circuit at this hub (the peer holds a
+        /// reservation there), even if some connection to the peer exists.
+        via: Option<PeerId>,
     },
     /// Open a stream to a connected peer; answered by `StreamOpened` or `StreamRefused`.
     OpenStream {
@@ -35,9 +38,41 @@ pub enum NetCommand {
         stream: StreamId,
         /// The peer.
         peer: PeerId,
+        /// Exactly this connection (refused if it is gone); `None`: a direct one if any.
+        conn: Option<ConnId>,
         /// The protocol to negotiate.
         protocol: Protocol,
     },
+    /// Hold (or renew) a relay reservation at `hub`; answered by `ReservationAccepted`
+    /// or `ReservationFailed`, later perhaps `ReservationLost`.
+    Reserve {
+        /// The hub.
+        hub: PeerId,
+    },
+    /// Drop the reservation at `hub`. No answer.
+    Unreserve {
+        /// The hub.
+        hub: PeerId,
+    },
+    /// Turn the relayed connection to `peer` into a direct one; answered by a
+    /// `PeerConnected` with [`Path::Direct`] or by `HolePunchFailed`.
+    HolePunch {
+        /// The peer.
+        peer: PeerId,
+    },
+}
+
+/// One step of a hole-punch attempt, for metrics and logs (the core only hears
+/// the answer to its own `HolePunch`: a direct `PeerConnected` or `HolePunchFailed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HolePunchStage {
+    /// This node started an attempt (DCUtR on an accepted relayed connection,
+    /// or a direct dial to the peer's known addresses).
+    Started,
+    /// A direct connection came out of it.
+    Succeeded,
+    /// It ended without a direct connection.
+    Failed,
 }
 
 /// What the peer network reports (to the runner's single event channel).
@@ -48,6 +83,10 @@ pub enum NetEvent {
         peer: PeerId,
         /// The connection.
         conn: ConnId,
+        /// Direct, or through which hub's relay.
+        path: Path,
+        /// The relay's caps on a relayed connection, when it announced them.
+        limit: Option<CircuitLimit>,
     },
     /// A connection to a peer went down.
     PeerDisconnected {
@@ -73,6 +112,35 @@ pub enum NetEvent {
         /// The id the core gave it.
         stream: StreamId,
     },
+    /// A reservation at `hub` was granted (libp2p renews it by itself from now on).
+    ReservationAccepted {
+        /// The hub.
+        hub: PeerId,
+    },
+    /// A `Reserve` failed before anything was granted.
+    ReservationFailed {
+        /// The hub.
+        hub: PeerId,
+    },
+    /// A granted reservation is gone (hub connection lost, renewal refused).
+    ReservationLost {
+        /// The hub.
+        hub: PeerId,
+    },
+    /// The answer to a `HolePunch` that produced no direct connection.
+    HolePunchFailed {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A hole-punch attempt moved on (metrics and logs only).
+    HolePunch {
+        /// The peer.
+        peer: PeerId,
+        /// What happened.
+        stage: HolePunchStage,
+    },
+    /// Whether this node is reachable directly, as autonat judges it now.
+    Reachability(Reachability),
     /// A peer opened a stream to us; the runner allocates its `StreamId::outside(n)`.
     InboundStream {
         /// Who opened it.
@@ -88,8 +156,8 @@ impl fmt::Debug for NetEvent {
     // By hand because a boxed stream has no Debug of its own.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NetEvent::PeerConnected { peer, conn } => {
-                write!(f, "PeerConnected({peer}, {conn})")
+            NetEvent::PeerConnected { peer, conn, path, limit } => {
+                write!(f, "PeerConnected({peer}, {conn}, {path:?}, {limit:?})")
             }
             NetEvent::PeerDisconnected { peer, conn } => {
                 write!(f, "PeerDisconnected({peer}, {conn})")
@@ -97,6 +165,12 @@ impl fmt::Debug for NetEvent {
             NetEvent::DialFailed { peer } => write!(f, "DialFailed({peer})"),
             NetEvent::StreamOpened { stream, .. } => write!(f, "StreamOpened({stream})"),
             NetEvent::StreamRefused { stream } => write!(f, "StreamRefused({stream})"),
+            NetEvent::ReservationAccepted { hub } => write!(f, "ReservationAccepted({hub})"),
+            NetEvent::ReservationFailed { hub } => write!(f, "ReservationFailed({hub})"),
+            NetEvent::ReservationLost { hub } => write!(f, "ReservationLost({hub})"),
+            NetEvent::HolePunchFailed { peer } => write!(f, "HolePunchFailed({peer})"),
+            NetEvent::HolePunch { peer, stage } => write!(f, "HolePunch({peer}, {stage:?})"),
+            NetEvent::Reachability(r) => write!(f, "Reachability({r:?})"),
             NetEvent::InboundStream { peer, protocol, .. } => {
                 write!(f, "InboundStream({peer}, {protocol:?})")
             }

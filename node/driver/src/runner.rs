@@ -22,15 +22,15 @@ use crate::state;
 use bytes::{Bytes, BytesMut};
 use core::fmt;
 use meshproxy_core::config::NodeConfig;
-use meshproxy_core::ids::{ListenerId, QueryId, StreamId};
+use meshproxy_core::ids::{ConnId, ListenerId, PeerId, QueryId, StreamId};
 use meshproxy_core::io::{
-    Close, Event, Input, Output, ResolveError, Resources, SpliceEnd, SpliceLimits, SpliceReport,
-    StateSnapshot,
+    Close, Event, Input, Output, Path, Reachability, ResolveError, Resources, SpliceEnd,
+    SpliceLimits, SpliceReport, StateSnapshot,
 };
 use meshproxy_core::target::Status;
 use meshproxy_core::time::Instant as CoreInstant;
 use meshproxy_core::Node;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -145,7 +145,16 @@ pub struct RunnerStatus {
     pub pumps: usize,
     /// Splices waiting for their streams to detach.
     pub pending_splices: usize,
+    /// Peer connections open now that run directly.
+    pub direct_conns: usize,
+    /// Peer connections open now that run through a hub's relay.
+    pub relayed_conns: usize,
+    /// (Exits) relay reservations held now.
+    pub reservations: usize,
 }
+
+/// Most connections whose path the runner remembers for its status.
+const MAX_TRACKED_CONNS: usize = 65_536;
 
 /// A splice waiting for both pumps to hand their streams back.
 struct PendingSplice {
@@ -182,6 +191,12 @@ pub struct NodeRunner {
     sockets: Arc<dyn Sockets>,
     /// The hub relay's allow-list, kept in step with the core's admissions.
     admitted: Option<AdmittedPeers>,
+    /// How each open peer connection runs (for the status).
+    conn_paths: HashMap<ConnId, Path>,
+    /// Hubs holding a reservation of ours (for the status).
+    reservations: BTreeSet<PeerId>,
+    /// The operator stated the reachability: autonat verdicts are not fed to the core.
+    reachability_fixed: bool,
 }
 
 impl fmt::Debug for NodeRunner {
@@ -219,7 +234,18 @@ impl NodeRunner {
             metrics: None,
             sockets: Arc::new(TokioSockets),
             admitted: None,
+            conn_paths: HashMap::new(),
+            reservations: BTreeSet::new(),
+            reachability_fixed: false,
         }
+    }
+
+    /// Tells the core how reachable this node is, as the operator configured it, instead of
+    /// waiting for autonat (whose later verdicts are then ignored); call before
+    /// [`run`](Self::run).
+    pub fn set_reachability(&mut self, reachability: Reachability) {
+        self.reachability_fixed = true;
+        self.input(Input::Reachability(reachability));
     }
 
     /// Connects to origins and resolves names through `sockets` instead of the
@@ -430,6 +456,9 @@ impl NodeRunner {
                     registered_hubs: self.node.registered_hubs(),
                     pumps: self.pumps.len(),
                     pending_splices: self.splices.len(),
+                    direct_conns: self.conn_paths.values().filter(|p| !p.is_relayed()).count(),
+                    relayed_conns: self.conn_paths.values().filter(|p| p.is_relayed()).count(),
+                    reservations: self.reservations.len(),
                 });
             }
             RunnerMsg::Shutdown => {}
@@ -441,14 +470,37 @@ impl NodeRunner {
             m.observe_net(&event);
         }
         match event {
-            NetEvent::PeerConnected { peer, conn } => self.input(Input::PeerConnected {
-                peer,
-                conn,
-                path: meshproxy_core::io::Path::Direct,
-                limit: None,
-            }),
+            NetEvent::PeerConnected { peer, conn, path, limit } => {
+                if self.conn_paths.len() < MAX_TRACKED_CONNS {
+                    self.conn_paths.insert(conn, path);
+                }
+                self.input(Input::PeerConnected { peer, conn, path, limit })
+            }
             NetEvent::PeerDisconnected { peer, conn } => {
+                self.conn_paths.remove(&conn);
                 self.input(Input::PeerDisconnected { peer, conn })
+            }
+            NetEvent::ReservationAccepted { hub } => {
+                self.reservations.insert(hub);
+                self.input(Input::ReservationAccepted { hub, expires_in: None })
+            }
+            NetEvent::ReservationFailed { hub } => {
+                self.reservations.remove(&hub);
+                self.input(Input::ReservationFailed { hub })
+            }
+            NetEvent::ReservationLost { hub } => {
+                self.reservations.remove(&hub);
+                self.input(Input::ReservationLost { hub })
+            }
+            NetEvent::HolePunchFailed { peer } => self.input(Input::HolePunchFailed { peer }),
+            // Metrics and logs only: the core hears the answer to its own `HolePunch`.
+            NetEvent::HolePunch { .. } => {}
+            NetEvent::Reachability(r) => {
+                if self.reachability_fixed {
+                    tracing::debug!(?r, "autonat verdict ignored: reachability is configured");
+                } else {
+                    self.input(Input::Reachability(r))
+                }
             }
             NetEvent::DialFailed { peer } => self.input(Input::DialFailed { peer }),
             NetEvent::StreamOpened { stream, io } => {
@@ -483,16 +535,34 @@ impl NodeRunner {
                     task.abort();
                 }
             }
-            // Relay routing is not wired to libp2p yet: a relayed dial goes direct.
-            Output::Dial { peer, addrs, via: _ } => {
-                if self.net.try_send(NetCommand::Dial { peer, addrs }).is_err() {
+            Output::Dial { peer, addrs, via } => {
+                if self.net.try_send(NetCommand::Dial { peer, addrs, via }).is_err() {
                     self.input(Input::DialFailed { peer });
                 }
             }
-            Output::OpenStream { stream, peer, protocol, .. } => {
-                let cmd = NetCommand::OpenStream { stream, peer, protocol };
+            Output::OpenStream { stream, peer, conn, protocol } => {
+                let cmd = NetCommand::OpenStream { stream, peer, conn, protocol };
                 if self.net.try_send(cmd).is_err() {
                     self.input(Input::StreamRefused { stream });
+                }
+            }
+            Output::Reserve { hub } => {
+                if self.net.try_send(NetCommand::Reserve { hub }).is_err() {
+                    self.input(Input::ReservationFailed { hub });
+                }
+            }
+            Output::Unreserve { hub } => {
+                self.reservations.remove(&hub);
+                if let Some(m) = &self.metrics {
+                    m.reservation_dropped(&hub);
+                }
+                if self.net.try_send(NetCommand::Unreserve { hub }).is_err() {
+                    tracing::warn!(%hub, "network congested: reservation not dropped");
+                }
+            }
+            Output::HolePunch { peer } => {
+                if self.net.try_send(NetCommand::HolePunch { peer }).is_err() {
+                    self.input(Input::HolePunchFailed { peer });
                 }
             }
             Output::Resolve { query, name } => {
@@ -539,10 +609,6 @@ impl NodeRunner {
                 }
                 self.splices.insert(a, p);
                 self.maybe_start(a);
-            }
-            cmd
-            @ (Output::Reserve { .. } | Output::Unreserve { .. } | Output::HolePunch { .. }) => {
-                tracing::debug!(?cmd, "relay command not wired to libp2p yet");
             }
             Output::Persist(snapshot) => {
                 if let Some(persist) = &self.persist {
@@ -598,9 +664,12 @@ impl NodeRunner {
 /// Per-connection events are debug noise; changes of the node's standing are info or warn.
 fn log_event(event: &Event) {
     match event {
-        Event::HubRegistered { .. } | Event::Breaker { .. } | Event::DirectoryRegistered { .. } => {
-            tracing::info!(?event, "node event")
-        }
+        Event::HubRegistered { .. }
+        | Event::Breaker { .. }
+        | Event::DirectoryRegistered { .. }
+        | Event::ReservationAccepted { .. }
+        | Event::ReservationLost { .. }
+        | Event::HolePunch { .. } => tracing::info!(?event, "node event"),
         Event::HubLinkLost { .. }
         | Event::AdmissionDenied { .. }
         | Event::PeerProtocolError { .. } => {

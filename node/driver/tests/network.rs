@@ -65,7 +65,7 @@ impl Node {
 
     async fn connected(&mut self) -> (PeerId, ConnId) {
         self.next(|e| match e {
-            NetEvent::PeerConnected { peer, conn } => Some((peer, conn)),
+            NetEvent::PeerConnected { peer, conn, .. } => Some((peer, conn)),
             _ => None,
         })
         .await
@@ -98,14 +98,20 @@ async fn connect_and_stream(listen: &[&str], addr_index: usize) {
     let mut a = Node::start(listen).await;
     let mut b = Node::start(listen).await;
     let addr = b.addrs[addr_index].clone();
-    a.send(NetCommand::Dial { peer: b.peer(), addrs: vec![addr_to_core(&addr)] }).await;
+    a.send(NetCommand::Dial { peer: b.peer(), addrs: vec![addr_to_core(&addr)], via: None }).await;
     let (peer_at_a, conn_at_a) = a.connected().await;
     assert_eq!(peer_at_a, b.peer());
     let (peer_at_b, _) = b.connected().await;
     assert_eq!(peer_at_b, a.peer());
 
     let sid = StreamId(1);
-    a.send(NetCommand::OpenStream { stream: sid, peer: b.peer(), protocol: Protocol::Proxy }).await;
+    a.send(NetCommand::OpenStream {
+        stream: sid,
+        peer: b.peer(),
+        conn: None,
+        protocol: Protocol::Proxy,
+    })
+    .await;
     let mut io_a: BoxStream = a
         .next(|e| match e {
             NetEvent::StreamOpened { stream, io } => {
@@ -191,11 +197,12 @@ async fn hub_streams_are_told_apart_from_proxy_streams() {
         let mut a = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
         let mut b = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
         let addrs = b.addrs.iter().map(addr_to_core).collect();
-        a.send(NetCommand::Dial { peer: b.peer(), addrs }).await;
+        a.send(NetCommand::Dial { peer: b.peer(), addrs, via: None }).await;
         a.connected().await;
         a.send(NetCommand::OpenStream {
             stream: StreamId(9),
             peer: b.peer(),
+            conn: None,
             protocol: Protocol::Hub,
         })
         .await;
@@ -222,7 +229,7 @@ async fn dial_to_a_dead_address_fails() {
         };
         let ghost = to_core(&Keypair::generate_ed25519().public().to_peer_id());
         let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
-        a.send(NetCommand::Dial { peer: ghost, addrs: vec![addr_to_core(&addr)] }).await;
+        a.send(NetCommand::Dial { peer: ghost, addrs: vec![addr_to_core(&addr)], via: None }).await;
         let failed = a
             .next(|e| match e {
                 NetEvent::DialFailed { peer } => Some(peer),
@@ -247,7 +254,7 @@ async fn dials_without_a_usable_address_or_peer_id_fail_at_once() {
             (PeerId::from_u64(3), vec![]),                   // not a libp2p peer id
         ];
         for (peer, addrs) in cases {
-            a.send(NetCommand::Dial { peer, addrs }).await;
+            a.send(NetCommand::Dial { peer, addrs, via: None }).await;
             let failed = a
                 .next(|e| match e {
                     NetEvent::DialFailed { peer } => Some(peer),
@@ -269,7 +276,13 @@ async fn stream_to_an_unconnected_peer_is_refused_without_dialing() {
         // B is reachable, but the core never asked to dial it: no implicit dial either.
         for (i, peer) in [b.peer(), PeerId::from_u64(5)].into_iter().enumerate() {
             let sid = StreamId(i as u64 + 1);
-            a.send(NetCommand::OpenStream { stream: sid, peer, protocol: Protocol::Proxy }).await;
+            a.send(NetCommand::OpenStream {
+                stream: sid,
+                peer,
+                conn: None,
+                protocol: Protocol::Proxy,
+            })
+            .await;
             let refused = a
                 .next(|e| match e {
                     NetEvent::StreamRefused { stream } => Some(stream),
@@ -291,9 +304,9 @@ async fn dial_to_a_connected_peer_reports_the_existing_connection() {
         let mut a = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
         let b = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
         let addrs: Vec<PeerAddr> = b.addrs.iter().map(addr_to_core).collect();
-        a.send(NetCommand::Dial { peer: b.peer(), addrs: addrs.clone() }).await;
+        a.send(NetCommand::Dial { peer: b.peer(), addrs: addrs.clone(), via: None }).await;
         let (_, first) = a.connected().await;
-        a.send(NetCommand::Dial { peer: b.peer(), addrs }).await;
+        a.send(NetCommand::Dial { peer: b.peer(), addrs, via: None }).await;
         let (peer, again) = a.connected().await;
         assert_eq!(peer, b.peer());
         assert_eq!(again, first);
@@ -326,12 +339,17 @@ async fn a_burst_of_streams_all_arrive_intact() {
         let mut a = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
         let mut b = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
         let addrs = b.addrs.iter().map(addr_to_core).collect();
-        a.send(NetCommand::Dial { peer: b.peer(), addrs }).await;
+        a.send(NetCommand::Dial { peer: b.peer(), addrs, via: None }).await;
         a.connected().await;
         for i in 0..N {
             let stream = StreamId(i);
-            a.send(NetCommand::OpenStream { stream, peer: b.peer(), protocol: Protocol::Proxy })
-                .await;
+            a.send(NetCommand::OpenStream {
+                stream,
+                peer: b.peer(),
+                conn: None,
+                protocol: Protocol::Proxy,
+            })
+            .await;
         }
         // B echoes every inbound stream back.
         let echo = tokio::spawn(async move {
@@ -382,10 +400,16 @@ async fn stream_pair(listen: &[&str]) -> (Node, Node, BoxStream, BoxStream) {
     let mut a = Node::start(listen).await;
     let mut b = Node::start(listen).await;
     let addr = b.addrs[0].clone();
-    a.send(NetCommand::Dial { peer: b.peer(), addrs: vec![addr_to_core(&addr)] }).await;
+    a.send(NetCommand::Dial { peer: b.peer(), addrs: vec![addr_to_core(&addr)], via: None }).await;
     a.connected().await;
     let sid = StreamId(1);
-    a.send(NetCommand::OpenStream { stream: sid, peer: b.peer(), protocol: Protocol::Proxy }).await;
+    a.send(NetCommand::OpenStream {
+        stream: sid,
+        peer: b.peer(),
+        conn: None,
+        protocol: Protocol::Proxy,
+    })
+    .await;
     let io_a = a
         .next(|e| match e {
             NetEvent::StreamOpened { io, .. } => Some(io),

@@ -182,7 +182,7 @@ impl World {
         let (ev_tx, events) = mpsc::unbounded_channel();
         let probe = net.attach(probe_id(), Box::new(move |e| drop(ev_tx.send(e))));
         let mut w = World { exit, sockets, metrics, probe, events, next_stream: 0 };
-        w.probe.send(NetCommand::Dial { peer: exit, addrs: Vec::new() }).await.unwrap();
+        w.probe.send(NetCommand::Dial { peer: exit, addrs: Vec::new(), via: None }).await.unwrap();
         match w.next_event().await {
             NetEvent::PeerConnected { peer, .. } => assert_eq!(peer, exit),
             other => panic!("expected a connection, got {other:?}"),
@@ -199,7 +199,12 @@ impl World {
     async fn connect(&mut self, target: TargetAddr) -> (Status, BoxStream) {
         self.next_stream += 1;
         let stream = StreamId(self.next_stream);
-        let cmd = NetCommand::OpenStream { stream, peer: self.exit, protocol: Protocol::Proxy };
+        let cmd = NetCommand::OpenStream {
+            stream,
+            peer: self.exit,
+            conn: None,
+            protocol: Protocol::Proxy,
+        };
         self.probe.send(cmd).await.unwrap();
         let mut io = match self.next_event().await {
             NetEvent::StreamOpened { stream: s, io } if s == stream => io,

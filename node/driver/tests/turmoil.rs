@@ -34,7 +34,7 @@ use meshproxy::port::{BoxStream, NetCommand, NetEvent};
 use meshproxy::runner::{RunnerMsg, RunnerStatus};
 use meshproxy::sockets::{Acceptor, BoxAcceptor, BoxFuture, Sockets};
 use meshproxy_core::ids::{ConnId, PeerId};
-use meshproxy_core::io::{Protocol, ResolveError};
+use meshproxy_core::io::{Path, Protocol, ResolveError};
 use meshproxy_core::record::PeerAddr;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -420,10 +420,14 @@ impl SimNet {
         while let Some(cmd) = rx.recv().await {
             let net = self.clone();
             match cmd {
-                NetCommand::Dial { peer, addrs } => {
+                // One kind of path in this network: a relayed dial goes direct.
+                NetCommand::Dial { peer, addrs, .. } => {
                     tokio::spawn(net.dial(peer, addrs));
                 }
-                NetCommand::OpenStream { stream, peer, protocol } => {
+                NetCommand::Reserve { hub } => net.emit(NetEvent::ReservationFailed { hub }),
+                NetCommand::Unreserve { .. } => {}
+                NetCommand::HolePunch { peer } => net.emit(NetEvent::HolePunchFailed { peer }),
+                NetCommand::OpenStream { stream, peer, protocol, .. } => {
                     tokio::spawn(async move {
                         let Some((_, ip, down)) = net.link(&peer) else {
                             net.emit(NetEvent::StreamRefused { stream });
@@ -447,7 +451,7 @@ impl SimNet {
 
     async fn dial(self, peer: PeerId, addrs: Vec<PeerAddr>) {
         if let Some((conn, ..)) = self.link(&peer) {
-            self.emit(NetEvent::PeerConnected { peer, conn });
+            self.emit(NetEvent::PeerConnected { peer, conn, path: Path::Direct, limit: None });
             return;
         }
         let header = Header { kind: KIND_CONN, from: self.me, to: peer, protocol: Protocol::Hub };
@@ -476,7 +480,7 @@ impl SimNet {
             old.down.cancel();
             self.emit(NetEvent::PeerDisconnected { peer, conn: old.conn });
         }
-        self.emit(NetEvent::PeerConnected { peer, conn });
+        self.emit(NetEvent::PeerConnected { peer, conn, path: Path::Direct, limit: None });
         tokio::spawn(self.clone().keep_alive(peer, conn, down, s));
     }
 

@@ -10,8 +10,9 @@ use meshproxy_core::admission::Credential;
 use meshproxy_core::config::{ExitConfig, HubConfig, HubContact, Limits, NodeConfig, Timeouts};
 use meshproxy_core::directory::DirectoryConfig;
 use meshproxy_core::ids::{ConnId, PeerId};
+use meshproxy_core::io::Path;
 use meshproxy_core::policy::ExitPolicyConfig;
-use meshproxy_core::record::Attrs;
+use meshproxy_core::record::{Attrs, PeerAddr};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
@@ -52,23 +53,39 @@ impl FakeNet {
                     NetCommand::Dial { peer, .. } => match net.sink(&peer) {
                         Some(other) => {
                             let conn = ConnId(net.conns.fetch_add(1, Ordering::Relaxed) + 1);
-                            events(NetEvent::PeerConnected { peer, conn });
-                            other(NetEvent::PeerConnected { peer: me, conn });
+                            events(NetEvent::PeerConnected {
+                                peer,
+                                conn,
+                                path: Path::Direct,
+                                limit: None,
+                            });
+                            other(NetEvent::PeerConnected {
+                                peer: me,
+                                conn,
+                                path: Path::Direct,
+                                limit: None,
+                            });
                         }
                         None => events(NetEvent::DialFailed { peer }),
                     },
-                    NetCommand::OpenStream { stream, peer, protocol } => match net.sink(&peer) {
-                        Some(other) => {
-                            let (mine, theirs) = pipe();
-                            events(NetEvent::StreamOpened { stream, io: Box::new(mine) });
-                            other(NetEvent::InboundStream {
-                                peer: me,
-                                protocol,
-                                io: Box::new(theirs),
-                            });
+                    NetCommand::OpenStream { stream, peer, protocol, .. } => {
+                        match net.sink(&peer) {
+                            Some(other) => {
+                                let (mine, theirs) = pipe();
+                                events(NetEvent::StreamOpened { stream, io: Box::new(mine) });
+                                other(NetEvent::InboundStream {
+                                    peer: me,
+                                    protocol,
+                                    io: Box::new(theirs),
+                                });
+                            }
+                            None => events(NetEvent::StreamRefused { stream }),
                         }
-                        None => events(NetEvent::StreamRefused { stream }),
-                    },
+                    }
+                    // No relays in the fake: reservations and hole punches fail at once.
+                    NetCommand::Reserve { hub } => events(NetEvent::ReservationFailed { hub }),
+                    NetCommand::Unreserve { .. } => {}
+                    NetCommand::HolePunch { peer } => events(NetEvent::HolePunchFailed { peer }),
                 }
             }
         });
@@ -141,7 +158,9 @@ pub fn exit_config(exit: PeerId, hub: PeerId) -> NodeConfig {
         },
         own_addrs: Vec::new(),
         attrs: Attrs::default(),
-        addrs: Vec::new(),
+        // The fake network ignores addresses, but clients skip an exit that
+        // advertises none and has no relay (they could not reach it).
+        addrs: vec![PeerAddr(b"fake-exit".to_vec())],
         capacity: 16,
         credential: credential("exit"),
         relay: meshproxy_core::config::RelayMode::default(),
