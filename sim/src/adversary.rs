@@ -85,6 +85,12 @@ pub struct AdversarySpec {
     /// Streams opened and abandoned (nothing sent, or a partial frame) per
     /// exit and per hub.
     pub abandoned_streams: u32,
+    /// Stream floods per exit and per hub: `stream_flood_size` streams opened
+    /// at once by one hostile peer and abandoned, beyond `max_hub_streams`
+    /// and `max_sessions_per_peer`.
+    pub stream_floods: u32,
+    /// Streams per stream flood.
+    pub stream_flood_size: u32,
     /// Registration floods per hub: `registration_flood_size` hostile peer
     /// ids registering under one leaked admission key.
     pub registration_floods: u32,
@@ -92,6 +98,10 @@ pub struct AdversarySpec {
     pub registration_flood_size: u32,
     /// Replayed challenge responses per hub.
     pub replays: u32,
+    /// Hold honest apps to "must succeed" even while a registration flood's
+    /// fake exits are in the directory (off by default: they fail there
+    /// with 0x01 when every exit they try is fake; see scenarios/README.md).
+    pub registration_flood_strict: bool,
 }
 
 impl AdversarySpec {
@@ -104,6 +114,7 @@ impl AdversarySpec {
             + self.oversized_frames
             + self.wrong_versions
             + self.abandoned_streams
+            + self.stream_floods * self.stream_flood_size
             + self.registration_floods * self.registration_flood_size
             + self.replays
             > 0
@@ -153,6 +164,27 @@ pub(crate) fn configure(s: &Scenario, config: &mut meshproxy_core::config::NodeC
         }
     }
 }
+
+/// When a registration flood that began at `at` lets go: after [`HOLD`],
+/// but early enough that clients have dropped its fake exits (they keep an
+/// exit up to 40 s after the hubs stop listing it) before the
+/// liveness probes start at the end of the settle time.
+fn release_at(s: &Scenario, at: Instant) -> Instant {
+    let probes = u64::from(s.duration_secs) + u64::from(s.settle_secs);
+    let latest = Instant::from_micros(probes * 1_000_000)
+        .saturating_duration_since(Instant::ZERO)
+        .saturating_sub(POISON_AFTER);
+    let latest = Instant::ZERO + latest;
+    (at + HOLD).min(latest).max(at + Duration::from_secs(1))
+}
+
+/// How long before a registration flood a session may start and still be
+/// hurt by it (its setup budget), and how long after the flood lets go
+/// clients may still pick its stale records (they drop an exit at the
+/// first refresh at least three refreshes, 30 s, after a hub last listed
+/// it: up to 40 s; plus slack).
+const POISON_BEFORE: Duration = Duration::from_secs(30);
+const POISON_AFTER: Duration = Duration::from_secs(45);
 
 fn leaked() -> Credential {
     Credential::new(LEAKED_KEY, LEAKED_TOKEN)
@@ -211,6 +243,7 @@ enum ActorKind {
     Flood { client: u32, group: u32, connect: bool },
     Peer { node: NodeIx, kind: Kind },
     RegFlood { hub: NodeIx, group: u32 },
+    StreamFlood { node: NodeIx },
     Replay { hub: NodeIx, pair: u32 },
 }
 
@@ -243,6 +276,9 @@ pub(crate) struct AdvState {
     next_peer: u64,
     /// Replay pairs: the captured `Auth`.
     captured: Vec<Option<Vec<u8>>>,
+    /// Windows in which a registration flood's fake exits sit in hub
+    /// directories (see [`World::adv_relaxes`]).
+    poisoned: Vec<(Instant, Instant)>,
 }
 
 impl AdvState {
@@ -325,6 +361,9 @@ impl World<'_> {
                     },
                 });
             }
+            for _ in 0..spec.stream_floods {
+                actors.push(Actor { at: at(&mut rng), kind: ActorKind::StreamFlood { node } });
+            }
             for _ in 0..spec.abandoned_streams {
                 let partial = rng.next_u32() % 2 == 0;
                 actors.push(Actor {
@@ -344,12 +383,30 @@ impl World<'_> {
                 actors.push(Actor { at: at(&mut rng), kind: ActorKind::Replay { hub, pair } });
             }
         }
+        if !spec.registration_flood_strict {
+            for a in &actors {
+                if let ActorKind::RegFlood { .. } = a.kind {
+                    let from = Instant::from_micros(a.at.as_micros().saturating_sub(
+                        u64::try_from(POISON_BEFORE.as_micros()).unwrap_or(u64::MAX),
+                    ));
+                    self.adv.poisoned.push((from, release_at(s, a.at) + POISON_AFTER));
+                }
+            }
+        }
         for (i, a) in actors.iter().enumerate() {
             self.adv_schedule(a.at, AdvEv::Start(i as u32));
         }
         self.adv.actors = actors;
         self.adv.rng = Some(rng);
         self.adv.next_peer = 1_000_000;
+    }
+
+    /// Whether an honest app starting at `at` is excused from having to
+    /// succeed: fake exits registered under a leaked key are in the hubs'
+    /// directories, and a client cannot tell them from exits that are down
+    /// (an app there must still get an error, never a hang or bad bytes).
+    pub(crate) fn adv_relaxes(&self, at: Instant) -> bool {
+        self.adv.poisoned.iter().any(|(from, to)| (*from..*to).contains(&at))
     }
 
     fn hostile_peer(&mut self) -> PeerId {
@@ -472,7 +529,7 @@ impl World<'_> {
                 let t = self.timeouts_of(node);
                 for _ in 0..size {
                     let c = self.adv_conn(Kind::Flood { group, connect }, node, None);
-                    let Some(stream) = self.adv_app_connect(node, 0, src, c) else { return };
+                    let Some(stream) = self.adv_app_connect(node, 0, src, c) else { continue };
                     self.adv.conns[c as usize].stream = Some(stream);
                     if connect {
                         let bytes = crate::app_proto::socks5_handshake(&denied(), None);
@@ -533,13 +590,29 @@ impl World<'_> {
                     let peer = self.hostile_peer();
                     let c = self.adv_conn(Kind::Register { group }, hub, Some(peer));
                     let Some(stream) = self.adv_peer_stream(hub, peer, Protocol::Hub, c) else {
-                        return;
+                        continue;
                     };
                     self.adv.conns[c as usize].stream = Some(stream);
                     // Refused ones must end at once; admitted ones end when we let go.
                     self.expect_end(c, HOLD + request + SLACK);
                 }
-                self.adv_schedule(self.now + HOLD, AdvEv::Release(group));
+                let release = release_at(s, self.now);
+                self.adv_schedule(release, AdvEv::Release(group));
+            }
+            ActorKind::StreamFlood { node } => {
+                let hub = node < s.topology.hubs;
+                let protocol = if hub { Protocol::Hub } else { Protocol::Proxy };
+                let peer = self.hostile_peer();
+                let request = self.timeouts_of(node).request;
+                for _ in 0..s.adversaries.stream_flood_size {
+                    let kind = Kind::Abandoned { hub, partial: false };
+                    let c = self.adv_conn(kind, node, Some(peer));
+                    let Some(stream) = self.adv_peer_stream(node, peer, protocol, c) else {
+                        continue;
+                    };
+                    self.adv.conns[c as usize].stream = Some(stream);
+                    self.expect_end(c, request + SLACK);
+                }
             }
             ActorKind::Replay { hub, pair } => {
                 let peer = self.hostile_peer();
@@ -853,7 +926,17 @@ impl World<'_> {
         }
     }
 
-    fn adv_ended(&mut self, _c: u32) {}
+    /// The node ended connection `c`. A replay's second stream ending (with
+    /// `BadProof`, or refused outright by a full stream table) ends the pair.
+    fn adv_ended(&mut self, c: u32) {
+        if let Kind::Replay { first: false, pair } = self.adv.conns[c as usize].kind {
+            let first =
+                self.adv.conns.iter().position(|x| x.kind == Kind::Replay { first: true, pair });
+            if let Some(f) = first {
+                self.adv_let_go(f as u32);
+            }
+        }
+    }
 
     fn adv_deadline(&mut self, c: u32) {
         let conn = &self.adv.conns[c as usize];

@@ -1176,6 +1176,9 @@ impl<'s> World<'s> {
         };
         self.apps[a as usize].deadline = deadline;
         self.apps[a as usize].started = self.now;
+        if !self.apps[a as usize].probe && self.adv_relaxes(self.now) {
+            self.apps[a as usize].strict = false;
+        }
         self.push(deadline, Ev::AppDeadline(a));
         if self.nodes[client as usize].core.is_none() {
             // The client process is down: connection refused.
@@ -1915,8 +1918,8 @@ impl<'s> World<'s> {
 //
 // The adversaries (sim/src/adversary.rs) live outside this module and reach
 // the world only through these.
-impl World<'_> {
-    pub(crate) fn scenario(&self) -> &Scenario {
+impl<'s> World<'s> {
+    pub(crate) fn scenario(&self) -> &'s Scenario {
         self.s
     }
 
