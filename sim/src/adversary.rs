@@ -995,3 +995,88 @@ impl World<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test that panics on a surprise is doing its job
+mod tests {
+    use crate::scenario::{load_dir, Scenario};
+    use crate::{run, RunOptions};
+    use std::path::PathBuf;
+
+    fn scenario(name: &str) -> Scenario {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        load_dir(&dir).unwrap().into_iter().find(|s| s.name == name).unwrap()
+    }
+
+    fn traced() -> RunOptions {
+        RunOptions { trace: true, ..RunOptions::default() }
+    }
+
+    /// The adversarial scenarios pass, and not vacuously: their adversaries
+    /// ran and the nodes refused them.
+    #[test]
+    fn adversarial_scenarios_pass_and_their_adversaries_are_refused() {
+        for name in ["adversarial_apps", "adversarial_peers", "adversarial_registration"] {
+            let s = scenario(name);
+            for seed in 0..3 {
+                let r = run(&s, seed, &traced());
+                assert!(r.passed(), "{name}:{seed}: {:?}", r.violations.first());
+                let refused = r
+                    .trace
+                    .iter()
+                    .filter(|l| l.contains("to Adversary") && l.contains("RST"))
+                    .count()
+                    + r.trace
+                        .iter()
+                        .filter(|l| l.contains("to Adversary") && l.contains("FIN"))
+                        .count();
+                assert!(refused >= 10, "{name}:{seed}: only {refused} hostile connections ended");
+                assert!(r.stats.succeeded > 0, "{name}:{seed}: no honest app succeeded");
+            }
+        }
+    }
+
+    /// Same seed, same hash, with adversaries.
+    #[test]
+    fn adversaries_are_deterministic() {
+        for name in ["adversarial_apps", "adversarial_peers", "adversarial_registration"] {
+            let s = scenario(name);
+            let a = run(&s, 7, &RunOptions::default());
+            let b = run(&s, 7, &RunOptions::default());
+            assert_eq!(a.hash, b.hash, "{name}");
+        }
+    }
+
+    /// The documented weakness: held to "must succeed" while a leaked key's
+    /// fake exits are listed, honest sessions fail.
+    #[test]
+    fn registration_flood_hurts_honest_sessions_when_strict() {
+        let mut s = scenario("adversarial_registration");
+        s.adversaries.registration_flood_strict = true;
+        let r = run(&s, 0, &RunOptions::default());
+        assert!(r.violations.iter().any(|v| v.invariant == "outcome" && v.detail.contains("0x01")));
+        assert!(r.violations.iter().all(|v| v.invariant == "outcome"), "{:?}", r.violations);
+    }
+
+    #[test]
+    fn unknown_adversary_field_is_rejected() {
+        let text = r#"
+name = "t"
+description = ""
+duration_secs = 30
+settle_secs = 20
+liveness_bound_secs = 15
+topology = { hubs = 1, exits = 1, clients = 1 }
+listeners = [{}]
+[workload]
+connections = 1
+payload_min = 0
+payload_max = 0
+destinations = [{ kind = "echo", weight = 1 }]
+[adversaries]
+slowlorris = 3
+"#;
+        let e = crate::scenario::parse_str(std::path::Path::new("t.toml"), text).unwrap_err();
+        assert!(e.to_string().contains("slowlorris"), "{e}");
+    }
+}
