@@ -127,13 +127,21 @@ impl AdversarySpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default, expecting = "a [limits] table")]
 pub struct LimitsSpec {
+    /// `Limits::max_client_sessions`.
     pub max_client_sessions: Option<u32>,
+    /// `Limits::max_exit_sessions`.
     pub max_exit_sessions: Option<u32>,
+    /// `Limits::max_sessions_per_peer`.
     pub max_sessions_per_peer: Option<u32>,
+    /// `Limits::max_hub_streams`.
     pub max_hub_streams: Option<u32>,
+    /// `Limits::max_sessions_per_listener`.
     pub max_sessions_per_listener: Option<u32>,
+    /// `Limits::max_sessions_per_source`.
     pub max_sessions_per_source: Option<u32>,
+    /// `Limits::max_pending_dials`.
     pub max_pending_dials: Option<u32>,
+    /// `Limits::max_registrations_per_key`.
     pub max_registrations_per_key: Option<u32>,
     /// The hubs' directory size (default 1024).
     pub max_directory_entries: Option<u32>,
