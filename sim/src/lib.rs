@@ -23,6 +23,7 @@
 //! independent exit-policy judge), `hostile` (the exit-policy destinations), `trace` (trace lines and running hash).
 #![forbid(unsafe_code)]
 
+pub mod adversary;
 mod app_proto;
 mod bytes_model;
 pub mod fuzz;

@@ -55,6 +55,12 @@ pub struct Scenario {
     /// The hubs' relay: reservation lifetime, circuit caps, autonat delay.
     #[serde(default)]
     pub relay: Relay,
+    /// Misbehaving apps and peers (sim/src/adversary.rs); none by default.
+    #[serde(default)]
+    pub adversaries: crate::adversary::AdversarySpec,
+    /// Overrides of the nodes' table limits; the core's defaults by default.
+    #[serde(default)]
+    pub limits: crate::adversary::LimitsSpec,
 }
 
 /// Node counts and the attributes exits declare.

@@ -280,6 +280,7 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
                 credential: credential(i),
             });
         }
+        crate::adversary::configure(s, &mut config);
         out.push((peer(i), config, ip));
     }
     out

@@ -39,6 +39,8 @@ enum Owner {
     Splice(u64, u8),
     App(u32),
     Origin(u64),
+    /// A misbehaving app or peer (sim/src/adversary.rs).
+    Adversary(u32),
     /// Released: whatever arrives is dropped.
     Gone,
 }
@@ -237,6 +239,8 @@ enum Ev {
     },
     /// The relay invariants are sampled.
     RelayCheck,
+    /// A misbehaving app or peer acts (sim/src/adversary.rs).
+    Adversary(crate::adversary::AdvEv),
 }
 
 struct Sched {
@@ -313,6 +317,8 @@ pub(crate) struct World<'s> {
     /// The NAT and relay model's state (sim/src/world/relay.rs).
     relay: relay::RelayState,
     pub(crate) nat_matrix: crate::nat::NatMatrix,
+    /// Misbehaving apps and peers (sim/src/adversary.rs).
+    pub(crate) adv: crate::adversary::AdvState,
 }
 
 impl<'s> World<'s> {
@@ -416,6 +422,7 @@ impl<'s> World<'s> {
             exits: s.topology.exits,
             relay: relay::RelayState::new(s, seed),
             nat_matrix: crate::nat::NatMatrix::new(),
+            adv: crate::adversary::AdvState::default(),
         };
         for i in 0..w.nodes.len() {
             w.start_node(i as NodeIx);
@@ -426,6 +433,7 @@ impl<'s> World<'s> {
                 w.push(spec.at, Ev::AppStart(ix));
             }
         }
+        w.adv_init(seed);
         for (i, f) in w.faults.clone().iter().enumerate() {
             w.push(f.at, Ev::FaultStart(i));
             w.push(f.at + f.duration, Ev::FaultEnd(i));
@@ -524,6 +532,7 @@ impl<'s> World<'s> {
             Ev::CircuitEnd(id) => self.circuit_end(id),
             Ev::PunchDone { from, to, gen, ok } => self.punch_done(from, to, gen, ok),
             Ev::RelayCheck => self.relay_check(),
+            Ev::Adversary(e) => self.adv_event(e),
         }
     }
 
@@ -579,15 +588,33 @@ impl<'s> World<'s> {
         let config = &self.nodes[n as usize].config;
         let limits = config.limits;
         let max_entries = config.hub.as_ref().map_or(0, |h| h.directory.max_entries);
-        if r.sessions > limits.max_client_sessions + limits.max_exit_sessions
+        // Each role's own table against its own limit (a node has one role here).
+        let max_sessions = if config.client.is_some() {
+            limits.max_client_sessions
+        } else if config.exit.is_some() {
+            limits.max_exit_sessions
+        } else {
+            0
+        };
+        // Hub links dial hubs too; the limit is on dials to exits.
+        let max_dials = limits.max_pending_dials + config.hubs.len();
+        let max_hub_streams =
+            if config.hub.is_some() && config.exit.is_none() && config.client.is_none() {
+                limits.max_hub_streams
+            } else {
+                usize::MAX
+            };
+        if r.sessions > max_sessions
             || r.busiest_peer_sessions > limits.max_sessions_per_peer
             || r.directory_entries > max_entries
+            || r.pending_dials > max_dials
+            || r.streams > max_hub_streams
         {
             self.violation(
                 "bounds",
                 format!(
-                    "n{n} holds {r} (busiest peer {}, directory {})",
-                    r.busiest_peer_sessions, r.directory_entries
+                    "n{n} holds {r} (busiest peer {}, directory {}; limits: sessions {max_sessions}, per peer {}, directory {max_entries}, dials {max_dials}, hub streams {max_hub_streams})",
+                    r.busiest_peer_sessions, r.directory_entries, limits.max_sessions_per_peer
                 ),
             );
         }
@@ -889,6 +916,7 @@ impl<'s> World<'s> {
             Owner::Splice(id, which) => self.splice_forward(id, which as usize, chunk),
             Owner::App(a) => self.app_chunk(a, chunk),
             Owner::Origin(c) => self.origin_chunk(c, chunk),
+            Owner::Adversary(c) => self.adv_chunk(c, chunk),
             Owner::Gone => {}
         }
         if reset {
@@ -969,6 +997,7 @@ impl<'s> World<'s> {
             Owner::Splice(id, which) => self.splice_reset(id, which as usize),
             Owner::App(a) => self.app_chunk(a, Chunk::Reset),
             Owner::Origin(c) => self.origin_chunk(c, Chunk::Reset),
+            Owner::Adversary(c) => self.adv_chunk(c, Chunk::Reset),
             Owner::Gone => {}
         }
     }
@@ -997,6 +1026,7 @@ impl<'s> World<'s> {
             return;
         };
         self.note_session_path(ea, eb);
+        self.check_adversary_splice(n, [ea, eb]);
         self.next_splice += 1;
         let id = self.next_splice;
         self.node_streams.remove(&(n, a));
@@ -1146,6 +1176,9 @@ impl<'s> World<'s> {
         };
         self.apps[a as usize].deadline = deadline;
         self.apps[a as usize].started = self.now;
+        if !self.apps[a as usize].probe && self.adv_relaxes(self.now) {
+            self.apps[a as usize].strict = false;
+        }
         self.push(deadline, Ev::AppDeadline(a));
         if self.nodes[client as usize].core.is_none() {
             // The client process is down: connection refused.
@@ -1844,6 +1877,7 @@ impl<'s> World<'s> {
     }
 
     fn final_checks(&mut self) {
+        self.adv_final();
         for a in 0..self.apps.len() as u32 {
             if self.apps[a as usize].outcome.is_none()
                 && self.apps[a as usize].phase != AppPhase::Connecting
@@ -1877,5 +1911,90 @@ impl<'s> World<'s> {
 
     fn hub_streams_of(&self, n: NodeIx) -> usize {
         self.streams.values().filter(|st| st.hub && st.nodes.contains(&Some(n))).count()
+    }
+}
+
+// ------------------------------------------------- hooks for adversary.rs
+//
+// The adversaries (sim/src/adversary.rs) live outside this module and reach
+// the world only through these.
+impl<'s> World<'s> {
+    pub(crate) fn scenario(&self) -> &'s Scenario {
+        self.s
+    }
+
+    pub(crate) fn timeouts_of(&self, n: NodeIx) -> meshproxy_core::config::Timeouts {
+        self.nodes[n as usize].config.timeouts
+    }
+
+    pub(crate) fn limits_of(&self, n: NodeIx) -> meshproxy_core::config::Limits {
+        self.nodes[n as usize].config.limits
+    }
+
+    pub(crate) fn hub_registered(&self, hub: NodeIx, peer: &PeerId) -> bool {
+        self.nodes[hub as usize].core.as_ref().is_some_and(|c| c.hub_has_registered(peer))
+    }
+
+    pub(crate) fn adv_schedule(&mut self, at: Instant, ev: crate::adversary::AdvEv) {
+        self.push(at, Ev::Adversary(ev));
+    }
+
+    /// A hostile app connects to `client`'s listener from `source`; the
+    /// stream's side 1 belongs to adversary connection `c`.
+    pub(crate) fn adv_app_connect(
+        &mut self,
+        client: NodeIx,
+        listener: u32,
+        source: SocketAddr,
+        c: u32,
+    ) -> Option<u64> {
+        self.nodes[client as usize].core.as_ref()?;
+        let sid = self.new_sid(client);
+        let stream = self.local_stream(client, sid, Owner::Adversary(c));
+        let listener = ListenerId(u64::from(listener));
+        self.send_input(client, LOCAL, Input::AppAccepted { listener, stream: sid, source });
+        Some(stream)
+    }
+
+    /// A hostile peer `peer` (no simulated node) opens a `protocol` stream
+    /// on `node`; side 1 belongs to adversary connection `c`.
+    pub(crate) fn adv_peer_stream(
+        &mut self,
+        node: NodeIx,
+        peer: PeerId,
+        protocol: Protocol,
+        c: u32,
+    ) -> Option<u64> {
+        self.nodes[node as usize].core.as_ref()?;
+        let sid = self.new_sid(node);
+        let stream = self.new_stream(
+            [Owner::Node(node, sid), Owner::Adversary(c)],
+            [Some(node), None],
+            None,
+            false,
+        );
+        self.node_streams.insert((node, sid), (stream, 0));
+        self.send_input(node, LOCAL, Input::InboundStream { stream: sid, peer, protocol });
+        Some(stream)
+    }
+
+    /// The adversary writes on its side (1) of `stream`.
+    pub(crate) fn adv_write(&mut self, stream: u64, chunk: Chunk) {
+        self.write(stream, 1, chunk);
+    }
+
+    /// The adversary is done with its side of `stream`.
+    pub(crate) fn adv_release(&mut self, stream: u64) {
+        self.release(stream, 1);
+    }
+
+    /// No splice may carry an adversary's connection.
+    fn check_adversary_splice(&mut self, n: NodeIx, ends: [(u64, usize); 2]) {
+        for (st, side) in ends {
+            if let Some(Owner::Adversary(c)) = self.streams.get(&st).map(|s| s.owners[1 - side]) {
+                let detail = format!("n{n} spliced hostile connection {c} to another stream");
+                self.violation("adversary", detail);
+            }
+        }
     }
 }
