@@ -625,6 +625,7 @@ impl ClientRole {
                 None => {}
             }
         }
+        let mut counted = false;
         for app in self.dial_waiters.remove(&peer).unwrap_or_default() {
             if !self.is_dialing(app, peer) {
                 continue;
@@ -638,7 +639,11 @@ impl ClientRole {
                 if route == Some(None) && self.stale {
                     self.refund_attempt(app);
                 }
-                self.exit_failed(ctx, now, t, app, Status::GeneralFailure);
+                // One failed dial is one failure of the exit, however many
+                // sessions waited on it (it used to open the breaker alone).
+                let first = !counted;
+                counted = true;
+                self.exit_failed_as(ctx, now, t, app, Status::GeneralFailure, first);
             }
         }
     }
@@ -989,6 +994,8 @@ impl ClientRole {
                 // NATed exit) say nothing about this one.
                 if e.relays.insert(hub) && e.relays.len() == 1 {
                     e.retry_at = now;
+                    e.failures = 0;
+                    e.breaker = CircuitBreaker::new(breaker);
                     gained_relay.push(peer);
                 }
             } else {

@@ -602,3 +602,21 @@ fn a_username_country_contradicting_the_listener_fails_at_once() {
     assert_eq!(failed(&outs), vec![(FailReason::NoExit, Status::NetworkUnreachable)]);
     assert_eq!(f.h.node.resources().sessions, 0);
 }
+
+#[test]
+fn one_failed_dial_is_one_failure_however_many_sessions_waited_on_it() {
+    // Breaker threshold 5: seven sessions waiting on one dial used to open it.
+    let mut f = fixture(vec![listener(|l| l.retries = 0)], 1, 7);
+    let mut apps = Vec::new();
+    for _ in 0..7 {
+        let app = f.accept(0);
+        f.socks(app, &ip_target(public_ip(9), 443), None, b"");
+        apps.push(app);
+    }
+    let exit = exit_id(1);
+    let outs = f.h.input(Input::DialFailed { peer: exit });
+    assert!(
+        !events(&outs).iter().any(|e| matches!(e, Event::Breaker { .. })),
+        "the breaker stays closed: {outs:?}"
+    );
+}
