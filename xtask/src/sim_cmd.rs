@@ -411,7 +411,8 @@ mod tests {
         let err = select(&real_dir(), &["smok".into()]).unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("unknown scenario `smok` in "), "{text}");
-        assert!(text.contains("available: churn, crash_restart,"), "{text}");
+        assert!(text.contains("; available: "), "{text}");
+        assert!(text.contains("churn, crash_restart,"), "{text}");
         assert!(text.contains("smoke"), "{text}");
     }
 

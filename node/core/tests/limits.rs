@@ -207,3 +207,31 @@ fn an_exit_at_capacity_is_paced_but_never_tripped_like_a_dead_one() {
         f.h.advance(Duration::from_secs(1));
     }
 }
+
+#[test]
+fn a_client_keeps_its_sessions_at_one_exit_under_the_cap_and_uses_the_others() {
+    // Two sessions at most per exit: the third goes to the other exit, the
+    // fifth waits for a place (here: none frees up, so it ends as no exit).
+    let config = client_config(vec![listener(|_| {})]);
+    let config = with_limits(config, |l| l.max_sessions_per_exit = 2);
+    let mut f = ClientFixture::new(config, vec![exit_record(1), exit_record(2)], 3);
+    let target = ip_target(IpAddr::V4(Ipv4Addr::new(93, 184, 216, 34)), 80);
+    let mut per_exit = std::collections::BTreeMap::<PeerId, usize>::new();
+    for _ in 0..4 {
+        let app = f.accept(0);
+        let outs = f.socks(app, &target, None, b"");
+        let attempt = f.reach_exit(&outs);
+        *per_exit.entry(attempt.exit).or_default() += 1;
+        let outs = f.answer(&attempt, Status::Succeeded, b"");
+        assert_eq!(splices(&outs).len(), 1);
+    }
+    assert_eq!(per_exit.values().copied().collect::<Vec<_>>(), vec![2, 2], "{per_exit:?}");
+    let app = f.accept(0);
+    let outs = f.socks(app, &target, None, b"");
+    assert!(dials(&outs).is_empty() && opens(&outs).is_empty(), "both are full: {outs:?}");
+    let outs = f.h.advance(Duration::from_secs(40));
+    assert!(
+        events(&outs).iter().any(|e| matches!(e, Event::SessionFailed { .. })),
+        "the waiting session ends with an answer: {outs:?}"
+    );
+}

@@ -534,3 +534,76 @@ async fn a_peer_opening_streams_beyond_the_limit_loses_only_its_own_connection()
     .await
     .unwrap();
 }
+
+/// `[limits] max_incoming_connections`: a node at its limit refuses the next
+/// peer's connection (the dialer sees it fail or drop at once, the node never
+/// reports it) and keeps serving the peers it has.
+#[tokio::test]
+async fn connections_beyond_the_incoming_limit_are_refused() {
+    timeout(LIMIT, async {
+        let mut config = NetConfig::new(Keypair::generate_ed25519());
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        config.limits.max_established_incoming = 1;
+        let (tx, events) = mpsc::unbounded_channel();
+        let handle = NetworkActor::spawn(config, move |e| {
+            let _ = tx.send(e);
+        })
+        .unwrap();
+        let addrs = handle.listen_addrs().await;
+        let mut b = Node { handle, events, addrs };
+        let b_peer = b.peer();
+        let addrs: Vec<PeerAddr> = b.addrs.iter().map(addr_to_core).collect();
+        let mut first = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        first.send(NetCommand::Dial { peer: b_peer, addrs: addrs.clone(), via: None }).await;
+        first.connected().await;
+        let mut second = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        second.send(NetCommand::Dial { peer: b_peer, addrs, via: None }).await;
+        // B denies it as soon as the handshake ends: the dialer sees the dial
+        // fail, or the connection drop at once.
+        second
+            .next(|e| match e {
+                NetEvent::DialFailed { peer } | NetEvent::PeerDisconnected { peer, .. }
+                    if peer == b_peer =>
+                {
+                    Some(())
+                }
+                _ => None,
+            })
+            .await;
+        let second_peer = second.peer();
+        while let Ok(e) = b.events.try_recv() {
+            assert!(
+                !matches!(e, NetEvent::PeerConnected { peer, .. } if peer == second_peer),
+                "B admitted the second peer"
+            );
+        }
+        // The first keeps working.
+        first
+            .send(NetCommand::OpenStream {
+                stream: StreamId(1),
+                peer: b_peer,
+                conn: None,
+                protocol: Protocol::Proxy,
+            })
+            .await;
+        let mut io = first
+            .next(|e| match e {
+                NetEvent::StreamOpened { io, .. } => Some(io),
+                NetEvent::StreamRefused { stream } => panic!("{stream} refused"),
+                _ => None,
+            })
+            .await;
+        let mut inbound = b
+            .next(|e| match e {
+                NetEvent::InboundStream { io, .. } => Some(io),
+                _ => None,
+            })
+            .await;
+        io.write_all(b"ok").await.unwrap();
+        let mut got = [0u8; 2];
+        inbound.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ok");
+    })
+    .await
+    .unwrap();
+}
