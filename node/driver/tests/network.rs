@@ -32,8 +32,14 @@ struct Node {
 
 impl Node {
     async fn start(listen: &[&str]) -> Node {
+        Node::start_with(listen, |_| {}).await
+    }
+
+    /// A node whose config `tune` adjusts first (limits, say).
+    async fn start_with(listen: &[&str], tune: impl FnOnce(&mut NetConfig)) -> Node {
         let mut config = NetConfig::new(Keypair::generate_ed25519());
         config.listen = listen.iter().map(|a| a.parse().unwrap()).collect();
+        tune(&mut config);
         let (tx, events) = mpsc::unbounded_channel();
         let handle = NetworkActor::spawn(config, move |e| {
             let _ = tx.send(e);
@@ -476,16 +482,10 @@ async fn quic_aborted_streams_read_as_resets() {
 async fn a_peer_opening_streams_beyond_the_limit_loses_only_its_own_connection() {
     const LIMIT_STREAMS: usize = 6;
     timeout(LIMIT, async {
-        let mut config = NetConfig::new(Keypair::generate_ed25519());
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-        config.limits.max_streams_per_connection = LIMIT_STREAMS;
-        let (tx, events) = mpsc::unbounded_channel();
-        let handle = NetworkActor::spawn(config, move |e| {
-            let _ = tx.send(e);
+        let mut b = Node::start_with(&["/ip4/127.0.0.1/tcp/0"], |c| {
+            c.limits.max_streams_per_connection = LIMIT_STREAMS;
         })
-        .unwrap();
-        let addrs = handle.listen_addrs().await;
-        let mut b = Node { handle, events, addrs };
+        .await;
         let b_peer = b.peer();
         let open = |n: u64| NetCommand::OpenStream {
             stream: StreamId(n),
@@ -541,16 +541,10 @@ async fn a_peer_opening_streams_beyond_the_limit_loses_only_its_own_connection()
 #[tokio::test]
 async fn connections_beyond_the_incoming_limit_are_refused() {
     timeout(LIMIT, async {
-        let mut config = NetConfig::new(Keypair::generate_ed25519());
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-        config.limits.max_established_incoming = 1;
-        let (tx, events) = mpsc::unbounded_channel();
-        let handle = NetworkActor::spawn(config, move |e| {
-            let _ = tx.send(e);
+        let mut b = Node::start_with(&["/ip4/127.0.0.1/tcp/0"], |c| {
+            c.limits.max_established_incoming = 1;
         })
-        .unwrap();
-        let addrs = handle.listen_addrs().await;
-        let mut b = Node { handle, events, addrs };
+        .await;
         let b_peer = b.peer();
         let addrs: Vec<PeerAddr> = b.addrs.iter().map(addr_to_core).collect();
         let mut first = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
