@@ -356,3 +356,38 @@ async fn a_half_close_carries_through_both_nodes_while_the_origin_keeps_talking(
     .await
     .unwrap();
 }
+
+/// The queue from the runner to the network is bounded (`COMMAND_QUEUE` in
+/// production). When it is full, the runner answers the core at once — a dial
+/// fails — rather than waiting on the network or queueing without bound: a
+/// stuck network costs no memory and the core's retry logic takes over.
+#[tokio::test]
+async fn a_full_network_queue_fails_the_command_at_once() {
+    timeout(T, async {
+        let me = PeerId::from_u64(9);
+        let mut config = base(me, PeerId::from_u64(1));
+        // Two hubs: two dials at start, for a queue with room for one.
+        config.hubs.push(meshproxy_core::config::HubContact {
+            peer: PeerId::from_u64(2),
+            addrs: Vec::new(),
+        });
+        config.client = Some(ClientConfig {
+            listeners: vec![ListenerConfig::default()],
+            selection: SelectionConfig::default(),
+            credential: credential("client"),
+        });
+        let (net_tx, mut net_rx) = mpsc::channel(1);
+        let runner = meshproxy::runner::NodeRunner::new(config, 9, net_tx);
+        let tx = runner.sender();
+        tokio::spawn(runner.run());
+        // Nobody reads the queue: one dial waits in it, the other was refused
+        // and answered as failed, so the core waits on exactly one.
+        let s = status(&tx).await;
+        assert_eq!(s.resources.pending_dials, 1, "{s:?}");
+        let queued = net_rx.try_recv().expect("one command queued");
+        assert!(matches!(queued, meshproxy::port::NetCommand::Dial { .. }), "{queued:?}");
+        assert!(net_rx.try_recv().is_err(), "nothing else was queued");
+    })
+    .await
+    .unwrap();
+}
