@@ -11,7 +11,9 @@
 //! New inputs that grow coverage are written to `fuzz/corpus/<target>/`;
 //! commit the interesting ones (after `cargo fuzz cmin`), and CI replays them
 //! through the same checks on every run (`sim/tests/fuzz_corpus.rs` and
-//! `node/core/tests/machines_prop.rs`).
+//! `node/core/tests/machines_prop.rs`). A `--smoke` run reads the committed
+//! corpus but writes what it finds to `target/fuzz-smoke/<target>/`, so CI
+//! never grows the working tree (a commit once swept 3,000 such inputs in).
 
 use std::path::Path;
 use std::process::Command;
@@ -55,6 +57,14 @@ pub enum FuzzError {
         /// Why.
         source: std::io::Error,
     },
+    /// The smoke run's scratch corpus directory could not be made.
+    #[error("could not create `{dir}`: {source}")]
+    Scratch {
+        /// The directory.
+        dir: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Runs the fuzzers; `Ok(false)` when a target crashed or a replay failed
@@ -95,19 +105,34 @@ pub fn run(workspace: &Path, args: &FuzzArgs) -> Result<bool, FuzzError> {
                 // inputs first, so a CI failure reproduces with the same command.
                 flags.push("-seed=1".to_owned());
             }
-            runs.push(("fuzz", flags));
+            // libFuzzer writes new inputs to the first directory it is given.
+            let dirs = if args.smoke {
+                let scratch = format!("target/fuzz-smoke/{target}");
+                let _ = std::fs::remove_dir_all(workspace.join(&scratch));
+                std::fs::create_dir_all(workspace.join(&scratch))
+                    .map_err(|source| FuzzError::Scratch { dir: scratch.clone(), source })?;
+                vec![scratch, corpus.clone()]
+            } else {
+                vec![corpus.clone()]
+            };
+            runs.push(("fuzz", dirs, flags));
         }
         // -runs=0: execute every corpus input once, nothing new.
-        runs.push(("replay", vec!["-runs=0".to_owned()]));
-        for (what, libfuzzer_args) in runs {
+        runs.push(("replay", vec![corpus.clone()], vec!["-runs=0".to_owned()]));
+        for (what, dirs, libfuzzer_args) in runs {
             let started = Instant::now();
             let mut cmd = Command::new(&cargo);
             cmd.current_dir(workspace)
                 .env("RUSTC_BOOTSTRAP", "1")
-                .args(["fuzz", "run", "-s", "none", target, &corpus, "--"])
+                .args(["fuzz", "run", "-s", "none", target])
+                .args(&dirs)
+                .arg("--")
                 .args(&libfuzzer_args);
-            let line =
-                format!("cargo fuzz run -s none {target} {corpus} -- {}", libfuzzer_args.join(" "));
+            let line = format!(
+                "cargo fuzz run -s none {target} {} -- {}",
+                dirs.join(" "),
+                libfuzzer_args.join(" ")
+            );
             println!("fuzz: {target}: {what}: {line}");
             let status = cmd
                 .status()
