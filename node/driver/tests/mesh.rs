@@ -6,33 +6,12 @@
 mod common;
 
 use common::echo_origin;
-use meshproxy::config::FileConfig;
+use common::live::{node, socks_connect};
 use meshproxy::identity::Identity;
-use meshproxy::node::{start, NetNode};
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::{sleep, timeout};
-
-async fn node(toml: &str, secret: u8) -> NetNode {
-    let file = FileConfig::parse(toml).unwrap();
-    start(&file, &Identity::from_secret([secret; 32]), u64::from(secret)).await.unwrap()
-}
-
-/// SOCKS5 CONNECT through the client listener; returns the reply code and the stream.
-async fn socks_connect(listener: SocketAddr, target: SocketAddr) -> (u8, TcpStream) {
-    let mut app = TcpStream::connect(listener).await.unwrap();
-    let SocketAddr::V4(t) = target else { panic!("IPv4 target expected") };
-    let mut request = vec![5, 1, 0, 5, 1, 0, 1];
-    request.extend_from_slice(&t.ip().octets());
-    request.extend_from_slice(&t.port().to_be_bytes());
-    app.write_all(&request).await.unwrap();
-    let mut reply = [0u8; 12];
-    app.read_exact(&mut reply).await.unwrap();
-    assert_eq!(&reply[..2], &[5, 0], "method selection");
-    (reply[3], app)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks5_through_a_real_libp2p_mesh_and_policy_denial() {

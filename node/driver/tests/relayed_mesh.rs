@@ -7,52 +7,11 @@
 mod common;
 
 use common::echo_origin;
-use meshproxy::config::FileConfig;
+use common::live::{node, scrape, socks_connect, value};
 use meshproxy::identity::Identity;
-use meshproxy::node::{start, NetNode};
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
-
-async fn node(toml: &str, secret: u8) -> NetNode {
-    let file = FileConfig::parse(toml).unwrap();
-    start(&file, &Identity::from_secret([secret; 32]), u64::from(secret)).await.unwrap()
-}
-
-/// SOCKS5 CONNECT through the client listener; returns the reply code and the stream.
-async fn socks_connect(listener: SocketAddr, target: SocketAddr) -> (u8, TcpStream) {
-    let mut app = TcpStream::connect(listener).await.unwrap();
-    let SocketAddr::V4(t) = target else { panic!("IPv4 target expected") };
-    let mut request = vec![5, 1, 0, 5, 1, 0, 1];
-    request.extend_from_slice(&t.ip().octets());
-    request.extend_from_slice(&t.port().to_be_bytes());
-    app.write_all(&request).await.unwrap();
-    let mut reply = [0u8; 12];
-    app.read_exact(&mut reply).await.unwrap();
-    assert_eq!(&reply[..2], &[5, 0], "method selection");
-    (reply[3], app)
-}
-
-/// One scrape of `/metrics`; returns the body.
-async fn scrape(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (_, body) = text.split_once("\r\n\r\n").unwrap();
-    body.to_owned()
-}
-
-/// The value of one series (`name` or `name{labels}`, exactly as encoded).
-fn value(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {series} in\n{body}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks5_reaches_an_exit_behind_nat_through_the_hubs_relay() {

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 pub mod e2e;
+pub mod live;
 
 use meshproxy::app::{event_sink, EventSink, NetworkStarter};
 use meshproxy::port::{NetCommand, NetEvent};
