@@ -46,12 +46,44 @@ pub struct BenchArgs {
     /// 10,000 connections' two ends do not share one process's fd limit.
     #[arg(long, hide = true)]
     pub serve_origin: bool,
+    /// Measure only these parts (comma-separated) [default: all].
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "PART")]
+    pub only: Vec<Part>,
+}
+
+/// A part of the bench `--only` can select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Throughput and CPU per GB, one and eight streams.
+    Throughput,
+    /// Warm connect latency.
+    Latency,
+    /// Cold connect latency.
+    Cold,
+    /// CONNECTs per second through a warm mesh.
+    Connects,
+    /// Memory per idle proxied connection.
+    Memory,
+    /// Simulator speed.
+    Sim,
 }
 
 impl BenchArgs {
     /// `--quick`, as CI runs it.
     pub fn quick() -> BenchArgs {
-        BenchArgs { quick: true, runs: 1, no_shadowsocks: true, idle: None, serve_origin: false }
+        BenchArgs {
+            quick: true,
+            runs: 1,
+            no_shadowsocks: true,
+            idle: None,
+            serve_origin: false,
+            only: Vec::new(),
+        }
+    }
+
+    /// Whether `part` is measured in this run.
+    fn wants(&self, part: Part) -> bool {
+        self.only.is_empty() || self.only.contains(&part)
     }
 }
 
@@ -87,10 +119,15 @@ struct Plan {
     idle: usize,
     sim_seeds: u64,
     sim_sweep: bool,
+    /// Which parts run, indexed by `Part as usize`.
+    parts: [bool; 6],
 }
 
 impl Plan {
     fn of(args: &BenchArgs) -> Plan {
+        let parts =
+            [Part::Throughput, Part::Latency, Part::Cold, Part::Connects, Part::Memory, Part::Sim]
+                .map(|p| args.wants(p));
         if args.quick {
             Plan {
                 runs: 1,
@@ -102,6 +139,7 @@ impl Plan {
                 idle: args.idle.unwrap_or(200),
                 sim_seeds: 10,
                 sim_sweep: false,
+                parts,
             }
         } else {
             Plan {
@@ -114,8 +152,13 @@ impl Plan {
                 idle: args.idle.unwrap_or(10_000),
                 sim_seeds: 100,
                 sim_sweep: true,
+                parts,
             }
         }
+    }
+
+    fn wants(&self, part: Part) -> bool {
+        self.parts.get(part as usize).copied().unwrap_or(false)
     }
 }
 
@@ -184,22 +227,29 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
     let mut figures = Vec::new();
     runtime.block_on(async {
         let origin = Origin::start().await.map_err(|e| BenchError::Load(e.to_string()))?;
-        match network_figures(&bin, &work, &plan, ss.as_ref(), origin.addr).await {
-            Ok(mut f) => figures.append(&mut f),
-            Err(e) => failures.push(e.to_string()),
+        let network = [Part::Throughput, Part::Latency, Part::Cold, Part::Connects];
+        if network.iter().any(|p| plan.wants(*p)) {
+            match network_figures(&bin, &work, &plan, ss.as_ref(), origin.addr).await {
+                Ok(mut f) => figures.append(&mut f),
+                Err(e) => failures.push(e.to_string()),
+            }
         }
-        match memory_figures(&bin, &work, &plan).await {
-            Ok(mut f) => figures.append(&mut f),
-            Err(e) => failures.push(e.to_string()),
+        if plan.wants(Part::Memory) {
+            match memory_figures(&bin, &work, &plan).await {
+                Ok(mut f) => figures.append(&mut f),
+                Err(e) => failures.push(e.to_string()),
+            }
         }
         Ok::<(), BenchError>(())
     })?;
-    println!("bench: simulator figures");
-    match simfig::figures(workspace, plan.sim_seeds, plan.sim_sweep) {
-        Ok(mut f) => figures.append(&mut f),
-        Err(e) => failures.push(e.to_string()),
+    if plan.wants(Part::Sim) {
+        println!("bench: simulator figures");
+        match simfig::figures(workspace, plan.sim_seeds, plan.sim_sweep) {
+            Ok(mut f) => figures.append(&mut f),
+            Err(e) => failures.push(e.to_string()),
+        }
     }
-    if !plan.sim_sweep {
+    if !plan.sim_sweep && plan.wants(Part::Sim) {
         skipped.push(Skipped {
             what: "default sweep wall time".into(),
             reason: "--quick (CI times the sweep in its own step)".into(),
@@ -309,7 +359,8 @@ async fn network_figures(
 
     // Throughput, alternating routes within each run so load drifts hit all alike.
     let mb = plan.transfer_bytes as f64 / 1e6;
-    for streams in [1usize, 8] {
+    let stream_counts: &[usize] = if plan.wants(Part::Throughput) { &[1, 8] } else { &[] };
+    for &streams in stream_counts {
         let mut rates = series("throughput");
         let mut cpu = series("cpu");
         for run in 0..plan.runs {
@@ -382,7 +433,8 @@ async fn network_figures(
     // Warm connect latency: per run, p50 and p99 of sequential connections.
     let mut p50 = series("latency");
     let mut p99 = series("latency");
-    for run in 0..plan.runs {
+    let latency_runs = if plan.wants(Part::Latency) { plan.runs } else { 0 };
+    for run in 0..latency_runs {
         println!("bench: warm connect latency, run {}/{}", run + 1, plan.runs);
         for (i, (name, route)) in quick_routes.iter().enumerate() {
             let samples = load::latencies(*route, origin, plan.latency_samples)
@@ -396,7 +448,7 @@ async fn network_figures(
             }
         }
     }
-    for ((key, a), (_, b)) in p50.iter().zip(&p99) {
+    for ((key, a), (_, b)) in p50.iter().zip(&p99).filter(|((_, a), _)| !a.is_empty()) {
         let name = key.trim_start_matches("latency.");
         figures.push(Figure::info(
             &format!("{key}.warm.p50"),
@@ -413,7 +465,7 @@ async fn network_figures(
     }
     if let (Some(direct), Some(tcp)) = (
         p99.iter().find(|(k, _)| k == "latency.direct"),
-        p99.iter().find(|(k, _)| k == "latency.tcp"),
+        p99.iter().find(|(k, s)| k == "latency.tcp" && !s.is_empty()),
     ) {
         let added: Vec<f64> = tcp.1.iter().zip(&direct.1).map(|(t, d)| t - d).collect();
         figures.push(
@@ -428,7 +480,9 @@ async fn network_figures(
     }
 
     // Cold connect: the first connection through a freshly started client.
-    for transport in [Transport::Tcp, Transport::Quic] {
+    let cold_transports: &[Transport] =
+        if plan.wants(Part::Cold) { &[Transport::Tcp, Transport::Quic] } else { &[] };
+    for &transport in cold_transports {
         let mut cold = Vec::new();
         for i in 0..plan.cold_samples {
             println!(
@@ -463,7 +517,8 @@ async fn network_figures(
 
     // Connects per second through a warm client.
     let mut cps = series("connects");
-    for run in 0..plan.runs {
+    let connect_runs = if plan.wants(Part::Connects) { plan.runs } else { 0 };
+    for run in 0..connect_runs {
         println!("bench: connects per second, run {}/{}", run + 1, plan.runs);
         for (i, (_, route)) in quick_routes.iter().enumerate() {
             let r = load::connect_rate(*route, origin, plan.connect_workers, plan.connect_duration)
@@ -476,7 +531,7 @@ async fn network_figures(
             }
         }
     }
-    for (key, samples) in cps {
+    for (key, samples) in cps.into_iter().filter(|(_, s)| !s.is_empty()) {
         let name = key.trim_start_matches("connects.");
         let f = Figure::info(
             &format!("connects_per_second.{name}"),
