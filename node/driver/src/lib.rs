@@ -8,7 +8,8 @@
 //! - [`pump`]: per-stream tasks for streams the core still controls.
 //! - [`splice`]: the data plane (both-way copy with half-close and resets).
 //! - [`tcp`]: TCP streams that reset, rather than close, when aborted.
-//! - [`port`]: the interface to the peer network actor; [`network`]: that actor over libp2p.
+//! - [`port`]: the interface to the peer network actor; [`network`]: that actor over libp2p;
+//!   [`muxer`] and [`read_ahead`]: its yamux upgrade and socket reads, sized for bulk data.
 //! - [`listener`]: client listener accept loops; [`sockets`]: the port to listeners,
 //!   origin connects and name lookups (the OS, or a simulated network in tests).
 //! - [`config`], [`identity`], [`state`]: files on disk; [`flags`]: the role commands' flags.
@@ -27,10 +28,12 @@ pub mod flags;
 pub mod identity;
 pub mod listener;
 pub mod metrics;
+pub mod muxer;
 pub mod network;
 pub mod node;
 pub mod port;
 pub mod pump;
+pub mod read_ahead;
 pub mod runner;
 pub mod sockets;
 pub mod splice;

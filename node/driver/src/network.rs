@@ -54,7 +54,7 @@ use libp2p::{
         behaviour::toggle::Toggle, dial_opts::DialOpts, dial_opts::PeerCondition, ConnectionId,
         SwarmEvent,
     },
-    tcp, yamux, Multiaddr, StreamProtocol, Swarm, SwarmBuilder,
+    tcp, Multiaddr, StreamProtocol, Swarm, SwarmBuilder, Transport as _,
 };
 use meshproxy_core::{
     ids::{ConnId, PeerId, StreamId, MAX_PEER_ID_LEN},
@@ -63,7 +63,9 @@ use meshproxy_core::{
 };
 use tokio::sync::{mpsc, watch};
 
+use crate::muxer::Yamux;
 use crate::port::{HolePunchStage, NetCommand, NetEvent};
+use crate::read_ahead::ReadAhead;
 
 /// Yamux asserts (panics) when `max_num_streams * 256 KiB` exceeds its 1 GiB connection
 /// receive window, i.e. above 4096 streams; every configured value is clamped to this.
@@ -1193,8 +1195,7 @@ fn build_swarm(
     to_actor: mpsc::UnboundedSender<NetEvent>,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let streams = config.limits.max_streams_per_connection.clamp(1, YAMUX_MAX_STREAMS_CEILING);
-    let mut yamux_config = yamux::Config::default();
-    yamux_config.set_max_num_streams(streams);
+    let yamux_config = Yamux::new(streams);
     let quic_streams = u32::try_from(streams).unwrap_or(u32::MAX);
 
     let limits = config.limits;
@@ -1207,15 +1208,23 @@ fn build_swarm(
     let idle = config.idle_connection_timeout;
 
     let relay_yamux = yamux_config.clone();
+    // What `with_tcp` builds, but reading the socket through `ReadAhead` and
+    // multiplexing with our `Yamux` (both for bulk data; see their modules).
+    let tcp_transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        .map(|stream, _| ReadAhead::new(stream))
+        .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+        .authenticate(noise::Config::new(&config.keypair)?)
+        .multiplex(yamux_config);
     let relay_client = config.relay_client;
     let autonat_config = config.autonat;
     let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, move || yamux_config)?
         .with_quic_config(|mut c| {
             c.max_concurrent_stream_limit = quic_streams;
             c
         })
+        .with_other_transport(move |_| tcp_transport)
+        .unwrap_or_else(|never| match never {})
         .with_dns()
         .map_err(NetError::Dns)?
         .with_relay_client(noise::Config::new, move || relay_yamux)?

@@ -18,13 +18,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::ReadBuf;
 
-/// Most bytes one read takes. Reads land in a buffer on the stack; only bytes
-/// the writer cannot take at once are copied to the heap, and that heap
+/// Most bytes one read takes: one peer-connection frame
+/// ([`crate::muxer::FRAME_BODY`]), so a full read travels as one frame, one
+/// Noise message and one segment. Reads land in a buffer on the stack; only
+/// bytes the writer cannot take at once are copied to the heap, and that heap
 /// buffer is freed whenever the direction is drained and waiting for its
 /// reader. An idle spliced connection therefore holds no copy buffers at all
 /// (two 32 KiB buffers per splice were most of the memory an idle proxied
 /// connection cost, `cargo xtask bench`).
-const READ_CHUNK: usize = 32 * 1024;
+const READ_CHUNK: usize = crate::muxer::FRAME_BODY;
 
 /// Which side of a splice failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
