@@ -120,7 +120,7 @@ impl Leg {
         let mut answers = self.dialed.lock().await;
         while answers.try_recv().is_ok() {}
         let dial = NetCommand::Dial {
-            peer: self.exit.clone(),
+            peer: self.exit,
             addrs: vec![addr_to_core(&self.exit_addr)],
             via: None,
         };
@@ -142,7 +142,7 @@ impl Leg {
             self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(stream, tx);
             let open = NetCommand::OpenStream {
                 stream,
-                peer: self.exit.clone(),
+                peer: self.exit,
                 conn: None,
                 protocol: Protocol::Proxy,
             };
