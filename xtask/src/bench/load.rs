@@ -504,3 +504,58 @@ pub async fn open_idle(
     }
     (held, failed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+        rt.unwrap_or_else(|e| panic!("tokio runtime: {e}"))
+    }
+
+    #[test]
+    fn the_request_origin_answers_the_apps_first_byte() {
+        runtime().block_on(async {
+            let origin =
+                Origin::start_mode(OriginMode::Request).await.unwrap_or_else(|e| panic!("{e}"));
+            let got = latencies(Route::Direct, origin.addr, FirstWord::App, 20).await;
+            assert_eq!(got.map(|v| v.len()).unwrap_or_else(|e| panic!("{e}")), 20);
+            let rate = connect_rate(
+                Route::Direct,
+                origin.addr,
+                FirstWord::App,
+                4,
+                Duration::from_millis(100),
+            )
+            .await;
+            assert!(rate.ok > 0, "{rate:?}");
+            assert_eq!(rate.failed, 0);
+        });
+    }
+
+    #[test]
+    fn the_request_origin_stays_silent_until_the_app_speaks() {
+        runtime().block_on(async {
+            let origin =
+                Origin::start_mode(OriginMode::Request).await.unwrap_or_else(|e| panic!("{e}"));
+            let mut s = TcpStream::connect(origin.addr).await.unwrap_or_else(|e| panic!("{e}"));
+            let mut byte = [0u8; 1];
+            let early = timeout(Duration::from_millis(200), s.read(&mut byte)).await;
+            assert!(early.is_err(), "the origin spoke first: {early:?}");
+            s.write_all(&[REQUEST]).await.unwrap_or_else(|e| panic!("{e}"));
+            let n = timeout(Duration::from_secs(5), s.read(&mut byte)).await;
+            assert!(matches!(n, Ok(Ok(1))), "{n:?}");
+            assert_eq!(byte[0], HELLO);
+        });
+    }
+
+    #[test]
+    fn the_counting_origin_still_greets_first() {
+        runtime().block_on(async {
+            let origin = Origin::start().await.unwrap_or_else(|e| panic!("{e}"));
+            let s = open_as(Route::Direct, origin.addr, FirstWord::Origin).await;
+            assert!(s.is_ok(), "{:?}", s.err());
+        });
+    }
+}

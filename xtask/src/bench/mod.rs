@@ -56,7 +56,7 @@ pub struct BenchArgs {
 /// A part of the bench `--only` can select.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
-    /// Throughput and CPU per GB, one and eight streams.
+    /// Throughput and CPU per GB, one and eight streams (also the exit leg alone).
     Throughput,
     /// Warm connect latency (origin speaks first, and app speaks first).
     Latency,
