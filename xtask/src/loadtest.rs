@@ -516,7 +516,8 @@ async fn drive(
         "loadtest: hub, exit and {clients} client(s); {} connections, {} at once",
         plan.connections, plan.concurrency
     );
-    let mut mesh = Mesh::start(bin, work, "load", Transport::Tcp, origin.addr, clients, plan.heap)?;
+    let mut mesh =
+        Mesh::start(bin, work, "load", Transport::Tcp, &[origin.addr], clients, plan.heap)?;
     let routes: Vec<Route> = mesh.clients.iter().map(|(_, a)| Route::Socks(*a)).collect();
     for route in &routes {
         load::wait_route(*route, origin.addr, Duration::from_secs(30))

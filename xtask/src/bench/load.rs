@@ -6,6 +6,12 @@
 //! throughput run ends only when every byte has crossed the proxy). The
 //! load test's origin greets the same way, then echoes what it receives
 //! until end of stream, so every connection can check its own bytes.
+//!
+//! The request origin waits for the app to speak first: it answers one
+//! request byte with the greeting. Proxies that dial only once the app has
+//! sent something (sslocal holds a new connection up to 500 ms for its
+//! first bytes, to send them with the address) can be timed against it: the
+//! app sends the byte right after the SOCKS5 reply ([`FirstWord::App`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +23,8 @@ use tokio::time::timeout;
 
 /// The byte the origin sends first.
 const HELLO: u8 = 0x2a;
+/// The byte the app sends first to a request origin.
+const REQUEST: u8 = 0x3f;
 /// Bound on any single connection setup.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
 /// Bound on one throughput transfer.
@@ -64,6 +72,19 @@ pub enum OriginMode {
     Count,
     /// Echoes every byte until end of stream, then closes.
     Echo,
+    /// Sends no greeting until the app's first byte, then greets, reads
+    /// until end of stream and closes.
+    Request,
+}
+
+/// Who speaks first on a new connection, and so which origin it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstWord {
+    /// The origin greets on its own (counting and echo origins).
+    Origin,
+    /// The app sends one byte right after the SOCKS5 reply (or the TCP
+    /// connect, direct), and the request origin answers it.
+    App,
 }
 
 /// The origin server.
@@ -109,6 +130,7 @@ impl Origin {
                 match mode {
                     OriginMode::Count => tokio::spawn(serve(stream)),
                     OriginMode::Echo => tokio::spawn(serve_echo(stream)),
+                    OriginMode::Request => tokio::spawn(serve_request(stream)),
                 };
             }
         });
@@ -165,6 +187,25 @@ async fn serve_echo(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
+async fn serve_request(mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = [0u8; 64];
+    // Any first byte will do: the answer is what is timed, not the request.
+    match stream.read(&mut buf).await {
+        Ok(0) | Err(_) => return,
+        Ok(_) => {}
+    }
+    if stream.write_all(&[HELLO]).await.is_err() {
+        return;
+    }
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
 /// Sends `payload` on a stream opened to an echo origin, ends the sending
 /// side, and checks that exactly `payload` comes back before end of stream
 /// (within `within`); the stream is then closed by the caller dropping it.
@@ -199,23 +240,35 @@ pub enum Route {
 /// Opens a connection to `origin` along `route` and reads the origin's
 /// greeting byte, so the returned stream is fully set up end to end.
 pub async fn open(route: Route, origin: SocketAddr) -> Result<TcpStream, LoadError> {
+    open_as(route, origin, FirstWord::Origin).await
+}
+
+/// [`open`] for an origin that waits for `first`'s side to speak: with
+/// [`FirstWord::App`] one request byte goes out right after the SOCKS5 reply
+/// (right after the connect, direct) and the origin's answer is read.
+pub async fn open_as(
+    route: Route,
+    origin: SocketAddr,
+    first: FirstWord,
+) -> Result<TcpStream, LoadError> {
     // The step a timeout interrupted names the timeout: a full listen
     // backlog stalls the connect, a slow proxy the reply.
     let mut step = "TCP connect";
-    let outcome = timeout(CONNECT_DEADLINE, open_unbounded(route, origin, &mut step)).await;
+    let outcome = timeout(CONNECT_DEADLINE, open_unbounded(route, origin, first, &mut step)).await;
     outcome.map_err(|_| LoadError::Timeout(step))?
 }
 
 async fn open_unbounded(
     route: Route,
     origin: SocketAddr,
+    first: FirstWord,
     step: &mut &'static str,
 ) -> Result<TcpStream, LoadError> {
-    let first = match route {
+    let dial = match route {
         Route::Direct => origin,
         Route::Socks(proxy) => proxy,
     };
-    let mut s = TcpStream::connect(first).await.map_err(|e| LoadError::Io("connect", e))?;
+    let mut s = TcpStream::connect(dial).await.map_err(|e| LoadError::Io("connect", e))?;
     let _ = s.set_nodelay(true);
     if let Route::Socks(_) = route {
         // Greeting (no auth) and CONNECT in one write, as fast clients do.
@@ -253,6 +306,10 @@ async fn open_unbounded(
         };
         let mut bound = vec![0u8; rest];
         s.read_exact(&mut bound).await.map_err(|e| LoadError::Io("socks reply", e))?;
+    }
+    if first == FirstWord::App {
+        *step = "app's request byte";
+        s.write_all(&[REQUEST]).await.map_err(|e| LoadError::Io("request byte", e))?;
     }
     *step = "origin's first byte";
     let mut hello = [0u8; 1];
@@ -353,16 +410,18 @@ async fn send_and_count(mut s: TcpStream, payload: &[u8], bytes: u64) -> Result<
 }
 
 /// Connect latencies: `samples` sequential connections, each timed from the
-/// TCP connect (SOCKS5 greeting) to the origin's first byte.
+/// TCP connect (SOCKS5 greeting) to the origin's first byte (which, with
+/// [`FirstWord::App`], answers the app's request byte).
 pub async fn latencies(
     route: Route,
     origin: SocketAddr,
+    first: FirstWord,
     samples: usize,
 ) -> Result<Vec<Duration>, LoadError> {
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
         let t0 = Instant::now();
-        let s = open(route, origin).await?;
+        let s = open_as(route, origin, first).await?;
         out.push(t0.elapsed());
         // Reset rather than close: thousands of closes would park thousands
         // of ports in TIME_WAIT on the loopback.
@@ -386,6 +445,7 @@ pub struct ConnectRate {
 pub async fn connect_rate(
     route: Route,
     origin: SocketAddr,
+    first: FirstWord,
     workers: usize,
     duration: Duration,
 ) -> ConnectRate {
@@ -396,7 +456,7 @@ pub async fn connect_rate(
         set.spawn(async move {
             let (mut ok, mut failed) = (0u64, 0u64);
             while Instant::now() < deadline {
-                match open(route, origin).await {
+                match open_as(route, origin, first).await {
                     Ok(s) => {
                         ok += 1;
                         let _ = s.set_zero_linger();
@@ -443,4 +503,59 @@ pub async fn open_idle(
         left -= batch;
     }
     (held, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+        rt.unwrap_or_else(|e| panic!("tokio runtime: {e}"))
+    }
+
+    #[test]
+    fn the_request_origin_answers_the_apps_first_byte() {
+        runtime().block_on(async {
+            let origin =
+                Origin::start_mode(OriginMode::Request).await.unwrap_or_else(|e| panic!("{e}"));
+            let got = latencies(Route::Direct, origin.addr, FirstWord::App, 20).await;
+            assert_eq!(got.map(|v| v.len()).unwrap_or_else(|e| panic!("{e}")), 20);
+            let rate = connect_rate(
+                Route::Direct,
+                origin.addr,
+                FirstWord::App,
+                4,
+                Duration::from_millis(100),
+            )
+            .await;
+            assert!(rate.ok > 0, "{rate:?}");
+            assert_eq!(rate.failed, 0);
+        });
+    }
+
+    #[test]
+    fn the_request_origin_stays_silent_until_the_app_speaks() {
+        runtime().block_on(async {
+            let origin =
+                Origin::start_mode(OriginMode::Request).await.unwrap_or_else(|e| panic!("{e}"));
+            let mut s = TcpStream::connect(origin.addr).await.unwrap_or_else(|e| panic!("{e}"));
+            let mut byte = [0u8; 1];
+            let early = timeout(Duration::from_millis(200), s.read(&mut byte)).await;
+            assert!(early.is_err(), "the origin spoke first: {early:?}");
+            s.write_all(&[REQUEST]).await.unwrap_or_else(|e| panic!("{e}"));
+            let n = timeout(Duration::from_secs(5), s.read(&mut byte)).await;
+            assert!(matches!(n, Ok(Ok(1))), "{n:?}");
+            assert_eq!(byte[0], HELLO);
+        });
+    }
+
+    #[test]
+    fn the_counting_origin_still_greets_first() {
+        runtime().block_on(async {
+            let origin = Origin::start().await.unwrap_or_else(|e| panic!("{e}"));
+            let s = open_as(Route::Direct, origin.addr, FirstWord::Origin).await;
+            assert!(s.is_ok(), "{:?}", s.err());
+        });
+    }
 }

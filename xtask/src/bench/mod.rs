@@ -1,12 +1,14 @@
 //! `cargo xtask bench`: meshproxy's performance figures on 127.0.0.1.
 //!
 //! The harness builds the release `meshproxy` (and `examples/heap_probe`,
-//! the same node with a counting allocator), starts hubs, exits and clients
-//! as processes, and drives them from a tokio load generator and origin in
+//! the same node with a counting allocator, and `examples/exit_leg`, a
+//! libp2p load generator for the exit alone), starts hubs, exits and clients
+//! as processes, and drives them from a tokio load generator and origins in
 //! this process. Figures: throughput (1 and 8 streams; direct loopback, the
-//! mesh over libp2p TCP and over QUIC, shadowsocks-rust), connect latency
-//! (warm and cold, p50/p99), connects per second, memory per idle proxied
-//! connection (RSS, heap, fds), and simulator speed. Full mode takes the
+//! mesh over libp2p TCP and over QUIC, shadowsocks-rust, the exit leg
+//! alone), connect latency (warm and cold, p50/p99; also with the app
+//! speaking first, which shadowsocks-rust needs), connects per second,
+//! memory per idle proxied connection (RSS, heap, fds), and simulator speed. Full mode takes the
 //! median of alternating runs; `--quick` runs everything once at small sizes
 //! to prove the harness works (CI).
 //!
@@ -19,8 +21,8 @@ pub mod report;
 mod simfig;
 
 use clap::Args;
-use load::{Origin, Route};
-use procs::{Binaries, Mesh, SsPair, Transport};
+use load::{FirstWord, Origin, OriginMode, Route};
+use procs::{Binaries, ExitLeg, Mesh, SsPair, Transport};
 use report::{quantile, Bound, Figure, Skipped};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -54,13 +56,13 @@ pub struct BenchArgs {
 /// A part of the bench `--only` can select.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
-    /// Throughput and CPU per GB, one and eight streams.
+    /// Throughput and CPU per GB, one and eight streams (also the exit leg alone).
     Throughput,
-    /// Warm connect latency.
+    /// Warm connect latency (origin speaks first, and app speaks first).
     Latency,
     /// Cold connect latency.
     Cold,
-    /// CONNECTs per second through a warm mesh.
+    /// CONNECTs per second through a warm mesh (both ways round).
     Connects,
     /// Memory per idle proxied connection.
     Memory,
@@ -196,15 +198,9 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
         None
     } else {
         match procs::install_shadowsocks(workspace) {
-            Ok(tools) => {
-                skipped.push(Skipped {
-                    what: "shadowsocks-rust latency and CONNECTs/s".into(),
-                    reason: "sslocal waits up to 500 ms for the app's first bytes before dialing, \
-                             and the bench origin speaks first"
-                        .into(),
-                });
-                Some(tools)
-            }
+            // Its latency and connect rate are in the app-first figures only
+            // (`warm_req`, `connects_per_second_req`): see `network_figures`.
+            Ok(tools) => Some(tools),
             Err(reason) => {
                 println!("bench: skipping shadowsocks-rust: {reason}");
                 skipped.push(Skipped { what: "shadowsocks-rust".into(), reason });
@@ -212,12 +208,6 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
             }
         }
     };
-    skipped.push(Skipped {
-        what: "exit leg alone".into(),
-        reason: "needs a load generator that speaks libp2p and /meshproxy/proxy/1 to the exit; \
-                 not built yet"
-            .into(),
-    });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -227,9 +217,13 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
     let mut figures = Vec::new();
     runtime.block_on(async {
         let origin = Origin::start().await.map_err(|e| BenchError::Load(e.to_string()))?;
+        let request_origin = Origin::start_mode(OriginMode::Request)
+            .await
+            .map_err(|e| BenchError::Load(e.to_string()))?;
+        let origins = Origins { counting: origin.addr, request: request_origin.addr };
         let network = [Part::Throughput, Part::Latency, Part::Cold, Part::Connects];
         if network.iter().any(|p| plan.wants(*p)) {
-            match network_figures(&bin, &work, &plan, ss.as_ref(), origin.addr).await {
+            match network_figures(&bin, &work, &plan, ss.as_ref(), origins).await {
                 Ok(mut f) => figures.append(&mut f),
                 Err(e) => failures.push(e.to_string()),
             }
@@ -301,12 +295,23 @@ fn raise_fd_limit(idle: usize, skipped: &mut Vec<Skipped>) {
     }
 }
 
+/// The origins the network figures reach.
+#[derive(Debug, Clone, Copy)]
+struct Origins {
+    /// Greets first, then counts (throughput, and the existing latency figures).
+    counting: std::net::SocketAddr,
+    /// Answers the app's first byte ([`OriginMode::Request`]).
+    request: std::net::SocketAddr,
+}
+
 /// The routes the network figures compare, by name.
 struct Routes {
     list: Vec<(&'static str, Route)>,
     tcp: Mesh,
     quic: Mesh,
     ss: Option<SsPair>,
+    /// The generator that talks to the TCP mesh's exit directly (throughput only).
+    exit_leg: Option<ExitLeg>,
 }
 
 impl Routes {
@@ -316,7 +321,102 @@ impl Routes {
             "tcp" => Some(self.tcp.data_path_cpu()),
             "quic" => Some(self.quic.data_path_cpu()),
             "ss" => self.ss.as_ref().map(SsPair::data_path_cpu),
+            // The generator stands in for the client: only the exit is the proxy.
+            "exit_leg" => self.tcp.exit.cpu_seconds(),
             _ => None,
+        }
+    }
+
+    /// Sends `bytes` over `streams` connections along the route `name`.
+    async fn transfer(
+        &mut self,
+        name: &str,
+        origin: std::net::SocketAddr,
+        bytes: u64,
+        streams: usize,
+    ) -> Result<Duration, BenchError> {
+        let route = self.list.iter().find(|(n, _)| *n == name).map(|(_, r)| *r);
+        match (route, self.exit_leg.as_mut()) {
+            (Some(route), _) => load::transfer(route, origin, bytes, streams)
+                .await
+                .map_err(|e| BenchError::Load(format!("{name} transfer: {e}"))),
+            // The generator runs in its own process; waiting for its answer
+            // must not take a worker from the origin, which counts the bytes.
+            (None, Some(leg)) if name == "exit_leg" => {
+                tokio::task::block_in_place(|| leg.transfer(bytes, streams))
+            }
+            _ => Err(BenchError::Load(format!("no route {name}"))),
+        }
+    }
+}
+
+/// Per-run p50 and p99 of sequential connect latencies along each route,
+/// appended to `p50`/`p99` (indexed like `routes`).
+async fn latency_run(
+    routes: &[(&'static str, Route)],
+    origin: std::net::SocketAddr,
+    first: FirstWord,
+    samples: usize,
+    p50: &mut [(String, Vec<f64>)],
+    p99: &mut [(String, Vec<f64>)],
+) -> Result<(), BenchError> {
+    for (i, (name, route)) in routes.iter().enumerate() {
+        let got = load::latencies(*route, origin, first, samples)
+            .await
+            .map_err(|e| BenchError::Load(format!("{name} latency ({first:?} first): {e}")))?;
+        let mut ms: Vec<f64> = got.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        ms.sort_by(f64::total_cmp);
+        if let (Some(a), Some(b)) = (p50.get_mut(i), p99.get_mut(i)) {
+            a.1.push(quantile(&ms, 0.5));
+            b.1.push(quantile(&ms, 0.99));
+        }
+    }
+    Ok(())
+}
+
+/// The p50/p99 figures of [`latency_run`]'s series, as `latency.ROUTE.KIND.p50|p99`.
+fn latency_figures(
+    p50: &[(String, Vec<f64>)],
+    p99: &[(String, Vec<f64>)],
+    kind: &str,
+    what: &str,
+) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    for ((key, a), (_, b)) in p50.iter().zip(p99).filter(|((_, a), _)| !a.is_empty()) {
+        let name = key.trim_start_matches("latency.");
+        figures.push(Figure::info(
+            &format!("{key}.{kind}.p50"),
+            &format!("connect {name} {what} p50"),
+            "ms",
+            a.clone(),
+        ));
+        figures.push(Figure::info(
+            &format!("{key}.{kind}.p99"),
+            &format!("connect {name} {what} p99"),
+            "ms",
+            b.clone(),
+        ));
+    }
+    figures
+}
+
+/// One connect-rate run along each route, appended to `cps` (indexed like `routes`).
+async fn connect_rate_run(
+    routes: &[(&'static str, Route)],
+    origin: std::net::SocketAddr,
+    first: FirstWord,
+    plan: &Plan,
+    cps: &mut [(String, Vec<f64>)],
+) {
+    for (i, (name, route)) in routes.iter().enumerate() {
+        let r =
+            load::connect_rate(*route, origin, first, plan.connect_workers, plan.connect_duration)
+                .await;
+        if let Some(c) = cps.get_mut(i) {
+            c.1.push(r.ok as f64 / r.elapsed.as_secs_f64());
+        }
+        if r.failed > 0 {
+            println!("bench:   {} connects failed on {name} ({first:?} first)", r.failed);
         }
     }
 }
@@ -327,11 +427,13 @@ async fn network_figures(
     work: &Path,
     plan: &Plan,
     ss_tools: Option<&procs::Shadowsocks>,
-    origin: std::net::SocketAddr,
+    origins: Origins,
 ) -> Result<Vec<Figure>, BenchError> {
+    let origin = origins.counting;
+    let allow = [origins.counting, origins.request];
     println!("bench: starting the TCP and QUIC meshes");
-    let tcp = Mesh::start(bin, work, "tcp", Transport::Tcp, origin, 1, false)?;
-    let quic = Mesh::start(bin, work, "quic", Transport::Quic, origin, 1, false)?;
+    let tcp = Mesh::start(bin, work, "tcp", Transport::Tcp, &allow, 1, false)?;
+    let quic = Mesh::start(bin, work, "quic", Transport::Quic, &allow, 1, false)?;
     let ss = match ss_tools {
         Some(tools) => Some(SsPair::start(tools, work)?),
         None => None,
@@ -344,7 +446,13 @@ async fn network_figures(
             list.push((name, Route::Socks(addr)));
         }
     }
-    let mut routes = Routes { list, tcp, quic, ss };
+    let exit_leg = if plan.wants(Part::Throughput) {
+        println!("bench: starting the exit-leg generator against the TCP mesh's exit");
+        Some(ExitLeg::start(bin, work, &tcp.exit_p2p, origin)?)
+    } else {
+        None
+    };
+    let mut routes = Routes { list, tcp, quic, ss, exit_leg };
     for (name, route) in &routes.list {
         load::wait_route(*route, origin, Duration::from_secs(30)).await.map_err(|e| {
             BenchError::Load(format!("route {name} never carried a connection: {e}"))
@@ -352,7 +460,11 @@ async fn network_figures(
     }
 
     let mut figures = Vec::new();
-    let names: Vec<&str> = routes.list.iter().map(|(n, _)| *n).collect();
+    // Throughput also runs the exit leg alone, last in each run.
+    let mut names: Vec<&str> = routes.list.iter().map(|(n, _)| *n).collect();
+    if routes.exit_leg.is_some() {
+        names.push("exit_leg");
+    }
     let series = |prefix: &str| -> Vec<(String, Vec<f64>)> {
         names.iter().map(|n| (format!("{prefix}.{n}"), Vec::new())).collect()
     };
@@ -365,11 +477,9 @@ async fn network_figures(
         let mut cpu = series("cpu");
         for run in 0..plan.runs {
             println!("bench: throughput, {streams} stream(s), run {}/{}", run + 1, plan.runs);
-            for (i, (name, route)) in routes.list.iter().enumerate() {
+            for (i, name) in names.iter().enumerate() {
                 let cpu0 = routes.cpu(name);
-                let took = load::transfer(*route, origin, plan.transfer_bytes, streams)
-                    .await
-                    .map_err(|e| BenchError::Load(format!("{name} transfer: {e}")))?;
+                let took = routes.transfer(name, origin, plan.transfer_bytes, streams).await?;
                 if let Some(r) = rates.get_mut(i) {
                     r.1.push(mb / took.as_secs_f64());
                 }
@@ -392,9 +502,10 @@ async fn network_figures(
         }
         for (key, samples) in cpu.iter().filter(|(_, s)| !s.is_empty()) {
             let name = key.trim_start_matches("cpu.");
+            let whose = if name == "exit_leg" { "the exit alone" } else { "both proxy processes" };
             figures.push(Figure::info(
                 &format!("cpu_per_gb.{name}.{streams}"),
-                &format!("CPU {name} (both proxy processes), {streams} stream(s)"),
+                &format!("CPU {name} ({whose}), {streams} stream(s)"),
                 "CPU-s/GB",
                 samples.clone(),
             ));
@@ -405,7 +516,12 @@ async fn network_figures(
             let (ra, rb) = (&rates.get(ia)?.1, &rates.get(ib)?.1);
             Some(ra.iter().zip(rb).map(|(x, y)| x / y).collect())
         };
-        for (a, b, target) in [("tcp", "ss", 1.0), ("tcp", "direct", 0.25), ("quic", "tcp", 0.7)] {
+        for (a, b, target) in [
+            ("tcp", "ss", Some(1.0)),
+            ("tcp", "direct", Some(0.25)),
+            ("quic", "tcp", Some(0.7)),
+            ("exit_leg", "direct", None),
+        ] {
             if let Some(samples) = ratio(a, b) {
                 let f = Figure::info(
                     &format!("ratio.{a}_over_{b}.{streams}"),
@@ -414,55 +530,42 @@ async fn network_figures(
                     samples,
                 );
                 // The issue's targets are for one stream; eight is for information.
-                figures.push(if streams == 1 { f.with_target(Bound::AtLeast, target) } else { f });
+                figures.push(match target {
+                    Some(t) if streams == 1 => f.with_target(Bound::AtLeast, t),
+                    _ => f,
+                });
             }
         }
     }
 
-    // Latency and connect rate leave shadowsocks out: sslocal holds a new
+    // The origin-first figures leave shadowsocks out: sslocal holds a new
     // connection up to 500 ms waiting for the app's first bytes before it
     // dials (to send them with the address), so with an origin that speaks
-    // first it would measure that timer.
+    // first it would measure that timer. The app-first figures (the app
+    // sends one byte right after the SOCKS5 reply, the request origin
+    // answers it) run every route, shadowsocks included, in the same runs.
     let quick_routes: Vec<(&'static str, Route)> =
         routes.list.iter().copied().filter(|(n, _)| *n != "ss").collect();
-    let quick_names: Vec<&str> = quick_routes.iter().map(|(n, _)| *n).collect();
-    let series = |prefix: &str| -> Vec<(String, Vec<f64>)> {
-        quick_names.iter().map(|n| (format!("{prefix}.{n}"), Vec::new())).collect()
+    let all_routes = routes.list.clone();
+    let series_of = |routes: &[(&'static str, Route)], prefix: &str| -> Vec<(String, Vec<f64>)> {
+        routes.iter().map(|(n, _)| (format!("{prefix}.{n}"), Vec::new())).collect()
     };
 
     // Warm connect latency: per run, p50 and p99 of sequential connections.
-    let mut p50 = series("latency");
-    let mut p99 = series("latency");
+    let mut p50 = series_of(&quick_routes, "latency");
+    let mut p99 = series_of(&quick_routes, "latency");
+    let mut req_p50 = series_of(&all_routes, "latency");
+    let mut req_p99 = series_of(&all_routes, "latency");
     let latency_runs = if plan.wants(Part::Latency) { plan.runs } else { 0 };
     for run in 0..latency_runs {
         println!("bench: warm connect latency, run {}/{}", run + 1, plan.runs);
-        for (i, (name, route)) in quick_routes.iter().enumerate() {
-            let samples = load::latencies(*route, origin, plan.latency_samples)
-                .await
-                .map_err(|e| BenchError::Load(format!("{name} latency: {e}")))?;
-            let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-            ms.sort_by(f64::total_cmp);
-            if let (Some(a), Some(b)) = (p50.get_mut(i), p99.get_mut(i)) {
-                a.1.push(quantile(&ms, 0.5));
-                b.1.push(quantile(&ms, 0.99));
-            }
-        }
+        let n = plan.latency_samples;
+        latency_run(&quick_routes, origin, FirstWord::Origin, n, &mut p50, &mut p99).await?;
+        let req = origins.request;
+        latency_run(&all_routes, req, FirstWord::App, n, &mut req_p50, &mut req_p99).await?;
     }
-    for ((key, a), (_, b)) in p50.iter().zip(&p99).filter(|((_, a), _)| !a.is_empty()) {
-        let name = key.trim_start_matches("latency.");
-        figures.push(Figure::info(
-            &format!("{key}.warm.p50"),
-            &format!("connect {name} warm p50"),
-            "ms",
-            a.clone(),
-        ));
-        figures.push(Figure::info(
-            &format!("{key}.warm.p99"),
-            &format!("connect {name} warm p99"),
-            "ms",
-            b.clone(),
-        ));
-    }
+    figures.append(&mut latency_figures(&p50, &p99, "warm", "warm"));
+    figures.append(&mut latency_figures(&req_p50, &req_p99, "warm_req", "warm, app first"));
     if let (Some(direct), Some(tcp)) = (
         p99.iter().find(|(k, _)| k == "latency.direct"),
         p99.iter().find(|(k, s)| k == "latency.tcp" && !s.is_empty()),
@@ -515,21 +618,14 @@ async fn network_figures(
         ));
     }
 
-    // Connects per second through a warm client.
-    let mut cps = series("connects");
+    // Connects per second through a warm client, origin first and app first.
+    let mut cps = series_of(&quick_routes, "connects");
+    let mut req_cps = series_of(&all_routes, "connects");
     let connect_runs = if plan.wants(Part::Connects) { plan.runs } else { 0 };
     for run in 0..connect_runs {
         println!("bench: connects per second, run {}/{}", run + 1, plan.runs);
-        for (i, (_, route)) in quick_routes.iter().enumerate() {
-            let r = load::connect_rate(*route, origin, plan.connect_workers, plan.connect_duration)
-                .await;
-            if let Some(c) = cps.get_mut(i) {
-                c.1.push(r.ok as f64 / r.elapsed.as_secs_f64());
-            }
-            if r.failed > 0 {
-                println!("bench:   {} connects failed on {:?}", r.failed, route);
-            }
-        }
+        connect_rate_run(&quick_routes, origin, FirstWord::Origin, plan, &mut cps).await;
+        connect_rate_run(&all_routes, origins.request, FirstWord::App, plan, &mut req_cps).await;
     }
     for (key, samples) in cps.into_iter().filter(|(_, s)| !s.is_empty()) {
         let name = key.trim_start_matches("connects.");
@@ -540,6 +636,15 @@ async fn network_figures(
             samples,
         );
         figures.push(if name == "tcp" { f.with_target(Bound::AtLeast, 10_000.0) } else { f });
+    }
+    for (key, samples) in req_cps.into_iter().filter(|(_, s)| !s.is_empty()) {
+        let name = key.trim_start_matches("connects.");
+        figures.push(Figure::info(
+            &format!("connects_per_second_req.{name}"),
+            &format!("CONNECTs/s {name} warm, app first ({} workers)", plan.connect_workers),
+            "1/s",
+            samples,
+        ));
     }
     Ok(figures)
 }
@@ -570,7 +675,7 @@ async fn memory_figures(
     let clients = plan.idle.div_ceil(IDLE_PER_CLIENT).max(1);
     println!("bench: memory: {} idle connections over {clients} client(s), one exit", plan.idle);
     let (_origin_proc, origin) = origin_child(work)?;
-    let mut mesh = Mesh::start(bin, work, "mem", Transport::Tcp, origin, clients, true)?;
+    let mut mesh = Mesh::start(bin, work, "mem", Transport::Tcp, &[origin], clients, true)?;
     let routes: Vec<Route> = mesh.clients.iter().map(|(_, a)| Route::Socks(*a)).collect();
     for route in &routes {
         // Also sets up each client's libp2p connection, which is not per-connection cost.

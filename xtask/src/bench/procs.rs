@@ -38,12 +38,25 @@ pub struct Binaries {
     pub meshproxy: PathBuf,
     /// `examples/heap_probe`: the same node with a counting allocator.
     pub heap_probe: PathBuf,
+    /// `examples/exit_leg`: a libp2p + `/meshproxy/proxy/1` load generator
+    /// that talks to an exit directly (the exit leg alone).
+    pub exit_leg: PathBuf,
 }
 
-/// Builds `meshproxy` and the heap probe in release mode.
+/// Builds `meshproxy`, the heap probe and the exit-leg generator in release mode.
 pub fn build(workspace: &Path) -> Result<Binaries, BenchError> {
-    let args =
-        ["build", "--release", "-p", "meshproxy", "--bin", "meshproxy", "--example", "heap_probe"];
+    let args = [
+        "build",
+        "--release",
+        "-p",
+        "meshproxy",
+        "--bin",
+        "meshproxy",
+        "--example",
+        "heap_probe",
+        "--example",
+        "exit_leg",
+    ];
     println!("bench: cargo {}", args.join(" "));
     let status = Command::new(cargo())
         .args(args)
@@ -57,6 +70,7 @@ pub fn build(workspace: &Path) -> Result<Binaries, BenchError> {
     Ok(Binaries {
         meshproxy: release.join("meshproxy"),
         heap_probe: release.join("examples").join("heap_probe"),
+        exit_leg: release.join("examples").join("exit_leg"),
     })
 }
 
@@ -183,7 +197,16 @@ impl Proc {
 
     /// Reads stdout lines until one satisfies `done`; returns that line.
     pub fn wait_line(&mut self, done: impl Fn(&str) -> bool) -> Result<String, BenchError> {
-        let deadline = Instant::now() + READY_DEADLINE;
+        self.wait_line_within(READY_DEADLINE, done)
+    }
+
+    /// [`Proc::wait_line`] with its own bound.
+    pub fn wait_line_within(
+        &mut self,
+        within: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> Result<String, BenchError> {
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -194,7 +217,7 @@ impl Proc {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    return Err(BenchError::NotReady(self.name.clone(), "no ready line in 30 s"))
+                    return Err(BenchError::NotReady(self.name.clone(), "no expected line in time"))
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(BenchError::NotReady(self.name.clone(), "exited (see its log)"))
@@ -203,16 +226,19 @@ impl Proc {
         }
     }
 
+    /// Writes `line` and a newline to the process's stdin.
+    pub fn send_line(&mut self, line: &str) -> Result<(), BenchError> {
+        let stdin =
+            self.stdin.as_mut().ok_or(BenchError::NotReady(self.name.clone(), "no stdin"))?;
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .map_err(|e| BenchError::Io(format!("write to {}", self.name), e))
+    }
+
     /// Asks a heap probe for its live heap bytes.
     pub fn heap_bytes(&mut self) -> Result<u64, BenchError> {
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or(BenchError::NotReady(self.name.clone(), "no stdin to ask for the heap"))?;
-        stdin
-            .write_all(b"heap\n")
-            .and_then(|()| stdin.flush())
-            .map_err(|e| BenchError::Io(format!("ask {} for its heap", self.name), e))?;
+        self.send_line("heap")?;
         let line = self.wait_line(|l| l.starts_with("heap: "))?;
         line.trim_start_matches("heap: ")
             .trim()
@@ -350,6 +376,8 @@ pub struct Mesh {
     pub hub: Proc,
     /// The exit.
     pub exit: Proc,
+    /// The exit's full address (`/ip4/…/p2p/PEER`), for the exit-leg generator.
+    pub exit_p2p: String,
     /// The clients, each with its SOCKS5 listener.
     pub clients: Vec<(Proc, SocketAddr)>,
     /// The `[[hubs]]` section clients use.
@@ -385,14 +413,14 @@ fn start_node(
 }
 
 impl Mesh {
-    /// Starts a mesh over `transport` whose exit allows `origin`, with
-    /// `clients` client processes. `probe` runs the nodes as heap probes.
+    /// Starts a mesh over `transport` whose exit allows the origins `allow`,
+    /// with `clients` client processes. `probe` runs the nodes as heap probes.
     pub fn start(
         bin: &Binaries,
         dir: &Path,
         tag: &str,
         transport: Transport,
-        origin: SocketAddr,
+        allow: &[SocketAddr],
         clients: usize,
         probe: bool,
     ) -> Result<Mesh, BenchError> {
@@ -420,6 +448,8 @@ impl Mesh {
             Transport::Quic => format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_udp_port()?),
         };
         let exit_name = format!("{tag}-exit");
+        let allow: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
+        let allow = allow.join(", ");
         let mut exit = start_node(
             bin,
             dir,
@@ -427,15 +457,23 @@ impl Mesh {
             format!(
                 "identity = \"{}\"\nlisten = [\"{exit_addr}\"]\n{hubs}{LIMITS}\n[exit]\n\
                  credential = {{ id = \"exit\", token = \"t-exit\" }}\n\
-                 advertise = [\"{exit_addr}\"]\ncapacity = 100000\nallow = [\"{origin}\"]\n",
+                 advertise = [\"{exit_addr}\"]\ncapacity = 100000\nallow = [{allow}]\n",
                 key(dir, &exit_name)
             ),
             probe,
         )?;
-        exit.wait_line(|l| l.starts_with("p2p: "))?;
+        let exit_p2p = exit.wait_line(|l| l.starts_with("p2p: "))?;
+        let exit_p2p = exit_p2p.trim_start_matches("p2p: ").trim().to_owned();
 
-        let mut mesh =
-            Mesh { hub, exit, clients: Vec::new(), hubs, tag: tag.to_owned(), next_client: 0 };
+        let mut mesh = Mesh {
+            hub,
+            exit,
+            exit_p2p,
+            clients: Vec::new(),
+            hubs,
+            tag: tag.to_owned(),
+            next_client: 0,
+        };
         for _ in 0..clients {
             let client = mesh.new_client(bin, dir, probe)?;
             mesh.clients.push(client);
@@ -546,4 +584,49 @@ fn wait_accepting(name: &str, addr: SocketAddr) -> Result<(), BenchError> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Err(BenchError::NotReady(name.to_owned(), "not accepting after 30 s"))
+}
+
+/// `examples/exit_leg` talking to one exit: the exit leg alone, without a
+/// client process (libp2p TCP + Noise + Yamux and `/meshproxy/proxy/1`
+/// straight from the load generator to the exit).
+#[derive(Debug)]
+pub struct ExitLeg {
+    proc: Proc,
+}
+
+impl ExitLeg {
+    /// Starts the generator against the exit at `exit_p2p` (`/ip4/…/p2p/PEER`)
+    /// and waits until one proxied connection has reached `origin` through it.
+    pub fn start(
+        bin: &Binaries,
+        dir: &Path,
+        exit_p2p: &str,
+        origin: SocketAddr,
+    ) -> Result<ExitLeg, BenchError> {
+        let origin = origin.to_string();
+        let mut proc = Proc::spawn(
+            "exit-leg",
+            &bin.exit_leg,
+            &["--exit", exit_p2p, "--origin", &origin],
+            &dir.join("exit-leg.log"),
+            true,
+        )?;
+        proc.wait_line(|l| l == "ready")?;
+        Ok(ExitLeg { proc })
+    }
+
+    /// Sends `total` bytes over `streams` proxied connections to the origin
+    /// and returns the generator's own timing (all streams set up to the last
+    /// count back). Blocks: call it off the async workers.
+    pub fn transfer(&mut self, total: u64, streams: usize) -> Result<Duration, BenchError> {
+        self.proc.send_line(&format!("transfer {total} {streams}"))?;
+        // The generator bounds a transfer at 300 s itself; this only guards a hang.
+        let line = self.proc.wait_line_within(Duration::from_secs(330), |l| {
+            l.starts_with("took: ") || l.starts_with("error: ")
+        })?;
+        match line.strip_prefix("took: ").and_then(|s| s.trim().parse::<f64>().ok()) {
+            Some(secs) if secs.is_finite() && secs >= 0.0 => Ok(Duration::from_secs_f64(secs)),
+            _ => Err(BenchError::Load(format!("exit leg: {line}"))),
+        }
+    }
 }
