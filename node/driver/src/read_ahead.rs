@@ -45,12 +45,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             }
             this.buf.resize(READ_SIZE, 0);
             match Pin::new(&mut this.inner).poll_read(cx, &mut this.buf) {
-                Poll::Ready(Ok(n)) => {
+                Poll::Ready(Ok(n)) if n > 0 => {
                     this.buf.truncate(n);
                     this.start = 0;
                 }
                 other => {
-                    // Idle (or failed): keep no buffer.
+                    // Idle, ended or failed: keep no buffer.
                     this.buf = Vec::new();
                     this.start = 0;
                     return other;
