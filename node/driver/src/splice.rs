@@ -11,22 +11,47 @@
 use crate::port::BoxStream;
 use bytes::Bytes;
 use meshproxy_core::io::{SpliceEnd, SpliceLimits, SpliceReport};
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::ReadBuf;
 
 /// Most bytes one read takes: one peer-connection frame
 /// ([`crate::muxer::FRAME_BODY`]), so a full read travels as one frame, one
-/// Noise message and one segment. Reads land in a buffer on the stack; only
-/// bytes the writer cannot take at once are copied to the heap, and that heap
-/// buffer is freed whenever the direction is drained and waiting for its
-/// reader. An idle spliced connection therefore holds no copy buffers at all
-/// (two 32 KiB buffers per splice were most of the memory an idle proxied
-/// connection cost, `cargo xtask bench`).
+/// Noise message and one segment.
 const READ_CHUNK: usize = crate::muxer::FRAME_BODY;
+
+thread_local! {
+    /// The read buffer of every splice on this thread, zeroed once. A splice
+    /// borrows it only within one poll: only bytes the writer cannot take at
+    /// once are copied to the splice's own heap backlog, which is freed
+    /// whenever the direction is drained, so an idle spliced connection holds
+    /// no copy buffers at all (two 32 KiB buffers per splice were most of the
+    /// memory an idle proxied connection cost, `cargo xtask bench`). Being
+    /// initialized also spares readers that need `&mut [u8]` (yamux streams
+    /// behind tokio-util's compat) zeroing the whole chunk before every read:
+    /// that was the largest memset in the connect-rate profile.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// Runs `f` on this thread's scratch buffer (a fresh one if it is in use,
+/// which no splice does: none polls another).
+fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut vec![0; READ_CHUNK]),
+    })
+}
+
+/// What `poll_copy` does after one read.
+enum Step {
+    /// Go round the loop again.
+    Continue,
+    /// Return this.
+    Return(Poll<Result<(), Which>>),
+}
 
 /// Which side of a splice failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +109,59 @@ impl Direction {
         Ok(n)
     }
 
+    /// One read into `chunk`, written straight on; only what the writer does
+    /// not take now waits on the heap.
+    fn read_and_forward(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut BoxStream,
+        writer: &mut BoxStream,
+        chunk: &mut [u8],
+        progress: &mut bool,
+    ) -> Step {
+        let mut rb = ReadBuf::new(chunk);
+        match Pin::new(&mut **reader).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let data = rb.filled();
+                if data.is_empty() {
+                    self.read_done = true;
+                    return Step::Continue;
+                }
+                *progress = true;
+                let mut taken = 0;
+                while taken < data.len() {
+                    let rest = data.get(taken..).unwrap_or_default();
+                    match self.poll_write_some(cx, writer, rest, progress) {
+                        Err(w) => return Step::Return(Poll::Ready(Err(w))),
+                        Ok(Poll::Ready(n)) => taken += n,
+                        Ok(Poll::Pending) => break,
+                    }
+                }
+                if taken < data.len() {
+                    self.backlog.extend_from_slice(data.get(taken..).unwrap_or_default());
+                    self.start = 0;
+                    return Step::Return(Poll::Pending);
+                }
+                Step::Continue
+            }
+            Poll::Ready(Err(_)) => Step::Return(Poll::Ready(Err(Which::Reader))),
+            Poll::Pending => {
+                // Drained and waiting: an idle direction keeps no buffer.
+                self.backlog = Vec::new();
+                if self.unflushed {
+                    match Pin::new(&mut **writer).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => self.unflushed = false,
+                        Poll::Ready(Err(_)) => {
+                            return Step::Return(Poll::Ready(Err(Which::Writer)))
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                Step::Return(Poll::Pending)
+            }
+        }
+    }
+
     /// Moves as much as possible without blocking. `Ready(Ok(()))` once the
     /// direction is finished (EOF read, everything written, writer shut down).
     /// Errors carry which side (reader or writer) failed. `progress` is set
@@ -138,47 +216,11 @@ impl Direction {
                 continue;
             }
             if !self.read_done {
-                let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-                let mut rb = ReadBuf::uninit(&mut chunk);
-                match Pin::new(&mut **reader).poll_read(cx, &mut rb) {
-                    Poll::Ready(Ok(())) => {
-                        let data = rb.filled();
-                        if data.is_empty() {
-                            self.read_done = true;
-                            continue;
-                        }
-                        *progress = true;
-                        // Straight to the writer; only what it does not take
-                        // now waits on the heap.
-                        let mut taken = 0;
-                        while taken < data.len() {
-                            let rest = data.get(taken..).unwrap_or_default();
-                            match self.poll_write_some(cx, writer, rest, progress) {
-                                Err(w) => return Poll::Ready(Err(w)),
-                                Ok(Poll::Ready(n)) => taken += n,
-                                Ok(Poll::Pending) => break,
-                            }
-                        }
-                        if taken < data.len() {
-                            self.backlog.extend_from_slice(data.get(taken..).unwrap_or_default());
-                            self.start = 0;
-                            return Poll::Pending;
-                        }
-                        continue;
-                    }
-                    Poll::Ready(Err(_)) => return Poll::Ready(Err(Which::Reader)),
-                    Poll::Pending => {
-                        // Drained and waiting: an idle direction keeps no buffer.
-                        self.backlog = Vec::new();
-                        if self.unflushed {
-                            match Pin::new(&mut **writer).poll_flush(cx) {
-                                Poll::Ready(Ok(())) => self.unflushed = false,
-                                Poll::Ready(Err(_)) => return Poll::Ready(Err(Which::Writer)),
-                                Poll::Pending => {}
-                            }
-                        }
-                        return Poll::Pending;
-                    }
+                match with_scratch(|chunk| {
+                    self.read_and_forward(cx, reader, writer, chunk, progress)
+                }) {
+                    Step::Continue => continue,
+                    Step::Return(poll) => return poll,
                 }
             }
             // Clean end of the reader: pass it on as a write shutdown (FIN).
