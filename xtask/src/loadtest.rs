@@ -24,7 +24,7 @@
 use crate::bench::load::{self, LoadError, Origin, OriginMode, Route};
 use crate::bench::procs::{self, Mesh, Transport};
 use crate::bench::report::quantile;
-use crate::bench::{BenchError, IDLE_PER_CLIENT};
+use crate::bench::BenchError;
 use crate::table::Table;
 use clap::Args;
 use serde_json::{json, Value};
@@ -501,6 +501,10 @@ pub fn run(workspace: &Path, args: &LoadtestArgs) -> Result<bool, LoadtestError>
     Ok(problems.is_empty())
 }
 
+/// Connections one client holds open at most: one libp2p connection carries
+/// at most 1,024 streams (the loadtest raises the session limits).
+const OPEN_PER_CLIENT: usize = 1000;
+
 /// Starts the mesh, warms it, takes the baseline, runs the measured load
 /// with a sampler alongside, and waits for the processes to settle.
 async fn drive(
@@ -511,7 +515,7 @@ async fn drive(
     let origin = Origin::start_mode(OriginMode::Echo)
         .await
         .map_err(|e| BenchError::Load(format!("origin: {e}")))?;
-    let clients = plan.concurrency.div_ceil(IDLE_PER_CLIENT).max(1);
+    let clients = plan.concurrency.div_ceil(OPEN_PER_CLIENT).max(1);
     println!(
         "loadtest: hub, exit and {clients} client(s); {} connections, {} at once",
         plan.connections, plan.concurrency

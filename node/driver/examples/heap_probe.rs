@@ -5,6 +5,8 @@
 //! granularity). This runs the same node as `meshproxy run --config FILE`
 //! and answers every line read on stdin with `heap: <live bytes>` on stdout,
 //! so the harness can sample the heap before and after opening connections.
+//! Its allocator is the system one (counted), not the binary's mimalloc: the
+//! harness takes RSS and fds from the real binary and only the heap from here.
 #![forbid(unsafe_code)]
 
 use meshproxy::config::FileConfig;

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use futures::{AsyncRead, AsyncWrite};
 
 /// Most bytes one socket read takes.
-pub const READ_SIZE: usize = 128 * 1024;
+pub const READ_SIZE: usize = 64 * 1024;
 
 /// A stream whose reads go through a read-ahead buffer; writes pass through.
 #[derive(Debug)]

@@ -164,10 +164,12 @@ impl Plan {
     }
 }
 
-/// Idle connections one client carries at most: one libp2p connection
-/// carries at most 1024 streams (the driver's `max_streams_per_connection`),
-/// so the memory figure spreads larger counts over several clients.
-pub const IDLE_PER_CLIENT: usize = 1000;
+/// Idle connections one client carries at most: a client keeps at most 768
+/// sessions on one exit by default (`max_sessions_per_exit`, below the 1024
+/// streams one libp2p connection carries), so the memory figure spreads
+/// larger counts over several clients. (With 1000 here, 232 of every 1000
+/// opens waited out their deadline once that limit existed.)
+const IDLE_PER_CLIENT: usize = 750;
 
 /// Runs the bench; `Ok(false)` when a part of the harness failed.
 pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
@@ -666,16 +668,33 @@ async fn cold_connect(route: Route, origin: std::net::SocketAddr) -> Result<f64,
     }
 }
 
-/// RSS, heap and fds per idle proxied connection on the clients and the exit.
-async fn memory_figures(
+/// One mesh holding `plan.idle` idle proxied connections: the usage of its
+/// clients and exit before and after, and how many connections were open.
+struct MemoryPass {
+    before: Snapshot,
+    after: Snapshot,
+    open: usize,
+}
+
+/// Opens `plan.idle` idle connections over `clients` clients and one exit,
+/// run as heap probes when `probe` (for the heap figures) and as the shipped
+/// `meshproxy` otherwise (RSS and fds: the probe's counting allocator is the
+/// system one, not the binary's).
+async fn memory_pass(
     bin: &Binaries,
     work: &Path,
     plan: &Plan,
-) -> Result<Vec<Figure>, BenchError> {
-    let clients = plan.idle.div_ceil(IDLE_PER_CLIENT).max(1);
-    println!("bench: memory: {} idle connections over {clients} client(s), one exit", plan.idle);
+    clients: usize,
+    probe: bool,
+) -> Result<MemoryPass, BenchError> {
+    let what = if probe { "heap probes" } else { "meshproxy" };
+    println!(
+        "bench: memory: {} idle connections over {clients} client(s), one exit ({what})",
+        plan.idle
+    );
     let (_origin_proc, origin) = origin_child(work)?;
-    let mut mesh = Mesh::start(bin, work, "mem", Transport::Tcp, &[origin], clients, true)?;
+    let name = if probe { "memheap" } else { "mem" };
+    let mut mesh = Mesh::start(bin, work, name, Transport::Tcp, &[origin], clients, probe)?;
     let routes: Vec<Route> = mesh.clients.iter().map(|(_, a)| Route::Socks(*a)).collect();
     for route in &routes {
         // Also sets up each client's libp2p connection, which is not per-connection cost.
@@ -683,7 +702,7 @@ async fn memory_figures(
             BenchError::Load(format!("memory mesh never carried a connection: {e}"))
         })?;
     }
-    let before = snapshot(&mut mesh)?;
+    let before = snapshot(&mut mesh, probe)?;
     let mut held = Vec::new();
     let mut failed = 0;
     let mut left = plan.idle;
@@ -696,7 +715,7 @@ async fn memory_figures(
     }
     // Let the nodes finish any work the last opens queued before sampling.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = snapshot(&mut mesh)?;
+    let after = snapshot(&mut mesh, probe)?;
     let open = held.len();
     if failed > 0 {
         println!("bench:   {failed} of {} idle connections failed to open", plan.idle);
@@ -705,6 +724,18 @@ async fn memory_figures(
     if open == 0 {
         return Err(BenchError::Load("no idle connection opened".into()));
     }
+    Ok(MemoryPass { before, after, open })
+}
+
+/// RSS, heap and fds per idle proxied connection on the clients and the exit.
+async fn memory_figures(
+    bin: &Binaries,
+    work: &Path,
+    plan: &Plan,
+) -> Result<Vec<Figure>, BenchError> {
+    let clients = plan.idle.div_ceil(IDLE_PER_CLIENT).max(1);
+    let MemoryPass { before, after, open } = memory_pass(bin, work, plan, clients, false).await?;
+    let heap = memory_pass(bin, work, plan, clients, true).await?;
 
     let mut figures = vec![Figure::info(
         "memory.idle_connections",
@@ -720,8 +751,11 @@ async fn memory_figures(
     let mut client_fds = Vec::new();
     for (b, a) in before.clients.iter().zip(&after.clients) {
         client_rss.push((a.rss as f64 - b.rss as f64) / client_conns / 1024.0);
-        client_heap.push((a.heap as f64 - b.heap as f64) / client_conns / 1024.0);
         client_fds.push((a.fds as f64 - b.fds as f64) / client_conns);
+    }
+    let heap_client_conns = heap.open as f64 / clients as f64;
+    for (b, a) in heap.before.clients.iter().zip(&heap.after.clients) {
+        client_heap.push((a.heap as f64 - b.heap as f64) / heap_client_conns / 1024.0);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     figures.push(
@@ -752,7 +786,7 @@ async fn memory_figures(
         "memory.heap_per_conn.exit",
         "heap per idle conn, exit",
         "KiB",
-        vec![per(before.exit.heap, after.exit.heap, open) / 1024.0],
+        vec![per(heap.before.exit.heap, heap.after.exit.heap, heap.open) / 1024.0],
     ));
     figures.push(Figure::info(
         "memory.fds_per_conn.client",
@@ -790,17 +824,18 @@ struct Snapshot {
     exit: Usage,
 }
 
-fn usage(p: &mut procs::Proc) -> Result<Usage, BenchError> {
-    let heap = p.heap_bytes()?;
+/// `p`'s usage; the heap only from a heap probe (0 otherwise).
+fn usage(p: &mut procs::Proc, probe: bool) -> Result<Usage, BenchError> {
+    let heap = if probe { p.heap_bytes()? } else { 0 };
     Ok(Usage { rss: p.rss_bytes().unwrap_or(0), heap, fds: p.fds().unwrap_or(0) })
 }
 
-fn snapshot(mesh: &mut Mesh) -> Result<Snapshot, BenchError> {
+fn snapshot(mesh: &mut Mesh, probe: bool) -> Result<Snapshot, BenchError> {
     let mut clients = Vec::new();
     for (c, _) in &mut mesh.clients {
-        clients.push(usage(c)?);
+        clients.push(usage(c, probe)?);
     }
-    Ok(Snapshot { clients, exit: usage(&mut mesh.exit)? })
+    Ok(Snapshot { clients, exit: usage(&mut mesh.exit, probe)? })
 }
 
 /// Where the bench writes its result file and plot.
