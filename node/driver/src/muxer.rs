@@ -181,3 +181,99 @@ where
         Poll::Pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::future::poll_fn;
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+    use std::sync::{Arc, Mutex};
+    use tokio_util::compat::TokioAsyncReadCompatExt as _;
+
+    /// The transport under a muxer, recording the size of every write.
+    struct Recording<T> {
+        inner: T,
+        writes: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl<T: AsyncRead + Unpin> AsyncRead for Recording<T> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<T: AsyncWrite + Unpin> AsyncWrite for Recording<T> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if let Poll::Ready(Ok(n)) = r {
+                self.writes.lock().unwrap().push(n);
+            }
+            r
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_close(cx)
+        }
+    }
+
+    /// Drives a muxer's connection forever (run it beside the stream I/O).
+    async fn drive<C: AsyncRead + AsyncWrite + Unpin + 'static>(muxer: &mut Muxer<C>) {
+        poll_fn(|cx| {
+            while let Poll::Ready(Ok(_)) = Pin::new(&mut *muxer).poll(cx) {}
+            Poll::<()>::Pending
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn bulk_data_crosses_intact_in_frames_of_up_to_frame_body() {
+        let (a, b) = tokio::io::duplex(4 << 20);
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let client_io = Recording { inner: a.compat(), writes: writes.clone() };
+        let mut client = Yamux::new(16).muxer(client_io, yamux::Mode::Client).await.unwrap();
+        let mut server = Yamux::new(16).muxer(b.compat(), yamux::Mode::Server).await.unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+
+        let sent = data.clone();
+        let sender = tokio::spawn(async move {
+            let mut stream = poll_fn(|cx| Pin::new(&mut client).poll_outbound(cx)).await.unwrap();
+            tokio::select! {
+                () = drive(&mut client) => unreachable!(),
+                r = async {
+                    stream.write_all(&sent).await?;
+                    stream.close().await
+                } => r.unwrap(),
+            }
+            // Keep the connection up until the receiver has read everything.
+            tokio::time::timeout(std::time::Duration::from_secs(10), drive(&mut client)).await
+        });
+        let received = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let mut stream = poll_fn(|cx| Pin::new(&mut server).poll_inbound(cx)).await.unwrap();
+            let mut got = Vec::new();
+            tokio::select! {
+                () = drive(&mut server) => unreachable!(),
+                r = stream.read_to_end(&mut got) => { r.unwrap(); }
+            }
+            got
+        })
+        .await
+        .expect("the receiver got the stream's end in time");
+        sender.abort();
+
+        assert_eq!(received, data);
+        let writes = writes.lock().unwrap();
+        let body = writes.iter().copied().filter(|&n| n > 12).max().unwrap();
+        // Header and body go down separately; the largest body is a whole frame.
+        assert_eq!(body, FRAME_BODY, "write sizes: {:?}", &writes[..writes.len().min(20)]);
+    }
+}
