@@ -402,20 +402,11 @@ async fn a_burst_of_streams_all_arrive_intact() {
 }
 
 /// A connected pair of nodes with one proxy stream A→B open: (A, B, A's end, B's end).
-async fn stream_pair(listen: &[&str]) -> (Node, Node, BoxStream, BoxStream) {
-    let mut a = Node::start(listen).await;
-    let mut b = Node::start(listen).await;
-    let addr = b.addrs[0].clone();
-    a.send(NetCommand::Dial { peer: b.peer(), addrs: vec![addr_to_core(&addr)], via: None }).await;
-    a.connected().await;
-    let sid = StreamId(1);
-    a.send(NetCommand::OpenStream {
-        stream: sid,
-        peer: b.peer(),
-        conn: None,
-        protocol: Protocol::Proxy,
-    })
-    .await;
+/// Opens proxy stream `stream` from `a` to the connected `b`; both ends.
+async fn open_proxy_stream(a: &mut Node, b: &mut Node, stream: StreamId) -> (BoxStream, BoxStream) {
+    let (a_peer, b_peer) = (a.peer(), b.peer());
+    a.send(NetCommand::OpenStream { stream, peer: b_peer, conn: None, protocol: Protocol::Proxy })
+        .await;
     let io_a = a
         .next(|e| match e {
             NetEvent::StreamOpened { io, .. } => Some(io),
@@ -425,10 +416,20 @@ async fn stream_pair(listen: &[&str]) -> (Node, Node, BoxStream, BoxStream) {
         .await;
     let io_b = b
         .next(|e| match e {
-            NetEvent::InboundStream { io, .. } => Some(io),
+            NetEvent::InboundStream { peer, io, .. } if peer == a_peer => Some(io),
             _ => None,
         })
         .await;
+    (io_a, io_b)
+}
+
+async fn stream_pair(listen: &[&str]) -> (Node, Node, BoxStream, BoxStream) {
+    let mut a = Node::start(listen).await;
+    let mut b = Node::start(listen).await;
+    let addr = b.addrs[0].clone();
+    a.send(NetCommand::Dial { peer: b.peer(), addrs: vec![addr_to_core(&addr)], via: None }).await;
+    a.connected().await;
+    let (io_a, io_b) = open_proxy_stream(&mut a, &mut b, StreamId(1)).await;
     (a, b, io_a, io_b)
 }
 
@@ -512,20 +513,7 @@ async fn a_peer_opening_streams_beyond_the_limit_loses_only_its_own_connection()
         let mut honest = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
         honest.send(NetCommand::Dial { peer: b_peer, addrs, via: None }).await;
         honest.connected().await;
-        honest.send(open(100)).await;
-        let mut io = honest
-            .next(|e| match e {
-                NetEvent::StreamOpened { io, .. } => Some(io),
-                NetEvent::StreamRefused { stream } => panic!("{stream} refused"),
-                _ => None,
-            })
-            .await;
-        let mut inbound = b
-            .next(|e| match e {
-                NetEvent::InboundStream { peer, io, .. } if peer == honest.peer() => Some(io),
-                _ => None,
-            })
-            .await;
+        let (mut io, mut inbound) = open_proxy_stream(&mut honest, &mut b, StreamId(100)).await;
         io.write_all(b"ping").await.unwrap();
         let mut got = [0u8; 4];
         inbound.read_exact(&mut got).await.unwrap();
@@ -572,27 +560,7 @@ async fn connections_beyond_the_incoming_limit_are_refused() {
             );
         }
         // The first keeps working.
-        first
-            .send(NetCommand::OpenStream {
-                stream: StreamId(1),
-                peer: b_peer,
-                conn: None,
-                protocol: Protocol::Proxy,
-            })
-            .await;
-        let mut io = first
-            .next(|e| match e {
-                NetEvent::StreamOpened { io, .. } => Some(io),
-                NetEvent::StreamRefused { stream } => panic!("{stream} refused"),
-                _ => None,
-            })
-            .await;
-        let mut inbound = b
-            .next(|e| match e {
-                NetEvent::InboundStream { io, .. } => Some(io),
-                _ => None,
-            })
-            .await;
+        let (mut io, mut inbound) = open_proxy_stream(&mut first, &mut b, StreamId(1)).await;
         io.write_all(b"ok").await.unwrap();
         let mut got = [0u8; 2];
         inbound.read_exact(&mut got).await.unwrap();
