@@ -49,7 +49,7 @@ use libp2p::{
     autonat,
     connection_limits::{self, ConnectionLimits},
     core::transport::ListenerId,
-    dcutr, identify, identity, multiaddr, noise, ping, relay,
+    dcutr, identify, identity, multiaddr, ping, relay,
     swarm::{
         behaviour::toggle::Toggle, dial_opts::DialOpts, dial_opts::PeerCondition, ConnectionId,
         SwarmEvent,
@@ -64,8 +64,8 @@ use meshproxy_core::{
 use tokio::sync::{mpsc, watch};
 
 use crate::muxer::Yamux;
+use crate::noise::{Noise, NoiseError};
 use crate::port::{HolePunchStage, NetCommand, NetEvent};
-use crate::read_ahead::ReadAhead;
 
 /// Yamux asserts (panics) when `max_num_streams * 256 KiB` exceeds its 1 GiB connection
 /// receive window, i.e. above 4096 streams; every configured value is clamped to this.
@@ -308,7 +308,7 @@ pub enum NetError {
     NoRuntime,
     /// The Noise handshake configuration could not be built from the keypair.
     #[error("noise configuration: {0}")]
-    Noise(#[from] noise::Error),
+    Noise(#[from] NoiseError),
     /// The system DNS configuration could not be read.
     #[error("DNS resolver configuration: {0}")]
     Dns(#[source] std::io::Error),
@@ -1208,12 +1208,12 @@ fn build_swarm(
     let idle = config.idle_connection_timeout;
 
     let relay_yamux = yamux_config.clone();
-    // What `with_tcp` builds, but reading the socket through `ReadAhead` and
-    // multiplexing with our `Yamux` (both for bulk data; see their modules).
+    // What `with_tcp` builds, but with our `Noise` and `Yamux` (both for bulk
+    // data; see their modules). The builder's connection timeout bounds the
+    // whole upgrade.
     let tcp_transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-        .map(|stream, _| ReadAhead::new(stream))
         .upgrade(libp2p::core::upgrade::Version::V1Lazy)
-        .authenticate(noise::Config::new(&config.keypair)?)
+        .authenticate(Noise::new(&config.keypair)?)
         .multiplex(yamux_config);
     let relay_client = config.relay_client;
     let autonat_config = config.autonat;
@@ -1227,7 +1227,7 @@ fn build_swarm(
         .unwrap_or_else(|never| match never {})
         .with_dns()
         .map_err(NetError::Dns)?
-        .with_relay_client(noise::Config::new, move || relay_yamux)?
+        .with_relay_client(Noise::new, move || relay_yamux)?
         .with_behaviour(|key, client| {
             let local = key.public().to_peer_id();
             Behaviour {

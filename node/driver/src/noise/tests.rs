@@ -1,0 +1,152 @@
+//! Our Noise against libp2p-noise in both roles, against itself, and against
+//! peers that lie.
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade};
+use libp2p::identity::Keypair;
+use libp2p::noise;
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+use super::*;
+
+type Pipe = Compat<tokio::io::DuplexStream>;
+
+fn pipe() -> (Pipe, Pipe) {
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    (a.compat(), b.compat())
+}
+
+/// Some bytes that are not all alike.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+/// Sends `data` each way at once, in writes of `chunk` bytes, and checks
+/// both sides receive it intact.
+async fn exchange<A, B>(mut a: A, mut b: B, data: &[u8], chunk: usize)
+where
+    A: futures::AsyncRead + futures::AsyncWrite + Unpin,
+    B: futures::AsyncRead + futures::AsyncWrite + Unpin,
+{
+    async fn send<W: futures::AsyncWrite + Unpin>(w: &mut W, data: &[u8], chunk: usize) {
+        for piece in data.chunks(chunk) {
+            w.write_all(piece).await.expect("write");
+            w.flush().await.expect("flush");
+        }
+    }
+    async fn receive<R: futures::AsyncRead + Unpin>(r: &mut R, len: usize) -> Vec<u8> {
+        let mut got = vec![0; len];
+        r.read_exact(&mut got).await.expect("read");
+        got
+    }
+    let (mut ar, mut aw) = futures::AsyncReadExt::split(&mut a);
+    let (mut br, mut bw) = futures::AsyncReadExt::split(&mut b);
+    let (_, _, at_b, at_a) = tokio::join!(
+        send(&mut aw, data, chunk),
+        send(&mut bw, data, chunk),
+        receive(&mut br, data.len()),
+        receive(&mut ar, data.len()),
+    );
+    assert!(at_b == data, "initiator -> responder bytes differ");
+    assert!(at_a == data, "responder -> initiator bytes differ");
+}
+
+#[tokio::test]
+async fn ours_to_ours_authenticates_both_sides_and_carries_data_intact() {
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (a, b) = pipe();
+    let (out, inb) = tokio::join!(
+        Noise::new(&ka).expect("noise").upgrade_outbound(a, "/noise"),
+        Noise::new(&kb).expect("noise").upgrade_inbound(b, "/noise"),
+    );
+    let ((seen_b, a), (seen_a, b)) = (out.expect("initiator"), inb.expect("responder"));
+    assert_eq!(seen_b, kb.public().to_peer_id());
+    assert_eq!(seen_a, ka.public().to_peer_id());
+    // Writes larger than one message, and small ones.
+    exchange(a, b, &pattern(3 * MAX_PLAINTEXT + 77, 1), 100_000).await;
+}
+
+#[tokio::test]
+async fn ours_dialing_libp2p_noise_interoperates() {
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (a, b) = pipe();
+    let (out, inb) = tokio::join!(
+        Noise::new(&ka).expect("noise").upgrade_outbound(a, "/noise"),
+        noise::Config::new(&kb).expect("libp2p-noise").upgrade_inbound(b, "/noise"),
+    );
+    let ((seen_b, a), (seen_a, b)) = (out.expect("initiator"), inb.expect("responder"));
+    assert_eq!(seen_b, kb.public().to_peer_id());
+    assert_eq!(seen_a, ka.public().to_peer_id());
+    exchange(a, b, &pattern(200_000, 2), 63_500).await;
+}
+
+#[tokio::test]
+async fn libp2p_noise_dialing_ours_interoperates() {
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (a, b) = pipe();
+    let (out, inb) = tokio::join!(
+        noise::Config::new(&ka).expect("libp2p-noise").upgrade_outbound(a, "/noise"),
+        Noise::new(&kb).expect("noise").upgrade_inbound(b, "/noise"),
+    );
+    let ((seen_b, a), (seen_a, b)) = (out.expect("initiator"), inb.expect("responder"));
+    assert_eq!(seen_b, kb.public().to_peer_id());
+    assert_eq!(seen_a, ka.public().to_peer_id());
+    exchange(a, b, &pattern(200_000, 3), 1_000).await;
+}
+
+/// A responder presenting an identity that signed a different static key
+/// (a replayed payload) is refused.
+#[tokio::test]
+async fn a_payload_signed_for_another_static_key_is_refused() {
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let honest = Noise::new(&kb).expect("noise");
+    let other = Noise::new(&kb).expect("noise");
+    let liar = Noise {
+        local: Arc::new(LocalKeys {
+            static_private: honest.local.static_private.clone(),
+            payload: other.local.payload.clone(),
+        }),
+    };
+    let (a, b) = pipe();
+    let (out, _) = tokio::join!(
+        Noise::new(&ka).expect("noise").upgrade_outbound(a, "/noise"),
+        liar.upgrade_inbound(b, "/noise"),
+    );
+    assert!(matches!(out, Err(NoiseError::BadSignature)), "{out:?}");
+}
+
+/// The spec's first message carries no payload; a responder refuses one.
+#[tokio::test]
+async fn a_first_message_with_a_payload_is_refused() {
+    let (a, b) = pipe();
+    let dialer = async move {
+        let key = handshake::builder().expect("builder").generate_keypair().expect("key");
+        let mut state = handshake::builder()
+            .expect("builder")
+            .local_private_key(&key.private)
+            .expect("key")
+            .build_initiator()
+            .expect("initiator");
+        let mut message = vec![0; 1024];
+        let n = state.write_message(b"early", &mut message).expect("message");
+        let mut a = a;
+        a.write_all(&u16::try_from(n).expect("len").to_be_bytes()).await.expect("write");
+        a.write_all(&message[..n]).await.expect("write");
+        a.flush().await.expect("flush");
+        a
+    };
+    let kb = Keypair::generate_ed25519();
+    let (_a, inb) =
+        tokio::join!(dialer, Noise::new(&kb).expect("noise").upgrade_inbound(b, "/noise"));
+    assert!(matches!(inb, Err(NoiseError::UnexpectedPayload)), "{inb:?}");
+}
+
+/// A peer that hangs up mid-handshake is an I/O error, not a hang.
+#[tokio::test]
+async fn a_peer_hanging_up_mid_handshake_is_an_io_error() {
+    let (a, b) = pipe();
+    drop(a);
+    let kb = Keypair::generate_ed25519();
+    let inb = Noise::new(&kb).expect("noise").upgrade_inbound(b, "/noise").await;
+    assert!(matches!(inb, Err(NoiseError::Io(_))), "{inb:?}");
+}
