@@ -20,8 +20,15 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 6] =
-    ["socks5", "http_connect", "proxy_wire", "hub_wire", "scenario", "core_model"];
+pub const TARGETS: [&str; 7] = [
+    "socks5",
+    "http_connect",
+    "proxy_wire",
+    "hub_wire",
+    "scenario",
+    "core_model",
+    "noise_transport",
+];
 
 /// `cargo xtask fuzz` arguments.
 #[derive(Debug, clap::Args)]
