@@ -20,10 +20,12 @@ use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 
 /// Largest data frame body we send. A Noise transport message carries at most
-/// 65,535 bytes, of which libp2p-noise keeps 1,024 for the AEAD tag and key
-/// material; a frame's 12-byte header and this body stay below the 64,511
-/// left, so one frame is one Noise message.
+/// 65,535 bytes, 16 of them the AEAD tag; a frame's 12-byte header and this
+/// body stay below [`crate::noise::MAX_PLAINTEXT`] (and below the 64,511
+/// bytes libp2p-noise puts in one message, for relayed peers that run it),
+/// so one frame is one Noise message.
 pub const FRAME_BODY: usize = 62 * 1024;
+const _: () = assert!(12 + FRAME_BODY <= crate::noise::MAX_PLAINTEXT);
 
 /// Inbound streams held for the swarm between its polls; beyond this (yamux's
 /// own acknowledgement backlog, which well-behaved peers never exceed) new

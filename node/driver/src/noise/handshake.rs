@@ -15,7 +15,7 @@ use libp2p::identity::{self, PeerId};
 use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
 use zeroize::Zeroizing;
 
-use super::transport::{NoiseStream, MAX_MESSAGE};
+use super::transport::{NoiseStream, LEN, MAX_MESSAGE};
 use super::{NoiseError, PARAMS, STATIC_KEY_DOMAIN};
 
 /// The handshake payload of the libp2p Noise spec. The spec's `extensions`
@@ -49,19 +49,13 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut state = builder()?.local_private_key(static_private)?.build_initiator()?;
-    let mut message = Zeroizing::new(vec![0; MAX_MESSAGE]);
-    let mut received = Zeroizing::new(vec![0; MAX_MESSAGE]);
 
-    let n = state.write_message(&[], &mut message)?;
-    send(&mut io, &message[..n]).await?;
+    send(&mut io, &mut state, &[]).await?;
+    let received = receive(&mut io, &mut state).await?;
+    let remote = authenticate(&state, &received)?;
+    send(&mut io, &mut state, payload).await?;
 
-    let n = receive(&mut io, &mut state, &mut message, &mut received).await?;
-    let remote = authenticate(&state, &received[..n])?;
-
-    let n = state.write_message(payload, &mut message)?;
-    send(&mut io, &message[..n]).await?;
-
-    Ok((remote, split(state, io)))
+    Ok((remote, split(state, io)?))
 }
 
 /// Runs the handshake as the listener.
@@ -74,45 +68,50 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut state = builder()?.local_private_key(static_private)?.build_responder()?;
-    let mut message = Zeroizing::new(vec![0; MAX_MESSAGE]);
-    let mut received = Zeroizing::new(vec![0; MAX_MESSAGE]);
 
-    if receive(&mut io, &mut state, &mut message, &mut received).await? != 0 {
+    if !receive(&mut io, &mut state).await?.is_empty() {
         return Err(NoiseError::UnexpectedPayload);
     }
+    send(&mut io, &mut state, payload).await?;
+    let received = receive(&mut io, &mut state).await?;
+    let remote = authenticate(&state, &received)?;
 
-    let n = state.write_message(payload, &mut message)?;
-    send(&mut io, &message[..n]).await?;
-
-    let n = receive(&mut io, &mut state, &mut message, &mut received).await?;
-    let remote = authenticate(&state, &received[..n])?;
-
-    Ok((remote, split(state, io)))
+    Ok((remote, split(state, io)?))
 }
 
-/// Writes one length-prefixed handshake message and flushes it.
-async fn send<T: AsyncWrite + Unpin>(io: &mut T, message: &[u8]) -> Result<(), NoiseError> {
-    let len = u16::try_from(message.len()).map_err(|_| snow::Error::Input)?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(message).await?;
+/// Room in a handshake message besides the payload: two public keys, two
+/// tags and the prefix.
+const HANDSHAKE_OVERHEAD: usize = 2 + 2 * 32 + 2 * 16;
+
+/// Writes the next handshake message, carrying `payload`, and flushes it.
+async fn send<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    state: &mut snow::HandshakeState,
+    payload: &[u8],
+) -> Result<(), NoiseError> {
+    let mut message = vec![0; (HANDSHAKE_OVERHEAD + payload.len()).min(LEN + MAX_MESSAGE)];
+    let n = state.write_message(payload, &mut message[LEN..])?;
+    let len = u16::try_from(n).map_err(|_| snow::Error::Input)?;
+    message[..LEN].copy_from_slice(&len.to_be_bytes());
+    io.write_all(&message[..LEN + n]).await?;
     io.flush().await?;
     Ok(())
 }
 
-/// Reads one length-prefixed handshake message and decrypts its payload into
-/// `payload`, returning the payload's length. The 16-bit length prefix bounds
-/// the read to 64 KiB.
+/// Reads the next handshake message and returns its payload. The 16-bit
+/// length prefix bounds the read to 64 KiB.
 async fn receive<T: AsyncRead + Unpin>(
     io: &mut T,
     state: &mut snow::HandshakeState,
-    message: &mut [u8],
-    payload: &mut [u8],
-) -> Result<usize, NoiseError> {
-    let mut len = [0; 2];
+) -> Result<Vec<u8>, NoiseError> {
+    let mut len = [0; LEN];
     io.read_exact(&mut len).await?;
-    let message = &mut message[..usize::from(u16::from_be_bytes(len))];
-    io.read_exact(message).await?;
-    Ok(state.read_message(message, payload)?)
+    let mut message = vec![0; usize::from(u16::from_be_bytes(len))];
+    io.read_exact(&mut message).await?;
+    let mut payload = vec![0; message.len()];
+    let n = state.read_message(&message, &mut payload)?;
+    payload.truncate(n);
+    Ok(payload)
 }
 
 /// Checks that the remote's identity key signed the static key it used in
@@ -131,12 +130,15 @@ fn authenticate(state: &snow::HandshakeState, payload: &[u8]) -> Result<PeerId, 
 
 /// The transport keys of a finished handshake: the first for what the
 /// initiator sends, the second for what the responder sends.
-fn split<T>(mut state: snow::HandshakeState, io: T) -> NoiseStream<T> {
+fn split<T>(mut state: snow::HandshakeState, io: T) -> Result<NoiseStream<T>, NoiseError> {
+    if !state.is_handshake_finished() {
+        return Err(snow::Error::State(snow::error::StateProblem::HandshakeNotFinished).into());
+    }
     let (first, second) = state.dangerously_get_raw_split();
     let (first, second) = (Zeroizing::new(first), Zeroizing::new(second));
-    if state.is_initiator() {
+    Ok(if state.is_initiator() {
         NoiseStream::new(io, &first, &second)
     } else {
         NoiseStream::new(io, &second, &first)
-    }
+    })
 }

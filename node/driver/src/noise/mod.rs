@@ -16,6 +16,7 @@
 //! ChaCha20-Poly1305 under the keys of the handshake's split, so a byte is
 //! copied once into the message being built and not again.
 
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 mod handshake;
 mod transport;

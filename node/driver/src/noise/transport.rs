@@ -29,7 +29,7 @@ const TAG: usize = 16;
 /// Largest plaintext one message carries.
 pub const MAX_PLAINTEXT: usize = MAX_MESSAGE - TAG;
 /// The length prefix.
-const LEN: usize = 2;
+pub(super) const LEN: usize = 2;
 /// Plaintext starts at this alignment in the write buffer: copying into and
 /// sealing a buffer 2 bytes past a cache line (prefix first) made the copy
 /// cost almost as much as the cipher.
@@ -43,6 +43,10 @@ const WRITE_BUFFER: usize = ALIGN + LEN + MAX_MESSAGE;
 const READ_BUFFER: usize = ALIGN + 2 * (LEN + MAX_MESSAGE);
 /// Released buffers each thread keeps for reuse, per kind.
 const POOLED: usize = 4;
+/// A partial message of at most this many bytes is moved out of the read
+/// buffer while the socket waits, so a peer that sends the start of a
+/// message and stalls pins this much, not a whole read buffer.
+const PARKED: usize = 4 * 1024;
 
 thread_local! {
     static READ_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -54,9 +58,10 @@ fn take(pool: &'static LocalKey<RefCell<Vec<Vec<u8>>>>, size: usize) -> Vec<u8> 
     pool.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| vec![0; size])
 }
 
-/// Returns `buffer` (if any) to `pool`, or frees it when the pool is full.
-fn give(pool: &'static LocalKey<RefCell<Vec<Vec<u8>>>>, buffer: Vec<u8>) {
-    if buffer.is_empty() {
+/// Returns `buffer` (if it is one of `size` bytes) to `pool`, or frees it
+/// when the pool is full.
+fn give(pool: &'static LocalKey<RefCell<Vec<Vec<u8>>>>, size: usize, buffer: Vec<u8>) {
+    if buffer.len() != size {
         return;
     }
     pool.with(|p| {
@@ -128,6 +133,8 @@ pub struct NoiseStream<T> {
     plain: Range<usize>,
     next: usize,
     filled: usize,
+    /// A message failed authentication: the stream is dead.
+    broken: bool,
     /// The outgoing message: plaintext from `write[head]` to `written` while
     /// collecting; once sealed, the whole message (prefix at `head - LEN`),
     /// `sent` bytes of which the socket has taken.
@@ -155,6 +162,7 @@ impl<T> NoiseStream<T> {
             plain: 0..0,
             next: 0,
             filled: 0,
+            broken: false,
             write: Vec::new(),
             head: LEN,
             written: 0,
@@ -164,6 +172,7 @@ impl<T> NoiseStream<T> {
     }
 
     /// The connection underneath.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(super) fn into_inner(self) -> T {
         self.io
     }
@@ -188,7 +197,9 @@ impl<T> NoiseStream<T> {
         if end > self.filled {
             return Ok(false);
         }
-        let plain = self.opener.open(&mut self.read[start..end])?;
+        let plain = self.opener.open(&mut self.read[start..end]).inspect_err(|_| {
+            self.broken = true;
+        })?;
         self.plain = start..start + plain;
         self.next = end;
         Ok(true)
@@ -196,10 +207,17 @@ impl<T> NoiseStream<T> {
 
     /// Makes room after `filled` for at least one whole message.
     fn make_room(&mut self) {
-        if self.read.is_empty() {
-            self.read = take(&READ_POOL, READ_BUFFER);
-        }
         // A message placed at `front` has its ciphertext aligned.
+        if self.read.len() != READ_BUFFER {
+            // No buffer yet, or a parked partial message: take a full one.
+            let mut full = take(&READ_POOL, READ_BUFFER);
+            let front = full[LEN..].as_ptr().align_offset(ALIGN) % ALIGN;
+            let partial = self.filled - self.next;
+            full[front..front + partial].copy_from_slice(&self.read[self.next..self.filled]);
+            self.read = full;
+            self.next = front;
+            self.filled = front + partial;
+        }
         let front = self.read[LEN..].as_ptr().align_offset(ALIGN) % ALIGN;
         if self.next == self.filled {
             self.next = front;
@@ -213,12 +231,15 @@ impl<T> NoiseStream<T> {
         self.plain = 0..0;
     }
 
-    /// Releases the read buffer if it holds nothing unread.
+    /// Releases the read buffer if it holds nothing unread, or parks a
+    /// small partial message in a buffer of its own.
     fn release_read(&mut self) {
-        if self.next == self.filled {
-            give(&READ_POOL, std::mem::take(&mut self.read));
+        let partial = self.filled - self.next;
+        if partial <= PARKED && self.read.len() == READ_BUFFER {
+            let parked = self.read[self.next..self.filled].to_vec();
+            give(&READ_POOL, READ_BUFFER, std::mem::replace(&mut self.read, parked));
             self.next = 0;
-            self.filled = 0;
+            self.filled = partial;
             self.plain = 0..0;
         }
     }
@@ -226,11 +247,11 @@ impl<T> NoiseStream<T> {
     /// Seals the collected plaintext into a message.
     fn seal(&mut self) -> io::Result<()> {
         let head = self.head;
+        let len = self.written - head + TAG;
+        let len = u16::try_from(len).map_err(|_| io::Error::other("noise: message too long"))?;
         let tag = self.sealer.seal(&mut self.write[head..self.written])?;
         self.write[self.written..self.written + TAG].copy_from_slice(&tag);
-        let len = self.written - head + TAG;
         self.written += TAG;
-        let len = u16::try_from(len).map_err(|_| io::Error::other("noise: message too long"))?;
         self.write[head - LEN..head].copy_from_slice(&len.to_be_bytes());
         self.sealed = true;
         self.sent = head - LEN;
@@ -253,7 +274,7 @@ impl<T: AsyncWrite + Unpin> NoiseStream<T> {
         self.sealed = false;
         self.written = 0;
         self.sent = 0;
-        give(&WRITE_POOL, std::mem::take(&mut self.write));
+        give(&WRITE_POOL, WRITE_BUFFER, std::mem::take(&mut self.write));
         Poll::Ready(Ok(()))
     }
 }
@@ -265,13 +286,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for NoiseStream<T> {
         out: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if this.broken {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "noise: an earlier message failed authentication",
+            )));
+        }
         loop {
             if !this.plain.is_empty() {
                 let n = this.plain.len().min(out.len());
                 let from = this.plain.start;
                 out[..n].copy_from_slice(&this.read[from..from + n]);
                 this.plain.start += n;
-                if this.plain.is_empty() {
+                if this.plain.is_empty() && this.next == this.filled {
                     this.release_read();
                 }
                 return Poll::Ready(Ok(n));
@@ -430,6 +457,57 @@ mod tests {
             receive(swapped, 64).expect_err("reorder accepted").kind(),
             io::ErrorKind::InvalidData
         );
+    }
+
+    #[test]
+    fn after_a_forged_message_the_stream_stays_broken() {
+        let mut bytes = wire(&[b"forged"]);
+        bytes[LEN] ^= 1;
+        bytes.extend(wire(&[b"honest"]));
+        futures::executor::block_on(async {
+            let mut receiver = NoiseStream::new(Cursor::new(bytes), &KEY_B, &KEY_A);
+            let mut buf = [0; 64];
+            for _ in 0..2 {
+                let err = receiver.read(&mut buf).await.expect_err("forged message accepted");
+                assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            }
+        });
+    }
+
+    /// Serves `bytes`, then stays pending forever (a peer that stalls).
+    struct Stalling(Cursor<Vec<u8>>);
+
+    impl AsyncRead for Stalling {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            match Pin::new(&mut self.0).poll_read(cx, buf) {
+                Poll::Ready(Ok(0)) => Poll::Pending,
+                other => other,
+            }
+        }
+    }
+
+    #[test]
+    fn a_peer_stalling_inside_a_message_pins_only_what_it_sent() {
+        let message = wire(&[&[0x33; 1000]]);
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        for sent in [1, 100, message.len() - 1] {
+            let io = Stalling(Cursor::new(message[..sent].to_vec()));
+            let mut receiver = NoiseStream::new(io, &KEY_B, &KEY_A);
+            let mut buf = [0; 64];
+            assert!(Pin::new(&mut receiver).poll_read(&mut cx, &mut buf).is_pending());
+            assert_eq!(receiver.read.len(), sent, "parked exactly the partial message");
+            // The rest arriving later completes it.
+            receiver.io.0 = Cursor::new(message.clone());
+            receiver.io.0.set_position(u64::try_from(sent).expect("position"));
+            let mut got = vec![0; 1000];
+            let read = Pin::new(&mut receiver).poll_read(&mut cx, &mut got);
+            assert!(matches!(read, Poll::Ready(Ok(1000))), "{read:?}");
+            assert!(got.iter().all(|&b| b == 0x33));
+        }
     }
 
     #[test]
