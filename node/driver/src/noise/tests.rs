@@ -2,7 +2,7 @@
 //! peers that lie.
 
 use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade};
+use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 use libp2p::identity::Keypair;
 use libp2p::noise;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
@@ -51,17 +51,29 @@ where
     assert!(at_a == data, "responder -> initiator bytes differ");
 }
 
+/// Runs `dialer` (keys `kd`) against `listener` (keys `kl`) over a pipe,
+/// checks each side names the other, and returns both streams.
+async fn connect<D, L, A, B>(dialer: D, kd: &Keypair, listener: L, kl: &Keypair) -> (A, B)
+where
+    D: OutboundConnectionUpgrade<Pipe, Output = (PeerId, A)> + UpgradeInfo<Info = &'static str>,
+    L: InboundConnectionUpgrade<Pipe, Output = (PeerId, B)> + UpgradeInfo<Info = &'static str>,
+    D::Error: std::fmt::Debug,
+    L::Error: std::fmt::Debug,
+{
+    let (a, b) = pipe();
+    let (out, inb) =
+        tokio::join!(dialer.upgrade_outbound(a, "/noise"), listener.upgrade_inbound(b, "/noise"));
+    let ((seen_l, a), (seen_d, b)) = (out.expect("dialer"), inb.expect("listener"));
+    assert_eq!(seen_l, kl.public().to_peer_id());
+    assert_eq!(seen_d, kd.public().to_peer_id());
+    (a, b)
+}
+
 #[tokio::test]
 async fn ours_to_ours_authenticates_both_sides_and_carries_data_intact() {
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let (a, b) = pipe();
-    let (out, inb) = tokio::join!(
-        Noise::new(&ka).expect("noise").upgrade_outbound(a, "/noise"),
-        Noise::new(&kb).expect("noise").upgrade_inbound(b, "/noise"),
-    );
-    let ((seen_b, a), (seen_a, b)) = (out.expect("initiator"), inb.expect("responder"));
-    assert_eq!(seen_b, kb.public().to_peer_id());
-    assert_eq!(seen_a, ka.public().to_peer_id());
+    let ours = |k: &Keypair| Noise::new(k).expect("noise");
+    let (a, b) = connect(ours(&ka), &ka, ours(&kb), &kb).await;
     // Writes larger than one message, and small ones.
     exchange(a, b, &pattern(3 * MAX_PLAINTEXT + 77, 1), 100_000).await;
 }
@@ -69,28 +81,16 @@ async fn ours_to_ours_authenticates_both_sides_and_carries_data_intact() {
 #[tokio::test]
 async fn ours_dialing_libp2p_noise_interoperates() {
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let (a, b) = pipe();
-    let (out, inb) = tokio::join!(
-        Noise::new(&ka).expect("noise").upgrade_outbound(a, "/noise"),
-        noise::Config::new(&kb).expect("libp2p-noise").upgrade_inbound(b, "/noise"),
-    );
-    let ((seen_b, a), (seen_a, b)) = (out.expect("initiator"), inb.expect("responder"));
-    assert_eq!(seen_b, kb.public().to_peer_id());
-    assert_eq!(seen_a, ka.public().to_peer_id());
+    let theirs = noise::Config::new(&kb).expect("libp2p-noise");
+    let (a, b) = connect(Noise::new(&ka).expect("noise"), &ka, theirs, &kb).await;
     exchange(a, b, &pattern(200_000, 2), 63_500).await;
 }
 
 #[tokio::test]
 async fn libp2p_noise_dialing_ours_interoperates() {
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let (a, b) = pipe();
-    let (out, inb) = tokio::join!(
-        noise::Config::new(&ka).expect("libp2p-noise").upgrade_outbound(a, "/noise"),
-        Noise::new(&kb).expect("noise").upgrade_inbound(b, "/noise"),
-    );
-    let ((seen_b, a), (seen_a, b)) = (out.expect("initiator"), inb.expect("responder"));
-    assert_eq!(seen_b, kb.public().to_peer_id());
-    assert_eq!(seen_a, ka.public().to_peer_id());
+    let theirs = noise::Config::new(&ka).expect("libp2p-noise");
+    let (a, b) = connect(theirs, &ka, Noise::new(&kb).expect("noise"), &kb).await;
     exchange(a, b, &pattern(200_000, 3), 1_000).await;
 }
 
