@@ -9,7 +9,7 @@
 //! - [`splice`]: the data plane (both-way copy with half-close and resets).
 //! - [`tcp`]: TCP streams that reset, rather than close, when aborted.
 //! - [`port`]: the interface to the peer network actor; [`network`]: that actor over libp2p;
-//!   [`muxer`] and [`read_ahead`]: its yamux upgrade and socket reads, sized for bulk data.
+//!   [`noise`] and [`muxer`]: its Noise and yamux upgrades, built for bulk data.
 //! - [`listener`]: client listener accept loops; [`sockets`]: the port to listeners,
 //!   origin connects and name lookups (the OS, or a simulated network in tests).
 //! - [`config`], [`identity`], [`state`]: files on disk; [`flags`]: the role commands' flags.

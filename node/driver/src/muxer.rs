@@ -6,7 +6,9 @@
 //! on each hop (seen with `strace` under `cargo xtask bench`). This upgrade
 //! speaks the same `/yamux/1.0.0` (peers running stock libp2p-yamux
 //! interoperate: frame size is the sender's choice) but sends data frames of up
-//! to [`FRAME_BODY`] bytes, which still fit one Noise message.
+//! to [`FRAME_BODY`] bytes, which still fit one Noise message. And it holds
+//! back yamux's flush after every frame until yamux has nothing more to do
+//! (see `Cork`), so many small frames share one Noise message.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -166,7 +168,7 @@ struct Cork {
 
 /// The connection's transport, with flushes deferred while corked.
 #[derive(Debug)]
-pub struct Corked<C> {
+struct Corked<C> {
     io: C,
     cork: Arc<Cork>,
 }

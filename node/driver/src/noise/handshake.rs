@@ -26,7 +26,8 @@ pub struct HandshakePayload {
     /// The sender's libp2p public key, protobuf-encoded.
     #[prost(bytes = "vec", tag = "1")]
     pub identity_key: Vec<u8>,
-    /// The sender's signature over [`STATIC_KEY_DOMAIN`] and its static Noise key.
+    /// The sender's signature over `noise-libp2p-static-key:` and its static
+    /// Noise key.
     #[prost(bytes = "vec", tag = "2")]
     pub identity_sig: Vec<u8>,
 }
