@@ -22,14 +22,14 @@ use super::{NoiseError, PARAMS, STATIC_KEY_DOMAIN};
 /// (field 4: WebTransport certificate hashes, early muxer negotiation) are
 /// for transports we do not run, so a received one is skipped.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct HandshakePayload {
+pub(super) struct HandshakePayload {
     /// The sender's libp2p public key, protobuf-encoded.
     #[prost(bytes = "vec", tag = "1")]
-    pub identity_key: Vec<u8>,
+    pub(super) identity_key: Vec<u8>,
     /// The sender's signature over `noise-libp2p-static-key:` and its static
     /// Noise key.
     #[prost(bytes = "vec", tag = "2")]
-    pub identity_sig: Vec<u8>,
+    pub(super) identity_sig: Vec<u8>,
 }
 
 /// A snow builder for our parameters: ring for the cipher, hash and

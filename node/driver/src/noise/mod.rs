@@ -32,7 +32,7 @@ use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade,
 use libp2p::identity::{self, PeerId};
 use zeroize::Zeroizing;
 
-pub use handshake::HandshakePayload;
+use handshake::HandshakePayload;
 pub use transport::{NoiseStream, MAX_PLAINTEXT};
 
 /// The Noise protocol name libp2p uses.
