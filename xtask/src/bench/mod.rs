@@ -5,8 +5,9 @@
 //! libp2p load generator for the exit alone), starts hubs, exits and clients
 //! as processes, and drives them from a tokio load generator and origins in
 //! this process. Figures: throughput (1 and 8 streams; direct loopback, the
-//! mesh over libp2p TCP and over QUIC, shadowsocks-rust, the exit leg
-//! alone), connect latency (warm and cold, p50/p99; also with the app
+//! mesh over libp2p TCP and over QUIC, shadowsocks-rust with its
+//! ChaCha20-Poly1305 and with no cipher (the cost of the two-hop shape
+//! alone), the exit leg alone), connect latency (warm and cold, p50/p99; also with the app
 //! speaking first, which shadowsocks-rust needs), connects per second,
 //! memory per idle proxied connection (RSS, heap, fds), and simulator speed. Full mode takes the
 //! median of alternating runs; `--quick` runs everything once at small sizes
@@ -312,6 +313,8 @@ struct Routes {
     tcp: Mesh,
     quic: Mesh,
     ss: Option<SsPair>,
+    /// shadowsocks-rust with no cipher: the cost of the shape alone.
+    ss_plain: Option<SsPair>,
     /// The generator that talks to the TCP mesh's exit directly (throughput only).
     exit_leg: Option<ExitLeg>,
 }
@@ -323,6 +326,7 @@ impl Routes {
             "tcp" => Some(self.tcp.data_path_cpu()),
             "quic" => Some(self.quic.data_path_cpu()),
             "ss" => self.ss.as_ref().map(SsPair::data_path_cpu),
+            "ss_plain" => self.ss_plain.as_ref().map(SsPair::data_path_cpu),
             // The generator stands in for the client: only the exit is the proxy.
             "exit_leg" => self.tcp.exit.cpu_seconds(),
             _ => None,
@@ -402,20 +406,29 @@ fn latency_figures(
     figures
 }
 
-/// One connect-rate run along each route, appended to `cps` (indexed like `routes`).
+/// One connect-rate run along each route of `list`, appended to `cps` and
+/// (CPU-µs of the route's proxies per connection) `cpu` (both indexed like `list`).
 async fn connect_rate_run(
-    routes: &[(&'static str, Route)],
+    routes: &Routes,
+    list: &[(&'static str, Route)],
     origin: std::net::SocketAddr,
     first: FirstWord,
     plan: &Plan,
     cps: &mut [(String, Vec<f64>)],
+    cpu: &mut [(String, Vec<f64>)],
 ) {
-    for (i, (name, route)) in routes.iter().enumerate() {
+    for (i, (name, route)) in list.iter().enumerate() {
+        let cpu0 = routes.cpu(name);
         let r =
             load::connect_rate(*route, origin, first, plan.connect_workers, plan.connect_duration)
                 .await;
         if let Some(c) = cps.get_mut(i) {
             c.1.push(r.ok as f64 / r.elapsed.as_secs_f64());
+        }
+        if let (Some(a), Some(b), Some(c)) = (cpu0, routes.cpu(name), cpu.get_mut(i)) {
+            if r.ok > 0 {
+                c.1.push((b - a) * 1e6 / r.ok as f64);
+            }
         }
         if r.failed > 0 {
             println!("bench:   {} connects failed on {name} ({first:?} first)", r.failed);
@@ -436,14 +449,20 @@ async fn network_figures(
     println!("bench: starting the TCP and QUIC meshes");
     let tcp = Mesh::start(bin, work, "tcp", Transport::Tcp, &allow, 1, false)?;
     let quic = Mesh::start(bin, work, "quic", Transport::Quic, &allow, 1, false)?;
-    let ss = match ss_tools {
-        Some(tools) => Some(SsPair::start(tools, work)?),
-        None => None,
+    let (ss, ss_plain) = match ss_tools {
+        Some(tools) => (
+            Some(SsPair::start(tools, work, procs::SHADOWSOCKS_CIPHER)?),
+            Some(SsPair::start(tools, work, procs::SHADOWSOCKS_PLAIN)?),
+        ),
+        None => (None, None),
     };
     let mut list = vec![("direct", Route::Direct)];
-    for (name, socks) in
-        [("tcp", tcp.socks()), ("quic", quic.socks()), ("ss", ss.as_ref().map(|s| s.socks))]
-    {
+    for (name, socks) in [
+        ("tcp", tcp.socks()),
+        ("quic", quic.socks()),
+        ("ss", ss.as_ref().map(|s| s.socks)),
+        ("ss_plain", ss_plain.as_ref().map(|s| s.socks)),
+    ] {
         if let Some(addr) = socks {
             list.push((name, Route::Socks(addr)));
         }
@@ -454,7 +473,7 @@ async fn network_figures(
     } else {
         None
     };
-    let mut routes = Routes { list, tcp, quic, ss, exit_leg };
+    let mut routes = Routes { list, tcp, quic, ss, ss_plain, exit_leg };
     for (name, route) in &routes.list {
         load::wait_route(*route, origin, Duration::from_secs(30)).await.map_err(|e| {
             BenchError::Load(format!("route {name} never carried a connection: {e}"))
@@ -523,6 +542,10 @@ async fn network_figures(
             ("tcp", "direct", Some(0.25)),
             ("quic", "tcp", Some(0.7)),
             ("exit_leg", "direct", None),
+            // What the shape costs without a cipher, and how close the mesh
+            // comes to that ceiling.
+            ("ss_plain", "direct", None),
+            ("tcp", "ss_plain", None),
         ] {
             if let Some(samples) = ratio(a, b) {
                 let f = Figure::info(
@@ -540,14 +563,14 @@ async fn network_figures(
         }
     }
 
-    // The origin-first figures leave shadowsocks out: sslocal holds a new
+    // The origin-first figures leave shadowsocks (both) out: sslocal holds a new
     // connection up to 500 ms waiting for the app's first bytes before it
     // dials (to send them with the address), so with an origin that speaks
     // first it would measure that timer. The app-first figures (the app
     // sends one byte right after the SOCKS5 reply, the request origin
     // answers it) run every route, shadowsocks included, in the same runs.
     let quick_routes: Vec<(&'static str, Route)> =
-        routes.list.iter().copied().filter(|(n, _)| *n != "ss").collect();
+        routes.list.iter().copied().filter(|(n, _)| !n.starts_with("ss")).collect();
     let all_routes = routes.list.clone();
     let series_of = |routes: &[(&'static str, Route)], prefix: &str| -> Vec<(String, Vec<f64>)> {
         routes.iter().map(|(n, _)| (format!("{prefix}.{n}"), Vec::new())).collect()
@@ -622,12 +645,19 @@ async fn network_figures(
 
     // Connects per second through a warm client, origin first and app first.
     let mut cps = series_of(&quick_routes, "connects");
+    let mut cps_cpu = series_of(&quick_routes, "connects");
     let mut req_cps = series_of(&all_routes, "connects");
+    let mut req_cps_cpu = series_of(&all_routes, "connects");
     let connect_runs = if plan.wants(Part::Connects) { plan.runs } else { 0 };
     for run in 0..connect_runs {
         println!("bench: connects per second, run {}/{}", run + 1, plan.runs);
-        connect_rate_run(&quick_routes, origin, FirstWord::Origin, plan, &mut cps).await;
-        connect_rate_run(&all_routes, origins.request, FirstWord::App, plan, &mut req_cps).await;
+        let (origin_first, app_first) = (FirstWord::Origin, FirstWord::App);
+        let r = &routes;
+        connect_rate_run(r, &quick_routes, origin, origin_first, plan, &mut cps, &mut cps_cpu)
+            .await;
+        let req = origins.request;
+        connect_rate_run(r, &all_routes, req, app_first, plan, &mut req_cps, &mut req_cps_cpu)
+            .await;
     }
     for (key, samples) in cps.into_iter().filter(|(_, s)| !s.is_empty()) {
         let name = key.trim_start_matches("connects.");
@@ -647,6 +677,18 @@ async fn network_figures(
             "1/s",
             samples,
         ));
+    }
+    // What each connection costs the route's proxies (direct has none).
+    for (kind, what, series) in [("", "", cps_cpu), ("_req", ", app first", req_cps_cpu)] {
+        for (key, samples) in series.into_iter().filter(|(_, s)| !s.is_empty()) {
+            let name = key.trim_start_matches("connects.");
+            figures.push(Figure::info(
+                &format!("cpu_per_connect{kind}.{name}"),
+                &format!("CPU {name} per CONNECT{what} (both proxy processes)"),
+                "CPU-us",
+                samples,
+            ));
+        }
     }
     Ok(figures)
 }

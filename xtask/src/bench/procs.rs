@@ -17,6 +17,9 @@ const READY_DEADLINE: Duration = Duration::from_secs(30);
 pub const SHADOWSOCKS_VERSION: &str = "1.25.0";
 /// The cipher the issue asks for.
 pub const SHADOWSOCKS_CIPHER: &str = "chacha20-ietf-poly1305";
+/// shadowsocks-rust without a cipher: the same two hops, SOCKS5 and remote
+/// dial, so its throughput is what the shape itself costs on this machine.
+pub const SHADOWSOCKS_PLAIN: &str = "none";
 
 /// The cargo that launched xtask, so the bench builds with the same toolchain.
 fn cargo() -> std::ffi::OsString {
@@ -537,25 +540,31 @@ pub struct SsPair {
 }
 
 impl SsPair {
-    /// Starts ssserver and sslocal on free ports and waits until both accept.
-    pub fn start(tools: &Shadowsocks, dir: &Path) -> Result<SsPair, BenchError> {
+    /// Starts ssserver and sslocal with `method` ([`SHADOWSOCKS_CIPHER`], or
+    /// [`SHADOWSOCKS_PLAIN`]) on free ports and waits until both accept.
+    pub fn start(tools: &Shadowsocks, dir: &Path, method: &str) -> Result<SsPair, BenchError> {
         let server_addr = format!("127.0.0.1:{}", free_tcp_port()?);
         let local_addr = format!("127.0.0.1:{}", free_tcp_port()?);
         let password = "meshproxy-bench";
-        let common = ["-m", SHADOWSOCKS_CIPHER, "-k", password];
+        let common = ["-m", method, "-k", password];
         let mut server_args = vec!["-s", server_addr.as_str()];
         server_args.extend(common);
         let server = Proc::spawn(
             "ssserver",
             &tools.ssserver,
             &server_args,
-            &dir.join("ssserver.log"),
+            &dir.join(format!("ssserver-{method}.log")),
             false,
         )?;
         let mut local_args = vec!["-b", local_addr.as_str(), "-s", server_addr.as_str()];
         local_args.extend(common);
-        let local =
-            Proc::spawn("sslocal", &tools.sslocal, &local_args, &dir.join("sslocal.log"), false)?;
+        let local = Proc::spawn(
+            "sslocal",
+            &tools.sslocal,
+            &local_args,
+            &dir.join(format!("sslocal-{method}.log")),
+            false,
+        )?;
         for (name, addr) in [("ssserver", &server_addr), ("sslocal", &local_addr)] {
             let addr: SocketAddr = addr
                 .parse()
