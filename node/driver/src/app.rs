@@ -27,6 +27,16 @@ pub const NET_QUEUE: usize = 1024;
 /// A sink for network events, as the network actor wants it.
 pub type EventSink = Box<dyn Fn(NetEvent) + Send + Sync + 'static>;
 
+/// The runtime a node runs on: `threads` workers (checked by
+/// [`FileConfig::worker_threads`]), or one per CPU.
+pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build()
+}
+
 /// Starts the peer network: takes where to report events, returns where to
 /// send commands.
 pub type NetworkStarter =
@@ -262,5 +272,19 @@ pub async fn stop_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_runtime_has_the_workers_asked_for() {
+        for n in [1, 3] {
+            let runtime = super::runtime(Some(n)).expect("runtime");
+            assert_eq!(runtime.metrics().num_workers(), n);
+        }
+        let default = super::runtime(None).expect("runtime");
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(default.metrics().num_workers(), cpus);
     }
 }

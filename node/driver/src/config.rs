@@ -11,6 +11,7 @@
 //! metrics = "127.0.0.1:9091"        # optional: Prometheus `GET /metrics` endpoint
 //! reachability = "auto"             # auto (autonat decides) | public | private (behind NAT)
 //! autonat_private_ips = false       # let autonat probe private/loopback addresses (LANs, tests)
+//! threads = 2                       # optional: runtime worker threads (default: one per CPU)
 //!
 //! [[hubs]]                          # hubs to register with / find exits through
 //! peer = "12D3KooW…"
@@ -128,7 +129,14 @@ pub struct FileConfig {
     pub reachability: Option<String>,
     /// Let autonat probe private and loopback addresses (LANs, test networks); default false.
     pub autonat_private_ips: Option<bool>,
+    /// Worker threads of the node's runtime, 1 to [`MAX_THREADS`]; none means one per CPU.
+    /// Fewer cost less CPU per connection when the node shares a small machine with
+    /// other busy processes (README, Performance).
+    pub threads: Option<usize>,
 }
+
+/// The most worker threads `threads` may ask for.
+pub const MAX_THREADS: usize = 1024;
 
 /// One hub to use.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -416,6 +424,16 @@ impl FileConfig {
         toml::from_str(text)
     }
 
+    /// The node runtime's worker threads (`threads`), checked; none means one per CPU.
+    pub fn worker_threads(&self) -> Result<Option<usize>, ConfigError> {
+        match self.threads {
+            Some(n) if n == 0 || n > MAX_THREADS => {
+                Err(invalid(format!("threads = {n}: must be 1 to {MAX_THREADS}")))
+            }
+            threads => Ok(threads),
+        }
+    }
+
     /// The identity key file.
     pub fn identity_path(&self) -> PathBuf {
         self.identity.clone().unwrap_or_else(|| PathBuf::from("meshproxy.key"))
@@ -444,6 +462,7 @@ impl FileConfig {
         if self.hub.is_none() && self.exit.is_none() && self.client.is_none() {
             return Err(invalid("no role: add a [hub], [exit] and/or [client] table"));
         }
+        self.worker_threads()?;
         let addrs = |list: &[String], field: &str| -> Result<Vec<PeerAddr>, ConfigError> {
             list.iter()
                 .map(|a| parse_addr(a).map_err(|e| invalid(format!("{field}: `{a}`: {e}"))))
@@ -1095,5 +1114,25 @@ users = [{{ name = "u", password = "p" }}]
         let err =
             FileConfig::parse(&base("", "", "relayed = \"no\"")).expect_err("bool").to_string();
         assert!(err.contains("relayed"), "{err}");
+    }
+
+    #[test]
+    fn threads_are_one_per_cpu_unless_set_and_out_of_range_counts_are_named() {
+        let with = |top: &str| format!("{top}\n[hub]\n");
+        let parse = |top: &str| FileConfig::parse(&with(top)).expect("parses");
+        assert_eq!(parse("").worker_threads().expect("valid"), None);
+        assert_eq!(parse("threads = 1").worker_threads().expect("valid"), Some(1));
+        let most = format!("threads = {MAX_THREADS}");
+        assert_eq!(parse(&most).worker_threads().expect("valid"), Some(MAX_THREADS));
+        for bad in ["threads = 0", "threads = 1025"] {
+            let file = parse(bad);
+            let err = file.worker_threads().expect_err(bad).to_string();
+            assert!(err.contains(bad) && err.contains("1 to 1024"), "{err}");
+            // The core config is refused as well, whatever path loads the file.
+            let err = file.to_node_config(PeerId::from_u64(5), &fake_addr).expect_err(bad);
+            assert!(err.to_string().contains("threads"), "{err}");
+        }
+        let err = FileConfig::parse(&with("threads = -1")).expect_err("negative").to_string();
+        assert!(err.contains("threads"), "{err}");
     }
 }

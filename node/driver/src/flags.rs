@@ -42,6 +42,9 @@ pub struct CommonFlags {
     /// Let autonat probe private and loopback addresses (LANs, test networks) [key: autonat_private_ips].
     #[arg(long, value_name = "BOOL")]
     pub autonat_private_ips: Option<bool>,
+    /// Runtime worker threads, 1 to 1024 (default: one per CPU) [key: threads].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// Flags of `meshproxy hub`.
@@ -231,6 +234,9 @@ pub fn build(common: &CommonFlags, role: RoleFlags<'_>) -> Result<FileConfig, Co
     if common.autonat_private_ips.is_some() {
         file.autonat_private_ips = common.autonat_private_ips;
     }
+    if common.threads.is_some() {
+        file.threads = common.threads;
+    }
     replace(&mut file.listen, &common.listen);
     replace(&mut file.hubs, &hubs(&common.hubs)?);
     match role {
@@ -372,6 +378,16 @@ mod tests {
     fn node_config(file: &FileConfig) -> meshproxy_core::config::NodeConfig {
         file.to_node_config(Identity::from_secret([1; 32]).peer_id(), &crate::node::parse_addr)
             .expect("valid config")
+    }
+
+    #[test]
+    fn threads_flag_sets_the_key() {
+        let flags = HubFlags { keys: vec!["exit-1=secret".into()], ..HubFlags::default() };
+        let file = build(&CommonFlags::default(), RoleFlags::Hub(&flags)).unwrap();
+        assert_eq!(file.threads, None, "one per CPU unless asked");
+        let common = CommonFlags { threads: Some(1), ..CommonFlags::default() };
+        let file = build(&common, RoleFlags::Hub(&flags)).unwrap();
+        assert_eq!(file.worker_threads().expect("valid"), Some(1));
     }
 
     #[test]

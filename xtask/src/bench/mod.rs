@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// Measure only these parts (comma-separated) [default: all].
     #[arg(long, value_enum, value_delimiter = ',', value_name = "PART")]
     pub only: Vec<Part>,
+    /// Worker threads of every proxy process: `threads = N` in the nodes'
+    /// configs and `--worker-threads N` for shadowsocks-rust [default: one per CPU].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// A part of the bench `--only` can select.
@@ -81,6 +85,7 @@ impl BenchArgs {
             idle: None,
             serve_origin: false,
             only: Vec::new(),
+            threads: None,
         }
     }
 
@@ -187,7 +192,7 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
     let mut skipped = Vec::new();
     let mut failures = Vec::new();
     raise_fd_limit(plan.idle, &mut skipped);
-    let bin = procs::build(workspace)?;
+    let bin = Binaries { threads: args.threads, ..procs::build(workspace)? };
     let built = Instant::now();
     let ss = if args.quick {
         skipped.push(Skipped {
@@ -257,8 +262,10 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
     }
 
     let mode = if args.quick { "quick" } else { "full" };
+    let threads = args.threads.map_or("one per CPU".to_owned(), |n| n.to_string());
     println!(
-        "\nbench ({mode}, {} run{}, {:.0} s after a {:.0} s build; load average {}):\n{}",
+        "\nbench ({mode}, {} run{}, proxy worker threads: {threads}, {:.0} s after a {:.0} s build; \
+         load average {}):\n{}",
         plan.runs,
         if plan.runs == 1 { "" } else { "s" },
         built.elapsed().as_secs_f64(),
@@ -266,7 +273,9 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         report::render(&figures, &skipped)
     );
-    let json = report::to_json(mode, plan.runs, &figures, &skipped);
+    let mut json = report::to_json(mode, plan.runs, &figures, &skipped);
+    // Which runtime the proxies ran on (null: one worker per CPU).
+    json["threads"] = serde_json::json!(args.threads);
     let result = out_dir.join("result.json");
     let text = serde_json::to_string_pretty(&json).unwrap_or_default();
     std::fs::write(&result, text).map_err(|e| BenchError::Io(result.display().to_string(), e))?;
@@ -451,8 +460,8 @@ async fn network_figures(
     let quic = Mesh::start(bin, work, "quic", Transport::Quic, &allow, 1, false)?;
     let (ss, ss_plain) = match ss_tools {
         Some(tools) => (
-            Some(SsPair::start(tools, work, procs::SHADOWSOCKS_CIPHER)?),
-            Some(SsPair::start(tools, work, procs::SHADOWSOCKS_PLAIN)?),
+            Some(SsPair::start(tools, work, procs::SHADOWSOCKS_CIPHER, bin.threads)?),
+            Some(SsPair::start(tools, work, procs::SHADOWSOCKS_PLAIN, bin.threads)?),
         ),
         None => (None, None),
     };

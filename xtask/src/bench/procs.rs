@@ -44,6 +44,8 @@ pub struct Binaries {
     /// `examples/exit_leg`: a libp2p + `/meshproxy/proxy/1` load generator
     /// that talks to an exit directly (the exit leg alone).
     pub exit_leg: PathBuf,
+    /// Worker threads every node is started with (`threads`); none: one per CPU.
+    pub threads: Option<u16>,
 }
 
 /// Builds `meshproxy`, the heap probe and the exit-leg generator in release mode.
@@ -74,6 +76,7 @@ pub fn build(workspace: &Path) -> Result<Binaries, BenchError> {
         meshproxy: release.join("meshproxy"),
         heap_probe: release.join("examples").join("heap_probe"),
         exit_leg: release.join("examples").join("exit_leg"),
+        threads: None,
     })
 }
 
@@ -405,6 +408,11 @@ fn start_node(
     probe: bool,
 ) -> Result<Proc, BenchError> {
     let config = dir.join(format!("{name}.toml"));
+    // A top-level key, so it goes before the first table.
+    let toml = match bin.threads {
+        Some(n) => format!("threads = {n}\n{toml}"),
+        None => toml,
+    };
     std::fs::write(&config, toml).map_err(|e| BenchError::Io(config.display().to_string(), e))?;
     let config = config.display().to_string();
     let log = dir.join(format!("{name}.log"));
@@ -541,14 +549,24 @@ pub struct SsPair {
 
 impl SsPair {
     /// Starts ssserver and sslocal with `method` ([`SHADOWSOCKS_CIPHER`], or
-    /// [`SHADOWSOCKS_PLAIN`]) on free ports and waits until both accept.
-    pub fn start(tools: &Shadowsocks, dir: &Path, method: &str) -> Result<SsPair, BenchError> {
+    /// [`SHADOWSOCKS_PLAIN`]) and `threads` workers (none: one per CPU) on
+    /// free ports and waits until both accept.
+    pub fn start(
+        tools: &Shadowsocks,
+        dir: &Path,
+        method: &str,
+        threads: Option<u16>,
+    ) -> Result<SsPair, BenchError> {
         let server_addr = format!("127.0.0.1:{}", free_tcp_port()?);
         let local_addr = format!("127.0.0.1:{}", free_tcp_port()?);
         let password = "meshproxy-bench";
-        let common = ["-m", method, "-k", password];
+        let threads = threads.map(|n| n.to_string());
+        let mut common = vec!["-m", method, "-k", password];
+        if let Some(n) = &threads {
+            common.extend(["--worker-threads", n.as_str()]);
+        }
         let mut server_args = vec!["-s", server_addr.as_str()];
-        server_args.extend(common);
+        server_args.extend(&common);
         let server = Proc::spawn(
             "ssserver",
             &tools.ssserver,
