@@ -441,6 +441,8 @@ pub struct NetworkActor<F> {
     punch_asked: HashSet<libp2p::PeerId>,
     /// Where connected peers say they listen (identify), direct addresses only.
     identified: HashMap<libp2p::PeerId, Vec<Multiaddr>>,
+    /// Dials through a hub that wait for the hub's identify (see [`Self::dial_via`]).
+    parked_via: Vec<ParkedDial>,
     /// The addresses of the core's last direct `Dial` of each peer (how to reach a hub
     /// for a reservation or circuit before any connection to it exists).
     dial_addrs: HashMap<libp2p::PeerId, Vec<Multiaddr>>,
@@ -484,6 +486,18 @@ const MAX_PENDING_LIMITS: usize = 64;
 const MAX_ADDRS_PER_PEER: usize = 16;
 /// Most peers whose dial addresses are kept.
 const MAX_DIAL_ADDR_PEERS: usize = 4096;
+/// How long a dial through a hub waits for the hub's identify before it goes anyway.
+const IDENTIFY_WAIT: Duration = Duration::from_secs(2);
+/// Dials that may wait for identify at once; more go at once.
+const MAX_PARKED_DIALS: usize = 1024;
+
+/// A dial to `peer` through `hub`'s relay, held until `until` at the latest.
+#[derive(Debug, Clone, Copy)]
+struct ParkedDial {
+    peer: PeerId,
+    hub: libp2p::PeerId,
+    until: tokio::time::Instant,
+}
 
 impl<F> std::fmt::Debug for NetworkActor<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -565,6 +579,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             punching: HashSet::new(),
             punch_asked: HashSet::new(),
             identified: HashMap::new(),
+            parked_via: Vec::new(),
             dial_addrs: HashMap::new(),
             reservations: HashMap::new(),
             out_limits: HashMap::new(),
@@ -580,6 +595,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
 
     async fn run(mut self, mut commands: mpsc::Receiver<NetCommand>) {
         loop {
+            let unpark_at = self.next_unpark();
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command),
@@ -588,6 +604,15 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                 // `self.to_actor` keeps this channel open, so `None` never comes.
                 Some(event) = self.from_tasks.recv() => (self.events)(event),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                () = async {
+                    match unpark_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let now = tokio::time::Instant::now();
+                    self.unpark(|d| d.until <= now);
+                }
             }
         }
     }
@@ -689,10 +714,45 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
     }
 
     /// A new connection to `peer` through a circuit at `hub`'s relay, whatever else exists.
+    ///
+    /// While we are connected to the hub but its identify has not come yet, the dial waits
+    /// for it (at most [`IDENTIFY_WAIT`]). DCUtR's hole punch offers the peer the addresses
+    /// hubs saw us at, which identify brings: a circuit that came up before them made the
+    /// punch fail at once with `NoAddresses` (1 run in 10 of `tests/relay_client.rs`, which
+    /// dials through a hub right after connecting to it, as a freshly started client would).
     fn dial_via(&mut self, peer: PeerId, hub: PeerId) {
-        let target = from_core(&peer);
-        let relay = from_core(&hub);
-        let (Some(id), Some(hub_id), true) = (target, relay, self.relay_client_on()) else {
+        let (Some(_), Some(hub_id), true) =
+            (from_core(&peer), from_core(&hub), self.relay_client_on())
+        else {
+            (self.events)(NetEvent::DialFailed { peer });
+            return;
+        };
+        let unidentified =
+            self.by_peer.contains_key(&hub_id) && !self.identified.contains_key(&hub_id);
+        if unidentified && self.parked_via.len() < MAX_PARKED_DIALS {
+            let until = tokio::time::Instant::now() + IDENTIFY_WAIT;
+            self.parked_via.push(ParkedDial { peer, hub: hub_id, until });
+            return;
+        }
+        self.dial_via_now(peer, hub_id);
+    }
+
+    /// The earliest deadline of the parked dials.
+    fn next_unpark(&self) -> Option<tokio::time::Instant> {
+        self.parked_via.iter().map(|d| d.until).min()
+    }
+
+    /// Dials the parked dials `pick` selects.
+    fn unpark(&mut self, pick: impl Fn(&ParkedDial) -> bool) {
+        let (go, keep) = std::mem::take(&mut self.parked_via).into_iter().partition(pick);
+        self.parked_via = keep;
+        for d in go {
+            self.dial_via_now(d.peer, d.hub);
+        }
+    }
+
+    fn dial_via_now(&mut self, peer: PeerId, hub_id: libp2p::PeerId) {
+        let (Some(id), true) = (from_core(&peer), self.relay_client_on()) else {
             (self.events)(NetEvent::DialFailed { peer });
             return;
         };
@@ -945,6 +1005,8 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                 self.by_peer.remove(&info.peer);
                 self.identified.remove(&info.peer);
                 self.in_limits.remove(&info.peer);
+                // Nothing to wait for any more: the dial reconnects to the hub or fails.
+                self.unpark(|d| d.hub == info.peer);
             }
         }
         if info.path.is_relayed() {
@@ -1031,6 +1093,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                     .collect();
                 if self.by_peer.contains_key(&peer_id) {
                     self.identified.insert(peer_id, direct);
+                    self.unpark(|d| d.hub == peer_id);
                     // A `HolePunch` that came before identify could not dial yet.
                     if self.punch_asked.contains(&peer_id) && self.direct_conn(&peer_id).is_none() {
                         self.punch_dial(peer_id);
