@@ -130,8 +130,7 @@ pub struct FileConfig {
     /// Let autonat probe private and loopback addresses (LANs, test networks); default false.
     pub autonat_private_ips: Option<bool>,
     /// Worker threads of the node's runtime, 1 to [`MAX_THREADS`]; none means one per CPU.
-    /// Fewer cost less CPU per connection when the node shares a small machine with
-    /// other busy processes (README, Performance).
+    /// Bounds how many cores the node can keep busy on a machine it shares.
     pub threads: Option<usize>,
 }
 
