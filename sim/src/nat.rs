@@ -4,7 +4,7 @@
 //!
 //! The model (see `sim/README.md` or the `scenarios/README.md` NAT section):
 //! a node behind any NAT cannot be dialed directly (the dial fails after
-//! [`NAT_DIAL_TIMEOUT`], as a SYN into a NAT without a mapping goes
+//! `NAT_DIAL_TIMEOUT`, as a SYN into a NAT without a mapping goes
 //! unanswered); it can dial out to public nodes. Hubs are public and relay.
 
 use crate::scenario::NatType;

@@ -33,7 +33,7 @@ pub struct SimArgs {
     #[arg(long, short = 'j', value_name = "J")]
     pub jobs: Option<NonZeroUsize>,
 
-    /// Directory of scenario files [default: <workspace>/scenarios].
+    /// Directory of scenario files [default: the workspace's scenarios/].
     #[arg(long = "scenarios", value_name = "DIR")]
     pub scenarios_dir: Option<PathBuf>,
 

@@ -5,6 +5,10 @@
 //! equivalent file behave the same, and `--help` names the key each flag sets.
 //! A flag that is given replaces the file's value (lists included), so what
 //! the command line says always wins and nothing is silently merged.
+//!
+//! The flags' doc comments are their `--help` text, where brackets are literal
+//! (`[key: …]`, `[NET6]:PORTS`), not links.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::private_intra_doc_links)]
 
 use crate::config::{
     ClientFile, ConfigError, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile, KeyFile,

@@ -2,7 +2,7 @@
 //! runner's [`NetCommand`]s into swarm calls and swarm events into [`NetEvent`]s.
 //!
 //! Transports: TCP (Noise + Yamux) and QUIC, with DNS names in multiaddrs. Our two byte-stream
-//! protocols (`/meshproxy/proxy/1`, `/meshproxy/hub/1`) run over the small [`streams`]
+//! protocols (`/meshproxy/proxy/1`, `/meshproxy/hub/1`) run over the small `streams`
 //! behaviour below; identify and ping ride along so peers learn each other's protocols and
 //! addresses, and dead connections are closed.
 //!

@@ -2,7 +2,7 @@
 //! connects and name lookups, behind one port ([`Sockets`]).
 //!
 //! Production uses [`TokioSockets`] (the OS through Tokio, with
-//! [`TcpIo`](crate::tcp::TcpIo)'s reset-on-abort). The port exists so tests can
+//! [`TcpIo`]'s reset-on-abort). The port exists so tests can
 //! run whole nodes over a simulated network (turmoil) and drive the driver's
 //! own glue — listeners, splices, timers — deterministically.
 
