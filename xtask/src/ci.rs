@@ -38,9 +38,11 @@ pub enum CiError {
 const CI_FUZZ_SECONDS: u64 = 10;
 
 /// The external cargo steps, as argument lists.
-const CARGO_STEPS: [(&str, &[&str]); 3] = [
+const CARGO_STEPS: [(&str, &[&str]); 4] = [
     ("fmt", &["fmt", "--all", "--", "--check"]),
     ("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+    // With `RUSTDOCFLAGS=-D warnings` (set below for this step only): broken doc links fail.
+    ("doc", &["doc", "--workspace", "--no-deps"]),
     ("test", &["test", "--workspace"]),
 ];
 
@@ -52,9 +54,12 @@ pub fn run(workspace: &Path) -> Result<bool, CiError> {
     for (step, cargo_args) in CARGO_STEPS {
         let command = format!("cargo {}", cargo_args.join(" "));
         let ok = timed(step, &command, || {
-            let status = Command::new(&cargo)
-                .args(cargo_args)
-                .current_dir(workspace)
+            let mut command_line = Command::new(&cargo);
+            command_line.args(cargo_args).current_dir(workspace);
+            if step == "doc" {
+                command_line.env("RUSTDOCFLAGS", "-D warnings");
+            }
+            let status = command_line
                 .status()
                 .map_err(|source| CiError::Spawn { command: command.clone(), source })?;
             Ok(status.success())

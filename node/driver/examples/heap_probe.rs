@@ -49,7 +49,9 @@ fn main() -> ExitCode {
         let file = FileConfig::load(&path).map_err(|e| e.to_string())?;
         let identity =
             Identity::load_or_create(&file.identity_path()).map_err(|e| e.to_string())?;
-        let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
+        let threads = file.worker_threads().map_err(|e| e.to_string())?;
+        let runtime =
+            meshproxy::app::runtime(threads).map_err(|e| format!("tokio runtime: {e}"))?;
         runtime.block_on(async {
             let running = meshproxy::node::start(&file, &identity, rand::random::<u64>())
                 .await

@@ -130,7 +130,8 @@ pub struct FileConfig {
     /// Let autonat probe private and loopback addresses (LANs, test networks); default false.
     pub autonat_private_ips: Option<bool>,
     /// Worker threads of the node's runtime, 1 to [`MAX_THREADS`]; none means one per CPU.
-    /// Bounds how many cores the node can keep busy on a machine it shares.
+    /// Bounds how many cores the node keeps busy on a machine it shares (name lookups and
+    /// state-file writes run on tokio's blocking threads, outside the count).
     pub threads: Option<usize>,
 }
 

@@ -5,10 +5,6 @@
 //! equivalent file behave the same, and `--help` names the key each flag sets.
 //! A flag that is given replaces the file's value (lists included), so what
 //! the command line says always wins and nothing is silently merged.
-//!
-//! The flags' doc comments are their `--help` text, where brackets are literal
-//! (`[key: …]`, `[NET6]:PORTS`), not links.
-#![allow(rustdoc::broken_intra_doc_links, rustdoc::private_intra_doc_links)]
 
 use crate::config::{
     ClientFile, ConfigError, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile, KeyFile,
@@ -18,6 +14,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Flags every role command takes.
+// The fields' doc comments are their `--help` text: brackets there are literal.
+#[allow(rustdoc::private_intra_doc_links)]
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct CommonFlags {
     /// TOML config file to start from; flags given here replace its values.
@@ -66,6 +64,8 @@ pub struct HubFlags {
 }
 
 /// Flags of `meshproxy exit`.
+// The fields' doc comments are their `--help` text: brackets there are literal.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct ExitFlags {
     /// Admission at the hubs: ID=TOKEN [key: exit.credential]. Command lines are

@@ -36,7 +36,9 @@
 //! - `Reserve` is answered by `ReservationAccepted` (at once if one is held) or
 //!   `ReservationFailed`, later perhaps `ReservationLost`; `HolePunch` by a direct
 //!   `PeerConnected` or `HolePunchFailed`;
-//! - the actor sets no policy timers: deadlines belong to the core.
+//! - the actor sets no policy timers: deadlines belong to the core. One exception: a
+//!   `Dial { via }` may wait up to [`IDENTIFY_WAIT`] for the hub's identify (see
+//!   `NetworkActor::dial_via`), out of the core's dial deadline (10 s by default).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
@@ -442,7 +444,7 @@ pub struct NetworkActor<F> {
     /// Where connected peers say they listen (identify), direct addresses only.
     identified: HashMap<libp2p::PeerId, Vec<Multiaddr>>,
     /// Dials through a hub that wait for the hub's identify (see [`Self::dial_via`]).
-    parked_via: Vec<ParkedDial>,
+    parked_via: ParkedDials,
     /// The addresses of the core's last direct `Dial` of each peer (how to reach a hub
     /// for a reservation or circuit before any connection to it exists).
     dial_addrs: HashMap<libp2p::PeerId, Vec<Multiaddr>>,
@@ -487,16 +489,51 @@ const MAX_ADDRS_PER_PEER: usize = 16;
 /// Most peers whose dial addresses are kept.
 const MAX_DIAL_ADDR_PEERS: usize = 4096;
 /// How long a dial through a hub waits for the hub's identify before it goes anyway.
-const IDENTIFY_WAIT: Duration = Duration::from_secs(2);
+pub const IDENTIFY_WAIT: Duration = Duration::from_secs(2);
 /// Dials that may wait for identify at once; more go at once.
 const MAX_PARKED_DIALS: usize = 1024;
 
 /// A dial to `peer` through `hub`'s relay, held until `until` at the latest.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ParkedDial {
     peer: PeerId,
     hub: libp2p::PeerId,
     until: tokio::time::Instant,
+}
+
+/// Dials through hubs waiting for the hubs' identify, oldest first: every one waits the
+/// same [`IDENTIFY_WAIT`], so the first is also the first due.
+#[derive(Debug, Default)]
+struct ParkedDials(VecDeque<ParkedDial>);
+
+impl ParkedDials {
+    /// Holds a dial to `peer` through `hub` until `now + IDENTIFY_WAIT` at the latest;
+    /// `false` (hold nothing) when [`MAX_PARKED_DIALS`] already wait.
+    fn park(&mut self, peer: PeerId, hub: libp2p::PeerId, now: tokio::time::Instant) -> bool {
+        if self.0.len() >= MAX_PARKED_DIALS {
+            return false;
+        }
+        self.0.push_back(ParkedDial { peer, hub, until: now + IDENTIFY_WAIT });
+        true
+    }
+
+    /// When the first dial is due, if any waits.
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.0.front().map(|d| d.until)
+    }
+
+    /// Takes the dials due by `now`.
+    fn take_due(&mut self, now: tokio::time::Instant) -> Vec<ParkedDial> {
+        let due = self.0.iter().take_while(|d| d.until <= now).count();
+        self.0.drain(..due).collect()
+    }
+
+    /// Takes the dials waiting for `hub`, keeping the others in order.
+    fn take_hub(&mut self, hub: libp2p::PeerId) -> Vec<ParkedDial> {
+        let taken = self.0.iter().filter(|d| d.hub == hub).copied().collect();
+        self.0.retain(|d| d.hub != hub);
+        taken
+    }
 }
 
 impl<F> std::fmt::Debug for NetworkActor<F> {
@@ -579,7 +616,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             punching: HashSet::new(),
             punch_asked: HashSet::new(),
             identified: HashMap::new(),
-            parked_via: Vec::new(),
+            parked_via: ParkedDials::default(),
             dial_addrs: HashMap::new(),
             reservations: HashMap::new(),
             out_limits: HashMap::new(),
@@ -595,7 +632,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
 
     async fn run(mut self, mut commands: mpsc::Receiver<NetCommand>) {
         loop {
-            let unpark_at = self.next_unpark();
+            let unpark_at = self.parked_via.next_due();
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command),
@@ -610,8 +647,8 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                         None => std::future::pending().await,
                     }
                 } => {
-                    let now = tokio::time::Instant::now();
-                    self.unpark(|d| d.until <= now);
+                    let due = self.parked_via.take_due(tokio::time::Instant::now());
+                    self.dial_parked(due);
                 }
             }
         }
@@ -729,24 +766,15 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         };
         let unidentified =
             self.by_peer.contains_key(&hub_id) && !self.identified.contains_key(&hub_id);
-        if unidentified && self.parked_via.len() < MAX_PARKED_DIALS {
-            let until = tokio::time::Instant::now() + IDENTIFY_WAIT;
-            self.parked_via.push(ParkedDial { peer, hub: hub_id, until });
+        if unidentified && self.parked_via.park(peer, hub_id, tokio::time::Instant::now()) {
             return;
         }
         self.dial_via_now(peer, hub_id);
     }
 
-    /// The earliest deadline of the parked dials.
-    fn next_unpark(&self) -> Option<tokio::time::Instant> {
-        self.parked_via.iter().map(|d| d.until).min()
-    }
-
-    /// Dials the parked dials `pick` selects.
-    fn unpark(&mut self, pick: impl Fn(&ParkedDial) -> bool) {
-        let (go, keep) = std::mem::take(&mut self.parked_via).into_iter().partition(pick);
-        self.parked_via = keep;
-        for d in go {
+    /// Dials what waited for identify.
+    fn dial_parked(&mut self, dials: Vec<ParkedDial>) {
+        for d in dials {
             self.dial_via_now(d.peer, d.hub);
         }
     }
@@ -1006,7 +1034,8 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                 self.identified.remove(&info.peer);
                 self.in_limits.remove(&info.peer);
                 // Nothing to wait for any more: the dial reconnects to the hub or fails.
-                self.unpark(|d| d.hub == info.peer);
+                let waiting = self.parked_via.take_hub(info.peer);
+                self.dial_parked(waiting);
             }
         }
         if info.path.is_relayed() {
@@ -1093,12 +1122,23 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                     .collect();
                 if self.by_peer.contains_key(&peer_id) {
                     self.identified.insert(peer_id, direct);
-                    self.unpark(|d| d.hub == peer_id);
+                    // Identify emits the address it saw us at right after this event, and
+                    // DCUtR reads the addresses only once the circuit is up, a round trip on.
+                    let waiting = self.parked_via.take_hub(peer_id);
+                    self.dial_parked(waiting);
                     // A `HolePunch` that came before identify could not dial yet.
                     if self.punch_asked.contains(&peer_id) && self.direct_conn(&peer_id).is_none() {
                         self.punch_dial(peer_id);
                     }
                 }
+            }
+            // A hub whose identify failed will not bring addresses: its dials go now.
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Error {
+                peer_id,
+                ..
+            })) => {
+                let waiting = self.parked_via.take_hub(peer_id);
+                self.dial_parked(waiting);
             }
             // Incoming handshake failures, listener errors (the listener closes afterwards),
             // other identify reports, successful pings: nothing the core acts on.
@@ -1653,6 +1693,38 @@ mod streams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parked_dials_go_when_due_or_when_their_hub_is_done_and_stay_bounded() {
+        let hub = || identity::Keypair::generate_ed25519().public().to_peer_id();
+        let (h1, h2) = (hub(), hub());
+        let t0 = tokio::time::Instant::now();
+        let step = Duration::from_millis(500);
+        let mut parked = ParkedDials::default();
+        assert_eq!(parked.next_due(), None, "nothing waits: no timer");
+        assert!(parked.park(PeerId::from_u64(1), h1, t0));
+        assert!(parked.park(PeerId::from_u64(2), h2, t0 + step));
+        assert!(parked.park(PeerId::from_u64(3), h1, t0 + step * 2));
+        assert_eq!(parked.next_due(), Some(t0 + IDENTIFY_WAIT));
+        // Not due a moment before the wait ends; the first alone at its end.
+        assert!(parked.take_due(t0 + IDENTIFY_WAIT - step / 2).is_empty());
+        let due = parked.take_due(t0 + IDENTIFY_WAIT);
+        assert_eq!(due.iter().map(|d| d.peer).collect::<Vec<_>>(), [PeerId::from_u64(1)]);
+        assert_eq!(parked.next_due(), Some(t0 + step + IDENTIFY_WAIT));
+        // Hub 1's identify (or its end) lets its dial go; hub 2's stays, still timed.
+        let h1_dials = parked.take_hub(h1);
+        assert_eq!(h1_dials.iter().map(|d| d.peer).collect::<Vec<_>>(), [PeerId::from_u64(3)]);
+        assert!(parked.take_hub(h1).is_empty(), "each dial goes once");
+        assert_eq!(parked.next_due(), Some(t0 + step + IDENTIFY_WAIT));
+        assert_eq!(parked.take_due(t0 + step * 10).len(), 1);
+        assert_eq!(parked.next_due(), None);
+        // Bounded: beyond the cap a dial is not held (the caller dials at once).
+        for i in 0..MAX_PARKED_DIALS {
+            assert!(parked.park(PeerId::from_u64(i as u64), h2, t0), "{i}");
+        }
+        assert!(!parked.park(PeerId::from_u64(0), h2, t0));
+        assert_eq!(parked.take_hub(h2).len(), MAX_PARKED_DIALS);
+    }
 
     #[test]
     fn peer_ids_round_trip() {
