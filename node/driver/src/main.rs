@@ -101,8 +101,9 @@ const GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the node `file` describes until Ctrl-C or SIGTERM.
 fn run(file: FileConfig) -> Result<(), String> {
-    let identity = Identity::load_or_create(&file.identity_path()).map_err(|e| e.to_string())?;
+    // Checked before the identity file is created: a bad config leaves nothing behind.
     let threads = file.worker_threads().map_err(|e| e.to_string())?;
+    let identity = Identity::load_or_create(&file.identity_path()).map_err(|e| e.to_string())?;
     let runtime = meshproxy::app::runtime(threads).map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async {
         let seed = rand::random::<u64>();

@@ -87,6 +87,21 @@ fn a_role_command_names_the_flag_and_key_it_is_missing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn a_bad_thread_count_is_refused_before_anything_is_written() {
+    let dir = temp_dir("threads");
+    let key = dir.join("hub.key");
+    let key = key.to_str().unwrap();
+    for bad in ["0", "1025"] {
+        let out = meshproxy(&["hub", "--identity", key, "--key", "a=t", "--threads", bad]);
+        assert_eq!(out.status.code(), Some(1), "--threads {bad}");
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("threads = {bad}: must be 1 to 1024")), "{err}");
+        assert!(!dir.join("hub.key").exists(), "--threads {bad} created the identity file");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A `meshproxy` process that is killed if the test ends early.
 struct Proc {
     child: Child,
