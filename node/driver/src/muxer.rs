@@ -387,7 +387,7 @@ mod tests {
         .await;
         let headers = writes.lock().unwrap().iter().filter(|&&n| n == 12).count();
         assert!(headers >= 20, "{headers} frame headers written");
-        // Uncorked, yamux flushes after every frame.
+        // Without the cork yamux would have flushed after every frame.
         assert_eq!(flushes.load(Ordering::Relaxed), 1, "flushes for {headers} frames");
     }
 }

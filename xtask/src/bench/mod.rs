@@ -7,9 +7,10 @@
 //! this process. Figures: throughput (1 and 8 streams; direct loopback, the
 //! mesh over libp2p TCP and over QUIC, shadowsocks-rust with its
 //! ChaCha20-Poly1305 and with no cipher (the cost of the two-hop shape
-//! alone), the exit leg alone), connect latency (warm and cold, p50/p99; also with the app
-//! speaking first, which shadowsocks-rust needs), connects per second,
-//! memory per idle proxied connection (RSS, heap, fds), and simulator speed. Full mode takes the
+//! alone), the exit leg alone), connect latency (warm and cold, p50/p99;
+//! also with the app speaking first, which shadowsocks-rust needs),
+//! connects per second and CPU per connect, memory per idle proxied
+//! connection (RSS, heap, fds), and simulator speed. Full mode takes the
 //! median of alternating runs; `--quick` runs everything once at small sizes
 //! to prove the harness works (CI).
 //!
@@ -273,9 +274,7 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         report::render(&figures, &skipped)
     );
-    let mut json = report::to_json(mode, plan.runs, &figures, &skipped);
-    // Which runtime the proxies ran on (null: one worker per CPU).
-    json["threads"] = serde_json::json!(args.threads);
+    let json = report::to_json(mode, plan.runs, args.threads, &figures, &skipped);
     let result = out_dir.join("result.json");
     let text = serde_json::to_string_pretty(&json).unwrap_or_default();
     std::fs::write(&result, text).map_err(|e| BenchError::Io(result.display().to_string(), e))?;

@@ -138,7 +138,13 @@ pub fn render(figures: &[Figure], skipped: &[Skipped]) -> String {
 }
 
 /// The result file's JSON.
-pub fn to_json(mode: &str, runs: usize, figures: &[Figure], skipped: &[Skipped]) -> Value {
+pub fn to_json(
+    mode: &str,
+    runs: usize,
+    threads: Option<u16>,
+    figures: &[Figure],
+    skipped: &[Skipped],
+) -> Value {
     let figures: Vec<Value> = figures
         .iter()
         .map(|f| {
@@ -164,6 +170,8 @@ pub fn to_json(mode: &str, runs: usize, figures: &[Figure], skipped: &[Skipped])
     json!({
         "mode": mode,
         "runs": runs,
+        // The proxies' worker threads (`--threads`); null: one per CPU.
+        "threads": threads,
         "cores": std::thread::available_parallelism().map_or(1, usize::from),
         "load_average": std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_owned()),
         "figures": figures,
@@ -283,7 +291,9 @@ mod tests {
         let table = render(&figures, &skipped);
         assert!(table.contains("MISS"), "{table}");
         assert!(table.contains("skipped: shadowsocks: quick mode"), "{table}");
-        let json = to_json("quick", 1, &figures, &skipped);
+        let json = to_json("quick", 1, Some(1), &figures, &skipped);
+        assert_eq!(json["threads"], 1);
+        assert_eq!(to_json("quick", 1, None, &figures, &skipped)["threads"], Value::Null);
         assert_eq!(json["figures"][0]["value"], 2.0);
         assert_eq!(json["figures"][0]["pass"], false);
         assert_eq!(json["figures"][1]["value"], Value::Null);

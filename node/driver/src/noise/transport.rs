@@ -41,6 +41,12 @@ const WRITE_BUFFER: usize = ALIGN + LEN + MAX_MESSAGE;
 /// read can take in a full message while a partial one is still being
 /// completed.
 const READ_BUFFER: usize = ALIGN + 2 * (LEN + MAX_MESSAGE);
+/// Where in `buffer` a message's length prefix goes so that what follows it
+/// (plaintext to seal, or ciphertext to open) starts on an [`ALIGN`] boundary.
+fn prefix_at(buffer: &[u8]) -> usize {
+    buffer[LEN..].as_ptr().align_offset(ALIGN) % ALIGN
+}
+
 /// Released buffers each thread keeps for reuse, per kind.
 const POOLED: usize = 4;
 /// A partial message of at most this many bytes is moved out of the read
@@ -211,14 +217,14 @@ impl<T> NoiseStream<T> {
         if self.read.len() != READ_BUFFER {
             // No buffer yet, or a parked partial message: take a full one.
             let mut full = take(&READ_POOL, READ_BUFFER);
-            let front = full[LEN..].as_ptr().align_offset(ALIGN) % ALIGN;
+            let front = prefix_at(&full);
             let partial = self.filled - self.next;
             full[front..front + partial].copy_from_slice(&self.read[self.next..self.filled]);
             self.read = full;
             self.next = front;
             self.filled = front + partial;
         }
-        let front = self.read[LEN..].as_ptr().align_offset(ALIGN) % ALIGN;
+        let front = prefix_at(&self.read);
         if self.next == self.filled {
             self.next = front;
             self.filled = front;
@@ -345,7 +351,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for NoiseStream<T> {
         }
         if this.write.is_empty() {
             this.write = take(&WRITE_POOL, WRITE_BUFFER);
-            this.head = LEN + this.write[LEN..].as_ptr().align_offset(ALIGN) % ALIGN;
+            this.head = prefix_at(&this.write) + LEN;
             this.written = this.head;
         }
         let end = this.head + MAX_PLAINTEXT;
