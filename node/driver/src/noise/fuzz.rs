@@ -6,7 +6,7 @@
 use futures::io::Cursor;
 use futures::{AsyncReadExt, AsyncWriteExt};
 
-use super::NoiseStream;
+use super::{Aead, NoiseStream};
 
 const SEND_KEY: [u8; 32] = [0x11; 32];
 const RECEIVE_KEY: [u8; 32] = [0x22; 32];
@@ -26,8 +26,9 @@ fn take_u16(data: &mut &[u8]) -> usize {
 /// `data` is `[mode, write, read, cut: u16, flip_at: u16, flip_xor, plaintext…]`.
 /// Even modes send the plaintext in writes of `write + 1` bytes (each
 /// flushed: one message), then flip one byte of the wire and cut it short;
-/// odd modes take the rest of `data` as the wire itself. The receiver reads
-/// in pieces of `read + 1` bytes.
+/// odd modes take the rest of `data` as the wire itself. Mode bit 1 picks
+/// the AEAD (ChaCha20-Poly1305, or AES-256-GCM). The receiver reads in
+/// pieces of `read + 1` bytes.
 ///
 /// # Panics
 /// When the receiver hands out bytes the sender did not send, or loses
@@ -41,11 +42,12 @@ pub fn received(mut data: &[u8]) {
     let flip_at = take_u16(&mut data);
     let flip_xor = data.first().copied().unwrap_or(0);
     let plaintext = data.get(1..).unwrap_or_default();
+    let aead = if mode & 2 == 0 { Aead::ChaChaPoly } else { Aead::AesGcm };
 
     let (wire, sent) = if mode % 2 == 1 {
         (plaintext.to_vec(), &[][..])
     } else {
-        let mut wire = send(plaintext, write);
+        let mut wire = send(aead, plaintext, write);
         if let Some(b) = wire.get_mut(flip_at) {
             *b ^= flip_xor;
         }
@@ -53,22 +55,22 @@ pub fn received(mut data: &[u8]) {
         if cut > 0 && cut < wire.len() {
             wire.truncate(cut);
         } else if untouched {
-            let got = receive(wire, read);
+            let got = receive(aead, wire, read);
             assert!(got.as_deref() == Ok(plaintext), "an untouched wire lost bytes: {got:?}");
             return;
         }
         (wire, plaintext)
     };
-    let got = match receive(wire, read) {
+    let got = match receive(aead, wire, read) {
         Ok(got) | Err(got) => got,
     };
     assert!(sent.starts_with(&got), "handed out {} bytes that were not sent", got.len());
 }
 
-/// The wire for `plaintext` sent in flushed writes of `write` bytes.
-fn send(plaintext: &[u8], write: usize) -> Vec<u8> {
+/// The wire for `plaintext` sealed with `aead` and sent in flushed writes of `write` bytes.
+fn send(aead: Aead, plaintext: &[u8], write: usize) -> Vec<u8> {
     futures::executor::block_on(async {
-        let mut sender = NoiseStream::new(Cursor::new(Vec::new()), &SEND_KEY, &RECEIVE_KEY);
+        let mut sender = NoiseStream::new(Cursor::new(Vec::new()), aead, &SEND_KEY, &RECEIVE_KEY);
         for piece in plaintext.chunks(write) {
             sender.write_all(piece).await.expect("writing to memory");
             sender.flush().await.expect("writing to memory");
@@ -79,9 +81,9 @@ fn send(plaintext: &[u8], write: usize) -> Vec<u8> {
 
 /// What a receiver hands out from `wire` in reads of `read` bytes: `Ok` if
 /// it ended cleanly, `Err` with what came before the error otherwise.
-fn receive(wire: Vec<u8>, read: usize) -> Result<Vec<u8>, Vec<u8>> {
+fn receive(aead: Aead, wire: Vec<u8>, read: usize) -> Result<Vec<u8>, Vec<u8>> {
     futures::executor::block_on(async {
-        let mut receiver = NoiseStream::new(Cursor::new(wire), &RECEIVE_KEY, &SEND_KEY);
+        let mut receiver = NoiseStream::new(Cursor::new(wire), aead, &RECEIVE_KEY, &SEND_KEY);
         let mut got = Vec::new();
         let mut buf = vec![0; read];
         loop {

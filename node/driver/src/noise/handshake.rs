@@ -9,13 +9,22 @@
 //! ```
 //!
 //! The deadline for the whole handshake is the transport's connection timeout.
+//!
+//! Each identity payload may also list the AEADs its sender takes for
+//! transport messages, best first (field 1000, which libp2p-noise and the
+//! spec's other implementations skip as unknown). The transport uses the
+//! first of the initiator's that the responder lists too; if none (a peer
+//! that lists nothing), the spec's ChaCha20-Poly1305.
+//! The lists travel inside the handshake's encrypted, authenticated payloads
+//! (and its transcript hash), so unlike a multistream-select choice nobody on
+//! the path can strip them, and the choice costs no round trip.
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::identity::{self, PeerId};
 use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
 use zeroize::Zeroizing;
 
-use super::transport::{NoiseStream, LEN, MAX_MESSAGE};
+use super::transport::{Aead, NoiseStream, LEN, MAX_MESSAGE};
 use super::{NoiseError, PARAMS, STATIC_KEY_DOMAIN};
 
 /// The handshake payload of the libp2p Noise spec. The spec's `extensions`
@@ -30,6 +39,32 @@ pub(super) struct HandshakePayload {
     /// Noise key.
     #[prost(bytes = "vec", tag = "2")]
     pub(super) identity_sig: Vec<u8>,
+    /// The AEADs the sender takes for transport messages, best first, by
+    /// their Noise names (`AESGCM`, `ChaChaPoly`). A field number far from
+    /// the spec's (1, 2, 4; 3 retired).
+    #[prost(string, repeated, tag = "1000")]
+    pub(super) transport_aeads: Vec<String>,
+}
+
+/// Most AEAD names a payload may list that are looked at.
+const MAX_AEADS: usize = 8;
+
+/// The transport AEAD for an initiator listing `initiator` and a responder
+/// listing `responder`: the first of the initiator's the responder lists too,
+/// else ChaCha20-Poly1305. Unknown names are skipped.
+pub(super) fn agree(initiator: &[String], responder: &[String]) -> Aead {
+    let known = |list: &[String]| -> Vec<Aead> {
+        list.iter().take(MAX_AEADS).filter_map(|n| Aead::from_name(n)).collect()
+    };
+    let theirs = known(responder);
+    known(initiator).into_iter().find(|a| theirs.contains(a)).unwrap_or(Aead::ChaChaPoly)
+}
+
+/// Our identity payload, encoded once, and the AEADs it lists.
+#[derive(Clone)]
+pub(super) struct OurPayload {
+    pub(super) encoded: Vec<u8>,
+    pub(super) aeads: Vec<String>,
 }
 
 /// A snow builder for our parameters: ring for the cipher, hash and
@@ -44,7 +79,7 @@ pub(super) fn builder() -> Result<snow::Builder<'static>, NoiseError> {
 pub(super) async fn initiate<T>(
     mut io: T,
     static_private: &[u8],
-    payload: &[u8],
+    payload: &OurPayload,
 ) -> Result<(PeerId, NoiseStream<T>), NoiseError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -53,17 +88,19 @@ where
 
     send(&mut io, &mut state, &[]).await?;
     let received = receive(&mut io, &mut state).await?;
-    let remote = authenticate(&state, &received)?;
-    send(&mut io, &mut state, payload).await?;
+    let (remote, theirs) = authenticate(&state, &received)?;
+    send(&mut io, &mut state, &payload.encoded).await?;
 
-    Ok((remote, split(state, io)?))
+    let aead = agree(&payload.aeads, &theirs);
+    tracing::debug!(peer = %remote, aead = aead.name(), "noise: dialed; transport AEAD agreed");
+    Ok((remote, split(state, aead, io)?))
 }
 
 /// Runs the handshake as the listener.
 pub(super) async fn respond<T>(
     mut io: T,
     static_private: &[u8],
-    payload: &[u8],
+    payload: &OurPayload,
 ) -> Result<(PeerId, NoiseStream<T>), NoiseError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -73,11 +110,13 @@ where
     if !receive(&mut io, &mut state).await?.is_empty() {
         return Err(NoiseError::UnexpectedPayload);
     }
-    send(&mut io, &mut state, payload).await?;
+    send(&mut io, &mut state, &payload.encoded).await?;
     let received = receive(&mut io, &mut state).await?;
-    let remote = authenticate(&state, &received)?;
+    let (remote, theirs) = authenticate(&state, &received)?;
 
-    Ok((remote, split(state, io)?))
+    let aead = agree(&theirs, &payload.aeads);
+    tracing::debug!(peer = %remote, aead = aead.name(), "noise: accepted; transport AEAD agreed");
+    Ok((remote, split(state, aead, io)?))
 }
 
 /// Room in a handshake message besides the payload: two public keys, two
@@ -116,8 +155,11 @@ async fn receive<T: AsyncRead + Unpin>(
 }
 
 /// Checks that the remote's identity key signed the static key it used in
-/// the handshake, and names the peer.
-fn authenticate(state: &snow::HandshakeState, payload: &[u8]) -> Result<PeerId, NoiseError> {
+/// the handshake, and names the peer and the AEADs it listed.
+fn authenticate(
+    state: &snow::HandshakeState,
+    payload: &[u8],
+) -> Result<(PeerId, Vec<String>), NoiseError> {
     let payload: HandshakePayload = prost::Message::decode(payload)?;
     let identity = identity::PublicKey::try_decode_protobuf(&payload.identity_key)?;
     // XX sends the static key before the payload that carries the identity.
@@ -126,20 +168,24 @@ fn authenticate(state: &snow::HandshakeState, payload: &[u8]) -> Result<PeerId, 
     if !identity.verify(&signed, &payload.identity_sig) {
         return Err(NoiseError::BadSignature);
     }
-    Ok(identity.to_peer_id())
+    Ok((identity.to_peer_id(), payload.transport_aeads))
 }
 
-/// The transport keys of a finished handshake: the first for what the
-/// initiator sends, the second for what the responder sends.
-fn split<T>(mut state: snow::HandshakeState, io: T) -> Result<NoiseStream<T>, NoiseError> {
+/// The transport keys of a finished handshake, for `aead`: the first for
+/// what the initiator sends, the second for what the responder sends.
+fn split<T>(
+    mut state: snow::HandshakeState,
+    aead: Aead,
+    io: T,
+) -> Result<NoiseStream<T>, NoiseError> {
     if !state.is_handshake_finished() {
         return Err(snow::Error::State(snow::error::StateProblem::HandshakeNotFinished).into());
     }
     let (first, second) = state.dangerously_get_raw_split();
     let (first, second) = (Zeroizing::new(first), Zeroizing::new(second));
     Ok(if state.is_initiator() {
-        NoiseStream::new(io, &first, &second)
+        NoiseStream::new(io, aead, &first, &second)
     } else {
-        NoiseStream::new(io, &second, &first)
+        NoiseStream::new(io, aead, &second, &first)
     })
 }

@@ -74,15 +74,22 @@ async fn ours_to_ours_authenticates_both_sides_and_carries_data_intact() {
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
     let ours = |k: &Keypair| Noise::new(k).expect("noise");
     let (a, b) = connect(ours(&ka), &ka, ours(&kb), &kb).await;
+    assert_eq!(a.aead(), Aead::preferred()[0]);
+    assert_eq!(b.aead(), Aead::preferred()[0]);
     // Writes larger than one message, and small ones.
     exchange(a, b, &pattern(3 * MAX_PLAINTEXT + 77, 1), 100_000).await;
 }
 
+/// libp2p-noise skips our payload's AEAD list (an unknown field) and lists
+/// none, so the transport is the spec's ChaCha20-Poly1305 even when we
+/// offer AES-GCM first.
 #[tokio::test]
 async fn ours_dialing_libp2p_noise_interoperates() {
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
     let theirs = noise::Config::new(&kb).expect("libp2p-noise");
-    let (a, b) = connect(Noise::new(&ka).expect("noise"), &ka, theirs, &kb).await;
+    let ours = Noise::with_aeads(&ka, &[Aead::AesGcm, Aead::ChaChaPoly]).expect("noise");
+    let (a, b) = connect(ours, &ka, theirs, &kb).await;
+    assert_eq!(a.aead(), Aead::ChaChaPoly);
     exchange(a, b, &pattern(200_000, 2), 63_500).await;
 }
 
@@ -90,8 +97,62 @@ async fn ours_dialing_libp2p_noise_interoperates() {
 async fn libp2p_noise_dialing_ours_interoperates() {
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
     let theirs = noise::Config::new(&ka).expect("libp2p-noise");
-    let (a, b) = connect(theirs, &ka, Noise::new(&kb).expect("noise"), &kb).await;
+    let ours = Noise::with_aeads(&kb, &[Aead::AesGcm, Aead::ChaChaPoly]).expect("noise");
+    let (a, b) = connect(theirs, &ka, ours, &kb).await;
+    assert_eq!(b.aead(), Aead::ChaChaPoly);
     exchange(a, b, &pattern(200_000, 3), 1_000).await;
+}
+
+/// Two of ours agree on the initiator's first AEAD the responder also takes,
+/// whichever of them offers AES-GCM, and carry data under it.
+#[tokio::test]
+async fn ours_agree_on_the_transport_aead_from_both_offers() {
+    use Aead::{AesGcm, ChaChaPoly};
+    let cases: [(&[Aead], &[Aead], Aead); 6] = [
+        (&[AesGcm, ChaChaPoly], &[AesGcm, ChaChaPoly], AesGcm),
+        (&[AesGcm, ChaChaPoly], &[ChaChaPoly], ChaChaPoly),
+        (&[ChaChaPoly], &[AesGcm, ChaChaPoly], ChaChaPoly),
+        (&[AesGcm], &[ChaChaPoly, AesGcm], AesGcm),
+        (&[ChaChaPoly, AesGcm], &[AesGcm, ChaChaPoly], ChaChaPoly),
+        (&[], &[AesGcm], ChaChaPoly),
+    ];
+    for (dialer, listener, want) in cases {
+        let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let d = Noise::with_aeads(&ka, dialer).expect("noise");
+        let l = Noise::with_aeads(&kb, listener).expect("noise");
+        let (a, b) = connect(d, &ka, l, &kb).await;
+        assert_eq!((a.aead(), b.aead()), (want, want), "{dialer:?} dialing {listener:?}");
+        exchange(a, b, &pattern(2 * MAX_PLAINTEXT, 4), 50_000).await;
+    }
+}
+
+#[test]
+fn agreement_skips_unknown_names_and_looks_at_a_bounded_list() {
+    let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(handshake::agree(&names(&["AESGCM"]), &names(&["AESGCM"])), Aead::AesGcm);
+    let offered = names(&["Rot13", "BLAKE2s", "AESGCM"]);
+    assert_eq!(handshake::agree(&offered, &names(&["AESGCM"])), Aead::AesGcm);
+    assert_eq!(handshake::agree(&offered, &names(&["aesgcm"])), Aead::ChaChaPoly);
+    let mut long = names(&["junk"; 8]);
+    long.push("AESGCM".to_owned());
+    assert_eq!(handshake::agree(&long, &names(&["AESGCM"])), Aead::ChaChaPoly);
+    assert_eq!(handshake::agree(&names(&["AESGCM"]), &long), Aead::ChaChaPoly);
+}
+
+proptest::proptest! {
+    /// Whatever the lists, the choice is one both sides listed (by name), or
+    /// the spec's ChaCha20-Poly1305.
+    #[test]
+    fn the_agreed_aead_is_listed_by_both_or_the_default(
+        initiator in proptest::collection::vec("AESGCM|ChaChaPoly|[a-z]{0,4}", 0..12),
+        responder in proptest::collection::vec("AESGCM|ChaChaPoly|[a-z]{0,4}", 0..12),
+    ) {
+        let aead = handshake::agree(&initiator, &responder);
+        let listed = |l: &[String]| l.iter().any(|n| n == aead.name());
+        proptest::prop_assert!(
+            aead == Aead::ChaChaPoly || (listed(&initiator) && listed(&responder))
+        );
+    }
 }
 
 /// A responder presenting an identity that signed a different static key
