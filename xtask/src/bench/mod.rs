@@ -320,9 +320,9 @@ struct Routes {
     list: Vec<(&'static str, Route)>,
     tcp: Mesh,
     quic: Mesh,
-    ss: Option<SsPair>,
-    /// shadowsocks-rust with no cipher: the cost of the shape alone.
-    ss_plain: Option<SsPair>,
+    /// shadowsocks-rust by route name (`ss`, `ss_aes`, `ss_plain`; none
+    /// without shadowsocks).
+    ss: Vec<(&'static str, SsPair)>,
     /// The generator that talks to the TCP mesh's exit directly (throughput only).
     exit_leg: Option<ExitLeg>,
 }
@@ -333,11 +333,9 @@ impl Routes {
         match name {
             "tcp" => Some(self.tcp.data_path_cpu()),
             "quic" => Some(self.quic.data_path_cpu()),
-            "ss" => self.ss.as_ref().map(SsPair::data_path_cpu),
-            "ss_plain" => self.ss_plain.as_ref().map(SsPair::data_path_cpu),
             // The generator stands in for the client: only the exit is the proxy.
             "exit_leg" => self.tcp.exit.cpu_seconds(),
-            _ => None,
+            _ => self.ss.iter().find(|(n, _)| *n == name).map(|(_, s)| s.data_path_cpu()),
         }
     }
 
@@ -457,31 +455,31 @@ async fn network_figures(
     println!("bench: starting the TCP and QUIC meshes");
     let tcp = Mesh::start(bin, work, "tcp", Transport::Tcp, &allow, 1, false)?;
     let quic = Mesh::start(bin, work, "quic", Transport::Quic, &allow, 1, false)?;
-    let (ss, ss_plain) = match ss_tools {
-        Some(tools) => (
-            Some(SsPair::start(tools, work, procs::SHADOWSOCKS_CIPHER, bin.threads)?),
-            Some(SsPair::start(tools, work, procs::SHADOWSOCKS_PLAIN, bin.threads)?),
-        ),
-        None => (None, None),
-    };
+    let mut ss = Vec::new();
+    if let Some(tools) = ss_tools {
+        for (name, method) in [
+            ("ss", procs::SHADOWSOCKS_CIPHER),
+            ("ss_aes", procs::SHADOWSOCKS_AES),
+            // No cipher: what the shape alone costs.
+            ("ss_plain", procs::SHADOWSOCKS_PLAIN),
+        ] {
+            ss.push((name, SsPair::start(tools, work, method, bin.threads)?));
+        }
+    }
     let mut list = vec![("direct", Route::Direct)];
-    for (name, socks) in [
-        ("tcp", tcp.socks()),
-        ("quic", quic.socks()),
-        ("ss", ss.as_ref().map(|s| s.socks)),
-        ("ss_plain", ss_plain.as_ref().map(|s| s.socks)),
-    ] {
+    for (name, socks) in [("tcp", tcp.socks()), ("quic", quic.socks())] {
         if let Some(addr) = socks {
             list.push((name, Route::Socks(addr)));
         }
     }
+    list.extend(ss.iter().map(|(name, pair)| (*name, Route::Socks(pair.socks))));
     let exit_leg = if plan.wants(Part::Throughput) {
         println!("bench: starting the exit-leg generator against the TCP mesh's exit");
         Some(ExitLeg::start(bin, work, &tcp.exit_p2p, origin)?)
     } else {
         None
     };
-    let mut routes = Routes { list, tcp, quic, ss, ss_plain, exit_leg };
+    let mut routes = Routes { list, tcp, quic, ss, exit_leg };
     for (name, route) in &routes.list {
         load::wait_route(*route, origin, Duration::from_secs(30)).await.map_err(|e| {
             BenchError::Load(format!("route {name} never carried a connection: {e}"))
@@ -547,6 +545,8 @@ async fn network_figures(
         };
         for (a, b, target) in [
             ("tcp", "ss", Some(1.0)),
+            // Against shadowsocks with the AEAD our Noise agreed on here.
+            ("tcp", "ss_aes", Some(1.0)),
             ("tcp", "direct", Some(0.25)),
             ("quic", "tcp", Some(0.7)),
             ("exit_leg", "direct", None),
