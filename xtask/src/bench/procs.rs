@@ -20,6 +20,26 @@ pub const SHADOWSOCKS_CIPHER: &str = "chacha20-ietf-poly1305";
 /// The cipher meshproxy's Noise agrees on between two machines with AES
 /// instructions (like the bench's), so `tcp / ss_aes` compares like with like.
 pub const SHADOWSOCKS_AES: &str = "aes-256-gcm";
+
+/// Whether this CPU has the AES instructions for which meshproxy's nodes
+/// offer AES-256-GCM (the node's `Aead::preferred` makes the same check):
+/// without them the mesh runs ChaCha20-Poly1305, and `tcp / ss_aes` compares
+/// unlike ciphers.
+pub fn cpu_has_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
 /// shadowsocks-rust without a cipher: the same two hops, SOCKS5 and remote
 /// dial, so its throughput is what the shape itself costs on this machine.
 pub const SHADOWSOCKS_PLAIN: &str = "none";

@@ -13,11 +13,16 @@
 //! Each identity payload may also list the AEADs its sender takes for
 //! transport messages, best first (field 1000, which libp2p-noise and the
 //! spec's other implementations skip as unknown). The transport uses the
-//! first of the initiator's that the responder lists too; if none (a peer
-//! that lists nothing), the spec's ChaCha20-Poly1305.
+//! first of the initiator's that the responder lists too; if the two share
+//! none (or a side lists nothing), the spec's ChaCha20-Poly1305.
 //! The lists travel inside the handshake's encrypted, authenticated payloads
 //! (and its transcript hash), so unlike a multistream-select choice nobody on
-//! the path can strip them, and the choice costs no round trip.
+//! the path can change them, and the choice costs no round trip.
+//!
+//! The split's keys do not depend on the choice, so both ends must compute
+//! the same one: the rule in [`agree`], [`MAX_AEADS`] and the exact,
+//! case-sensitive names are part of the wire protocol. A peer that chose
+//! differently would fail at its first transport message.
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::identity::{self, PeerId};
@@ -39,32 +44,42 @@ pub(super) struct HandshakePayload {
     /// Noise key.
     #[prost(bytes = "vec", tag = "2")]
     pub(super) identity_sig: Vec<u8>,
-    /// The AEADs the sender takes for transport messages, best first, by
-    /// their Noise names (`AESGCM`, `ChaChaPoly`). A field number far from
-    /// the spec's (1, 2, 4; 3 retired).
-    #[prost(string, repeated, tag = "1000")]
-    pub(super) transport_aeads: Vec<String>,
+    /// The AEADs the sender takes for transport messages, best first: their
+    /// Noise names (`AESGCM`, `ChaChaPoly`) separated by commas. One string,
+    /// not a repeated field, so a hostile payload costs one allocation
+    /// bounded by the message, not one per entry. A field number far from the
+    /// spec's (1, 2, 4; 3 retired).
+    #[prost(string, tag = "1000")]
+    pub(super) transport_aeads: String,
 }
 
-/// Most AEAD names a payload may list that are looked at.
-const MAX_AEADS: usize = 8;
+/// Only the first this many names of a list count.
+pub(super) const MAX_AEADS: usize = 8;
+
+/// The AEADs a payload's list names, in its order: the first [`MAX_AEADS`]
+/// entries, unknown names skipped.
+pub(super) fn parse_aeads(list: &str) -> Vec<Aead> {
+    list.split(',').take(MAX_AEADS).filter_map(Aead::from_name).collect()
+}
+
+/// The list our payload carries for `aeads`.
+pub(super) fn list_aeads(aeads: &[Aead]) -> String {
+    aeads.iter().map(|a| a.name()).collect::<Vec<_>>().join(",")
+}
 
 /// The transport AEAD for an initiator listing `initiator` and a responder
-/// listing `responder`: the first of the initiator's the responder lists too,
-/// else ChaCha20-Poly1305. Unknown names are skipped.
-pub(super) fn agree(initiator: &[String], responder: &[String]) -> Aead {
-    let known = |list: &[String]| -> Vec<Aead> {
-        list.iter().take(MAX_AEADS).filter_map(|n| Aead::from_name(n)).collect()
-    };
-    let theirs = known(responder);
-    known(initiator).into_iter().find(|a| theirs.contains(a)).unwrap_or(Aead::ChaChaPoly)
+/// listing `responder` (each as [`parse_aeads`] read it): the first of the
+/// initiator's the responder lists too, else ChaCha20-Poly1305.
+pub(super) fn agree(initiator: &[Aead], responder: &[Aead]) -> Aead {
+    initiator.iter().copied().find(|a| responder.contains(a)).unwrap_or(Aead::ChaChaPoly)
 }
 
-/// Our identity payload, encoded once, and the AEADs it lists.
+/// Our identity payload, encoded once, and the AEADs it lists (as the
+/// remote will read them).
 #[derive(Clone)]
 pub(super) struct OurPayload {
     pub(super) encoded: Vec<u8>,
-    pub(super) aeads: Vec<String>,
+    pub(super) aeads: Vec<Aead>,
 }
 
 /// A snow builder for our parameters: ring for the cipher, hash and
@@ -159,7 +174,7 @@ async fn receive<T: AsyncRead + Unpin>(
 fn authenticate(
     state: &snow::HandshakeState,
     payload: &[u8],
-) -> Result<(PeerId, Vec<String>), NoiseError> {
+) -> Result<(PeerId, Vec<Aead>), NoiseError> {
     let payload: HandshakePayload = prost::Message::decode(payload)?;
     let identity = identity::PublicKey::try_decode_protobuf(&payload.identity_key)?;
     // XX sends the static key before the payload that carries the identity.
@@ -168,7 +183,7 @@ fn authenticate(
     if !identity.verify(&signed, &payload.identity_sig) {
         return Err(NoiseError::BadSignature);
     }
-    Ok((identity.to_peer_id(), payload.transport_aeads))
+    Ok((identity.to_peer_id(), parse_aeads(&payload.transport_aeads)))
 }
 
 /// The transport keys of a finished handshake, for `aead`: the first for

@@ -104,15 +104,18 @@ impl Noise {
 
     /// A fresh static Noise key signed by `identity`, offering `aeads` for
     /// transport messages, best first (an empty list or one the remote does
-    /// not share means ChaCha20-Poly1305).
+    /// not share means ChaCha20-Poly1305; the remote looks at the first
+    /// eight only).
     pub fn with_aeads(identity: &identity::Keypair, aeads: &[Aead]) -> Result<Noise, NoiseError> {
         let static_key = handshake::builder()?.generate_keypair()?;
         let signed = [STATIC_KEY_DOMAIN, &static_key.public].concat();
-        let aeads: Vec<String> = aeads.iter().map(|a| a.name().to_owned()).collect();
+        let listed = handshake::list_aeads(aeads);
+        // What we agree with is what the remote reads from our list.
+        let aeads = handshake::parse_aeads(&listed);
         let payload = HandshakePayload {
             identity_key: identity.public().encode_protobuf(),
             identity_sig: identity.sign(&signed)?,
-            transport_aeads: aeads.clone(),
+            transport_aeads: listed,
         };
         Ok(Noise {
             local: Arc::new(LocalKeys {

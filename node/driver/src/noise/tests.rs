@@ -108,13 +108,15 @@ async fn libp2p_noise_dialing_ours_interoperates() {
 #[tokio::test]
 async fn ours_agree_on_the_transport_aead_from_both_offers() {
     use Aead::{AesGcm, ChaChaPoly};
-    let cases: [(&[Aead], &[Aead], Aead); 6] = [
+    let cases: [(&[Aead], &[Aead], Aead); 8] = [
         (&[AesGcm, ChaChaPoly], &[AesGcm, ChaChaPoly], AesGcm),
         (&[AesGcm, ChaChaPoly], &[ChaChaPoly], ChaChaPoly),
         (&[ChaChaPoly], &[AesGcm, ChaChaPoly], ChaChaPoly),
         (&[AesGcm], &[ChaChaPoly, AesGcm], AesGcm),
         (&[ChaChaPoly, AesGcm], &[AesGcm, ChaChaPoly], ChaChaPoly),
         (&[], &[AesGcm], ChaChaPoly),
+        (&[], &[], ChaChaPoly),
+        (&[ChaChaPoly, ChaChaPoly, AesGcm], &[AesGcm, AesGcm], AesGcm),
     ];
     for (dialer, listener, want) in cases {
         let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
@@ -127,31 +129,43 @@ async fn ours_agree_on_the_transport_aead_from_both_offers() {
 }
 
 #[test]
-fn agreement_skips_unknown_names_and_looks_at_a_bounded_list() {
-    let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    assert_eq!(handshake::agree(&names(&["AESGCM"]), &names(&["AESGCM"])), Aead::AesGcm);
-    let offered = names(&["Rot13", "BLAKE2s", "AESGCM"]);
-    assert_eq!(handshake::agree(&offered, &names(&["AESGCM"])), Aead::AesGcm);
-    assert_eq!(handshake::agree(&offered, &names(&["aesgcm"])), Aead::ChaChaPoly);
-    let mut long = names(&["junk"; 8]);
-    long.push("AESGCM".to_owned());
-    assert_eq!(handshake::agree(&long, &names(&["AESGCM"])), Aead::ChaChaPoly);
-    assert_eq!(handshake::agree(&names(&["AESGCM"]), &long), Aead::ChaChaPoly);
+fn lists_skip_unknown_names_and_count_only_their_first_entries() {
+    use handshake::{agree, parse_aeads};
+    assert_eq!(parse_aeads("AESGCM,ChaChaPoly"), [Aead::AesGcm, Aead::ChaChaPoly]);
+    assert_eq!(parse_aeads("Rot13,,BLAKE2s,AESGCM"), [Aead::AesGcm]);
+    assert_eq!(parse_aeads("aesgcm, AESGCM"), [], "names are exact");
+    assert_eq!(parse_aeads(""), []);
+    let long = format!("{}AESGCM", "junk,".repeat(handshake::MAX_AEADS));
+    assert_eq!(parse_aeads(&long), [], "past the first entries nothing counts");
+    let aes = parse_aeads("AESGCM");
+    assert_eq!(agree(&aes, &aes), Aead::AesGcm);
+    assert_eq!(agree(&aes, &parse_aeads(&long)), Aead::ChaChaPoly);
+    assert_eq!(agree(&[], &[]), Aead::ChaChaPoly);
+    // What we offer is what the remote reads back.
+    let offer = [Aead::ChaChaPoly, Aead::AesGcm];
+    assert_eq!(parse_aeads(&handshake::list_aeads(&offer)), offer);
 }
 
 proptest::proptest! {
-    /// Whatever the lists, the choice is one both sides listed (by name), or
-    /// the spec's ChaCha20-Poly1305.
+    /// The choice is the first of the initiator's first entries (known
+    /// names only) that the responder's first entries name too, else the
+    /// spec's ChaCha20-Poly1305: a model written from the rule, by names.
     #[test]
-    fn the_agreed_aead_is_listed_by_both_or_the_default(
+    fn the_agreed_aead_is_the_initiators_first_shared_choice(
         initiator in proptest::collection::vec("AESGCM|ChaChaPoly|[a-z]{0,4}", 0..12),
         responder in proptest::collection::vec("AESGCM|ChaChaPoly|[a-z]{0,4}", 0..12),
     ) {
-        let aead = handshake::agree(&initiator, &responder);
-        let listed = |l: &[String]| l.iter().any(|n| n == aead.name());
-        proptest::prop_assert!(
-            aead == Aead::ChaChaPoly || (listed(&initiator) && listed(&responder))
-        );
+        let (i, r) = (initiator.join(","), responder.join(","));
+        let got = handshake::agree(&handshake::parse_aeads(&i), &handshake::parse_aeads(&r));
+        let counted = |l: &[String]| -> Vec<String> {
+            l.iter().take(handshake::MAX_AEADS).cloned().collect()
+        };
+        let (ci, cr) = (counted(&initiator), counted(&responder));
+        let want = ci
+            .iter()
+            .find(|n| (*n == "AESGCM" || *n == "ChaChaPoly") && cr.contains(n))
+            .map_or("ChaChaPoly", String::as_str);
+        proptest::prop_assert_eq!(got.name(), want);
     }
 }
 

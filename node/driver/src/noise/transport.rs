@@ -166,7 +166,7 @@ fn hardware_aes() -> bool {
 /// this many messages, as TLS 1.3 bounds AES-GCM records per key (RFC 8446
 /// §5.5): GCM's confidentiality margin shrinks with the square of the blocks
 /// sealed under one key. 2^20 messages of at most 64 KiB are 2^32 blocks,
-/// which keeps the margin near 2^-65. ChaCha20-Poly1305's margin does not
+/// which keeps the margin near 2^-65 per key. ChaCha20-Poly1305's margin does not
 /// need it, and libp2p's `/noise` has no rekey.
 pub const REKEY_EVERY: u64 = 1 << 20;
 
@@ -182,9 +182,10 @@ impl Cipher {
         Cipher { aead, key: aead.key(key), sent_or_received: 0 }
     }
 
-    /// The next message's nonce. Noise reserves 2^64 - 1, so a direction
-    /// ends before it (after 2^64 - 1 messages, which nobody reaches).
-    fn nonce(&mut self) -> io::Result<Nonce> {
+    /// The next message's nonce, taking a new key first when one is due.
+    /// Noise reserves 2^64 - 1, so a direction ends before it (after
+    /// 2^64 - 1 messages, which nobody reaches).
+    fn next_nonce(&mut self) -> io::Result<Nonce> {
         let n = self.sent_or_received;
         if n == u64::MAX {
             return Err(io::Error::other("noise: message counter exhausted"));
@@ -212,7 +213,7 @@ impl Cipher {
 
     /// Encrypts `plaintext` in place and returns its tag.
     fn seal(&mut self, plaintext: &mut [u8]) -> io::Result<[u8; TAG]> {
-        let nonce = self.nonce()?;
+        let nonce = self.next_nonce()?;
         let tag = self
             .key
             .seal_in_place_separate_tag(nonce, Aad::empty(), plaintext)
@@ -225,7 +226,7 @@ impl Cipher {
     /// Decrypts `message` (ciphertext and tag) in place and returns the
     /// plaintext's length.
     fn open(&mut self, message: &mut [u8]) -> io::Result<usize> {
-        let nonce = self.nonce()?;
+        let nonce = self.next_nonce()?;
         self.key.open_in_place(nonce, Aad::empty(), message).map(|p| p.len()).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidData, "noise: message failed authentication")
         })
@@ -592,8 +593,8 @@ mod tests {
     }
 
     /// Our AES-256-GCM messages against snow's, the Noise spec's reference
-    /// here: the same nonces (big-endian), both ways, and the same REKEY at
-    /// the same message.
+    /// here: the same nonces (big-endian) and the same REKEY at the same
+    /// message, each way.
     #[test]
     fn aes_gcm_messages_match_snow_both_ways_and_across_a_rekey() {
         use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
@@ -610,12 +611,15 @@ mod tests {
         let n = responder.write_message(&[], &mut m).expect("e, ee");
         initiator.read_message(&m[..n], &mut p).expect("e, ee");
         let (to_responder, to_initiator) = initiator.dangerously_get_raw_split();
-        let mut snow = responder.into_transport_mode().expect("transport");
+        // Stateless, so the test names each message's number.
+        let mut snow = responder.into_stateless_transport_mode().expect("transport");
+        let boundary = [REKEY_EVERY - 1, REKEY_EVERY, REKEY_EVERY + 1];
 
-        // Ours as the initiator, snow as the responder.
+        // Ours seals (as the initiator), snow opens.
         let mut ours =
             NoiseStream::new(Cursor::new(Vec::new()), Aead::AesGcm, &to_responder, &to_initiator);
-        let seal = |ours: &mut NoiseStream<Cursor<Vec<u8>>>, text: &[u8]| {
+        let mut seal = |n: u64, text: &[u8]| {
+            ours.sealer.sent_or_received = n;
             futures::executor::block_on(async {
                 ours.write_all(text).await.expect("write");
                 ours.flush().await.expect("flush");
@@ -625,54 +629,87 @@ mod tests {
             assert_eq!(usize::from(u16::from_be_bytes([wire[0], wire[1]])), wire.len() - LEN);
             wire[LEN..].to_vec()
         };
-        for text in [&b"zero"[..], b"one", b"two"] {
-            let n = snow.read_message(&seal(&mut ours, text), &mut p).expect("snow opens ours");
-            assert_eq!(&p[..n], text);
+        for n in [0, 1, 2] {
+            let got = snow.read_message(n, &seal(n, b"early"), &mut p).expect("snow opens ours");
+            assert_eq!(&p[..got], b"early");
         }
-        ours.sealer.sent_or_received = REKEY_EVERY - 1;
-        snow.set_receiving_nonce(REKEY_EVERY - 1);
-        let n = snow.read_message(&seal(&mut ours, b"old key"), &mut p).expect("last old");
-        assert_eq!(&p[..n], b"old key");
-        let rekeyed = seal(&mut ours, b"new key");
-        assert!(snow.read_message(&rekeyed, &mut p).is_err(), "sealed under the old key");
-        snow.set_receiving_nonce(REKEY_EVERY);
+        let old_key = seal(boundary[0], b"old key");
+        let got = snow.read_message(boundary[0], &old_key, &mut p).expect("last of the old key");
+        assert_eq!(&p[..got], b"old key");
+        // Ours took a new key before message REKEY_EVERY (it steps the
+        // counter itself from here); snow opens it only after its REKEY.
+        let new_key = seal(boundary[0] + 1, b"new key");
+        assert!(snow.read_message(boundary[1], &new_key, &mut p).is_err(), "still the old key");
         snow.rekey_incoming();
-        let n = snow.read_message(&rekeyed, &mut p).expect("snow opens after its REKEY");
-        assert_eq!(&p[..n], b"new key");
+        let got = snow.read_message(boundary[1], &new_key, &mut p).expect("after snow's REKEY");
+        assert_eq!(&p[..got], b"new key");
 
-        // Snow sending, ours opening.
-        let mut wire = Vec::new();
-        for text in [&b"alpha"[..], b"beta", b"gamma"] {
-            let n = snow.write_message(text, &mut m).expect("snow seals");
-            wire.extend_from_slice(&u16::try_from(n).expect("len").to_be_bytes());
-            wire.extend_from_slice(&m[..n]);
+        // Snow seals, ours opens: early messages, then across snow's REKEY.
+        /// Appends snow's message number `n` carrying `text` to `wire`.
+        fn sealed(
+            snow: &mut snow::StatelessTransportState,
+            n: u64,
+            text: &[u8],
+            wire: &mut Vec<u8>,
+        ) {
+            let mut m = [0; 1024];
+            let len = snow.write_message(n, text, &mut m).expect("snow seals");
+            wire.extend_from_slice(&u16::try_from(len).expect("len").to_be_bytes());
+            wire.extend_from_slice(&m[..len]);
         }
-        let mut ours =
+        let mut wire = Vec::new();
+        for (n, text) in [(0, &b"alpha"[..]), (1, b"beta"), (2, b"gamma")] {
+            sealed(&mut snow, n, text, &mut wire);
+        }
+        let mut opener =
             NoiseStream::new(Cursor::new(wire), Aead::AesGcm, &to_responder, &to_initiator);
         let mut got = Vec::new();
-        futures::executor::block_on(ours.read_to_end(&mut got)).expect("ours opens snow's");
+        futures::executor::block_on(opener.read_to_end(&mut got)).expect("ours opens snow's");
         assert_eq!(got, b"alphabetagamma");
+
+        let mut wire = Vec::new();
+        sealed(&mut snow, boundary[0], b"last old,", &mut wire);
+        snow.rekey_outgoing();
+        sealed(&mut snow, boundary[1], b" first new,", &mut wire);
+        sealed(&mut snow, boundary[2], b" second new", &mut wire);
+        let mut opener =
+            NoiseStream::new(Cursor::new(wire), Aead::AesGcm, &to_responder, &to_initiator);
+        opener.opener.sent_or_received = boundary[0];
+        let mut got = Vec::new();
+        futures::executor::block_on(opener.read_to_end(&mut got)).expect("across snow's REKEY");
+        assert_eq!(got, b"last old, first new, second new");
     }
 
     /// Both ends take AES-GCM's new key at the same message, so messages on
-    /// either side of the boundary open (that the key does change, as the
-    /// Noise spec's REKEY, is checked against snow in `noise::tests`).
+    /// either side of the boundary open, and the messages after it are not
+    /// sealed under the old key (the new key is the Noise spec's REKEY: the
+    /// snow test above).
     #[test]
     fn aes_gcm_rekeys_every_so_many_messages_on_both_ends() {
-        futures::executor::block_on(async {
+        let texts = [&b"two before"[..], b"last of the old key", b"first of the new", b"next"];
+        let bytes = futures::executor::block_on(async {
             let mut sender =
                 NoiseStream::new(Cursor::new(Vec::new()), Aead::AesGcm, &KEY_A, &KEY_B);
             sender.sealer.sent_or_received = REKEY_EVERY - 2;
-            for m in [&b"two before"[..], b"last of the old key", b"first of the new", b"next"] {
+            for m in texts {
                 sender.write_all(m).await.expect("write");
                 sender.flush().await.expect("flush");
             }
-            let bytes = sender.io.into_inner();
+            sender.io.into_inner()
+        });
+        // The third message, opened as if under the old key, fails.
+        let third = 2 * LEN + texts[0].len() + texts[1].len() + 2 * TAG;
+        let mut message = bytes[third + LEN..third + LEN + texts[2].len() + TAG].to_vec();
+        let old = Aead::AesGcm.key(&KEY_A);
+        let opened = old.open_in_place(Aead::AesGcm.nonce(REKEY_EVERY), Aad::empty(), &mut message);
+        assert!(opened.is_err(), "message REKEY_EVERY was sealed under the old key");
+
+        futures::executor::block_on(async {
             let mut receiver = NoiseStream::new(Cursor::new(bytes), Aead::AesGcm, &KEY_B, &KEY_A);
             receiver.opener.sent_or_received = REKEY_EVERY - 2;
             let mut got = Vec::new();
             receiver.read_to_end(&mut got).await.expect("in step");
-            assert_eq!(got, b"two beforelast of the old keyfirst of the newnext");
+            assert_eq!(got, texts.concat());
         });
     }
 
