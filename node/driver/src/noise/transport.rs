@@ -166,8 +166,8 @@ fn hardware_aes() -> bool {
 /// this many messages, as TLS 1.3 bounds AES-GCM records per key (RFC 8446
 /// §5.5): GCM's confidentiality margin shrinks with the square of the blocks
 /// sealed under one key. 2^20 messages of at most 64 KiB are 2^32 blocks,
-/// which keeps the margin near 2^-65 per key. ChaCha20-Poly1305's margin does not
-/// need it, and libp2p's `/noise` has no rekey.
+/// which keeps the margin near 2^-65 per key. ChaCha20-Poly1305's margin
+/// does not need it, and libp2p's `/noise` has no rekey.
 pub const REKEY_EVERY: u64 = 1 << 20;
 
 /// One direction's key and message counter.
