@@ -37,13 +37,29 @@ pub enum CiError {
 /// Seconds each fuzz target runs in CI (then its corpus replays).
 const CI_FUZZ_SECONDS: u64 = 10;
 
-/// The external cargo steps, as argument lists.
-const CARGO_STEPS: [(&str, &[&str]); 4] = [
-    ("fmt", &["fmt", "--all", "--", "--check"]),
-    ("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
-    // With `RUSTDOCFLAGS=-D warnings` (set below for this step only): broken doc links fail.
-    ("doc", &["doc", "--workspace", "--no-deps"]),
-    ("test", &["test", "--workspace"]),
+/// One external cargo step.
+struct CargoStep {
+    name: &'static str,
+    args: &'static [&'static str],
+    /// Environment the step runs with, besides ours.
+    env: &'static [(&'static str, &'static str)],
+}
+
+/// The external cargo steps.
+const CARGO_STEPS: [CargoStep; 4] = [
+    CargoStep { name: "fmt", args: &["fmt", "--all", "--", "--check"], env: &[] },
+    CargoStep {
+        name: "clippy",
+        args: &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        env: &[],
+    },
+    // Warnings (broken doc links, say) fail the step.
+    CargoStep {
+        name: "doc",
+        args: &["doc", "--workspace", "--no-deps"],
+        env: &[("RUSTDOCFLAGS", "-D warnings")],
+    },
+    CargoStep { name: "test", args: &["test", "--workspace"], env: &[] },
 ];
 
 /// Runs every step; `Ok(false)` when one fails (the rest are skipped).
@@ -51,15 +67,14 @@ pub fn run(workspace: &Path) -> Result<bool, CiError> {
     let started = Instant::now();
     // The cargo that launched xtask, so CI uses one toolchain throughout.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    for (step, cargo_args) in CARGO_STEPS {
-        let command = format!("cargo {}", cargo_args.join(" "));
+    for CargoStep { name: step, args: cargo_args, env } in CARGO_STEPS {
+        let vars: String = env.iter().map(|(k, v)| format!("{k}='{v}' ")).collect();
+        let command = format!("{vars}cargo {}", cargo_args.join(" "));
         let ok = timed(step, &command, || {
-            let mut command_line = Command::new(&cargo);
-            command_line.args(cargo_args).current_dir(workspace);
-            if step == "doc" {
-                command_line.env("RUSTDOCFLAGS", "-D warnings");
-            }
-            let status = command_line
+            let status = Command::new(&cargo)
+                .args(cargo_args)
+                .envs(env.iter().copied())
+                .current_dir(workspace)
                 .status()
                 .map_err(|source| CiError::Spawn { command: command.clone(), source })?;
             Ok(status.success())

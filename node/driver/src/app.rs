@@ -283,8 +283,10 @@ mod tests {
             let runtime = super::runtime(Some(n)).expect("runtime");
             assert_eq!(runtime.metrics().num_workers(), n);
         }
-        // One per CPU (or what TOKIO_WORKER_THREADS says, tokio's own override).
+        // One per CPU, unless TOKIO_WORKER_THREADS (tokio's own override) says otherwise.
         let default = super::runtime(None).expect("runtime");
-        assert!(default.metrics().num_workers() >= 1);
+        let from_env = std::env::var("TOKIO_WORKER_THREADS").ok().and_then(|v| v.parse().ok());
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(default.metrics().num_workers(), from_env.unwrap_or(cpus));
     }
 }

@@ -5,9 +5,9 @@
 //! libp2p load generator for the exit alone), starts hubs, exits and clients
 //! as processes, and drives them from a tokio load generator and origins in
 //! this process. Figures: throughput (1 and 8 streams; direct loopback, the
-//! mesh over libp2p TCP and over QUIC, shadowsocks-rust with its
-//! ChaCha20-Poly1305 and with no cipher (the cost of the two-hop shape
-//! alone), the exit leg alone), connect latency (warm and cold, p50/p99;
+//! mesh over libp2p TCP and over QUIC, shadowsocks-rust with
+//! ChaCha20-Poly1305, with AES-256-GCM and with no cipher (the cost of the
+//! two-hop shape alone), the exit leg alone), connect latency (warm and cold, p50/p99;
 //! also with the app speaking first, which shadowsocks-rust needs),
 //! connects per second and CPU per connect, memory per idle proxied
 //! connection (RSS, heap, fds), and simulator speed. Full mode takes the

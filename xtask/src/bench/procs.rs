@@ -20,6 +20,9 @@ pub const SHADOWSOCKS_CIPHER: &str = "chacha20-ietf-poly1305";
 /// The cipher meshproxy's Noise agrees on between two machines with AES
 /// instructions (like the bench's), so `tcp / ss_aes` compares like with like.
 pub const SHADOWSOCKS_AES: &str = "aes-256-gcm";
+/// shadowsocks-rust without a cipher: the same two hops, SOCKS5 and remote
+/// dial, so its throughput is what the shape itself costs on this machine.
+pub const SHADOWSOCKS_PLAIN: &str = "none";
 
 /// Whether this CPU has the AES instructions for which meshproxy's nodes
 /// offer AES-256-GCM (the node's `Aead::preferred` makes the same check):
@@ -40,9 +43,6 @@ pub fn cpu_has_aes() -> bool {
         false
     }
 }
-/// shadowsocks-rust without a cipher: the same two hops, SOCKS5 and remote
-/// dial, so its throughput is what the shape itself costs on this machine.
-pub const SHADOWSOCKS_PLAIN: &str = "none";
 
 /// The cargo that launched xtask, so the bench builds with the same toolchain.
 fn cargo() -> std::ffi::OsString {
@@ -572,8 +572,8 @@ pub struct SsPair {
 
 impl SsPair {
     /// Starts ssserver and sslocal with `method` ([`SHADOWSOCKS_CIPHER`],
-    /// [`SHADOWSOCKS_AES`] or [`SHADOWSOCKS_PLAIN`]) and `threads` workers (none: one per CPU) on
-    /// free ports and waits until both accept.
+    /// [`SHADOWSOCKS_AES`] or [`SHADOWSOCKS_PLAIN`]) and `threads` workers
+    /// (none: one per CPU) on free ports and waits until both accept.
     pub fn start(
         tools: &Shadowsocks,
         dir: &Path,
