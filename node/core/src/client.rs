@@ -26,6 +26,7 @@ use crate::socks::{self, SocksAction, SocksHandshake, UserParams};
 use crate::target::{Status, TargetAddr};
 use crate::time::Instant;
 use crate::wire::frame::Decoded;
+use crate::ticket::TicketWallet;
 use crate::wire::proxy::{self, ConnectRequest, PROXY_VERSION};
 use bytes::Bytes;
 use core::time::Duration;
@@ -41,7 +42,9 @@ const MIN_REFRESH: Duration = Duration::from_secs(1);
 const NO_EXIT_WAIT: Duration = Duration::from_secs(5);
 /// The shortest wait before a session re-evaluates its choice.
 const MIN_WAIT: Duration = Duration::from_millis(50);
-/// Latency assumed for an exit never measured, so new exits get tried.
+/// Latency assumed for an exit never measured while no exit is measured
+/// either; once some are, an unmeasured exit counts as their average, so a
+/// newcomer (or a hostile exit) is tried but not preferred.
 const UNMEASURED_LATENCY: Duration = Duration::from_millis(50);
 /// After a direct dial to an exit failed, its relays are used for this long
 /// before a direct dial is tried again.
@@ -128,6 +131,8 @@ struct KnownExit {
     relays: BTreeSet<PeerId>,
     /// When a direct dial to the exit last failed.
     direct_failed: Option<Instant>,
+    /// Hubs that listed it (their tickets are the ones it most likely takes).
+    listed_by: BTreeSet<PeerId>,
 }
 
 /// Why no attempt starts right now.
@@ -165,6 +170,8 @@ pub(crate) struct ClientRole {
     /// known: its record may be stale (it moved behind a relay), so the list
     /// is fetched again soon rather than at the next periodic refresh.
     stale: bool,
+    /// Tickets from the hubs, presented to exits.
+    wallet: TicketWallet,
 }
 
 fn count_up<K: Ord>(counts: &mut BTreeMap<K, usize>, key: K) {
@@ -204,6 +211,7 @@ impl ClientRole {
             per_listener: BTreeMap::new(),
             per_source: BTreeMap::new(),
             stale: false,
+            wallet: TicketWallet::default(),
         }
     }
 
@@ -404,6 +412,7 @@ impl ClientRole {
                     (FailReason::NoExit, _) | (FailReason::StickyUnavailable, 0) => {
                         Status::NetworkUnreachable
                     }
+                    (FailReason::NotAdmitted, _) => Status::NotAllowed,
                     _ => last_status,
                 };
                 self.fail(ctx, app, reason, status);
@@ -498,6 +507,17 @@ impl ClientRole {
         let Some(req) = &s.req else { return Pick::Fail(FailReason::Handshake) };
         let fallback = s.settings.fallback;
         let listing_known = self.refreshed.is_some();
+        // No exit serves a client without a ticket: wait a little for one
+        // (admission may be under way) before giving up.
+        if !self.wallet.any_usable(now) {
+            let waited =
+                s.waiting_since.map_or(Duration::ZERO, |w| now.saturating_duration_since(w));
+            if waited < NO_EXIT_WAIT {
+                return Pick::Wait(s.waiting_since.unwrap_or(now) + NO_EXIT_WAIT);
+            }
+            return Pick::Fail(FailReason::NotAdmitted);
+        }
+
         if let Some(key) = &req.sticky {
             if let Some(pinned) = self.sticky.get(key, now) {
                 let usable = self.exits.get_mut(&pinned).is_some_and(|e| {
@@ -520,6 +540,7 @@ impl ClientRole {
         let mut candidates = Vec::new();
         let mut next_retry = None::<Instant>;
         let relayed = s.settings.relayed;
+        let unmeasured = average_latency(self.exits.values()).unwrap_or(UNMEASURED_LATENCY);
         for (peer, e) in &self.exits {
             if s.tried.contains(peer) || !req.filter.matches(&e.record.attrs) {
                 continue;
@@ -543,7 +564,7 @@ impl ClientRole {
                 next_retry = Some(next_retry.map_or(at, |n| n.min(at)));
                 continue;
             }
-            let latency = e.latency.get().unwrap_or(UNMEASURED_LATENCY);
+            let latency = e.latency.get().unwrap_or(unmeasured);
             let score = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
             candidates.push((*peer, score.saturating_mul(u64::from(e.active) + 1)));
         }
@@ -657,10 +678,13 @@ impl ClientRole {
         }
         let Some(req) = &s.req else { return };
         let mut buf = Vec::new();
+        let prefer = self.exits.get(&exit).map(|e| &e.listed_by);
+        let ticket = self.wallet.pick(now, prefer.unwrap_or(&BTreeSet::new())).unwrap_or_default();
         let request = ConnectRequest {
             version: PROXY_VERSION,
             target: req.target.clone(),
             session: req.session,
+            ticket,
         };
         proxy::encode_request(&request, &mut buf);
         ctx.emit(Output::Transmit { stream, data: Bytes::from(buf) });
@@ -986,7 +1010,9 @@ impl ClientRole {
                 active: 0,
                 relays: BTreeSet::new(),
                 direct_failed: None,
+                listed_by: BTreeSet::new(),
             });
+            e.listed_by.insert(hub);
             // Each hub speaks only for its own relay: another hub's answer
             // neither adds nor removes it.
             if record.relays.contains(&hub) {
@@ -1011,6 +1037,23 @@ impl ClientRole {
         let stale = self.config.selection.refresh * 3;
         self.exits.retain(|_, e| e.active > 0 || now.saturating_duration_since(e.seen) < stale);
         self.wake_waiting(ctx, now, t);
+    }
+
+    /// A hub handed us a ticket: keep it, and wake sessions that waited for one.
+    pub(crate) fn on_ticket(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        t: &Timeouts,
+        hub: PeerId,
+        ticket: Bytes,
+        until: Instant,
+    ) {
+        let had = self.wallet.any_usable(now);
+        self.wallet.hold(hub, ticket, until);
+        if !had {
+            self.wake_waiting(ctx, now, t);
+        }
     }
 
     /// A hub request was lost with its link.
@@ -1166,6 +1209,14 @@ fn app_request(
 }
 
 /// A stable 64-bit hash (FNV-1a), so a session id means the same on every run.
+/// The mean of the exits' measured latencies, if any is measured.
+fn average_latency<'a>(exits: impl Iterator<Item = &'a KnownExit>) -> Option<Duration> {
+    let (sum, n) = exits
+        .filter_map(|e| e.latency.get())
+        .fold((Duration::ZERO, 0u32), |(sum, n), l| (sum.saturating_add(l), n + 1));
+    (n > 0).then(|| sum / n)
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes
         .iter()

@@ -2,6 +2,7 @@
 //! The driver builds this from its CLI/TOML; the simulator from a scenario.
 
 use crate::admission::{AdmissionKey, Credential};
+use crate::ticket::TicketSigner;
 use crate::directory::DirectoryConfig;
 use crate::http_connect::HttpAuthPolicy;
 use crate::ids::PeerId;
@@ -33,6 +34,14 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Relay reservations, hole punching and circuit caps.
     pub relay: RelayConfig,
+    /// Unix time at the node's [`Instant::ZERO`](crate::time::Instant::ZERO):
+    /// tickets expire by the wall clock, which hubs and exits share (within
+    /// [`CLOCK_SKEW`](crate::ticket::CLOCK_SKEW)); the core reads no clock.
+    pub wall_clock: Duration,
+    /// 32 bytes of OS randomness for secrets the node hands strangers (hub
+    /// challenge nonces). `None` draws them from the seed, which is right for
+    /// the simulator only: a 64-bit seed is not a secret's worth of entropy.
+    pub entropy: Option<[u8; 32]>,
 }
 
 /// Whether an exit holds relay reservations at its hubs.
@@ -80,6 +89,10 @@ pub struct HubContact {
     pub peer: PeerId,
     /// Where to dial it.
     pub addrs: Vec<PeerAddr>,
+    /// The Ed25519 key the hub signs tickets with (for an exit, to check the
+    /// tickets its clients present); `None` if the hub has none we know of.
+    /// The driver takes it from the hub's peer id.
+    pub ticket_key: Option<[u8; 32]>,
 }
 
 /// Deadlines. Every read from a peer or app has one (DESIGN §6).
@@ -99,6 +112,9 @@ pub struct Timeouts {
     pub dial: Duration,
     /// A hub request (auth, register, heartbeat, find) is abandoned after this.
     pub hub_request: Duration,
+    /// (Hubs) a peer must answer the challenge within this; honest peers do
+    /// in one round trip, and an unadmitted stream is a stranger's.
+    pub auth: Duration,
     /// A splice with no traffic either way is reset after this.
     pub idle: Duration,
 }
@@ -113,6 +129,7 @@ impl Default for Timeouts {
             origin_connect: Duration::from_secs(10),
             dial: Duration::from_secs(10),
             hub_request: Duration::from_secs(10),
+            auth: Duration::from_secs(3),
             idle: Duration::from_secs(300),
         }
     }
@@ -129,6 +146,13 @@ pub struct Limits {
     pub max_sessions_per_peer: usize,
     /// Hub streams (authenticated or not) at once.
     pub max_hub_streams: usize,
+    /// (Hubs) hub streams one peer may hold at once, admitted or not (an
+    /// honest node holds one per hub).
+    pub max_hub_streams_per_peer: usize,
+    /// (Hubs) unadmitted hub streams at once, all peers together. When full,
+    /// a new stream displaces the oldest unadmitted one, so a flood must
+    /// outpace honest peers' one round trip rather than merely fill a table.
+    pub max_preauth_hub_streams: usize,
     /// Client sessions one listener may hold at once.
     pub max_sessions_per_listener: usize,
     /// Client sessions one app source address may hold at once (across
@@ -136,8 +160,9 @@ pub struct Limits {
     pub max_sessions_per_source: usize,
     /// Dials to exits under way at once; sessions beyond it fail as overloaded.
     pub max_pending_dials: usize,
-    /// (Hubs) directory entries registered under one admission key, so one
-    /// leaked token cannot fill the directory.
+    /// (Hubs) directory entries registered under one admission key that
+    /// does not set its own limit, so one leaked token cannot fill the
+    /// directory. A fleet key says how many it needs.
     pub max_registrations_per_key: usize,
     /// (Clients) sessions under way at one exit (attempts and spliced). Each
     /// is a stream on the connection to that exit, and Yamux ends a connection
@@ -154,10 +179,12 @@ impl Default for Limits {
             max_exit_sessions: 4096,
             max_sessions_per_peer: 512,
             max_hub_streams: 4096,
+            max_hub_streams_per_peer: 4,
+            max_preauth_hub_streams: 256,
             max_sessions_per_listener: 4096,
             max_sessions_per_source: 1024,
             max_pending_dials: 256,
-            max_registrations_per_key: 512,
+            max_registrations_per_key: 1,
             max_sessions_per_exit: 768,
         }
     }
@@ -168,11 +195,19 @@ impl Default for Limits {
 pub struct HubConfig {
     /// Registration lifetime and table size.
     pub directory: DirectoryConfig,
-    /// Who may register or look up.
+    /// Who may register or look up, and as what.
     pub keys: Vec<AdmissionKey>,
     /// Most records one `Find` answer carries.
     pub max_find: usize,
+    /// Signs the tickets of admitted peers (the hub's identity key).
+    pub signer: TicketSigner,
+    /// How long a ticket lasts; peers renew at half of it, so they keep
+    /// working through a hub outage for at least half of it.
+    pub ticket_lifetime: Duration,
 }
+
+/// The default [`HubConfig::ticket_lifetime`].
+pub const DEFAULT_TICKET_LIFETIME: Duration = Duration::from_secs(20 * 60);
 
 /// The exit role.
 #[derive(Clone, Debug)]
@@ -191,6 +226,9 @@ pub struct ExitConfig {
     pub credential: Credential,
     /// Relay reservations at the hubs.
     pub relay: RelayMode,
+    /// Serve any peer, ticket or not: a public exit (an explicit opt-in;
+    /// otherwise only peers with a ticket from one of `hubs` are served).
+    pub open: bool,
 }
 
 /// The client role.

@@ -6,7 +6,7 @@ use crate::io::{CircuitLimit, Event, Output, Path, TimerReason};
 use crate::record::PeerAddr;
 use crate::time::Instant;
 use core::time::Duration;
-use rand_chacha::ChaCha8Rng;
+use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// What a timer belongs to. Each key has at most one pending deadline.
@@ -142,17 +142,22 @@ pub(crate) struct Ctx {
     pub(crate) out: VecDeque<Output>,
     pub(crate) timers: Timers,
     pub(crate) rng: ChaCha8Rng,
+    /// For secrets handed to strangers (challenge nonces): seeded from the
+    /// OS's 32 bytes in production, so its output cannot be predicted from
+    /// what the main RNG's 64-bit seed lets an observer work out.
+    pub(crate) secret_rng: ChaCha20Rng,
     pub(crate) peers: PeerTable,
     next_stream: u64,
     next_query: u64,
 }
 
 impl Ctx {
-    pub(crate) fn new(rng: ChaCha8Rng) -> Ctx {
+    pub(crate) fn new(rng: ChaCha8Rng, secret_rng: ChaCha20Rng) -> Ctx {
         Ctx {
             out: VecDeque::new(),
             timers: Timers::default(),
             rng,
+            secret_rng,
             peers: PeerTable::default(),
             next_stream: 0,
             next_query: 0,

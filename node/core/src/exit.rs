@@ -1,21 +1,29 @@
 //! The exit role: one session per inbound `/meshproxy/proxy/1` stream.
 //!
 //! ```text
-//! AwaitRequest ──decode──▶ (domain?) Resolving ──▶ Connecting ──▶ Spliced ──▶ gone
-//!       │                        │                     │
-//!       └─ bad frame / version   └─ policy: nothing    └─ next allowed address,
-//!          → GeneralFailure         allowed → 0x02        or the failure status
+//! AwaitRequest ──decode──▶ ticket ──▶ (domain?) Resolving ──▶ Connecting ──▶ Spliced ──▶ gone
+//!       │                    │               │                     │
+//!       └─ bad frame /       └─ no valid     └─ policy: nothing    └─ next allowed address,
+//!          version → 0x01       ticket → 0x02   allowed → 0x02        or the failure status
 //! ```
+//! Unless the exit is `open`, a request is served only with a ticket from one
+//! of the exit's hubs naming the peer it came from ([`crate::ticket`]); the
+//! check comes before any lookup or dial. Verified tickets are kept per peer
+//! (bounded), so a client's later requests cost a byte comparison.
+//!
 //! The policy is checked on every address right before it is dialed, so a
 //! name that resolves to a private address is caught exactly like a literal.
 
-use crate::config::{ExitConfig, Limits, Timeouts};
+use crate::config::{ExitConfig, HubContact, Limits, Timeouts};
 use crate::ctx::{Ctx, TimerKey};
 use crate::ids::{PeerId, QueryId, StreamId};
 use crate::io::{Close, Event, Output, ResolveError, SpliceLimits, SpliceReport};
 use crate::policy::{parse_inet_aton, ExitPolicy};
 use crate::target::{Status, TargetAddr};
+use crate::ticket::{self, TicketRefusal, CLOCK_SKEW};
 use crate::time::Instant;
+use bytes::BytesMut;
+use core::time::Duration;
 use crate::wire::frame::DecodeError;
 use crate::wire::frame::Decoded;
 use crate::wire::proxy::{self, ConnectRequest, ConnectResponse};
@@ -36,8 +44,24 @@ struct ExitSession {
     peer: PeerId,
     phase: Phase,
     /// Bytes the client sent after its request (the app's pipelined data).
-    early: Bytes,
+    early: BytesMut,
 }
+
+/// A ticket this exit verified, kept so the holder's next requests skip the
+/// signature check.
+#[derive(Debug)]
+struct Verified {
+    ticket: Bytes,
+    /// Unix seconds.
+    expires: u64,
+}
+
+/// Most verified tickets kept (one per client peer); beyond it the one that
+/// expires first is dropped and its holder verified again next time.
+const MAX_VERIFIED_TICKETS: usize = 4096;
+/// Most addresses learned at run time ([`ExitRole::add_own_address`]), so
+/// peers reporting made-up observed addresses cannot grow the policy.
+const MAX_LEARNED_OWN_ADDRS: usize = 32;
 
 /// The exit side of `/meshproxy/proxy/1`.
 #[derive(Debug)]
@@ -48,17 +72,65 @@ pub(crate) struct ExitRole {
     /// Origin streams and DNS lookups back to their session.
     origins: BTreeMap<StreamId, StreamId>,
     queries: BTreeMap<QueryId, StreamId>,
+    /// Serve peers without a ticket.
+    open: bool,
+    /// The hubs whose tickets count, with their signing keys.
+    trusted: Vec<(PeerId, [u8; 32])>,
+    verified: BTreeMap<PeerId, Verified>,
+    /// Unix time at `Instant::ZERO`.
+    wall_clock: Duration,
+    policy_config: crate::policy::ExitPolicyConfig,
+    own_addrs: Vec<IpAddr>,
+    learned_addrs: usize,
 }
 
 impl ExitRole {
-    pub(crate) fn new(config: &ExitConfig) -> ExitRole {
+    pub(crate) fn new(config: &ExitConfig, hubs: &[HubContact], wall_clock: Duration) -> ExitRole {
         ExitRole {
             policy: ExitPolicy::new(&config.policy, &config.own_addrs),
             sessions: BTreeMap::new(),
             per_peer: BTreeMap::new(),
             origins: BTreeMap::new(),
             queries: BTreeMap::new(),
+            open: config.open,
+            trusted: hubs.iter().filter_map(|h| Some((h.peer, h.ticket_key?))).collect(),
+            verified: BTreeMap::new(),
+            wall_clock,
+            policy_config: config.policy.clone(),
+            own_addrs: config.own_addrs.clone(),
+            learned_addrs: 0,
         }
+    }
+
+    /// Others see this exit at `ip`: deny it as a destination from now on.
+    pub(crate) fn add_own_address(&mut self, ip: IpAddr) {
+        if self.own_addrs.contains(&ip) || self.learned_addrs >= MAX_LEARNED_OWN_ADDRS {
+            return;
+        }
+        self.learned_addrs += 1;
+        self.own_addrs.push(ip);
+        self.policy = ExitPolicy::new(&self.policy_config, &self.own_addrs);
+    }
+
+    /// Checks `peer`'s ticket (unless the exit is open).
+    fn admit(&mut self, now: Instant, peer: PeerId, presented: &Bytes) -> Result<(), TicketRefusal> {
+        if self.open {
+            return Ok(());
+        }
+        let unix_now = (self.wall_clock + Duration::from_micros(now.as_micros())).as_secs();
+        let fresh = |v: &Verified| v.expires.saturating_add(CLOCK_SKEW.as_secs()) > unix_now;
+        if self.verified.get(&peer).is_some_and(|v| v.ticket == presented && fresh(v)) {
+            return Ok(());
+        }
+        let t = ticket::verify(presented, peer, unix_now, &self.trusted)?;
+        if self.verified.len() >= MAX_VERIFIED_TICKETS && !self.verified.contains_key(&peer) {
+            let first = self.verified.iter().min_by_key(|(_, v)| v.expires).map(|(p, _)| *p);
+            if let Some(first) = first {
+                self.verified.remove(&first);
+            }
+        }
+        self.verified.insert(peer, Verified { ticket: presented.clone(), expires: t.expires });
+        Ok(())
     }
 
     pub(crate) fn session_count(&self) -> usize {
@@ -105,7 +177,7 @@ impl ExitRole {
         }
         *self.per_peer.entry(peer).or_default() += 1;
         let phase = Phase::AwaitRequest { inbox: Vec::new() };
-        self.sessions.insert(stream, ExitSession { peer, phase, early: Bytes::new() });
+        self.sessions.insert(stream, ExitSession { peer, phase, early: BytesMut::new() });
         ctx.timers.set(TimerKey::ExitSession(stream), now + t.request);
     }
 
@@ -120,21 +192,30 @@ impl ExitRole {
         let Some(s) = self.sessions.get_mut(&stream) else { return };
         let Phase::AwaitRequest { inbox } = &mut s.phase else {
             // Data before our response: keep it for the origin, bounded.
-            if s.early.len() + data.len() > proxy::MAX_REQUEST + EARLY_DATA_MAX {
+            if s.early.len() + data.len() > EARLY_DATA_MAX {
                 self.abort(ctx, stream, Close::Reset);
                 return;
             }
-            let mut early = Vec::with_capacity(s.early.len() + data.len());
-            early.extend_from_slice(&s.early);
-            early.extend_from_slice(data);
-            s.early = Bytes::from(early);
+            s.early.extend_from_slice(data);
             return;
         };
         inbox.extend_from_slice(data);
         match proxy::decode_request(inbox) {
             Ok(Decoded::Incomplete) => {}
             Ok(Decoded::Complete { msg: req, consumed: used }) => {
-                s.early = Bytes::copy_from_slice(&inbox[used..]);
+                let rest = &inbox[used..];
+                if rest.len() > EARLY_DATA_MAX {
+                    self.abort(ctx, stream, Close::Reset);
+                    return;
+                }
+                s.early.extend_from_slice(rest);
+                let peer = s.peer;
+                if let Err(why) = self.admit(now, peer, &req.ticket) {
+                    ctx.event(Event::ExitNotAdmitted { peer, why });
+                    respond(ctx, stream, Status::NotAllowed);
+                    self.abort(ctx, stream, Close::Fin);
+                    return;
+                }
                 self.on_request(ctx, now, t, stream, req);
             }
             Err(err) => {
@@ -255,7 +336,7 @@ impl ExitRole {
         }
         s.phase = Phase::Spliced { origin };
         let peer = s.peer;
-        let early = core::mem::take(&mut s.early);
+        let early = core::mem::take(&mut s.early).freeze();
         ctx.timers.cancel(TimerKey::ExitSession(stream));
         respond(ctx, stream, Status::Succeeded);
         ctx.event(Event::ExitConnected { peer });

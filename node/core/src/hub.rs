@@ -1,27 +1,41 @@
 //! The hub role: admits peers by challenge–response, keeps the directory of
-//! exits, and answers `Find` and `Resolve`.
+//! exits, hands admitted peers their tickets, and answers `Find` and
+//! `Resolve`.
 //!
 //! One [`HubStream`] per inbound `/meshproxy/hub/1` stream. An exit's
 //! registration lives as long as the stream that made it (or until its TTL
 //! passes without a heartbeat, which catches partitions where no reset ever
 //! arrives).
+//!
+//! # Strangers get a small budget
+//! Before a peer is admitted it may hold at most `max_hub_streams_per_peer`
+//! hub streams, must answer within the `auth` deadline, and may send one
+//! `Auth` frame (≤ [`wire::AUTH_MAX`] bytes) and nothing else; anything else
+//! resets the stream. Unadmitted streams of all peers together share
+//! `max_preauth_hub_streams`; when that is full the oldest is displaced, so
+//! free identities cannot lock honest peers out by merely holding streams —
+//! they would have to open them faster than an honest peer answers.
 
-use crate::config::{HubConfig, Timeouts};
+use crate::admission::{AdmissionKey, Refusal, RoleSet};
+use crate::config::{HubConfig, Limits, Timeouts};
 use crate::ctx::{Ctx, TimerKey};
 use crate::directory::Directory;
 use crate::ids::{PeerId, StreamId};
 use crate::io::{Close, Event, Output};
+use crate::ticket::{Ticket, TicketSigner};
 use crate::time::Instant;
-use crate::wire::frame::Decoded;
-use crate::wire::hub::{self as wire, HubErrorCode, HubMessage, Role, HUB_VERSION};
+use crate::wire::frame::{DecodeError, Decoded};
+use crate::wire::hub::{self as wire, HubErrorCode, HubMessage, Role, TicketGrant, HUB_VERSION};
 use bytes::Bytes;
+use core::time::Duration;
 use rand_core::RngCore;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug)]
 enum Phase {
-    /// Challenge sent; waiting for `Auth` until the deadline.
-    AwaitAuth { nonce: [u8; 32] },
+    /// Challenge sent; waiting for `Auth` until the deadline. `order` ranks
+    /// the stream among the unadmitted ones (oldest is displaced first).
+    AwaitAuth { nonce: [u8; 32], order: u64 },
     /// Admitted in this role, with the admission key at this index.
     Admitted { role: Role, key: usize },
 }
@@ -36,31 +50,45 @@ struct HubStream {
 /// The hub side of `/meshproxy/hub/1`.
 #[derive(Debug)]
 pub(crate) struct HubRole {
-    /// This hub's own identity (named in records of exits its relay reaches).
+    /// This hub's own identity (named in records of exits its relay reaches,
+    /// bound into admission proofs and tickets).
     local: PeerId,
-    config: HubConfig,
     directory: Directory,
+    keys: Vec<AdmissionKey>,
+    max_find: usize,
+    signer: TicketSigner,
+    ticket_lifetime: Duration,
+    /// Unix time at `Instant::ZERO`, for tickets' expiry.
+    wall_clock: Duration,
     streams: BTreeMap<StreamId, HubStream>,
+    /// Unadmitted streams, oldest first.
+    preauth: BTreeSet<(u64, StreamId)>,
+    next_order: u64,
+    /// Hub streams each peer holds, admitted or not.
+    per_peer: BTreeMap<PeerId, usize>,
     /// Which stream made each registration (so only its end removes it),
     /// and under which admission key (for the per-key limit).
     registered_by: BTreeMap<PeerId, (StreamId, usize)>,
-    /// Most directory entries one admission key may hold.
-    max_per_key: usize,
     /// How many admitted streams each peer holds: a peer stays admitted (for
     /// the driver's relay) until its last one ends, however many it opened.
     admitted: BTreeMap<PeerId, usize>,
 }
 
 impl HubRole {
-    pub(crate) fn new(local: PeerId, config: HubConfig, max_per_key: usize) -> HubRole {
-        let directory = Directory::new(config.directory);
+    pub(crate) fn new(local: PeerId, config: HubConfig, wall_clock: Duration) -> HubRole {
         HubRole {
             local,
-            config,
-            directory,
+            directory: Directory::new(config.directory),
+            keys: config.keys,
+            max_find: config.max_find,
+            signer: config.signer,
+            ticket_lifetime: config.ticket_lifetime,
+            wall_clock,
             streams: BTreeMap::new(),
+            preauth: BTreeSet::new(),
+            next_order: 0,
+            per_peer: BTreeMap::new(),
             registered_by: BTreeMap::new(),
-            max_per_key,
             admitted: BTreeMap::new(),
         }
     }
@@ -73,6 +101,16 @@ impl HubRole {
         self.streams.len()
     }
 
+    /// Unadmitted streams held now.
+    pub(crate) fn preauth_count(&self) -> usize {
+        self.preauth.len()
+    }
+
+    /// The most hub streams any one peer holds.
+    pub(crate) fn busiest_peer_streams(&self) -> usize {
+        self.per_peer.values().copied().max().unwrap_or(0)
+    }
+
     pub(crate) fn directory_len(&self) -> usize {
         self.directory.len()
     }
@@ -82,53 +120,89 @@ impl HubRole {
         self.directory.contains(*peer)
     }
 
-    /// A peer opened a hub stream: challenge it.
+    /// The admission key each registered exit registered under.
+    pub(crate) fn registrations(&self) -> impl Iterator<Item = (PeerId, &AdmissionKey)> + '_ {
+        self.registered_by.iter().filter_map(|(peer, (_, key))| Some((*peer, self.keys.get(*key)?)))
+    }
+
+    /// A peer opened a hub stream: challenge it, if its budget allows.
     pub(crate) fn on_inbound(
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
         t: &Timeouts,
-        max_streams: usize,
+        limits: &Limits,
         stream: StreamId,
         peer: PeerId,
     ) {
-        if self.streams.len() >= max_streams {
+        let held = self.per_peer.get(&peer).copied().unwrap_or(0);
+        let refusal = if held >= limits.max_hub_streams_per_peer {
+            Some(Refusal::PeerStreamLimit)
+        } else if self.streams.len() >= limits.max_hub_streams {
+            Some(Refusal::HubFull)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            ctx.event(Event::AdmissionDenied { peer, reason });
             ctx.emit(Output::Close { stream, how: Close::Reset });
             return;
         }
+        if self.preauth.len() >= limits.max_preauth_hub_streams.max(1) {
+            if let Some(&(_, oldest)) = self.preauth.first() {
+                self.refuse(ctx, oldest, Refusal::Displaced);
+            }
+        }
         let mut nonce = [0u8; 32];
-        ctx.rng.fill_bytes(&mut nonce);
+        ctx.secret_rng.fill_bytes(&mut nonce);
         send(ctx, stream, &HubMessage::Challenge { version: HUB_VERSION, nonce });
-        ctx.timers.set(TimerKey::HubPeer(stream), now + t.request);
-        self.streams.insert(
-            stream,
-            HubStream { peer, phase: Phase::AwaitAuth { nonce }, inbox: Vec::new() },
-        );
+        ctx.timers.set(TimerKey::HubPeer(stream), now + t.auth);
+        let order = self.next_order;
+        self.next_order += 1;
+        self.preauth.insert((order, stream));
+        *self.per_peer.entry(peer).or_default() += 1;
+        let phase = Phase::AwaitAuth { nonce, order };
+        self.streams.insert(stream, HubStream { peer, phase, inbox: Vec::new() });
     }
 
-    pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, data: &[u8]) {
+    pub(crate) fn on_data(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        limits: &Limits,
+        stream: StreamId,
+        data: &[u8],
+    ) {
         let Some(s) = self.streams.get_mut(&stream) else { return };
         s.inbox.extend_from_slice(data);
         loop {
             let Some(s) = self.streams.get_mut(&stream) else { return };
-            match wire::decode(&s.inbox) {
+            let admitted = matches!(s.phase, Phase::Admitted { .. });
+            let decoded =
+                if admitted { wire::decode_from_peer(&s.inbox) } else { wire::decode_auth(&s.inbox) };
+            match decoded {
                 Ok(Decoded::Incomplete) => return,
                 Ok(Decoded::Complete { msg, consumed: used }) => {
                     s.inbox.drain(..used);
-                    if !self.on_message(ctx, now, stream, msg) {
+                    if !self.on_message(ctx, now, limits, stream, msg) {
                         return;
                     }
                 }
-                Err(err) => {
+                Err(DecodeError::UnsupportedVersion(_)) if !admitted => {
+                    // A peer of another version gets a clean answer it can log.
                     let peer = s.peer;
-                    let code = match err {
-                        crate::wire::frame::DecodeError::UnsupportedVersion(_) => {
-                            HubErrorCode::UnsupportedVersion
-                        }
-                        _ => HubErrorCode::Malformed,
-                    };
+                    ctx.event(Event::AdmissionDenied { peer, reason: Refusal::NotAuth });
+                    self.fail(ctx, stream, HubErrorCode::UnsupportedVersion, "unsupported version");
+                    return;
+                }
+                Err(_) if !admitted => {
+                    self.refuse(ctx, stream, Refusal::NotAuth);
+                    return;
+                }
+                Err(_) => {
+                    let peer = s.peer;
                     ctx.event(Event::PeerProtocolError { peer });
-                    self.fail(ctx, stream, code, "undecodable hub message");
+                    self.fail(ctx, stream, HubErrorCode::Malformed, "undecodable hub message");
                     return;
                 }
             }
@@ -140,31 +214,42 @@ impl HubRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
+        limits: &Limits,
         stream: StreamId,
         msg: HubMessage,
     ) -> bool {
         let Some(s) = self.streams.get_mut(&stream) else { return false };
         let peer = s.peer;
         match (&s.phase, msg) {
-            (Phase::AwaitAuth { nonce }, HubMessage::Auth { version, role, key_id, proof }) => {
-                if version != HUB_VERSION {
-                    self.fail(ctx, stream, HubErrorCode::UnsupportedVersion, "unsupported version");
-                    return false;
-                }
-                let found = self.config.keys.iter().enumerate().find(|(_, k)| k.key_id == key_id);
-                let Some((key_index, key)) = found else {
-                    ctx.event(Event::AdmissionDenied { peer });
-                    self.fail(ctx, stream, HubErrorCode::UnknownKey, "unknown key id");
-                    return false;
+            (&Phase::AwaitAuth { nonce, order }, HubMessage::Auth { role, key_id, proof, .. }) => {
+                let found = self.keys.iter().enumerate().find(|(_, k)| k.key_id == key_id);
+                let checked = match found {
+                    None => Err(Refusal::UnknownKey),
+                    Some((i, key)) => key.check(&nonce, &self.local, &peer, role, &proof).map(|()| i),
                 };
-                if !key.verify(nonce, &peer, role, &proof) {
-                    ctx.event(Event::AdmissionDenied { peer });
-                    self.fail(ctx, stream, HubErrorCode::BadProof, "bad proof");
-                    return false;
-                }
-                s.phase = Phase::Admitted { role, key: key_index };
+                let key = match checked {
+                    Ok(key) => key,
+                    Err(reason) => {
+                        ctx.event(Event::AdmissionDenied { peer, reason });
+                        let (code, message) = match reason {
+                            Refusal::RoleNotAllowed => {
+                                (HubErrorCode::Forbidden, "key does not admit this role")
+                            }
+                            Refusal::PeerNotAllowed => {
+                                (HubErrorCode::Forbidden, "key is pinned to another peer")
+                            }
+                            // Unknown key and bad proof look the same from outside.
+                            _ => (HubErrorCode::BadProof, "authentication failed"),
+                        };
+                        self.fail(ctx, stream, code, message);
+                        return false;
+                    }
+                };
+                s.phase = Phase::Admitted { role, key };
+                self.preauth.remove(&(order, stream));
                 ctx.timers.cancel(TimerKey::HubPeer(stream));
-                send(ctx, stream, &HubMessage::AuthOk);
+                let grant = self.grant(now, peer, key);
+                send(ctx, stream, &HubMessage::AuthOk { grant });
                 let held = self.admitted.entry(peer).or_insert(0);
                 *held += 1;
                 if *held == 1 {
@@ -173,16 +258,23 @@ impl HubRole {
                 true
             }
             (Phase::AwaitAuth { .. }, _) => {
-                self.fail(ctx, stream, HubErrorCode::Malformed, "expected Auth");
+                self.refuse(ctx, stream, Refusal::NotAuth);
                 false
             }
-            (
-                &Phase::Admitted { role: Role::Exit, key },
-                HubMessage::Register { addrs, attrs, capacity, relayed },
-            ) => {
+            (&Phase::Admitted { role, key }, HubMessage::Register { addrs, attrs, capacity, relayed }) => {
+                if role != Role::Exit {
+                    ctx.event(Event::AdmissionDenied { peer, reason: Refusal::RoleNotAllowed });
+                    self.fail(ctx, stream, HubErrorCode::Forbidden, "not admitted as an exit");
+                    return false;
+                }
                 let renewal = self.registered_by.contains_key(&peer);
                 let under_key = self.registered_by.values().filter(|(_, k)| *k == key).count();
-                if !renewal && under_key >= self.max_per_key {
+                let max = self
+                    .keys
+                    .get(key)
+                    .and_then(|k| k.max_registrations)
+                    .unwrap_or(limits.max_registrations_per_key);
+                if !renewal && under_key >= max {
                     let message = "too many registrations under this key";
                     self.fail(ctx, stream, HubErrorCode::RateLimited, message);
                     return false;
@@ -222,8 +314,13 @@ impl HubRole {
                 }
                 true
             }
+            (&Phase::Admitted { key, .. }, HubMessage::RenewTicket) => {
+                let grant = self.grant(now, peer, key);
+                send(ctx, stream, &HubMessage::Ticket { grant });
+                true
+            }
             (Phase::Admitted { .. }, HubMessage::Find { filter, limit }) => {
-                let limit = usize::from(limit).min(self.config.max_find).min(wire::MAX_PEERS);
+                let limit = usize::from(limit).min(self.max_find).min(wire::MAX_PEERS);
                 let peers = self.directory.find(&filter, limit);
                 send(ctx, stream, &HubMessage::Peers { peers });
                 true
@@ -241,10 +338,33 @@ impl HubRole {
         }
     }
 
+    /// A fresh ticket for `peer`, admitted under the key at index `key` (the
+    /// ticket names every role the key admits, so a node that is both exit
+    /// and client uses one), valid for the configured lifetime from `now`.
+    fn grant(&self, now: Instant, peer: PeerId, key: usize) -> TicketGrant {
+        let unix_now = (self.wall_clock + Duration::from_micros(now.as_micros())).as_secs();
+        let ticket = Ticket {
+            hub: self.local,
+            holder: peer,
+            roles: self.keys.get(key).map_or(RoleSet::NONE, |k| k.roles),
+            expires: unix_now.saturating_add(self.ticket_lifetime.as_secs()),
+        };
+        let valid_secs = u32::try_from(self.ticket_lifetime.as_secs()).unwrap_or(u32::MAX);
+        TicketGrant { valid_secs, ticket: self.signer.sign(&ticket) }
+    }
+
     /// Answers with an error and ends the stream.
     fn fail(&mut self, ctx: &mut Ctx, stream: StreamId, code: HubErrorCode, message: &str) {
         send(ctx, stream, &HubMessage::Error { code, message: message.into() });
         ctx.emit(Output::Close { stream, how: Close::Fin });
+        self.forget(ctx, stream);
+    }
+
+    /// Resets a stream that spent its budget, counting why.
+    fn refuse(&mut self, ctx: &mut Ctx, stream: StreamId, reason: Refusal) {
+        let Some(s) = self.streams.get(&stream) else { return };
+        ctx.event(Event::AdmissionDenied { peer: s.peer, reason });
+        ctx.emit(Output::Close { stream, how: Close::Reset });
         self.forget(ctx, stream);
     }
 
@@ -259,29 +379,36 @@ impl HubRole {
     fn forget(&mut self, ctx: &mut Ctx, stream: StreamId) {
         let Some(s) = self.streams.remove(&stream) else { return };
         ctx.timers.cancel(TimerKey::HubPeer(stream));
+        if let Some(held) = self.per_peer.get_mut(&s.peer) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                self.per_peer.remove(&s.peer);
+            }
+        }
         if self.registered_by.get(&s.peer).is_some_and(|(by, _)| *by == stream) {
             self.registered_by.remove(&s.peer);
             if self.directory.remove(s.peer) {
                 ctx.event(Event::DirectoryRemoved { peer: s.peer });
             }
         }
-        if matches!(s.phase, Phase::Admitted { .. }) {
-            if let Some(held) = self.admitted.get_mut(&s.peer) {
-                *held = held.saturating_sub(1);
-                if *held == 0 {
-                    self.admitted.remove(&s.peer);
-                    ctx.event(Event::AdmissionEnded { peer: s.peer });
+        match s.phase {
+            Phase::AwaitAuth { order, .. } => {
+                self.preauth.remove(&(order, stream));
+            }
+            Phase::Admitted { .. } => {
+                if let Some(held) = self.admitted.get_mut(&s.peer) {
+                    *held = held.saturating_sub(1);
+                    if *held == 0 {
+                        self.admitted.remove(&s.peer);
+                        ctx.event(Event::AdmissionEnded { peer: s.peer });
+                    }
                 }
             }
         }
     }
 
     pub(crate) fn on_auth_deadline(&mut self, ctx: &mut Ctx, stream: StreamId) {
-        if let Some(s) = self.streams.get(&stream) {
-            ctx.event(Event::PeerProtocolError { peer: s.peer });
-            ctx.emit(Output::Close { stream, how: Close::Reset });
-            self.forget(ctx, stream);
-        }
+        self.refuse(ctx, stream, Refusal::AuthTimeout);
     }
 
     pub(crate) fn on_expiry(&mut self, ctx: &mut Ctx, now: Instant) {

@@ -1,5 +1,7 @@
 //! A node's links to its hubs: dial, answer the challenge, register (exits)
-//! and heartbeat, and carry `Find`/`Resolve` for clients. A link that fails in
+//! and heartbeat, carry `Find`/`Resolve` for clients, and keep clients'
+//! tickets fresh (renewed at half their lifetime, so a hub outage of up to
+//! half a lifetime costs nothing). A link that fails in
 //! any way — reset, timeout, protocol error — is torn down and redialed after
 //! a seeded backoff, which is how registrations come back after a hub restarts
 //! or a partition heals.
@@ -43,6 +45,15 @@ pub(crate) enum LinkEvent {
     },
     /// A link went down with requests outstanding; they are lost.
     Lost,
+    /// A hub handed this node a ticket (at admission, or renewed).
+    Ticket {
+        /// The hub that signed it.
+        hub: PeerId,
+        /// The ticket.
+        ticket: bytes::Bytes,
+        /// When it stops being usable, by this node's clock.
+        until: Instant,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +61,7 @@ enum Request {
     Register,
     Heartbeat,
     Find,
+    RenewTicket,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +88,8 @@ struct Link {
     registered: bool,
     /// Whether we hold a relay reservation at this hub (registered as such).
     relayed: bool,
+    /// (Clients) when to ask for a fresh ticket.
+    renew_at: Option<Instant>,
 }
 
 /// All of a node's hub links.
@@ -114,6 +128,7 @@ impl HubLinks {
                 heartbeat_every: Duration::from_secs(10),
                 registered: false,
                 relayed: false,
+                renew_at: None,
             })
             .collect();
         HubLinks {
@@ -336,7 +351,7 @@ impl HubLinks {
             (State::AwaitChallenge(_), HubMessage::Challenge { version, nonce })
                 if version == HUB_VERSION =>
             {
-                let proof = self.credential.prove(&nonce, &self.local, self.role);
+                let proof = self.credential.prove(&nonce, &l.hub.peer, &self.local, self.role);
                 send(
                     ctx,
                     stream,
@@ -350,13 +365,15 @@ impl HubLinks {
                 l.state = State::AwaitAuthOk(stream);
                 ctx.timers.set(TimerKey::HubLink(i), now + t.hub_request);
             }
-            (State::AwaitAuthOk(_), HubMessage::AuthOk) => {
+            (State::AwaitAuthOk(_), HubMessage::AuthOk { grant }) => {
                 l.state = State::Ready(stream);
                 l.failures = 0;
+                let hub = l.hub.peer;
+                self.on_grant(now, i, grant);
+                let l = &mut self.links[i];
                 if self.registration.is_some() {
                     l.queue.push_front(Request::Register);
                 }
-                let hub = l.hub.peer;
                 self.events.push_back(LinkEvent::Ready { hub });
                 self.pump(ctx, now, t, i, 0);
             }
@@ -406,6 +423,7 @@ impl HubLinks {
                 let hub = l.hub.peer;
                 self.events.push_back(LinkEvent::Peers { hub, peers });
             }
+            (Request::RenewTicket, HubMessage::Ticket { grant }) => self.on_grant(now, i, grant),
             _ => {
                 let hub = l.hub.peer;
                 ctx.event(Event::PeerProtocolError { peer: hub });
@@ -433,6 +451,7 @@ impl HubLinks {
                         }
                     }
                     Request::Heartbeat => HubMessage::Heartbeat { load: 0 },
+                    Request::RenewTicket => HubMessage::RenewTicket,
                     Request::Find => HubMessage::Find {
                         filter: PeerFilter::default(),
                         limit: if find_limit == 0 { wire::MAX_PEERS as u16 } else { find_limit },
@@ -442,11 +461,10 @@ impl HubLinks {
                 l.in_flight = Some((req, now + t.hub_request));
             }
         }
-        let wake = match (l.in_flight, l.next_heartbeat) {
-            (Some((_, deadline)), Some(hb)) => Some(deadline.min(hb)),
-            (Some((_, deadline)), None) => Some(deadline),
-            (None, hb) => hb,
-        };
+        let wake = [l.in_flight.map(|(_, deadline)| deadline), l.next_heartbeat, l.renew_at]
+            .into_iter()
+            .flatten()
+            .min();
         match wake {
             Some(at) => ctx.timers.set(TimerKey::HubLink(i), at),
             None => ctx.timers.cancel(TimerKey::HubLink(i)),
@@ -465,6 +483,12 @@ impl HubLinks {
                 if l.in_flight.is_some_and(|(_, deadline)| deadline <= now) {
                     self.fail(ctx, now, i, Some(Close::Reset));
                     return;
+                }
+                if l.renew_at.is_some_and(|at| at <= now) {
+                    l.renew_at = None;
+                    if !l.queue.contains(&Request::RenewTicket) {
+                        l.queue.push_back(Request::RenewTicket);
+                    }
                 }
                 if l.next_heartbeat.is_some_and(|hb| hb <= now) {
                     l.next_heartbeat = None;
@@ -494,6 +518,7 @@ impl HubLinks {
         l.in_flight = None;
         l.queue.clear();
         l.next_heartbeat = None;
+        l.renew_at = None;
         l.registered = false;
         l.failures = l.failures.saturating_add(1);
         let delay = self.backoff.delay(l.failures, &mut ctx.rng);
@@ -505,6 +530,20 @@ impl HubLinks {
         if had_requests || was_ready {
             self.events.push_back(LinkEvent::Lost);
         }
+    }
+}
+
+impl HubLinks {
+    /// Passes a hub's ticket on (clients use it with exits) and schedules its
+    /// renewal at half its lifetime.
+    fn on_grant(&mut self, now: Instant, i: usize, grant: wire::TicketGrant) {
+        let l = &mut self.links[i];
+        let lifetime = Duration::from_secs(u64::from(grant.valid_secs));
+        // At least a second apart, whatever a hub claims.
+        l.renew_at = Some(now + (lifetime / 2).max(Duration::from_secs(1)));
+        let hub = l.hub.peer;
+        let ticket = bytes::Bytes::from(grant.ticket);
+        self.events.push_back(LinkEvent::Ticket { hub, ticket, until: now + lifetime });
     }
 }
 

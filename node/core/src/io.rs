@@ -231,6 +231,13 @@ pub enum Input {
     Restore(StateSnapshot),
     /// This node learned (or re-learned) whether it is directly reachable.
     Reachability(Reachability),
+    /// Others see this node at `ip` (an address peers observed, or one
+    /// autonat confirmed): an exit denies it as a destination from now on,
+    /// like the addresses it was configured with.
+    OwnAddress {
+        /// The address.
+        ip: IpAddr,
+    },
     /// A reservation asked for with [`Output::Reserve`] was granted or renewed.
     ReservationAccepted {
         /// The hub holding it.
@@ -378,6 +385,9 @@ pub enum FailReason {
     Overloaded,
     /// The app's source address holds as many sessions as it may.
     SourceLimit,
+    /// The client holds no usable ticket from a hub (not admitted, or every
+    /// hub unreachable for longer than its tickets last): no exit would serve it.
+    NotAdmitted,
 }
 
 /// What an operator would want to count. Cheap to build: no heap data.
@@ -476,10 +486,20 @@ pub enum Event {
         /// The peer.
         peer: PeerId,
     },
-    /// (Hub) a peer failed admission.
+    /// (Hub) a peer's hub stream or `Auth` was refused.
     AdmissionDenied {
         /// The peer.
         peer: PeerId,
+        /// Why.
+        reason: crate::admission::Refusal,
+    },
+    /// (Exit) a peer without a valid ticket asked for a connection; it was
+    /// refused (status 0x02) before anything was resolved or dialed.
+    ExitNotAdmitted {
+        /// The peer.
+        peer: PeerId,
+        /// What was wrong with its ticket.
+        why: crate::ticket::TicketRefusal,
     },
     /// A protocol violation by a peer (bad frame, unknown version); its stream was reset.
     PeerProtocolError {
@@ -560,6 +580,10 @@ pub struct Resources {
     pub directory_entries: usize,
     /// The most exit sessions one client peer holds (exits only).
     pub busiest_peer_sessions: usize,
+    /// Unadmitted hub streams (hubs only).
+    pub preauth_hub_streams: usize,
+    /// The most hub streams one peer holds, admitted or not (hubs only).
+    pub busiest_peer_hub_streams: usize,
 }
 
 impl fmt::Display for Resources {

@@ -34,7 +34,8 @@
 //!   relay reservations and hole punching.
 //! - [`socks`], [`http_connect`]: listener handshakes. [`wire`]: peer protocols.
 //! - [`policy`]: exit policy. [`selection`]: backoff, breaker, latency, sticky pool.
-//! - [`directory`]: the hub's table. [`admission`]: hub challenge–response.
+//! - [`directory`]: the hub's table. [`admission`]: hub challenge–response,
+//!   keys and roles. [`ticket`]: hub-signed tickets exits check.
 //! - [`io`], [`config`], [`ids`], [`time`], [`target`], [`record`]: the vocabulary.
 #![forbid(unsafe_code)]
 
@@ -56,6 +57,7 @@ mod relay;
 pub mod selection;
 pub mod socks;
 pub mod target;
+pub mod ticket;
 pub mod time;
 pub mod wire;
 

@@ -12,7 +12,7 @@ use crate::relay::{Relay, RelayedAt};
 use crate::selection::backoff::Backoff;
 use crate::time::Instant;
 use core::time::Duration;
-use rand_chacha::ChaCha8Rng;
+use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use rand_core::SeedableRng;
 
 /// A meshproxy node: hub, exit and/or client, as its config says.
@@ -36,12 +36,16 @@ pub struct Node {
 impl Node {
     /// A node that starts at `now`; all its randomness derives from `seed`.
     pub fn new(config: NodeConfig, seed: u64, now: Instant) -> Node {
-        let ctx = Ctx::new(ChaCha8Rng::seed_from_u64(seed));
-        let hub = config
-            .hub
-            .clone()
-            .map(|h| HubRole::new(config.peer_id, h, config.limits.max_registrations_per_key));
-        let exit = config.exit.as_ref().map(ExitRole::new);
+        // Secrets come from the driver's OS entropy; in the simulator from
+        // the seed (the constant keeps the two streams apart).
+        let secret_rng = match config.entropy {
+            Some(bytes) => ChaCha20Rng::from_seed(bytes),
+            None => ChaCha20Rng::seed_from_u64(seed ^ 0x5ec2_e7_5eed),
+        };
+        let ctx = Ctx::new(ChaCha8Rng::seed_from_u64(seed), secret_rng);
+        let wall_clock = config.wall_clock;
+        let hub = config.hub.clone().map(|h| HubRole::new(config.peer_id, h, wall_clock));
+        let exit = config.exit.as_ref().map(|e| ExitRole::new(e, &config.hubs, wall_clock));
         let margin = config.relay.circuit_margin;
         let limits = config.limits;
         let client = config.client.clone().map(|c| ClientRole::new(c, limits, margin));
@@ -108,7 +112,7 @@ impl Node {
                 {
                     e.on_data(ctx, now, &t, stream, &data);
                 } else if let Some(h) = self.hub.as_mut().filter(|h| h.owns(stream)) {
-                    h.on_data(ctx, now, stream, &data);
+                    h.on_data(ctx, now, &limits, stream, &data);
                 } else if let Some(l) = self.links.as_mut().filter(|l| l.owns(stream)) {
                     l.on_data(ctx, now, &t, stream, &data);
                 }
@@ -164,7 +168,7 @@ impl Node {
                     None => ctx.emit(Output::Close { stream, how: Close::Reset }),
                 },
                 Protocol::Hub => match &mut self.hub {
-                    Some(h) => h.on_inbound(ctx, now, &t, limits.max_hub_streams, stream, peer),
+                    Some(h) => h.on_inbound(ctx, now, &t, &limits, stream, peer),
                     None => ctx.emit(Output::Close { stream, how: Close::Reset }),
                 },
             },
@@ -203,6 +207,11 @@ impl Node {
                 self.relayed_changed(now, changes);
                 if let Some(l) = self.links.as_mut().filter(|_| hide_changed) {
                     l.reregister_all(&mut self.ctx, now, &t);
+                }
+            }
+            Input::OwnAddress { ip } => {
+                if let Some(e) = &mut self.exit {
+                    e.add_own_address(ip);
                 }
             }
             Input::ReservationAccepted { hub, expires_in } => {
@@ -320,6 +329,9 @@ impl Node {
                 }
                 LinkEvent::Peers { hub, peers } => c.on_peers(&mut self.ctx, now, &t, hub, peers),
                 LinkEvent::Lost => c.on_link_lost(&mut self.ctx, now, &t),
+                LinkEvent::Ticket { hub, ticket, until } => {
+                    c.on_ticket(&mut self.ctx, now, &t, hub, ticket, until);
+                }
             }
         }
         if self.client.as_ref().is_some_and(|c| c.needs_exits(now)) {
@@ -358,7 +370,17 @@ impl Node {
             timers: self.ctx.timers.non_periodic(),
             directory_entries: self.hub.as_ref().map_or(0, HubRole::directory_len),
             busiest_peer_sessions: self.exit.as_ref().map_or(0, ExitRole::busiest_peer),
+            preauth_hub_streams: self.hub.as_ref().map_or(0, HubRole::preauth_count),
+            busiest_peer_hub_streams: self.hub.as_ref().map_or(0, HubRole::busiest_peer_streams),
         }
+    }
+
+    /// (Hubs) every registered exit with the roles of the key it registered
+    /// under, for the simulator's admission invariant.
+    pub fn registrations(&self) -> Vec<(PeerId, crate::admission::RoleSet)> {
+        self.hub.as_ref().map_or_else(Vec::new, |h| {
+            h.registrations().map(|(peer, key)| (peer, key.roles)).collect()
+        })
     }
 
     /// (Hubs) whether `peer` is in the directory.

@@ -454,7 +454,7 @@ impl Denial {
     }
 }
 
-static DEFAULT_DENIED: [IpNet; 16] = [
+static DEFAULT_DENIED: [IpNet; 18] = [
     IpNet::v4(0, 0, 0, 0, 8),
     IpNet::v4(10, 0, 0, 0, 8),
     IpNet::v4(100, 64, 0, 0, 10),
@@ -466,17 +466,22 @@ static DEFAULT_DENIED: [IpNet; 16] = [
     IpNet::v4(198, 18, 0, 0, 15),
     IpNet::v4(224, 0, 0, 0, 4),
     IpNet::v4(240, 0, 0, 0, 4),
+    // Azure's WireServer (host agent and metadata), a public address.
+    IpNet::v4(168, 63, 129, 16, 32),
     IpNet::v6([0, 0, 0, 0, 0, 0, 0, 0], 128),
     IpNet::v6([0, 0, 0, 0, 0, 0, 0, 1], 128),
     IpNet::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
     IpNet::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
+    // Deprecated site-local (RFC 3879), still routed inside some networks.
+    IpNet::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),
     IpNet::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
 ];
 
 /// The ranges an exit refuses unless the operator allows them (DESIGN.md §6):
 /// this-network, private, shared (CGNAT), loopback, link-local, IETF protocol
-/// assignments, benchmarking, multicast and reserved IPv4; unspecified,
-/// loopback, unique-local, link-local and multicast IPv6. Their IPv4-mapped and
+/// assignments, benchmarking, multicast and reserved IPv4, and Azure's
+/// WireServer (168.63.129.16); unspecified, loopback, unique-local,
+/// link-local, site-local and multicast IPv6. Their IPv4-mapped and
 /// NAT64 forms are covered by [`ExitPolicy`] itself.
 pub fn default_denied_ranges() -> &'static [IpNet] {
     &DEFAULT_DENIED
@@ -742,10 +747,12 @@ mod tests {
                 "198.18.0.0/15",
                 "224.0.0.0/4",
                 "240.0.0.0/4",
+                "168.63.129.16/32",
                 "::/128",
                 "::1/128",
                 "fc00::/7",
                 "fe80::/10",
+                "fec0::/10",
                 "ff00::/8",
             ]
         );

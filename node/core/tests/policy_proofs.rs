@@ -25,7 +25,7 @@ use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// DESIGN.md §6, "Exit policy denies by default", written out by hand.
-const DESIGN_RANGES: [&str; 16] = [
+const DESIGN_RANGES: [&str; 18] = [
     "0.0.0.0/8",
     "10.0.0.0/8",
     "100.64.0.0/10",
@@ -37,10 +37,12 @@ const DESIGN_RANGES: [&str; 16] = [
     "198.18.0.0/15",
     "224.0.0.0/4",
     "240.0.0.0/4",
+    "168.63.129.16/32",
     "::/128",
     "::1/128",
     "fc00::/7",
     "fe80::/10",
+    "fec0::/10",
     "ff00::/8",
 ];
 
@@ -73,6 +75,7 @@ fn oracle_v4_denied(ip: Ipv4Addr) -> bool {
         || (a == 198 && (b == 18 || b == 19)) // 198.18/15, benchmarking
         || ip.is_multicast() // 224/4
         || a >= 240 // 240/4, reserved (and the broadcast address)
+        || ip == Ipv4Addr::new(168, 63, 129, 16) // Azure WireServer (beyond DESIGN.md)
 }
 
 /// DESIGN.md §6's IPv6 ranges, judged on the address itself.
@@ -81,6 +84,7 @@ fn oracle_v6_denied(ip: Ipv6Addr) -> bool {
         || ip.is_loopback()
         || (ip.segments()[0] & 0xfe00) == 0xfc00 // fc00::/7, unique local
         || ip.is_unicast_link_local() // fe80::/10
+        || (ip.segments()[0] & 0xffc0) == 0xfec0 // fec0::/10, site-local (beyond DESIGN.md)
         || ip.is_multicast() // ff00::/8
 }
 
@@ -340,7 +344,8 @@ fn the_default_deny_list_is_exactly_design_section_6() {
         .chain(["126.255.255.255", "128.0.0.0", "169.253.255.255", "169.255.0.0"])
         .chain(["172.15.255.255", "172.32.0.0", "192.0.1.0", "192.167.255.255"])
         .chain(["192.169.0.0", "198.17.255.255", "198.20.0.0", "223.255.255.255"])
-        .chain(["1::", "::1:0:0:0", "fbff:ffff::", "fe00::", "fec0::", "feff::", "2001:db8::1"])
+        .chain(["1::", "::1:0:0:0", "fbff:ffff::", "fe00::", "fe7f:ffff::", "2001:db8::1"])
+        .chain(["168.63.129.15", "168.63.129.17"])
     {
         let ip: IpAddr = outside.parse().unwrap();
         assert!(!oracle_denies(ip), "oracle denies {ip}");

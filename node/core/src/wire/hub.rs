@@ -4,11 +4,12 @@
 //!
 //! ```text
 //! hub → peer     Challenge { version, nonce }          first frame on every hub stream
-//! peer → hub     Auth { version, role, key_id, proof } proof = HMAC over the nonce with the
-//!                                                      node's token; the token never travels
-//! hub → peer     AuthOk                                (or Error, then close)
+//! peer → hub     Auth { version, role, key_id, proof } the only frame a hub reads before it
+//!                                                      admits; proof: see crate::admission
+//! hub → peer     AuthOk { ticket }                     (or Error, then close)
 //! exit:          Register → Registered, then Heartbeat → HeartbeatAck, …
 //! client:        Find → Peers, Resolve → Resolved, …
+//! any admitted:  RenewTicket → Ticket                  a fresh ticket (crate::ticket)
 //! either way     Error { code, message }
 //! ```
 //!
@@ -18,7 +19,7 @@
 //! ```text
 //! Challenge     0x01 | version u8 | nonce [32]
 //! Auth          0x02 | version u8 | role u8 | key_id: len u8 (1..=64), [A-Za-z0-9_.-] | proof [32]
-//! AuthOk        0x03
+//! AuthOk        0x03 | grant
 //! Register      0x04 | addrs | attrs | capacity u32 | relayed u8 (0x00 | 0x01: reachable through this hub's relay)
 //! Registered    0x05 | ttl_secs u32
 //! Heartbeat     0x06 | load u32
@@ -29,10 +30,14 @@
 //! Resolved      0x0b | peer | 0x00                      (unknown to the hub)
 //!                           | 0x01 | record             (record.peer == peer)
 //! Error         0x0c | code u8 | len u16 (≤ 256) | message [len], UTF-8
+//! RenewTicket   0x0d
+//! Ticket        0x0e | grant
 //!
+//! grant    valid_secs u32 | len u8 (1..=MAX_TICKET_LEN) | ticket [len]
 //! role     0x01 exit | 0x02 client
 //! code     0x01 UnsupportedVersion | 0x02 BadProof | 0x03 UnknownKey | 0x04 NotRegistered
 //!          | 0x05 DirectoryFull | 0x06 RateLimited | 0x07 Malformed | 0x08 Internal
+//!          | 0x09 Forbidden
 //! peer     len u8 (1..=MAX_PEER_ID_LEN) | peer id bytes
 //! addrs    count u8 (≤ MAX_ADDRS) | (len u8 (1..=MAX_ADDR_LEN) | address bytes) × count
 //! country  0x00 (none) | 0x01 | two upper-case ASCII letters
@@ -49,6 +54,11 @@
 //! `Find.limit` is not bounded here: the hub answers with at most
 //! `min(limit, MAX_PEERS)` records.
 //!
+//! A hub decodes what an unadmitted peer sends with [`decode_auth`] (an
+//! `Auth` and nothing else, at most [`AUTH_MAX`] bytes, refused after five
+//! bytes otherwise) and what an admitted one sends with [`decode_from_peer`]
+//! (only the peer → hub types, so never the 116 KB a `Peers` may take).
+//!
 //! Size limits: each message type has its own largest body, derived from the
 //! `record` limits ([`MAX_ADDRS`], [`MAX_ADDR_LEN`], [`MAX_LABELS`],
 //! [`MAX_LABEL_LEN`], [`MAX_PEER_ID_LEN`]) by adding up the largest encoding of
@@ -61,6 +71,7 @@ use super::frame::{
     Reader, TypeRule,
 };
 use crate::ids::{PeerId, MAX_PEER_ID_LEN};
+use crate::ticket::MAX_TICKET_LEN;
 use crate::record::{
     valid_label, Attrs, CountryCode, PeerAddr, PeerFilter, PeerRecord, MAX_ADDRS, MAX_ADDR_LEN,
     MAX_LABELS, MAX_LABEL_LEN, MAX_RELAYS,
@@ -69,7 +80,7 @@ use crate::record::{
 /// The libp2p protocol name of hub streams.
 pub const HUB_PROTOCOL: &str = "/meshproxy/hub/1";
 /// The version this node writes into, and accepts in, `Challenge` and `Auth`.
-pub const HUB_VERSION: u8 = 1;
+pub const HUB_VERSION: u8 = 2;
 
 /// Most records one `Peers` answer carries.
 pub const MAX_PEERS: usize = 64;
@@ -103,6 +114,8 @@ const TYPE_PEERS: u8 = 0x09;
 const TYPE_RESOLVE: u8 = 0x0a;
 const TYPE_RESOLVED: u8 = 0x0b;
 const TYPE_ERROR: u8 = 0x0c;
+const TYPE_RENEW_TICKET: u8 = 0x0d;
+const TYPE_TICKET: u8 = 0x0e;
 
 const NONCE_LEN: usize = 32;
 const PROOF_LEN: usize = 32;
@@ -117,8 +130,12 @@ const RELAYS_MAX: usize = 1 + MAX_RELAYS * PEER_MAX;
 const RECORD_MAX: usize = PEER_MAX + ADDRS_MAX + ATTRS_MAX + 4 + RELAYS_MAX;
 
 const CHALLENGE_MAX: usize = 1 + 1 + NONCE_LEN;
-const AUTH_MAX: usize = 1 + 1 + 1 + 1 + MAX_KEY_ID_LEN + PROOF_LEN;
-const AUTH_OK_MAX: usize = 1;
+/// The largest `Auth` body: the most an unadmitted peer may send a hub.
+pub const AUTH_MAX: usize = 1 + 1 + 1 + 1 + MAX_KEY_ID_LEN + PROOF_LEN;
+const GRANT_MAX: usize = 4 + 1 + MAX_TICKET_LEN;
+const AUTH_OK_MAX: usize = 1 + GRANT_MAX;
+const RENEW_TICKET_MAX: usize = 1;
+const TICKET_MAX: usize = 1 + GRANT_MAX;
 const REGISTER_MAX: usize = 1 + ADDRS_MAX + ATTRS_MAX + 4 + 1;
 const U32_MSG_MAX: usize = 1 + 4;
 const FIND_MAX: usize = 1 + ATTRS_MAX + 2;
@@ -152,7 +169,13 @@ pub const MAX_HUB_FRAME: usize = max_of(&[
     RESOLVE_MAX,
     RESOLVED_MAX,
     ERROR_MAX,
+    RENEW_TICKET_MAX,
+    TICKET_MAX,
 ]);
+
+/// The largest body an admitted peer may send a hub (the peer → hub types).
+pub const MAX_FROM_PEER_FRAME: usize =
+    max_of(&[REGISTER_MAX, U32_MSG_MAX, FIND_MAX, RESOLVE_MAX, ERROR_MAX, RENEW_TICKET_MAX]);
 
 /// Which kind of node authenticates to a hub; decides what it may do next.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -164,6 +187,22 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, in wire order.
+    pub const ALL: [Role; 2] = [Role::Exit, Role::Client];
+
+    /// The role's name in config files and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Exit => "exit",
+            Role::Client => "client",
+        }
+    }
+
+    /// The role a config name stands for.
+    pub fn from_name(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
+    }
+
     /// The wire byte.
     pub fn code(self) -> u8 {
         match self {
@@ -201,11 +240,14 @@ pub enum HubErrorCode {
     Malformed,
     /// The hub failed on its own account.
     Internal,
+    /// The peer authenticated, but its key does not admit it in this role
+    /// (or is pinned to another peer).
+    Forbidden,
 }
 
 impl HubErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [HubErrorCode; 8] = [
+    pub const ALL: [HubErrorCode; 9] = [
         HubErrorCode::UnsupportedVersion,
         HubErrorCode::BadProof,
         HubErrorCode::UnknownKey,
@@ -214,6 +256,7 @@ impl HubErrorCode {
         HubErrorCode::RateLimited,
         HubErrorCode::Malformed,
         HubErrorCode::Internal,
+        HubErrorCode::Forbidden,
     ];
 
     /// The wire byte.
@@ -227,6 +270,7 @@ impl HubErrorCode {
             HubErrorCode::RateLimited => 0x06,
             HubErrorCode::Malformed => 0x07,
             HubErrorCode::Internal => 0x08,
+            HubErrorCode::Forbidden => 0x09,
         }
     }
 
@@ -252,7 +296,8 @@ pub enum HubMessage {
     Challenge {
         /// The hub's protocol version.
         version: u8,
-        /// Fresh random bytes from the hub's seeded RNG.
+        /// Fresh random bytes (from the OS in production, see
+        /// `NodeConfig::entropy`).
         nonce: [u8; 32],
     },
     /// Peer → hub: who it is and the proof that it holds the key's token.
@@ -263,11 +308,15 @@ pub enum HubMessage {
         role: Role,
         /// Which admission key it claims, see [`valid_key_id`].
         key_id: String,
-        /// HMAC-SHA256 over the challenge nonce, keyed with the token.
+        /// The SCRAM-style proof of [`crate::admission`], bound to the
+        /// nonce, both peer ids, the key id and the role.
         proof: [u8; 32],
     },
-    /// Hub → peer: authenticated.
-    AuthOk,
+    /// Hub → peer: authenticated; here is the peer's first ticket.
+    AuthOk {
+        /// A ticket exits accept as proof of this admission.
+        grant: TicketGrant,
+    },
     /// Exit → hub: put me in the directory.
     Register {
         /// Where clients can dial the exit, at most [`MAX_ADDRS`].
@@ -319,6 +368,13 @@ pub enum HubMessage {
         /// Its record; `record.peer == peer`.
         record: Option<PeerRecord>,
     },
+    /// Admitted peer → hub: a fresh ticket, please (before the last runs out).
+    RenewTicket,
+    /// Hub → peer: the fresh ticket.
+    Ticket {
+        /// The ticket and how long it lasts.
+        grant: TicketGrant,
+    },
     /// Either way: a refusal; the sender closes the stream after it.
     Error {
         /// What went wrong, for the peer's logic.
@@ -326,6 +382,16 @@ pub enum HubMessage {
         /// What went wrong, for a human; at most [`MAX_ERROR_MESSAGE_LEN`] bytes.
         message: String,
     },
+}
+
+/// A ticket as a hub hands it out.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TicketGrant {
+    /// Seconds the ticket lasts from now (by the hub's reckoning; the holder
+    /// renews on its own clock, not on the ticket's wall-clock expiry).
+    pub valid_secs: u32,
+    /// The signed ticket, 1..=[`MAX_TICKET_LEN`] bytes, opaque to the holder.
+    pub ticket: Vec<u8>,
 }
 
 fn type_rule(ty: u8) -> Option<TypeRule> {
@@ -340,6 +406,8 @@ fn type_rule(ty: u8) -> Option<TypeRule> {
         TYPE_RESOLVE => (RESOLVE_MAX, None),
         TYPE_RESOLVED => (RESOLVED_MAX, None),
         TYPE_ERROR => (ERROR_MAX, None),
+        TYPE_RENEW_TICKET => (RENEW_TICKET_MAX, None),
+        TYPE_TICKET => (TICKET_MAX, None),
         _ => return None,
     };
     Some(TypeRule { max_body, version })
@@ -350,8 +418,8 @@ fn type_rule(ty: u8) -> Option<TypeRule> {
 /// Encoders expect values within the limits above. Handed one outside them
 /// they neither panic nor truncate it into a different message: they write a
 /// frame of the message's type with no fields, which the peer rejects as
-/// [`DecodeError::Malformed`] (`AuthOk` has no fields and so nothing to get
-/// wrong).
+/// [`DecodeError::Malformed`] (`RenewTicket` has no fields and so nothing to
+/// get wrong).
 pub fn encode(msg: &HubMessage, out: &mut Vec<u8>) {
     let put_u32 = |ty: u8, v: u32, out: &mut Vec<u8>| {
         encode_frame(out, ty, U32_MSG_MAX, |out| {
@@ -379,7 +447,13 @@ pub fn encode(msg: &HubMessage, out: &mut Vec<u8>) {
                 Ok(())
             })
         }
-        HubMessage::AuthOk => encode_frame(out, TYPE_AUTH_OK, AUTH_OK_MAX, |_| Ok(())),
+        HubMessage::AuthOk { grant } => {
+            encode_frame(out, TYPE_AUTH_OK, AUTH_OK_MAX, |out| put_grant(out, grant))
+        }
+        HubMessage::RenewTicket => encode_frame(out, TYPE_RENEW_TICKET, RENEW_TICKET_MAX, |_| Ok(())),
+        HubMessage::Ticket { grant } => {
+            encode_frame(out, TYPE_TICKET, TICKET_MAX, |out| put_grant(out, grant))
+        }
         HubMessage::Register { addrs, attrs, capacity, relayed } => {
             encode_frame(out, TYPE_REGISTER, REGISTER_MAX, |out| {
                 put_addrs(out, addrs)?;
@@ -437,7 +511,33 @@ pub fn encode(msg: &HubMessage, out: &mut Vec<u8>) {
 /// `Challenge` and `Auth` of another protocol version fail with
 /// [`DecodeError::UnsupportedVersion`] as soon as the version byte arrives.
 pub fn decode(buf: &[u8]) -> DecodeResult<HubMessage> {
-    decode_frame(buf, MAX_HUB_FRAME, type_rule, |ty, r| {
+    decode_frame(buf, MAX_HUB_FRAME, type_rule, parse)
+}
+
+/// Decodes what a hub reads before it admits a peer: one `Auth`, nothing
+/// else. A longer length is [`DecodeError::TooLarge`] after four bytes, any
+/// other type [`DecodeError::UnknownType`] after five.
+pub fn decode_auth(buf: &[u8]) -> DecodeResult<HubMessage> {
+    let rule = |ty| (ty == TYPE_AUTH).then(|| type_rule(ty)).flatten();
+    decode_frame(buf, AUTH_MAX, rule, parse)
+}
+
+/// Decodes what a hub reads from an admitted peer: only the peer → hub types
+/// (a peer has no business sending a hub `Peers` or `Challenge`).
+pub fn decode_from_peer(buf: &[u8]) -> DecodeResult<HubMessage> {
+    let rule = |ty| {
+        matches!(
+            ty,
+            TYPE_REGISTER | TYPE_HEARTBEAT | TYPE_FIND | TYPE_RESOLVE | TYPE_RENEW_TICKET | TYPE_ERROR
+        )
+        .then(|| type_rule(ty))
+        .flatten()
+    };
+    decode_frame(buf, MAX_FROM_PEER_FRAME, rule, parse)
+}
+
+fn parse(ty: u8, r: &mut Reader<'_>) -> Result<HubMessage, DecodeError> {
+    {
         Ok(match ty {
             TYPE_CHALLENGE => HubMessage::Challenge {
                 version: r.u8("truncated version")?,
@@ -457,7 +557,9 @@ pub fn decode(buf: &[u8]) -> DecodeResult<HubMessage> {
                 },
                 proof: r.array("truncated proof")?,
             },
-            TYPE_AUTH_OK => HubMessage::AuthOk,
+            TYPE_AUTH_OK => HubMessage::AuthOk { grant: read_grant(r)? },
+            TYPE_RENEW_TICKET => HubMessage::RenewTicket,
+            TYPE_TICKET => HubMessage::Ticket { grant: read_grant(r)? },
             TYPE_REGISTER => HubMessage::Register {
                 addrs: read_addrs(r)?,
                 attrs: read_attrs(r)?,
@@ -511,6 +613,18 @@ pub fn decode(buf: &[u8]) -> DecodeResult<HubMessage> {
             // `type_rule` admitted only the types above.
             _ => return Err(DecodeError::UnknownType(ty)),
         })
+    }
+}
+
+fn put_grant(out: &mut Vec<u8>, grant: &TicketGrant) -> Result<(), Invalid> {
+    out.extend_from_slice(&grant.valid_secs.to_be_bytes());
+    put_short_bytes(out, &grant.ticket, 1, MAX_TICKET_LEN, "bad ticket")
+}
+
+fn read_grant(r: &mut Reader<'_>) -> Result<TicketGrant, DecodeError> {
+    Ok(TicketGrant {
+        valid_secs: r.u32("truncated ticket lifetime")?,
+        ticket: r.short_bytes(1, MAX_TICKET_LEN, "bad ticket length")?.to_vec(),
     })
 }
 
@@ -715,7 +829,9 @@ mod tests {
                 key_id: "ops-key_1.A".into(),
                 proof: [3; 32],
             },
-            HubMessage::AuthOk,
+            HubMessage::AuthOk { grant: grant(3) },
+            HubMessage::RenewTicket,
+            HubMessage::Ticket { grant: grant(1) },
             HubMessage::Register {
                 addrs: vec![PeerAddr(vec![4, 127, 0, 0, 1])],
                 attrs: Attrs { country: de(), labels: vec!["residential".into()] },
@@ -750,7 +866,9 @@ mod tests {
                 },
                 AUTH_MAX,
             ),
-            (HubMessage::AuthOk, AUTH_OK_MAX),
+            (HubMessage::AuthOk { grant: max_grant() }, AUTH_OK_MAX),
+            (HubMessage::RenewTicket, RENEW_TICKET_MAX),
+            (HubMessage::Ticket { grant: max_grant() }, TICKET_MAX),
             (
                 HubMessage::Register {
                     addrs: max_addrs(),
@@ -792,16 +910,32 @@ mod tests {
         ]
     }
 
+    fn grant(len: usize) -> TicketGrant {
+        TicketGrant { valid_secs: 600, ticket: vec![0xab; len] }
+    }
+
+    fn max_grant() -> TicketGrant {
+        TicketGrant { valid_secs: u32::MAX, ticket: vec![0xff; MAX_TICKET_LEN] }
+    }
+
     fn type_of(msg: &HubMessage) -> u8 {
         bytes(msg)[4]
     }
 
     #[test]
     fn layout_is_as_documented() {
-        let mut challenge = vec![0, 0, 0, 34, 0x01, 1];
+        let mut challenge = vec![0, 0, 0, 34, 0x01, 2];
         challenge.extend_from_slice(&[9; 32]);
         assert_eq!(bytes(&samples()[0]), challenge);
-        assert_eq!(bytes(&HubMessage::AuthOk), [0, 0, 0, 1, 0x03]);
+        assert_eq!(
+            bytes(&HubMessage::AuthOk { grant: TicketGrant { valid_secs: 0x0102_0304, ticket: vec![7, 8] } }),
+            [0, 0, 0, 8, 0x03, 1, 2, 3, 4, 2, 7, 8]
+        );
+        assert_eq!(bytes(&HubMessage::RenewTicket), [0, 0, 0, 1, 0x0d]);
+        assert_eq!(
+            bytes(&HubMessage::Ticket { grant: TicketGrant { valid_secs: 1, ticket: vec![9] } }),
+            [0, 0, 0, 7, 0x0e, 0, 0, 0, 1, 1, 9]
+        );
         assert_eq!(
             bytes(&HubMessage::Heartbeat { load: 0x0102_0304 }),
             [0, 0, 0, 5, 0x06, 1, 2, 3, 4]
@@ -1213,9 +1347,9 @@ mod tests {
             assert!(matches!(decode(&b), Err(DecodeError::Malformed(_))), "{msg:?}");
         }
         // Appending after earlier frames leaves those intact.
-        let mut out = bytes(&HubMessage::AuthOk);
+        let mut out = bytes(&HubMessage::RenewTicket);
         encode(&HubMessage::Peers { peers: vec![small_record(); MAX_PEERS + 1] }, &mut out);
-        assert_eq!(out, [0, 0, 0, 1, TYPE_AUTH_OK, 0, 0, 0, 1, TYPE_PEERS]);
+        assert_eq!(out, [0, 0, 0, 1, TYPE_RENEW_TICKET, 0, 0, 0, 1, TYPE_PEERS]);
     }
 
     // ---- property tests ----
@@ -1294,7 +1428,13 @@ mod tests {
                     HubMessage::Auth { version: HUB_VERSION, role, key_id, proof }
                 }
             ),
-            Just(HubMessage::AuthOk),
+            (any::<u32>(), proptest::collection::vec(any::<u8>(), 1..=MAX_TICKET_LEN)).prop_map(
+                |(valid_secs, ticket)| HubMessage::AuthOk { grant: TicketGrant { valid_secs, ticket } }
+            ),
+            Just(HubMessage::RenewTicket),
+            (any::<u32>(), proptest::collection::vec(any::<u8>(), 1..=MAX_TICKET_LEN)).prop_map(
+                |(valid_secs, ticket)| HubMessage::Ticket { grant: TicketGrant { valid_secs, ticket } }
+            ),
             (addrs(), attrs(), any::<u32>(), any::<bool>()).prop_map(
                 |(addrs, attrs, capacity, relayed)| HubMessage::Register {
                     addrs,

@@ -2,7 +2,7 @@
 //! exit says how that went, then the stream carries raw bytes both ways.
 //!
 //! ```text
-//! client → exit   ConnectRequest    (one frame, body ≤ MAX_REQUEST = 270)
+//! client → exit   ConnectRequest    (one frame, body ≤ MAX_REQUEST = 442)
 //! exit → client   ConnectResponse   (one frame, body ≤ MAX_RESPONSE = 21)
 //! both ways       raw bytes of the spliced connection, no framing
 //! ```
@@ -11,12 +11,13 @@
 //! the length prefix in front):
 //!
 //! ```text
-//! ConnectRequest   0x01 | version u8 | target | session
+//! ConnectRequest   0x01 | version u8 | target | session | ticket
 //!   target         0x01 | IPv4 [4] | port u16
 //!                | 0x03 | len u8 (1..=255) | domain [len], UTF-8 | port u16
 //!                | 0x04 | IPv6 [16] | port u16
 //!   session        0x00                       (none)
 //!                | 0x01 | session id u64
+//!   ticket         len u8 (0 = none, ..=MAX_TICKET_LEN) | ticket [len]   (crate::ticket)
 //! ConnectResponse  0x02 | status u8 (RFC 1928 reply code 0x00..=0x08) | bound
 //!   bound          0x00                       (none)
 //!                | 0x01 | IPv4 [4] | port u16
@@ -37,12 +38,14 @@ use super::frame::{
 };
 use crate::ids::SessionId;
 use crate::target::{Status, TargetAddr, MAX_DOMAIN_LEN};
+use crate::ticket::MAX_TICKET_LEN;
+use bytes::Bytes;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// The libp2p protocol name of proxy streams.
 pub const PROXY_PROTOCOL: &str = "/meshproxy/proxy/1";
 /// The version this node writes into, and accepts in, a `ConnectRequest`.
-pub const PROXY_VERSION: u8 = 1;
+pub const PROXY_VERSION: u8 = 2;
 
 const TYPE_REQUEST: u8 = 0x01;
 const TYPE_RESPONSE: u8 = 0x02;
@@ -53,8 +56,8 @@ const ATYP_DOMAIN: u8 = 0x03;
 const ATYP_IPV6: u8 = 0x04;
 
 /// Largest `ConnectRequest` body: type, version, address type, domain length,
-/// a 255-byte domain, port, session flag, session id.
-pub const MAX_REQUEST: usize = 1 + 1 + 1 + 1 + MAX_DOMAIN_LEN + 2 + 1 + 8;
+/// a 255-byte domain, port, session flag, session id, ticket length, ticket.
+pub const MAX_REQUEST: usize = 1 + 1 + 1 + 1 + MAX_DOMAIN_LEN + 2 + 1 + 8 + 1 + MAX_TICKET_LEN;
 /// Largest `ConnectResponse` body: type, status, address type, IPv6, port.
 pub const MAX_RESPONSE: usize = 1 + 1 + 1 + 16 + 2;
 
@@ -72,12 +75,21 @@ pub struct ConnectRequest {
     /// The sticky session this connection belongs to, so the exit can keep
     /// its egress stable.
     pub session: Option<SessionId>,
+    /// The client's ticket from a hub (empty: none), which a closed exit
+    /// requires; at most [`MAX_TICKET_LEN`] bytes.
+    pub ticket: Bytes,
 }
 
 impl ConnectRequest {
-    /// A request in this node's own protocol version.
+    /// A request in this node's own protocol version, without a ticket.
     pub fn new(target: TargetAddr, session: Option<SessionId>) -> Self {
-        ConnectRequest { version: PROXY_VERSION, target, session }
+        ConnectRequest { version: PROXY_VERSION, target, session, ticket: Bytes::new() }
+    }
+
+    /// The same request carrying `ticket`.
+    #[must_use]
+    pub fn with_ticket(self, ticket: Bytes) -> Self {
+        ConnectRequest { ticket, ..self }
     }
 }
 
@@ -107,7 +119,12 @@ pub fn encode_request(req: &ConnectRequest, out: &mut Vec<u8>) {
                 out.extend_from_slice(&id.to_be_bytes());
             }
         }
-        Ok(())
+        if req.ticket.is_empty() {
+            out.push(0);
+            Ok(())
+        } else {
+            put_short_bytes(out, &req.ticket, 1, MAX_TICKET_LEN, "bad ticket")
+        }
     });
 }
 
@@ -127,7 +144,8 @@ pub fn decode_request(buf: &[u8]) -> DecodeResult<ConnectRequest> {
             false => None,
             true => Some(SessionId(r.u64("truncated session id")?)),
         };
-        Ok(ConnectRequest { version, target, session })
+        let ticket = Bytes::copy_from_slice(r.short_bytes(0, MAX_TICKET_LEN, "bad ticket length")?);
+        Ok(ConnectRequest { version, target, session, ticket })
     })
 }
 
@@ -255,18 +273,23 @@ mod tests {
         let bytes = req_bytes(&req);
         assert_eq!(
             bytes,
-            [0, 0, 0, 18, 0x01, 1, 0x01, 10, 1, 2, 3, 0, 80, 1, 1, 2, 3, 4, 5, 6, 7, 8]
+            [0, 0, 0, 19, 0x01, 2, 0x01, 10, 1, 2, 3, 0, 80, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0]
         );
         assert_eq!(decode_request(&bytes), complete(req, bytes.len()));
 
         let req = domain("ab");
         let bytes = req_bytes(&req);
-        assert_eq!(bytes, [0, 0, 0, 9, 0x01, 1, 0x03, 2, b'a', b'b', 0x01, 0xbb, 0]);
+        assert_eq!(bytes, [0, 0, 0, 10, 0x01, 2, 0x03, 2, b'a', b'b', 0x01, 0xbb, 0, 0]);
+
+        let req = domain("a").with_ticket(Bytes::from_static(&[7, 8, 9]));
+        let bytes = req_bytes(&req);
+        assert_eq!(bytes, [0, 0, 0, 12, 0x01, 2, 0x03, 1, b'a', 0x01, 0xbb, 0, 3, 7, 8, 9]);
+        assert_eq!(decode_request(&bytes), complete(req, bytes.len()));
         assert_eq!(decode_request(&bytes), complete(req, bytes.len()));
 
         let req = ConnectRequest::new(TargetAddr::Ip("[::1]:8080".parse().expect("literal")), None);
         let bytes = req_bytes(&req);
-        assert_eq!(bytes.len(), 4 + 1 + 1 + 1 + 16 + 2 + 1);
+        assert_eq!(bytes.len(), 4 + 1 + 1 + 1 + 16 + 2 + 1 + 1);
         assert_eq!(decode_request(&bytes), complete(req, bytes.len()));
     }
 
@@ -288,7 +311,8 @@ mod tests {
 
     #[test]
     fn largest_messages_hit_the_limits_exactly() {
-        let mut req = domain(&"a".repeat(MAX_DOMAIN_LEN));
+        let mut req = domain(&"a".repeat(MAX_DOMAIN_LEN))
+            .with_ticket(Bytes::from(vec![0xee; MAX_TICKET_LEN]));
         req.session = Some(SessionId(u64::MAX));
         let bytes = req_bytes(&req);
         assert_eq!(bytes.len(), 4 + MAX_REQUEST);
@@ -469,8 +493,14 @@ mod tests {
     }
 
     fn request() -> impl Strategy<Value = ConnectRequest> {
-        (target(), proptest::option::of(any::<u64>().prop_map(SessionId)))
-            .prop_map(|(target, session)| ConnectRequest::new(target, session))
+        (
+            target(),
+            proptest::option::of(any::<u64>().prop_map(SessionId)),
+            proptest::collection::vec(any::<u8>(), 0..=MAX_TICKET_LEN),
+        )
+            .prop_map(|(target, session, ticket)| {
+                ConnectRequest::new(target, session).with_ticket(Bytes::from(ticket))
+            })
     }
 
     fn response() -> impl Strategy<Value = ConnectResponse> {
