@@ -231,12 +231,17 @@ pub enum Input {
     Restore(StateSnapshot),
     /// This node learned (or re-learned) whether it is directly reachable.
     Reachability(Reachability),
-    /// Others see this node at `ip` (an address peers observed, or one
-    /// autonat confirmed): an exit denies it as a destination from now on,
-    /// like the addresses it was configured with.
+    /// Others see this node at `ip`: an exit denies it as a destination from
+    /// now on, like the addresses it was configured with (a cloud host's
+    /// public address under 1:1 NAT is on no interface).
     OwnAddress {
         /// The address.
         ip: IpAddr,
+        /// The peer that reported it (identify's observed address); `None`
+        /// when this node confirmed it itself (autonat's dial-back). Only
+        /// this node's hubs are believed, so strangers cannot make it deny
+        /// arbitrary destinations.
+        by: Option<PeerId>,
     },
     /// A reservation asked for with [`Output::Reserve`] was granted or renewed.
     ReservationAccepted {

@@ -209,8 +209,9 @@ impl Node {
                     l.reregister_all(&mut self.ctx, now, &t);
                 }
             }
-            Input::OwnAddress { ip } => {
-                if let Some(e) = &mut self.exit {
+            Input::OwnAddress { ip, by } => {
+                let trusted = by.is_none_or(|p| self.config.hubs.iter().any(|h| h.peer == p));
+                if let Some(e) = self.exit.as_mut().filter(|_| trusted) {
                     e.add_own_address(ip);
                 }
             }

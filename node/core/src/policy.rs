@@ -783,6 +783,7 @@ mod tests {
         ("224.0.0.0/4", "239.255.255.255"),
         ("240.0.0.0/4", "240.0.0.0"),
         ("240.0.0.0/4", "255.255.255.255"),
+        ("168.63.129.16/32", "168.63.129.16"),
     ];
 
     #[test]
@@ -812,6 +813,8 @@ mod tests {
             ("fc00::/7", "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
             ("fe80::/10", "fe80::1"),
             ("fe80::/10", "febf::1"),
+            ("fec0::/10", "fec0::1"),
+            ("fec0::/10", "feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
             ("ff00::/8", "ff02::1"),
         ] {
             let range: IpNet = range.parse().expect("range");
@@ -848,7 +851,9 @@ mod tests {
             "2001:4860:4860::8888",
             "2606:4700::1111",
             "fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-            "fec0::1",
+            "fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "168.63.129.15",
+            "168.63.129.17",
             "::2:0:0:1",
         ] {
             assert_eq!(policy.check(ip(addr), 443), Ok(()), "{addr}");

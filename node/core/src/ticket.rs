@@ -70,6 +70,32 @@ pub enum TicketRefusal {
     BadSignature,
 }
 
+impl TicketRefusal {
+    /// Every refusal, for metrics that show each from the start.
+    pub const ALL: [TicketRefusal; 7] = [
+        TicketRefusal::Missing,
+        TicketRefusal::Malformed,
+        TicketRefusal::UnknownHub,
+        TicketRefusal::WrongHolder,
+        TicketRefusal::RoleNotAllowed,
+        TicketRefusal::Expired,
+        TicketRefusal::BadSignature,
+    ];
+
+    /// The refusal's name in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            TicketRefusal::Missing => "missing",
+            TicketRefusal::Malformed => "malformed",
+            TicketRefusal::UnknownHub => "unknown_hub",
+            TicketRefusal::WrongHolder => "wrong_holder",
+            TicketRefusal::RoleNotAllowed => "role_not_allowed",
+            TicketRefusal::Expired => "expired",
+            TicketRefusal::BadSignature => "bad_signature",
+        }
+    }
+}
+
 /// A hub's signing key (its Ed25519 identity key).
 #[derive(Clone)]
 pub struct TicketSigner {

@@ -176,7 +176,13 @@ pub async fn start_node_with(
     sockets: Arc<dyn Sockets>,
     admitted: Option<AdmittedPeers>,
 ) -> Result<RunningNode, StartError> {
-    let config = file.to_node_config(identity.peer_id(), parse_addr)?;
+    let config = file.to_node_config(identity, parse_addr)?;
+    if config.exit.as_ref().is_some_and(|e| e.open) {
+        tracing::warn!(
+            "exit.open = true: this exit serves any peer that reaches it, admitted or not; \
+             what leaves its address is the operator's responsibility"
+        );
+    }
     let snapshot = match &file.state {
         Some(path) => state::load(path)?,
         None => None,

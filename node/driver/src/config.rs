@@ -19,7 +19,9 @@
 //!
 //! [hub]                             # serve as a hub
 //! ttl_ms = 30000
-//! keys = [{ id = "alice", token_sha256 = "…64 hex digits…" }]
+//! ticket_lifetime_ms = 1200000      # tickets exits accept (default 20 min)
+//! keys = [{ id = "alice", verifier = "…64 hex digits…" },          # clients (see crate::keys)
+//!         { id = "exit-1", verifier = "…", roles = ["exit"] }]
 //! relay = true                      # circuit relay v2 for admitted peers only (default true)
 //! relay_max_reservations = 1024     # all peers together (default 1024)
 //! relay_max_reservations_per_peer = 4
@@ -31,6 +33,7 @@
 //!
 //! [exit]                            # serve as an exit
 //! credential = { id = "exit-1", token = "…" }
+//! open = false                      # true: serve peers without a hub's ticket (a public exit)
 //! allow = ["127.0.0.1:8080"]
 //! country = "DE"
 //! relay = "auto"                    # reserve at the hubs' relays: auto (when not reachable) | always | off
@@ -43,16 +46,16 @@
 //! relayed = true                    # may sessions run through a hub's relay (default true)
 //! ```
 
-use crate::identity::parse_peer_id;
+use crate::identity::{parse_peer_id, Identity};
+use crate::keys;
 use crate::network::{RelayLimits, RELAY_MAX_DURATION};
-use meshproxy_core::admission::{AdmissionKey, Credential};
+use meshproxy_core::ticket::{ed25519_key_of, TicketSigner};
 use meshproxy_core::config::{
     ClientConfig, ExitConfig, HubConfig, HubContact, Limits, ListenerConfig, ListenerProtocol,
-    NodeConfig, RelayMode, SelectionConfig, StickyMode, Timeouts,
+    NodeConfig, RelayMode, SelectionConfig, StickyMode, Timeouts, DEFAULT_TICKET_LIFETIME,
 };
 use meshproxy_core::directory::DirectoryConfig;
 use meshproxy_core::http_connect::HttpAuthPolicy;
-use meshproxy_core::ids::PeerId;
 use meshproxy_core::io::Reachability;
 use meshproxy_core::policy::{ExitPolicyConfig, PolicyRule, PortRange};
 use meshproxy_core::record::{
@@ -167,6 +170,8 @@ pub struct TimeoutsFile {
     pub dial_ms: Option<u64>,
     /// A hub request.
     pub hub_request_ms: Option<u64>,
+    /// (Hubs) an unadmitted peer's answer to the challenge.
+    pub auth_ms: Option<u64>,
     /// A splice with no traffic.
     pub idle_ms: Option<u64>,
 }
@@ -183,13 +188,17 @@ pub struct LimitsFile {
     pub max_sessions_per_peer: Option<usize>,
     /// Hub streams at once.
     pub max_hub_streams: Option<usize>,
+    /// (Hubs) hub streams one peer holds at once.
+    pub max_hub_streams_per_peer: Option<usize>,
+    /// (Hubs) unadmitted hub streams at once, all peers together.
+    pub max_preauth_hub_streams: Option<usize>,
     /// Client sessions per listener.
     pub max_sessions_per_listener: Option<usize>,
     /// Client sessions per app source address.
     pub max_sessions_per_source: Option<usize>,
     /// Exit dials under way at once.
     pub max_pending_dials: Option<usize>,
-    /// (Hubs) registrations under one admission key.
+    /// (Hubs) registrations under one admission key without its own `max_registrations`.
     pub max_registrations_per_key: Option<usize>,
     /// (Clients) sessions under way at one exit.
     pub max_sessions_per_exit: Option<usize>,
@@ -206,27 +215,7 @@ pub struct LimitsFile {
     pub max_pending_connections: Option<u32>,
 }
 
-/// A node's proof of admission: the key id and the token the hub operator issued.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CredentialFile {
-    /// The key id.
-    pub id: String,
-    /// The secret token.
-    pub token: String,
-}
-
-/// One admitted key at a hub: the token itself or its SHA-256 in hex.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct KeyFile {
-    /// The key id.
-    pub id: String,
-    /// The token (prefer `token_sha256`, so the hub never stores it).
-    pub token: Option<String>,
-    /// `SHA-256(token)`, 64 hex digits.
-    pub token_sha256: Option<String>,
-}
+pub use crate::keys::{CredentialFile, KeyFile};
 
 /// `[hub]`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -238,9 +227,12 @@ pub struct HubFile {
     pub max_entries: Option<usize>,
     /// Most records per lookup answer (default 64).
     pub max_find: Option<usize>,
-    /// Who may register or look up.
+    /// Who may register or look up, and as what (see [`crate::keys`]).
     #[serde(default)]
     pub keys: Vec<KeyFile>,
+    /// How long the tickets of admitted peers last (default 20 min, at least 10 s);
+    /// clients keep working through a hub outage for at least half of it.
+    pub ticket_lifetime_ms: Option<u64>,
     /// Serve as a circuit relay v2 for admitted peers (default true); strangers are refused.
     pub relay: Option<bool>,
     /// Relay reservations at once, all peers together (default 1024).
@@ -292,6 +284,9 @@ pub struct ExitFile {
     /// Relay reservations at the hubs: `auto` (default: while not reachable directly),
     /// `always` or `off`.
     pub relay: Option<String>,
+    /// Serve peers without a ticket from one of this exit's hubs: a public exit
+    /// (default false; the node warns at start when true).
+    pub open: Option<bool>,
 }
 
 impl ExitFile {
@@ -309,6 +304,7 @@ impl ExitFile {
             allowed_ports: Vec::new(),
             default_deny_ranges: None,
             relay: None,
+            open: None,
         }
     }
 }
@@ -452,13 +448,16 @@ impl FileConfig {
         })
     }
 
-    /// The core's configuration. `parse_addr` turns a multiaddr string into
-    /// its binary form (the network layer's business).
+    /// The core's configuration for the node with `identity` (a hub signs
+    /// tickets with its key). `parse_addr` turns a multiaddr string into its
+    /// binary form (the network layer's business). The driver fills in
+    /// `wall_clock` and `entropy` when it starts the node.
     pub fn to_node_config(
         &self,
-        peer_id: PeerId,
+        identity: &Identity,
         parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
     ) -> Result<NodeConfig, ConfigError> {
+        let peer_id = identity.peer_id();
         if self.hub.is_none() && self.exit.is_none() && self.client.is_none() {
             return Err(invalid("no role: add a [hub], [exit] and/or [client] table"));
         }
@@ -472,12 +471,20 @@ impl FileConfig {
         for (i, h) in self.hubs.iter().enumerate() {
             let peer = parse_peer_id(&h.peer)
                 .ok_or_else(|| invalid(format!("hubs[{i}].peer: `{}` is not a peer id", h.peer)))?;
-            hubs.push(HubContact { peer, addrs: addrs(&h.addrs, &format!("hubs[{i}].addrs"))? });
+            let ticket_key = ed25519_key_of(&peer);
+            if ticket_key.is_none() && self.exit.as_ref().is_some_and(|e| e.open != Some(true)) {
+                return Err(invalid(format!(
+                    "hubs[{i}].peer: `{}` is not an Ed25519 peer id, so this exit cannot check                      the tickets it signs",
+                    h.peer
+                )));
+            }
+            let addrs = addrs(&h.addrs, &format!("hubs[{i}].addrs"))?;
+            hubs.push(HubContact { peer, addrs, ticket_key });
         }
         if (self.exit.is_some() || self.client.is_some()) && hubs.is_empty() {
             return Err(invalid("exits and clients need at least one [[hubs]] entry"));
         }
-        let hub = self.hub.as_ref().map(hub_config).transpose()?;
+        let hub = self.hub.as_ref().map(|h| hub_config(h, identity)).transpose()?;
         self.reachability()?;
         // Checked here too, so `check` and every start path refuse a bad relay table.
         self.relay_limits()?;
@@ -496,8 +503,10 @@ impl FileConfig {
             exit,
             client,
             timeouts: timeouts(&self.timeouts)?,
-            limits: limits(&self.limits),
+            limits: limits(&self.limits)?,
             relay: meshproxy_core::config::RelayConfig::default(),
+            wall_clock: Duration::ZERO,
+            entropy: None,
         })
     }
 }
@@ -573,6 +582,7 @@ fn timeouts(t: &TimeoutsFile) -> Result<Timeouts, ConfigError> {
         ("origin_connect_ms", t.origin_connect_ms),
         ("dial_ms", t.dial_ms),
         ("hub_request_ms", t.hub_request_ms),
+        ("auth_ms", t.auth_ms),
         ("idle_ms", t.idle_ms),
     ];
     // A zero deadline would fire at once and make the node useless.
@@ -588,17 +598,29 @@ fn timeouts(t: &TimeoutsFile) -> Result<Timeouts, ConfigError> {
         origin_connect: ms(t.origin_connect_ms, d.origin_connect),
         dial: ms(t.dial_ms, d.dial),
         hub_request: ms(t.hub_request_ms, d.hub_request),
+        auth: ms(t.auth_ms, d.auth),
         idle: ms(t.idle_ms, d.idle),
     })
 }
 
-fn limits(l: &LimitsFile) -> Limits {
+fn limits(l: &LimitsFile) -> Result<Limits, ConfigError> {
     let d = Limits::default();
-    Limits {
+    for (name, v) in [
+        ("max_hub_streams_per_peer", l.max_hub_streams_per_peer),
+        ("max_preauth_hub_streams", l.max_preauth_hub_streams),
+        ("max_registrations_per_key", l.max_registrations_per_key),
+    ] {
+        if v == Some(0) {
+            return Err(invalid(format!("limits.{name}: must be at least 1")));
+        }
+    }
+    Ok(Limits {
         max_client_sessions: l.max_client_sessions.unwrap_or(d.max_client_sessions),
         max_exit_sessions: l.max_exit_sessions.unwrap_or(d.max_exit_sessions),
         max_sessions_per_peer: l.max_sessions_per_peer.unwrap_or(d.max_sessions_per_peer),
         max_hub_streams: l.max_hub_streams.unwrap_or(d.max_hub_streams),
+        max_hub_streams_per_peer: l.max_hub_streams_per_peer.unwrap_or(d.max_hub_streams_per_peer),
+        max_preauth_hub_streams: l.max_preauth_hub_streams.unwrap_or(d.max_preauth_hub_streams),
         max_sessions_per_listener: l
             .max_sessions_per_listener
             .unwrap_or(d.max_sessions_per_listener),
@@ -608,44 +630,22 @@ fn limits(l: &LimitsFile) -> Limits {
             .max_registrations_per_key
             .unwrap_or(d.max_registrations_per_key),
         max_sessions_per_exit: l.max_sessions_per_exit.unwrap_or(d.max_sessions_per_exit),
-    }
+    })
 }
 
-fn credential(c: &CredentialFile) -> Credential {
-    Credential::new(c.id.clone(), c.token.as_bytes())
-}
+/// The shortest ticket lifetime a hub may configure: renewal at half of it
+/// must leave room for a round trip.
+const MIN_TICKET_LIFETIME: Duration = Duration::from_secs(10);
 
-fn hex32(s: &str) -> Option<[u8; 32]> {
-    let s = s.as_bytes();
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        let text = std::str::from_utf8(pair).ok()?;
-        *o = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(out)
-}
-
-fn hub_config(h: &HubFile) -> Result<HubConfig, ConfigError> {
-    let mut keys = Vec::new();
-    for (i, k) in h.keys.iter().enumerate() {
-        let key = match (&k.token, &k.token_sha256) {
-            (Some(token), None) => Credential::new(k.id.clone(), token.as_bytes()).admission_key(),
-            (None, Some(hex)) => AdmissionKey {
-                key_id: k.id.clone(),
-                key: hex32(hex).ok_or_else(|| {
-                    invalid(format!("hub.keys[{i}].token_sha256: expected 64 hex digits"))
-                })?,
-            },
-            _ => {
-                return Err(invalid(format!(
-                    "hub.keys[{i}]: give exactly one of `token` and `token_sha256`"
-                )))
-            }
-        };
-        keys.push(key);
+fn hub_config(h: &HubFile, identity: &Identity) -> Result<HubConfig, ConfigError> {
+    let keys = keys::admission_keys(&h.keys)?;
+    let ticket_lifetime = ms(h.ticket_lifetime_ms, DEFAULT_TICKET_LIFETIME);
+    if ticket_lifetime < MIN_TICKET_LIFETIME || ticket_lifetime.as_secs() > u64::from(u32::MAX) {
+        return Err(invalid(format!(
+            "hub.ticket_lifetime_ms: must be within {}..={}",
+            MIN_TICKET_LIFETIME.as_millis(),
+            u64::from(u32::MAX) * 1000
+        )));
     }
     let d = DirectoryConfig::default();
     Ok(HubConfig {
@@ -655,6 +655,8 @@ fn hub_config(h: &HubFile) -> Result<HubConfig, ConfigError> {
         },
         keys,
         max_find: h.max_find.unwrap_or(64),
+        signer: TicketSigner::from_secret(identity.secret_bytes()),
+        ticket_lifetime,
     })
 }
 
@@ -742,7 +744,8 @@ fn exit_config(
         },
         addrs,
         capacity: e.capacity.unwrap_or(256),
-        credential: credential(&e.credential),
+        credential: keys::credential("exit.credential", &e.credential)?,
+        open: e.open.unwrap_or(false),
         relay: match e.relay.as_deref().unwrap_or("auto") {
             "auto" => RelayMode::Auto,
             "always" => RelayMode::Always,
@@ -838,7 +841,7 @@ fn client_config(c: &ClientFile) -> Result<ClientConfig, ConfigError> {
             sticky_ttl: ms(c.sticky_ttl_ms, d.sticky_ttl),
             latency_alpha: alpha,
         },
-        credential: credential(&c.credential),
+        credential: keys::credential("client.credential", &c.credential)?,
     })
 }
 

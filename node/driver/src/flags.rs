@@ -7,7 +7,7 @@
 //! the command line says always wins and nothing is silently merged.
 
 use crate::config::{
-    ClientFile, ConfigError, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile, KeyFile,
+    ClientFile, ConfigError, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile,
     ListenerFile, UserFile,
 };
 use std::net::SocketAddr;
@@ -52,12 +52,15 @@ pub struct CommonFlags {
 /// Flags of `meshproxy hub`.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct HubFlags {
-    /// Admit nodes holding this token: ID=TOKEN, repeatable [key: hub.keys].
-    #[arg(long = "key", value_name = "ID=TOKEN")]
+    /// Admit nodes holding this token: ID=TOKEN[,roles=exit+client][,peer=PEER_ID][,max=N]
+    /// (roles default to client; max: directory entries an exit key may hold); repeatable
+    /// [key: hub.keys].
+    #[arg(long = "key", value_name = "ID=TOKEN[,…]")]
     pub keys: Vec<String>,
-    /// Admit by SHA-256 of the token (the hub never sees it): ID=HEX, repeatable [key: hub.keys].
-    #[arg(long = "key-sha256", value_name = "ID=HEX")]
-    pub key_hashes: Vec<String>,
+    /// Admit by the verifier `meshproxy token new` printed (the hub then holds nothing that
+    /// logs in): ID=HEX[,roles=…][,peer=…][,max=N]; repeatable [key: hub.keys].
+    #[arg(long = "key-verifier", value_name = "ID=HEX[,…]")]
+    pub key_verifiers: Vec<String>,
     /// How long an exit's registration lasts without a heartbeat [key: hub.ttl_ms].
     #[arg(long, value_name = "MS")]
     pub ttl_ms: Option<u64>,
@@ -97,6 +100,10 @@ pub struct ExitFlags {
     /// off [key: exit.relay].
     #[arg(long, value_name = "auto|always|off")]
     pub relay: Option<String>,
+    /// Serve peers without a ticket from this exit's hubs: a public exit, anyone who learns
+    /// its address may use it [key: exit.open].
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// Flags of `meshproxy client`. The listener flags describe the listeners
@@ -255,12 +262,10 @@ fn apply_hub(file: &mut FileConfig, f: &HubFlags) -> Result<(), ConfigError> {
     let hub = file.hub.get_or_insert_with(HubFile::default);
     let mut keys = Vec::new();
     for k in &f.keys {
-        let (id, token) = pair("key", k, '=')?;
-        keys.push(KeyFile { id: id.into(), token: Some(token.into()), token_sha256: None });
+        keys.push(crate::keys::key_flag("key", k, false)?);
     }
-    for k in &f.key_hashes {
-        let (id, hex) = pair("key-sha256", k, '=')?;
-        keys.push(KeyFile { id: id.into(), token: None, token_sha256: Some(hex.into()) });
+    for k in &f.key_verifiers {
+        keys.push(crate::keys::key_flag("key-verifier", k, true)?);
     }
     replace(&mut hub.keys, &keys);
     if f.ttl_ms.is_some() {
@@ -302,6 +307,9 @@ fn apply_exit(file: &mut FileConfig, f: &ExitFlags) -> Result<(), ConfigError> {
     }
     if f.relay.is_some() {
         exit.relay.clone_from(&f.relay);
+    }
+    if f.open {
+        exit.open = Some(true);
     }
     Ok(())
 }
@@ -380,7 +388,7 @@ mod tests {
     }
 
     fn node_config(file: &FileConfig) -> meshproxy_core::config::NodeConfig {
-        file.to_node_config(Identity::from_secret([1; 32]).peer_id(), &crate::node::parse_addr)
+        file.to_node_config(&Identity::from_secret([1; 32]), &crate::node::parse_addr)
             .expect("valid config")
     }
 

@@ -26,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod flags;
 pub mod identity;
+pub mod keys;
 pub mod listener;
 pub mod metrics;
 pub mod muxer;

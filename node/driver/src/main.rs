@@ -83,6 +83,11 @@ enum Command {
     /// fetch the page through the mesh, and print a curl command to try it.
     Demo,
     /// Create a new identity key file (never overwrites) and print its peer id.
+    /// Admission tokens: `token new` prints a fresh one and what the hub stores.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     Keygen {
         /// Where to write the key.
         #[arg(long, default_value = "meshproxy.key")]
@@ -94,6 +99,30 @@ enum Command {
         #[arg(long, default_value = "meshproxy.key")]
         identity: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a fresh 256-bit token for a node and the verifier its hub stores
+    /// (the verifier checks the node's proof and cannot itself log in).
+    New {
+        /// The key id the node presents.
+        #[arg(long, default_value = "node-1")]
+        id: String,
+        /// The roles the hub admits the key in: client, exit, or both (exit+client).
+        #[arg(long, default_value = "client")]
+        roles: String,
+    },
+}
+
+fn token_new(id: &str, roles: &str) -> Result<(), String> {
+    if !meshproxy_core::wire::hub::valid_key_id(id) {
+        return Err(format!("--id `{id}`: 1 to 64 of A-Z a-z 0-9 _ . -"));
+    }
+    let names: Vec<String> = roles.split('+').map(str::to_owned).collect();
+    let roles = meshproxy::keys::roles("--roles", &names).map_err(|e| e.to_string())?;
+    print!("{}", meshproxy::keys::token_instructions(id, &meshproxy::keys::new_token(), roles));
+    Ok(())
 }
 
 /// How long running sessions may finish after a stop signal.
@@ -155,21 +184,30 @@ fn exit_code(what: &str, result: Result<(), String>) -> ExitCode {
 fn check(path: &Path) -> Result<(), String> {
     let file = FileConfig::load(path).map_err(|e| e.to_string())?;
     let identity_path = file.identity_path();
-    let peer = match Identity::load(&identity_path) {
+    let identity = match Identity::load(&identity_path) {
         Ok(id) => {
             println!("identity: {} ({})", identity_path.display(), id.peer_id_string());
-            id.peer_id()
+            id
         }
         Err(e) => {
             println!(
                 "identity: {} (not loaded: {e}; created on first run)",
                 identity_path.display()
             );
-            Identity::from_secret([0; 32]).peer_id()
+            Identity::from_secret([0; 32])
         }
     };
     let node =
-        file.to_node_config(peer, &meshproxy::node::parse_addr).map_err(|e| e.to_string())?;
+        file.to_node_config(&identity, &meshproxy::node::parse_addr).map_err(|e| e.to_string())?;
+    if let Some(hub) = &node.hub {
+        for key in &hub.keys {
+            let pin = key.peer.map_or(String::new(), |_| ", pinned to one peer".into());
+            println!("hub key: {} (roles: {}{pin})", key.key_id, key.roles);
+        }
+    }
+    if node.exit.as_ref().is_some_and(|e| e.open) {
+        println!("  warning: exit.open = true: this exit serves peers without a ticket");
+    }
     let roles: Vec<&str> = [
         node.hub.as_ref().map(|_| "hub"),
         node.exit.as_ref().map(|_| "exit"),
@@ -204,6 +242,9 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match cli.command {
+        Command::Token { command: TokenCommand::New { id, roles } } => {
+            exit_code("token new", token_new(&id, &roles))
+        }
         Command::Keygen { out } => {
             let id = Identity::generate();
             match id.create(&out) {

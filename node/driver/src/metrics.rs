@@ -14,10 +14,12 @@
 //! client cannot hold more than a bounded amount of memory or tasks.
 
 use crate::port::{HolePunchStage, NetEvent};
+use meshproxy_core::admission::Refusal;
 use meshproxy_core::ids::{ConnId, PeerId};
 use meshproxy_core::io::{Event, FailReason, SpliceEnd};
 use meshproxy_core::selection::breaker::BreakerState;
 use meshproxy_core::target::Status;
+use meshproxy_core::ticket::TicketRefusal;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -128,6 +130,7 @@ pub fn fail_reason_label(reason: FailReason) -> &'static str {
         FailReason::Timeout => "timeout",
         FailReason::SourceLimit => "source_limit",
         FailReason::Overloaded => "overloaded",
+        FailReason::NotAdmitted => "not_admitted",
     }
 }
 
@@ -166,7 +169,7 @@ fn how_label(how: SpliceEnd) -> &'static str {
     }
 }
 
-const FAIL_REASONS: [FailReason; 9] = [
+const FAIL_REASONS: [FailReason; 11] = [
     FailReason::Handshake,
     FailReason::HandshakeTimeout,
     FailReason::AppClosed,
@@ -176,6 +179,8 @@ const FAIL_REASONS: [FailReason; 9] = [
     FailReason::ExitFailed,
     FailReason::Timeout,
     FailReason::Overloaded,
+    FailReason::SourceLimit,
+    FailReason::NotAdmitted,
 ];
 
 const FAILURE_STATUSES: [Status; 8] = [
@@ -229,7 +234,8 @@ pub struct Metrics {
     directory_exits: Gauge,
     directory_registrations: Counter,
     directory_removals: Counter,
-    admission_denials: Counter,
+    admission_denials: Family<ReasonLabels, Counter>,
+    exit_not_admitted: Family<ReasonLabels, Counter>,
     admitted_peers: Gauge,
     hole_punch_attempts: Counter,
     hole_punch_successes: Counter,
@@ -281,7 +287,8 @@ impl Metrics {
             directory_exits: Gauge::default(),
             directory_registrations: Counter::default(),
             directory_removals: Counter::default(),
-            admission_denials: Counter::default(),
+            admission_denials: Family::default(),
+            exit_not_admitted: Family::default(),
             admitted_peers: Gauge::default(),
             hole_punch_attempts: Counter::default(),
             hole_punch_successes: Counter::default(),
@@ -295,6 +302,12 @@ impl Metrics {
         for role in [CLIENT, EXIT] {
             drop(m.sessions_open.get_or_create(&RoleLabels { role }));
             drop(m.sessions_established.get_or_create(&RoleLabels { role }));
+        }
+        for reason in Refusal::ALL {
+            drop(m.admission_denials.get_or_create(&ReasonLabels { reason: reason.name() }));
+        }
+        for why in TicketRefusal::ALL {
+            drop(m.exit_not_admitted.get_or_create(&ReasonLabels { reason: why.name() }));
         }
         for reason in FAIL_REASONS {
             drop(
@@ -436,8 +449,15 @@ impl Metrics {
         );
         r.register(
             "admission_denials",
-            "(Hub) peers that failed admission",
+            "(Hub) hub streams refused before or at admission, by reason (the peer is told only \
+             `authentication failed` for unknown_key and bad_proof)",
             self.admission_denials.clone(),
+        );
+        r.register(
+            "exit_not_admitted",
+            "(Exit) requests refused because the peer had no valid ticket from one of this \
+             exit's hubs, by what was wrong (status 0x02; nothing was dialed)",
+            self.exit_not_admitted.clone(),
         );
         r.register(
             "admitted_peers",
@@ -562,8 +582,11 @@ impl Metrics {
                 t.directory.remove(&peer);
                 self.directory_exits.set(gauge_len(t.directory.len()));
             }
-            Event::AdmissionDenied { .. } => {
-                self.admission_denials.inc();
+            Event::AdmissionDenied { reason, .. } => {
+                self.admission_denials.get_or_create(&ReasonLabels { reason: reason.name() }).inc();
+            }
+            Event::ExitNotAdmitted { why, .. } => {
+                self.exit_not_admitted.get_or_create(&ReasonLabels { reason: why.name() }).inc();
             }
             // The core reports each peer's admission once and its end once.
             Event::PeerAdmitted { .. } => {
@@ -1065,7 +1088,8 @@ mod tests {
         m.observe(&Event::DirectoryRegistered { peer: peer(6) });
         m.observe(&Event::DirectoryRemoved { peer: peer(6) });
         m.observe(&Event::DirectoryRemoved { peer: peer(9) });
-        m.observe(&Event::AdmissionDenied { peer: peer(8) });
+        m.observe(&Event::AdmissionDenied { peer: peer(8), reason: Refusal::RoleNotAllowed });
+        m.observe(&Event::ExitNotAdmitted { peer: peer(8), why: TicketRefusal::Expired });
         let text = m.encode();
         for line in [
             "meshproxy_hub_registrations_total 3\n",
@@ -1074,7 +1098,10 @@ mod tests {
             "meshproxy_directory_registrations_total 3\n",
             "meshproxy_directory_removals_total 2\n",
             "meshproxy_directory_exits 1\n",
-            "meshproxy_admission_denials_total 1\n",
+            "meshproxy_admission_denials_total{reason=\"role_not_allowed\"} 1\n",
+            "meshproxy_admission_denials_total{reason=\"bad_proof\"} 0\n",
+            "meshproxy_exit_not_admitted_total{reason=\"expired\"} 1\n",
+            "meshproxy_exit_not_admitted_total{reason=\"missing\"} 0\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -342,6 +342,15 @@ pub fn from_core(peer: &PeerId) -> Option<libp2p::PeerId> {
     libp2p::PeerId::from_bytes(peer.as_bytes()).ok()
 }
 
+/// The IP address a multiaddr starts with, if it does.
+fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    match addr.iter().next()? {
+        multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
+}
+
 /// The core's view of a multiaddr: its binary form.
 pub fn addr_to_core(addr: &Multiaddr) -> PeerAddr {
     PeerAddr(addr.to_vec())
@@ -1120,6 +1129,9 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                     .filter(|a| !a.iter().any(|p| p == multiaddr::Protocol::P2pCircuit))
                     .take(MAX_ADDRS_PER_PEER)
                     .collect();
+                if let Some(ip) = ip_of(&info.observed_addr) {
+                    (self.events)(NetEvent::ObservedAddress { ip, by: Some(to_core(&peer_id)) });
+                }
                 if self.by_peer.contains_key(&peer_id) {
                     self.identified.insert(peer_id, direct);
                     // Identify emits the address it saw us at right after this event, and
@@ -1139,6 +1151,11 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             })) => {
                 let waiting = self.parked_via.take_hub(peer_id);
                 self.dial_parked(waiting);
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                if let Some(ip) = ip_of(&address) {
+                    (self.events)(NetEvent::ObservedAddress { ip, by: None });
+                }
             }
             // Incoming handshake failures, listener errors (the listener closes afterwards),
             // other identify reports, successful pings: nothing the core acts on.

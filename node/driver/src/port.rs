@@ -112,6 +112,13 @@ pub enum NetEvent {
         /// The id the core gave it.
         stream: StreamId,
     },
+    /// A peer saw this node at `ip` (identify), or autonat confirmed it (`by` is `None`).
+    ObservedAddress {
+        /// The address.
+        ip: std::net::IpAddr,
+        /// Who reported it.
+        by: Option<PeerId>,
+    },
     /// A reservation at `hub` was granted (libp2p renews it by itself from now on).
     ReservationAccepted {
         /// The hub.
@@ -171,6 +178,7 @@ impl fmt::Debug for NetEvent {
             NetEvent::HolePunchFailed { peer } => write!(f, "HolePunchFailed({peer})"),
             NetEvent::HolePunch { peer, stage } => write!(f, "HolePunch({peer}, {stage:?})"),
             NetEvent::Reachability(r) => write!(f, "Reachability({r:?})"),
+            NetEvent::ObservedAddress { ip, by } => write!(f, "ObservedAddress({ip}, {by:?})"),
             NetEvent::InboundStream { peer, protocol, .. } => {
                 write!(f, "InboundStream({peer}, {protocol:?})")
             }

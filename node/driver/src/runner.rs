@@ -212,8 +212,16 @@ impl fmt::Debug for NodeRunner {
 impl NodeRunner {
     /// A runner for a node built from `config`; its randomness derives from
     /// `seed` (take it from the OS in production). Time starts now.
-    pub fn new(config: NodeConfig, seed: u64, net: mpsc::Sender<NetCommand>) -> NodeRunner {
+    ///
+    /// The core's clock starts at zero now, so the runner tells it the Unix
+    /// time of that zero (tickets expire by the wall clock) and, unless the
+    /// config carries some, 32 bytes of OS randomness for its secrets.
+    pub fn new(mut config: NodeConfig, seed: u64, net: mpsc::Sender<NetCommand>) -> NodeRunner {
         let start = Instant::now();
+        config.wall_clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        config.entropy.get_or_insert_with(rand::random);
         let (tx, rx) = mpsc::channel(RUNNER_QUEUE);
         NodeRunner {
             node: Node::new(config, seed, CoreInstant::ZERO),
@@ -495,6 +503,7 @@ impl NodeRunner {
             NetEvent::HolePunchFailed { peer } => self.input(Input::HolePunchFailed { peer }),
             // Metrics and logs only: the core hears the answer to its own `HolePunch`.
             NetEvent::HolePunch { .. } => {}
+            NetEvent::ObservedAddress { ip, by } => self.input(Input::OwnAddress { ip, by }),
             NetEvent::Reachability(r) => {
                 if self.reachability_fixed {
                     tracing::debug!(?r, "autonat verdict ignored: reachability is configured");

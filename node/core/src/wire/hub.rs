@@ -71,11 +71,11 @@ use super::frame::{
     Reader, TypeRule,
 };
 use crate::ids::{PeerId, MAX_PEER_ID_LEN};
-use crate::ticket::MAX_TICKET_LEN;
 use crate::record::{
     valid_label, Attrs, CountryCode, PeerAddr, PeerFilter, PeerRecord, MAX_ADDRS, MAX_ADDR_LEN,
     MAX_LABELS, MAX_LABEL_LEN, MAX_RELAYS,
 };
+use crate::ticket::MAX_TICKET_LEN;
 
 /// The libp2p protocol name of hub streams.
 pub const HUB_PROTOCOL: &str = "/meshproxy/hub/1";
@@ -450,7 +450,9 @@ pub fn encode(msg: &HubMessage, out: &mut Vec<u8>) {
         HubMessage::AuthOk { grant } => {
             encode_frame(out, TYPE_AUTH_OK, AUTH_OK_MAX, |out| put_grant(out, grant))
         }
-        HubMessage::RenewTicket => encode_frame(out, TYPE_RENEW_TICKET, RENEW_TICKET_MAX, |_| Ok(())),
+        HubMessage::RenewTicket => {
+            encode_frame(out, TYPE_RENEW_TICKET, RENEW_TICKET_MAX, |_| Ok(()))
+        }
         HubMessage::Ticket { grant } => {
             encode_frame(out, TYPE_TICKET, TICKET_MAX, |out| put_grant(out, grant))
         }
@@ -528,7 +530,12 @@ pub fn decode_from_peer(buf: &[u8]) -> DecodeResult<HubMessage> {
     let rule = |ty| {
         matches!(
             ty,
-            TYPE_REGISTER | TYPE_HEARTBEAT | TYPE_FIND | TYPE_RESOLVE | TYPE_RENEW_TICKET | TYPE_ERROR
+            TYPE_REGISTER
+                | TYPE_HEARTBEAT
+                | TYPE_FIND
+                | TYPE_RESOLVE
+                | TYPE_RENEW_TICKET
+                | TYPE_ERROR
         )
         .then(|| type_rule(ty))
         .flatten()
@@ -746,6 +753,7 @@ mod tests {
     use super::super::frame::Decoded;
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     fn bytes(msg: &HubMessage) -> Vec<u8> {
         let mut v = Vec::new();
@@ -928,7 +936,9 @@ mod tests {
         challenge.extend_from_slice(&[9; 32]);
         assert_eq!(bytes(&samples()[0]), challenge);
         assert_eq!(
-            bytes(&HubMessage::AuthOk { grant: TicketGrant { valid_secs: 0x0102_0304, ticket: vec![7, 8] } }),
+            bytes(&HubMessage::AuthOk {
+                grant: TicketGrant { valid_secs: 0x0102_0304, ticket: vec![7, 8] }
+            }),
             [0, 0, 0, 8, 0x03, 1, 2, 3, 4, 2, 7, 8]
         );
         assert_eq!(bytes(&HubMessage::RenewTicket), [0, 0, 0, 1, 0x0d]);
@@ -1048,9 +1058,9 @@ mod tests {
     #[test]
     fn unknown_types_and_versions() {
         assert_eq!(decode(&raw(0x00, &[])), Err(DecodeError::UnknownType(0)));
-        assert_eq!(decode(&raw(0x0d, &[])), Err(DecodeError::UnknownType(0x0d)));
+        assert_eq!(decode(&raw(0x0f, &[])), Err(DecodeError::UnknownType(0x0f)));
         assert_eq!(decode(&raw(0xff, &[1, 2])), Err(DecodeError::UnknownType(0xff)));
-        for v in [0, 2, 0xff] {
+        for v in [0, 1, 3, 0xff] {
             let challenge = HubMessage::Challenge { version: v, nonce: [0; 32] };
             let b = bytes(&challenge);
             assert_eq!(decode(&b[..6]), Err(DecodeError::UnsupportedVersion(v)));
@@ -1066,8 +1076,94 @@ mod tests {
         // A later version's Auth larger than this version's limit still gets
         // the version answer.
         let mut big = ((AUTH_MAX + 50) as u32).to_be_bytes().to_vec();
-        big.extend_from_slice(&[TYPE_AUTH, 2]);
-        assert_eq!(decode(&big), Err(DecodeError::UnsupportedVersion(2)));
+        big.extend_from_slice(&[TYPE_AUTH, 3]);
+        assert_eq!(decode(&big), Err(DecodeError::UnsupportedVersion(3)));
+    }
+
+    #[test]
+    fn before_admission_only_one_auth_of_at_most_auth_max_is_read() {
+        let auth = HubMessage::Auth {
+            version: HUB_VERSION,
+            role: Role::Client,
+            key_id: "k".repeat(MAX_KEY_ID_LEN),
+            proof: [1; 32],
+        };
+        let b = bytes(&auth);
+        assert_eq!(b.len(), 4 + AUTH_MAX, "the longest Auth fits exactly");
+        assert_eq!(decode_auth(&b), complete(auth, b.len()));
+        for cut in 0..b.len() {
+            assert_eq!(decode_auth(&b[..cut]), Ok(Decoded::Incomplete), "cut at {cut}");
+        }
+        // A huge announced length is refused after the four length bytes,
+        // whatever type follows: nothing is buffered for it.
+        let huge = [0, 1, 0xc5, 0x42, TYPE_PEERS];
+        let too_large = Err(DecodeError::TooLarge { len: 0x0001_c542, max: AUTH_MAX });
+        assert_eq!(decode_auth(&huge[..4]), too_large);
+        assert_eq!(decode_auth(&huge), too_large);
+        assert_eq!(
+            decode_auth(&[0, 0, 0, AUTH_MAX as u8 + 1]),
+            Err(DecodeError::TooLarge { len: AUTH_MAX + 1, max: AUTH_MAX })
+        );
+        // Any other type, however small, is refused at its type byte.
+        for msg in samples().into_iter().filter(|m| type_of(m) != TYPE_AUTH) {
+            let b = bytes(&msg);
+            let ty = type_of(&msg);
+            let got = decode_auth(&b[..5.min(b.len())]);
+            assert!(
+                got == Err(DecodeError::UnknownType(ty))
+                    || matches!(got, Err(DecodeError::TooLarge { max: AUTH_MAX, .. })),
+                "{msg:?}: {got:?}"
+            );
+        }
+        // An Auth of another version gets the version answer.
+        let old =
+            HubMessage::Auth { version: 1, role: Role::Exit, key_id: "k".into(), proof: [0; 32] };
+        assert_eq!(decode_auth(&bytes(&old)[..6]), Err(DecodeError::UnsupportedVersion(1)));
+    }
+
+    #[test]
+    fn an_admitted_peer_may_send_only_peer_to_hub_types() {
+        let from_peer =
+            [TYPE_REGISTER, TYPE_HEARTBEAT, TYPE_FIND, TYPE_RESOLVE, TYPE_RENEW_TICKET, TYPE_ERROR];
+        let mut seen = BTreeSet::new();
+        for (msg, _) in largest() {
+            let b = bytes(&msg);
+            let ty = type_of(&msg);
+            let got = decode_from_peer(&b);
+            if from_peer.contains(&ty) {
+                assert_eq!(got, complete(msg.clone(), b.len()), "{msg:?}");
+                seen.insert(ty);
+            } else {
+                // Refused at the length (Peers' 116 KB) or the type byte,
+                // never buffered or parsed.
+                let early = decode_from_peer(&b[..5]);
+                assert!(
+                    early == Err(DecodeError::UnknownType(ty))
+                        || matches!(
+                            early,
+                            Err(DecodeError::TooLarge { max: MAX_FROM_PEER_FRAME, .. })
+                        ),
+                    "type {ty:#04x}: {early:?}"
+                );
+                assert!(got.is_err(), "type {ty:#04x}: {got:?}");
+            }
+        }
+        assert_eq!(seen.len(), from_peer.len(), "every peer → hub type was tried");
+        for ty in
+            [TYPE_CHALLENGE, TYPE_AUTH, TYPE_AUTH_OK, TYPE_PEERS, TYPE_TICKET, TYPE_REGISTERED]
+        {
+            assert_eq!(
+                decode_from_peer(&raw(ty, &[HUB_VERSION])),
+                Err(DecodeError::UnknownType(ty))
+            );
+        }
+        // The largest Peers a hub may send announces more than a peer may.
+        assert!(MAX_FROM_PEER_FRAME < MAX_HUB_FRAME);
+        let huge = ((MAX_FROM_PEER_FRAME + 1) as u32).to_be_bytes();
+        assert_eq!(
+            decode_from_peer(&huge),
+            Err(DecodeError::TooLarge { len: MAX_FROM_PEER_FRAME + 1, max: MAX_FROM_PEER_FRAME })
+        );
     }
 
     #[test]
@@ -1082,7 +1178,7 @@ mod tests {
         assert!(matches!(decode(&raw(TYPE_AUTH, &auth(1))), Ok(Decoded::Complete { .. })));
         assert!(matches!(decode(&raw(TYPE_AUTH, &auth(2))), Ok(Decoded::Complete { .. })));
         assert_eq!(malformed(TYPE_ERROR, &[0, 0, 0]), "unknown error code");
-        assert_eq!(malformed(TYPE_ERROR, &[9, 0, 0]), "unknown error code");
+        assert_eq!(malformed(TYPE_ERROR, &[10, 0, 0]), "unknown error code");
         for (i, code) in HubErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(code.code(), i as u8 + 1);
             assert_eq!(HubErrorCode::from_code(code.code()), Some(code));
@@ -1276,7 +1372,18 @@ mod tests {
         assert_eq!(malformed(TYPE_HEARTBEAT, &[0, 0, 1]), "truncated load");
         assert_eq!(malformed(TYPE_CHALLENGE, &[HUB_VERSION, 1, 2]), "truncated nonce");
         assert_eq!(malformed(TYPE_CHALLENGE, &[]), "missing version");
-        assert_eq!(decode(&raw(TYPE_AUTH_OK, &[0])), Err(DecodeError::TooLarge { len: 2, max: 1 }));
+        assert_eq!(
+            decode(&raw(TYPE_RENEW_TICKET, &[0])),
+            Err(DecodeError::TooLarge { len: 2, max: 1 })
+        );
+        assert_eq!(malformed(TYPE_AUTH_OK, &[]), "truncated ticket lifetime");
+        assert_eq!(malformed(TYPE_AUTH_OK, &[0, 0, 1]), "truncated ticket lifetime");
+        assert_eq!(malformed(TYPE_AUTH_OK, &[0, 0, 0, 1]), "bad ticket length");
+        assert_eq!(malformed(TYPE_AUTH_OK, &[0, 0, 0, 1, 0]), "bad ticket length");
+        assert_eq!(malformed(TYPE_TICKET, &[0, 0, 0, 1, 2, 9]), "bad ticket length");
+        let too_long =
+            [&[0, 0, 0, 1, MAX_TICKET_LEN as u8 + 1][..], &[0; MAX_TICKET_LEN + 1]].concat();
+        assert_eq!(malformed(TYPE_TICKET, &too_long), "bad ticket length");
         let mut b = bytes(&HubMessage::Peers { peers: vec![small_record()] });
         b.push(0);
         let len = (b.len() - 4) as u32;
@@ -1429,11 +1536,15 @@ mod tests {
                 }
             ),
             (any::<u32>(), proptest::collection::vec(any::<u8>(), 1..=MAX_TICKET_LEN)).prop_map(
-                |(valid_secs, ticket)| HubMessage::AuthOk { grant: TicketGrant { valid_secs, ticket } }
+                |(valid_secs, ticket)| HubMessage::AuthOk {
+                    grant: TicketGrant { valid_secs, ticket }
+                }
             ),
             Just(HubMessage::RenewTicket),
             (any::<u32>(), proptest::collection::vec(any::<u8>(), 1..=MAX_TICKET_LEN)).prop_map(
-                |(valid_secs, ticket)| HubMessage::Ticket { grant: TicketGrant { valid_secs, ticket } }
+                |(valid_secs, ticket)| HubMessage::Ticket {
+                    grant: TicketGrant { valid_secs, ticket }
+                }
             ),
             (addrs(), attrs(), any::<u32>(), any::<bool>()).prop_map(
                 |(addrs, attrs, capacity, relayed)| HubMessage::Register {

@@ -144,7 +144,8 @@ pub fn decode_request(buf: &[u8]) -> DecodeResult<ConnectRequest> {
             false => None,
             true => Some(SessionId(r.u64("truncated session id")?)),
         };
-        let ticket = Bytes::copy_from_slice(r.short_bytes(0, MAX_TICKET_LEN, "bad ticket length")?);
+        let ticket =
+            Bytes::copy_from_slice(r.short_bytes(0, MAX_TICKET_LEN, "bad ticket length")?);
         Ok(ConnectRequest { version, target, session, ticket })
     })
 }
@@ -280,11 +281,11 @@ mod tests {
         let req = domain("ab");
         let bytes = req_bytes(&req);
         assert_eq!(bytes, [0, 0, 0, 10, 0x01, 2, 0x03, 2, b'a', b'b', 0x01, 0xbb, 0, 0]);
+        assert_eq!(decode_request(&bytes), complete(req, bytes.len()));
 
         let req = domain("a").with_ticket(Bytes::from_static(&[7, 8, 9]));
         let bytes = req_bytes(&req);
         assert_eq!(bytes, [0, 0, 0, 12, 0x01, 2, 0x03, 1, b'a', 0x01, 0xbb, 0, 3, 7, 8, 9]);
-        assert_eq!(decode_request(&bytes), complete(req, bytes.len()));
         assert_eq!(decode_request(&bytes), complete(req, bytes.len()));
 
         let req = ConnectRequest::new(TargetAddr::Ip("[::1]:8080".parse().expect("literal")), None);
@@ -364,13 +365,13 @@ mod tests {
             assert_eq!(decode_request(&bytes), Err(DecodeError::Malformed("missing version")));
         }
         // A zero-length domain on the wire.
-        let bytes = frame(&[TYPE_REQUEST, 1, ATYP_DOMAIN, 0, 0, 80, 0]);
+        let bytes = frame(&[TYPE_REQUEST, PROXY_VERSION, ATYP_DOMAIN, 0, 0, 80, 0, 0]);
         assert_eq!(decode_request(&bytes), Err(DecodeError::Malformed("bad domain length")));
     }
 
     #[test]
     fn domain_must_be_utf8() {
-        let bytes = frame(&[TYPE_REQUEST, 1, ATYP_DOMAIN, 2, 0xc3, 0x28, 0, 80, 0]);
+        let bytes = frame(&[TYPE_REQUEST, PROXY_VERSION, ATYP_DOMAIN, 2, 0xc3, 0x28, 0, 80, 0, 0]);
         assert_eq!(decode_request(&bytes), Err(DecodeError::Malformed("domain is not UTF-8")));
         let req = domain("bücher.example");
         let bytes = req_bytes(&req);
@@ -379,7 +380,7 @@ mod tests {
 
     #[test]
     fn other_versions_are_reported_as_soon_as_the_version_byte_arrives() {
-        for v in [0, 2, 0xff] {
+        for v in [0, 1, 3, 0xff] {
             let mut req = domain("example.com");
             req.version = v;
             let bytes = req_bytes(&req);
@@ -387,9 +388,10 @@ mod tests {
             assert_eq!(decode_request(&bytes), Err(DecodeError::UnsupportedVersion(v)));
         }
         // Even a later version's request that would exceed this version's limit.
-        let mut big = vec![0, 0, 1, 0, TYPE_REQUEST, 2];
-        big.resize(4 + 256, 0);
-        assert_eq!(decode_request(&big), Err(DecodeError::UnsupportedVersion(2)));
+        let mut big = vec![0, 0, 2, 0, TYPE_REQUEST, 3];
+        big.resize(4 + 512, 0);
+        assert!(512 > MAX_REQUEST);
+        assert_eq!(decode_request(&big), Err(DecodeError::UnsupportedVersion(3)));
     }
 
     #[test]
@@ -408,13 +410,49 @@ mod tests {
             Err(DecodeError::Malformed("bad bound address type"))
         );
         assert_eq!(
-            decode_request(&frame(&[TYPE_REQUEST, 1, 0x02, 0, 0])),
+            decode_request(&frame(&[TYPE_REQUEST, PROXY_VERSION, 0x02, 0, 0])),
             Err(DecodeError::Malformed("bad target address type"))
         );
         assert_eq!(
-            decode_request(&frame(&[TYPE_REQUEST, 1, ATYP_IPV4, 1, 2, 3, 4, 0, 80, 2])),
+            decode_request(&frame(&[
+                TYPE_REQUEST,
+                PROXY_VERSION,
+                ATYP_IPV4,
+                1,
+                2,
+                3,
+                4,
+                0,
+                80,
+                2,
+                0
+            ])),
             Err(DecodeError::Malformed("bad session flag"))
         );
+    }
+
+    #[test]
+    fn ticket_field_limits() {
+        let head = [TYPE_REQUEST, PROXY_VERSION, ATYP_IPV4, 1, 2, 3, 4, 0, 80, 0];
+        // No ticket byte at all: a version-1 layout under the version-2 byte.
+        assert_eq!(decode_request(&frame(&head)), Err(DecodeError::Malformed("bad ticket length")));
+        // A ticket longer than any ticket.
+        let mut long = head.to_vec();
+        long.push(MAX_TICKET_LEN as u8 + 1);
+        long.resize(long.len() + MAX_TICKET_LEN + 1, 0xaa);
+        assert!(matches!(decode_request(&frame(&long)), Err(DecodeError::Malformed(_))));
+        // A ticket shorter than its length says.
+        let mut short = head.to_vec();
+        short.extend_from_slice(&[3, 1, 2]);
+        assert!(matches!(decode_request(&frame(&short)), Err(DecodeError::Malformed(_))));
+        // Exactly the longest ticket decodes.
+        let mut max = head.to_vec();
+        max.push(MAX_TICKET_LEN as u8);
+        max.resize(max.len() + MAX_TICKET_LEN, 0xaa);
+        let Ok(Decoded::Complete { msg, .. }) = decode_request(&frame(&max)) else {
+            panic!("the longest ticket is refused")
+        };
+        assert_eq!(msg.ticket.len(), MAX_TICKET_LEN);
     }
 
     #[test]
@@ -436,7 +474,7 @@ mod tests {
             Err(DecodeError::Malformed("truncated bound address"))
         );
         assert_eq!(
-            decode_request(&frame(&[TYPE_REQUEST, 1, ATYP_IPV6, 0, 0])),
+            decode_request(&frame(&[TYPE_REQUEST, PROXY_VERSION, ATYP_IPV6, 0, 0])),
             Err(DecodeError::Malformed("truncated IPv6 address"))
         );
     }
