@@ -378,6 +378,13 @@ impl HubLinks {
                 self.pump(ctx, now, t, i, 0);
             }
             (State::Ready(_), msg) => self.on_response(ctx, now, t, i, msg),
+            (State::AwaitAuthOk(_), HubMessage::Error { code, .. }) => {
+                // Refused (a wrong token, a key without this role): say so, and
+                // try again on the backoff — the operator may fix the hub's keys.
+                let hub = l.hub.peer;
+                ctx.event(Event::HubRefused { hub, code });
+                self.fail(ctx, now, i, Some(Close::Fin));
+            }
             _ => {
                 let hub = l.hub.peer;
                 ctx.event(Event::PeerProtocolError { peer: hub });

@@ -464,6 +464,13 @@ pub enum Event {
         /// The hub.
         hub: PeerId,
     },
+    /// A hub refused this node's admission (it retries on its backoff).
+    HubRefused {
+        /// The hub.
+        hub: PeerId,
+        /// Why, as the hub said.
+        code: crate::wire::hub::HubErrorCode,
+    },
     /// This node lost its link to a hub and will retry.
     HubLinkLost {
         /// The hub.

@@ -19,12 +19,14 @@ use meshproxy_core::target::{Status, TargetAddr};
 use meshproxy_core::wire::proxy::{ConnectRequest, PROXY_VERSION};
 use std::net::{IpAddr, SocketAddr};
 
+/// An exit registered at [`hub_id`] (played by the harness), which trusts
+/// that hub's tickets; requests built here carry [`client_ticket`].
 fn exit_node(limits: Limits) -> Harness {
     let mut config = exit_config(exit_id(1));
     config.limits = limits;
-    let (h, outs) = Harness::new(config, 1);
-    assert!(outs.is_empty(), "an exit without hubs does nothing at start: {outs:?}");
-    assert!(h.node.poll_timeout().is_none());
+    let (h, _) = exit_behind_hub(config, 1);
+    assert_eq!(h.node.resources(), idle(), "only the hub link");
+    assert_eq!(h.node.poll_timeout().map(|(_, why)| why), Some(TimerReason::HubLink));
     h
 }
 
@@ -38,7 +40,7 @@ fn inbound(h: &mut Harness, peer: PeerId) -> StreamId {
 /// A client's proxy stream with `target` requested and `early` bytes after it.
 fn request(h: &mut Harness, target: &TargetAddr, early: &[u8]) -> (StreamId, Vec<Output>) {
     let stream = inbound(h, client_id());
-    let mut data = request_bytes(&ConnectRequest::new(target.clone(), None));
+    let mut data = request_bytes(&ticketed(target.clone()));
     data.extend_from_slice(early);
     let outs = h.data(stream, data);
     (stream, outs)
@@ -69,8 +71,9 @@ fn close_count(outs: &[Output], stream: StreamId) -> usize {
     outs.iter().filter(|o| matches!(o, Output::Close { stream: s, .. } if *s == stream)).count()
 }
 
+/// An exit with nothing under way: just its hub link's stream and timer.
 fn idle() -> Resources {
-    Resources::default()
+    Resources { streams: 1, timers: 1, ..Resources::default() }
 }
 
 #[test]
@@ -135,8 +138,8 @@ fn a_public_literal_is_dialed_and_spliced_with_early_data() {
     );
     assert_eq!(events(&outs), vec![Event::ExitConnected { peer: client_id() }]);
     assert_eq!(h.node.resources().sessions, 1);
-    // Spliced: no deadline applies any more.
-    assert!(h.node.poll_timeout().is_none());
+    // Spliced: no deadline applies any more (only the hub link's).
+    assert_eq!(h.node.poll_timeout().map(|(_, why)| why), Some(TimerReason::HubLink));
     let report = SpliceReport { a_to_b: 11, b_to_a: 5, how: SpliceEnd::ResetB };
     let outs = h.input(Input::SpliceEnded { a: stream, b: origin, report });
     assert_eq!(
@@ -307,6 +310,7 @@ fn another_protocol_version_gets_general_failure() {
         version: PROXY_VERSION + 1,
         target: TargetAddr::Ip(SocketAddr::new(public_ip(1), 443)),
         session: None,
+        ticket: client_ticket(),
     };
     let outs = h.data(stream, request_bytes(&req));
     assert_eq!(answered(&outs, stream), Some(Status::GeneralFailure));
@@ -330,7 +334,7 @@ fn garbage_gets_general_failure() {
 fn a_request_split_into_single_bytes_still_works() {
     let mut h = exit_node(Limits::default());
     let stream = inbound(&mut h, client_id());
-    let mut bytes = request_bytes(&ConnectRequest::new(domain_target("example.org", 80), None));
+    let mut bytes = request_bytes(&ticketed(domain_target("example.org", 80)));
     bytes.extend_from_slice(b"xy");
     let mut outs = Vec::new();
     for b in bytes {

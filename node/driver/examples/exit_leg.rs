@@ -11,8 +11,13 @@
 //! big-endian bytes), exactly like `xtask bench`'s `load::transfer`.
 //!
 //! ```text
-//! exit_leg --exit /ip4/127.0.0.1/tcp/PORT/p2p/PEER --origin 127.0.0.1:PORT
+//! exit_leg --hub /ip4/127.0.0.1/tcp/PORT/p2p/HUB --credential ID=TOKEN \
+//!          --exit /ip4/127.0.0.1/tcp/PORT/p2p/PEER --origin 127.0.0.1:PORT
 //! ```
+//!
+//! Exits serve only peers a hub admitted, so it first passes the hub's
+//! challenge as a client (holding that hub stream open for its lifetime) and
+//! presents the ticket the hub hands out in every request, like a client.
 //!
 //! Once one proxied connection has reached the origin it prints `ready`.
 //! Each stdin line `transfer TOTAL STREAMS` then sends TOTAL bytes split
@@ -30,6 +35,9 @@ use meshproxy::port::{BoxStream, NetCommand, NetEvent};
 use meshproxy_core::ids::{PeerId, StreamId};
 use meshproxy_core::io::Protocol;
 use meshproxy_core::target::{Status, TargetAddr};
+use bytes::Bytes;
+use meshproxy_core::admission::Credential;
+use meshproxy_core::wire::hub::{self as hubwire, HubMessage, Role, HUB_VERSION};
 use meshproxy_core::wire::proxy::{decode_response, encode_request, ConnectRequest};
 use meshproxy_core::wire::Decoded;
 use std::collections::HashMap;
@@ -73,6 +81,10 @@ struct Leg {
     exit_addr: Multiaddr,
     origin: SocketAddr,
     next_stream: AtomicU64,
+    /// The hub's ticket, presented in every request.
+    ticket: std::sync::OnceLock<Bytes>,
+    /// The admitted hub stream: the admission lasts as long as it is open.
+    hub_stream: tokio::sync::Mutex<Option<BoxStream>>,
 }
 
 impl Leg {
@@ -111,45 +123,88 @@ impl Leg {
             exit_addr,
             origin,
             next_stream: AtomicU64::new(0),
+            ticket: std::sync::OnceLock::new(),
+            hub_stream: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Dials the hub at `hub` (`MULTIADDR/p2p/PEER`), passes its challenge as
+    /// a client with `credential`, and keeps the ticket it hands out.
+    async fn admit(&self, hub: &Multiaddr, credential: &Credential) -> Result<(), String> {
+        let mut hub_addr = hub.clone();
+        let Some(Ma::P2p(hub_peer)) = hub_addr.pop() else {
+            return Err(format!("{hub}: the hub address must end in /p2p/PEER"));
+        };
+        let hub_peer = to_core(&hub_peer);
+        self.dial(hub_peer, &hub_addr).await?;
+        let mut io = self.open_stream(hub_peer, Protocol::Hub).await?;
+        let mut inbox = Vec::new();
+        let run = async {
+            let HubMessage::Challenge { nonce, .. } = read_hub(&mut io, &mut inbox).await? else {
+                return Err("the hub did not send a challenge".to_owned());
+            };
+            let proof = credential.prove(&nonce, &hub_peer, &self.net.local_core_peer_id(), Role::Client);
+            let auth = HubMessage::Auth {
+                version: HUB_VERSION,
+                role: Role::Client,
+                key_id: credential.key_id.clone(),
+                proof,
+            };
+            let mut bytes = Vec::new();
+            hubwire::encode(&auth, &mut bytes);
+            io.write_all(&bytes).await.map_err(|e| format!("sending Auth: {e}"))?;
+            match read_hub(&mut io, &mut inbox).await? {
+                HubMessage::AuthOk { grant } => Ok(Bytes::from(grant.ticket)),
+                other => Err(format!("the hub refused admission: {other:?}")),
+            }
+        };
+        let ticket = timeout(SETUP_DEADLINE, run).await.map_err(|_| "admission timed out")??;
+        let _ = self.ticket.set(ticket);
+        *self.hub_stream.lock().await = Some(io);
+        Ok(())
     }
 
     /// Makes sure a connection to the exit is up (the actor answers at once
     /// when one is).
     async fn connect(&self) -> Result<(), String> {
+        self.dial(self.exit, &self.exit_addr).await
+    }
+
+    async fn dial(&self, peer: PeerId, addr: &Multiaddr) -> Result<(), String> {
         let mut answers = self.dialed.lock().await;
         while answers.try_recv().is_ok() {}
-        let dial = NetCommand::Dial {
-            peer: self.exit,
-            addrs: vec![addr_to_core(&self.exit_addr)],
-            via: None,
-        };
+        let dial = NetCommand::Dial { peer, addrs: vec![addr_to_core(addr)], via: None };
         self.net.commands.send(dial).await.map_err(|_| "the network actor is gone".to_owned())?;
         match timeout(SETUP_DEADLINE, answers.recv()).await {
             Ok(Some(true)) => Ok(()),
-            Ok(Some(false)) => Err(format!("dialing {} failed", self.exit_addr)),
+            Ok(Some(false)) => Err(format!("dialing {addr} failed")),
             Ok(None) => Err("the network actor is gone".to_owned()),
-            Err(_) => Err(format!("dialing {} timed out", self.exit_addr)),
+            Err(_) => Err(format!("dialing {addr} timed out")),
         }
+    }
+
+    /// An outbound stream to `peer` on `protocol`.
+    async fn open_stream(&self, peer: PeerId, protocol: Protocol) -> Result<BoxStream, String> {
+        let stream = StreamId::outside(self.next_stream.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(stream, tx);
+        let open = NetCommand::OpenStream { stream, peer, conn: None, protocol };
+        self.net.commands.send(open).await.map_err(|_| "the network actor is gone")?;
+        rx.await.ok().flatten().ok_or_else(|| "the peer refused the stream".to_owned())
     }
 
     /// A `/meshproxy/proxy/1` stream the exit has connected to the origin,
     /// with the origin's greeting read.
     async fn open(&self) -> Result<BoxStream, String> {
         let run = async {
-            let stream = StreamId::outside(self.next_stream.fetch_add(1, Ordering::Relaxed));
-            let (tx, rx) = oneshot::channel();
-            self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(stream, tx);
-            let open = NetCommand::OpenStream {
-                stream,
-                peer: self.exit,
-                conn: None,
-                protocol: Protocol::Proxy,
-            };
-            self.net.commands.send(open).await.map_err(|_| "the network actor is gone")?;
-            let mut io = rx.await.ok().flatten().ok_or("the exit refused the stream")?;
+            let mut io = self
+                .open_stream(self.exit, Protocol::Proxy)
+                .await
+                .map_err(|_| "the exit refused the stream")?;
+            let ticket = self.ticket.get().cloned().unwrap_or_default();
+            let req = ConnectRequest::new(TargetAddr::Ip(self.origin), None).with_ticket(ticket);
             let mut request = Vec::new();
-            encode_request(&ConnectRequest::new(TargetAddr::Ip(self.origin), None), &mut request);
+            encode_request(&req, &mut request);
             io.write_all(&request).await.map_err(|_| "sending the connect request failed")?;
             // The response, then the origin's greeting, which may share a read.
             let mut got = Vec::with_capacity(64);
@@ -218,6 +273,26 @@ impl Leg {
     }
 }
 
+/// Reads one hub message from `io`, `inbox` keeping what came after it.
+async fn read_hub(io: &mut BoxStream, inbox: &mut Vec<u8>) -> Result<HubMessage, String> {
+    let mut buf = [0u8; 1024];
+    loop {
+        match hubwire::decode(inbox) {
+            Ok(Decoded::Complete { msg, consumed }) => {
+                inbox.drain(..consumed);
+                return Ok(msg);
+            }
+            Ok(Decoded::Incomplete) => {}
+            Err(e) => return Err(format!("malformed hub message: {e}")),
+        }
+        let n = io.read(&mut buf).await.map_err(|e| format!("reading the hub: {e}"))?;
+        if n == 0 {
+            return Err("the hub closed the stream".to_owned());
+        }
+        inbox.extend_from_slice(buf.get(..n).unwrap_or(&buf));
+    }
+}
+
 fn answer(pending: &Pending, stream: StreamId, io: Option<BoxStream>) {
     let waiter = pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&stream);
     if let Some(tx) = waiter {
@@ -264,18 +339,24 @@ fn parse_transfer(line: &str) -> Option<(u64, usize)> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (exit, origin) = match args.as_slice() {
-        [a, exit, b, origin] if a == "--exit" && b == "--origin" => {
-            match (exit.parse::<Multiaddr>(), origin.parse::<SocketAddr>()) {
-                (Ok(e), Ok(o)) => (e, o),
+    let usage = "usage: exit_leg --hub MULTIADDR/p2p/HUB --credential ID=TOKEN \
+                 --exit MULTIADDR/p2p/PEER --origin IP:PORT";
+    let (hub, credential, exit, origin) = match args.as_slice() {
+        [h, hub, c, cred, e, exit, o, origin]
+            if (h.as_str(), c.as_str(), e.as_str(), o.as_str())
+                == ("--hub", "--credential", "--exit", "--origin") =>
+        {
+            let cred = cred.split_once('=').map(|(id, token)| Credential::new(id, token.as_bytes()));
+            match (hub.parse::<Multiaddr>(), cred, exit.parse::<Multiaddr>(), origin.parse()) {
+                (Ok(h), Some(c), Ok(e), Ok(o)) => (h, c, e, o),
                 _ => {
-                    eprintln!("exit_leg: unreadable --exit or --origin");
+                    eprintln!("exit_leg: unreadable arguments; {usage}");
                     return ExitCode::FAILURE;
                 }
             }
         }
         _ => {
-            eprintln!("usage: exit_leg --exit MULTIADDR/p2p/PEER --origin IP:PORT");
+            eprintln!("{usage}");
             return ExitCode::FAILURE;
         }
     };
@@ -292,6 +373,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let leg = Arc::new(Leg::start(&exit, origin)?);
+        leg.admit(&hub, &credential).await?;
         leg.connect().await?;
         drop(leg.open().await?);
         say("ready");

@@ -96,7 +96,10 @@ impl Demo {
             "hub",
             r#"listen = ["/ip4/127.0.0.1/tcp/0"]
 [hub]
-keys = [{ id = "demo-exit", token = "demo-exit-token" }, { id = "demo-client", token = "demo-client-token" }]
+keys = [
+  { id = "demo-exit", token = "demo-exit-token-0123456789", roles = ["exit"], max_registrations = 2 },
+  { id = "demo-client", token = "demo-client-token-0123456789" },
+]
 "#,
         )
         .await?;
@@ -111,7 +114,7 @@ keys = [{ id = "demo-exit", token = "demo-exit-token" }, { id = "demo-client", t
                 r#"listen = ["/ip4/127.0.0.1/tcp/0"]
 {hubs}
 [exit]
-credential = {{ id = "demo-exit", token = "demo-exit-token" }}
+credential = {{ id = "demo-exit", token = "demo-exit-token-0123456789" }}
 labels = ["demo_{label}"]
 allow = ["{origin}"]
 "#
@@ -123,7 +126,7 @@ allow = ["{origin}"]
             &format!(
                 r#"{hubs}
 [client]
-credential = {{ id = "demo-client", token = "demo-client-token" }}
+credential = {{ id = "demo-client", token = "demo-client-token-0123456789" }}
 refresh_ms = 500
 [[client.listeners]]
 bind = "127.0.0.1:0"

@@ -230,6 +230,7 @@ pub struct Metrics {
     breaker_transitions: Family<StateLabels, Counter>,
     hub_registrations: Counter,
     hub_links_lost: Counter,
+    hub_refusals: Counter,
     hubs_registered: Gauge,
     directory_exits: Gauge,
     directory_registrations: Counter,
@@ -283,6 +284,7 @@ impl Metrics {
             breaker_transitions: Family::default(),
             hub_registrations: Counter::default(),
             hub_links_lost: Counter::default(),
+            hub_refusals: Counter::default(),
             hubs_registered: Gauge::default(),
             directory_exits: Gauge::default(),
             directory_registrations: Counter::default(),
@@ -428,6 +430,11 @@ impl Metrics {
             self.hub_links_lost.clone(),
         );
         r.register(
+            "hub_refusals",
+            "Admissions of this node a hub refused (wrong credential, or a key without this role)",
+            self.hub_refusals.clone(),
+        );
+        r.register(
             "hubs_registered",
             "Hubs this node is registered at now",
             self.hubs_registered.clone(),
@@ -561,6 +568,9 @@ impl Metrics {
                     t.hubs.insert(hub);
                 }
                 self.hubs_registered.set(gauge_len(t.hubs.len()));
+            }
+            Event::HubRefused { .. } => {
+                self.hub_refusals.inc();
             }
             Event::HubLinkLost { hub } => {
                 self.hub_links_lost.inc();

@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 use core::fmt;
 use meshproxy_core::config::NodeConfig;
 use meshproxy_core::ids::{ConnId, ListenerId, PeerId, QueryId, StreamId};
+use meshproxy_core::wire::hub::HubErrorCode;
 use meshproxy_core::io::{
     Close, Event, Input, Output, Path, Reachability, ResolveError, Resources, SpliceEnd,
     SpliceLimits, SpliceReport, StateSnapshot,
@@ -679,8 +680,20 @@ fn log_event(event: &Event) {
         | Event::ReservationAccepted { .. }
         | Event::ReservationLost { .. }
         | Event::HolePunch { .. } => tracing::info!(?event, "node event"),
+        Event::HubRefused { hub, code } => {
+            let why = match code {
+                HubErrorCode::Forbidden => "this node's key does not admit its role here",
+                HubErrorCode::BadProof | HubErrorCode::UnknownKey => {
+                    "authentication failed (check the credential's id and token)"
+                }
+                HubErrorCode::UnsupportedVersion => "the hub speaks another protocol version",
+                _ => "see the hub's log",
+            };
+            tracing::warn!(%hub, ?code, "the hub refused admission: {why}; retrying on backoff");
+        }
         Event::HubLinkLost { .. }
         | Event::AdmissionDenied { .. }
+        | Event::ExitNotAdmitted { .. }
         | Event::PeerProtocolError { .. } => {
             tracing::warn!(?event, "node event")
         }
@@ -750,11 +763,15 @@ mod tests {
                 capacity: 4,
                 credential: meshproxy_core::admission::Credential::new("exit", b"t"),
                 relay: meshproxy_core::config::RelayMode::default(),
+                // No hub: these tests drive the exit directly.
+                open: true,
             }),
             client: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             relay: meshproxy_core::config::RelayConfig::default(),
+            wall_clock: std::time::Duration::ZERO,
+            entropy: None,
         }
     }
 

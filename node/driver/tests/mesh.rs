@@ -21,7 +21,7 @@ async fn socks5_through_a_real_libp2p_mesh_and_policy_denial() {
         let hub = node(
             r#"listen = ["/ip4/127.0.0.1/tcp/0"]
 [hub]
-keys = [{ id = "exit", token = "t-exit" }, { id = "client", token = "t-client" }]
+keys = [{ id = "exit", token = "t-exit-token-0123456789", roles = ["exit"], max_registrations = 4 }, { id = "client", token = "t-client-token-01234567" }]
 "#,
             11,
         )
@@ -34,7 +34,7 @@ keys = [{ id = "exit", token = "t-exit" }, { id = "client", token = "t-client" }
                 r#"listen = ["/ip4/127.0.0.1/tcp/0"]
 {hubs}
 [exit]
-credential = {{ id = "exit", token = "t-exit" }}
+credential = {{ id = "exit", token = "t-exit-token-0123456789" }}
 allow = ["127.0.0.1:{}"]
 "#,
                 origin.port()
@@ -46,7 +46,7 @@ allow = ["127.0.0.1:{}"]
             &format!(
                 r#"{hubs}
 [client]
-credential = {{ id = "client", token = "t-client" }}
+credential = {{ id = "client", token = "t-client-token-01234567" }}
 refresh_ms = 200
 [[client.listeners]]
 bind = "127.0.0.1:0"

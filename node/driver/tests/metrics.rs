@@ -39,7 +39,7 @@ async fn each_node_scrape_shows_its_part_of_a_session_and_a_denial() {
             r#"listen = ["/ip4/127.0.0.1/tcp/0"]
 metrics = "127.0.0.1:0"
 [hub]
-keys = [{ id = "exit", token = "t-exit" }, { id = "client", token = "t-client" }]
+keys = [{ id = "exit", token = "t-exit-token-0123456789", roles = ["exit"], max_registrations = 4 }, { id = "client", token = "t-client-token-01234567" }]
 "#,
             21,
         )
@@ -53,7 +53,7 @@ keys = [{ id = "exit", token = "t-exit" }, { id = "client", token = "t-client" }
 metrics = "127.0.0.1:0"
 {hubs}
 [exit]
-credential = {{ id = "exit", token = "t-exit" }}
+credential = {{ id = "exit", token = "t-exit-token-0123456789" }}
 allow = ["127.0.0.1:{}"]
 "#,
                 origin.port()
@@ -66,7 +66,7 @@ allow = ["127.0.0.1:{}"]
                 r#"metrics = "127.0.0.1:0"
 {hubs}
 [client]
-credential = {{ id = "client", token = "t-client" }}
+credential = {{ id = "client", token = "t-client-token-01234567" }}
 refresh_ms = 200
 [[client.listeners]]
 bind = "127.0.0.1:0"

@@ -312,7 +312,7 @@ fn socks5_through_an_exit_behind_a_real_nat() {
         "hub",
         &format!(
             "identity = \"{}\"\nlisten = [\"{hub_addr}\"]\nautonat_private_ips = true\n\
-             [hub]\nkeys = [{{ id = \"exit\", token = \"t-exit\" }}, {{ id = \"client\", token = \"t-client\" }}]\n",
+             [hub]\nkeys = [{{ id = \"exit\", token = \"t-exit-token-0123456789\", roles = [\"exit\"], max_registrations = 4 }}, {{ id = \"client\", token = \"t-client-token-01234567\" }}]\n",
             hub_key.display()
         ),
     );
@@ -322,7 +322,7 @@ fn socks5_through_an_exit_behind_a_real_nat() {
         &format!(
             "identity = \"{}\"\nlisten = [\"/ip4/0.0.0.0/tcp/4001\"]\nautonat_private_ips = true\n\
              reachability = \"auto\"\n{hubs}\
-             [exit]\ncredential = {{ id = \"exit\", token = \"t-exit\" }}\nallow = [\"{ORIGIN}\"]\nrelay = \"auto\"\n",
+             [exit]\ncredential = {{ id = \"exit\", token = \"t-exit-token-0123456789\" }}\nallow = [\"{ORIGIN}\"]\nrelay = \"auto\"\n",
             exit_key.display()
         ),
     );
@@ -331,7 +331,7 @@ fn socks5_through_an_exit_behind_a_real_nat() {
         "client",
         &format!(
             "identity = \"{}\"\nlisten = [\"/ip4/0.0.0.0/tcp/4001\"]\nautonat_private_ips = true\n{hubs}\
-             [client]\ncredential = {{ id = \"client\", token = \"t-client\" }}\nrefresh_ms = 500\n\
+             [client]\ncredential = {{ id = \"client\", token = \"t-client-token-01234567\" }}\nrefresh_ms = 500\n\
              [[client.listeners]]\nbind = \"{SOCKS}\"\nprotocol = \"socks5\"\n",
             client_key.display()
         ),

@@ -130,7 +130,8 @@ impl Sockets for ScriptedSockets {
 // ------------------------------------------------------------ the exit
 
 /// An exit with the default policy, own addresses [`own_v4`] and [`own_v6`],
-/// and no hub (it only answers proxy streams).
+/// and no hub: open (it serves without tickets), since these tests are about
+/// the policy.
 fn exit_config() -> NodeConfig {
     let mut c = base(exit_id(), exit_id());
     c.hubs.clear();
@@ -142,6 +143,7 @@ fn exit_config() -> NodeConfig {
         capacity: 16,
         credential: common::credential("exit"),
         relay: meshproxy_core::config::RelayMode::default(),
+        open: true,
     });
     c
 }
@@ -361,7 +363,7 @@ async fn an_exit_denies_its_listen_and_advertised_addresses_without_being_told()
 peer = "{}"
 addrs = ["/ip4/203.0.113.1/tcp/4001"]
 [exit]
-credential = {{ id = "exit", token = "t-exit" }}
+credential = {{ id = "exit", token = "t-exit-token-0123456789" }}
 advertise = ["/ip4/198.51.100.20/tcp/4001"]
 "#,
             hub.peer_id_string()

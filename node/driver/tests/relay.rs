@@ -142,7 +142,7 @@ impl TestPeer {
             panic!("expected a challenge")
         };
         assert_eq!(version, HUB_VERSION);
-        let proof = credential.prove(&nonce, &to_core(&self.id), Role::Client);
+        let proof = credential.prove(&nonce, &to_core(&hub), &to_core(&self.id), Role::Client);
         let auth = HubMessage::Auth {
             version: HUB_VERSION,
             role: Role::Client,
@@ -150,7 +150,8 @@ impl TestPeer {
             proof,
         };
         write_msg(&mut stream, &auth).await;
-        assert_eq!(read_msg(&mut stream, &mut inbox).await, HubMessage::AuthOk);
+        let msg = read_msg(&mut stream, &mut inbox).await;
+        assert!(matches!(msg, HubMessage::AuthOk { .. }), "expected AuthOk, got {msg:?}");
         stream
     }
 
@@ -220,7 +221,7 @@ async fn hub(extra: &str) -> Hub {
     let file = FileConfig::parse(&format!(
         r#"listen = ["/ip4/127.0.0.1/tcp/0"]
 [hub]
-keys = [{{ id = "client", token = "t-client" }}]
+keys = [{{ id = "client", token = "t-client-token-01234567" }}]
 {extra}
 "#
     ))
@@ -233,7 +234,7 @@ keys = [{{ id = "client", token = "t-client" }}]
 }
 
 fn credential() -> Credential {
-    Credential::new("client", b"t-client")
+    Credential::new("client", b"t-client-token-01234567")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

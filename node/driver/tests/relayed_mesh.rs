@@ -21,7 +21,7 @@ async fn socks5_reaches_an_exit_behind_nat_through_the_hubs_relay() {
         let hub = node(
             r#"listen = ["/ip4/127.0.0.1/tcp/0"]
 [hub]
-keys = [{ id = "exit", token = "t-exit" }, { id = "client", token = "t-client" }]
+keys = [{ id = "exit", token = "t-exit-token-0123456789", roles = ["exit"], max_registrations = 4 }, { id = "client", token = "t-client-token-01234567" }]
 "#,
             21,
         )
@@ -36,7 +36,7 @@ metrics = "127.0.0.1:0"
 reachability = "private"
 {hubs}
 [exit]
-credential = {{ id = "exit", token = "t-exit" }}
+credential = {{ id = "exit", token = "t-exit-token-0123456789" }}
 allow = ["127.0.0.1:{}"]
 relay = "always"
 "#,
@@ -50,7 +50,7 @@ relay = "always"
                 r#"metrics = "127.0.0.1:0"
 {hubs}
 [client]
-credential = {{ id = "client", token = "t-client" }}
+credential = {{ id = "client", token = "t-client-token-01234567" }}
 refresh_ms = 200
 [[client.listeners]]
 bind = "127.0.0.1:0"

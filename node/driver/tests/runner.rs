@@ -370,6 +370,7 @@ async fn a_full_network_queue_fails_the_command_at_once() {
         config.hubs.push(meshproxy_core::config::HubContact {
             peer: PeerId::from_u64(2),
             addrs: Vec::new(),
+            ticket_key: None,
         });
         config.client = Some(ClientConfig {
             listeners: vec![ListenerConfig::default()],

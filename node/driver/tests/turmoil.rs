@@ -624,7 +624,7 @@ fn hubs_toml() -> String {
 
 fn hub_toml() -> String {
     r#"[hub]
-keys = [{ id = "exit", token = "t-exit" }, { id = "client", token = "t-client" }]
+keys = [{ id = "exit", token = "t-exit-token-0123456789", roles = ["exit"], max_registrations = 4 }, { id = "client", token = "t-client-token-01234567" }]
 "#
     .to_string()
 }
@@ -635,7 +635,7 @@ fn exit_toml(timeouts: &str) -> String {
 [timeouts]
 {timeouts}
 [exit]
-credential = {{ id = "exit", token = "t-exit" }}
+credential = {{ id = "exit", token = "t-exit-token-0123456789" }}
 advertise = ["exit"]
 allow = ["192.168.0.0/16"]
 "#,
@@ -649,7 +649,7 @@ fn client_toml(timeouts: &str) -> String {
 [timeouts]
 {timeouts}
 [client]
-credential = {{ id = "client", token = "t-client" }}
+credential = {{ id = "client", token = "t-client-token-01234567" }}
 refresh_ms = 500
 [[client.listeners]]
 bind = "0.0.0.0:{SOCKS_PORT}"

@@ -475,7 +475,7 @@ async fn network_figures(
     list.extend(ss.iter().map(|(name, pair)| (*name, Route::Socks(pair.socks))));
     let exit_leg = if plan.wants(Part::Throughput) {
         println!("bench: starting the exit-leg generator against the TCP mesh's exit");
-        Some(ExitLeg::start(bin, work, &tcp.exit_p2p, origin)?)
+        Some(ExitLeg::start(bin, work, &tcp.hub_p2p, &tcp.exit_p2p, origin)?)
     } else {
         None
     };

@@ -407,6 +407,8 @@ pub struct Mesh {
     pub exit: Proc,
     /// The exit's full address (`/ip4/…/p2p/PEER`), for the exit-leg generator.
     pub exit_p2p: String,
+    /// The hub's `MULTIADDR/p2p/PEER`, for generators that get admitted there.
+    pub hub_p2p: String,
     /// The clients, each with its SOCKS5 listener.
     pub clients: Vec<(Proc, SocketAddr)>,
     /// The `[[hubs]]` section clients use.
@@ -465,7 +467,7 @@ impl Mesh {
             &hub_name,
             format!(
                 "identity = \"{}\"\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n{LIMITS}\n[hub]\n\
-                 keys = [{{ id = \"exit\", token = \"t-exit\" }}, {{ id = \"client\", token = \"t-client\" }}]\n",
+                 keys = [{{ id = \"exit\", token = \"t-exit-token-0123456789\", roles = [\"exit\"], max_registrations = 4 }}, {{ id = \"client\", token = \"t-client-token-01234567\" }}]\n",
                 key(dir, &hub_name)
             ),
             false,
@@ -476,6 +478,7 @@ impl Mesh {
             .split_once("/p2p/")
             .ok_or(BenchError::NotReady(hub_name.clone(), "p2p line without /p2p/"))?;
         let hubs = format!("[[hubs]]\npeer = \"{peer}\"\naddrs = [\"{addr}\"]\n");
+        let hub_p2p = full.to_owned();
 
         let exit_addr = match transport {
             Transport::Tcp => format!("/ip4/127.0.0.1/tcp/{}", free_tcp_port()?),
@@ -490,7 +493,7 @@ impl Mesh {
             &exit_name,
             format!(
                 "identity = \"{}\"\nlisten = [\"{exit_addr}\"]\n{hubs}{LIMITS}\n[exit]\n\
-                 credential = {{ id = \"exit\", token = \"t-exit\" }}\n\
+                 credential = {{ id = \"exit\", token = \"t-exit-token-0123456789\" }}\n\
                  advertise = [\"{exit_addr}\"]\ncapacity = 100000\nallow = [{allow}]\n",
                 key(dir, &exit_name)
             ),
@@ -503,6 +506,7 @@ impl Mesh {
             hub,
             exit,
             exit_p2p,
+            hub_p2p,
             clients: Vec::new(),
             hubs,
             tag: tag.to_owned(),
@@ -531,7 +535,7 @@ impl Mesh {
             &name,
             format!(
                 "identity = \"{}\"\n{}{LIMITS}\n[client]\n\
-                 credential = {{ id = \"client\", token = \"t-client\" }}\nrefresh_ms = 200\n\
+                 credential = {{ id = \"client\", token = \"t-client-token-01234567\" }}\nrefresh_ms = 200\n\
                  [[client.listeners]]\nbind = \"127.0.0.1:0\"\nprotocol = \"socks5\"\n",
                 key(dir, &name),
                 self.hubs
@@ -645,11 +649,14 @@ pub struct ExitLeg {
 }
 
 impl ExitLeg {
-    /// Starts the generator against the exit at `exit_p2p` (`/ip4/…/p2p/PEER`)
-    /// and waits until one proxied connection has reached `origin` through it.
+    /// Starts the generator against the exit at `exit_p2p` (`/ip4/…/p2p/PEER`),
+    /// admitted as a client at `hub_p2p` (the exit serves only peers with a
+    /// hub's ticket), and waits until one proxied connection has reached
+    /// `origin` through it.
     pub fn start(
         bin: &Binaries,
         dir: &Path,
+        hub_p2p: &str,
         exit_p2p: &str,
         origin: SocketAddr,
     ) -> Result<ExitLeg, BenchError> {
@@ -657,7 +664,16 @@ impl ExitLeg {
         let mut proc = Proc::spawn(
             "exit-leg",
             &bin.exit_leg,
-            &["--exit", exit_p2p, "--origin", &origin],
+            &[
+                "--hub",
+                hub_p2p,
+                "--credential",
+                "client=t-client-token-01234567",
+                "--exit",
+                exit_p2p,
+                "--origin",
+                &origin,
+            ],
             &dir.join("exit-leg.log"),
             true,
         )?;

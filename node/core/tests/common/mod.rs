@@ -7,10 +7,10 @@
 
 use bytes::Bytes;
 use core::time::Duration;
-use meshproxy_core::admission::Credential;
+use meshproxy_core::admission::{Credential, RoleSet};
 use meshproxy_core::config::{
     ClientConfig, ExitConfig, HubConfig, HubContact, Limits, ListenerConfig, NodeConfig,
-    SelectionConfig, Timeouts,
+    SelectionConfig, Timeouts, DEFAULT_TICKET_LIFETIME,
 };
 use meshproxy_core::directory::DirectoryConfig;
 use meshproxy_core::ids::{ConnId, ListenerId, PeerId, QueryId, StreamId};
@@ -18,9 +18,10 @@ use meshproxy_core::io::{Close, Event, Input, Output, Protocol, TimerReason};
 use meshproxy_core::policy::ExitPolicyConfig;
 use meshproxy_core::record::{Attrs, CountryCode, PeerAddr, PeerRecord};
 use meshproxy_core::target::{Status, TargetAddr};
+use meshproxy_core::ticket::{Ticket, TicketSigner};
 use meshproxy_core::time::Instant;
 use meshproxy_core::wire::frame::Decoded;
-use meshproxy_core::wire::hub::{self as hubwire, HubMessage, Role, HUB_VERSION};
+use meshproxy_core::wire::hub::{self as hubwire, HubMessage, Role, TicketGrant, HUB_VERSION};
 use meshproxy_core::wire::proxy::{self, ConnectRequest, ConnectResponse};
 use meshproxy_core::Node;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -47,15 +48,80 @@ pub fn client_id() -> PeerId {
 }
 
 pub fn exit_cred() -> Credential {
-    Credential::new("exits", b"exit token")
+    Credential::new("exits", b"exit token, 22+ random bytes")
 }
 
 pub fn client_cred() -> Credential {
-    Credential::new("clients", b"client token")
+    Credential::new("clients", b"client token, 22+ random bytes")
 }
 
+/// The key [`hub_id`] signs tickets with.
+pub fn hub_signer() -> TicketSigner {
+    TicketSigner::from_secret([1; 32])
+}
+
+/// [`hub_id`], with the key exits check its tickets with.
 pub fn hub_contact() -> HubContact {
-    HubContact { peer: hub_id(), addrs: vec![PeerAddr(b"hub".to_vec())] }
+    HubContact {
+        peer: hub_id(),
+        addrs: vec![PeerAddr(b"hub".to_vec())],
+        ticket_key: Some(hub_signer().public()),
+    }
+}
+
+// ------------------------------------------------------------------- tickets
+
+/// Unix time at every test node's [`Instant::ZERO`]: all nodes share one wall
+/// clock, so a ticket one signs means the same to the others.
+pub const WALL_CLOCK: Duration = Duration::from_secs(1_800_000_000);
+
+/// How long the harness hub's tickets last.
+pub const TICKET_LIFETIME: Duration = DEFAULT_TICKET_LIFETIME;
+
+/// Unix seconds on the shared wall clock at `at`.
+pub fn unix_at(at: Instant) -> u64 {
+    (WALL_CLOCK + Duration::from_micros(at.as_micros())).as_secs()
+}
+
+/// A ticket signed by `signer` in the name of `hub`.
+pub fn signed_ticket(
+    signer: &TicketSigner,
+    hub: PeerId,
+    holder: PeerId,
+    roles: RoleSet,
+    expires: u64,
+) -> Bytes {
+    Bytes::from(signer.sign(&Ticket { hub, holder, roles, expires }))
+}
+
+/// The ticket [`hub_id`] issues `holder` at [`t0`], as a client.
+pub fn ticket_for(holder: PeerId) -> Bytes {
+    let expires = unix_at(t0()) + TICKET_LIFETIME.as_secs();
+    signed_ticket(&hub_signer(), hub_id(), holder, RoleSet::CLIENT, expires)
+}
+
+/// The ticket [`hub_id`] issues [`client_id`] at [`t0`].
+pub fn client_ticket() -> Bytes {
+    ticket_for(client_id())
+}
+
+/// What the harness hub hands [`client_id`] with `AuthOk`.
+pub fn client_grant() -> TicketGrant {
+    let valid_secs = u32::try_from(TICKET_LIFETIME.as_secs()).unwrap();
+    TicketGrant { valid_secs, ticket: client_ticket().to_vec() }
+}
+
+/// What the harness hub hands an exit with `AuthOk`.
+pub fn exit_grant(exit: PeerId) -> TicketGrant {
+    let valid_secs = u32::try_from(TICKET_LIFETIME.as_secs()).unwrap();
+    let expires = unix_at(t0()) + TICKET_LIFETIME.as_secs();
+    let ticket = signed_ticket(&hub_signer(), hub_id(), exit, RoleSet::EXIT, expires);
+    TicketGrant { valid_secs, ticket: ticket.to_vec() }
+}
+
+/// A request for `target` carrying [`client_ticket`].
+pub fn ticketed(target: TargetAddr) -> ConnectRequest {
+    ConnectRequest::new(target, None).with_ticket(client_ticket())
 }
 
 /// A public address an exit may dial.
@@ -79,14 +145,23 @@ pub fn base_config(peer: PeerId) -> NodeConfig {
         timeouts: Timeouts::default(),
         limits: Limits::default(),
         relay: meshproxy_core::config::RelayConfig::default(),
+        wall_clock: WALL_CLOCK,
+        entropy: None,
     }
 }
 
+/// A hub admitting [`exit_cred`] as an exit and [`client_cred`] as a client
+/// (each key holding the hub's default number of registrations).
 pub fn hub_role(ttl: Duration) -> HubConfig {
     HubConfig {
         directory: DirectoryConfig { ttl, max_entries: 16 },
-        keys: vec![exit_cred().admission_key(), client_cred().admission_key()],
+        keys: vec![
+            exit_cred().admission_key(RoleSet::EXIT),
+            client_cred().admission_key(RoleSet::CLIENT),
+        ],
         max_find: 64,
+        signer: hub_signer(),
+        ticket_lifetime: TICKET_LIFETIME,
     }
 }
 
@@ -103,10 +178,12 @@ pub fn exit_role(country: Option<&str>) -> ExitConfig {
         capacity: 100,
         credential: exit_cred(),
         relay: meshproxy_core::config::RelayMode::default(),
+        open: false,
     }
 }
 
-/// An exit with no hubs: it only answers proxy streams.
+/// An exit with no hubs: it only answers proxy streams (and, trusting no
+/// hub, serves none of them unless made `open`).
 pub fn exit_config(peer: PeerId) -> NodeConfig {
     NodeConfig { exit: Some(exit_role(Some("de"))), ..base_config(peer) }
 }
@@ -435,6 +512,49 @@ impl Harness {
     }
 }
 
+// -------------------------------------------------------------- exit fixture
+
+/// The TTL the harness hub grants an exit it plays: long, so the link stays
+/// quiet through a test (heartbeats every 20 min, the ticket renewed at 10).
+pub const QUIET_TTL_SECS: u32 = 3600;
+
+/// An exit node whose one hub, [`hub_id`], the test plays: connected,
+/// admitted and registered, relay off (so no reservations), trusting the
+/// hub's tickets. Returns it with its hub stream.
+pub fn exit_behind_hub(mut config: NodeConfig, seed: u64) -> (Harness, StreamId) {
+    config.hubs = vec![hub_contact()];
+    if let Some(e) = &mut config.exit {
+        e.relay = meshproxy_core::config::RelayMode::Off;
+    }
+    let exit = config.peer_id;
+    let (mut h, outs) = Harness::new(config, seed);
+    assert_eq!(dials(&outs), vec![hub_id()], "an exit dials its hub at start");
+    let conn = h.conn();
+    let outs = h.input(Input::PeerConnected {
+        peer: hub_id(),
+        conn,
+        path: meshproxy_core::io::Path::Direct,
+        limit: None,
+    });
+    let [(stream, _, Protocol::Hub)] = opens(&outs)[..] else { panic!("{outs:?}") };
+    h.input(Input::StreamOpened { stream });
+    let nonce = [9u8; 32];
+    let outs = h.data(stream, hub_bytes(&HubMessage::Challenge { version: HUB_VERSION, nonce }));
+    let [HubMessage::Auth { role: Role::Exit, ref key_id, proof, .. }] =
+        hub_messages(&sent_on(&outs, stream))[..]
+    else {
+        panic!("expected an exit's Auth: {outs:?}")
+    };
+    let key = exit_cred().admission_key(RoleSet::EXIT);
+    assert_eq!(*key_id, key.key_id);
+    assert_eq!(key.check(&nonce, &hub_id(), &exit, Role::Exit, &proof), Ok(()));
+    let outs = h.data(stream, hub_bytes(&HubMessage::AuthOk { grant: exit_grant(exit) }));
+    assert!(matches!(hub_messages(&sent_on(&outs, stream))[..], [HubMessage::Register { .. }]));
+    let outs = h.data(stream, hub_bytes(&HubMessage::Registered { ttl_secs: QUIET_TTL_SECS }));
+    assert_eq!(events(&outs), vec![Event::HubRegistered { hub: hub_id() }]);
+    (h, stream)
+}
+
 // ------------------------------------------------------------ client fixture
 
 /// A client node whose hub link the test plays by hand; starts with the hub
@@ -463,7 +583,7 @@ impl ClientFixture {
         h.fire_due();
         let mut f = ClientFixture { h, hub_stream: StreamId(0), connected: BTreeSet::new() };
         f.hub_stream = f.auth_hub();
-        let outs = f.h.data(f.hub_stream, hub_bytes(&HubMessage::AuthOk));
+        let outs = f.h.data(f.hub_stream, hub_bytes(&HubMessage::AuthOk { grant: client_grant() }));
         let msgs = hub_messages(&sent_on(&outs, f.hub_stream));
         assert!(
             matches!(msgs.as_slice(), [HubMessage::Find { .. }]),
@@ -486,7 +606,7 @@ impl ClientFixture {
         h.fire_due();
         let mut f = ClientFixture { h, hub_stream: StreamId(0), connected: BTreeSet::new() };
         f.hub_stream = f.auth_hub();
-        f.h.data(f.hub_stream, hub_bytes(&HubMessage::AuthOk));
+        f.h.data(f.hub_stream, hub_bytes(&HubMessage::AuthOk { grant: client_grant() }));
         f.h.data(f.hub_stream, hub_bytes(&HubMessage::Peers { peers: exits }));
         f
     }
@@ -513,7 +633,8 @@ impl ClientFixture {
             panic!("expected Auth: {msgs:?}")
         };
         assert_eq!((*version, *role, key_id.as_str()), (HUB_VERSION, Role::Client, "clients"));
-        assert!(client_cred().admission_key().verify(&nonce, &client_id(), Role::Client, proof));
+        let key = client_cred().admission_key(RoleSet::CLIENT);
+        assert_eq!(key.check(&nonce, &hub_id(), &client_id(), Role::Client, proof), Ok(()));
         stream
     }
 

@@ -65,7 +65,7 @@ where
 
 /// Admitted credentials: `exit` for exits, `client` for clients.
 const HUB_KEYS: &str =
-    r#"keys = [{ id = "exit", token = "t-exit" }, { id = "client", token = "t-client" }]"#;
+    r#"keys = [{ id = "exit", token = "t-exit-token-0123456789", roles = ["exit"], max_registrations = 4 }, { id = "client", token = "t-client-token-01234567" }]"#;
 
 /// A hub listening on `127.0.0.1:port` (0: any port).
 pub fn hub_toml(port: u16) -> String {
@@ -84,7 +84,7 @@ pub fn exit_toml(hubs: &str) -> String {
         r#"listen = ["/ip4/127.0.0.1/tcp/0"]
 {hubs}
 [exit]
-credential = {{ id = "exit", token = "t-exit" }}
+credential = {{ id = "exit", token = "t-exit-token-0123456789" }}
 allow = ["127.0.0.0/8"]
 "#
     )
@@ -96,7 +96,7 @@ pub fn client_toml(hubs: &str) -> String {
     format!(
         r#"{hubs}
 [client]
-credential = {{ id = "client", token = "t-client" }}
+credential = {{ id = "client", token = "t-client-token-01234567" }}
 refresh_ms = 200
 [[client.listeners]]
 bind = "127.0.0.1:0"

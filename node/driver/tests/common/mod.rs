@@ -7,7 +7,9 @@ pub mod live;
 use meshproxy::app::{event_sink, EventSink, NetworkStarter};
 use meshproxy::port::{NetCommand, NetEvent};
 use meshproxy::runner::{NodeRunner, RunnerMsg, RunnerStatus};
-use meshproxy_core::admission::Credential;
+use meshproxy_core::admission::{AdmissionKey, Credential, RoleSet};
+use meshproxy_core::config::DEFAULT_TICKET_LIFETIME;
+use meshproxy_core::ticket::TicketSigner;
 use meshproxy_core::config::{ExitConfig, HubConfig, HubContact, Limits, NodeConfig, Timeouts};
 use meshproxy_core::directory::DirectoryConfig;
 use meshproxy_core::ids::{ConnId, PeerId};
@@ -121,19 +123,30 @@ impl FakeNet {
 }
 
 pub fn credential(name: &str) -> Credential {
-    Credential::new(name, format!("token-{name}").as_bytes())
+    Credential::new(name, format!("token-{name}-0123456789abcdef").as_bytes())
+}
+
+/// The test hub's ticket signer (every test hub uses the same key).
+pub fn hub_signer() -> TicketSigner {
+    TicketSigner::from_secret([7; 32])
 }
 
 pub fn base(peer: PeerId, hub: PeerId) -> NodeConfig {
     NodeConfig {
         peer_id: peer,
-        hubs: vec![HubContact { peer: hub, addrs: Vec::new() }],
+        hubs: vec![HubContact {
+            peer: hub,
+            addrs: Vec::new(),
+            ticket_key: Some(hub_signer().public()),
+        }],
         hub: None,
         exit: None,
         client: None,
         timeouts: Timeouts::default(),
         limits: Limits::default(),
         relay: meshproxy_core::config::RelayConfig::default(),
+        wall_clock: Duration::ZERO,
+        entropy: None,
     }
 }
 
@@ -143,8 +156,13 @@ pub fn hub_config(hub: PeerId) -> NodeConfig {
     c.hubs.clear();
     c.hub = Some(HubConfig {
         directory: DirectoryConfig { ttl: Duration::from_secs(30), max_entries: 64 },
-        keys: vec![credential("exit").admission_key(), credential("client").admission_key()],
+        keys: vec![
+            AdmissionKey { max_registrations: Some(8), ..credential("exit").admission_key(RoleSet::EXIT) },
+            credential("client").admission_key(RoleSet::CLIENT),
+        ],
         max_find: 16,
+        signer: hub_signer(),
+        ticket_lifetime: DEFAULT_TICKET_LIFETIME,
     });
     c
 }
@@ -165,6 +183,7 @@ pub fn exit_config(exit: PeerId, hub: PeerId) -> NodeConfig {
         capacity: 16,
         credential: credential("exit"),
         relay: meshproxy_core::config::RelayMode::default(),
+        open: false,
     });
     c
 }
