@@ -27,7 +27,7 @@ use crate::plan::between;
 use crate::scenario::Scenario;
 use crate::world::{NodeIx, World};
 use bytes::Bytes;
-use meshproxy_core::admission::Credential;
+use meshproxy_core::admission::{Credential, RoleSet};
 use meshproxy_core::config::Limits;
 use meshproxy_core::ids::PeerId;
 use meshproxy_core::io::Protocol;
@@ -35,8 +35,8 @@ use meshproxy_core::record::{Attrs, PeerAddr};
 use meshproxy_core::target::{Status, TargetAddr};
 use meshproxy_core::time::Instant;
 use meshproxy_core::wire::frame::Decoded;
-use meshproxy_core::wire::hub::{self as hubwire, HubErrorCode, HubMessage, Role};
-use meshproxy_core::wire::proxy::{self as proxywire, ConnectRequest};
+use meshproxy_core::wire::hub::{self as hubwire, HubErrorCode, HubMessage, Role, HUB_VERSION};
+use meshproxy_core::wire::proxy::{self as proxywire, ConnectRequest, PROXY_VERSION};
 use rand_chacha::ChaCha8Rng;
 use rand_core::RngCore;
 use serde::Deserialize;
@@ -46,7 +46,10 @@ use std::time::Duration;
 /// The admission key id of the token the registration flood and the replay
 /// use: a token that leaked, registered at every hub, held by no honest node.
 pub(crate) const LEAKED_KEY: &str = "leaked";
-const LEAKED_TOKEN: &[u8] = b"leaked-token";
+const LEAKED_TOKEN: &[u8] = b"leaked-token-0123456789abcdef";
+/// The key id of a leaked token that admits clients only.
+pub(crate) const LEAKED_CLIENT_KEY: &str = "leaked-client";
+const LEAKED_CLIENT_TOKEN: &[u8] = b"leaked-client-token-0123456789";
 
 /// Grace on top of a node's own deadline before an open adversary
 /// connection counts as not ended (timers fire exactly; local hops take
@@ -102,6 +105,27 @@ pub struct AdversarySpec {
     /// fake exits are in the directory (off by default: they fail there
     /// with 0x01 when every exit they try is fake; see scenarios/README.md).
     pub registration_flood_strict: bool,
+    /// Directory entries the leaked exit key may hold (its own
+    /// `AdmissionKey::max_registrations`, a fleet key's); absent: the
+    /// scenario's `[limits] max_registrations_per_key`, else the core's default.
+    pub leaked_key_registrations: Option<u32>,
+    /// Role escalations per hub: a hostile peer holding a leaked client-role
+    /// key asks to be admitted as an exit (→ `Forbidden`), and another,
+    /// admitted as a client, sends `Register` (→ `Forbidden`).
+    pub role_escalations: u32,
+    /// Ticketless strangers per exit: each opens proxy streams with no
+    /// ticket, another peer's, a forged, an expired, an exit-role and a
+    /// foreign hub's ticket; every one must be answered `NotAllowed` with
+    /// nothing resolved or dialed.
+    pub ticketless: u32,
+    /// Pre-auth floods per hub: `preauth_flood_peers` hostile identities each
+    /// hold as many hub streams as one peer may, never authenticating, and
+    /// open another whenever one is refused, for `preauth_flood_secs`.
+    pub preauth_floods: u32,
+    /// Identities per pre-auth flood.
+    pub preauth_flood_peers: u32,
+    /// How long a pre-auth flood lasts (default 15 s).
+    pub preauth_flood_secs: Option<u32>,
 }
 
 impl AdversarySpec {
@@ -117,6 +141,9 @@ impl AdversarySpec {
             + self.stream_floods * self.stream_flood_size
             + self.registration_floods * self.registration_flood_size
             + self.replays
+            + self.role_escalations
+            + self.ticketless
+            + self.preauth_floods * self.preauth_flood_peers
             > 0
     }
 }
@@ -143,6 +170,10 @@ pub struct LimitsSpec {
     pub max_pending_dials: Option<u32>,
     /// `Limits::max_registrations_per_key`.
     pub max_registrations_per_key: Option<u32>,
+    /// `Limits::max_hub_streams_per_peer`.
+    pub max_hub_streams_per_peer: Option<u32>,
+    /// `Limits::max_preauth_hub_streams`.
+    pub max_preauth_hub_streams: Option<u32>,
     /// The hubs' directory size (default 1024).
     pub max_directory_entries: Option<u32>,
 }
@@ -165,12 +196,26 @@ pub(crate) fn configure(s: &Scenario, config: &mut meshproxy_core::config::NodeC
     set(l.max_sessions_per_source, &mut limits.max_sessions_per_source);
     set(l.max_pending_dials, &mut limits.max_pending_dials);
     set(l.max_registrations_per_key, &mut limits.max_registrations_per_key);
+    set(l.max_hub_streams_per_peer, &mut limits.max_hub_streams_per_peer);
+    set(l.max_preauth_hub_streams, &mut limits.max_preauth_hub_streams);
     if let Some(hub) = config.hub.as_mut() {
         set(l.max_directory_entries, &mut hub.directory.max_entries);
         if s.adversaries.any() {
-            hub.keys.push(leaked().admission_key());
+            // A fleet key: exits only, with its own registration limit.
+            let mut key = leaked().admission_key(RoleSet::EXIT);
+            key.max_registrations =
+                s.adversaries.leaked_key_registrations.or(l.max_registrations_per_key).map(|v| v as usize);
+            hub.keys.push(key);
+            hub.keys.push(leaked_client().admission_key(RoleSet::CLIENT));
         }
     }
+}
+
+/// How many directory entries the leaked exit key may hold at a hub.
+fn leaked_key_limit(s: &Scenario, limits: &Limits) -> usize {
+    s.adversaries
+        .leaked_key_registrations
+        .map_or(limits.max_registrations_per_key, |v| v as usize)
 }
 
 /// When a registration flood that began at `at` lets go: after [`HOLD`],
@@ -196,6 +241,11 @@ const POISON_AFTER: Duration = Duration::from_secs(45);
 
 fn leaked() -> Credential {
     Credential::new(LEAKED_KEY, LEAKED_TOKEN)
+}
+
+/// A leaked client-role token (the role escalations hold it).
+fn leaked_client() -> Credential {
+    Credential::new(LEAKED_CLIENT_KEY, LEAKED_CLIENT_TOKEN)
 }
 
 /// What one adversary connection is.
@@ -655,7 +705,7 @@ impl World<'_> {
             }
             Kind::WrongVersion { hub: false, .. } => {
                 let mut req = Vec::new();
-                let r = ConnectRequest { version: 2, target: target(), session: None };
+                let r = ConnectRequest { version: PROXY_VERSION + 1, ..ConnectRequest::new(target(), None) };
                 proxywire::encode_request(&r, &mut req);
                 self.adv_write(stream, Chunk::Data(Payload::Real(Bytes::from(req))));
             }
@@ -746,6 +796,7 @@ impl World<'_> {
             };
             conn.hub_msgs.push(msg.clone());
             let (kind, peer) = (conn.kind, conn.peer.unwrap_or(PeerId::from_u64(0)));
+            let hub = self.peer_of(conn.node);
             let reply: Option<Vec<u8>> = match (kind, &msg) {
                 (Kind::Oversized { .. }, HubMessage::Challenge { .. }) => {
                     self.expect_end(c, PROMPT);
@@ -753,18 +804,18 @@ impl World<'_> {
                 }
                 (Kind::WrongVersion { .. }, HubMessage::Challenge { nonce, .. }) => {
                     self.expect_end(c, PROMPT);
-                    let proof = leaked().prove(nonce, &peer, Role::Exit);
+                    let proof = leaked().prove(nonce, &hub, &peer, Role::Exit);
                     Some(hub_frame(&HubMessage::Auth {
-                        version: 2,
+                        version: HUB_VERSION + 1,
                         role: Role::Exit,
                         key_id: LEAKED_KEY.into(),
                         proof,
                     }))
                 }
                 (Kind::Abandoned { partial: true, .. }, HubMessage::Challenge { nonce, .. }) => {
-                    let proof = leaked().prove(nonce, &peer, Role::Exit);
+                    let proof = leaked().prove(nonce, &hub, &peer, Role::Exit);
                     let mut f = hub_frame(&HubMessage::Auth {
-                        version: 1,
+                        version: HUB_VERSION,
                         role: Role::Exit,
                         key_id: LEAKED_KEY.into(),
                         proof,
@@ -773,15 +824,15 @@ impl World<'_> {
                     Some(f)
                 }
                 (Kind::Register { .. }, HubMessage::Challenge { nonce, .. }) => {
-                    let proof = leaked().prove(nonce, &peer, Role::Exit);
+                    let proof = leaked().prove(nonce, &hub, &peer, Role::Exit);
                     Some(hub_frame(&HubMessage::Auth {
-                        version: 1,
+                        version: HUB_VERSION,
                         role: Role::Exit,
                         key_id: LEAKED_KEY.into(),
                         proof,
                     }))
                 }
-                (Kind::Register { .. }, HubMessage::AuthOk) => {
+                (Kind::Register { .. }, HubMessage::AuthOk { .. }) => {
                     Some(hub_frame(&HubMessage::Register {
                         addrs: vec![PeerAddr(vec![250])],
                         attrs: Attrs::default(),
@@ -805,9 +856,9 @@ impl World<'_> {
                     None
                 }
                 (Kind::Replay { first: true, pair }, HubMessage::Challenge { nonce, .. }) => {
-                    let proof = leaked().prove(nonce, &peer, Role::Exit);
+                    let proof = leaked().prove(nonce, &hub, &peer, Role::Exit);
                     let f = hub_frame(&HubMessage::Auth {
-                        version: 1,
+                        version: HUB_VERSION,
                         role: Role::Exit,
                         key_id: LEAKED_KEY.into(),
                         proof,
@@ -815,7 +866,7 @@ impl World<'_> {
                     self.adv.captured[pair as usize] = Some(f.clone());
                     Some(f)
                 }
-                (Kind::Replay { first: true, pair }, HubMessage::AuthOk) => {
+                (Kind::Replay { first: true, pair }, HubMessage::AuthOk { .. }) => {
                     // Captured: replay it on a second stream of the same peer.
                     let node = self.adv.conns[c as usize].node;
                     let c2 = self.adv_conn(Kind::Replay { first: false, pair }, node, Some(peer));
@@ -849,7 +900,7 @@ impl World<'_> {
                     }
                     None
                 }
-                (Kind::Replay { first: false, .. }, HubMessage::AuthOk) => {
+                (Kind::Replay { first: false, .. }, HubMessage::AuthOk { .. }) => {
                     let detail = format!(
                         "hub n{} admitted a replayed Auth",
                         self.adv.conns[c as usize].node
@@ -857,11 +908,11 @@ impl World<'_> {
                     self.violation("adversary", detail);
                     None
                 }
-                (Kind::Oversized { .. }, HubMessage::Error { code, .. })
-                    if *code != HubErrorCode::Malformed =>
-                {
+                (Kind::Oversized { .. }, HubMessage::Error { code, .. }) => {
+                    // Before admission a hub reads one `Auth` and resets
+                    // anything else: no answer to log, no work done.
                     let detail = format!(
-                        "hub n{} answered an oversized frame with {code:?}",
+                        "hub n{} answered a pre-auth oversized frame with {code:?}, not a reset",
                         self.adv.conns[c as usize].node
                     );
                     self.violation("adversary", detail);
@@ -871,15 +922,16 @@ impl World<'_> {
                     if *code != HubErrorCode::UnsupportedVersion =>
                 {
                     let detail = format!(
-                        "hub n{} answered a version-2 Auth with {code:?}",
-                        self.adv.conns[c as usize].node
+                        "hub n{} answered an Auth of version {} with {code:?}",
+                        self.adv.conns[c as usize].node,
+                        HUB_VERSION + 1
                     );
                     self.violation("adversary", detail);
                     None
                 }
                 (
                     Kind::WrongVersion { .. } | Kind::Oversized { .. } | Kind::Abandoned { .. },
-                    HubMessage::AuthOk,
+                    HubMessage::AuthOk { .. },
                 ) => {
                     let detail = format!(
                         "hub n{} admitted a hostile {kind:?} stream",
@@ -899,7 +951,7 @@ impl World<'_> {
     /// Registrations under the leaked key at a hub stay within the per-key limit.
     fn check_registrations(&mut self, c: u32) {
         let node = self.adv.conns[c as usize].node;
-        let max = self.limits_of(node).max_registrations_per_key;
+        let max = leaked_key_limit(self.scenario(), &self.limits_of(node));
         let peers: Vec<PeerId> = self
             .adv
             .conns

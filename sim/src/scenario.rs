@@ -61,6 +61,25 @@ pub struct Scenario {
     /// Overrides of the nodes' table limits; the core's defaults by default.
     #[serde(default)]
     pub limits: crate::adversary::LimitsSpec,
+    /// The hubs' admission tickets.
+    #[serde(default)]
+    pub hubs: Hubs,
+}
+
+/// `[hubs]`: how the hubs admit peers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a [hubs] table")]
+pub struct Hubs {
+    /// How long a hub's ticket lasts (`HubConfig::ticket_lifetime`); holders
+    /// renew at half of it. At least 2.
+    pub ticket_lifetime_secs: u32,
+}
+
+impl Default for Hubs {
+    fn default() -> Self {
+        let secs = meshproxy_core::config::DEFAULT_TICKET_LIFETIME.as_secs();
+        Hubs { ticket_lifetime_secs: u32::try_from(secs).unwrap_or(u32::MAX) }
+    }
 }
 
 /// Node counts and the attributes exits declare.
@@ -735,6 +754,10 @@ impl Scenario {
             ensure(bytes >= 1, "relay.circuit_bytes", || format!("a value ≥ 1 (got {bytes})"))?;
         }
         ms_range(r.autonat_ms, "relay.autonat_ms")?;
+        let lifetime = self.hubs.ticket_lifetime_secs;
+        ensure(lifetime >= 2, "hubs.ticket_lifetime_secs", || {
+            format!("a value ≥ 2 (got {lifetime})")
+        })?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 
 use crate::plan::AppSpec;
 use crate::scenario::{ListenerProtocol, OriginKind, Scenario, StickyMode};
-use meshproxy_core::admission::Credential;
+use meshproxy_core::admission::{Credential, RoleSet};
 use meshproxy_core::config::{
     ClientConfig, ExitConfig, HubConfig, HubContact, Limits, ListenerConfig, NodeConfig,
     SelectionConfig, Timeouts,
@@ -15,6 +15,7 @@ use meshproxy_core::policy::ExitPolicyConfig;
 use meshproxy_core::record::{Attrs, CountryCode, PeerAddr, PeerFilter};
 use meshproxy_core::socks::SocksAuthPolicy;
 use meshproxy_core::target::TargetAddr;
+use meshproxy_core::ticket::TicketSigner;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -175,7 +176,18 @@ pub(crate) fn resolves_to(
 }
 
 fn credential(i: usize) -> Credential {
-    Credential::new(format!("node-{i}"), format!("token-{i}").as_bytes())
+    Credential::new(format!("node-{i}"), format!("token-{i}-0123456789abcdefghij").as_bytes())
+}
+
+/// Unix time at every node's `Instant::ZERO` (2027-01-15): all clocks agree.
+pub(crate) const WALL_CLOCK: Duration = Duration::from_secs(1_800_000_000);
+
+/// The ticket signer of hub `i`, derived from its index (the simulator can
+/// mint real tickets with it, e.g. expired ones for the adversaries).
+pub(crate) fn hub_signer(i: usize) -> TicketSigner {
+    let mut secret = [0x5au8; 32];
+    secret[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    TicketSigner::from_secret(secret)
 }
 
 /// Peer id, config and address of every node: hubs, then exits, then clients.
@@ -184,9 +196,21 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
     let total = (t.hubs + t.exits + t.clients) as usize;
     let peer = |i: usize| PeerId::from_u64(i as u64 + 1);
     let hubs: Vec<HubContact> = (0..t.hubs as usize)
-        .map(|i| HubContact { peer: peer(i), addrs: vec![PeerAddr(vec![i as u8])] })
+        .map(|i| HubContact {
+            peer: peer(i),
+            addrs: vec![PeerAddr(vec![i as u8])],
+            ticket_key: Some(hub_signer(i).public()),
+        })
         .collect();
-    let keys = (0..total).map(|i| credential(i).admission_key()).collect::<Vec<_>>();
+    // Exits' keys admit the exit role only, clients' the client role only.
+    let exits = t.hubs as usize..(t.hubs + t.exits) as usize;
+    let keys = (t.hubs as usize..total)
+        .map(|i| {
+            let roles = if exits.contains(&i) { RoleSet::EXIT } else { RoleSet::CLIENT };
+            credential(i).admission_key(roles)
+        })
+        .collect::<Vec<_>>();
+    let ticket_lifetime = Duration::from_secs(u64::from(s.hubs.ticket_lifetime_secs));
     let mut out = Vec::with_capacity(total);
     for i in 0..total {
         let ip = IpAddr::V4(Ipv4Addr::new(52, 1, (i / 250) as u8, (i % 250) as u8 + 1));
@@ -199,6 +223,8 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             relay: meshproxy_core::config::RelayConfig::default(),
+            wall_clock: WALL_CLOCK,
+            entropy: None,
         };
         if i < t.hubs as usize {
             config.hubs = Vec::new();
@@ -206,6 +232,8 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
                 directory: DirectoryConfig { ttl: Duration::from_secs(30), max_entries: 1024 },
                 keys: keys.clone(),
                 max_find: 64,
+                signer: hub_signer(i),
+                ticket_lifetime,
             });
         } else if i < (t.hubs + t.exits) as usize {
             let e = i - t.hubs as usize;
@@ -224,6 +252,7 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
                 capacity: 256,
                 credential: credential(i),
                 relay: meshproxy_core::config::RelayMode::default(),
+                open: false,
             });
         } else {
             let listeners = s

@@ -1931,6 +1931,10 @@ impl<'s> World<'s> {
         self.nodes[n as usize].config.limits
     }
 
+    pub(crate) fn peer_of(&self, n: NodeIx) -> PeerId {
+        self.nodes[n as usize].peer
+    }
+
     pub(crate) fn hub_registered(&self, hub: NodeIx, peer: &PeerId) -> bool {
         self.nodes[hub as usize].core.as_ref().is_some_and(|c| c.hub_has_registered(peer))
     }

@@ -40,7 +40,7 @@ impl Node {
         // the seed (the constant keeps the two streams apart).
         let secret_rng = match config.entropy {
             Some(bytes) => ChaCha20Rng::from_seed(bytes),
-            None => ChaCha20Rng::seed_from_u64(seed ^ 0x5ec2_e7_5eed),
+            None => ChaCha20Rng::seed_from_u64(seed ^ 0x005e_c2e7_5eed),
         };
         let ctx = Ctx::new(ChaCha8Rng::seed_from_u64(seed), secret_rng);
         let wall_clock = config.wall_clock;

@@ -15,7 +15,6 @@ use meshproxy_core::io::{
     Close, Event, FailReason, Input, Output, Resources, SpliceEnd, SpliceReport, TimerReason,
 };
 use meshproxy_core::target::{Status, TargetAddr};
-use meshproxy_core::wire::proxy::ConnectRequest;
 use std::collections::BTreeSet;
 
 fn fixture(listeners: Vec<ListenerConfig>, exits: u64, seed: u64) -> ClientFixture {
@@ -56,7 +55,7 @@ fn socks_connect_splices_after_success(target: TargetAddr) {
     let a = f.reach_exit(&outs);
     assert!(a.dialed, "the exit was not connected yet");
     assert_eq!(a.exit, exit_id(1));
-    assert_eq!(a.request, ConnectRequest::new(target, None));
+    assert_eq!(a.request, ticketed(target), "the ticket from AuthOk goes with the request");
     assert_eq!(f.h.node.resources().sessions, 1);
 
     // The app keeps talking before it has an answer: nothing goes anywhere yet.
@@ -619,4 +618,214 @@ fn one_failed_dial_is_one_failure_however_many_sessions_waited_on_it() {
         !events(&outs).iter().any(|e| matches!(e, Event::Breaker { .. })),
         "the breaker stays closed: {outs:?}"
     );
+}
+
+// ------------------------------------------------------------------ tickets
+
+use meshproxy_core::admission::RoleSet;
+use meshproxy_core::record::{CountryCode, PeerFilter, PeerRecord};
+use meshproxy_core::wire::hub::{HubMessage, TicketGrant};
+
+/// Hub messages the client sent on its hub stream in `outs`.
+fn to_hub(f: &ClientFixture, outs: &[Output]) -> Vec<HubMessage> {
+    hub_messages(&sent_on(outs, f.hub_stream))
+}
+
+/// Lets time pass to `until`, answering every `Find` with `exits` (as a
+/// live hub would); returns every other hub message with when it went out.
+fn run_hub_until(
+    f: &mut ClientFixture,
+    until: meshproxy_core::time::Instant,
+    exits: &[PeerRecord],
+) -> Vec<(meshproxy_core::time::Instant, HubMessage)> {
+    let mut other = Vec::new();
+    while let Some((at, _)) = f.h.node.poll_timeout() {
+        if at > until {
+            break;
+        }
+        let (_, _, outs) = f.h.fire_next();
+        other.extend(answer_finds(f, outs, exits));
+    }
+    f.h.now = f.h.now.max(until);
+    other
+}
+
+/// Answers every `Find` the client sent in `outs` (and in what those answers
+/// set off) with `exits`; returns the other hub messages, with when.
+fn answer_finds(
+    f: &mut ClientFixture,
+    mut outs: Vec<Output>,
+    exits: &[PeerRecord],
+) -> Vec<(meshproxy_core::time::Instant, HubMessage)> {
+    let mut other = Vec::new();
+    while !outs.is_empty() {
+        let mut next = Vec::new();
+        for m in to_hub(f, &outs) {
+            match m {
+                HubMessage::Find { .. } => {
+                    let peers = HubMessage::Peers { peers: exits.to_vec() };
+                    next.extend(f.h.data(f.hub_stream, hub_bytes(&peers)));
+                }
+                m => other.push((f.h.now, m)),
+            }
+        }
+        outs = next;
+    }
+    other
+}
+
+/// A request through a fresh app on `listener`; returns the attempt, answered.
+fn one_session(f: &mut ClientFixture, listener: u64) -> Attempt {
+    let app = f.accept(listener);
+    let outs = f.socks(app, &ip_target(public_ip(1), 443), None, b"");
+    let a = f.reach_exit(&outs);
+    f.answer(&a, Status::Succeeded, b"");
+    let report = SpliceReport { a_to_b: 0, b_to_a: 0, how: SpliceEnd::Clean };
+    f.h.input(Input::SpliceEnded { a: app, b: a.stream, report });
+    a
+}
+
+#[test]
+fn the_ticket_is_renewed_at_half_its_lifetime_and_the_new_one_used() {
+    let mut f = fixture(vec![ListenerConfig::default()], 1, 21);
+    let exits = vec![exit_record(1)];
+    assert_eq!(one_session(&mut f, 0).request.ticket, client_ticket());
+    let half = t0() + TICKET_LIFETIME / 2;
+    let before = run_hub_until(&mut f, half - Duration::from_millis(1), &exits);
+    assert!(before.is_empty(), "nothing but Finds before half the lifetime: {before:?}");
+    let sent = run_hub_until(&mut f, half, &exits);
+    assert_eq!(sent, vec![(half, HubMessage::RenewTicket)]);
+    // Until the answer comes, the old ticket goes on being used.
+    assert_eq!(one_session(&mut f, 0).request.ticket, client_ticket());
+    let fresh = signed_ticket(
+        &hub_signer(),
+        hub_id(),
+        client_id(),
+        RoleSet::CLIENT,
+        unix_at(f.h.now) + TICKET_LIFETIME.as_secs(),
+    );
+    assert_ne!(fresh, client_ticket());
+    let grant = TicketGrant { valid_secs: 600, ticket: fresh.to_vec() };
+    let outs = f.h.data(f.hub_stream, hub_bytes(&HubMessage::Ticket { grant }));
+    assert!(closed(&outs, f.hub_stream).is_none());
+    assert!(answer_finds(&mut f, outs, &exits).is_empty());
+    assert_eq!(one_session(&mut f, 0).request.ticket, fresh, "the renewed ticket from now on");
+    // The next renewal comes at half the new lifetime (300 s from now).
+    let now = f.h.now;
+    let sent = run_hub_until(&mut f, now + Duration::from_secs(300), &exits);
+    assert_eq!(sent, vec![(now + Duration::from_secs(300), HubMessage::RenewTicket)]);
+}
+
+#[test]
+fn without_a_ticket_a_session_waits_then_fails_as_not_admitted() {
+    // The hub never answers the dial: no admission, no ticket.
+    let (mut h, outs) = Harness::new(client_config(vec![ListenerConfig::default()]), 22);
+    assert_eq!(dials(&outs), vec![hub_id()]);
+    h.fire_due();
+    let mut f = ClientFixture { h, hub_stream: StreamId(0), connected: BTreeSet::new() };
+    let app = f.accept(0);
+    let start = f.h.now;
+    let outs = f.socks(app, &ip_target(public_ip(1), 443), None, b"");
+    assert!(proxy_opens(&outs).is_empty() && dials(&outs).is_empty());
+    let outs = f.h.advance(Duration::from_secs(5) - Duration::from_millis(1));
+    assert!(failed(&outs).is_empty(), "it waits: {outs:?}");
+    let outs = f.h.advance(Duration::from_millis(1));
+    assert_eq!(f.h.now, start + Duration::from_secs(5));
+    assert_eq!(failed(&outs), vec![(FailReason::NotAdmitted, Status::NotAllowed)]);
+    assert_eq!(sent_on(&outs, app), socks_reply(Status::NotAllowed));
+    assert_eq!(socks_reply(Status::NotAllowed)[1], 0x02);
+    assert_eq!(closed(&outs, app), Some(Close::Fin));
+    assert!(proxy_opens(&f.h.log).is_empty(), "no exit was ever asked");
+}
+
+#[test]
+fn a_session_waiting_for_a_ticket_goes_on_when_admission_completes() {
+    let (mut h, _) = Harness::new(client_config(vec![ListenerConfig::default()]), 23);
+    h.fire_due();
+    let mut f = ClientFixture { h, hub_stream: StreamId(0), connected: BTreeSet::new() };
+    let app = f.accept(0);
+    let outs = f.socks(app, &ip_target(public_ip(1), 443), None, b"");
+    assert!(proxy_opens(&outs).is_empty() && dials(&outs).is_empty());
+    f.h.advance(Duration::from_secs(2));
+    f.hub_stream = f.auth_hub();
+    let outs = f.h.data(f.hub_stream, hub_bytes(&HubMessage::AuthOk { grant: client_grant() }));
+    assert!(dials(&outs).is_empty(), "no exit known yet");
+    let outs =
+        f.h.data(f.hub_stream, hub_bytes(&HubMessage::Peers { peers: vec![exit_record(1)] }));
+    let a = f.reach_exit(&outs);
+    assert_eq!(a.request, ticketed(ip_target(public_ip(1), 443)));
+    let outs = f.answer(&a, Status::Succeeded, b"");
+    assert_eq!(sent_on(&outs, app), socks_reply(Status::Succeeded));
+}
+
+#[test]
+fn a_ticket_that_ran_out_unrenewed_fails_new_sessions_as_not_admitted() {
+    let mut f = fixture(vec![ListenerConfig::default()], 1, 24);
+    // The hub goes silent: the renewal is never answered, the link drops,
+    // and every redial fails.
+    f.h.input(Input::StreamClosed { stream: f.hub_stream, how: Close::Reset });
+    let (hub, conn) = (hub_id(), meshproxy_core::ids::ConnId(2));
+    f.h.input(Input::PeerDisconnected { peer: hub, conn });
+    let mut now = f.h.now;
+    while now < t0() + TICKET_LIFETIME {
+        let outs = f.h.advance(Duration::from_secs(5));
+        for peer in dials(&outs) {
+            f.h.input(Input::DialFailed { peer });
+        }
+        now = f.h.now;
+    }
+    let app = f.accept(0);
+    f.socks(app, &ip_target(public_ip(1), 443), None, b"");
+    let outs = f.h.advance(Duration::from_secs(5));
+    assert_eq!(failed(&outs), vec![(FailReason::NotAdmitted, Status::NotAllowed)]);
+    assert!(proxy_opens(&outs).is_empty());
+}
+
+fn exit_in(n: u64, country: &str) -> PeerRecord {
+    PeerRecord {
+        attrs: meshproxy_core::record::Attrs {
+            country: CountryCode::parse(country),
+            labels: Vec::new(),
+        },
+        ..exit_record(n)
+    }
+}
+
+/// Measures exit 1 (de) at `a` and exit 2 (fr) at `b`, then lists exit 3
+/// (de, never measured); returns which exit a German session picks.
+fn pick_after_measuring(a: Duration, b: Duration, seed: u64) -> PeerId {
+    let de = PeerFilter { country: CountryCode::parse("de"), labels: Vec::new() };
+    let fr = PeerFilter { country: CountryCode::parse("fr"), labels: Vec::new() };
+    let listeners = vec![listener(|l| l.filter = de), listener(|l| l.filter = fr)];
+    let first = vec![exit_in(1, "de"), exit_in(2, "fr")];
+    let mut f = ClientFixture::new(client_config(listeners), first, seed);
+    for (listener, rtt, exit) in [(0, a, exit_id(1)), (1, b, exit_id(2))] {
+        let app = f.accept(listener);
+        let outs = f.socks(app, &ip_target(public_ip(1), 443), None, b"");
+        let att = f.reach_exit(&outs);
+        assert_eq!(att.exit, exit);
+        f.h.advance(rtt);
+        f.answer(&att, Status::Succeeded, b"");
+        let report = SpliceReport { a_to_b: 0, b_to_a: 0, how: SpliceEnd::Clean };
+        f.h.input(Input::SpliceEnded { a: app, b: att.stream, report });
+    }
+    let all = vec![exit_in(1, "de"), exit_in(2, "fr"), exit_in(3, "de")];
+    let until = f.h.now + Duration::from_secs(31);
+    run_hub_until(&mut f, until, &all);
+    assert_eq!(f.h.node.known_exits(), 3);
+    let app = f.accept(0);
+    let outs = f.socks(app, &ip_target(public_ip(1), 443), None, b"");
+    f.reach_exit(&outs).exit
+}
+
+#[test]
+fn an_unmeasured_exit_counts_as_the_average_of_the_measured_ones() {
+    let ms = Duration::from_millis;
+    for seed in 0..8 {
+        // Average 300 ms: the measured 200 ms exit beats the newcomer (which a
+        // fixed 50 ms guess would have preferred).
+        assert_eq!(pick_after_measuring(ms(200), ms(400), seed), exit_id(1), "seed {seed}");
+        // Average 250 ms: the newcomer beats the measured 400 ms exit.
+        assert_eq!(pick_after_measuring(ms(400), ms(100), seed), exit_id(3), "seed {seed}");
+    }
 }

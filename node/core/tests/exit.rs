@@ -9,6 +9,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use core::time::Duration;
+use meshproxy_core::admission::RoleSet;
 use meshproxy_core::config::{Limits, Timeouts};
 use meshproxy_core::ids::{PeerId, StreamId};
 use meshproxy_core::io::{
@@ -16,6 +17,7 @@ use meshproxy_core::io::{
     TimerReason,
 };
 use meshproxy_core::target::{Status, TargetAddr};
+use meshproxy_core::ticket::{TicketRefusal, TicketSigner, CLOCK_SKEW};
 use meshproxy_core::wire::proxy::{ConnectRequest, PROXY_VERSION};
 use std::net::{IpAddr, SocketAddr};
 
@@ -71,9 +73,9 @@ fn close_count(outs: &[Output], stream: StreamId) -> usize {
     outs.iter().filter(|o| matches!(o, Output::Close { stream: s, .. } if *s == stream)).count()
 }
 
-/// An exit with nothing under way: just its hub link's stream and timer.
+/// An exit with nothing under way (its hub link counts for nothing here).
 fn idle() -> Resources {
-    Resources { streams: 1, timers: 1, ..Resources::default() }
+    Resources::default()
 }
 
 #[test]
@@ -419,4 +421,295 @@ fn a_client_node_refuses_proxy_streams() {
         h.input(Input::InboundStream { stream, peer: exit_id(2), protocol: Protocol::Proxy });
     assert_eq!(closed(&outs, stream), Some(Close::Reset));
     let _ = Duration::ZERO;
+}
+
+// ------------------------------------------------------------------ tickets
+
+/// Sends a request for `target` carrying `ticket` from `peer`.
+fn request_with(
+    h: &mut Harness,
+    peer: PeerId,
+    target: &TargetAddr,
+    ticket: Bytes,
+) -> (StreamId, Vec<Output>) {
+    let stream = inbound(h, peer);
+    let req = ConnectRequest::new(target.clone(), None).with_ticket(ticket);
+    let outs = h.data(stream, request_bytes(&req));
+    (stream, outs)
+}
+
+fn not_admitted(outs: &[Output]) -> Vec<(PeerId, TicketRefusal)> {
+    events(outs)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ExitNotAdmitted { peer, why } => Some((peer, why)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The refusal for want of a ticket: 0x02, `ExitNotAdmitted { why }`, and
+/// nothing looked up or dialed.
+fn assert_refused(
+    h: &Harness,
+    outs: &[Output],
+    stream: StreamId,
+    peer: PeerId,
+    why: TicketRefusal,
+) {
+    assert_eq!(answered(outs, stream), Some(Status::NotAllowed), "{why:?}: {outs:?}");
+    assert_eq!(sent_on(outs, stream), response_bytes(Status::NotAllowed), "exactly 0x02");
+    assert_eq!(closed(outs, stream), Some(Close::Fin), "{why:?}");
+    assert_eq!(not_admitted(outs), vec![(peer, why)]);
+    assert!(denied(outs).is_empty(), "the policy is never consulted: {outs:?}");
+    assert!(resolves(&h.log).is_empty(), "{why:?}: a lookup went out");
+    never_dialed(h);
+    assert_eq!(h.node.resources(), idle(), "{why:?}");
+}
+
+fn flip(ticket: &Bytes, at: usize) -> Bytes {
+    let mut b = ticket.to_vec();
+    b[at] ^= 0x01;
+    Bytes::from(b)
+}
+
+#[test]
+fn a_request_without_a_valid_ticket_is_refused_before_any_lookup_or_dial() {
+    let good = client_ticket();
+    let other = TicketSigner::from_secret([2; 32]);
+    let expires = unix_at(t0()) + 600;
+    let sig_at = good.len() - 64;
+    let cases: Vec<(&str, Bytes, TicketRefusal)> = vec![
+        ("none", Bytes::new(), TicketRefusal::Missing),
+        ("garbage", Bytes::from_static(b"let me in"), TicketRefusal::Malformed),
+        ("another peer's", ticket_for(PeerId::from_u64(555)), TicketRefusal::WrongHolder),
+        (
+            "from a hub the exit does not know",
+            signed_ticket(&other, PeerId::from_u64(2), client_id(), RoleSet::CLIENT, expires),
+            TicketRefusal::UnknownHub,
+        ),
+        (
+            "forged in the name of the exit's hub",
+            signed_ticket(&other, hub_id(), client_id(), RoleSet::CLIENT, expires),
+            TicketRefusal::BadSignature,
+        ),
+        (
+            "an exit's ticket",
+            signed_ticket(&hub_signer(), hub_id(), client_id(), RoleSet::EXIT, expires),
+            TicketRefusal::RoleNotAllowed,
+        ),
+        (
+            "expired before it arrived",
+            signed_ticket(
+                &hub_signer(),
+                hub_id(),
+                client_id(),
+                RoleSet::CLIENT,
+                unix_at(t0()) - CLOCK_SKEW.as_secs(),
+            ),
+            TicketRefusal::Expired,
+        ),
+        ("with a changed signature", flip(&good, good.len() - 1), TicketRefusal::BadSignature),
+        ("with a later expiry", flip(&good, sig_at - 1), TicketRefusal::BadSignature),
+    ];
+    for (what, ticket, why) in cases {
+        for target in
+            [TargetAddr::Ip(SocketAddr::new(public_ip(1), 443)), domain_target("example.com", 443)]
+        {
+            let mut h = exit_node(Limits::default());
+            let (stream, outs) = request_with(&mut h, client_id(), &target, ticket.clone());
+            assert_eq!(not_admitted(&outs), vec![(client_id(), why)], "{what} / {target}");
+            assert_refused(&h, &outs, stream, client_id(), why);
+        }
+    }
+}
+
+#[test]
+fn an_exit_that_has_no_key_for_its_hub_takes_none_of_its_tickets() {
+    let mut config = exit_config(exit_id(1));
+    config.hubs = vec![meshproxy_core::config::HubContact { ticket_key: None, ..hub_contact() }];
+    let (mut h, _) = Harness::new(config, 1);
+    let target = TargetAddr::Ip(SocketAddr::new(public_ip(1), 443));
+    let (stream, outs) = request_with(&mut h, client_id(), &target, client_ticket());
+    assert_eq!(answered(&outs, stream), Some(Status::NotAllowed));
+    assert_eq!(not_admitted(&outs), vec![(client_id(), TicketRefusal::UnknownHub)]);
+    never_dialed(&h);
+}
+
+#[test]
+fn a_valid_ticket_serves_every_request_of_its_holder_and_no_one_else() {
+    let mut h = exit_node(Limits::default());
+    let target = TargetAddr::Ip(SocketAddr::new(public_ip(1), 443));
+    for n in 1..=3 {
+        let (stream, outs) = request_with(&mut h, client_id(), &target, client_ticket());
+        assert!(not_admitted(&outs).is_empty(), "request {n}: {outs:?}");
+        let [(origin, addr)] = origins(&outs)[..] else { panic!("request {n}: {outs:?}") };
+        assert_eq!(addr, SocketAddr::new(public_ip(1), 443));
+        let outs = h.input(Input::OriginConnected { stream: origin });
+        assert_eq!(answered(&outs, stream), Some(Status::Succeeded));
+    }
+    // The exit keeps the holder's verified ticket; another peer presenting
+    // the very same bytes is not its holder.
+    let thief = PeerId::from_u64(555);
+    let (stream, outs) = request_with(&mut h, thief, &target, client_ticket());
+    assert_eq!(answered(&outs, stream), Some(Status::NotAllowed));
+    assert_eq!(not_admitted(&outs), vec![(thief, TicketRefusal::WrongHolder)]);
+    // A different (renewed) ticket of the holder replaces the kept one.
+    let renewed = signed_ticket(
+        &hub_signer(),
+        hub_id(),
+        client_id(),
+        RoleSet::CLIENT,
+        unix_at(t0()) + 2 * TICKET_LIFETIME.as_secs(),
+    );
+    let (_, outs) = request_with(&mut h, client_id(), &target, renewed);
+    assert_eq!(origins(&outs).len(), 1, "{outs:?}");
+    // And a tampered copy of the kept ticket is checked, not waved through.
+    let tampered = flip(&client_ticket(), client_ticket().len() - 1);
+    let (_, outs) = request_with(&mut h, client_id(), &target, tampered);
+    assert_eq!(not_admitted(&outs), vec![(client_id(), TicketRefusal::BadSignature)]);
+}
+
+#[test]
+fn a_ticket_expires_by_the_wall_clock_even_once_verified() {
+    let mut h = exit_node(Limits::default());
+    let expires = unix_at(t0()) + 30;
+    let ticket = signed_ticket(&hub_signer(), hub_id(), client_id(), RoleSet::CLIENT, expires);
+    let target = TargetAddr::Ip(SocketAddr::new(public_ip(1), 443));
+    let (_, outs) = request_with(&mut h, client_id(), &target, ticket.clone());
+    assert_eq!(origins(&outs).len(), 1, "fresh: served");
+    // Clocks may differ by CLOCK_SKEW: served until then.
+    h.advance(Duration::from_secs(30) + CLOCK_SKEW - Duration::from_secs(1));
+    let (_, outs) = request_with(&mut h, client_id(), &target, ticket.clone());
+    assert_eq!(origins(&outs).len(), 1, "within the skew: served");
+    h.advance(Duration::from_secs(1));
+    let (stream, outs) = request_with(&mut h, client_id(), &target, ticket);
+    assert_eq!(answered(&outs, stream), Some(Status::NotAllowed));
+    assert_eq!(not_admitted(&outs), vec![(client_id(), TicketRefusal::Expired)]);
+    assert!(origins(&outs).is_empty());
+}
+
+#[test]
+fn the_exit_clock_is_the_configured_wall_clock() {
+    // The same ticket to an exit whose wall clock runs an hour ahead.
+    let mut config = exit_config(exit_id(1));
+    config.wall_clock = WALL_CLOCK + Duration::from_secs(3600);
+    let (mut h, _) = exit_behind_hub(config, 1);
+    let target = TargetAddr::Ip(SocketAddr::new(public_ip(1), 443));
+    let (_, outs) = request_with(&mut h, client_id(), &target, client_ticket());
+    assert_eq!(not_admitted(&outs), vec![(client_id(), TicketRefusal::Expired)]);
+}
+
+#[test]
+fn an_open_exit_serves_without_a_ticket() {
+    let mut config = exit_config(exit_id(1));
+    if let Some(e) = &mut config.exit {
+        e.open = true;
+    }
+    let (mut h, outs) = Harness::new(config, 1);
+    assert!(outs.is_empty(), "no hubs: nothing at start");
+    let (stream, outs) =
+        request_with(&mut h, client_id(), &domain_target("example.com", 80), Bytes::new());
+    assert!(not_admitted(&outs).is_empty());
+    let [(query, _)] = resolves(&outs)[..] else { panic!("{outs:?}") };
+    let outs = h.input(Input::Resolved { query, result: Ok(vec![public_ip(1)]) });
+    let [(origin, _)] = origins(&outs)[..] else { panic!("{outs:?}") };
+    let outs = h.input(Input::OriginConnected { stream: origin });
+    assert_eq!(answered(&outs, stream), Some(Status::Succeeded));
+    // Open is not lawless: the policy still holds.
+    let private = TargetAddr::Ip("10.0.0.1:80".parse().unwrap());
+    let (stream, outs) = request_with(&mut h, PeerId::from_u64(555), &private, Bytes::new());
+    assert_eq!(answered(&outs, stream), Some(Status::NotAllowed));
+    assert_eq!(denied(&outs), vec![Some("10.0.0.1".parse().unwrap())]);
+}
+
+#[test]
+fn an_address_learned_at_run_time_is_denied_like_a_configured_one() {
+    let mut h = exit_node(Limits::default());
+    let learned = public_ip(5);
+    let target = TargetAddr::Ip(SocketAddr::new(learned, 443));
+    let (_, outs) = request(&mut h, &target, b"");
+    assert_eq!(origins(&outs).len(), 1, "an ordinary public address until then");
+    // A stranger's word does not count; the exit's own (autonat) or its hub's does.
+    let stranger = PeerId::from_u64(555);
+    assert!(h.input(Input::OwnAddress { ip: learned, by: Some(stranger) }).is_empty());
+    let (_, outs) = request(&mut h, &target, b"");
+    assert_eq!(origins(&outs).len(), 1, "a stranger cannot make the exit deny {learned}");
+    for by in [None, Some(hub_id())] {
+        let mut h = exit_node(Limits::default());
+        h.input(Input::OwnAddress { ip: learned, by });
+        let (stream, outs) = request(&mut h, &target, b"");
+        assert_eq!(answered(&outs, stream), Some(Status::NotAllowed), "{by:?}");
+        assert_eq!(denied(&outs), vec![Some(learned)], "{by:?}");
+        assert!(origins(&outs).is_empty());
+        // Also when a name resolves to it.
+        let (stream, outs) = request(&mut h, &domain_target("me.example", 443), b"");
+        let [(query, _)] = resolves(&outs)[..] else { panic!("{outs:?}") };
+        let outs = h.input(Input::Resolved { query, result: Ok(vec![learned]) });
+        assert_eq!(answered(&outs, stream), Some(Status::NotAllowed));
+        // Other public addresses are unaffected.
+        let (_, outs) = request(&mut h, &TargetAddr::Ip(SocketAddr::new(public_ip(6), 443)), b"");
+        assert_eq!(origins(&outs).len(), 1);
+    }
+}
+
+// --------------------------------------------------------------- early data
+
+/// What an exit buffers after a request before it answers (`exit.rs`).
+const EARLY_DATA_MAX: usize = 64 * 1024;
+
+#[test]
+fn early_data_is_bounded_on_every_path() {
+    let target = TargetAddr::Ip(SocketAddr::new(public_ip(1), 443));
+    // In the same chunk as the request: one byte too many resets.
+    let mut h = exit_node(Limits::default());
+    let (stream, outs) = request(&mut h, &target, &vec![7; EARLY_DATA_MAX + 1]);
+    assert_eq!(closed(&outs, stream), Some(Close::Reset));
+    assert!(origins(&outs).is_empty(), "nothing dialed for it");
+    assert_eq!(h.node.resources(), idle());
+    // Exactly the bound is fine, and arrives at the origin whole.
+    let mut h = exit_node(Limits::default());
+    let (stream, outs) = request(&mut h, &target, &vec![7; EARLY_DATA_MAX]);
+    let [(origin, _)] = origins(&outs)[..] else { panic!("{outs:?}") };
+    let outs = h.input(Input::OriginConnected { stream: origin });
+    assert_eq!(splices(&outs)[0].a_to_b.len(), EARLY_DATA_MAX);
+    assert!(closed(&outs, stream).is_none());
+    // In later chunks while the origin is being dialed: the bound counts all.
+    let mut h = exit_node(Limits::default());
+    let (stream, outs) = request(&mut h, &target, &vec![1; EARLY_DATA_MAX / 2]);
+    let [(origin, _)] = origins(&outs)[..] else { panic!("{outs:?}") };
+    assert!(h.data(stream, vec![2; EARLY_DATA_MAX / 2]).is_empty());
+    let outs = h.data(stream, vec![3]);
+    assert_eq!(closed(&outs, stream), Some(Close::Reset));
+    assert_eq!(closed(&outs, origin), Some(Close::Reset), "the dial is cancelled");
+    assert_eq!(h.node.resources(), idle());
+    // While the name is being resolved, too.
+    let mut h = exit_node(Limits::default());
+    let (stream, _) = request(&mut h, &domain_target("example.com", 443), b"");
+    assert!(h.data(stream, vec![1; EARLY_DATA_MAX]).is_empty());
+    let outs = h.data(stream, vec![1]);
+    assert_eq!(closed(&outs, stream), Some(Close::Reset));
+    assert_eq!(h.node.resources(), idle());
+}
+
+#[test]
+fn early_data_in_many_one_byte_chunks_arrives_whole() {
+    let mut h = exit_node(Limits::default());
+    let stream = inbound(&mut h, client_id());
+    let request = request_bytes(&ticketed(domain_target("example.org", 80)));
+    let early: Vec<u8> = (0..5_000u32).map(|i| (i % 251) as u8).collect();
+    for b in request.iter().chain(early.iter()) {
+        let outs = h.data(stream, vec![*b]);
+        assert!(closed(&outs, stream).is_none());
+    }
+    let [(query, _)] = resolves(&h.log)[..] else { panic!() };
+    let outs = h.input(Input::Resolved { query, result: Ok(vec![public_ip(3)]) });
+    let [(origin, _)] = origins(&outs)[..] else { panic!() };
+    for b in [1u8, 2, 3] {
+        assert!(h.data(stream, vec![b]).is_empty());
+    }
+    let outs = h.input(Input::OriginConnected { stream: origin });
+    let mut want = early.clone();
+    want.extend_from_slice(&[1, 2, 3]);
+    assert_eq!(splices(&outs)[0].a_to_b, Bytes::from(want));
 }

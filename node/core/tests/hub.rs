@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use core::time::Duration;
-use meshproxy_core::admission::{AdmissionKey, Credential, Refusal, RoleSet};
+use meshproxy_core::admission::{Credential, Refusal, RoleSet};
 use meshproxy_core::config::{NodeConfig, Timeouts};
 use meshproxy_core::ids::{PeerId, StreamId};
 use meshproxy_core::io::{Close, Event, Input, Output, Protocol, TimerReason};
@@ -1047,10 +1047,4 @@ proptest! {
             }
         }
     }
-}
-
-#[test]
-fn admission_keys_default_to_no_pin_and_the_hub_limit() {
-    let key: AdmissionKey = client_cred().admission_key(RoleSet::CLIENT);
-    assert_eq!((key.peer, key.max_registrations), (None, None));
 }

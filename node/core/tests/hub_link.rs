@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use core::time::Duration;
+use meshproxy_core::admission::RoleSet;
 use meshproxy_core::config::NodeConfig;
 use meshproxy_core::ids::StreamId;
 use meshproxy_core::io::{Close, Event, Input, Output, Protocol, TimerReason};
@@ -173,10 +174,10 @@ fn hand_registered() -> (Harness, StreamId) {
         panic!("{outs:?}")
     };
     assert_eq!(role, Role::Exit);
-    let key = exit_cred().admission_key();
+    let key = exit_cred().admission_key(RoleSet::EXIT);
     assert_eq!(*key_id, key.key_id);
-    assert!(key.verify(&nonce, &exit_id(1), Role::Exit, &proof));
-    let outs = h.data(s, hub_bytes(&HubMessage::AuthOk));
+    assert_eq!(key.check(&nonce, &hub_id(), &exit_id(1), Role::Exit, &proof), Ok(()));
+    let outs = h.data(s, hub_bytes(&HubMessage::AuthOk { grant: exit_grant(exit_id(1)) }));
     assert!(matches!(hub_messages(&sent_on(&outs, s))[..], [HubMessage::Register { .. }]));
     let outs = h.data(s, hub_bytes(&HubMessage::Registered { ttl_secs: 30 }));
     assert_eq!(events(&outs), vec![Event::HubRegistered { hub: hub_id() }]);
@@ -224,7 +225,7 @@ fn an_unanswered_heartbeat_tears_the_link_down() {
 #[test]
 fn a_hub_that_speaks_out_of_turn_is_dropped() {
     let (mut h, s) = hand_registered();
-    let outs = h.data(s, hub_bytes(&HubMessage::AuthOk));
+    let outs = h.data(s, hub_bytes(&HubMessage::AuthOk { grant: exit_grant(exit_id(1)) }));
     assert_eq!(closed(&outs, s), Some(Close::Reset));
     assert!(events(&outs).contains(&Event::PeerProtocolError { peer: hub_id() }));
     assert!(!h.node.tracks_stream(s));

@@ -144,7 +144,7 @@ fn register(h: &mut Harness, exit: PeerId) -> (StreamId, Vec<Output>) {
         version: HUB_VERSION,
         role: Role::Exit,
         key_id: cred.key_id.clone(),
-        proof: cred.prove(&nonce, &exit, Role::Exit),
+        proof: cred.prove(&nonce, &hub_id(), &exit, Role::Exit),
     };
     h.data(stream, hub_bytes(&auth));
     let r = exit_record(0);

@@ -9,6 +9,7 @@
 mod common;
 mod model;
 
+use meshproxy_core::wire::proxy::PROXY_VERSION;
 use model::*;
 use proptest::prelude::*;
 
@@ -19,8 +20,17 @@ fn payload() -> impl Strategy<Value = Payload> {
         4 => (0..6usize, proptest::option::of(0..3usize))
             .prop_map(|(target, user)| Payload::SocksAll { target, user }),
         2 => (0..6usize).prop_map(|target| Payload::HttpConnect { target }),
-        4 => (0..6usize, prop_oneof![4 => Just(1u8), 1 => any::<u8>()], any::<bool>())
-            .prop_map(|(target, version, session)| Payload::ProxyRequest { target, version, session }),
+        4 => (
+            0..6usize,
+            prop_oneof![4 => Just(PROXY_VERSION), 1 => any::<u8>()],
+            any::<bool>(),
+            prop_oneof![3 => Just(1u8), 1 => 0..5u8],
+        )
+            .prop_map(|(target, version, session, ticket)| {
+                Payload::ProxyRequest { target, version, session, ticket }
+            }),
+        1 => (0..2_000u32).prop_map(Payload::HubTicket),
+        1 => Just(Payload::HubRenewTicket),
         4 => (0..10u8, proptest::collection::vec(any::<u8>(), 0..8))
             .prop_map(|(status, trailing)| Payload::ProxyResponse { status, trailing }),
         2 => any::<[u8; 4]>().prop_map(Payload::HubChallenge),

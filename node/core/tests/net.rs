@@ -83,8 +83,13 @@ fn an_app_reaches_an_origin_through_real_nodes() {
     assert!(net.events_of(client).iter().any(
         |e| matches!(e, Event::SessionEstablished { exit, attempts: 1, .. } if *exit == exit_id(1))
     ));
+    // The exit took the ticket the real hub signed for the client.
     assert!(!net.log.iter().any(|(_, _, o)| matches!(
         o,
-        Output::Event(Event::PeerProtocolError { .. } | Event::AdmissionDenied { .. })
+        Output::Event(
+            Event::PeerProtocolError { .. }
+                | Event::AdmissionDenied { .. }
+                | Event::ExitNotAdmitted { .. }
+        )
     )));
 }

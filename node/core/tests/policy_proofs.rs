@@ -20,7 +20,6 @@ use core::time::Duration;
 use meshproxy_core::io::{Event, Input, Output, Protocol, ResolveError};
 use meshproxy_core::policy::default_denied_ranges;
 use meshproxy_core::target::{Status, TargetAddr};
-use meshproxy_core::wire::proxy::ConnectRequest;
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -260,7 +259,8 @@ fn exit() -> Harness {
     if let Some(exit) = config.exit.as_mut() {
         exit.own_addrs = vec![own_v4(), own_v6()];
     }
-    Harness::new(config, 7).0
+    // Behind the harness hub, so the request's ticket is honoured.
+    exit_behind_hub(config, 7).0
 }
 
 /// Sends `target` to a fresh exit as a client peer would, answers its DNS
@@ -272,7 +272,7 @@ fn connect(target: &TargetAddr, dns: Dns<'_>, origins_up: bool) -> Outcome {
     let outs =
         h.input(Input::InboundStream { stream, peer: client_id(), protocol: Protocol::Proxy });
     assert!(outs.is_empty(), "{outs:?}");
-    let mut pending = h.data(stream, request_bytes(&ConnectRequest::new(target.clone(), None)));
+    let mut pending = h.data(stream, request_bytes(&ticketed(target.clone())));
     for _ in 0..64 {
         let mut next = Vec::new();
         for o in &pending {
@@ -481,7 +481,7 @@ fn the_address_checked_is_the_address_dialed_and_late_answers_change_nothing() {
     let stream = h.outside_stream();
     h.input(Input::InboundStream { stream, peer: client_id(), protocol: Protocol::Proxy });
     let target = domain_target("rebind.example", PORT);
-    let outs = h.data(stream, request_bytes(&ConnectRequest::new(target.clone(), None)));
+    let outs = h.data(stream, request_bytes(&ticketed(target.clone())));
     let [(query, _)] = resolves(&outs)[..] else { panic!("{outs:?}") };
     let outs = h.input(Input::Resolved { query, result: Ok(vec![allowed_ip()]) });
     let [(origin, addr)] = origins(&outs)[..] else { panic!("{outs:?}") };
@@ -500,7 +500,7 @@ fn the_address_checked_is_the_address_dialed_and_late_answers_change_nothing() {
     // The next session for the same name gets the rebound answer, and is refused.
     let stream = h.outside_stream();
     h.input(Input::InboundStream { stream, peer: client_id(), protocol: Protocol::Proxy });
-    let outs = h.data(stream, request_bytes(&ConnectRequest::new(target, None)));
+    let outs = h.data(stream, request_bytes(&ticketed(target)));
     let [(query, _)] = resolves(&outs)[..] else { panic!("{outs:?}") };
     let outs = h.input(Input::Resolved { query, result: Ok(vec![loopback]) });
     assert!(origins(&outs).is_empty());

@@ -72,7 +72,8 @@ fn registers(outs: &[Output], stream: StreamId) -> Vec<(bool, bool)> {
 /// An exit with two hubs and the given relay mode.
 fn exit_node(mode: RelayMode) -> Harness {
     let mut config: NodeConfig = exit_config(exit_id(1));
-    config.hubs = vec![hub_contact(), HubContact { peer: second_hub(), addrs: Vec::new() }];
+    config.hubs =
+        vec![hub_contact(), HubContact { peer: second_hub(), addrs: Vec::new(), ticket_key: None }];
     if let Some(e) = &mut config.exit {
         e.relay = mode;
     }
@@ -90,7 +91,7 @@ fn link_up(h: &mut Harness, hub: PeerId) -> (StreamId, Vec<Output>) {
     let [(stream, _, Protocol::Hub)] = opens(&outs)[..] else { panic!("{outs:?}") };
     h.input(Input::StreamOpened { stream });
     h.data(stream, hub_bytes(&HubMessage::Challenge { version: HUB_VERSION, nonce: [1; 32] }));
-    let outs = h.data(stream, hub_bytes(&HubMessage::AuthOk));
+    let outs = h.data(stream, hub_bytes(&HubMessage::AuthOk { grant: exit_grant(exit_id(1)) }));
     h.data(stream, hub_bytes(&HubMessage::Registered { ttl_secs: 30 }));
     (stream, outs)
 }
@@ -402,7 +403,7 @@ fn a_hub_lists_an_exit_registered_as_relayed_with_itself_as_its_relay() {
         version: HUB_VERSION,
         role,
         key_id: cred.key_id.clone(),
-        proof: cred.prove(&nonce, &exit, role),
+        proof: cred.prove(&nonce, &hub_id(), &exit, role),
     };
     h.data(stream, hub_bytes(&auth));
     h.data(
@@ -426,7 +427,7 @@ fn a_hub_lists_an_exit_registered_as_relayed_with_itself_as_its_relay() {
         version: HUB_VERSION,
         role,
         key_id: cred.key_id.clone(),
-        proof: cred.prove(&nonce, &client_id(), role),
+        proof: cred.prove(&nonce, &hub_id(), &client_id(), role),
     };
     h.data(find, hub_bytes(&auth));
     let outs = h.data(find, hub_bytes(&HubMessage::Find { filter: Default::default(), limit: 10 }));

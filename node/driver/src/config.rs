@@ -49,7 +49,6 @@
 use crate::identity::{parse_peer_id, Identity};
 use crate::keys;
 use crate::network::{RelayLimits, RELAY_MAX_DURATION};
-use meshproxy_core::ticket::{ed25519_key_of, TicketSigner};
 use meshproxy_core::config::{
     ClientConfig, ExitConfig, HubConfig, HubContact, Limits, ListenerConfig, ListenerProtocol,
     NodeConfig, RelayMode, SelectionConfig, StickyMode, Timeouts, DEFAULT_TICKET_LIFETIME,
@@ -64,6 +63,7 @@ use meshproxy_core::record::{
 use meshproxy_core::selection::backoff::Backoff;
 use meshproxy_core::selection::breaker::BreakerConfig;
 use meshproxy_core::socks::SocksAuthPolicy;
+use meshproxy_core::ticket::{ed25519_key_of, TicketSigner};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -849,6 +849,8 @@ fn client_config(c: &ClientFile) -> Result<ClientConfig, ConfigError> {
 mod tests {
     use super::*;
     use crate::identity::Identity;
+    use meshproxy_core::admission::RoleSet;
+    use meshproxy_core::wire::hub::Role;
 
     fn hub_id() -> String {
         Identity::from_secret([1; 32]).peer_id_string()
@@ -887,17 +889,17 @@ max_registrations_per_key = 6
 
 [hub]
 ttl_ms = 20000
-keys = [{{ id = "a", token = "t" }}, {{ id = "b", token_sha256 = "{sha}" }}]
+keys = [{{ id = "a", token = "a-token-0123456789abcdef" }}, {{ id = "b", verifier = "{sha}", roles = ["exit", "client"], peer = "{hub}", max_registrations = 3 }}]
 
 [exit]
-credential = {{ id = "e", token = "x" }}
+credential = {{ id = "e", token = "x-token-0123456789abcdef" }}
 country = "de"
 labels = ["dc", "dc", "isp:foo"]
 allow = ["127.0.0.1:8080"]
 allowed_ports = ["443", "8000-8080"]
 
 [client]
-credential = {{ id = "c", token = "y" }}
+credential = {{ id = "c", token = "y-token-0123456789abcdef" }}
 refresh_ms = 1000
 
 [[client.listeners]]
@@ -916,7 +918,7 @@ users = [{{ name = "u", password = "p" }}]
     #[test]
     fn a_full_config_maps_onto_the_core_config() {
         let file = FileConfig::parse(&full()).expect("parses");
-        let node = file.to_node_config(PeerId::from_u64(5), &fake_addr).expect("valid");
+        let node = file.to_node_config(&Identity::from_secret([5; 32]), &fake_addr).expect("valid");
         assert_eq!(node.hubs.len(), 1);
         assert_eq!(node.timeouts.handshake, Duration::from_millis(5000));
         assert_eq!(node.timeouts.request, Timeouts::default().request);
@@ -933,7 +935,14 @@ users = [{{ name = "u", password = "p" }}]
         );
         let hub = node.hub.expect("hub role");
         assert_eq!(hub.keys.len(), 2);
-        assert_eq!(hub.keys[1].key, [0; 32]);
+        assert_eq!(hub.keys[0].roles, RoleSet::CLIENT);
+        assert_eq!(hub.keys[1].verifier.0, [0; 32]);
+        assert_eq!(hub.keys[1].roles, RoleSet::EXIT.with(Role::Client));
+        assert_eq!(hub.keys[1].peer, parse_peer_id(&hub_id()));
+        assert_eq!(hub.keys[1].max_registrations, Some(3));
+        assert_eq!(hub.ticket_lifetime, DEFAULT_TICKET_LIFETIME);
+        assert_eq!(node.hubs[0].ticket_key, ed25519_key_of(&node.hubs[0].peer));
+        assert!(node.hubs[0].ticket_key.is_some());
         let exit = node.exit.expect("exit role");
         assert_eq!(exit.attrs.country, CountryCode::parse("DE"));
         assert_eq!(exit.attrs.labels, vec!["dc".to_string(), "isp:foo".to_string()]);
@@ -993,7 +1002,8 @@ users = [{{ name = "u", password = "p" }}]
             let file = hub(bad);
             let err = file.relay_limits().expect_err(bad).to_string();
             assert!(err.contains(&format!("hub.{name}")), "{bad} → {err}");
-            let err = file.to_node_config(PeerId::from_u64(1), &fake_addr).expect_err(bad);
+            let err =
+                file.to_node_config(&Identity::from_secret([1; 32]), &fake_addr).expect_err(bad);
             assert!(err.to_string().contains(name), "{bad} → {err}");
         }
         // A bad value under `relay = false` is ignored: nothing uses it.
@@ -1008,7 +1018,7 @@ users = [{{ name = "u", password = "p" }}]
             ("idenity = \"x\"", "idenity"),
             ("[timeouts]\nhandshake = 5", "handshake"),
             (
-                "[client]\ncredential = { id = \"c\", token = \"t\", extra = 1 }\nlisteners = []",
+                "[client]\ncredential = { id = \"c\", token = \"t-token-0123456789abcdef\", extra = 1 }\nlisteners = []",
                 "extra",
             ),
             ("[[hubs]]\npeer = \"x\"\naddr = []", "addr"),
@@ -1023,14 +1033,18 @@ users = [{{ name = "u", password = "p" }}]
         // A hub alone needs no [[hubs]].
         assert!(FileConfig::parse("[hub]")
             .expect("parses")
-            .to_node_config(PeerId::from_u64(1), &fake_addr)
+            .to_node_config(&Identity::from_secret([1; 32]), &fake_addr)
             .is_ok());
-        for (text, needle) in
-            [("[exit]\ncredential = { id = \"e\", token = \"x\" }", "[[hubs]]"), ("", "no role")]
-        {
+        for (text, needle) in [
+            (
+                "[exit]\ncredential = { id = \"e\", token = \"x-token-0123456789abcdef\" }",
+                "[[hubs]]",
+            ),
+            ("", "no role"),
+        ] {
             let err = FileConfig::parse(text)
                 .expect("parses")
-                .to_node_config(PeerId::from_u64(1), &fake_addr)
+                .to_node_config(&Identity::from_secret([1; 32]), &fake_addr)
                 .expect_err(text)
                 .to_string();
             assert!(err.contains(needle), "{text:?} → {err}");
@@ -1038,21 +1052,21 @@ users = [{{ name = "u", password = "p" }}]
         let bad = full().replace("protocol = \"socks5\"", "protocol = \"socks4\"");
         let err = FileConfig::parse(&bad)
             .expect("parses")
-            .to_node_config(PeerId::from_u64(1), &fake_addr)
+            .to_node_config(&Identity::from_secret([1; 32]), &fake_addr)
             .expect_err("socks4")
             .to_string();
         assert!(err.contains("client.listeners[0].protocol"), "{err}");
         let bad = full().replace("/ip4/203.0.113.7/tcp/4001", "203.0.113.7:4001");
         let err = FileConfig::parse(&bad)
             .expect("parses")
-            .to_node_config(PeerId::from_u64(1), &fake_addr)
+            .to_node_config(&Identity::from_secret([1; 32]), &fake_addr)
             .expect_err("addr")
             .to_string();
         assert!(err.contains("hubs[0].addrs"), "{err}");
         let bad = full().replace("idle_ms = 60000", "idle_ms = 0");
         let err = FileConfig::parse(&bad)
             .expect("parses")
-            .to_node_config(PeerId::from_u64(1), &fake_addr)
+            .to_node_config(&Identity::from_secret([1; 32]), &fake_addr)
             .expect_err("zero idle")
             .to_string();
         assert!(err.contains("timeouts.idle_ms"), "{err}");
@@ -1066,7 +1080,7 @@ users = [{{ name = "u", password = "p" }}]
         assert_ne!(bad, full(), "the fixture has the label");
         let err = FileConfig::parse(&bad)
             .expect("parses")
-            .to_node_config(PeerId::from_u64(1), &fake_addr)
+            .to_node_config(&Identity::from_secret([1; 32]), &fake_addr)
             .expect_err("label with -")
             .to_string();
         assert!(err.contains("exit.labels") && err.contains("`exit-a`"), "{err}");
@@ -1076,13 +1090,15 @@ users = [{{ name = "u", password = "p" }}]
     fn nat_keys_map_onto_the_core_config_and_bad_values_are_named() {
         let base = |top: &str, exit: &str, listener: &str| {
             format!(
-                "{top}\n[[hubs]]\npeer = \"{}\"\n[exit]\ncredential = {{ id = \"e\", token = \"x\" }}\n{exit}\n\
-                 [client]\ncredential = {{ id = \"c\", token = \"y\" }}\n[[client.listeners]]\n{listener}\n",
+                "{top}\n[[hubs]]\npeer = \"{}\"\n[exit]\ncredential = {{ id = \"e\", token = \"x-token-0123456789abcdef\" }}\n{exit}\n\
+                 [client]\ncredential = {{ id = \"c\", token = \"y-token-0123456789abcdef\" }}\n[[client.listeners]]\n{listener}\n",
                 hub_id()
             )
         };
         let node = |text: &str| {
-            FileConfig::parse(text).expect("parses").to_node_config(PeerId::from_u64(5), &fake_addr)
+            FileConfig::parse(text)
+                .expect("parses")
+                .to_node_config(&Identity::from_secret([5; 32]), &fake_addr)
         };
         // Defaults: autonat decides, reserve when unreachable, relayed paths allowed.
         let defaults = FileConfig::parse(&base("", "", "")).expect("parses");
@@ -1132,10 +1148,59 @@ users = [{{ name = "u", password = "p" }}]
             let err = file.worker_threads().expect_err(bad).to_string();
             assert!(err.contains(bad) && err.contains("1 to 1024"), "{err}");
             // The core config is refused as well, whatever path loads the file.
-            let err = file.to_node_config(PeerId::from_u64(5), &fake_addr).expect_err(bad);
+            let err =
+                file.to_node_config(&Identity::from_secret([5; 32]), &fake_addr).expect_err(bad);
             assert!(err.to_string().contains("threads"), "{err}");
         }
         let err = FileConfig::parse(&with("threads = -1")).expect_err("negative").to_string();
         assert!(err.contains("threads"), "{err}");
+    }
+
+    #[test]
+    fn admission_settings_are_checked_where_they_are_read() {
+        let node = |text: &str| {
+            FileConfig::parse(text)
+                .expect("parses")
+                .to_node_config(&Identity::from_secret([5; 32]), &fake_addr)
+        };
+        let exit = |extra: &str, hub_peer: &str| {
+            format!(
+                "[[hubs]]\npeer = \"{hub_peer}\"\n[exit]\n\
+                 credential = {{ id = \"e\", token = \"e-token-0123456789abcdef\" }}\n{extra}"
+            )
+        };
+        // Exits are closed unless they say otherwise.
+        assert!(!node(&exit("", &hub_id())).expect("valid").exit.expect("exit").open);
+        assert!(node(&exit("open = true", &hub_id())).expect("valid").exit.expect("exit").open);
+        // A closed exit must be able to check its hubs' tickets: an RSA-style
+        // (SHA-256) peer id carries no Ed25519 key.
+        let rsa = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N";
+        let err = node(&exit("", rsa)).expect_err("no ticket key").to_string();
+        assert!(err.contains("hubs[0].peer") && err.contains("tickets"), "{err}");
+        assert!(node(&exit("open = true", rsa)).is_ok(), "an open exit checks no tickets");
+        // Short tokens, anywhere a token is given.
+        let short =
+            "[[hubs]]\npeer = \"P\"\n[exit]\ncredential = { id = \"e\", token = \"tiny\" }\n"
+                .replace('P', &hub_id());
+        let err = node(&short).expect_err("short token").to_string();
+        assert!(err.contains("exit.credential.token") && err.contains("token new"), "{err}");
+        let hub = |keys: &str| format!("[hub]\n{keys}");
+        let err = node(&hub("keys = [{ id = \"a\", token_sha256 = \"00\" }]"))
+            .expect_err("old")
+            .to_string();
+        assert!(err.contains("token_sha256: no longer accepted"), "{err}");
+        for (bad, field) in [
+            ("ticket_lifetime_ms = 5000", "hub.ticket_lifetime_ms"),
+            (
+                "keys = [{ id = \"a\", token = \"a-token-0123456789abcdef\", roles = [\"root\"] }]",
+                "hub.keys[0].roles",
+            ),
+        ] {
+            let err = node(&hub(bad)).expect_err(bad).to_string();
+            assert!(err.contains(field), "{bad}: {err}");
+        }
+        let err =
+            node("[limits]\nmax_hub_streams_per_peer = 0\n[hub]\n").expect_err("zero").to_string();
+        assert!(err.contains("limits.max_hub_streams_per_peer"), "{err}");
     }
 }

@@ -7,8 +7,8 @@
 //! the command line says always wins and nothing is silently merged.
 
 use crate::config::{
-    ClientFile, ConfigError, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile,
-    ListenerFile, UserFile,
+    ClientFile, ConfigError, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile, ListenerFile,
+    UserFile,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -142,9 +142,10 @@ pub fn admission_keys(keys: &[KeyFile]) -> Result<Vec<AdmissionKey>, ConfigError
             None => RoleSet::CLIENT,
         };
         let peer = match &k.peer {
-            Some(s) => Some(parse_peer_id(s).ok_or_else(|| {
-                invalid(format!("{}: `{s}` is not a peer id", field("peer")))
-            })?),
+            Some(s) => Some(
+                parse_peer_id(s)
+                    .ok_or_else(|| invalid(format!("{}: `{s}` is not a peer id", field("peer"))))?,
+            ),
             None => None,
         };
         if k.max_registrations == Some(0) {
@@ -175,7 +176,9 @@ pub fn key_flag(flag: &str, s: &str, verifier: bool) -> Result<KeyFile, ConfigEr
     let Some((id, secret)) = first.split_once('=').filter(|(a, b)| !a.is_empty() && !b.is_empty())
     else {
         let what = if verifier { "ID=HEX" } else { "ID=TOKEN" };
-        return Err(invalid(format!("--{flag} `{first}`: expected {what}[,roles=…][,peer=…][,max=N]")));
+        return Err(invalid(format!(
+            "--{flag} `{first}`: expected {what}[,roles=…][,peer=…][,max=N]"
+        )));
     };
     let mut key = KeyFile { id: id.into(), ..KeyFile::default() };
     if verifier {
@@ -270,19 +273,35 @@ mod tests {
     fn a_token_and_its_verifier_make_the_same_key() {
         let v = Credential::new("k", TOKEN.as_bytes()).verifier().to_hex();
         let by_verifier =
-            admission_keys(&[key(|k| (k.token, k.verifier) = (None, Some(v.clone())))]).expect("ok");
+            admission_keys(&[key(|k| (k.token, k.verifier) = (None, Some(v.clone())))])
+                .expect("ok");
         assert_eq!(by_verifier, admission_keys(&[key(|_| {})]).expect("ok"));
     }
 
     #[test]
     fn bad_keys_are_refused_with_the_field_named() {
         let cases: Vec<(KeyFile, &str)> = vec![
-            (key(|k| k.token = Some("short".into())), "hub.keys[0].token: a token must be at least 22"),
-            (key(|k| k.token_sha256 = Some("00".repeat(32))), "hub.keys[0].token_sha256: no longer accepted"),
-            (key(|k| k.verifier = Some("00".repeat(32))), "give exactly one of `verifier` and `token`"),
+            (
+                key(|k| k.token = Some("short".into())),
+                "hub.keys[0].token: a token must be at least 22",
+            ),
+            (
+                key(|k| k.token_sha256 = Some("00".repeat(32))),
+                "hub.keys[0].token_sha256: no longer accepted",
+            ),
+            (
+                key(|k| k.verifier = Some("00".repeat(32))),
+                "give exactly one of `verifier` and `token`",
+            ),
             (key(|k| k.token = None), "give exactly one of `verifier` and `token`"),
-            (key(|k| (k.token, k.verifier) = (None, Some("xyz".into()))), "hub.keys[0].verifier: expected 64 hex"),
-            (key(|k| k.roles = Some(vec!["admin".into()])), "hub.keys[0].roles: `admin` is not a role"),
+            (
+                key(|k| (k.token, k.verifier) = (None, Some("xyz".into()))),
+                "hub.keys[0].verifier: expected 64 hex",
+            ),
+            (
+                key(|k| k.roles = Some(vec!["admin".into()])),
+                "hub.keys[0].roles: `admin` is not a role",
+            ),
             (key(|k| k.roles = Some(vec![])), "name at least one role"),
             (key(|k| k.peer = Some("nope".into())), "hub.keys[0].peer: `nope` is not a peer id"),
             (key(|k| k.max_registrations = Some(2)), "only exit keys register"),
@@ -319,8 +338,9 @@ mod tests {
             .find_map(|l| l.strip_prefix("verifier: "))
             .and_then(Verifier::from_hex)
             .expect("verifier line");
-        let cred = credential("client.credential", &CredentialFile { id: "alice".into(), token: a })
-            .expect("the new token is accepted");
+        let cred =
+            credential("client.credential", &CredentialFile { id: "alice".into(), token: a })
+                .expect("the new token is accepted");
         assert_eq!(cred.verifier(), verifier);
         assert!(text.contains("roles = [\"client\"]"));
     }

@@ -23,13 +23,13 @@ use bytes::{Bytes, BytesMut};
 use core::fmt;
 use meshproxy_core::config::NodeConfig;
 use meshproxy_core::ids::{ConnId, ListenerId, PeerId, QueryId, StreamId};
-use meshproxy_core::wire::hub::HubErrorCode;
 use meshproxy_core::io::{
     Close, Event, Input, Output, Path, Reachability, ResolveError, Resources, SpliceEnd,
     SpliceLimits, SpliceReport, StateSnapshot,
 };
 use meshproxy_core::target::Status;
 use meshproxy_core::time::Instant as CoreInstant;
+use meshproxy_core::wire::hub::HubErrorCode;
 use meshproxy_core::Node;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
@@ -219,9 +219,8 @@ impl NodeRunner {
     /// config carries some, 32 bytes of OS randomness for its secrets.
     pub fn new(mut config: NodeConfig, seed: u64, net: mpsc::Sender<NetCommand>) -> NodeRunner {
         let start = Instant::now();
-        config.wall_clock = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        config.wall_clock =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         config.entropy.get_or_insert_with(rand::random);
         let (tx, rx) = mpsc::channel(RUNNER_QUEUE);
         NodeRunner {

@@ -50,7 +50,7 @@ fn check_validates_and_unknown_keys_are_named() {
     std::fs::write(
         &good,
         format!(
-            "identity = \"{}\"\n[client]\ncredential = {{ id = \"c\", token = \"t\" }}\n\
+            "identity = \"{}\"\n[client]\ncredential = {{ id = \"c\", token = \"{ALICE_TOKEN}\" }}\n\
              [[client.listeners]]\nbind = \"0.0.0.0:1080\"\n\
              [[hubs]]\npeer = \"12D3KooWBhbrxj5U4PNaMF1ZLsVPUBMBYQELFnTzVkGEjcLdKjBv\"\naddrs = [\"/ip4/127.0.0.1/tcp/4001\"]\n",
             dir.join("k.key").display()
@@ -80,7 +80,11 @@ fn a_role_command_names_the_flag_and_key_it_is_missing() {
     }
     let dir = temp_dir("role");
     let hub_only = dir.join("hub.toml");
-    std::fs::write(&hub_only, "[hub]\nkeys = [{ id = \"a\", token = \"t\" }]\n").unwrap();
+    std::fs::write(
+        &hub_only,
+        format!("[hub]\nkeys = [{{ id = \"a\", token = \"{ALICE_TOKEN}\" }}]\n"),
+    )
+    .unwrap();
     let out = meshproxy(&["client", "--config", hub_only.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("a client needs a credential"), "{}", text(&out.stderr));
@@ -93,7 +97,8 @@ fn a_bad_thread_count_is_refused_before_anything_is_written() {
     let key = dir.join("hub.key");
     let key = key.to_str().unwrap();
     for bad in ["0", "1025"] {
-        let out = meshproxy(&["hub", "--identity", key, "--key", "a=t", "--threads", bad]);
+        let key_flag = format!("a={ALICE_TOKEN}");
+        let out = meshproxy(&["hub", "--identity", key, "--key", &key_flag, "--threads", bad]);
         assert_eq!(out.status.code(), Some(1), "--threads {bad}");
         let err = text(&out.stderr);
         assert!(err.contains(&format!("threads = {bad}: must be 1 to 1024")), "{err}");
@@ -110,11 +115,16 @@ struct Proc {
 
 impl Proc {
     fn spawn(args: &[&str]) -> Proc {
+        Proc::spawn_with(args, Stdio::inherit())
+    }
+
+    /// Like [`spawn`](Self::spawn), its log (stderr) going to `stderr`.
+    fn spawn_with(args: &[&str], stderr: impl Into<Stdio>) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_meshproxy"))
             .args(args)
             .arg("--log=warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -201,9 +211,9 @@ fn hub_exit_and_client_processes_from_flags_carry_a_fetch() {
         "--listen",
         "/ip4/127.0.0.1/tcp/0",
         "--key",
-        "exit-1=e-token",
+        &format!("exit-1={EXIT_TOKEN},roles=exit"),
         "--key",
-        "alice=c-token",
+        &format!("alice={ALICE_TOKEN}"),
     ]);
     let hub_addr = hub.line_after("p2p: ");
     let allow = origin.to_string();
@@ -216,7 +226,7 @@ fn hub_exit_and_client_processes_from_flags_carry_a_fetch() {
         "--hub",
         &hub_addr,
         "--credential",
-        "exit-1=e-token",
+        &format!("exit-1={EXIT_TOKEN}"),
         "--allow",
         &allow,
     ]);
@@ -228,7 +238,7 @@ fn hub_exit_and_client_processes_from_flags_carry_a_fetch() {
         "--hub",
         &hub_addr,
         "--credential",
-        "alice=c-token",
+        &format!("alice={ALICE_TOKEN}"),
         "--listener",
         "127.0.0.1:0",
     ]);
@@ -243,6 +253,161 @@ fn hub_exit_and_client_processes_from_flags_carry_a_fetch() {
 }
 
 const PAGE_BODY: &str = "hello through processes\n";
+/// Test tokens (a real one comes from `meshproxy token new`).
+const EXIT_TOKEN: &str = "exit-token-0123456789abcdef";
+const ALICE_TOKEN: &str = "alice-token-0123456789abcdef";
+
+/// One `GET /metrics` from a node's endpoint.
+fn scrape(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// The value of `series` in a scrape (0 when absent).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls `addr`'s metrics (bounded) until `series` reaches `at_least`.
+fn until_metric(addr: &str, series: &str, at_least: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = scrape(addr);
+        if metric(&text, series) >= at_least {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{series} stayed below {at_least}:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A SOCKS5 CONNECT to `target` through `proxy`: the reply code.
+fn socks_reply(proxy: SocketAddr, target: SocketAddr) -> u8 {
+    let mut s = std::net::TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut method = [0u8; 2];
+    s.read_exact(&mut method).unwrap();
+    assert_eq!(method, [5, 0]);
+    let std::net::IpAddr::V4(ip) = target.ip() else { panic!("an IPv4 target") };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&ip.octets());
+    req.extend_from_slice(&target.port().to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut reply = [0u8; 2];
+    s.read_exact(&mut reply).unwrap();
+    reply[1]
+}
+
+#[test]
+fn a_client_key_cannot_register_an_exit() {
+    let dir = temp_dir("roles");
+    let key = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let mut hub = Proc::spawn(&[
+        "hub",
+        "--identity",
+        &key("hub.key"),
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--key",
+        &format!("exit-1={EXIT_TOKEN},roles=exit"),
+        "--key",
+        &format!("alice={ALICE_TOKEN}"),
+    ]);
+    let hub_addr = hub.line_after("p2p: ");
+    let hub_metrics = hub.line_after("metrics: http://").trim_end_matches("/metrics").to_owned();
+    // An exit presenting alice's (client-only) key.
+    let exit_log = dir.join("exit.log");
+    let mut exit = Proc::spawn_with(
+        &[
+            "exit",
+            "--identity",
+            &key("exit.key"),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--hub",
+            &hub_addr,
+            "--credential",
+            &format!("alice={ALICE_TOKEN}"),
+            "--allow",
+            "127.0.0.1:9",
+        ],
+        std::fs::File::create(&exit_log).unwrap(),
+    );
+    exit.line_after("p2p: ");
+    let exit_metrics = exit.line_after("metrics: http://").trim_end_matches("/metrics").to_owned();
+    // The hub refuses it, and goes on refusing as the exit retries on its backoff.
+    let denied = "meshproxy_admission_denials_total{reason=\"role_not_allowed\"}";
+    let text = until_metric(&hub_metrics, denied, 2.0);
+    assert_eq!(metric(&text, "meshproxy_directory_exits"), 0.0, "{text}");
+    assert_eq!(metric(&text, "meshproxy_directory_registrations_total"), 0.0, "{text}");
+    until_metric(&exit_metrics, "meshproxy_hub_refusals_total", 2.0);
+    let log = std::fs::read_to_string(&exit_log).unwrap();
+    assert!(
+        log.contains("the hub refused admission: this node's key does not admit its role here"),
+        "{log}"
+    );
+    // A client finds no exit: its app gets a SOCKS error (0x03, no exit to carry it).
+    let mut client = Proc::spawn(&[
+        "client",
+        "--identity",
+        &key("client.key"),
+        "--hub",
+        &hub_addr,
+        "--credential",
+        &format!("alice={ALICE_TOKEN}"),
+        "--listener",
+        "127.0.0.1:0",
+    ]);
+    let proxy: SocketAddr = client.line_after("listener: ").parse().unwrap();
+    assert_eq!(socks_reply(proxy, "127.0.0.1:9".parse().unwrap()), 0x03);
+    let text = scrape(&hub_metrics);
+    assert_eq!(metric(&text, "meshproxy_directory_exits"), 0.0, "{text}");
+    for p in [client, exit, hub] {
+        assert_eq!(p.terminate().code(), Some(0), "graceful stop exits 0");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn token_new_prints_a_token_the_examples_and_a_hub_accept() {
+    let out = meshproxy(&["token", "new", "--id", "exit-9", "--roles", "exit"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let field = |name: &str| {
+        printed.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap().to_owned()
+    };
+    let (token, verifier) = (field("token:"), field("verifier:"));
+    assert!(token.len() >= 43 && verifier.len() == 64, "{printed}");
+    assert!(printed.contains(&format!("--key-verifier exit-9={verifier},roles=exit")), "{printed}");
+    let again = text(&meshproxy(&["token", "new"]).stdout);
+    assert!(!again.contains(&token), "two tokens alike");
+    let bad = meshproxy(&["token", "new", "--roles", "root"]);
+    assert!(!bad.status.success() && text(&bad.stderr).contains("`root` is not a role"));
+    // The shipped example configs pass `check` (with a real hub peer id in place).
+    let dir = temp_dir("examples");
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    for name in ["hub.toml", "exit.toml", "client.toml"] {
+        let body = std::fs::read_to_string(examples.join(name))
+            .unwrap()
+            .replace("HUB_PEER_ID", "12D3KooWBhbrxj5U4PNaMF1ZLsVPUBMBYQELFnTzVkGEjcLdKjBv");
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        let out = meshproxy(&["check", "--config", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
 /// A one-shot HTTP origin on 127.0.0.1 port 0 (std only, so it needs no runtime).
 fn page_origin() -> (SocketAddr, std::thread::JoinHandle<()>) {

@@ -21,12 +21,14 @@ use meshproxy::metrics::Metrics;
 use meshproxy::port::{BoxStream, NetCommand, NetEvent};
 use meshproxy::runner::NodeRunner;
 use meshproxy::sockets::{BoxAcceptor, BoxFuture, Sockets};
-use meshproxy_core::config::{ExitConfig, NodeConfig};
+use meshproxy_core::admission::RoleSet;
+use meshproxy_core::config::{ExitConfig, HubContact, NodeConfig};
 use meshproxy_core::ids::{PeerId, StreamId};
 use meshproxy_core::io::{Protocol, ResolveError};
 use meshproxy_core::policy::ExitPolicyConfig;
 use meshproxy_core::record::{Attrs, PeerAddr};
 use meshproxy_core::target::{Status, TargetAddr};
+use meshproxy_core::ticket::{Ticket, TicketSigner};
 use meshproxy_core::wire::frame::Decoded;
 use meshproxy_core::wire::proxy::{self, ConnectRequest};
 use std::collections::{BTreeMap, VecDeque};
@@ -199,6 +201,15 @@ impl World {
     /// One proxy stream to the exit asking for `target`; the exit's answer
     /// and the stream (spliced to the origin on success).
     async fn connect(&mut self, target: TargetAddr) -> (Status, BoxStream) {
+        self.connect_with(target, bytes::Bytes::new()).await
+    }
+
+    /// [`connect`](Self::connect) presenting `ticket`.
+    async fn connect_with(
+        &mut self,
+        target: TargetAddr,
+        ticket: bytes::Bytes,
+    ) -> (Status, BoxStream) {
         self.next_stream += 1;
         let stream = StreamId(self.next_stream);
         let cmd = NetCommand::OpenStream {
@@ -213,7 +224,7 @@ impl World {
             other => panic!("expected the stream, got {other:?}"),
         };
         let mut request = Vec::new();
-        proxy::encode_request(&ConnectRequest::new(target, None), &mut request);
+        proxy::encode_request(&ConnectRequest::new(target, None).with_ticket(ticket), &mut request);
         timeout(BOUND, io.write_all(&request)).await.unwrap().unwrap();
         let mut buf = Vec::new();
         loop {
@@ -243,6 +254,14 @@ impl World {
             assert!(Instant::now() < deadline, "denials stayed {} (want {want})", self.denials());
             sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// The value of the metric line starting with `series ` (0 if absent).
+    fn metric(&self, series: &str) -> u64 {
+        let text = self.metrics.encode();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -378,6 +397,64 @@ advertise = ["/ip4/198.51.100.20/tcp/4001"]
             assert_eq!(status, Status::NotAllowed, "the exit let a client reach its own {own}:22");
         }
         assert_eq!(w.sockets.connects(), Vec::<SocketAddr>::new());
+    })
+    .await
+    .unwrap();
+}
+
+/// A ticket from the test hub's key `signer` for `holder`, valid until
+/// `expires` (Unix seconds).
+fn ticket(holder: PeerId, signer: &TicketSigner, expires: u64) -> bytes::Bytes {
+    let roles = RoleSet::CLIENT;
+    bytes::Bytes::from(signer.sign(&Ticket { hub: hub_id(), holder, roles, expires }))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn hub_id() -> PeerId {
+    PeerId::from_u64(1)
+}
+
+#[tokio::test]
+async fn a_closed_exit_serves_only_peers_with_a_ticket_and_dials_nothing_for_the_rest() {
+    timeout(Duration::from_secs(30), async {
+        let mut config = exit_config();
+        config.hubs = vec![HubContact {
+            peer: hub_id(),
+            addrs: Vec::new(),
+            ticket_key: Some(common::hub_signer().public()),
+        }];
+        if let Some(e) = config.exit.as_mut() {
+            e.open = false;
+        }
+        let mut w = World::start_with(config).await;
+        let hub = common::hub_signer();
+        let stranger = TicketSigner::from_secret([99; 32]);
+        let in_an_hour = unix_now() + 3600;
+        let refused = [
+            (bytes::Bytes::new(), "missing"),
+            (ticket(exit_id(), &hub, in_an_hour), "wrong_holder"),
+            (ticket(probe_id(), &stranger, in_an_hour), "bad_signature"),
+            // Expired longer ago than the clock-skew allowance.
+            (ticket(probe_id(), &hub, unix_now() - 600), "expired"),
+            (bytes::Bytes::from_static(b"not a ticket"), "malformed"),
+        ];
+        for (presented, reason) in refused {
+            let (status, _s) = w.connect_with(literal(public()), presented).await;
+            assert_eq!(status, Status::NotAllowed, "{reason}");
+            let series = format!("meshproxy_exit_not_admitted_total{{reason=\"{reason}\"}}");
+            assert_eq!(w.metric(&series), 1, "{reason}");
+        }
+        assert!(w.sockets.connects().is_empty(), "a refused peer made the exit dial");
+        assert!(w.sockets.lookups().is_empty(), "a refused peer made the exit resolve");
+        assert_eq!(w.denials(), 0, "refusing a ticket is not a policy denial");
+        // With the hub's ticket the same request goes through.
+        let (status, _s) =
+            w.connect_with(literal(public()), ticket(probe_id(), &hub, in_an_hour)).await;
+        assert_eq!(status, Status::Succeeded);
+        assert_eq!(w.sockets.connects(), vec![SocketAddr::new(public(), PORT)]);
     })
     .await
     .unwrap();

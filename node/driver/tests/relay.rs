@@ -258,7 +258,7 @@ async fn a_stranger_gets_no_reservation_and_an_admitted_peer_does() {
             panic!("expected a challenge")
         };
         let wrong = Credential::new("client", b"not the token");
-        let proof = wrong.prove(&nonce, &to_core(&pretender.id), Role::Client);
+        let proof = wrong.prove(&nonce, &to_core(&hub.id), &to_core(&pretender.id), Role::Client);
         let auth = HubMessage::Auth {
             version: HUB_VERSION,
             role: Role::Client,

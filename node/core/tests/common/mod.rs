@@ -612,7 +612,7 @@ impl ClientFixture {
     }
 
     /// Plays the hub up to the client's `Auth`, checking its proof.
-    fn auth_hub(&mut self) -> StreamId {
+    pub fn auth_hub(&mut self) -> StreamId {
         let conn = self.h.conn();
         let outs = self.h.input(Input::PeerConnected {
             peer: hub_id(),

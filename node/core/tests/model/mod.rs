@@ -19,8 +19,10 @@ use meshproxy_core::record::PeerFilter;
 use meshproxy_core::target::{Status, TargetAddr};
 use meshproxy_core::time::Instant;
 use meshproxy_core::wire::frame::Decoded;
-use meshproxy_core::wire::hub::{self as hubwire, HubErrorCode, HubMessage, Role, HUB_VERSION};
-use meshproxy_core::wire::proxy::{ConnectRequest, ConnectResponse};
+use meshproxy_core::wire::hub::{
+    self as hubwire, HubErrorCode, HubMessage, Role, TicketGrant, HUB_VERSION,
+};
+use meshproxy_core::wire::proxy::{ConnectRequest, ConnectResponse, PROXY_VERSION};
 use meshproxy_core::Node;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -67,10 +69,14 @@ pub enum Payload {
     HttpConnect {
         target: usize,
     },
+    /// A `ConnectRequest`; `ticket` picks what it carries: 0 none, 1 the
+    /// harness hub's ticket for the stream's peer, 2 one for another peer,
+    /// 3 one from an unknown hub, else garbage.
     ProxyRequest {
         target: usize,
         version: u8,
         session: bool,
+        ticket: u8,
     },
     ProxyResponse {
         status: u8,
@@ -83,6 +89,9 @@ pub enum Payload {
         good: bool,
     },
     HubAuthOk,
+    /// A renewed ticket lasting this many seconds.
+    HubTicket(u32),
+    HubRenewTicket,
     HubPeers(Vec<u8>),
     HubRegistered(u32),
     HubHeartbeatAck(u32),
@@ -197,6 +206,8 @@ struct Driver {
     now: Instant,
     max_sessions: usize,
     max_hub_streams: Option<usize>,
+    /// (Hubs) the pre-auth budget and the per-peer stream cap.
+    hub_budgets: Option<(usize, usize)>,
     next_outside: u64,
     /// Every stream ever named, in order of first sight.
     pool: Vec<StreamId>,
@@ -242,6 +253,7 @@ impl Driver {
             max_sessions += limits.max_exit_sessions;
         }
         let only_hub = config.client.is_none() && config.exit.is_none() && config.hub.is_some();
+        let has_hub = config.hub.is_some();
         let hubs: BTreeSet<PeerId> = config.hubs.iter().map(|h| h.peer).collect();
         let max_dials = limits.max_pending_dials + hubs.len();
         let node = Node::new(config, seed, t0());
@@ -250,6 +262,8 @@ impl Driver {
             now: t0(),
             max_sessions,
             max_hub_streams: only_hub.then_some(limits.max_hub_streams),
+            hub_budgets: has_hub
+                .then_some((limits.max_preauth_hub_streams, limits.max_hub_streams_per_peer)),
             next_outside: 0,
             pool: Vec::new(),
             live: BTreeSet::new(),
@@ -316,6 +330,20 @@ impl Driver {
         );
         if let Some(max) = self.max_hub_streams {
             assert!(r.streams <= max, "hub streams {} over {max}", r.streams);
+        }
+        if let Some((preauth, per_peer)) = self.hub_budgets {
+            assert!(
+                r.preauth_hub_streams <= preauth,
+                "{} unadmitted hub streams",
+                r.preauth_hub_streams
+            );
+            assert!(
+                r.busiest_peer_hub_streams <= per_peer,
+                "one peer holds {} hub streams",
+                r.busiest_peer_hub_streams
+            );
+        } else {
+            assert_eq!((r.preauth_hub_streams, r.busiest_peer_hub_streams), (0, 0));
         }
         assert!(
             r.pending_dials <= self.pending_dials.len(),
@@ -474,11 +502,28 @@ impl Driver {
                 format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\nearly")
                     .into_bytes()
             }
-            Payload::ProxyRequest { target, version, session } => request_bytes(&ConnectRequest {
-                version: *version,
-                target: t[*target % t.len()].clone(),
-                session: session.then_some(SessionId(7)),
-            }),
+            Payload::ProxyRequest { target, version, session, ticket } => {
+                let peer = self.stream_peer.get(&stream).copied().unwrap_or(client_id());
+                let ticket = match ticket % 5 {
+                    0 => Bytes::new(),
+                    1 => ticket_for(peer),
+                    2 => ticket_for(PeerId::from_u64(999)),
+                    3 => signed_ticket(
+                        &meshproxy_core::ticket::TicketSigner::from_secret([2; 32]),
+                        PeerId::from_u64(2),
+                        peer,
+                        meshproxy_core::admission::RoleSet::CLIENT,
+                        u64::MAX,
+                    ),
+                    _ => Bytes::from_static(b"not a ticket"),
+                };
+                request_bytes(&ConnectRequest {
+                    version: *version,
+                    target: t[*target % t.len()].clone(),
+                    session: session.then_some(SessionId(7)),
+                    ticket,
+                })
+            }
             Payload::ProxyResponse { status, trailing } => {
                 let mut v = Vec::new();
                 let status = Status::from_code(*status).unwrap_or(Status::GeneralFailure);
@@ -504,7 +549,7 @@ impl Driver {
                 } else {
                     meshproxy_core::admission::Credential::new(cred.key_id.clone(), b"wrong")
                 };
-                let proof = cred.prove(&nonce, &peer, role);
+                let proof = cred.prove(&nonce, &self.node.peer_id(), &peer, role);
                 hub_bytes(&HubMessage::Auth {
                     version: HUB_VERSION,
                     role,
@@ -513,7 +558,13 @@ impl Driver {
                 })
                 .to_vec()
             }
-            Payload::HubAuthOk => hub_bytes(&HubMessage::AuthOk).to_vec(),
+            Payload::HubAuthOk => hub_bytes(&HubMessage::AuthOk { grant: client_grant() }).to_vec(),
+            Payload::HubTicket(valid_secs) => {
+                let grant =
+                    TicketGrant { valid_secs: *valid_secs, ticket: client_ticket().to_vec() };
+                hub_bytes(&HubMessage::Ticket { grant }).to_vec()
+            }
+            Payload::HubRenewTicket => hub_bytes(&HubMessage::RenewTicket).to_vec(),
             Payload::HubPeers(ns) => {
                 // Some exits are reachable through the hub's relay, some only so.
                 let peers = ns
@@ -574,9 +625,13 @@ impl Driver {
                         1 => Payload::SocksAll { target, user: None },
                         _ => Payload::SocksAll { target, user: Some(usize::from(k / 4) % 3) },
                     },
-                    Some(Kind::InboundProxy) => {
-                        Payload::ProxyRequest { target, version: 1, session: k % 2 == 0 }
-                    }
+                    Some(Kind::InboundProxy) => Payload::ProxyRequest {
+                        target,
+                        version: PROXY_VERSION,
+                        session: k % 2 == 0,
+                        // Mostly a good ticket; sometimes none or a bad one.
+                        ticket: if k % 8 < 5 { 1 } else { k / 8 },
+                    },
                     Some(Kind::InboundHub) => {
                         let exit = self.stream_peer.get(&stream).is_some_and(|p| {
                             [exit_id(1), exit_id(2), exit_id(3), PeerId::from_u64(555)].contains(p)
@@ -584,6 +639,7 @@ impl Driver {
                         match (nth, k % 4) {
                             (0, _) => Payload::HubAuth { role: exit, good: true },
                             (_, 0 | 1) => Payload::HubRegister,
+                            (_, 2) if k % 8 == 2 => Payload::HubRenewTicket,
                             (_, 2) => Payload::HubHeartbeat,
                             _ => Payload::HubFind(u16::from(k)),
                         }
@@ -599,6 +655,7 @@ impl Driver {
                             vec![0, 1, 2].into_iter().take(usize::from(k % 4)).collect(),
                         ),
                         (_, 1) => Payload::HubRegistered(u32::from(k % 60)),
+                        (_, _) if k % 6 == 5 => Payload::HubTicket(u32::from(k)),
                         _ => Payload::HubHeartbeatAck(u32::from(k % 60)),
                     },
                     Some(Kind::Origin) | None => Payload::Raw(vec![k; 3]),
@@ -889,6 +946,8 @@ fn small_limits(c: &mut NodeConfig) {
     c.limits.max_exit_sessions = 3;
     c.limits.max_sessions_per_peer = 2;
     c.limits.max_hub_streams = 3;
+    c.limits.max_hub_streams_per_peer = 2;
+    c.limits.max_preauth_hub_streams = 2;
     c.limits.max_sessions_per_listener = 2;
     c.limits.max_pending_dials = 2;
     c.limits.max_registrations_per_key = 1;

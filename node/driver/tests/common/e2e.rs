@@ -64,8 +64,7 @@ where
 // addresses) is a change in one place.
 
 /// Admitted credentials: `exit` for exits, `client` for clients.
-const HUB_KEYS: &str =
-    r#"keys = [{ id = "exit", token = "t-exit-token-0123456789", roles = ["exit"], max_registrations = 4 }, { id = "client", token = "t-client-token-01234567" }]"#;
+const HUB_KEYS: &str = r#"keys = [{ id = "exit", token = "t-exit-token-0123456789", roles = ["exit"], max_registrations = 4 }, { id = "client", token = "t-client-token-01234567" }]"#;
 
 /// A hub listening on `127.0.0.1:port` (0: any port).
 pub fn hub_toml(port: u16) -> String {

@@ -9,13 +9,13 @@ use meshproxy::port::{NetCommand, NetEvent};
 use meshproxy::runner::{NodeRunner, RunnerMsg, RunnerStatus};
 use meshproxy_core::admission::{AdmissionKey, Credential, RoleSet};
 use meshproxy_core::config::DEFAULT_TICKET_LIFETIME;
-use meshproxy_core::ticket::TicketSigner;
 use meshproxy_core::config::{ExitConfig, HubConfig, HubContact, Limits, NodeConfig, Timeouts};
 use meshproxy_core::directory::DirectoryConfig;
 use meshproxy_core::ids::{ConnId, PeerId};
 use meshproxy_core::io::Path;
 use meshproxy_core::policy::ExitPolicyConfig;
 use meshproxy_core::record::{Attrs, PeerAddr};
+use meshproxy_core::ticket::TicketSigner;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
@@ -157,7 +157,10 @@ pub fn hub_config(hub: PeerId) -> NodeConfig {
     c.hub = Some(HubConfig {
         directory: DirectoryConfig { ttl: Duration::from_secs(30), max_entries: 64 },
         keys: vec![
-            AdmissionKey { max_registrations: Some(8), ..credential("exit").admission_key(RoleSet::EXIT) },
+            AdmissionKey {
+                max_registrations: Some(8),
+                ..credential("exit").admission_key(RoleSet::EXIT)
+            },
             credential("client").admission_key(RoleSet::CLIENT),
         ],
         max_find: 16,
