@@ -9,21 +9,21 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 use super::*;
 
-type Pipe = Compat<tokio::io::DuplexStream>;
+pub(super) type Pipe = Compat<tokio::io::DuplexStream>;
 
-fn pipe() -> (Pipe, Pipe) {
+pub(super) fn pipe() -> (Pipe, Pipe) {
     let (a, b) = tokio::io::duplex(256 * 1024);
     (a.compat(), b.compat())
 }
 
 /// Some bytes that are not all alike.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub(super) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 /// Sends `data` each way at once, in writes of `chunk` bytes, and checks
 /// both sides receive it intact.
-async fn exchange<A, B>(mut a: A, mut b: B, data: &[u8], chunk: usize)
+pub(super) async fn exchange<A, B>(mut a: A, mut b: B, data: &[u8], chunk: usize)
 where
     A: futures::AsyncRead + futures::AsyncWrite + Unpin,
     B: futures::AsyncRead + futures::AsyncWrite + Unpin,
@@ -53,7 +53,12 @@ where
 
 /// Runs `dialer` (keys `kd`) against `listener` (keys `kl`) over a pipe,
 /// checks each side names the other, and returns both streams.
-async fn connect<D, L, A, B>(dialer: D, kd: &Keypair, listener: L, kl: &Keypair) -> (A, B)
+pub(super) async fn connect<D, L, A, B>(
+    dialer: D,
+    kd: &Keypair,
+    listener: L,
+    kl: &Keypair,
+) -> (A, B)
 where
     D: OutboundConnectionUpgrade<Pipe, Output = (PeerId, A)> + UpgradeInfo<Info = &'static str>,
     L: InboundConnectionUpgrade<Pipe, Output = (PeerId, B)> + UpgradeInfo<Info = &'static str>,
