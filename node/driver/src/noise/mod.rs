@@ -172,4 +172,6 @@ where
 #[cfg(test)]
 mod handshake_tests;
 #[cfg(test)]
+mod kat_tests;
+#[cfg(test)]
 mod tests;
