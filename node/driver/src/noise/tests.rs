@@ -231,20 +231,35 @@ async fn a_peer_hanging_up_mid_handshake_is_an_io_error() {
     assert!(matches!(inb, Err(NoiseError::Io(_))), "{inb:?}");
 }
 
-/// The `noise_transport` fuzz target's committed corpus replays here.
-#[test]
-fn the_fuzz_corpus_replays_clean() {
+/// Runs `check` on every input of `fuzz/corpus/<target>`.
+fn replay(target: &str, check: fn(&[u8])) {
     let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/noise_transport");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
     let mut ran = 0;
-    for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/noise_transport") {
+    for entry in std::fs::read_dir(&dir).expect("fuzz corpus") {
         let path = entry.expect("corpus entry").path();
         let data = std::fs::read(&path).expect("corpus input");
-        let ok = std::panic::catch_unwind(|| fuzz::received(&data));
+        let ok = std::panic::catch_unwind(|| check(&data));
         assert!(ok.is_ok(), "{} fails", path.display());
         ran += 1;
     }
-    assert!(ran > 0, "the noise_transport corpus is empty");
+    assert!(ran > 0, "the {target} corpus is empty");
+}
+
+/// The Noise fuzz targets' committed corpora replay here.
+#[test]
+fn the_fuzz_corpus_replays_clean() {
+    replay("noise_transport", fuzz::received);
+}
+
+#[test]
+fn the_noise_handshake_fuzz_corpus_replays_clean() {
+    replay("noise_handshake", fuzz::handshake);
+}
+
+#[test]
+fn the_noise_duplex_fuzz_corpus_replays_clean() {
+    replay("noise_duplex", fuzz::duplex);
 }
 
 /// Each mode of the fuzz check runs on an honest receiver: an untouched wire
