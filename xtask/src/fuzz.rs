@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 9] = [
     "socks5",
     "http_connect",
     "proxy_wire",
@@ -28,6 +28,8 @@ pub const TARGETS: [&str; 7] = [
     "scenario",
     "core_model",
     "noise_transport",
+    "noise_handshake",
+    "noise_duplex",
 ];
 
 /// `cargo xtask fuzz` arguments.

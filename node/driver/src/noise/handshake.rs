@@ -11,7 +11,8 @@
 //! The deadline for the whole handshake is the transport's connection timeout.
 //!
 //! Each identity payload may also list the AEADs its sender takes for
-//! transport messages, best first (field 1000, which libp2p-noise and the
+//! transport messages, best first, in the spec's `NoiseExtensions` under the
+//! experimental code point 0x6d70 (which libp2p-noise and the
 //! spec's other implementations skip as unknown). The transport uses the
 //! first of the initiator's that the responder lists too; if the two share
 //! none (or a side lists nothing), the spec's ChaCha20-Poly1305.
@@ -19,10 +20,12 @@
 //! (and its transcript hash), so unlike a multistream-select choice nobody on
 //! the path can change them, and the choice costs no round trip.
 //!
-//! The split's keys do not depend on the choice, so both ends must compute
-//! the same one: the rule in [`agree`], [`MAX_AEADS`] and the exact,
-//! case-sensitive names are part of the wire protocol. A peer that chose
-//! differently would fail at its first transport message.
+//! Both ends must compute the same choice: the rule in [`agree`],
+//! [`MAX_AEADS`] and the exact, case-sensitive names are part of the wire
+//! protocol, specified in docs/noise-aead-extension.md. AES-256-GCM keys are
+//! derived from the split's under a label of their own
+//! ([`Aead::transport_key`]), so a peer that chose differently fails at its
+//! first transport message, and a key never serves two AEADs.
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::identity::{self, PeerId};
@@ -32,9 +35,9 @@ use zeroize::Zeroizing;
 use super::transport::{Aead, NoiseStream, LEN, MAX_MESSAGE};
 use super::{NoiseError, PARAMS, STATIC_KEY_DOMAIN};
 
-/// The handshake payload of the libp2p Noise spec. The spec's `extensions`
-/// (field 4: WebTransport certificate hashes, early muxer negotiation) are
-/// for transports we do not run, so a received one is skipped.
+/// The handshake payload of the libp2p Noise spec. A received field we do
+/// not know (the retired 3, or our own list's former top-level field 1000)
+/// is skipped.
 #[derive(Clone, PartialEq, prost::Message)]
 pub(super) struct HandshakePayload {
     /// The sender's libp2p public key, protobuf-encoded.
@@ -44,13 +47,30 @@ pub(super) struct HandshakePayload {
     /// Noise key.
     #[prost(bytes = "vec", tag = "2")]
     pub(super) identity_sig: Vec<u8>,
+    /// The spec's extensions; absent when the sender lists no AEADs, so our
+    /// payload is then exactly a stock one.
+    #[prost(message, optional, tag = "4")]
+    pub(super) extensions: Option<NoiseExtensions>,
+}
+
+/// The spec's `NoiseExtensions`, with only our experimental entry: the
+/// registered ones (WebTransport certificate hashes, early muxer
+/// negotiation) are for transports we do not run, so a received one is
+/// skipped.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct NoiseExtensions {
     /// The AEADs the sender takes for transport messages, best first: their
     /// Noise names (`AESGCM`, `ChaChaPoly`) separated by commas. One string,
     /// not a repeated field, so a hostile payload costs one allocation
-    /// bounded by the message, not one per entry. A field number far from the
-    /// spec's (1, 2, 4; 3 retired).
-    #[prost(string, tag = "1000")]
+    /// bounded by the message, not one per entry. The field number is
+    /// 0x6d70 ("mp"), in the range above 1024 the spec leaves to experiments.
+    #[prost(string, tag = "28016")]
     pub(super) transport_aeads: String,
+}
+
+/// A payload's AEAD list ("" when it has none).
+pub(super) fn listed_aeads(payload: &HandshakePayload) -> &str {
+    payload.extensions.as_ref().map_or("", |e| e.transport_aeads.as_str())
 }
 
 /// Only the first this many names of a list count.
@@ -183,7 +203,7 @@ fn authenticate(
     if !identity.verify(&signed, &payload.identity_sig) {
         return Err(NoiseError::BadSignature);
     }
-    Ok((identity.to_peer_id(), parse_aeads(&payload.transport_aeads)))
+    Ok((identity.to_peer_id(), parse_aeads(listed_aeads(&payload))))
 }
 
 /// The transport keys of a finished handshake, for `aead`: the first for

@@ -115,7 +115,8 @@ impl Noise {
         let payload = HandshakePayload {
             identity_key: identity.public().encode_protobuf(),
             identity_sig: identity.sign(&signed)?,
-            transport_aeads: listed,
+            extensions: (!listed.is_empty())
+                .then_some(handshake::NoiseExtensions { transport_aeads: listed }),
         };
         Ok(Noise {
             local: Arc::new(LocalKeys {
@@ -168,5 +169,9 @@ where
     }
 }
 
+#[cfg(test)]
+mod handshake_tests;
+#[cfg(test)]
+mod kat_tests;
 #[cfg(test)]
 mod tests;

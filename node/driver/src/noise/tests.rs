@@ -9,21 +9,21 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 use super::*;
 
-type Pipe = Compat<tokio::io::DuplexStream>;
+pub(super) type Pipe = Compat<tokio::io::DuplexStream>;
 
-fn pipe() -> (Pipe, Pipe) {
+pub(super) fn pipe() -> (Pipe, Pipe) {
     let (a, b) = tokio::io::duplex(256 * 1024);
     (a.compat(), b.compat())
 }
 
 /// Some bytes that are not all alike.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub(super) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 /// Sends `data` each way at once, in writes of `chunk` bytes, and checks
 /// both sides receive it intact.
-async fn exchange<A, B>(mut a: A, mut b: B, data: &[u8], chunk: usize)
+pub(super) async fn exchange<A, B>(mut a: A, mut b: B, data: &[u8], chunk: usize)
 where
     A: futures::AsyncRead + futures::AsyncWrite + Unpin,
     B: futures::AsyncRead + futures::AsyncWrite + Unpin,
@@ -53,7 +53,12 @@ where
 
 /// Runs `dialer` (keys `kd`) against `listener` (keys `kl`) over a pipe,
 /// checks each side names the other, and returns both streams.
-async fn connect<D, L, A, B>(dialer: D, kd: &Keypair, listener: L, kl: &Keypair) -> (A, B)
+pub(super) async fn connect<D, L, A, B>(
+    dialer: D,
+    kd: &Keypair,
+    listener: L,
+    kl: &Keypair,
+) -> (A, B)
 where
     D: OutboundConnectionUpgrade<Pipe, Output = (PeerId, A)> + UpgradeInfo<Info = &'static str>,
     L: InboundConnectionUpgrade<Pipe, Output = (PeerId, B)> + UpgradeInfo<Info = &'static str>,
@@ -226,20 +231,35 @@ async fn a_peer_hanging_up_mid_handshake_is_an_io_error() {
     assert!(matches!(inb, Err(NoiseError::Io(_))), "{inb:?}");
 }
 
-/// The `noise_transport` fuzz target's committed corpus replays here.
-#[test]
-fn the_fuzz_corpus_replays_clean() {
+/// Runs `check` on every input of `fuzz/corpus/<target>`.
+fn replay(target: &str, check: fn(&[u8])) {
     let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/noise_transport");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
     let mut ran = 0;
-    for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/noise_transport") {
+    for entry in std::fs::read_dir(&dir).expect("fuzz corpus") {
         let path = entry.expect("corpus entry").path();
         let data = std::fs::read(&path).expect("corpus input");
-        let ok = std::panic::catch_unwind(|| fuzz::received(&data));
+        let ok = std::panic::catch_unwind(|| check(&data));
         assert!(ok.is_ok(), "{} fails", path.display());
         ran += 1;
     }
-    assert!(ran > 0, "the noise_transport corpus is empty");
+    assert!(ran > 0, "the {target} corpus is empty");
+}
+
+/// The Noise fuzz targets' committed corpora replay here.
+#[test]
+fn the_fuzz_corpus_replays_clean() {
+    replay("noise_transport", fuzz::received);
+}
+
+#[test]
+fn the_noise_handshake_fuzz_corpus_replays_clean() {
+    replay("noise_handshake", fuzz::handshake);
+}
+
+#[test]
+fn the_noise_duplex_fuzz_corpus_replays_clean() {
+    replay("noise_duplex", fuzz::duplex);
 }
 
 /// Each mode of the fuzz check runs on an honest receiver: an untouched wire

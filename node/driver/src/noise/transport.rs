@@ -5,7 +5,8 @@
 //! handshake agreed ([`Aead`]): ChaCha20-Poly1305 (libp2p's `/noise`; nonce
 //! = 32 zero bits, then the message's number in its direction as 64 bits
 //! little-endian) or AES-256-GCM (the same number big-endian, as the Noise
-//! spec defines it, with a rekey every [`REKEY_EVERY`] messages). Writes are
+//! spec defines it, under a key derived from the split's, with a rekey every
+//! [`REKEY_EVERY`] messages; docs/noise-aead-extension.md). Writes are
 //! collected into one message until it is full or flushed (yamux writes a
 //! frame's header and body separately and flushes after each frame, so a
 //! frame is one message).
@@ -24,6 +25,7 @@ use std::thread::LocalKey;
 
 use futures::{AsyncRead, AsyncWrite};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
+use ring::hkdf::{Salt, HKDF_SHA256};
 use zeroize::Zeroizing;
 
 /// Largest Noise message, tag included.
@@ -136,6 +138,25 @@ impl Aead {
         Nonce::assume_unique_for_key(nonce)
     }
 
+    /// The key this AEAD seals a direction's messages with, from that
+    /// direction's key of the handshake's split. ChaCha20-Poly1305 takes the
+    /// split key itself (libp2p's `/noise`); AES-256-GCM takes
+    /// HKDF-SHA256(salt = empty, IKM = split key, info = [`AESGCM_KEY_INFO`]),
+    /// so a split key is never used by two AEADs and the choice is bound into
+    /// the key (docs/noise-aead-extension.md).
+    pub(super) fn transport_key(self, split_key: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+        let mut key = Zeroizing::new(*split_key);
+        if self == Aead::AesGcm {
+            Salt::new(HKDF_SHA256, &[])
+                .extract(split_key)
+                .expand(&[AESGCM_KEY_INFO], HKDF_SHA256)
+                .and_then(|okm| okm.fill(&mut key[..]))
+                // 32 bytes is far below HKDF-SHA256's 255 * 32.
+                .unwrap_or_else(|_| unreachable!("32 bytes of HKDF-SHA256"));
+        }
+        key
+    }
+
     fn key(self, key: &[u8; 32]) -> LessSafeKey {
         UnboundKey::new(self.algorithm(), key)
             .map(LessSafeKey::new)
@@ -143,6 +164,10 @@ impl Aead {
             .unwrap_or_else(|_| unreachable!("a 32-byte {} key", self.name()))
     }
 }
+
+/// The HKDF `info` that derives an AES-256-GCM transport key from a split
+/// key (wire protocol: both ends must use exactly these bytes).
+pub(super) const AESGCM_KEY_INFO: &[u8] = b"meshproxy/noise AESGCM";
 
 /// Whether the CPU has the instructions ring's fast, constant-time AES-GCM
 /// needs.
@@ -178,8 +203,9 @@ struct Cipher {
 }
 
 impl Cipher {
-    fn new(aead: Aead, key: &[u8; 32]) -> Cipher {
-        Cipher { aead, key: aead.key(key), sent_or_received: 0 }
+    /// A direction under `split_key`, its key of the handshake's split.
+    fn new(aead: Aead, split_key: &[u8; 32]) -> Cipher {
+        Cipher { aead, key: aead.key(&aead.transport_key(split_key)), sent_or_received: 0 }
     }
 
     /// The next message's nonce, taking a new key first when one is due.
@@ -263,8 +289,9 @@ impl<T> std::fmt::Debug for NoiseStream<T> {
 }
 
 impl<T> NoiseStream<T> {
-    /// Wraps `io` with the transport keys of a finished handshake, for
-    /// messages sealed with `aead`.
+    /// Wraps `io` with the keys of a finished handshake's split (one per
+    /// direction), for messages sealed with `aead` (which derives its own
+    /// keys from them: [`Aead::transport_key`]).
     pub(super) fn new(
         io: T,
         aead: Aead,
@@ -297,6 +324,16 @@ impl<T> NoiseStream<T> {
     #[cfg(any(test, feature = "fuzzing"))]
     pub(super) fn into_inner(self) -> T {
         self.io
+    }
+
+    /// Sets the number of messages already sealed and opened, as if the
+    /// stream had carried that many (the keys stay the current ones: a
+    /// REKEY that falls due at the next message still happens), so tests
+    /// can reach the counters a real connection never does.
+    #[cfg(test)]
+    pub(super) fn set_counters(&mut self, sealed: u64, opened: u64) {
+        self.sealer.sent_or_received = sealed;
+        self.opener.sent_or_received = opened;
     }
 
     /// Opens the next message if it has arrived whole; false if it has not.
@@ -594,7 +631,7 @@ mod tests {
 
     /// Our AES-256-GCM messages against snow's, the Noise spec's reference
     /// here: the same nonces (big-endian) and the same REKEY at the same
-    /// message, each way.
+    /// message, each way (snow given the derived keys).
     #[test]
     fn aes_gcm_messages_match_snow_both_ways_and_across_a_rekey() {
         use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
@@ -611,8 +648,14 @@ mod tests {
         let n = responder.write_message(&[], &mut m).expect("e, ee");
         initiator.read_message(&m[..n], &mut p).expect("e, ee");
         let (to_responder, to_initiator) = initiator.dangerously_get_raw_split();
-        // Stateless, so the test names each message's number.
+        // Stateless, so the test names each message's number; under the
+        // AES-GCM keys derived from the split's (checked against
+        // independent vectors in kat_tests.rs).
         let mut snow = responder.into_stateless_transport_mode().expect("transport");
+        snow.rekey_manually(
+            Some(&Aead::AesGcm.transport_key(&to_responder)),
+            Some(&Aead::AesGcm.transport_key(&to_initiator)),
+        );
         let boundary = [REKEY_EVERY - 1, REKEY_EVERY, REKEY_EVERY + 1];
 
         // Ours seals (as the initiator), snow opens.
@@ -700,7 +743,7 @@ mod tests {
         // The third message, opened as if under the old key, fails.
         let third = 2 * LEN + texts[0].len() + texts[1].len() + 2 * TAG;
         let mut message = bytes[third + LEN..third + LEN + texts[2].len() + TAG].to_vec();
-        let old = Aead::AesGcm.key(&KEY_A);
+        let old = Aead::AesGcm.key(&Aead::AesGcm.transport_key(&KEY_A));
         let opened = old.open_in_place(Aead::AesGcm.nonce(REKEY_EVERY), Aad::empty(), &mut message);
         assert!(opened.is_err(), "message REKEY_EVERY was sealed under the old key");
 
