@@ -33,6 +33,7 @@ use meshproxy_core::ids::PeerId;
 use meshproxy_core::io::Protocol;
 use meshproxy_core::record::{Attrs, PeerAddr};
 use meshproxy_core::target::{Status, TargetAddr};
+use meshproxy_core::ticket::{Ticket, TicketSigner, CLOCK_SKEW};
 use meshproxy_core::time::Instant;
 use meshproxy_core::wire::frame::Decoded;
 use meshproxy_core::wire::hub::{self as hubwire, HubErrorCode, HubMessage, Role, HUB_VERSION};
@@ -272,6 +273,41 @@ pub(crate) enum Kind {
     /// The legitimate stream whose `Auth` gets captured (`first`), then the
     /// stream it is replayed on.
     Replay { first: bool, pair: u32 },
+    /// A leaked client-role key asking for the exit role (`register`
+    /// false), or admitted as a client and sending `Register` (true).
+    Escalate { register: bool },
+    /// A stranger's `ConnectRequest` carrying [`TicketAbuse`] `how`.
+    Ticketless { how: TicketAbuse },
+    /// One stream of pre-auth flood `group`: challenged, never answered.
+    Preauth { group: u32 },
+}
+
+/// What a ticketless stranger presents instead of a ticket of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TicketAbuse {
+    /// No ticket at all.
+    Missing,
+    /// An honest client's ticket, replayed (a forged one if none was seen yet).
+    Replayed,
+    /// Names a trusted hub, signed with another key.
+    Forged,
+    /// Signed by a trusted hub, for the stranger, but expired (beyond the skew).
+    Expired,
+    /// Signed by a trusted hub, for the stranger, admitting the exit role only.
+    ExitRole,
+    /// Signed by a hub the exit does not trust.
+    UnknownHub,
+}
+
+impl TicketAbuse {
+    const ALL: [TicketAbuse; 6] = [
+        TicketAbuse::Missing,
+        TicketAbuse::Replayed,
+        TicketAbuse::Forged,
+        TicketAbuse::Expired,
+        TicketAbuse::ExitRole,
+        TicketAbuse::UnknownHub,
+    ];
 }
 
 /// Adversary events on the world's heap.
@@ -287,6 +323,8 @@ pub(crate) enum AdvEv {
     FloodCheck(u32),
     /// A registration flood lets go of its registrations.
     Release(u32),
+    /// A pre-auth flood's identity opens another stream for connection `c`'s slot.
+    Reopen(u32),
 }
 
 #[derive(Debug)]
@@ -303,6 +341,9 @@ enum ActorKind {
     RegFlood { hub: NodeIx, group: u32 },
     StreamFlood { node: NodeIx },
     Replay { hub: NodeIx, pair: u32 },
+    Escalate { hub: NodeIx },
+    Ticketless { exit: NodeIx },
+    PreauthFlood { hub: NodeIx, group: u32 },
 }
 
 #[derive(Debug)]
@@ -337,6 +378,8 @@ pub(crate) struct AdvState {
     /// Windows in which a registration flood's fake exits sit in hub
     /// directories (see [`World::adv_relaxes`]).
     poisoned: Vec<(Instant, Instant)>,
+    /// When each pre-auth flood stops reopening streams.
+    preauth_until: std::collections::BTreeMap<u32, Instant>,
 }
 
 impl AdvState {
@@ -441,6 +484,23 @@ impl World<'_> {
                 actors.push(Actor { at: at(&mut rng), kind: ActorKind::Replay { hub, pair } });
             }
         }
+        for hub in 0..hubs {
+            for _ in 0..spec.role_escalations {
+                actors.push(Actor { at: at(&mut rng), kind: ActorKind::Escalate { hub } });
+            }
+            for i in 0..spec.preauth_floods {
+                // The first flood at each hub starts with the run, while the
+                // honest nodes are being admitted for the first time.
+                let at = if i == 0 { Instant::ZERO } else { at(&mut rng) };
+                actors.push(Actor { at, kind: ActorKind::PreauthFlood { hub, group } });
+                group += 1;
+            }
+        }
+        for exit in hubs..hubs + exits {
+            for _ in 0..spec.ticketless {
+                actors.push(Actor { at: at(&mut rng), kind: ActorKind::Ticketless { exit } });
+            }
+        }
         if !spec.registration_flood_strict {
             for a in &actors {
                 if let ActorKind::RegFlood { .. } = a.kind {
@@ -465,6 +525,11 @@ impl World<'_> {
     /// (an app there must still get an error, never a hang or bad bytes).
     pub(crate) fn adv_relaxes(&self, at: Instant) -> bool {
         self.adv.poisoned.iter().any(|(from, to)| (*from..*to).contains(&at))
+    }
+
+    /// The hostile peer id of adversary connection `c`, if it has one.
+    pub(crate) fn adv_conn_peer(&self, c: u32) -> Option<PeerId> {
+        self.adv.conns.get(c as usize).and_then(|x| x.peer)
     }
 
     fn hostile_peer(&mut self) -> PeerId {
@@ -512,7 +577,8 @@ impl World<'_> {
             | AdvEv::Tick(i)
             | AdvEv::Deadline(i)
             | AdvEv::FloodCheck(i)
-            | AdvEv::Release(i) => u64::from(i),
+            | AdvEv::Release(i)
+            | AdvEv::Reopen(i) => u64::from(i),
         };
         self.trace.hash_only(self.now, 20, code, 0);
         match ev {
@@ -521,6 +587,7 @@ impl World<'_> {
             AdvEv::Deadline(c) => self.adv_deadline(c),
             AdvEv::FloodCheck(g) => self.flood_check(g),
             AdvEv::Release(g) => self.reg_release(g),
+            AdvEv::Reopen(c) => self.preauth_reopen(c),
         }
     }
 
@@ -672,6 +739,44 @@ impl World<'_> {
                     self.expect_end(c, request + SLACK);
                 }
             }
+            ActorKind::Escalate { hub } => {
+                let peer = self.hostile_peer();
+                let auth = self.timeouts_of(hub).auth;
+                for register in [false, true] {
+                    let c = self.adv_conn(Kind::Escalate { register }, hub, Some(peer));
+                    let Some(stream) = self.adv_peer_stream(hub, peer, Protocol::Hub, c) else {
+                        continue;
+                    };
+                    self.adv.conns[c as usize].stream = Some(stream);
+                    self.expect_end(c, auth + SLACK);
+                }
+            }
+            ActorKind::Ticketless { exit } => {
+                let peer = self.hostile_peer();
+                for how in TicketAbuse::ALL {
+                    let c = self.adv_conn(Kind::Ticketless { how }, exit, Some(peer));
+                    let Some(stream) = self.adv_peer_stream(exit, peer, Protocol::Proxy, c)
+                    else {
+                        continue;
+                    };
+                    self.adv.conns[c as usize].stream = Some(stream);
+                    // Sent on the next tick, after the exit saw the stream.
+                    self.adv_schedule(self.now + Duration::from_millis(1), AdvEv::Tick(c));
+                    self.expect_end(c, PROMPT);
+                }
+            }
+            ActorKind::PreauthFlood { hub, group } => {
+                let secs = s.adversaries.preauth_flood_secs.unwrap_or(15);
+                let until = self.now + Duration::from_secs(u64::from(secs));
+                self.adv.preauth_until.insert(group, until);
+                let per_peer = self.limits_of(hub).max_hub_streams_per_peer;
+                for _ in 0..s.adversaries.preauth_flood_peers {
+                    let peer = self.hostile_peer();
+                    for _ in 0..per_peer {
+                        self.preauth_open(hub, group, peer);
+                    }
+                }
+            }
             ActorKind::Replay { hub, pair } => {
                 let peer = self.hostile_peer();
                 let c = self.adv_conn(Kind::Replay { first: true, pair }, hub, Some(peer));
@@ -703,6 +808,20 @@ impl World<'_> {
                     Chunk::Data(Payload::Real(Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff, 0x01]))),
                 );
             }
+            Kind::Ticketless { how } => {
+                let peer = conn.peer.unwrap_or(PeerId::from_u64(0));
+                let ticket = self.abused_ticket(how, peer);
+                // Half by name (a lookup would be the first thing done), half by address.
+                let target = if c % 2 == 0 {
+                    TargetAddr::Domain("echo-0.sim".into(), 8000)
+                } else {
+                    target()
+                };
+                let r = ConnectRequest::new(target, None).with_ticket(ticket);
+                let mut req = Vec::new();
+                proxywire::encode_request(&r, &mut req);
+                self.adv_write(stream, Chunk::Data(Payload::Real(Bytes::from(req))));
+            }
             Kind::WrongVersion { hub: false, .. } => {
                 let mut req = Vec::new();
                 let r = ConnectRequest { version: PROXY_VERSION + 1, ..ConnectRequest::new(target(), None) };
@@ -732,6 +851,8 @@ impl World<'_> {
                             | Kind::Abandoned { hub: true, .. }
                             | Kind::Register { .. }
                             | Kind::Replay { .. }
+                            | Kind::Escalate { .. }
+                            | Kind::Preauth { .. }
                     );
                     if hub_stream {
                         self.adv_hub_data(c, stream);
@@ -748,6 +869,13 @@ impl World<'_> {
             }
             Chunk::Fin | Chunk::Reset => {
                 let reset = chunk == Chunk::Reset;
+                if conn.kind == (Kind::Oversized { hub: true }) && !reset {
+                    let node = conn.node;
+                    let detail =
+                        format!("hub n{node} closed a pre-auth oversized frame's stream, not reset");
+                    self.violation("adversary", detail);
+                }
+                let Some(conn) = self.adv.conns.get_mut(c as usize) else { return };
                 conn.ended = Some((self.now, reset));
                 let stream = conn.stream;
                 if !reset {
@@ -765,10 +893,23 @@ impl World<'_> {
     fn adv_proxy_data(&mut self, c: u32) {
         let conn = &self.adv.conns[c as usize];
         if let Ok(Decoded::Complete { msg, .. }) = proxywire::decode_response(&conn.inbox) {
-            if msg.status == Status::Succeeded {
+            // A stranger without a ticket is refused as not allowed; a frame
+            // that does not decode is a general failure, ticket or not.
+            let expected = match conn.kind {
+                Kind::Ticketless { .. } => Some(Status::NotAllowed),
+                Kind::Oversized { hub: false } | Kind::WrongVersion { hub: false, .. } => {
+                    Some(Status::GeneralFailure)
+                }
+                _ => None,
+            };
+            if msg.status == Status::Succeeded || expected.is_some_and(|e| e != msg.status) {
                 let detail = format!(
-                    "exit n{} answered {:?} a hostile {:?} stream with success",
-                    conn.node, conn.peer, conn.kind
+                    "exit n{} answered {:?} a hostile {:?} stream with {:?} (expected {})",
+                    conn.node,
+                    conn.peer,
+                    conn.kind,
+                    msg.status,
+                    expected.map_or("a failure".to_string(), |e| format!("{e:?}"))
                 );
                 self.violation("adversary", detail);
             }
@@ -795,8 +936,8 @@ impl World<'_> {
                 }
             };
             conn.hub_msgs.push(msg.clone());
-            let (kind, peer) = (conn.kind, conn.peer.unwrap_or(PeerId::from_u64(0)));
-            let hub = self.peer_of(conn.node);
+            let (kind, peer, node) = (conn.kind, conn.peer.unwrap_or(PeerId::from_u64(0)), conn.node);
+            let hub = self.peer_of(node);
             let reply: Option<Vec<u8>> = match (kind, &msg) {
                 (Kind::Oversized { .. }, HubMessage::Challenge { .. }) => {
                     self.expect_end(c, PROMPT);
@@ -908,6 +1049,54 @@ impl World<'_> {
                     self.violation("adversary", detail);
                     None
                 }
+                (Kind::Escalate { register }, HubMessage::Challenge { nonce, .. }) => {
+                    // Asks for the exit role, or the client role and then registers.
+                    let role = if register { Role::Client } else { Role::Exit };
+                    if !register {
+                        self.expect_end(c, PROMPT);
+                    }
+                    let proof = leaked_client().prove(nonce, &hub, &peer, role);
+                    Some(hub_frame(&HubMessage::Auth {
+                        version: HUB_VERSION,
+                        role,
+                        key_id: LEAKED_CLIENT_KEY.into(),
+                        proof,
+                    }))
+                }
+                (Kind::Escalate { register: true }, HubMessage::AuthOk { .. }) => {
+                    self.expect_end(c, PROMPT);
+                    Some(hub_frame(&HubMessage::Register {
+                        addrs: vec![PeerAddr(vec![251])],
+                        attrs: Attrs::default(),
+                        capacity: 1,
+                        relayed: false,
+                    }))
+                }
+                (Kind::Escalate { register }, HubMessage::Error { code, .. }) => {
+                    if *code != HubErrorCode::Forbidden {
+                        let detail = format!(
+                            "hub n{node} refused a client key's {} with {code:?}, not Forbidden",
+                            if register { "Register" } else { "exit Auth" }
+                        );
+                        self.violation("adversary", detail);
+                    }
+                    self.check_not_listed(c);
+                    None
+                }
+                (Kind::Escalate { register: false }, HubMessage::AuthOk { .. })
+                | (Kind::Escalate { register: true }, HubMessage::Registered { .. }) => {
+                    let detail = format!(
+                        "hub n{node} let {peer:?}, holding a client-role key, act as an exit: {msg:?}"
+                    );
+                    self.violation("admission", detail);
+                    self.check_not_listed(c);
+                    None
+                }
+                (Kind::Preauth { .. }, HubMessage::AuthOk { .. }) => {
+                    let detail = format!("hub n{node} admitted {peer:?}, which never sent Auth");
+                    self.violation("adversary", detail);
+                    None
+                }
                 (Kind::Oversized { .. }, HubMessage::Error { code, .. }) => {
                     // Before admission a hub reads one `Auth` and resets
                     // anything else: no answer to log, no work done.
@@ -967,6 +1156,64 @@ impl World<'_> {
         }
     }
 
+    /// A role escalation's peer is in no hub's directory.
+    fn check_not_listed(&mut self, c: u32) {
+        let Some(peer) = self.adv.conns[c as usize].peer else { return };
+        let hubs = self.scenario().topology.hubs;
+        for h in 0..hubs {
+            if self.hub_registered(h, &peer) {
+                let detail = format!("hub n{h} lists {peer:?}, which holds only a client-role key");
+                self.violation("admission", detail);
+            }
+        }
+    }
+
+    /// A pre-auth flood's identity `peer` opens one more hub stream at `hub`.
+    fn preauth_open(&mut self, hub: NodeIx, group: u32, peer: PeerId) {
+        let c = self.adv_conn(Kind::Preauth { group }, hub, Some(peer));
+        let Some(stream) = self.adv_peer_stream(hub, peer, Protocol::Hub, c) else { return };
+        self.adv.conns[c as usize].stream = Some(stream);
+        // Refused at once, displaced, or reset at the auth deadline.
+        let auth = self.timeouts_of(hub).auth;
+        self.expect_end(c, auth + SLACK);
+    }
+
+    fn preauth_reopen(&mut self, c: u32) {
+        let conn = &self.adv.conns[c as usize];
+        let (Kind::Preauth { group }, Some(peer), hub) = (conn.kind, conn.peer, conn.node) else {
+            return;
+        };
+        if self.adv.preauth_until.get(&group).is_some_and(|u| self.now < *u) {
+            self.preauth_open(hub, group, peer);
+        }
+    }
+
+    /// The ticket a ticketless stranger `peer` presents.
+    fn abused_ticket(&mut self, how: TicketAbuse, peer: PeerId) -> Bytes {
+        let hub = self.peer_of(0);
+        let now = self.wall_now();
+        let mint = |signer: &TicketSigner, hub: PeerId, roles: RoleSet, expires: u64| {
+            Bytes::from(signer.sign(&Ticket { hub, holder: peer, roles, expires }))
+        };
+        let stranger = TicketSigner::from_secret([0x66; 32]);
+        let forged = mint(&stranger, hub, RoleSet::CLIENT, now + 600);
+        match how {
+            TicketAbuse::Missing => Bytes::new(),
+            TicketAbuse::Replayed => self.honest_ticket().map_or(forged, |(_, t)| t),
+            TicketAbuse::Forged => forged,
+            TicketAbuse::Expired => {
+                let expired = now.saturating_sub(CLOCK_SKEW.as_secs() + 60);
+                mint(&crate::topology::hub_signer(0), hub, RoleSet::CLIENT, expired)
+            }
+            TicketAbuse::ExitRole => {
+                mint(&crate::topology::hub_signer(0), hub, RoleSet::EXIT, now + 600)
+            }
+            TicketAbuse::UnknownHub => {
+                mint(&stranger, PeerId::from_u64(999_999), RoleSet::CLIENT, now + 600)
+            }
+        }
+    }
+
     /// We close our side cleanly (registration hold over, capture done).
     fn adv_let_go(&mut self, c: u32) {
         let conn = &self.adv.conns[c as usize];
@@ -989,6 +1236,14 @@ impl World<'_> {
     /// The node ended connection `c`. A replay's second stream ending (with
     /// `BadProof`, or refused outright by a full stream table) ends the pair.
     fn adv_ended(&mut self, c: u32) {
+        if let Kind::Preauth { group } = self.adv.conns[c as usize].kind {
+            // Refused or timed out: the identity opens another while the flood lasts.
+            let until = self.adv.preauth_until.get(&group).copied();
+            if until.is_some_and(|u| self.now < u) {
+                let gap = between(self.adv.rng(), 1_000, 3_000);
+                self.adv_schedule(self.now + Duration::from_millis(gap), AdvEv::Reopen(c));
+            }
+        }
         if let Kind::Replay { first: false, pair } = self.adv.conns[c as usize].kind {
             let first =
                 self.adv.conns.iter().position(|x| x.kind == Kind::Replay { first: true, pair });
@@ -1076,7 +1331,12 @@ mod tests {
     /// ran and the nodes refused them.
     #[test]
     fn adversarial_scenarios_pass_and_their_adversaries_are_refused() {
-        for name in ["adversarial_apps", "adversarial_peers", "adversarial_registration"] {
+        for name in [
+            "adversarial_apps",
+            "adversarial_peers",
+            "adversarial_registration",
+            "adversarial_admission",
+        ] {
             let s = scenario(name);
             for seed in 0..3 {
                 let r = run(&s, seed, &traced());
@@ -1099,7 +1359,12 @@ mod tests {
     /// Same seed, same hash, with adversaries.
     #[test]
     fn adversaries_are_deterministic() {
-        for name in ["adversarial_apps", "adversarial_peers", "adversarial_registration"] {
+        for name in [
+            "adversarial_apps",
+            "adversarial_peers",
+            "adversarial_registration",
+            "adversarial_admission",
+        ] {
             let s = scenario(name);
             let a = run(&s, 7, &RunOptions::default());
             let b = run(&s, 7, &RunOptions::default());
@@ -1116,6 +1381,77 @@ mod tests {
         let r = run(&s, 0, &RunOptions::default());
         assert!(r.violations.iter().any(|v| v.invariant == "outcome" && v.detail.contains("0x01")));
         assert!(r.violations.iter().all(|v| v.invariant == "outcome"), "{:?}", r.violations);
+    }
+
+    /// Every admission adversary ran and met its refusal: client keys asking
+    /// for the exit role or registering are Forbidden, each kind of bad
+    /// ticket is refused at the exits, pre-auth floods displace streams
+    /// beyond the budget.
+    #[test]
+    fn admission_adversaries_are_refused_for_the_right_reasons() {
+        let s = scenario("adversarial_admission");
+        let r = run(&s, 3, &traced());
+        assert!(r.passed(), "{:?}", r.violations.first());
+        let count = |needle: &str| r.trace.iter().filter(|l| l.contains(needle)).count();
+        assert!(count("reason: RoleNotAllowed") >= 4, "role escalations refused");
+        for why in ["Missing", "WrongHolder", "BadSignature", "Expired", "RoleNotAllowed", "UnknownHub"]
+        {
+            let n = count(&format!("ExitNotAdmitted {{ peer: peer:000f4"));
+            assert!(n > 0, "no ExitNotAdmitted at all");
+            assert!(count(&format!("why: {why} }}")) > 0, "no ticket refused as {why}");
+        }
+        assert!(count("reason: Displaced") > 100, "pre-auth floods displaced too little");
+        assert!(count("reason: AuthTimeout") > 0, "no flood stream timed out");
+    }
+
+    /// The planted bug (exits serving without a ticket) is caught on every
+    /// seed by both the admission invariant and the adversary's own check,
+    /// and the same seeds pass without it.
+    #[test]
+    fn an_exit_that_skips_the_ticket_check_is_caught() {
+        let s = scenario("adversarial_admission");
+        let bug = RunOptions {
+            bug: Some(crate::InjectedBug::ExitSkipsTicket),
+            ..RunOptions::default()
+        };
+        for seed in 0..4 {
+            assert!(run(&s, seed, &RunOptions::default()).passed(), "seed {seed} fails clean");
+            let r = run(&s, seed, &bug);
+            for inv in ["admission", "adversary"] {
+                assert!(
+                    r.violations.iter().any(|v| v.invariant == inv),
+                    "seed {seed}: no {inv} violation: {:?}",
+                    r.violations.first()
+                );
+            }
+        }
+    }
+
+    /// Tickets expire when the only hub stays away longer than they last:
+    /// sessions then fail NotAdmitted (excused only while the client holds
+    /// no usable ticket), and the runs pass.
+    #[test]
+    fn ticket_expiry_fails_sessions_only_without_a_ticket() {
+        let s = scenario("ticket_expiry");
+        let mut not_admitted = 0;
+        for seed in 0..6 {
+            let r = run(&s, seed, &traced());
+            assert!(r.passed(), "ticket_expiry:{seed}: {:?}", r.violations.first());
+            not_admitted += r.trace.iter().filter(|l| l.contains("reason: NotAdmitted")).count();
+        }
+        assert!(not_admitted > 0, "no ticket ever ran out");
+    }
+
+    /// Regression (found while porting the simulator to tickets): a client
+    /// that crashes while its only hub is down restarts with no ticket (the
+    /// wallet is volatile) and fails sessions NotAdmitted with 0x02 until the
+    /// hub is back; that is excused, and only because it holds no ticket.
+    #[test]
+    fn a_client_restarted_during_a_hub_outage_fails_not_admitted() {
+        let s = scenario("crash_restart");
+        let r = run(&s, 20, &traced());
+        assert!(r.passed(), "{:?}", r.violations.first());
+        assert!(r.trace.iter().any(|l| l.contains("reason: NotAdmitted")));
     }
 
     #[test]

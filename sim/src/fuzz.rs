@@ -165,6 +165,28 @@ pub fn proxy_wire(data: &[u8]) {
 /// The `/meshproxy/hub/1` codec.
 pub fn hub_wire(data: &[u8]) {
     round_trip(data, hub::decode, hub::encode);
+    // What a hub reads before and after admission: the same message as the
+    // full decoder, or a refusal — never more bytes than the narrower limit.
+    for (narrow, max) in [
+        (hub::decode_auth as fn(&[u8]) -> _, hub::AUTH_MAX),
+        (hub::decode_from_peer, hub::MAX_FROM_PEER_FRAME),
+    ] {
+        if let Ok(Decoded::Complete { msg, consumed }) = narrow(data) {
+            assert!(consumed <= 4 + max, "read past its limit");
+            assert_eq!(hub::decode(data), Ok(Decoded::Complete { msg, consumed }));
+        }
+    }
+    if let Ok(Decoded::Complete { msg: hub::HubMessage::Auth { .. }, consumed }) = hub::decode(data)
+    {
+        assert!(
+            matches!(hub::decode_auth(data), Ok(Decoded::Complete { consumed: c, .. }) if c == consumed)
+        );
+    }
+    // Ticket bytes: decode never panics, and nothing unsigned verifies.
+    let _ = meshproxy_core::ticket::decode(data);
+    let trusted = [(meshproxy_core::ids::PeerId::from_u64(1), [9u8; 32])];
+    let holder = meshproxy_core::ids::PeerId::from_u64(2);
+    assert!(meshproxy_core::ticket::verify(data, holder, 0, &trusted).is_err());
 }
 
 /// Scenario files: any text is either a scenario or an error naming a field

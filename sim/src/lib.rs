@@ -44,13 +44,19 @@ use meshproxy_core::time::Instant;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-/// A bug the simulator can plant in its own data plane, to prove that the
-/// invariants catch it.
+/// A bug the simulator can plant (in its data plane, or in the nodes'
+/// configs), to prove that the invariants catch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InjectedBug {
     /// A splice turns a reset on one side into a clean end on the other
     /// (silent truncation).
     ResetBecomesFin,
+    /// Exits skip the ticket check: every exit is configured `open`, so it
+    /// serves strangers a hub never admitted. (The core has no bug hooks;
+    /// an exit that serves without a ticket is exactly what `open` does, so
+    /// the simulator plants it through the config.) The `admission` and
+    /// `adversary` invariants must catch it wherever ticketless strangers run.
+    ExitSkipsTicket,
 }
 
 /// How to run.

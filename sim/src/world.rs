@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+mod admission;
 mod relay;
 
 pub(crate) type NodeIx = u32;
@@ -239,6 +240,8 @@ enum Ev {
     },
     /// The relay invariants are sampled.
     RelayCheck,
+    /// The ticket and registration watches are sampled.
+    AdmissionCheck,
     /// A misbehaving app or peer acts (sim/src/adversary.rs).
     Adversary(crate::adversary::AdvEv),
 }
@@ -319,6 +322,8 @@ pub(crate) struct World<'s> {
     pub(crate) nat_matrix: crate::nat::NatMatrix,
     /// Misbehaving apps and peers (sim/src/adversary.rs).
     pub(crate) adv: crate::adversary::AdvState,
+    /// Tickets granted and held, for the admission invariants (sim/src/world/admission.rs).
+    admission: admission::AdmissionState,
 }
 
 impl<'s> World<'s> {
@@ -330,7 +335,14 @@ impl<'s> World<'s> {
         bug: Option<InjectedBug>,
     ) -> World<'s> {
         let mut rng = crate::rng_for(seed, 1);
-        let nodes = crate::topology::build(s, seed);
+        let mut nodes = crate::topology::build(s, seed);
+        if bug == Some(InjectedBug::ExitSkipsTicket) {
+            for (_, config, _) in &mut nodes {
+                if let Some(exit) = config.exit.as_mut() {
+                    exit.open = true;
+                }
+            }
+        }
         let n = nodes.len();
         let mut links = Vec::with_capacity(n * n);
         for _ in 0..n * n {
@@ -423,6 +435,7 @@ impl<'s> World<'s> {
             relay: relay::RelayState::new(s, seed),
             nat_matrix: crate::nat::NatMatrix::new(),
             adv: crate::adversary::AdvState::default(),
+            admission: admission::AdmissionState::default(),
         };
         for i in 0..w.nodes.len() {
             w.start_node(i as NodeIx);
@@ -441,6 +454,7 @@ impl<'s> World<'s> {
         if s.topology.models_nat() {
             w.push(Instant::ZERO + relay::CHECK_EVERY, Ev::RelayCheck);
         }
+        w.push(Instant::ZERO + admission::CHECK_EVERY, Ev::AdmissionCheck);
         w.push(quiet_at, Ev::Probes);
         let bound = Duration::from_secs(u64::from(s.liveness_bound_secs));
         w.push(quiet_at + bound, Ev::Checkpoint);
@@ -532,6 +546,7 @@ impl<'s> World<'s> {
             Ev::CircuitEnd(id) => self.circuit_end(id),
             Ev::PunchDone { from, to, gen, ok } => self.punch_done(from, to, gen, ok),
             Ev::RelayCheck => self.relay_check(),
+            Ev::AdmissionCheck => self.admission_check(),
             Ev::Adversary(e) => self.adv_event(e),
         }
     }
@@ -557,10 +572,12 @@ impl<'s> World<'s> {
     fn input(&mut self, n: NodeIx, input: Input) {
         self.trace.line(self.now, "in", || format!("n{n} {}", crate::trace::input_summary(&input)));
         self.trace.hash_only(self.now, 5, u64::from(n), crate::trace::input_code(&input));
+        let prev = self.admission_cause(n, &input);
         if let Some(core) = &mut self.nodes[n as usize].core {
             core.handle_input(self.now, input);
         }
         self.drain(n);
+        self.admission_cause_restore(prev);
     }
 
     fn send_input(&mut self, n: NodeIx, delay: Duration, input: Input) {
@@ -604,20 +621,26 @@ impl<'s> World<'s> {
             } else {
                 usize::MAX
             };
+        let max_preauth = limits.max_preauth_hub_streams.max(1);
         if r.sessions > max_sessions
             || r.busiest_peer_sessions > limits.max_sessions_per_peer
             || r.directory_entries > max_entries
             || r.pending_dials > max_dials
             || r.streams > max_hub_streams
+            || r.preauth_hub_streams > max_preauth
+            || r.busiest_peer_hub_streams > limits.max_hub_streams_per_peer
         {
             self.violation(
                 "bounds",
                 format!(
-                    "n{n} holds {r} (busiest peer {}, directory {}; limits: sessions {max_sessions}, per peer {}, directory {max_entries}, dials {max_dials}, hub streams {max_hub_streams})",
-                    r.busiest_peer_sessions, r.directory_entries, limits.max_sessions_per_peer
+                    "n{n} holds {r} (busiest peer {}, directory {}, pre-auth hub streams {}, busiest peer's hub streams {}; limits: sessions {max_sessions}, per peer {}, directory {max_entries}, dials {max_dials}, hub streams {max_hub_streams}, pre-auth {max_preauth}, hub streams per peer {})",
+                    r.busiest_peer_sessions, r.directory_entries, r.preauth_hub_streams,
+                    r.busiest_peer_hub_streams, limits.max_sessions_per_peer,
+                    limits.max_hub_streams_per_peer
                 ),
             );
         }
+        self.admission_directory(n);
         let node = &mut self.nodes[n as usize];
         if next != node.timer_at {
             node.timer_at = next;
@@ -635,8 +658,10 @@ impl<'s> World<'s> {
     }
 
     fn output(&mut self, n: NodeIx, out: Output) {
+        self.admission_output(n, &out);
         match out {
             Output::Transmit { stream, data } => {
+                self.snoop_grant_sent(n, &data);
                 if let Some(&(st, side)) = self.node_streams.get(&(n, stream)) {
                     self.snoop_hub_stream(n, st, &data);
                     self.write(st, side, Chunk::Data(Payload::Real(data)));
@@ -904,6 +929,7 @@ impl<'s> World<'s> {
                 if reset {
                     self.node_streams.remove(&(n, sid));
                 }
+                self.snoop_grant_received(n, stream, &chunk);
                 let input = match chunk {
                     Chunk::Data(p) => Input::StreamData { stream: sid, data: p.materialize() },
                     Chunk::Fin => Input::StreamClosed { stream: sid, how: Close::Fin },
@@ -1335,7 +1361,15 @@ impl<'s> World<'s> {
             // Must succeed when nothing is going wrong.
             None => app.strict,
         };
-        if wrong || (code == 0x02 && expected != Some(0x02)) {
+        // 0x02 for a destination that is not denied: only a client without a
+        // usable ticket (NotAdmitted) may say that, and never in a run held
+        // to "must succeed".
+        let client = self.hubs + self.exits + app.spec.client;
+        let denied_wrongly = code == 0x02
+            && expected != Some(0x02)
+            && (app.strict || !self.not_admitted_excused(client));
+        let app = &self.apps[a as usize];
+        if wrong || denied_wrongly {
             let detail = format!(
                 "app {a} asked for {:?} {} and got reply {code:#04x} (expected {})",
                 app.spec.kind,
@@ -1783,6 +1817,7 @@ impl<'s> World<'s> {
             return;
         }
         self.trace.line(self.now, "crash", || format!("n{n}"));
+        self.admission_crashed(n);
         let node = &mut self.nodes[n as usize];
         node.core = None;
         node.generation += 1;

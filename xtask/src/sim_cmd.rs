@@ -95,6 +95,7 @@ impl SimArgs {
     fn bug(&self) -> Option<InjectedBug> {
         self.inject_bug.map(|b| match b {
             BugArg::ResetBecomesFin => InjectedBug::ResetBecomesFin,
+            BugArg::ExitSkipsTicket => InjectedBug::ExitSkipsTicket,
         })
     }
 
@@ -118,6 +119,8 @@ impl SimArgs {
 pub enum BugArg {
     /// The splice reports an origin's reset to the app as a clean end of stream.
     ResetBecomesFin,
+    /// Exits serve peers without a valid ticket (as if every exit were `open`).
+    ExitSkipsTicket,
 }
 
 /// One seed of one scenario, written `NAME:SEED`.

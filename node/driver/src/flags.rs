@@ -394,7 +394,10 @@ mod tests {
 
     #[test]
     fn threads_flag_sets_the_key() {
-        let flags = HubFlags { keys: vec!["exit-1=secret".into()], ..HubFlags::default() };
+        let flags = HubFlags {
+            keys: vec!["exit-1=secret-token-0123456789ab".into()],
+            ..HubFlags::default()
+        };
         let file = build(&CommonFlags::default(), RoleFlags::Hub(&flags)).unwrap();
         assert_eq!(file.threads, None, "one per CPU unless asked");
         let common = CommonFlags { threads: Some(1), ..CommonFlags::default() };
@@ -404,7 +407,10 @@ mod tests {
 
     #[test]
     fn hub_from_flags_only() {
-        let flags = HubFlags { keys: vec!["exit-1=secret".into()], ..HubFlags::default() };
+        let flags = HubFlags {
+            keys: vec!["exit-1=secret-token-0123456789ab".into()],
+            ..HubFlags::default()
+        };
         let metrics = Some("127.0.0.1:9091".parse().unwrap());
         let common = CommonFlags { metrics, ..CommonFlags::default() };
         let file = build(&common, RoleFlags::Hub(&flags)).unwrap();
@@ -427,7 +433,7 @@ mod tests {
     #[test]
     fn exit_from_flags_only() {
         let flags = ExitFlags {
-            credential: Some("exit-1=secret".into()),
+            credential: Some("exit-1=secret-token-0123456789ab".into()),
             allow: vec!["127.0.0.1:8080".into()],
             country: Some("DE".into()),
             ..ExitFlags::default()
@@ -450,7 +456,7 @@ mod tests {
             ..common()
         };
         let exit = ExitFlags {
-            credential: Some("exit-1=secret".into()),
+            credential: Some("exit-1=secret-token-0123456789ab".into()),
             relay: Some("always".into()),
             ..ExitFlags::default()
         };
@@ -461,7 +467,7 @@ mod tests {
         let node = node_config(&file);
         assert_eq!(node.exit.unwrap().relay, meshproxy_core::config::RelayMode::Always);
         let client = ClientFlags {
-            credential: Some("alice=pw".into()),
+            credential: Some("alice=alice-token-0123456789ab".into()),
             listeners: vec!["127.0.0.1:1080".parse().unwrap()],
             relayed: Some(false),
             ..ClientFlags::default()
@@ -490,7 +496,7 @@ mod tests {
     #[test]
     fn client_flags_make_listeners() {
         let flags = ClientFlags {
-            credential: Some("alice=pw".into()),
+            credential: Some("alice=alice-token-0123456789ab".into()),
             listeners: vec!["127.0.0.1:1080".parse().unwrap(), "127.0.0.1:8118".parse().unwrap()],
             protocol: Some("socks5".into()),
             sticky: Some("session".into()),
@@ -507,7 +513,10 @@ mod tests {
 
     #[test]
     fn client_without_listener_flags_gets_the_default_listener() {
-        let flags = ClientFlags { credential: Some("alice=pw".into()), ..ClientFlags::default() };
+        let flags = ClientFlags {
+            credential: Some("alice=alice-token-0123456789ab".into()),
+            ..ClientFlags::default()
+        };
         let file = build(&common(), RoleFlags::Client(&flags)).unwrap();
         let sockets = file.listener_sockets();
         assert_eq!(sockets.len(), 1);
@@ -522,7 +531,7 @@ mod tests {
         std::fs::write(
             &path,
             "identity = \"x.key\"\n[[hubs]]\npeer = \"12D3KooWOld\"\n[exit]\n\
-             credential = { id = \"a\", token = \"b\" }\nallow = [\"10.0.0.1\"]\n\
+             credential = { id = \"a\", token = \"b-token-0123456789abcdef\" }\nallow = [\"10.0.0.1\"]\n\
              country = \"FR\"\n",
         )
         .unwrap();
@@ -541,7 +550,7 @@ mod tests {
     #[test]
     fn malformed_pairs_are_named() {
         let flags = ClientFlags {
-            credential: Some("alice=pw".into()),
+            credential: Some("alice=alice-token-0123456789ab".into()),
             listeners: vec!["127.0.0.1:1080".parse().unwrap()],
             users: vec!["nopassword".into()],
             ..ClientFlags::default()

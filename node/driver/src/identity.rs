@@ -195,9 +195,12 @@ pub fn base58_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Parses a peer id as libp2p prints it (base58) into the core's form.
+/// Parses a peer id as libp2p prints it (base58 of a multihash) into the
+/// core's form; libp2p-identity checks it is a well-formed peer id, not just
+/// any base58 text.
 pub fn parse_peer_id(s: &str) -> Option<PeerId> {
-    PeerId::from_bytes(&base58_decode(s)?)
+    let peer: libp2p::PeerId = s.parse().ok()?;
+    PeerId::from_bytes(&peer.to_bytes())
 }
 
 #[cfg(test)]
@@ -211,6 +214,9 @@ mod tests {
         assert!(s.starts_with("12D3KooW"), "{s}");
         assert_eq!(id.peer_id_bytes().len(), 38);
         assert_eq!(parse_peer_id(&s), Some(id.peer_id()));
+        // Base58 that is no multihash is no peer id.
+        assert_eq!(parse_peer_id("nope"), None);
+        assert_eq!(parse_peer_id("StV1DL6CwTryKyV"), None);
         assert_ne!(Identity::from_secret([8; 32]).peer_id(), id.peer_id());
     }
 

@@ -43,7 +43,7 @@ async fn setup_with(
 [[hubs]]
 peer = "{hub}"
 [client]
-credential = {{ id = "client", token = "token-client-0123456789" }}
+credential = {{ id = "client", token = "token-client-0123456789abcdef" }}
 refresh_ms = 200
 [[client.listeners]]
 bind = "127.0.0.1:0"

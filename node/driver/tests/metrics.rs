@@ -123,7 +123,8 @@ protocol = "socks5"
         let body = scrape(hub_m).await;
         assert_eq!(value(&body, "meshproxy_directory_exits"), 1.0, "{body}");
         assert!(value(&body, "meshproxy_directory_registrations_total") >= 1.0);
-        assert_eq!(value(&body, "meshproxy_admission_denials_total"), 0.0);
+        assert_eq!(value(&body, "meshproxy_admission_denials_total{reason=\"bad_proof\"}"), 0.0);
+        assert_eq!(value(&body, "meshproxy_exit_not_admitted_total{reason=\"missing\"}"), 0.0);
 
         // A loopback port the exit does not allow: counted as a denial on the exit,
         // and as a failed session (the destination refused) on the client.

@@ -384,18 +384,21 @@ addrs = ["/ip4/203.0.113.1/tcp/4001"]
 [exit]
 credential = {{ id = "exit", token = "t-exit-token-0123456789" }}
 advertise = ["/ip4/198.51.100.20/tcp/4001"]
+open = true
 "#,
             hub.peer_id_string()
         );
         let file = FileConfig::parse(&toml).unwrap();
         let config = file
-            .to_node_config(me.peer_id(), &|a: &str| Ok(PeerAddr(a.as_bytes().to_vec())))
+            .to_node_config(&me, &|a: &str| Ok(PeerAddr(a.as_bytes().to_vec())))
             .unwrap();
         let mut w = World::start_with(config).await;
         for own in [ip("203.0.113.9"), ip("198.51.100.20")] {
             let (status, _s) = w.connect(TargetAddr::Ip(SocketAddr::new(own, 22))).await;
             assert_eq!(status, Status::NotAllowed, "the exit let a client reach its own {own}:22");
         }
+        // Refused by the policy (the exit is open: no ticket question arises).
+        w.until_denials(2).await;
         assert_eq!(w.sockets.connects(), Vec::<SocketAddr>::new());
     })
     .await
