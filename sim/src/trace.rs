@@ -88,7 +88,10 @@ pub fn input_code(i: &Input) -> u64 {
         Input::ReservationLost { hub } => 18 << 56 | last_byte(hub),
         Input::HolePunchFailed { peer } => 19 << 56 | last_byte(peer),
         Input::OwnAddress { ip, .. } => {
-            20 << 56 | u64::from(ip.to_string().bytes().fold(0u32, |h, b| h.wrapping_mul(31) ^ u32::from(b)))
+            20 << 56
+                | u64::from(
+                    ip.to_string().bytes().fold(0u32, |h, b| h.wrapping_mul(31) ^ u32::from(b)),
+                )
         }
     }
 }

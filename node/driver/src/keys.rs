@@ -308,7 +308,7 @@ mod tests {
             (key(|k| k.id = "bad id".into()), "hub.keys[0].id: `bad id`"),
         ];
         for (k, want) in cases {
-            let got = err(&[k.clone()]);
+            let got = err(std::slice::from_ref(&k));
             assert!(got.contains(want), "{k:?}: {got}");
         }
         assert!(err(&[key(|_| {}), key(|_| {})]).contains("hub.keys[1].id: `k` is given twice"));

@@ -144,11 +144,10 @@ impl World<'_> {
     /// denied: excused only while it holds no usable ticket (it failed the
     /// session `NotAdmitted`).
     pub(super) fn not_admitted_excused(&self, client: NodeIx) -> bool {
-        let recently = self
-            .admission
-            .uncovered
-            .get(&client)
-            .is_some_and(|at| self.now.saturating_duration_since(*at) <= Duration::from_millis(10));
+        let recently =
+            self.admission.uncovered.get(&client).is_some_and(|at| {
+                self.now.saturating_duration_since(*at) <= Duration::from_millis(10)
+            });
         !self.holds_ticket(client) || recently
     }
 
