@@ -24,9 +24,9 @@ use crate::selection::latency::{pick_two, Ewma};
 use crate::selection::sticky::{StickyConfig, StickyKey, StickyPool};
 use crate::socks::{self, SocksAction, SocksHandshake, UserParams};
 use crate::target::{Status, TargetAddr};
+use crate::ticket::TicketWallet;
 use crate::time::Instant;
 use crate::wire::frame::Decoded;
-use crate::ticket::TicketWallet;
 use crate::wire::proxy::{self, ConnectRequest, PROXY_VERSION};
 use bytes::Bytes;
 use core::time::Duration;
@@ -1208,7 +1208,6 @@ fn app_request(
     Some(AppRequest { target, filter, sticky, session })
 }
 
-/// A stable 64-bit hash (FNV-1a), so a session id means the same on every run.
 /// The mean of the exits' measured latencies, if any is measured.
 fn average_latency<'a>(exits: impl Iterator<Item = &'a KnownExit>) -> Option<Duration> {
     let (sum, n) = exits
@@ -1217,6 +1216,7 @@ fn average_latency<'a>(exits: impl Iterator<Item = &'a KnownExit>) -> Option<Dur
     (n > 0).then(|| sum / n)
 }
 
+/// A stable 64-bit hash (FNV-1a), so a session id means the same on every run.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes
         .iter()

@@ -88,7 +88,7 @@ struct Link {
     registered: bool,
     /// Whether we hold a relay reservation at this hub (registered as such).
     relayed: bool,
-    /// (Clients) when to ask for a fresh ticket.
+    /// When to ask for a fresh ticket (half its lifetime after the last).
     renew_at: Option<Instant>,
 }
 
