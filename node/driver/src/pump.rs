@@ -21,9 +21,9 @@ use tokio::sync::mpsc;
 /// Most commands queued for one pump; a core-controlled stream carries small
 /// control messages, so a full queue means the stream is stuck and is reset.
 pub const PUMP_QUEUE: usize = 64;
-/// Read buffer of a pump, allocated when the stream first has bytes to read:
-/// a stream that was opened and then stalls (as an attacker's would) costs
-/// its task, not this buffer.
+/// Read buffer of a pump. It is allocated when the stream has bytes to read
+/// and kept only while reads fill it: a stream that stalls or trickles (as an
+/// attacker's would) holds none while it waits, only its task.
 const READ_BUF: usize = 16 * 1024;
 /// After a clean close, how long to wait for the peer's end of stream before
 /// resetting (closing with unread data would reset anyway).
@@ -49,6 +49,7 @@ pub struct PumpState {
 
 /// Reads into `buf`, which gets its [`READ_BUF`] bytes only once the stream
 /// has something to read: until then the pump waits with a one-byte read.
+/// The caller drops the buffer after a read that did not fill it.
 async fn read_some(io: &mut BoxStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     if !buf.is_empty() {
         return io.read(buf).await;
@@ -101,6 +102,9 @@ pub async fn run(
             }
             Step::Read(Ok(n)) => {
                 let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                if n < buf.len() {
+                    buf = Vec::new();
+                }
                 if to_runner.send(RunnerMsg::StreamData { stream, data }).await.is_err() {
                     return;
                 }
@@ -127,6 +131,9 @@ pub async fn run(
                         while let Ok(n) = read_some(&mut io, &mut buf).await {
                             if n == 0 {
                                 break;
+                            }
+                            if n < buf.len() {
+                                buf = Vec::new();
                             }
                         }
                     })
