@@ -69,8 +69,8 @@ use crate::muxer::Yamux;
 use crate::noise::{Noise, NoiseError};
 use crate::port::{HolePunchStage, NetCommand, NetEvent};
 
-/// Yamux asserts (panics) when `max_num_streams * 256 KiB` exceeds its 1 GiB connection
-/// receive window, i.e. above 4096 streams; every configured value is clamped to this.
+/// The most streams a connection may carry; every configured value is clamped to this. (Each
+/// stream may buffer yamux's 256 KiB window: see [`crate::muxer::receive_window`].)
 pub const YAMUX_MAX_STREAMS_CEILING: usize = 4096;
 
 /// How many commands the runner may queue before `send` waits.
@@ -93,8 +93,11 @@ pub struct NetLimits {
     /// Outbound connections still in their handshake.
     pub max_pending_outgoing: u32,
     /// Concurrent streams on one connection (Yamux and QUIC); clamped to
-    /// [`YAMUX_MAX_STREAMS_CEILING`] so Yamux can never panic.
+    /// [`YAMUX_MAX_STREAMS_CEILING`].
     pub max_streams_per_connection: usize,
+    /// Inbound connections (in their handshake or established) from one IPv4 address or
+    /// IPv6 /64; relayed connections are not counted (see [`crate::per_ip`]).
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for NetLimits {
@@ -106,6 +109,7 @@ impl Default for NetLimits {
             max_pending_incoming: 256,
             max_pending_outgoing: 256,
             max_streams_per_connection: 1024,
+            max_connections_per_ip: 16,
         }
     }
 }
@@ -362,6 +366,9 @@ fn stream_protocol(protocol: Protocol) -> StreamProtocol {
 struct Behaviour {
     /// Refuses connections beyond [`NetLimits`] before they cost a handler.
     limits: connection_limits::Behaviour,
+    /// Refuses inbound connections beyond [`NetLimits::max_connections_per_ip`] before their
+    /// handshake.
+    per_ip: crate::per_ip::Behaviour,
     /// Our byte-stream protocols.
     streams: streams::Behaviour,
     /// Tells peers our protocols and listen addresses, and us the address they see.
@@ -1335,6 +1342,7 @@ fn build_swarm(
             let local = key.public().to_peer_id();
             Behaviour {
                 limits: connection_limits::Behaviour::new(connection_limits),
+                per_ip: crate::per_ip::Behaviour::new(limits.max_connections_per_ip),
                 streams: streams::Behaviour::new(to_actor),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
