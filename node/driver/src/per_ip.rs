@@ -96,7 +96,7 @@ impl NetworkBehaviour for Behaviour {
         let Some(from) = host(remote) else { return Ok(()) };
         let n = self.counts.entry(from).or_insert(0);
         if *n >= self.max {
-            tracing::debug!(%remote, max = self.max, "refused an inbound connection: per-address limit");
+            tracing::debug!(%remote, max = self.max, "inbound connection refused: per-address limit");
             return Err(ConnectionDenied::new(TooManyFromAddress { from, max: self.max }));
         }
         *n += 1;
@@ -177,7 +177,7 @@ mod tests {
         let local = addr("/ip4/127.0.0.1/tcp/4001");
         let from = addr("/ip4/192.0.2.7/tcp/5000");
         let other = addr("/ip4/192.0.2.8/tcp/5000");
-        let ids: Vec<_> = (0..4).map(|_| ConnectionId::new_unchecked(rand::random())).collect();
+        let ids: Vec<_> = (1000..1004).map(ConnectionId::new_unchecked).collect();
         assert!(b.handle_pending_inbound_connection(ids[0], &local, &from).is_ok());
         assert!(b.handle_pending_inbound_connection(ids[1], &local, &from).is_ok());
         assert!(b.handle_pending_inbound_connection(ids[2], &local, &from).is_err(), "third");
