@@ -22,8 +22,9 @@
 //!
 //! Why not `libp2p-stream`: it hands inbound streams over a one-slot channel and drops the
 //! ones that do not fit (a burst of proxied connections loses streams), and it negotiates one
-//! outbound stream per connection at a time (one round trip each). Ours queues without loss
-//! (bounded by the muxers' stream limits) and negotiates outbound streams concurrently.
+//! outbound stream per connection at a time (one round trip each). Ours queues up to
+//! [`crate::port::INBOUND_STREAM_QUEUE`] inbound streams (then resets new ones, counted)
+//! and negotiates outbound streams concurrently.
 //!
 //! Contract (the same one the simulator honours):
 //! - every `Dial` is answered by `PeerConnected` or `DialFailed`; a direct `Dial` to a peer
@@ -67,7 +68,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::muxer::Yamux;
 use crate::noise::{Noise, NoiseError};
-use crate::port::{HolePunchStage, NetCommand, NetEvent};
+use crate::port::{HolePunchStage, InboundGate, NetCommand, NetEvent};
 
 /// The most streams a connection may carry; every configured value is clamped to this. (Each
 /// stream may buffer yamux's 256 KiB window: see [`crate::muxer::receive_window`].)
@@ -430,8 +431,11 @@ pub struct NetworkActor<F> {
     events: F,
     /// Events produced on connection tasks (opened, refused and accepted streams), forwarded
     /// in order through `events`, so the callback never needs to be `Sync`. Unbounded so no
-    /// stream is ever dropped; the muxers' stream limits bound it.
+    /// answer to an `OpenStream` is ever lost (the core's own stream limits bound those);
+    /// accepted streams in it are capped by `inbound`.
     from_tasks: mpsc::UnboundedReceiver<NetEvent>,
+    /// The accepted streams in `from_tasks`.
+    inbound: InboundGate,
     /// Keeps `from_tasks` open while the actor lives.
     _to_actor: mpsc::UnboundedSender<NetEvent>,
     /// Our connections; `ConnId`s are never reused within a process.
@@ -595,7 +599,8 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             return Err(NetError::NoRuntime);
         }
         let (to_actor, from_tasks) = mpsc::unbounded_channel();
-        let mut swarm = build_swarm(&config, to_actor.clone())?;
+        let inbound = InboundGate::default();
+        let mut swarm = build_swarm(&config, to_actor.clone(), inbound.clone())?;
         let local_peer_id = *swarm.local_peer_id();
 
         let mut pending_listeners = HashSet::new();
@@ -613,6 +618,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             swarm,
             events,
             from_tasks,
+            inbound,
             _to_actor: to_actor,
             conns: HashMap::new(),
             by_conn: HashMap::new(),
@@ -646,7 +652,12 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                     None => break,
                 },
                 // `self.to_actor` keeps this channel open, so `None` never comes.
-                Some(event) = self.from_tasks.recv() => (self.events)(event),
+                Some(event) = self.from_tasks.recv() => {
+                    if matches!(event, NetEvent::InboundStream { .. }) {
+                        self.inbound.leave();
+                    }
+                    (self.events)(event)
+                }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 () = async {
                     match unpark_at {
@@ -1303,6 +1314,7 @@ fn autonat_settings(a: AutonatConfig) -> autonat::Config {
 fn build_swarm(
     config: &NetConfig,
     to_actor: mpsc::UnboundedSender<NetEvent>,
+    inbound: InboundGate,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let streams = config.limits.max_streams_per_connection.clamp(1, YAMUX_MAX_STREAMS_CEILING);
     let yamux_config = Yamux::new(streams);
@@ -1343,7 +1355,7 @@ fn build_swarm(
             Behaviour {
                 limits: connection_limits::Behaviour::new(connection_limits),
                 per_ip: crate::per_ip::Behaviour::new(limits.max_connections_per_ip),
-                streams: streams::Behaviour::new(to_actor),
+                streams: streams::Behaviour::new(to_actor, inbound),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                         .with_agent_version(format!("meshproxy/{}", env!("CARGO_PKG_VERSION"))),
@@ -1364,7 +1376,8 @@ fn build_swarm(
 }
 
 /// Our byte-stream protocols as a libp2p behaviour: streams are opened on request and
-/// every inbound stream goes to the actor, none dropped.
+/// inbound streams go to the actor, up to [`crate::port::INBOUND_STREAM_QUEUE`] waiting
+/// there (more are reset and counted).
 mod streams {
     use std::{
         collections::VecDeque,
@@ -1396,7 +1409,7 @@ mod streams {
     use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 
     use super::{stream_protocol, to_core};
-    use crate::port::NetEvent;
+    use crate::port::{shed_inbound_stream, InboundGate, NetEvent};
 
     /// A libp2p stream as the data plane needs it: an aborted stream reads as
     /// an error, never as a clean end.
@@ -1552,12 +1565,16 @@ mod streams {
     /// The swarm-side half: turns open requests into handler notifications.
     pub(super) struct Behaviour {
         to_actor: mpsc::UnboundedSender<NetEvent>,
+        inbound: InboundGate,
         queue: VecDeque<ToSwarm<Infallible, OpenRequest>>,
     }
 
     impl Behaviour {
-        pub(super) fn new(to_actor: mpsc::UnboundedSender<NetEvent>) -> Behaviour {
-            Behaviour { to_actor, queue: VecDeque::new() }
+        pub(super) fn new(
+            to_actor: mpsc::UnboundedSender<NetEvent>,
+            inbound: InboundGate,
+        ) -> Behaviour {
+            Behaviour { to_actor, inbound, queue: VecDeque::new() }
         }
 
         /// Opens a stream on the connection `conn` to `peer`; the answer comes through the
@@ -1579,7 +1596,12 @@ mod streams {
         }
 
         fn handler(&self, peer: libp2p::PeerId) -> Handler {
-            Handler { peer, to_actor: self.to_actor.clone(), queue: VecDeque::new() }
+            Handler {
+                peer,
+                to_actor: self.to_actor.clone(),
+                inbound: self.inbound.clone(),
+                queue: VecDeque::new(),
+            }
         }
     }
 
@@ -1632,6 +1654,7 @@ mod streams {
     pub(super) struct Handler {
         peer: libp2p::PeerId,
         to_actor: mpsc::UnboundedSender<NetEvent>,
+        inbound: InboundGate,
         queue: VecDeque<OpenRequest>,
     }
 
@@ -1677,6 +1700,10 @@ mod streams {
                     protocol: (stream, protocol),
                     ..
                 }) => {
+                    if !self.inbound.enter() {
+                        shed_inbound_stream("network actor");
+                        return; // dropping the stream resets it
+                    }
                     let _ = self.to_actor.send(NetEvent::InboundStream {
                         peer: to_core(&self.peer),
                         protocol,
