@@ -1429,13 +1429,15 @@ mod streams {
         inner: S,
         /// We finished our write half (sent our end of stream).
         write_shut: bool,
+        /// The inner stream read its end; whether it was an abort is not decided yet.
+        at_end: bool,
         /// How reading ended, once it has: `true` for an abort.
         ended: Option<bool>,
     }
 
     impl<S> PeerStream<S> {
         pub(super) fn new(inner: S) -> PeerStream<S> {
-            PeerStream { inner, write_shut: false, ended: None }
+            PeerStream { inner, write_shut: false, at_end: false, ended: None }
         }
     }
 
@@ -1454,17 +1456,26 @@ mod streams {
                 Some(false) => return Poll::Ready(Ok(())),
                 None => {}
             }
-            let before = buf.filled().len();
-            let asked = buf.remaining() > 0;
             let this = &mut *self;
-            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-            if !asked || buf.filled().len() > before {
-                return Poll::Ready(Ok(()));
+            if !this.at_end {
+                let before = buf.filled().len();
+                let asked = buf.remaining() > 0;
+                std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+                if !asked || buf.filled().len() > before {
+                    return Poll::Ready(Ok(()));
+                }
+                this.at_end = true;
             }
-            // End of stream: a finish or an abort? (A write that cannot go out
-            // right now is from a live stream: only a failed one means abort.)
+            // End of stream: a finish or an abort? A failed write means an
+            // abort, a working one a live stream. A write that cannot go out
+            // right now decides nothing (yamux answers `Pending` while the
+            // stream's command queue is full, before it looks at the stream's
+            // state): ask again when it can.
             let aborted = !this.write_shut
-                && matches!(Pin::new(&mut this.inner).poll_write(cx, &[]), Poll::Ready(Err(_)));
+                && match Pin::new(&mut this.inner).poll_write(cx, &[]) {
+                    Poll::Ready(result) => result.is_err(),
+                    Poll::Pending => return Poll::Pending,
+                };
             this.ended = Some(aborted);
             Poll::Ready(if aborted { Err(reset()) } else { Ok(()) })
         }
@@ -1759,6 +1770,69 @@ mod tests {
         }
         assert!(!parked.park(PeerId::from_u64(0), h2, t0));
         assert_eq!(parked.take_hub(h2).len(), MAX_PARKED_DIALS);
+    }
+
+    /// A stream at its end whose zero-length write waits `pending` times, then gives `then`.
+    struct Ended {
+        pending: usize,
+        then: std::io::ErrorKind,
+    }
+
+    impl tokio::io::AsyncRead for Ended {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Ended {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            if self.pending > 0 {
+                self.pending -= 1;
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            std::task::Poll::Ready(match self.then {
+                std::io::ErrorKind::Other => Ok(0),
+                kind => Err(kind.into()),
+            })
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reset_reads_as_a_reset_even_when_the_write_probe_must_wait() {
+        use tokio::io::AsyncReadExt as _;
+        // A reset stream whose command queue is full at first (yamux answers the probe
+        // `Pending`): the end is undecided until the probe can tell.
+        let reset = Ended { pending: 3, then: std::io::ErrorKind::BrokenPipe };
+        let mut stream = streams::PeerStream::new(reset);
+        let err = stream.read(&mut [0; 8]).await.expect_err("a reset, not an end");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        assert!(stream.read(&mut [0; 8]).await.is_err(), "and stays one");
+        // A finished stream (the write half still works) is a clean end, waiting or not.
+        let finished = Ended { pending: 3, then: std::io::ErrorKind::Other };
+        let mut stream = streams::PeerStream::new(finished);
+        assert_eq!(stream.read(&mut [0; 8]).await.expect("an end"), 0);
+        assert_eq!(stream.read(&mut [0; 8]).await.expect("an end"), 0);
     }
 
     #[test]
