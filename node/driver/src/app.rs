@@ -9,7 +9,7 @@ use crate::identity::Identity;
 use crate::listener;
 use crate::metrics::{Metrics, MetricsServer, ServeLimits};
 use crate::network::AdmittedPeers;
-use crate::port::{NetCommand, NetEvent};
+use crate::port::{shed_inbound_stream, InboundGate, NetCommand, NetEvent};
 use crate::runner::{NodeRunner, RunnerMsg, RunnerStatus};
 use crate::sockets::{Sockets, TokioSockets};
 use crate::state::{self, StateError};
@@ -77,18 +77,31 @@ pub enum StartError {
 /// Forwards network events into the runner's channel, in order, from a plain
 /// (non-async) callback.
 ///
-/// The callback cannot wait, so events go through an unbounded hop; its size
-/// is bounded in practice by the network's own connection and stream limits.
+/// The callback cannot wait, so events go through an unbounded hop. Inbound
+/// streams in it are capped at [`crate::port::INBOUND_STREAM_QUEUE`]: beyond that a new one
+/// is reset (counted in [`crate::port::inbound_streams_shed`]). Other events
+/// are bounded by the network's connection and stream limits.
 pub fn event_sink(runner: mpsc::Sender<RunnerMsg>) -> EventSink {
     let (tx, mut rx) = mpsc::unbounded_channel::<NetEvent>();
+    let gate = InboundGate::default();
+    let leaving = gate.clone();
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
-            if runner.send(RunnerMsg::Net(event)).await.is_err() {
+            let inbound = matches!(event, NetEvent::InboundStream { .. });
+            let sent = runner.send(RunnerMsg::Net(event)).await;
+            if inbound {
+                leaving.leave();
+            }
+            if sent.is_err() {
                 return;
             }
         }
     });
     Box::new(move |event| {
+        if matches!(event, NetEvent::InboundStream { .. }) && !gate.enter() {
+            shed_inbound_stream("runner queue");
+            return; // dropping the stream resets it
+        }
         let _ = tx.send(event);
     })
 }
@@ -283,6 +296,58 @@ pub async fn stop_signal() {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::port::{inbound_streams_shed, INBOUND_STREAM_QUEUE};
+    use meshproxy_core::ids::PeerId;
+    use meshproxy_core::io::Protocol;
+    use tokio::io::{AsyncReadExt as _, DuplexStream};
+
+    fn inbound() -> (NetEvent, DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(64);
+        let event = NetEvent::InboundStream {
+            peer: PeerId::from_u64(1),
+            protocol: Protocol::Proxy,
+            io: Box::new(ours),
+        };
+        (event, theirs)
+    }
+
+    #[tokio::test]
+    async fn the_sink_resets_inbound_streams_beyond_its_queue_and_counts_them() {
+        // A runner that takes one message and then nothing.
+        let (runner, _held) = mpsc::channel(1);
+        let sink = event_sink(runner);
+        let shed_before = inbound_streams_shed();
+        // Nothing runs between these calls (one thread): the queue fills up.
+        let mut peers: Vec<_> = (0..INBOUND_STREAM_QUEUE + 3)
+            .map(|_| {
+                let (event, peer) = inbound();
+                sink(event);
+                peer
+            })
+            .collect();
+        assert_eq!(inbound_streams_shed() - shed_before, 3);
+        // The shed streams are gone (their peers read the end); queued ones are not.
+        for peer in &mut peers[INBOUND_STREAM_QUEUE..] {
+            assert_eq!(peer.read(&mut [0; 1]).await.expect("end"), 0);
+        }
+        let mut byte = [0; 1];
+        let queued = futures::FutureExt::now_or_never(peers[0].read(&mut byte));
+        assert!(queued.is_none(), "a queued stream stays open");
+        // Other events are never shed.
+        sink(NetEvent::DialFailed { peer: PeerId::from_u64(2) });
+        assert_eq!(inbound_streams_shed() - shed_before, 3);
+        // One stream moves on into the runner's channel: room for one more.
+        tokio::task::yield_now().await;
+        let (event, _peer) = inbound();
+        sink(event);
+        assert_eq!(inbound_streams_shed() - shed_before, 3);
+        let (event, mut peer) = inbound();
+        sink(event);
+        assert_eq!(inbound_streams_shed() - shed_before, 4);
+        assert_eq!(peer.read(&mut [0; 1]).await.expect("end"), 0);
+    }
+
     #[test]
     fn the_runtime_has_the_workers_asked_for() {
         for n in [1, 3] {

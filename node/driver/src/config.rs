@@ -213,6 +213,9 @@ pub struct LimitsFile {
     pub max_outgoing_connections: Option<u32>,
     /// Peer connections still in their handshake, each direction.
     pub max_pending_connections: Option<u32>,
+    /// Inbound peer connections (in their handshake or established) from one
+    /// IPv4 address or IPv6 /64; relayed connections are not counted.
+    pub max_connections_per_ip: Option<u32>,
 }
 
 pub use crate::keys::{CredentialFile, KeyFile};

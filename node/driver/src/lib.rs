@@ -9,7 +9,8 @@
 //! - [`splice`]: the data plane (both-way copy with half-close and resets).
 //! - [`tcp`]: TCP streams that reset, rather than close, when aborted.
 //! - [`port`]: the interface to the peer network actor; [`network`]: that actor over libp2p;
-//!   [`noise`] and [`muxer`]: its Noise and yamux upgrades, built for bulk data.
+//!   [`noise`] and [`muxer`]: its Noise and yamux upgrades, built for bulk data; [`per_ip`]:
+//!   its inbound connection limit per address.
 //! - [`listener`]: client listener accept loops; [`sockets`]: the port to listeners,
 //!   origin connects and name lookups (the OS, or a simulated network in tests).
 //! - [`config`], [`identity`], [`state`]: files on disk; [`flags`]: the role commands' flags.
@@ -33,6 +34,7 @@ pub mod muxer;
 pub mod network;
 pub mod node;
 pub mod noise;
+pub mod per_ip;
 pub mod port;
 pub mod pump;
 pub mod runner;

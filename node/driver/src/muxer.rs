@@ -18,7 +18,7 @@ use std::iter;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 
 use futures::{AsyncRead, AsyncWrite};
 use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
@@ -32,10 +32,29 @@ use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade,
 pub const FRAME_BODY: usize = 62 * 1024;
 const _: () = assert!(12 + FRAME_BODY <= crate::noise::MAX_PLAINTEXT);
 
+/// A data frame announcing a longer body reaches yamux split into frames of
+/// at most this many bytes. yamux allocates a frame's whole body (up to
+/// 1 MiB) as soon as its 12-byte header arrives, so a peer could pin 1 MiB
+/// per connection with a header and silence; split, it pins at most this.
+/// Our peers send frames of at most [`FRAME_BODY`] bytes, which pass whole.
+pub const MAX_RECEIVED_FRAME: u32 = FRAME_BODY as u32;
+
+/// The receive window a connection may grant beyond yamux's 256 KiB per
+/// stream: what one busy stream's window can grow to (yamux's auto-tuning
+/// doubles a stream's window towards the bandwidth-delay product) while the
+/// others idle. Yamux's own default, 1 GiB for the whole connection, would let
+/// one peer have that much in flight towards us.
+pub const WINDOW_HEADROOM: usize = 16 << 20;
+
 /// Inbound streams held for the swarm between its polls; beyond this (yamux's
 /// own acknowledgement backlog, which well-behaved peers never exceed) new
 /// inbound streams are dropped, which resets them.
 const MAX_WAITING_INBOUND: usize = 256;
+
+/// A connection's receive window for `max_streams` streams.
+pub fn receive_window(max_streams: usize) -> usize {
+    max_streams.saturating_mul(yamux::DEFAULT_CREDIT as usize).saturating_add(WINDOW_HEADROOM)
+}
 
 /// The `/yamux/1.0.0` upgrade with our frame size.
 #[derive(Debug, Clone)]
@@ -45,10 +64,13 @@ pub struct Yamux {
 
 impl Yamux {
     /// Yamux allowing `max_streams` concurrent streams per connection (at
-    /// most 4,096: see [`crate::network::YAMUX_MAX_STREAMS_CEILING`]).
+    /// most 4,096: see [`crate::network::YAMUX_MAX_STREAMS_CEILING`]), with a
+    /// connection receive window of 256 KiB per stream (yamux asserts at
+    /// least that) plus [`WINDOW_HEADROOM`].
     pub fn new(max_streams: usize) -> Yamux {
         let mut config = yamux::Config::default();
         config.set_max_num_streams(max_streams);
+        config.set_max_connection_receive_window(Some(receive_window(max_streams)));
         config.set_split_send_size(FRAME_BODY);
         Yamux { config }
     }
@@ -58,7 +80,7 @@ impl Yamux {
         C: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let cork = Arc::new(Cork::default());
-        let io = Corked { io, cork: cork.clone() };
+        let io = Corked { io, cork: cork.clone(), frames: Frames::default() };
         ready(Ok(Muxer {
             connection: yamux::Connection::new(io, self.config, mode),
             cork,
@@ -166,20 +188,124 @@ struct Cork {
     dirty: AtomicBool,
 }
 
-/// The connection's transport, with flushes deferred while corked.
+/// The connection's transport, with flushes deferred while corked and long
+/// received data frames split (see [`Frames`]).
 #[derive(Debug)]
 struct Corked<C> {
     io: C,
     cork: Arc<Cork>,
+    frames: Frames,
 }
 
 impl<C: AsyncRead + Unpin> AsyncRead for Corked<C> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = self.get_mut();
+        this.frames.poll_read(Pin::new(&mut this.io), cx, buf)
+    }
+}
+
+const HEADER: usize = 12;
+const TYPE_DATA: u8 = 0;
+const FLAG_SYN: u16 = 1;
+const FLAG_ACK: u16 = 2;
+
+/// The frames read from the peer on their way to yamux, with each data frame
+/// longer than [`MAX_RECEIVED_FRAME`] handed over as several shorter ones on
+/// the same stream: the first keeps the opening flags (SYN, ACK), the last
+/// the closing ones (FIN, RST). The stream sees the same bytes and flags in
+/// the same order; only yamux's body buffer is smaller.
+#[derive(Debug, Default)]
+struct Frames {
+    /// The peer's header being read.
+    header: [u8; HEADER],
+    got: usize,
+    /// The header yamux is being given, and how much of it is still to give.
+    out: [u8; HEADER],
+    to_give: usize,
+    /// Body bytes left of the frame yamux is reading.
+    body: u32,
+    /// Of a split frame: the body bytes after the current part, the stream,
+    /// and the flags for its last part.
+    rest: u32,
+    stream: [u8; 4],
+    last_flags: u16,
+}
+
+impl Frames {
+    fn poll_read<C: AsyncRead + Unpin>(
+        &mut self,
+        mut io: Pin<&mut C>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            if self.to_give > 0 {
+                let from = HEADER - self.to_give;
+                let n = self.to_give.min(buf.len());
+                buf[..n].copy_from_slice(&self.out[from..from + n]);
+                self.to_give -= n;
+                return Poll::Ready(Ok(n));
+            }
+            if self.body > 0 {
+                let want = buf.len().min(self.body as usize);
+                let n = ready!(io.as_mut().poll_read(cx, &mut buf[..want]))?;
+                // n ≤ want ≤ body, a u32.
+                self.body -= n as u32;
+                return Poll::Ready(Ok(n));
+            }
+            if self.rest > 0 {
+                let len = self.rest.min(MAX_RECEIVED_FRAME);
+                self.rest -= len;
+                let flags = if self.rest == 0 { self.last_flags } else { 0 };
+                self.give(flags, self.stream, len);
+                continue;
+            }
+            while self.got < HEADER {
+                let n = ready!(io.as_mut().poll_read(cx, &mut self.header[self.got..]))?;
+                if n == 0 {
+                    return Poll::Ready(if self.got == 0 {
+                        Ok(0)
+                    } else {
+                        Err(io::ErrorKind::UnexpectedEof.into())
+                    });
+                }
+                self.got += n;
+            }
+            self.got = 0;
+            let h = self.header;
+            let len = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+            let stream = [h[4], h[5], h[6], h[7]];
+            let flags = u16::from_be_bytes([h[2], h[3]]);
+            // Version 0 data frames only; yamux rejects anything else itself.
+            if h[0] == 0 && h[1] == TYPE_DATA && len > MAX_RECEIVED_FRAME {
+                self.rest = len - MAX_RECEIVED_FRAME;
+                self.stream = stream;
+                self.last_flags = flags & !(FLAG_SYN | FLAG_ACK);
+                self.give(flags & (FLAG_SYN | FLAG_ACK), stream, MAX_RECEIVED_FRAME);
+            } else {
+                self.out = h;
+                self.to_give = HEADER;
+                self.body = if h[1] == TYPE_DATA { len } else { 0 };
+            }
+        }
+    }
+
+    /// Hands yamux a data frame header for `len` body bytes.
+    fn give(&mut self, flags: u16, stream: [u8; 4], len: u32) {
+        self.out = [0; HEADER];
+        self.out[1] = TYPE_DATA;
+        self.out[2..4].copy_from_slice(&flags.to_be_bytes());
+        self.out[4..8].copy_from_slice(&stream);
+        self.out[8..12].copy_from_slice(&len.to_be_bytes());
+        self.to_give = HEADER;
+        self.body = len;
     }
 }
 
@@ -389,5 +515,33 @@ mod tests {
         assert!(headers >= 20, "{headers} frame headers written");
         // Without the cork yamux would have flushed after every frame.
         assert_eq!(flushes.load(Ordering::Relaxed), 1, "flushes for {headers} frames");
+    }
+
+    #[tokio::test]
+    async fn a_long_data_frame_reaches_the_stream_whole_in_shorter_frames() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut server = Yamux::new(16).muxer(b.compat(), yamux::Mode::Server).await.unwrap();
+        let mut peer = a.compat();
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        // One frame opens stream 1, carries 200,000 bytes and finishes it.
+        let mut frame = vec![0, TYPE_DATA];
+        frame.extend_from_slice(&(FLAG_SYN | 4).to_be_bytes());
+        frame.extend_from_slice(&1u32.to_be_bytes());
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        peer.write_all(&frame).await.unwrap();
+        let received = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let mut stream = poll_fn(|cx| Pin::new(&mut server).poll_inbound(cx)).await.unwrap();
+            let mut got = Vec::new();
+            tokio::select! {
+                () = drive(&mut server) => unreachable!(),
+                r = stream.read_to_end(&mut got) => { r.unwrap(); }
+            }
+            got
+        })
+        .await
+        .expect("the stream and its end arrive");
+        assert_eq!(received, body);
+        assert!(body.len() > 3 * MAX_RECEIVED_FRAME as usize, "split into four");
     }
 }

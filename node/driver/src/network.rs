@@ -22,8 +22,9 @@
 //!
 //! Why not `libp2p-stream`: it hands inbound streams over a one-slot channel and drops the
 //! ones that do not fit (a burst of proxied connections loses streams), and it negotiates one
-//! outbound stream per connection at a time (one round trip each). Ours queues without loss
-//! (bounded by the muxers' stream limits) and negotiates outbound streams concurrently.
+//! outbound stream per connection at a time (one round trip each). Ours queues up to
+//! [`crate::port::INBOUND_STREAM_QUEUE`] inbound streams (then resets new ones, counted)
+//! and negotiates outbound streams concurrently.
 //!
 //! Contract (the same one the simulator honours):
 //! - every `Dial` is answered by `PeerConnected` or `DialFailed`; a direct `Dial` to a peer
@@ -67,10 +68,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::muxer::Yamux;
 use crate::noise::{Noise, NoiseError};
-use crate::port::{HolePunchStage, NetCommand, NetEvent};
+use crate::port::{HolePunchStage, InboundGate, NetCommand, NetEvent};
 
-/// Yamux asserts (panics) when `max_num_streams * 256 KiB` exceeds its 1 GiB connection
-/// receive window, i.e. above 4096 streams; every configured value is clamped to this.
+/// The most streams a connection may carry; every configured value is clamped to this. (Each
+/// stream may buffer yamux's 256 KiB window: see [`crate::muxer::receive_window`].)
 pub const YAMUX_MAX_STREAMS_CEILING: usize = 4096;
 
 /// How many commands the runner may queue before `send` waits.
@@ -93,8 +94,11 @@ pub struct NetLimits {
     /// Outbound connections still in their handshake.
     pub max_pending_outgoing: u32,
     /// Concurrent streams on one connection (Yamux and QUIC); clamped to
-    /// [`YAMUX_MAX_STREAMS_CEILING`] so Yamux can never panic.
+    /// [`YAMUX_MAX_STREAMS_CEILING`].
     pub max_streams_per_connection: usize,
+    /// Inbound connections (in their handshake or established) from one IPv4 address or
+    /// IPv6 /64; relayed connections are not counted (see [`crate::per_ip`]).
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for NetLimits {
@@ -106,6 +110,7 @@ impl Default for NetLimits {
             max_pending_incoming: 256,
             max_pending_outgoing: 256,
             max_streams_per_connection: 1024,
+            max_connections_per_ip: 16,
         }
     }
 }
@@ -371,6 +376,9 @@ fn stream_protocol(protocol: Protocol) -> StreamProtocol {
 struct Behaviour {
     /// Refuses connections beyond [`NetLimits`] before they cost a handler.
     limits: connection_limits::Behaviour,
+    /// Refuses inbound connections beyond [`NetLimits::max_connections_per_ip`] before their
+    /// handshake.
+    per_ip: crate::per_ip::Behaviour,
     /// Our byte-stream protocols.
     streams: streams::Behaviour,
     /// Tells peers our protocols and listen addresses, and us the address they see.
@@ -432,8 +440,11 @@ pub struct NetworkActor<F> {
     events: F,
     /// Events produced on connection tasks (opened, refused and accepted streams), forwarded
     /// in order through `events`, so the callback never needs to be `Sync`. Unbounded so no
-    /// stream is ever dropped; the muxers' stream limits bound it.
+    /// answer to an `OpenStream` is ever lost (the core's own stream limits bound those);
+    /// accepted streams in it are capped by `inbound`.
     from_tasks: mpsc::UnboundedReceiver<NetEvent>,
+    /// The accepted streams in `from_tasks`.
+    inbound: InboundGate,
     /// Keeps `from_tasks` open while the actor lives.
     _to_actor: mpsc::UnboundedSender<NetEvent>,
     /// Our connections; `ConnId`s are never reused within a process.
@@ -597,7 +608,8 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             return Err(NetError::NoRuntime);
         }
         let (to_actor, from_tasks) = mpsc::unbounded_channel();
-        let mut swarm = build_swarm(&config, to_actor.clone())?;
+        let inbound = InboundGate::default();
+        let mut swarm = build_swarm(&config, to_actor.clone(), inbound.clone())?;
         let local_peer_id = *swarm.local_peer_id();
 
         let mut pending_listeners = HashSet::new();
@@ -615,6 +627,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             swarm,
             events,
             from_tasks,
+            inbound,
             _to_actor: to_actor,
             conns: HashMap::new(),
             by_conn: HashMap::new(),
@@ -648,7 +661,12 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                     None => break,
                 },
                 // `self.to_actor` keeps this channel open, so `None` never comes.
-                Some(event) = self.from_tasks.recv() => (self.events)(event),
+                Some(event) = self.from_tasks.recv() => {
+                    if matches!(event, NetEvent::InboundStream { .. }) {
+                        self.inbound.leave();
+                    }
+                    (self.events)(event)
+                }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 () = async {
                     match unpark_at {
@@ -1313,6 +1331,7 @@ fn autonat_settings(a: AutonatConfig) -> autonat::Config {
 fn build_swarm(
     config: &NetConfig,
     to_actor: mpsc::UnboundedSender<NetEvent>,
+    inbound: InboundGate,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let streams = config.limits.max_streams_per_connection.clamp(1, YAMUX_MAX_STREAMS_CEILING);
     let yamux_config = Yamux::new(streams);
@@ -1352,7 +1371,8 @@ fn build_swarm(
             let local = key.public().to_peer_id();
             Behaviour {
                 limits: connection_limits::Behaviour::new(connection_limits),
-                streams: streams::Behaviour::new(to_actor),
+                per_ip: crate::per_ip::Behaviour::new(limits.max_connections_per_ip),
+                streams: streams::Behaviour::new(to_actor, inbound),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                         .with_agent_version(format!("meshproxy/{}", env!("CARGO_PKG_VERSION"))),
@@ -1373,7 +1393,8 @@ fn build_swarm(
 }
 
 /// Our byte-stream protocols as a libp2p behaviour: streams are opened on request and
-/// every inbound stream goes to the actor, none dropped.
+/// inbound streams go to the actor, up to [`crate::port::INBOUND_STREAM_QUEUE`] waiting
+/// there (more are reset and counted).
 mod streams {
     use std::{
         collections::VecDeque,
@@ -1405,7 +1426,7 @@ mod streams {
     use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 
     use super::{stream_protocol, to_core};
-    use crate::port::NetEvent;
+    use crate::port::{shed_inbound_stream, InboundGate, NetEvent};
 
     /// A libp2p stream as the data plane needs it: an aborted stream reads as
     /// an error, never as a clean end.
@@ -1425,13 +1446,15 @@ mod streams {
         inner: S,
         /// We finished our write half (sent our end of stream).
         write_shut: bool,
+        /// The inner stream read its end; whether it was an abort is not decided yet.
+        at_end: bool,
         /// How reading ended, once it has: `true` for an abort.
         ended: Option<bool>,
     }
 
     impl<S> PeerStream<S> {
         pub(super) fn new(inner: S) -> PeerStream<S> {
-            PeerStream { inner, write_shut: false, ended: None }
+            PeerStream { inner, write_shut: false, at_end: false, ended: None }
         }
     }
 
@@ -1450,17 +1473,26 @@ mod streams {
                 Some(false) => return Poll::Ready(Ok(())),
                 None => {}
             }
-            let before = buf.filled().len();
-            let asked = buf.remaining() > 0;
             let this = &mut *self;
-            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-            if !asked || buf.filled().len() > before {
-                return Poll::Ready(Ok(()));
+            if !this.at_end {
+                let before = buf.filled().len();
+                let asked = buf.remaining() > 0;
+                std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+                if !asked || buf.filled().len() > before {
+                    return Poll::Ready(Ok(()));
+                }
+                this.at_end = true;
             }
-            // End of stream: a finish or an abort? (A write that cannot go out
-            // right now is from a live stream: only a failed one means abort.)
+            // End of stream: a finish or an abort? A failed write means an
+            // abort, a working one a live stream. A write that cannot go out
+            // right now decides nothing (yamux answers `Pending` while the
+            // stream's command queue is full, before it looks at the stream's
+            // state): ask again when it can.
             let aborted = !this.write_shut
-                && matches!(Pin::new(&mut this.inner).poll_write(cx, &[]), Poll::Ready(Err(_)));
+                && match Pin::new(&mut this.inner).poll_write(cx, &[]) {
+                    Poll::Ready(result) => result.is_err(),
+                    Poll::Pending => return Poll::Pending,
+                };
             this.ended = Some(aborted);
             Poll::Ready(if aborted { Err(reset()) } else { Ok(()) })
         }
@@ -1561,12 +1593,16 @@ mod streams {
     /// The swarm-side half: turns open requests into handler notifications.
     pub(super) struct Behaviour {
         to_actor: mpsc::UnboundedSender<NetEvent>,
+        inbound: InboundGate,
         queue: VecDeque<ToSwarm<Infallible, OpenRequest>>,
     }
 
     impl Behaviour {
-        pub(super) fn new(to_actor: mpsc::UnboundedSender<NetEvent>) -> Behaviour {
-            Behaviour { to_actor, queue: VecDeque::new() }
+        pub(super) fn new(
+            to_actor: mpsc::UnboundedSender<NetEvent>,
+            inbound: InboundGate,
+        ) -> Behaviour {
+            Behaviour { to_actor, inbound, queue: VecDeque::new() }
         }
 
         /// Opens a stream on the connection `conn` to `peer`; the answer comes through the
@@ -1588,7 +1624,12 @@ mod streams {
         }
 
         fn handler(&self, peer: libp2p::PeerId) -> Handler {
-            Handler { peer, to_actor: self.to_actor.clone(), queue: VecDeque::new() }
+            Handler {
+                peer,
+                to_actor: self.to_actor.clone(),
+                inbound: self.inbound.clone(),
+                queue: VecDeque::new(),
+            }
         }
     }
 
@@ -1641,6 +1682,7 @@ mod streams {
     pub(super) struct Handler {
         peer: libp2p::PeerId,
         to_actor: mpsc::UnboundedSender<NetEvent>,
+        inbound: InboundGate,
         queue: VecDeque<OpenRequest>,
     }
 
@@ -1686,6 +1728,10 @@ mod streams {
                     protocol: (stream, protocol),
                     ..
                 }) => {
+                    if !self.inbound.enter() {
+                        shed_inbound_stream("network actor");
+                        return; // dropping the stream resets it
+                    }
                     let _ = self.to_actor.send(NetEvent::InboundStream {
                         peer: to_core(&self.peer),
                         protocol,
@@ -1741,6 +1787,69 @@ mod tests {
         }
         assert!(!parked.park(PeerId::from_u64(0), h2, t0));
         assert_eq!(parked.take_hub(h2).len(), MAX_PARKED_DIALS);
+    }
+
+    /// A stream at its end whose zero-length write waits `pending` times, then gives `then`.
+    struct Ended {
+        pending: usize,
+        then: std::io::ErrorKind,
+    }
+
+    impl tokio::io::AsyncRead for Ended {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Ended {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            if self.pending > 0 {
+                self.pending -= 1;
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            std::task::Poll::Ready(match self.then {
+                std::io::ErrorKind::Other => Ok(0),
+                kind => Err(kind.into()),
+            })
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reset_reads_as_a_reset_even_when_the_write_probe_must_wait() {
+        use tokio::io::AsyncReadExt as _;
+        // A reset stream whose command queue is full at first (yamux answers the probe
+        // `Pending`): the end is undecided until the probe can tell.
+        let reset = Ended { pending: 3, then: std::io::ErrorKind::BrokenPipe };
+        let mut stream = streams::PeerStream::new(reset);
+        let err = stream.read(&mut [0; 8]).await.expect_err("a reset, not an end");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        assert!(stream.read(&mut [0; 8]).await.is_err(), "and stays one");
+        // A finished stream (the write half still works) is a clean end, waiting or not.
+        let finished = Ended { pending: 3, then: std::io::ErrorKind::Other };
+        let mut stream = streams::PeerStream::new(finished);
+        assert_eq!(stream.read(&mut [0; 8]).await.expect("an end"), 0);
+        assert_eq!(stream.read(&mut [0; 8]).await.expect("an end"), 0);
     }
 
     #[test]

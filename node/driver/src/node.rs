@@ -59,6 +59,7 @@ fn net_limits(l: &crate::config::LimitsFile) -> NetLimits {
         max_streams_per_connection: l
             .max_streams_per_connection
             .unwrap_or(d.max_streams_per_connection),
+        max_connections_per_ip: l.max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
     }
 }
 

@@ -3,6 +3,9 @@
 //! side can be tested against a fake of the other.
 
 use core::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use meshproxy_core::{
     ids::{ConnId, PeerId, StreamId},
     io::{CircuitLimit, Path, Protocol, Reachability},
@@ -18,6 +21,49 @@ pub trait AsyncStream:
 {
 }
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> AsyncStream for T {}
+
+/// Inbound streams that one hop towards the runner (the network actor's queue, then the
+/// event sink's) holds at most. Beyond it a new inbound stream is reset, not queued: each
+/// queued stream pins its muxer state and up to its receive window of buffered data.
+pub const INBOUND_STREAM_QUEUE: usize = 1024;
+
+/// Inbound streams reset because a hop towards the runner was full, since the process began.
+static SHED: AtomicU64 = AtomicU64::new(0);
+
+/// How many inbound streams were reset because a hop towards the runner was full.
+pub fn inbound_streams_shed() -> u64 {
+    SHED.load(Ordering::Relaxed)
+}
+
+/// Counts and logs a shed inbound stream (the caller drops it, which resets it); the log
+/// says so for the first and then every 1024th, so a flood does not flood the log.
+pub(crate) fn shed_inbound_stream(hop: &'static str) {
+    let n = SHED.fetch_add(1, Ordering::Relaxed) + 1;
+    if n == 1 || n.is_multiple_of(1024) {
+        tracing::warn!(hop, shed = n, "an inbound stream was reset: {INBOUND_STREAM_QUEUE} wait");
+    }
+}
+
+/// The inbound streams queued in one hop, capped at [`INBOUND_STREAM_QUEUE`]. Clones share
+/// the count.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct InboundGate(Arc<AtomicUsize>);
+
+impl InboundGate {
+    /// Takes a place for one more stream; `false` when the hop is full.
+    pub(crate) fn enter(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < INBOUND_STREAM_QUEUE).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A stream left the hop.
+    pub(crate) fn leave(&self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// What the runner asks of the peer network.
 #[derive(Debug)]

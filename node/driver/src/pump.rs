@@ -12,14 +12,18 @@ use crate::runner::RunnerMsg;
 use bytes::Bytes;
 use meshproxy_core::ids::StreamId;
 use meshproxy_core::io::Close;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// Most commands queued for one pump; a core-controlled stream carries small
 /// control messages, so a full queue means the stream is stuck and is reset.
 pub const PUMP_QUEUE: usize = 64;
-/// Read buffer of a pump.
+/// Read buffer of a pump. It is allocated when the stream has bytes to read
+/// and kept only while reads fill it: a stream that stalls or trickles (as an
+/// attacker's would) holds none while it waits, only its task.
 const READ_BUF: usize = 16 * 1024;
 /// After a clean close, how long to wait for the peer's end of stream before
 /// resetting (closing with unread data would reset anyway).
@@ -43,6 +47,32 @@ pub struct PumpState {
     pub read_eof: bool,
 }
 
+/// Reads into `buf`, which gets its [`READ_BUF`] bytes only once the stream
+/// has something to read: until then the pump waits with a one-byte read.
+/// The caller drops the buffer after a read that did not fill it.
+async fn read_some(io: &mut BoxStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if !buf.is_empty() {
+        return io.read(buf).await;
+    }
+    let mut first = [0u8; 1];
+    if io.read(&mut first).await? == 0 {
+        return Ok(0);
+    }
+    *buf = vec![0u8; READ_BUF];
+    buf[0] = first[0];
+    // Whatever else has arrived comes with it. An error or the end shows
+    // again on the next read, which is when it is reported.
+    let more = std::future::poll_fn(|cx| {
+        let mut rest = tokio::io::ReadBuf::new(&mut buf[1..]);
+        Poll::Ready(match Pin::new(&mut *io).poll_read(cx, &mut rest) {
+            Poll::Ready(Ok(())) => rest.filled().len(),
+            Poll::Ready(Err(_)) | Poll::Pending => 0,
+        })
+    })
+    .await;
+    Ok(1 + more)
+}
+
 /// Runs one pump until the stream ends, is closed, or is detached.
 pub async fn run(
     stream: StreamId,
@@ -50,7 +80,7 @@ pub async fn run(
     mut cmds: mpsc::Receiver<PumpCmd>,
     to_runner: mpsc::Sender<RunnerMsg>,
 ) {
-    let mut buf = vec![0u8; READ_BUF];
+    let mut buf = Vec::new();
     let mut read_eof = false;
     enum Step {
         Cmd(Option<PumpCmd>),
@@ -60,7 +90,7 @@ pub async fn run(
         let step = tokio::select! {
             biased;
             cmd = cmds.recv() => Step::Cmd(cmd),
-            r = io.read(&mut buf), if !read_eof => Step::Read(r),
+            r = read_some(&mut io, &mut buf), if !read_eof => Step::Read(r),
         };
         match step {
             Step::Read(Ok(0)) => {
@@ -72,6 +102,9 @@ pub async fn run(
             }
             Step::Read(Ok(n)) => {
                 let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                if n < buf.len() {
+                    buf = Vec::new();
+                }
                 if to_runner.send(RunnerMsg::StreamData { stream, data }).await.is_err() {
                     return;
                 }
@@ -95,9 +128,12 @@ pub async fn run(
                 if io.shutdown().await.is_ok() && !read_eof {
                     // Drain until the peer finishes, so the close stays clean.
                     let _ = tokio::time::timeout(LINGER, async {
-                        while let Ok(n) = io.read(&mut buf).await {
+                        while let Ok(n) = read_some(&mut io, &mut buf).await {
                             if n == 0 {
                                 break;
+                            }
+                            if n < buf.len() {
+                                buf = Vec::new();
                             }
                         }
                     })

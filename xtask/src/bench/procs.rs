@@ -388,11 +388,13 @@ impl Transport {
 
 /// Generous session limits and deadlines: the memory figure holds thousands
 /// of idle connections, which the defaults (4096 sessions, 512 per peer,
-/// 300 s idle) would cap or reap.
+/// 300 s idle) would cap or reap; and every node dials from 127.0.0.1, which
+/// the default 16 inbound connections per address would cap.
 const LIMITS: &str = "[limits]
 max_client_sessions = 50000
 max_exit_sessions = 50000
 max_sessions_per_peer = 50000
+max_connections_per_ip = 4096
 
 [timeouts]
 idle_ms = 3600000
