@@ -127,9 +127,13 @@ fn an_attacker_pins_little_heap_per_byte_and_none_once_gone() {
 }
 
 async fn measure() {
+    // The hub's pre-auth budgets (4 hub streams per peer, 256 unadmitted in
+    // all) would reset most of the attacker's streams; they are raised so the
+    // test measures what the network layer lets one connection pin.
     let toml = format!(
         "listen = [\"/ip4/127.0.0.1/tcp/0\"]\n[limits]\nmax_connections_per_ip = {CONNS}\n\
-         [hub]\nkeys = [{{ id = \"exit\", token = \"t-exit\" }}]\n"
+         max_hub_streams_per_peer = 4096\nmax_preauth_hub_streams = 4096\n\
+         [hub]\nkeys = [{{ id = \"exit\", token = \"t-exit-token-0123456789\" }}]\n"
     );
     let file = FileConfig::parse(&toml).unwrap();
     let hub = meshproxy::node::start(&file, &Identity::from_secret([7; 32]), 7).await.unwrap();
