@@ -341,7 +341,8 @@ mod tests {
         assert_eq!(key.check(&nonce, &a, &a, Role::Exit, &p), bad, "other hub");
         assert_eq!(key.check(&nonce, &hub, &b, Role::Exit, &p), bad, "other peer");
         assert_eq!(key.check(&nonce, &hub, &a, Role::Client, &p), bad, "other role");
-        let other = Credential::new("exit-1", b"another token of enough length").admission_key(key.roles);
+        let other =
+            Credential::new("exit-1", b"another token of enough length").admission_key(key.roles);
         assert_eq!(other.check(&nonce, &hub, &a, Role::Exit, &p), bad, "other token");
         let renamed = AdmissionKey { key_id: "exit-2".into(), ..key.clone() };
         assert_eq!(renamed.check(&nonce, &hub, &a, Role::Exit, &p), bad, "other key id");
@@ -366,10 +367,16 @@ mod tests {
         let (cred, key) = key(RoleSet::CLIENT);
         let (hub, peer, nonce) = (PeerId::from_u64(9), PeerId::from_u64(1), [3u8; 32]);
         let exit_proof = cred.prove(&nonce, &hub, &peer, Role::Exit);
-        assert_eq!(key.check(&nonce, &hub, &peer, Role::Exit, &exit_proof), Err(Refusal::RoleNotAllowed));
+        assert_eq!(
+            key.check(&nonce, &hub, &peer, Role::Exit, &exit_proof),
+            Err(Refusal::RoleNotAllowed)
+        );
         let pinned = AdmissionKey { peer: Some(PeerId::from_u64(2)), ..key.clone() };
         let proof = cred.prove(&nonce, &hub, &peer, Role::Client);
-        assert_eq!(pinned.check(&nonce, &hub, &peer, Role::Client, &proof), Err(Refusal::PeerNotAllowed));
+        assert_eq!(
+            pinned.check(&nonce, &hub, &peer, Role::Client, &proof),
+            Err(Refusal::PeerNotAllowed)
+        );
         let pinned_here = AdmissionKey { peer: Some(peer), ..key };
         assert_eq!(pinned_here.check(&nonce, &hub, &peer, Role::Client, &proof), Ok(()));
         // A wrong proof says nothing about the pin or the roles.

@@ -2,7 +2,6 @@
 //! The driver builds this from its CLI/TOML; the simulator from a scenario.
 
 use crate::admission::{AdmissionKey, Credential};
-use crate::ticket::TicketSigner;
 use crate::directory::DirectoryConfig;
 use crate::http_connect::HttpAuthPolicy;
 use crate::ids::PeerId;
@@ -11,6 +10,7 @@ use crate::record::{Attrs, PeerAddr, PeerFilter};
 use crate::selection::backoff::Backoff;
 use crate::selection::breaker::BreakerConfig;
 use crate::socks::SocksAuthPolicy;
+use crate::ticket::TicketSigner;
 use core::time::Duration;
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -22,12 +22,12 @@ use crate::policy::{parse_inet_aton, ExitPolicy};
 use crate::target::{Status, TargetAddr};
 use crate::ticket::{self, TicketRefusal, CLOCK_SKEW};
 use crate::time::Instant;
-use bytes::BytesMut;
-use core::time::Duration;
 use crate::wire::frame::DecodeError;
 use crate::wire::frame::Decoded;
 use crate::wire::proxy::{self, ConnectRequest, ConnectResponse};
 use bytes::Bytes;
+use bytes::BytesMut;
+use core::time::Duration;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
@@ -113,7 +113,12 @@ impl ExitRole {
     }
 
     /// Checks `peer`'s ticket (unless the exit is open).
-    fn admit(&mut self, now: Instant, peer: PeerId, presented: &Bytes) -> Result<(), TicketRefusal> {
+    fn admit(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        presented: &Bytes,
+    ) -> Result<(), TicketRefusal> {
         if self.open {
             return Ok(());
         }

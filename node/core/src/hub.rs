@@ -178,8 +178,11 @@ impl HubRole {
         loop {
             let Some(s) = self.streams.get_mut(&stream) else { return };
             let admitted = matches!(s.phase, Phase::Admitted { .. });
-            let decoded =
-                if admitted { wire::decode_from_peer(&s.inbox) } else { wire::decode_auth(&s.inbox) };
+            let decoded = if admitted {
+                wire::decode_from_peer(&s.inbox)
+            } else {
+                wire::decode_auth(&s.inbox)
+            };
             match decoded {
                 Ok(Decoded::Incomplete) => return,
                 Ok(Decoded::Complete { msg, consumed: used }) => {
@@ -225,7 +228,9 @@ impl HubRole {
                 let found = self.keys.iter().enumerate().find(|(_, k)| k.key_id == key_id);
                 let checked = match found {
                     None => Err(Refusal::UnknownKey),
-                    Some((i, key)) => key.check(&nonce, &self.local, &peer, role, &proof).map(|()| i),
+                    Some((i, key)) => {
+                        key.check(&nonce, &self.local, &peer, role, &proof).map(|()| i)
+                    }
                 };
                 let key = match checked {
                     Ok(key) => key,
@@ -261,7 +266,10 @@ impl HubRole {
                 self.refuse(ctx, stream, Refusal::NotAuth);
                 false
             }
-            (&Phase::Admitted { role, key }, HubMessage::Register { addrs, attrs, capacity, relayed }) => {
+            (
+                &Phase::Admitted { role, key },
+                HubMessage::Register { addrs, attrs, capacity, relayed },
+            ) => {
                 if role != Role::Exit {
                     ctx.event(Event::AdmissionDenied { peer, reason: Refusal::RoleNotAllowed });
                     self.fail(ctx, stream, HubErrorCode::Forbidden, "not admitted as an exit");

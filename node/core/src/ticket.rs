@@ -21,9 +21,9 @@
 
 use crate::admission::RoleSet;
 use crate::ids::{PeerId, MAX_PEER_ID_LEN};
-use core::time::Duration;
 use crate::time::Instant;
 use bytes::Bytes;
+use core::time::Duration;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier as _, VerifyingKey};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -289,16 +289,19 @@ mod tests {
 
     #[test]
     fn only_trusted_hubs_signatures_count() {
-        let (hub, other_hub, alice) = (PeerId::from_u64(1), PeerId::from_u64(9), PeerId::from_u64(2));
+        let (hub, other_hub, alice) =
+            (PeerId::from_u64(1), PeerId::from_u64(9), PeerId::from_u64(2));
         let trusted = [(hub, signer(7).public())];
         // Signed by another key but claiming the trusted hub.
         let forged = signer(8).sign(&ticket(hub, alice, 1_000));
         assert_eq!(verify(&forged, alice, 0, &trusted), Err(TicketRefusal::BadSignature));
         let foreign = signer(8).sign(&ticket(other_hub, alice, 1_000));
         assert_eq!(verify(&foreign, alice, 0, &trusted), Err(TicketRefusal::UnknownHub));
-        let exit_only = signer(7).sign(&Ticket { roles: RoleSet::EXIT, ..ticket(hub, alice, 1_000) });
+        let exit_only =
+            signer(7).sign(&Ticket { roles: RoleSet::EXIT, ..ticket(hub, alice, 1_000) });
         assert_eq!(verify(&exit_only, alice, 0, &trusted), Err(TicketRefusal::RoleNotAllowed));
-        let both = signer(7).sign(&Ticket { roles: RoleSet::EXIT.with(Role::Client), ..ticket(hub, alice, 1_000) });
+        let both = signer(7)
+            .sign(&Ticket { roles: RoleSet::EXIT.with(Role::Client), ..ticket(hub, alice, 1_000) });
         assert!(verify(&both, alice, 0, &trusted).is_ok());
     }
 
@@ -330,8 +333,16 @@ mod tests {
         w.hold(h1, Bytes::from_static(b"one"), at(100));
         w.hold(h2, Bytes::from_static(b"two"), at(200));
         assert_eq!(w.pick(at(0), &BTreeSet::new()).as_deref(), Some(&b"two"[..]), "longest");
-        assert_eq!(w.pick(at(0), &BTreeSet::from([h1])).as_deref(), Some(&b"one"[..]), "listing hub");
-        assert_eq!(w.pick(at(150), &BTreeSet::from([h1])).as_deref(), Some(&b"two"[..]), "h1's ran out");
+        assert_eq!(
+            w.pick(at(0), &BTreeSet::from([h1])).as_deref(),
+            Some(&b"one"[..]),
+            "listing hub"
+        );
+        assert_eq!(
+            w.pick(at(150), &BTreeSet::from([h1])).as_deref(),
+            Some(&b"two"[..]),
+            "h1's ran out"
+        );
         assert!(w.any_usable(at(199)) && !w.any_usable(at(200)));
         assert_eq!(w.pick(at(200), &BTreeSet::new()), None);
     }

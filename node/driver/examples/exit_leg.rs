@@ -29,14 +29,14 @@
 // A bench tool owns its clock and its lookup table's order does not matter.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+use bytes::Bytes;
 use libp2p::{multiaddr::Protocol as Ma, Multiaddr};
 use meshproxy::network::{addr_to_core, to_core, NetConfig, NetHandle, NetworkActor};
 use meshproxy::port::{BoxStream, NetCommand, NetEvent};
+use meshproxy_core::admission::Credential;
 use meshproxy_core::ids::{PeerId, StreamId};
 use meshproxy_core::io::Protocol;
 use meshproxy_core::target::{Status, TargetAddr};
-use bytes::Bytes;
-use meshproxy_core::admission::Credential;
 use meshproxy_core::wire::hub::{self as hubwire, HubMessage, Role, HUB_VERSION};
 use meshproxy_core::wire::proxy::{decode_response, encode_request, ConnectRequest};
 use meshproxy_core::wire::Decoded;
@@ -143,7 +143,8 @@ impl Leg {
             let HubMessage::Challenge { nonce, .. } = read_hub(&mut io, &mut inbox).await? else {
                 return Err("the hub did not send a challenge".to_owned());
             };
-            let proof = credential.prove(&nonce, &hub_peer, &self.net.local_core_peer_id(), Role::Client);
+            let proof =
+                credential.prove(&nonce, &hub_peer, &self.net.local_core_peer_id(), Role::Client);
             let auth = HubMessage::Auth {
                 version: HUB_VERSION,
                 role: Role::Client,
@@ -346,7 +347,8 @@ fn main() -> ExitCode {
             if (h.as_str(), c.as_str(), e.as_str(), o.as_str())
                 == ("--hub", "--credential", "--exit", "--origin") =>
         {
-            let cred = cred.split_once('=').map(|(id, token)| Credential::new(id, token.as_bytes()));
+            let cred =
+                cred.split_once('=').map(|(id, token)| Credential::new(id, token.as_bytes()));
             match (hub.parse::<Multiaddr>(), cred, exit.parse::<Multiaddr>(), origin.parse()) {
                 (Ok(h), Some(c), Ok(e), Ok(o)) => (h, c, e, o),
                 _ => {

@@ -276,7 +276,9 @@ fn skip(why: &str) {
 #[test]
 fn socks5_through_an_exit_behind_a_real_nat() {
     if !is_root() {
-        return skip("network namespaces need root (CAP_NET_ADMIN); run as root to test a real NAT");
+        return skip(
+            "network namespaces need root (CAP_NET_ADMIN); run as root to test a real NAT",
+        );
     }
     if run(&["ip", "-V"]).is_err() {
         return skip("no `ip` command (iproute2)");

@@ -389,9 +389,8 @@ open = true
             hub.peer_id_string()
         );
         let file = FileConfig::parse(&toml).unwrap();
-        let config = file
-            .to_node_config(&me, &|a: &str| Ok(PeerAddr(a.as_bytes().to_vec())))
-            .unwrap();
+        let config =
+            file.to_node_config(&me, &|a: &str| Ok(PeerAddr(a.as_bytes().to_vec()))).unwrap();
         let mut w = World::start_with(config).await;
         for own in [ip("203.0.113.9"), ip("198.51.100.20")] {
             let (status, _s) = w.connect(TargetAddr::Ip(SocketAddr::new(own, 22))).await;
