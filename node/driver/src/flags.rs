@@ -50,6 +50,8 @@ pub struct CommonFlags {
 }
 
 /// Flags of `meshproxy hub`.
+// The fields' doc comments are their `--help` text: brackets there are literal.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct HubFlags {
     /// Admit nodes holding this token: ID=TOKEN[,roles=exit+client][,peer=PEER_ID][,max=N]
