@@ -25,9 +25,10 @@
 use crate::bytes_model::{Chunk, Payload};
 use crate::plan::between;
 use crate::scenario::Scenario;
+use crate::topology::{leaked, leaked_client, LEAKED_CLIENT_KEY, LEAKED_KEY};
 use crate::world::{NodeIx, World};
 use bytes::Bytes;
-use meshproxy_core::admission::{Credential, RoleSet};
+use meshproxy_core::admission::RoleSet;
 use meshproxy_core::config::Limits;
 use meshproxy_core::ids::PeerId;
 use meshproxy_core::io::Protocol;
@@ -40,17 +41,8 @@ use meshproxy_core::wire::hub::{self as hubwire, HubErrorCode, HubMessage, Role,
 use meshproxy_core::wire::proxy::{self as proxywire, ConnectRequest, PROXY_VERSION};
 use rand_chacha::ChaCha8Rng;
 use rand_core::RngCore;
-use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
-
-/// The admission key id of the token the registration flood and the replay
-/// use: a token that leaked, registered at every hub, held by no honest node.
-pub(crate) const LEAKED_KEY: &str = "leaked";
-const LEAKED_TOKEN: &[u8] = b"leaked-token-0123456789abcdef";
-/// The key id of a leaked token that admits clients only.
-pub(crate) const LEAKED_CLIENT_KEY: &str = "leaked-client";
-const LEAKED_CLIENT_TOKEN: &[u8] = b"leaked-client-token-0123456789";
 
 /// Grace on top of a node's own deadline before an open adversary
 /// connection counts as not ended (timers fire exactly; local hops take
@@ -61,159 +53,6 @@ const SLACK: Duration = Duration::from_secs(2);
 const PROMPT: Duration = Duration::from_secs(1);
 /// How long a registration flood holds its admitted registrations.
 const HOLD: Duration = Duration::from_secs(20);
-
-/// `[adversaries]`: how many misbehaving actors a run starts. Counts are per
-/// client (app adversaries) or per target node (peer adversaries); each
-/// starts at a time drawn from the workload window.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default, expecting = "an [adversaries] table")]
-pub struct AdversarySpec {
-    /// Apps per client that send a valid handshake a byte every 1–3 s (or a
-    /// few bytes, then nothing), slower than the handshake deadline.
-    pub slowloris: u32,
-    /// Apps per client that connect and send nothing, or a greeting then FIN.
-    pub half_open: u32,
-    /// Apps per client that send random bytes instead of a handshake.
-    pub garbage: u32,
-    /// CONNECT floods per client: `flood_size` connections at one instant
-    /// from one source address.
-    pub connect_floods: u32,
-    /// Connections per CONNECT flood.
-    pub flood_size: u32,
-    /// Oversized length prefixes per exit (`/meshproxy/proxy/1`) and per hub
-    /// (`/meshproxy/hub/1`).
-    pub oversized_frames: u32,
-    /// Wrong protocol versions (and streams of the wrong protocol) per exit
-    /// and per hub.
-    pub wrong_versions: u32,
-    /// Streams opened and abandoned (nothing sent, or a partial frame) per
-    /// exit and per hub.
-    pub abandoned_streams: u32,
-    /// Stream floods per exit and per hub: `stream_flood_size` streams opened
-    /// at once by one hostile peer and abandoned, beyond `max_hub_streams`
-    /// and `max_sessions_per_peer`.
-    pub stream_floods: u32,
-    /// Streams per stream flood.
-    pub stream_flood_size: u32,
-    /// Registration floods per hub: `registration_flood_size` hostile peer
-    /// ids registering under one leaked admission key.
-    pub registration_floods: u32,
-    /// Peer ids per registration flood.
-    pub registration_flood_size: u32,
-    /// Replayed challenge responses per hub.
-    pub replays: u32,
-    /// Hold honest apps to "must succeed" even while a registration flood's
-    /// fake exits are in the directory (off by default: they fail there
-    /// with 0x01 when every exit they try is fake; see scenarios/README.md).
-    pub registration_flood_strict: bool,
-    /// Directory entries the leaked exit key may hold (its own
-    /// `AdmissionKey::max_registrations`, a fleet key's); absent: the
-    /// scenario's `[limits] max_registrations_per_key`, else the core's default.
-    pub leaked_key_registrations: Option<u32>,
-    /// Role escalations per hub: a hostile peer holding a leaked client-role
-    /// key asks to be admitted as an exit (→ `Forbidden`), and another,
-    /// admitted as a client, sends `Register` (→ `Forbidden`).
-    pub role_escalations: u32,
-    /// Ticketless strangers per exit: each opens proxy streams with no
-    /// ticket, another peer's, a forged, an expired, an exit-role and a
-    /// foreign hub's ticket; every one must be answered `NotAllowed` with
-    /// nothing resolved or dialed.
-    pub ticketless: u32,
-    /// Pre-auth floods per hub: `preauth_flood_peers` hostile identities each
-    /// hold as many hub streams as one peer may, never authenticating, and
-    /// open another whenever one is refused, for `preauth_flood_secs`.
-    pub preauth_floods: u32,
-    /// Identities per pre-auth flood.
-    pub preauth_flood_peers: u32,
-    /// How long a pre-auth flood lasts (default 15 s).
-    pub preauth_flood_secs: Option<u32>,
-}
-
-impl AdversarySpec {
-    /// Whether any adversary is turned on.
-    pub fn any(&self) -> bool {
-        self.slowloris
-            + self.half_open
-            + self.garbage
-            + self.connect_floods * self.flood_size
-            + self.oversized_frames
-            + self.wrong_versions
-            + self.abandoned_streams
-            + self.stream_floods * self.stream_flood_size
-            + self.registration_floods * self.registration_flood_size
-            + self.replays
-            + self.role_escalations
-            + self.ticketless
-            + self.preauth_floods * self.preauth_flood_peers
-            > 0
-    }
-}
-
-/// `[limits]`: overrides of the core's `Limits` (and the hubs' directory
-/// size) for every node, so adversarial scenarios can set them small enough
-/// to be hit. Absent fields keep the core's defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default, expecting = "a [limits] table")]
-pub struct LimitsSpec {
-    /// `Limits::max_client_sessions`.
-    pub max_client_sessions: Option<u32>,
-    /// `Limits::max_exit_sessions`.
-    pub max_exit_sessions: Option<u32>,
-    /// `Limits::max_sessions_per_peer`.
-    pub max_sessions_per_peer: Option<u32>,
-    /// `Limits::max_hub_streams`.
-    pub max_hub_streams: Option<u32>,
-    /// `Limits::max_sessions_per_listener`.
-    pub max_sessions_per_listener: Option<u32>,
-    /// `Limits::max_sessions_per_source`.
-    pub max_sessions_per_source: Option<u32>,
-    /// `Limits::max_pending_dials`.
-    pub max_pending_dials: Option<u32>,
-    /// `Limits::max_registrations_per_key`.
-    pub max_registrations_per_key: Option<u32>,
-    /// `Limits::max_hub_streams_per_peer`.
-    pub max_hub_streams_per_peer: Option<u32>,
-    /// `Limits::max_preauth_hub_streams`.
-    pub max_preauth_hub_streams: Option<u32>,
-    /// The hubs' directory size (default 1024).
-    pub max_directory_entries: Option<u32>,
-}
-
-/// Hook for `topology::build`: applies `[limits]` and, when adversaries
-/// run, registers the leaked key at the hubs.
-pub(crate) fn configure(s: &Scenario, config: &mut meshproxy_core::config::NodeConfig) {
-    let l = &s.limits;
-    let set = |v: Option<u32>, field: &mut usize| {
-        if let Some(v) = v {
-            *field = v as usize;
-        }
-    };
-    let limits: &mut Limits = &mut config.limits;
-    set(l.max_client_sessions, &mut limits.max_client_sessions);
-    set(l.max_exit_sessions, &mut limits.max_exit_sessions);
-    set(l.max_sessions_per_peer, &mut limits.max_sessions_per_peer);
-    set(l.max_hub_streams, &mut limits.max_hub_streams);
-    set(l.max_sessions_per_listener, &mut limits.max_sessions_per_listener);
-    set(l.max_sessions_per_source, &mut limits.max_sessions_per_source);
-    set(l.max_pending_dials, &mut limits.max_pending_dials);
-    set(l.max_registrations_per_key, &mut limits.max_registrations_per_key);
-    set(l.max_hub_streams_per_peer, &mut limits.max_hub_streams_per_peer);
-    set(l.max_preauth_hub_streams, &mut limits.max_preauth_hub_streams);
-    if let Some(hub) = config.hub.as_mut() {
-        set(l.max_directory_entries, &mut hub.directory.max_entries);
-        if s.adversaries.any() {
-            // A fleet key: exits only, with its own registration limit.
-            let mut key = leaked().admission_key(RoleSet::EXIT);
-            key.max_registrations = s
-                .adversaries
-                .leaked_key_registrations
-                .or(l.max_registrations_per_key)
-                .map(|v| v as usize);
-            hub.keys.push(key);
-            hub.keys.push(leaked_client().admission_key(RoleSet::CLIENT));
-        }
-    }
-}
 
 /// How many directory entries the leaked exit key may hold at a hub.
 fn leaked_key_limit(s: &Scenario, limits: &Limits) -> usize {
@@ -240,15 +79,6 @@ fn release_at(s: &Scenario, at: Instant) -> Instant {
 /// it: up to 40 s; plus slack).
 const POISON_BEFORE: Duration = Duration::from_secs(30);
 const POISON_AFTER: Duration = Duration::from_secs(45);
-
-fn leaked() -> Credential {
-    Credential::new(LEAKED_KEY, LEAKED_TOKEN)
-}
-
-/// A leaked client-role token (the role escalations hold it).
-fn leaked_client() -> Credential {
-    Credential::new(LEAKED_CLIENT_KEY, LEAKED_CLIENT_TOKEN)
-}
 
 /// What one adversary connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
