@@ -58,7 +58,7 @@ pub struct Scenario {
     /// The hubs' relay: reservation lifetime, circuit caps, autonat delay.
     #[serde(default)]
     pub relay: Relay,
-    /// Misbehaving apps and peers (sim/src/adversary.rs); none by default.
+    /// Misbehaving apps and peers (sim/src/world/adversary); none by default.
     #[serde(default)]
     pub adversaries: AdversarySpec,
     /// Overrides of the nodes' table limits; the core's defaults by default.

@@ -9,7 +9,8 @@
 //! `origins`, `faults` (cuts, partitions, crashes, restarts), `checks`
 //! (recording violations; probes, checkpoint and end-of-run checks),
 //! `relay` (the NAT and relay model), `admission` (the admission invariants)
-//! and `hooks` (the world's side of the adversaries).
+//! and `adversary` (misbehaving apps and peers, and the world's side of them
+//! in `adversary/hooks`).
 
 use crate::bytes_model::{Chunk, Verifier, HEADER_LEN};
 use crate::plan::{between, AppSpec, FaultSpec, Plan, PlanItem};
@@ -29,10 +30,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 mod admission;
+mod adversary;
 mod apps;
 mod checks;
 mod faults;
-mod hooks;
 mod net;
 mod nodes;
 mod origins;
@@ -50,7 +51,7 @@ enum Owner {
     Splice(u64, u8),
     App(u32),
     Origin(u64),
-    /// A misbehaving app or peer (sim/src/adversary.rs).
+    /// A misbehaving app or peer (sim/src/world/adversary).
     Adversary(u32),
     /// Released: whatever arrives is dropped.
     Gone,
@@ -252,8 +253,8 @@ enum Ev {
     RelayCheck,
     /// The ticket and registration watches are sampled.
     AdmissionCheck,
-    /// A misbehaving app or peer acts (sim/src/adversary.rs).
-    Adversary(crate::adversary::AdvEv),
+    /// A misbehaving app or peer acts (sim/src/world/adversary).
+    Adversary(adversary::AdvEv),
 }
 
 struct Sched {
@@ -319,8 +320,8 @@ pub(crate) struct World<'s> {
     /// The NAT and relay model's state (sim/src/world/relay.rs).
     relay: relay::RelayState,
     pub(crate) nat_matrix: crate::nat::NatMatrix,
-    /// Misbehaving apps and peers (sim/src/adversary.rs).
-    pub(crate) adv: crate::adversary::AdvState,
+    /// Misbehaving apps and peers (sim/src/world/adversary).
+    pub(crate) adv: adversary::AdvState,
     /// Tickets granted and held, for the admission invariants (sim/src/world/admission.rs).
     admission: admission::AdmissionState,
 }
@@ -433,7 +434,7 @@ impl<'s> World<'s> {
             exits: s.topology.exits,
             relay: relay::RelayState::new(s, seed),
             nat_matrix: crate::nat::NatMatrix::new(),
-            adv: crate::adversary::AdvState::default(),
+            adv: adversary::AdvState::default(),
             admission: admission::AdmissionState::default(),
         };
         for i in 0..w.nodes.len() {

@@ -1,9 +1,9 @@
-//! The world's side of the adversaries (sim/src/adversary.rs): what they
+//! The world's side of the adversaries (`world/adversary`): what they
 //! may read of it and how they open, write and release streams.
 
-use super::{Ev, NodeIx, Owner, World, LOCAL};
 use crate::bytes_model::Chunk;
 use crate::scenario::Scenario;
+use crate::world::{Ev, NodeIx, Owner, World, LOCAL};
 use meshproxy_core::ids::{ListenerId, PeerId};
 use meshproxy_core::io::{Input, Protocol};
 use meshproxy_core::time::Instant;
@@ -30,7 +30,7 @@ impl<'s> World<'s> {
         self.nodes[hub as usize].core.as_ref().is_some_and(|c| c.hub_has_registered(peer))
     }
 
-    pub(crate) fn adv_schedule(&mut self, at: Instant, ev: crate::adversary::AdvEv) {
+    pub(crate) fn adv_schedule(&mut self, at: Instant, ev: super::AdvEv) {
         self.push(at, Ev::Adversary(ev));
     }
 
@@ -84,7 +84,7 @@ impl<'s> World<'s> {
     }
 
     /// No splice may carry an adversary's connection.
-    pub(super) fn check_adversary_splice(&mut self, n: NodeIx, ends: [(u64, usize); 2]) {
+    pub(crate) fn check_adversary_splice(&mut self, n: NodeIx, ends: [(u64, usize); 2]) {
         for (st, side) in ends {
             if let Some(Owner::Adversary(c)) = self.streams.get(&st).map(|s| s.owners[1 - side]) {
                 let detail = format!("n{n} spliced hostile connection {c} to another stream");
