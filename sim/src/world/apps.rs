@@ -2,7 +2,7 @@
 //! speak SOCKS5 or HTTP CONNECT, verify every byte that comes back, and
 //! judge how their connection ended (including the sticky-exit check).
 
-use super::{App, AppPhase, Ev, Outcome, Owner, World, LOCAL};
+use super::{App, AppPhase, Ev, Invariant, Outcome, Owner, World, LOCAL};
 use crate::app_proto::{self, Reply};
 use crate::bytes_model::{header, Chunk, Payload, Verifier, CHUNK, HEADER_LEN};
 use crate::plan::AppSpec;
@@ -141,7 +141,7 @@ impl World<'_> {
                         None => {}
                         Some(Reply::Garbage) => {
                             self.violation(
-                                "protocol",
+                                Invariant::Protocol,
                                 format!("app {a} got an invalid proxy reply"),
                             );
                             self.app_end(a, Outcome::NoAnswer);
@@ -163,7 +163,7 @@ impl World<'_> {
                 if let Err(m) = app.down.check(&p) {
                     let detail =
                         format!("app {a} ({:?}) at byte {}: {}", app.spec.kind, m.offset, m.detail);
-                    self.violation("integrity", detail);
+                    self.violation(Invariant::Integrity, detail);
                     self.app_end(a, Outcome::Reset);
                 }
             }
@@ -188,7 +188,7 @@ impl World<'_> {
                         "app {a} ({:?}) saw a clean end after {received} bytes; {what}",
                         app.spec.kind
                     );
-                    self.violation("integrity", detail);
+                    self.violation(Invariant::Integrity, detail);
                 }
                 self.app_end(a, Outcome::Complete);
             }
@@ -206,7 +206,7 @@ impl World<'_> {
                 "app {a} asked for {:?} {} and was told it connected",
                 app.spec.kind, app.target
             );
-            self.violation("policy", detail);
+            self.violation(Invariant::Policy, detail);
         }
         let app = &self.apps[a as usize];
         let stream = app.stream;
@@ -259,7 +259,10 @@ impl World<'_> {
                 app.target,
                 expected.map_or("success".to_string(), |c| format!("{c:#04x}"))
             );
-            self.violation(if app.probe { "liveness" } else { "outcome" }, detail);
+            self.violation(
+                if app.probe { Invariant::Liveness } else { Invariant::Outcome },
+                detail,
+            );
         }
         self.app_end(a, Outcome::Refused(code));
     }
@@ -288,7 +291,7 @@ impl World<'_> {
                 "app {a} ({:?} {}) ended {outcome:?} in a run without faults",
                 app.spec.kind, app.target
             );
-            let inv = if app.probe { "liveness" } else { "outcome" };
+            let inv = if app.probe { Invariant::Liveness } else { Invariant::Outcome };
             self.violation(inv, detail);
         }
         if outcome == Outcome::Complete {
@@ -314,7 +317,7 @@ impl World<'_> {
                 app.spec.kind, app.target, app.phase
             );
             let (probe, stream) = (app.probe, app.stream);
-            self.violation(if probe { "liveness" } else { "hang" }, detail);
+            self.violation(if probe { Invariant::Liveness } else { Invariant::Hang }, detail);
             self.apps[a as usize].outcome = Some(Outcome::NoAnswer);
             if self.streams.contains_key(&stream) {
                 self.abort_from(stream, 1);
@@ -344,7 +347,7 @@ impl World<'_> {
                 let detail = format!(
                     "app {a}: session {key:?} pinned to n{pinned} went out through n{exit}"
                 );
-                self.violation("sticky", detail);
+                self.violation(Invariant::Sticky, detail);
             }
             Some(_) => {}
             None => {

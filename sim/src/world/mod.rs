@@ -29,6 +29,8 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use checks::Invariant;
+
 mod admission;
 mod adversary;
 mod apps;
@@ -479,7 +481,7 @@ impl<'s> World<'s> {
                 same_instant += 1;
                 if same_instant > 1_000_000 {
                     self.violation(
-                        "livelock",
+                        Invariant::Livelock,
                         format!("a million events at {} without time passing", self.now),
                     );
                     break;
@@ -492,7 +494,7 @@ impl<'s> World<'s> {
             self.step(next.ev);
             self.trace.end_step();
             if self.events > 50_000_000 {
-                self.violation("bounds", "run exceeded 50M events".into());
+                self.violation(Invariant::Bounds, "run exceeded 50M events".into());
                 break;
             }
         }

@@ -2,7 +2,7 @@
 //! output into the world (checking the cores' tables against their limits
 //! after every drain).
 
-use super::{Ev, NodeIx, World, LOCAL};
+use super::{Ev, Invariant, NodeIx, World, LOCAL};
 use crate::bytes_model::{Chunk, Payload};
 use crate::plan::between;
 use meshproxy_core::ids::StreamId;
@@ -90,7 +90,7 @@ impl World<'_> {
             || r.busiest_peer_hub_streams > limits.max_hub_streams_per_peer
         {
             self.violation(
-                "bounds",
+                Invariant::Bounds,
                 format!(
                     "n{n} holds {r} (busiest peer {}, directory {}, pre-auth hub streams {}, busiest peer's hub streams {}; limits: sessions {max_sessions}, per peer {}, directory {max_entries}, dials {max_dials}, hub streams {max_hub_streams}, pre-auth {max_preauth}, hub streams per peer {})",
                     r.busiest_peer_sessions, r.directory_entries, r.preauth_hub_streams,

@@ -1,7 +1,7 @@
 //! The origins: the destinations exits dial, which read the app's header,
 //! check routing and policy, and then behave as their `OriginKind` scripts.
 
-use super::{Ev, NodeIx, OriginConn, Owner, World, ORIGIN_RTT_HALF};
+use super::{Ev, Invariant, NodeIx, OriginConn, Owner, World, ORIGIN_RTT_HALF};
 use crate::bytes_model::{Chunk, Payload, Verifier, CHUNK, HEADER_LEN};
 use crate::oracle;
 use crate::scenario::OriginKind;
@@ -19,7 +19,7 @@ impl World<'_> {
     pub(super) fn connect_origin(&mut self, n: NodeIx, sid: StreamId, addr: SocketAddr) {
         let own = self.nodes[n as usize].ip;
         if oracle::forbidden(addr.ip(), own) {
-            self.violation("policy", format!("exit n{n} dialed forbidden {addr}"));
+            self.violation(Invariant::Policy, format!("exit n{n} dialed forbidden {addr}"));
         }
         let host = self.hosts.get(&addr).copied();
         match host.map(|h| h.kind) {
@@ -111,7 +111,7 @@ impl World<'_> {
                 let addr = o.addr;
                 if let Some(Err(m)) = o.up.as_mut().map(|v| v.check(&payload)) {
                     let detail = format!("origin {addr} got byte {} wrong: {}", m.offset, m.detail);
-                    self.violation("integrity", detail);
+                    self.violation(Invariant::Integrity, detail);
                 }
                 let Some(o) = self.origin_conns.get(&c) else { return };
                 if o.kind.echoes() {
@@ -130,7 +130,7 @@ impl World<'_> {
                             "origin {addr} saw a clean end after {received} bytes; app {a} sent {} (fin: {})",
                             app.up_sent, app.fin_sent
                         );
-                        self.violation("integrity", detail);
+                        self.violation(Invariant::Integrity, detail);
                     }
                 }
                 if kind.echoes() || kind == OriginKind::Sink {
@@ -153,7 +153,7 @@ impl World<'_> {
         let Some(o) = self.origin_conns.get_mut(&c) else { return };
         let Some(app) = self.apps.get_mut(tag as usize) else {
             let addr = o.addr;
-            self.violation("routing", format!("origin {addr} got a header naming no app"));
+            self.violation(Invariant::Routing, format!("origin {addr} got a header naming no app"));
             return;
         };
         o.app = Some(tag as u32);
@@ -165,7 +165,7 @@ impl World<'_> {
                 "app {tag} asked for {} but exit n{} connected it to {addr}",
                 app.target, o.exit
             );
-            self.violation("routing", detail);
+            self.violation(Invariant::Routing, detail);
         }
         let Some(o) = self.origin_conns.get_mut(&c) else { return };
         o.down_key = crate::key(tag, 2);

@@ -6,6 +6,7 @@ use super::{hub_frame, AdvEv, Kind, PROMPT, SLACK};
 use crate::bytes_model::{Chunk, Payload};
 use crate::plan::between;
 use crate::topology::{leaked, leaked_client, LEAKED_CLIENT_KEY, LEAKED_KEY};
+use crate::world::Invariant;
 use crate::world::World;
 use bytes::Bytes;
 use meshproxy_core::ids::PeerId;
@@ -60,7 +61,7 @@ impl World<'_> {
                     let detail = format!(
                         "hub n{node} closed a pre-auth oversized frame's stream, not reset"
                     );
-                    self.violation("adversary", detail);
+                    self.violation(Invariant::Adversary, detail);
                 }
                 let Some(conn) = self.adv.conns.get_mut(c as usize) else { return };
                 conn.ended = Some((self.now, reset));
@@ -98,7 +99,7 @@ impl World<'_> {
                     msg.status,
                     expected.map_or("a failure".to_string(), |e| format!("{e:?}"))
                 );
-                self.violation("adversary", detail);
+                self.violation(Invariant::Adversary, detail);
             }
         }
     }
@@ -118,7 +119,7 @@ impl World<'_> {
                         "hub n{} sent undecodable bytes to {:?}: {e}",
                         conn.node, conn.kind
                     );
-                    self.violation("adversary", detail);
+                    self.violation(Invariant::Adversary, detail);
                     return;
                 }
             };
@@ -179,7 +180,7 @@ impl World<'_> {
                             "hub n{} refused a flood registration with {code:?}, not RateLimited",
                             self.adv.conns[c as usize].node
                         );
-                        self.violation("adversary", detail);
+                        self.violation(Invariant::Adversary, detail);
                     }
                     self.expect_end(c, PROMPT);
                     None
@@ -216,7 +217,7 @@ impl World<'_> {
                             "hub n{} refused a replayed Auth with {code:?}, not BadProof",
                             self.adv.conns[c as usize].node
                         );
-                        self.violation("adversary", detail);
+                        self.violation(Invariant::Adversary, detail);
                     }
                     // The capturing stream has served its purpose.
                     let first = self
@@ -234,7 +235,7 @@ impl World<'_> {
                         "hub n{} admitted a replayed Auth",
                         self.adv.conns[c as usize].node
                     );
-                    self.violation("adversary", detail);
+                    self.violation(Invariant::Adversary, detail);
                     None
                 }
                 (Kind::Escalate { register }, HubMessage::Challenge { nonce, .. }) => {
@@ -266,7 +267,7 @@ impl World<'_> {
                             "hub n{node} refused a client key's {} with {code:?}, not Forbidden",
                             if register { "Register" } else { "exit Auth" }
                         );
-                        self.violation("adversary", detail);
+                        self.violation(Invariant::Adversary, detail);
                     }
                     self.check_not_listed(c);
                     None
@@ -276,13 +277,13 @@ impl World<'_> {
                     let detail = format!(
                         "hub n{node} let {peer:?}, holding a client-role key, act as an exit: {msg:?}"
                     );
-                    self.violation("admission", detail);
+                    self.violation(Invariant::Admission, detail);
                     self.check_not_listed(c);
                     None
                 }
                 (Kind::Preauth { .. }, HubMessage::AuthOk { .. }) => {
                     let detail = format!("hub n{node} admitted {peer:?}, which never sent Auth");
-                    self.violation("adversary", detail);
+                    self.violation(Invariant::Adversary, detail);
                     None
                 }
                 (Kind::Oversized { .. }, HubMessage::Error { code, .. }) => {
@@ -292,7 +293,7 @@ impl World<'_> {
                         "hub n{} answered a pre-auth oversized frame with {code:?}, not a reset",
                         self.adv.conns[c as usize].node
                     );
-                    self.violation("adversary", detail);
+                    self.violation(Invariant::Adversary, detail);
                     None
                 }
                 (Kind::WrongVersion { .. }, HubMessage::Error { code, .. })
@@ -303,7 +304,7 @@ impl World<'_> {
                         self.adv.conns[c as usize].node,
                         HUB_VERSION + 1
                     );
-                    self.violation("adversary", detail);
+                    self.violation(Invariant::Adversary, detail);
                     None
                 }
                 (
@@ -314,7 +315,7 @@ impl World<'_> {
                         "hub n{} admitted a hostile {kind:?} stream",
                         self.adv.conns[c as usize].node
                     );
-                    self.violation("adversary", detail);
+                    self.violation(Invariant::Adversary, detail);
                     None
                 }
                 _ => None,

@@ -3,6 +3,7 @@
 
 use crate::bytes_model::Chunk;
 use crate::scenario::Scenario;
+use crate::world::Invariant;
 use crate::world::{Ev, NodeIx, Owner, World, LOCAL};
 use meshproxy_core::ids::{ListenerId, PeerId};
 use meshproxy_core::io::{Input, Protocol};
@@ -88,7 +89,7 @@ impl<'s> World<'s> {
         for (st, side) in ends {
             if let Some(Owner::Adversary(c)) = self.streams.get(&st).map(|s| s.owners[1 - side]) {
                 let detail = format!("n{n} spliced hostile connection {c} to another stream");
-                self.violation("adversary", detail);
+                self.violation(Invariant::Adversary, detail);
             }
         }
     }

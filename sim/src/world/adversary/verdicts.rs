@@ -4,6 +4,7 @@
 
 use super::{leaked_key_limit, Conn, Kind};
 use crate::bytes_model::Chunk;
+use crate::world::Invariant;
 use crate::world::World;
 use meshproxy_core::ids::PeerId;
 
@@ -23,7 +24,7 @@ impl World<'_> {
         if held > max {
             let detail =
                 format!("hub n{node} holds {held} registrations under one key (limit {max})");
-            self.violation("bounds", detail);
+            self.violation(Invariant::Bounds, detail);
         }
     }
 
@@ -34,7 +35,7 @@ impl World<'_> {
         for h in 0..hubs {
             if self.hub_registered(h, &peer) {
                 let detail = format!("hub n{h} lists {peer:?}, which holds only a client-role key");
-                self.violation("admission", detail);
+                self.violation(Invariant::Admission, detail);
             }
         }
     }
@@ -51,7 +52,7 @@ impl World<'_> {
             conn.kind,
             self.now.saturating_duration_since(conn.opened)
         );
-        self.violation("adversary", detail);
+        self.violation(Invariant::Adversary, detail);
         let conn = &mut self.adv.conns[c as usize];
         conn.ended = Some((self.now, true));
         self.adv_write(stream, Chunk::Reset);
@@ -74,7 +75,7 @@ impl World<'_> {
         if open > max {
             let detail =
                 format!("n{node} holds {open} sessions from one flooding source (limit {max})");
-            self.violation("bounds", detail);
+            self.violation(Invariant::Bounds, detail);
         }
     }
 
@@ -90,7 +91,7 @@ impl World<'_> {
             .collect();
         if !open.is_empty() {
             self.violation(
-                "adversary",
+                Invariant::Adversary,
                 format!("hostile connections never ended: {}", open.join(", ")),
             );
         }
