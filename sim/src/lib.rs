@@ -15,15 +15,18 @@
 //!                          └───────────────────────── scheduled arrivals ◀─────────────────┘
 //! ```
 //!
-//! Layout: `scenario` (the file format), `plan` (what a seed injects),
-//! `topology` (node configs, origins, DNS), `world` (the event loop, network,
-//! apps, origins, faults, invariants; `world/relay` the NAT and relay model),
+//! Layout: `scenario` (the file format; `scenario/adversaries` its
+//! `[adversaries]` and `[limits]` tables), `plan` (what a seed injects),
+//! `topology` (node configs, origins, DNS, the leaked admission keys),
+//! `world` (the event loop, split by job into `world/{nodes, net, splice,
+//! apps, origins, faults, checks}`; `world/relay` the NAT and relay model,
+//! `world/admission` the admission invariants, `world/adversary` the
+//! misbehaving apps and peers),
 //! `nat` (NAT types' numbers and the per-pair table), `bytes_model` (self-verifying stream
 //! contents), `app_proto` (the app side of SOCKS5/HTTP), `oracle` (an
 //! independent exit-policy judge), `hostile` (the exit-policy destinations), `trace` (trace lines and running hash).
 #![forbid(unsafe_code)]
 
-pub mod adversary;
 mod app_proto;
 mod bytes_model;
 pub mod fuzz;

@@ -9,6 +9,9 @@
 //! validation pass checks every limit, each reported as one [`ScenarioError`]
 //! naming the file and the field.
 
+mod adversaries;
+
+pub use adversaries::{AdversarySpec, LimitsSpec};
 use meshproxy_core::record::{valid_label, CountryCode, MAX_LABELS};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -55,12 +58,12 @@ pub struct Scenario {
     /// The hubs' relay: reservation lifetime, circuit caps, autonat delay.
     #[serde(default)]
     pub relay: Relay,
-    /// Misbehaving apps and peers (sim/src/adversary.rs); none by default.
+    /// Misbehaving apps and peers (sim/src/world/adversary); none by default.
     #[serde(default)]
-    pub adversaries: crate::adversary::AdversarySpec,
+    pub adversaries: AdversarySpec,
     /// Overrides of the nodes' table limits; the core's defaults by default.
     #[serde(default)]
-    pub limits: crate::adversary::LimitsSpec,
+    pub limits: LimitsSpec,
     /// The hubs' admission tickets.
     #[serde(default)]
     pub hubs: Hubs,

@@ -309,8 +309,61 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
                 credential: credential(i),
             });
         }
-        crate::adversary::configure(s, &mut config);
+        configure(s, &mut config);
         out.push((peer(i), config, ip));
     }
     out
+}
+
+/// The admission key id of the token the registration flood and the replay
+/// use: a token that leaked, registered at every hub, held by no honest node.
+pub(crate) const LEAKED_KEY: &str = "leaked";
+const LEAKED_TOKEN: &[u8] = b"leaked-token-0123456789abcdef";
+/// The key id of a leaked token that admits clients only.
+pub(crate) const LEAKED_CLIENT_KEY: &str = "leaked-client";
+const LEAKED_CLIENT_TOKEN: &[u8] = b"leaked-client-token-0123456789";
+
+pub(crate) fn leaked() -> Credential {
+    Credential::new(LEAKED_KEY, LEAKED_TOKEN)
+}
+
+/// A leaked client-role token (the role escalations hold it).
+pub(crate) fn leaked_client() -> Credential {
+    Credential::new(LEAKED_CLIENT_KEY, LEAKED_CLIENT_TOKEN)
+}
+
+/// Applies `[limits]` to one node's config and, when adversaries run,
+/// registers the leaked keys at the hubs.
+pub(crate) fn configure(s: &Scenario, config: &mut meshproxy_core::config::NodeConfig) {
+    let l = &s.limits;
+    let set = |v: Option<u32>, field: &mut usize| {
+        if let Some(v) = v {
+            *field = v as usize;
+        }
+    };
+    let limits: &mut Limits = &mut config.limits;
+    set(l.max_client_sessions, &mut limits.max_client_sessions);
+    set(l.max_exit_sessions, &mut limits.max_exit_sessions);
+    set(l.max_sessions_per_peer, &mut limits.max_sessions_per_peer);
+    set(l.max_hub_streams, &mut limits.max_hub_streams);
+    set(l.max_sessions_per_listener, &mut limits.max_sessions_per_listener);
+    set(l.max_sessions_per_source, &mut limits.max_sessions_per_source);
+    set(l.max_pending_dials, &mut limits.max_pending_dials);
+    set(l.max_registrations_per_key, &mut limits.max_registrations_per_key);
+    set(l.max_hub_streams_per_peer, &mut limits.max_hub_streams_per_peer);
+    set(l.max_preauth_hub_streams, &mut limits.max_preauth_hub_streams);
+    if let Some(hub) = config.hub.as_mut() {
+        set(l.max_directory_entries, &mut hub.directory.max_entries);
+        if s.adversaries.any() {
+            // A fleet key: exits only, with its own registration limit.
+            let mut key = leaked().admission_key(RoleSet::EXIT);
+            key.max_registrations = s
+                .adversaries
+                .leaked_key_registrations
+                .or(l.max_registrations_per_key)
+                .map(|v| v as usize);
+            hub.keys.push(key);
+            hub.keys.push(leaked_client().admission_key(RoleSet::CLIENT));
+        }
+    }
 }

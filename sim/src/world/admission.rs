@@ -31,7 +31,7 @@
 //!   `busiest_peer_hub_streams ≤ max_hub_streams_per_peer` on every hub after
 //!   every step (checked with the other tables in `World::drain`).
 
-use super::{Ev, NodeIx, Owner, World};
+use super::{Ev, Invariant, NodeIx, Owner, World};
 use crate::bytes_model::Chunk;
 use bytes::Bytes;
 use meshproxy_core::admission::RoleSet;
@@ -198,7 +198,7 @@ impl World<'_> {
                 _ => String::new(),
             };
             let detail = format!("exit n{n} {what} for {peer:?}, which holds no client ticket");
-            self.violation("admission", detail);
+            self.violation(Invariant::Admission, detail);
         }
     }
 
@@ -214,7 +214,7 @@ impl World<'_> {
         for (peer, roles) in bad {
             let detail =
                 format!("hub n{n} lists {peer:?}, registered under a key admitting only {roles}");
-            self.violation("admission", detail);
+            self.violation(Invariant::Admission, detail);
         }
     }
 
@@ -263,7 +263,7 @@ impl World<'_> {
                             "exit n{n} is not registered at hub n{h}, both up and reachable since {}",
                             since.unwrap_or(now)
                         );
-                        self.violation("registration", detail);
+                        self.violation(Invariant::Registration, detail);
                     }
                 } else {
                     self.admission.reported.remove(&(n, h));
@@ -279,7 +279,7 @@ impl World<'_> {
                         "client n{n} holds no usable ticket, though a hub has been up and reachable since {}",
                         covered_since.unwrap_or(now)
                     );
-                    self.violation("tickets", detail);
+                    self.violation(Invariant::Tickets, detail);
                 }
             } else {
                 self.admission.reported.remove(&(n, n));

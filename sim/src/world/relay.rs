@@ -26,7 +26,7 @@
 //! All of the model's randomness comes from its own seeded stream, so a
 //! scenario without NAT draws exactly what it drew before the model existed.
 
-use super::{Ev, NodeIx, Outcome, Owner, PeerConn, World};
+use super::{Ev, Invariant, NodeIx, Outcome, Owner, PeerConn, World};
 use crate::bytes_model::Chunk;
 use crate::nat::{punch_per_mille, NAT_DIAL_TIMEOUT};
 use crate::plan::between;
@@ -273,7 +273,7 @@ impl World<'_> {
             }
         }
         for detail in broken {
-            self.violation("bounds", detail);
+            self.violation(Invariant::Bounds, detail);
         }
     }
 
@@ -620,7 +620,7 @@ impl World<'_> {
                     "exit n{e} (behind {} NAT) {what} at hub n{h}, up and reachable since {since}",
                     self.relay.nat(e)
                 );
-                self.violation("relay", detail);
+                self.violation(Invariant::Relay, detail);
             }
         }
         if self.now + CHECK_EVERY <= self.end {
