@@ -373,14 +373,14 @@ fn stream_protocol(protocol: Protocol) -> StreamProtocol {
 
 /// Every behaviour the swarm runs.
 #[derive(libp2p::swarm::NetworkBehaviour)]
-struct Behaviour {
+struct SwarmBehaviour {
     /// Refuses connections beyond [`NetLimits`] before they cost a handler.
     limits: connection_limits::Behaviour,
     /// Refuses inbound connections beyond [`NetLimits::max_connections_per_ip`] before their
     /// handshake.
     per_ip: crate::per_ip::Behaviour,
     /// Our byte-stream protocols.
-    streams: streams::Behaviour,
+    streams: streams::ByteStreams,
     /// Tells peers our protocols and listen addresses, and us the address they see.
     identify: identify::Behaviour,
     /// Measures round trips and notices dead connections.
@@ -436,7 +436,7 @@ struct Listening {
 
 /// The task that owns the swarm. Construct it with [`NetworkActor::spawn`].
 pub struct NetworkActor<F> {
-    swarm: Swarm<Behaviour>,
+    swarm: Swarm<SwarmBehaviour>,
     events: F,
     /// Events produced on connection tasks (opened, refused and accepted streams), forwarded
     /// in order through `events`, so the callback never needs to be `Sync`. Unbounded so no
@@ -1074,7 +1074,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         (self.events)(NetEvent::PeerDisconnected { peer: to_core(&info.peer), conn: info.conn });
     }
 
-    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+    fn on_swarm_event(&mut self, event: SwarmEvent<SwarmBehaviourEvent>) {
         match event {
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 self.on_connection_established(peer_id, connection_id, &endpoint)
@@ -1123,20 +1123,20 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             }
             // libp2p-ping no longer closes a connection whose pings time out; a half-dead
             // TCP connection would otherwise hold streams (and the core's sessions) forever.
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+            SwarmEvent::Behaviour(SwarmBehaviourEvent::Ping(ping::Event {
                 connection,
                 result: Err(ping::Failure::Timeout | ping::Failure::Other { .. }),
                 ..
             })) => {
                 self.swarm.close_connection(connection);
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.log_relay(event),
-            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => {
+            SwarmEvent::Behaviour(SwarmBehaviourEvent::Relay(event)) => self.log_relay(event),
+            SwarmEvent::Behaviour(SwarmBehaviourEvent::RelayClient(event)) => {
                 self.on_relay_client(event)
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => self.on_dcutr(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => self.on_autonat(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+            SwarmEvent::Behaviour(SwarmBehaviourEvent::Dcutr(event)) => self.on_dcutr(event),
+            SwarmEvent::Behaviour(SwarmBehaviourEvent::Autonat(event)) => self.on_autonat(event),
+            SwarmEvent::Behaviour(SwarmBehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
                 ..
@@ -1163,7 +1163,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                 }
             }
             // A hub whose identify failed will not bring addresses: its dials go now.
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Error {
+            SwarmEvent::Behaviour(SwarmBehaviourEvent::Identify(identify::Event::Error {
                 peer_id,
                 ..
             })) => {
@@ -1332,7 +1332,7 @@ fn build_swarm(
     config: &NetConfig,
     to_actor: mpsc::UnboundedSender<NetEvent>,
     inbound: InboundGate,
-) -> Result<Swarm<Behaviour>, NetError> {
+) -> Result<Swarm<SwarmBehaviour>, NetError> {
     let streams = config.limits.max_streams_per_connection.clamp(1, YAMUX_MAX_STREAMS_CEILING);
     let yamux_config = Yamux::new(streams);
     let quic_streams = u32::try_from(streams).unwrap_or(u32::MAX);
@@ -1369,10 +1369,10 @@ fn build_swarm(
         .with_relay_client(Noise::new, move || relay_yamux)?
         .with_behaviour(|key, client| {
             let local = key.public().to_peer_id();
-            Behaviour {
+            SwarmBehaviour {
                 limits: connection_limits::Behaviour::new(connection_limits),
                 per_ip: crate::per_ip::Behaviour::new(limits.max_connections_per_ip),
-                streams: streams::Behaviour::new(to_actor, inbound),
+                streams: streams::ByteStreams::new(to_actor, inbound),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                         .with_agent_version(format!("meshproxy/{}", env!("CARGO_PKG_VERSION"))),
@@ -1590,19 +1590,20 @@ mod streams {
         }
     }
 
-    /// The swarm-side half: turns open requests into handler notifications.
-    pub(super) struct Behaviour {
+    /// Our byte-stream protocols, the swarm-side half: turns open requests into handler
+    /// notifications.
+    pub(super) struct ByteStreams {
         to_actor: mpsc::UnboundedSender<NetEvent>,
         inbound: InboundGate,
         queue: VecDeque<ToSwarm<Infallible, OpenRequest>>,
     }
 
-    impl Behaviour {
+    impl ByteStreams {
         pub(super) fn new(
             to_actor: mpsc::UnboundedSender<NetEvent>,
             inbound: InboundGate,
-        ) -> Behaviour {
-            Behaviour { to_actor, inbound, queue: VecDeque::new() }
+        ) -> ByteStreams {
+            ByteStreams { to_actor, inbound, queue: VecDeque::new() }
         }
 
         /// Opens a stream on the connection `conn` to `peer`; the answer comes through the
@@ -1633,7 +1634,7 @@ mod streams {
         }
     }
 
-    impl NetworkBehaviour for Behaviour {
+    impl NetworkBehaviour for ByteStreams {
         type ConnectionHandler = Handler;
         type ToSwarm = Infallible;
 
