@@ -455,26 +455,13 @@ pub struct NetworkActor<F> {
     /// Dials the core asked for: only their failures are its `DialFailed`s (DCUtR and the
     /// relay client dial too, and answer for themselves).
     dials: HashMap<ConnectionId, libp2p::PeerId>,
-    /// Direct dials made to answer a `HolePunch`.
-    punch_dials: HashMap<ConnectionId, libp2p::PeerId>,
-    /// Peers whose relayed connection we accepted, while DCUtR works on it.
-    punching: HashSet<libp2p::PeerId>,
-    /// Peers whose `HolePunch` the core still waits to hear about.
-    punch_asked: HashSet<libp2p::PeerId>,
     /// Where connected peers say they listen (identify), direct addresses only.
     identified: HashMap<libp2p::PeerId, Vec<Multiaddr>>,
-    /// Dials through a hub that wait for the hub's identify (see [`Self::dial_via`]).
-    parked_via: ParkedDials,
     /// The addresses of the core's last direct `Dial` of each peer (how to reach a hub
     /// for a reservation or circuit before any connection to it exists).
     dial_addrs: HashMap<libp2p::PeerId, Vec<Multiaddr>>,
-    /// Relay reservations asked for, by hub.
-    reservations: HashMap<libp2p::PeerId, Reservation>,
-    /// Caps the relays announced for our outbound circuits, by relay, in order, until the
-    /// connection over each circuit is up.
-    out_limits: HashMap<libp2p::PeerId, VecDeque<CircuitLimit>>,
-    /// The same for inbound circuits, by the peer that opened them.
-    in_limits: HashMap<libp2p::PeerId, CircuitLimit>,
+    /// Our use of the hubs' relays: reservations, relayed dials, circuit caps, hole punches.
+    relay_client: RelayClient,
     /// Listeners that have not reported an address yet.
     pending_listeners: HashSet<ListenerId>,
     /// Our listen addresses, in the order the listeners reported them.
@@ -493,6 +480,79 @@ struct ConnInfo {
     limit: Option<CircuitLimit>,
     /// The address we dialed (direct outbound connections only): known to reach the peer.
     dialed: Option<Multiaddr>,
+}
+
+/// What this node holds as a client of the hubs' relays: reservations at hubs, dials
+/// through hubs waiting for the hub's identify, the caps relays announced for circuits
+/// whose connections are not up yet, and the hole punches (DCUtR and our own direct dials)
+/// that try to replace relayed connections by direct ones.
+#[derive(Debug, Default)]
+struct RelayClient {
+    /// Relay reservations asked for, by hub.
+    reservations: HashMap<libp2p::PeerId, Reservation>,
+    /// Dials through a hub that wait for the hub's identify (see
+    /// [`NetworkActor::dial_via`]).
+    parked: ParkedDials,
+    /// Caps the relays announced for our outbound circuits, by relay, in order, until the
+    /// connection over each circuit is up.
+    out_limits: HashMap<libp2p::PeerId, VecDeque<CircuitLimit>>,
+    /// The same for inbound circuits, by the peer that opened them.
+    in_limits: HashMap<libp2p::PeerId, CircuitLimit>,
+    /// Direct dials made to answer a `HolePunch`.
+    punch_dials: HashMap<ConnectionId, libp2p::PeerId>,
+    /// Peers whose relayed connection we accepted, while DCUtR works on it.
+    punching: HashSet<libp2p::PeerId>,
+    /// Peers whose `HolePunch` the core still waits to hear about.
+    punch_asked: HashSet<libp2p::PeerId>,
+}
+
+impl RelayClient {
+    /// Whether `listener` is a reservation's `/p2p-circuit` listener.
+    fn is_reservation(&self, listener: ListenerId) -> bool {
+        self.reservations.values().any(|r| r.listener == listener)
+    }
+
+    /// Takes the reservation whose listener is `listener`, with its hub.
+    fn take_reservation(&mut self, listener: ListenerId) -> Option<(libp2p::PeerId, Reservation)> {
+        let hub =
+            self.reservations.iter().find(|(_, r)| r.listener == listener).map(|(h, _)| *h)?;
+        let r = self.reservations.remove(&hub)?;
+        Some((hub, r))
+    }
+
+    /// The hub of the one reservation granted, if exactly one is.
+    fn only_held_hub(&self) -> Option<libp2p::PeerId> {
+        let mut held = self.reservations.iter().filter(|(_, r)| r.accepted).map(|(h, _)| *h);
+        match (held.next(), held.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        }
+    }
+
+    /// Remembers the caps `relay` announced for an outbound circuit (at most
+    /// [`MAX_PENDING_LIMITS`] per relay; the oldest goes first).
+    fn push_out_limit(&mut self, relay: libp2p::PeerId, limit: CircuitLimit) {
+        let q = self.out_limits.entry(relay).or_default();
+        if q.len() >= MAX_PENDING_LIMITS {
+            q.pop_front();
+        }
+        q.push_back(limit);
+    }
+
+    /// Takes the caps for the oldest outbound circuit through `relay`.
+    fn take_out_limit(&mut self, relay: libp2p::PeerId) -> Option<CircuitLimit> {
+        self.out_limits.get_mut(&relay).and_then(VecDeque::pop_front)
+    }
+
+    /// Whether a direct dial answering a `HolePunch` for `peer` is under way.
+    fn punch_dialing(&self, peer: &libp2p::PeerId) -> bool {
+        self.punch_dials.values().any(|p| p == peer)
+    }
+
+    /// Whether any hole-punch attempt for `peer` is under way (DCUtR or our own dial).
+    fn punch_under_way(&self, peer: &libp2p::PeerId) -> bool {
+        self.punching.contains(peer) || self.punch_dialing(peer)
+    }
 }
 
 /// A reservation at one hub: its `/p2p-circuit` listener and whether the hub granted it.
@@ -561,7 +621,7 @@ impl<F> std::fmt::Debug for NetworkActor<F> {
         f.debug_struct("NetworkActor")
             .field("local_peer_id", self.swarm.local_peer_id())
             .field("conns", &self.conns.len())
-            .field("reservations", &self.reservations.len())
+            .field("reservations", &self.relay_client.reservations.len())
             .finish_non_exhaustive()
     }
 }
@@ -634,15 +694,9 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             by_peer: BTreeMap::new(),
             next_conn: 0,
             dials: HashMap::new(),
-            punch_dials: HashMap::new(),
-            punching: HashSet::new(),
-            punch_asked: HashSet::new(),
             identified: HashMap::new(),
-            parked_via: ParkedDials::default(),
             dial_addrs: HashMap::new(),
-            reservations: HashMap::new(),
-            out_limits: HashMap::new(),
-            in_limits: HashMap::new(),
+            relay_client: RelayClient::default(),
             pending_listeners,
             listen_addrs: Vec::new(),
             listening,
@@ -654,7 +708,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
 
     async fn run(mut self, mut commands: mpsc::Receiver<NetCommand>) {
         loop {
-            let unpark_at = self.parked_via.next_due();
+            let unpark_at = self.relay_client.parked.next_due();
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command),
@@ -674,7 +728,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                         None => std::future::pending().await,
                     }
                 } => {
-                    let due = self.parked_via.take_due(tokio::time::Instant::now());
+                    let due = self.relay_client.parked.take_due(tokio::time::Instant::now());
                     self.dial_parked(due);
                 }
             }
@@ -793,7 +847,8 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         };
         let unidentified =
             self.by_peer.contains_key(&hub_id) && !self.identified.contains_key(&hub_id);
-        if unidentified && self.parked_via.park(peer, hub_id, tokio::time::Instant::now()) {
+        if unidentified && self.relay_client.parked.park(peer, hub_id, tokio::time::Instant::now())
+        {
             return;
         }
         self.dial_via_now(peer, hub_id);
@@ -866,7 +921,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             (self.events)(NetEvent::ReservationFailed { hub });
             return;
         };
-        if let Some(r) = self.reservations.get(&hub_id) {
+        if let Some(r) = self.relay_client.reservations.get(&hub_id) {
             // libp2p renews a granted reservation by itself; a pending one answers later.
             if r.accepted {
                 (self.events)(NetEvent::ReservationAccepted { hub });
@@ -883,7 +938,9 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         match self.swarm.listen_on(circuit.clone()) {
             Ok(listener) => {
                 tracing::debug!(%circuit, "asking for a relay reservation");
-                self.reservations.insert(hub_id, Reservation { listener, accepted: false });
+                self.relay_client
+                    .reservations
+                    .insert(hub_id, Reservation { listener, accepted: false });
             }
             Err(e) => {
                 tracing::info!(%circuit, error = %e, "relay reservation refused locally");
@@ -894,7 +951,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
 
     fn unreserve(&mut self, hub: PeerId) {
         let Some(hub_id) = from_core(&hub) else { return };
-        if let Some(r) = self.reservations.remove(&hub_id) {
+        if let Some(r) = self.relay_client.reservations.remove(&hub_id) {
             tracing::info!(hub = %hub_id, "relay reservation dropped");
             self.swarm.remove_listener(r.listener);
         }
@@ -910,9 +967,9 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             return;
         }
         self.punch_dial(id);
-        if self.punching.contains(&id) || self.punch_dials.values().any(|p| *p == id) {
+        if self.relay_client.punch_under_way(&id) {
             // An attempt is under way; its outcome answers.
-            self.punch_asked.insert(id);
+            self.relay_client.punch_asked.insert(id);
         } else {
             (self.events)(NetEvent::HolePunchFailed { peer });
         }
@@ -923,7 +980,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
     /// reachable from here, e.g. an exit behind NAT dialing a public client. At most one at
     /// a time per peer; nothing without identify's addresses.
     fn punch_dial(&mut self, id: libp2p::PeerId) {
-        let dialing = self.punch_dials.values().any(|p| *p == id);
+        let dialing = self.relay_client.punch_dialing(&id);
         let addrs: Vec<Multiaddr> = self.identified.get(&id).cloned().unwrap_or_default();
         if dialing || addrs.is_empty() || !self.swarm.behaviour().dcutr.is_enabled() {
             return;
@@ -931,7 +988,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         let opts = DialOpts::peer_id(id).addresses(addrs).condition(PeerCondition::Always).build();
         let cid = opts.connection_id();
         if self.swarm.dial(opts).is_ok() {
-            self.punch_dials.insert(cid, id);
+            self.relay_client.punch_dials.insert(cid, id);
             (self.events)(NetEvent::HolePunch {
                 peer: to_core(&id),
                 stage: HolePunchStage::Started,
@@ -943,8 +1000,8 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
     /// is already gone); the core hears of it once no other attempt is left.
     fn punch_failed(&mut self, peer: libp2p::PeerId) {
         (self.events)(NetEvent::HolePunch { peer: to_core(&peer), stage: HolePunchStage::Failed });
-        let others = self.punching.contains(&peer) || self.punch_dials.values().any(|p| *p == peer);
-        if !others && self.punch_asked.remove(&peer) {
+        let others = self.relay_client.punch_under_way(&peer);
+        if !others && self.relay_client.punch_asked.remove(&peer) {
             (self.events)(NetEvent::HolePunchFailed { peer: to_core(&peer) });
         }
     }
@@ -963,11 +1020,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         if let Some(i) = by_addr {
             return Some(i.peer);
         }
-        let mut held = self.reservations.iter().filter(|(_, r)| r.accepted).map(|(h, _)| *h);
-        match (held.next(), held.next()) {
-            (Some(only), None) => Some(only),
-            _ => None,
-        }
+        self.relay_client.only_held_hub()
     }
 
     fn on_connection_established(
@@ -977,7 +1030,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         endpoint: &libp2p::core::ConnectedPoint,
     ) {
         self.dials.remove(&connection_id);
-        let punched = self.punch_dials.remove(&connection_id).is_some();
+        let punched = self.relay_client.punch_dials.remove(&connection_id).is_some();
         let had_direct = self.direct_conn(&peer_id).is_some();
         let had_relayed = self.by_peer.get(&peer_id).is_some_and(|ids| {
             ids.iter()
@@ -991,9 +1044,9 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             };
             let hub = self.relay_of(addr);
             let limit = if endpoint.is_dialer() {
-                hub.and_then(|h| self.out_limits.get_mut(&h)).and_then(VecDeque::pop_front)
+                hub.and_then(|h| self.relay_client.take_out_limit(h))
             } else {
-                self.in_limits.remove(&peer_id)
+                self.relay_client.in_limits.remove(&peer_id)
             };
             // An unknown relay is still a relay: id 0 says "relayed, by whom unknown".
             let via = hub.map_or_else(|| PeerId::from_u64(0), |h| to_core(&h));
@@ -1015,7 +1068,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                 tracing::info!(peer = %peer_id, %via, ?limit, inbound = !endpoint.is_dialer(), "peer connected through a relay");
                 // DCUtR starts by itself on the side that accepted the circuit.
                 if !endpoint.is_dialer() && self.swarm.behaviour().dcutr.is_enabled() {
-                    self.punching.insert(peer_id);
+                    self.relay_client.punching.insert(peer_id);
                     (self.events)(NetEvent::HolePunch {
                         peer: to_core(&peer_id),
                         stage: HolePunchStage::Started,
@@ -1030,18 +1083,18 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         // Whichever side's dial got through, a direct connection ends the attempt: DCUtR
         // itself only credits its own dial (on loopback and behind some NATs the other
         // side's wins, and ours would then be reported as failed).
-        let attempt = self.punching.remove(&peer_id);
+        let attempt = self.relay_client.punching.remove(&peer_id);
         if path == Path::Direct && (punched || attempt) && !had_direct {
-            self.punch_asked.remove(&peer_id);
+            self.relay_client.punch_asked.remove(&peer_id);
             (self.events)(NetEvent::HolePunch {
                 peer: to_core(&peer_id),
                 stage: HolePunchStage::Succeeded,
             });
         } else if attempt {
-            self.punching.insert(peer_id);
+            self.relay_client.punching.insert(peer_id);
         }
         if path == Path::Direct {
-            self.punch_asked.remove(&peer_id);
+            self.relay_client.punch_asked.remove(&peer_id);
         }
         (self.events)(NetEvent::PeerConnected { peer: to_core(&peer_id), conn, path, limit });
     }
@@ -1059,15 +1112,15 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             if set.is_empty() {
                 self.by_peer.remove(&info.peer);
                 self.identified.remove(&info.peer);
-                self.in_limits.remove(&info.peer);
+                self.relay_client.in_limits.remove(&info.peer);
                 // Nothing to wait for any more: the dial reconnects to the hub or fails.
-                let waiting = self.parked_via.take_hub(info.peer);
+                let waiting = self.relay_client.parked.take_hub(info.peer);
                 self.dial_parked(waiting);
             }
         }
         if info.path.is_relayed() {
             tracing::info!(peer = %info.peer, conn = %info.conn, "relayed connection closed");
-            if !relayed_left && self.punching.remove(&info.peer) {
+            if !relayed_left && self.relay_client.punching.remove(&info.peer) {
                 self.punch_failed(info.peer);
             }
         }
@@ -1086,7 +1139,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                 if let Some(peer) = self.dials.remove(&connection_id) {
                     tracing::debug!(%peer, %error, "dial failed");
                     (self.events)(NetEvent::DialFailed { peer: to_core(&peer) });
-                } else if let Some(peer) = self.punch_dials.remove(&connection_id) {
+                } else if let Some(peer) = self.relay_client.punch_dials.remove(&connection_id) {
                     tracing::info!(%peer, %error, "direct dial to a relayed peer failed");
                     self.punch_failed(peer);
                 } else {
@@ -1095,7 +1148,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                 }
             }
             SwarmEvent::NewListenAddr { listener_id, address } => {
-                if self.is_reservation(listener_id) {
+                if self.relay_client.is_reservation(listener_id) {
                     tracing::debug!(%address, "reachable through a relay");
                     return;
                 }
@@ -1154,10 +1207,12 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                     self.identified.insert(peer_id, direct);
                     // Identify emits the address it saw us at right after this event, and
                     // DCUtR reads the addresses only once the circuit is up, a round trip on.
-                    let waiting = self.parked_via.take_hub(peer_id);
+                    let waiting = self.relay_client.parked.take_hub(peer_id);
                     self.dial_parked(waiting);
                     // A `HolePunch` that came before identify could not dial yet.
-                    if self.punch_asked.contains(&peer_id) && self.direct_conn(&peer_id).is_none() {
+                    if self.relay_client.punch_asked.contains(&peer_id)
+                        && self.direct_conn(&peer_id).is_none()
+                    {
                         self.punch_dial(peer_id);
                     }
                 }
@@ -1167,7 +1222,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
                 peer_id,
                 ..
             })) => {
-                let waiting = self.parked_via.take_hub(peer_id);
+                let waiting = self.relay_client.parked.take_hub(peer_id);
                 self.dial_parked(waiting);
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
@@ -1181,17 +1236,8 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
         }
     }
 
-    fn is_reservation(&self, listener: ListenerId) -> bool {
-        self.reservations.values().any(|r| r.listener == listener)
-    }
-
     fn on_listener_closed(&mut self, listener: ListenerId, error: Option<String>) {
-        let Some(hub) =
-            self.reservations.iter().find(|(_, r)| r.listener == listener).map(|(h, _)| *h)
-        else {
-            return;
-        };
-        let Some(r) = self.reservations.remove(&hub) else { return };
+        let Some((hub, r)) = self.relay_client.take_reservation(listener) else { return };
         if r.accepted {
             tracing::warn!(%hub, ?error, "relay reservation lost");
             (self.events)(NetEvent::ReservationLost { hub: to_core(&hub) });
@@ -1204,7 +1250,9 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
     fn on_relay_client(&mut self, event: relay::client::Event) {
         match event {
             relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, limit } => {
-                let Some(r) = self.reservations.get_mut(&relay_peer_id) else { return };
+                let Some(r) = self.relay_client.reservations.get_mut(&relay_peer_id) else {
+                    return;
+                };
                 if r.accepted {
                     tracing::debug!(hub = %relay_peer_id, renewal, "relay reservation renewed");
                     return;
@@ -1215,16 +1263,12 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             }
             relay::client::Event::OutboundCircuitEstablished { relay_peer_id, limit } => {
                 if let Some(l) = circuit_limit!(limit) {
-                    let q = self.out_limits.entry(relay_peer_id).or_default();
-                    if q.len() >= MAX_PENDING_LIMITS {
-                        q.pop_front();
-                    }
-                    q.push_back(l);
+                    self.relay_client.push_out_limit(relay_peer_id, l);
                 }
             }
             relay::client::Event::InboundCircuitEstablished { src_peer_id, limit } => {
                 if let Some(l) = circuit_limit!(limit) {
-                    self.in_limits.insert(src_peer_id, l);
+                    self.relay_client.in_limits.insert(src_peer_id, l);
                 }
             }
         }
@@ -1232,12 +1276,12 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
 
     fn on_dcutr(&mut self, event: dcutr::Event) {
         let peer = event.remote_peer_id;
-        let ours = self.punching.remove(&peer);
+        let ours = self.relay_client.punching.remove(&peer);
         match event.result {
             Ok(_) => {
                 tracing::info!(%peer, "hole punch succeeded: direct connection");
                 if ours {
-                    self.punch_asked.remove(&peer);
+                    self.relay_client.punch_asked.remove(&peer);
                     (self.events)(NetEvent::HolePunch {
                         peer: to_core(&peer),
                         stage: HolePunchStage::Succeeded,
