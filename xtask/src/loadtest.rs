@@ -27,7 +27,7 @@ use crate::bench::report::quantile;
 use crate::bench::BenchError;
 use crate::table::Table;
 use clap::Args;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -141,11 +141,13 @@ impl Plan {
     }
 }
 
-/// What the kernel says about one process at one moment.
-#[derive(Debug, Clone, Copy, Default)]
+/// What the kernel says about one process at one moment; in the result
+/// file as `{"fds": …, "rss_bytes": …}`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 struct Usage {
-    rss: u64,
     fds: u64,
+    #[serde(rename = "rss_bytes")]
+    rss: u64,
 }
 
 fn usage(pid: u32) -> Usage {
@@ -488,9 +490,9 @@ pub fn run(workspace: &Path, args: &LoadtestArgs) -> Result<bool, LoadtestError>
         println!("loadtest:   {} x unfinished at the deadline", measured.unfinished);
     }
 
-    let json = to_json(mode, &plan, &warm, &measured, &watched, [p50, p99, max], &problems);
+    let file = result_file(mode, &plan, &warm, &measured, &watched, [p50, p99, max], &problems);
     let path = out_dir.join("result.json");
-    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+    let text = serde_json::to_string_pretty(&file).unwrap_or_default();
     std::fs::write(&path, text).map_err(|e| LoadtestError::Io(path.display().to_string(), e))?;
     println!("loadtest: wrote {}", path.display());
     if problems.is_empty() {
@@ -601,52 +603,119 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1 << 20)
 }
 
-/// The result file.
-fn to_json(
-    mode: &str,
+/// `target/loadtest/result.json`.
+///
+/// Fields here and in the records below are declared in alphabetical order:
+/// serde writes them in declaration order, and the file has always had its
+/// keys sorted (it was built with `json!`, whose maps are sorted), so the
+/// bytes stay as they were.
+#[derive(Debug, Serialize)]
+struct ResultFile<'a> {
+    concurrency: usize,
+    /// Connect latency of the measured round, greeting → first origin byte;
+    /// null when nothing connected.
+    connect_ms: ConnectMs,
+    connections: usize,
+    duration_limit_s: u64,
+    /// Failures of the measured round by kind.
+    errors: &'a BTreeMap<String, usize>,
+    fd_slack: u64,
+    heap_slack_bytes: u64,
+    hold_ms: u64,
+    lost: usize,
+    mode: &'a str,
+    pass: bool,
+    peak_open: usize,
+    problems: &'a [String],
+    processes: Vec<ProcessRecord<'a>>,
+    rss_slack_bytes: u64,
+    succeeded: usize,
+    /// Machine-wide growth of each of `TCP_COUNTERS` during the measured round.
+    tcp_counters_during_load: BTreeMap<&'static str, u64>,
+    unfinished: usize,
+    wall_s: f64,
+    warmup: Warmup,
+}
+
+/// Connect-latency quantiles, ms; null when not measured (JSON has no NaN).
+#[derive(Debug, Serialize)]
+struct ConnectMs {
+    max: Option<f64>,
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
+/// The warm-up round.
+#[derive(Debug, Serialize)]
+struct Warmup {
+    connections: usize,
+    lost: usize,
+}
+
+/// One [`Watched`] process.
+#[derive(Debug, Serialize)]
+struct ProcessRecord<'a> {
+    after: Usage,
+    before: Usage,
+    cold: Usage,
+    fd_soft_limit: Option<u64>,
+    heap_bytes: HeapBytes,
+    name: &'a str,
+    peak: Usage,
+}
+
+/// Live heap bytes (null unless `--heap`, and always for the hub).
+#[derive(Debug, Serialize)]
+struct HeapBytes {
+    after: Option<u64>,
+    before: Option<u64>,
+    cold: Option<u64>,
+}
+
+/// The result file of a run.
+fn result_file<'a>(
+    mode: &'a str,
     plan: &Plan,
     warm: &Outcome,
-    measured: &Outcome,
-    watched: &[Watched],
+    measured: &'a Outcome,
+    watched: &'a [Watched],
     [p50, p99, max]: [f64; 3],
-    problems: &[String],
-) -> Value {
-    let finite = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
-    let usage = |u: &Usage| json!({ "rss_bytes": u.rss, "fds": u.fds });
-    json!({
-        "mode": mode,
-        "pass": problems.is_empty(),
-        "problems": problems,
-        "connections": plan.connections,
-        "concurrency": plan.concurrency,
-        "hold_ms": plan.hold.as_millis() as u64,
-        "duration_limit_s": plan.deadline.as_secs(),
-        "fd_slack": FD_SLACK,
-        "rss_slack_bytes": RSS_SLACK,
-        "heap_slack_bytes": HEAP_SLACK,
-        "warmup": { "connections": warm.latencies.len() + warm.lost(), "lost": warm.lost() },
-        "succeeded": measured.latencies.len(),
-        "lost": measured.lost(),
-        "unfinished": measured.unfinished,
-        "errors": measured.errors,
-        "peak_open": measured.peak_open,
-        "wall_s": measured.elapsed.as_secs_f64(),
-        "tcp_counters_during_load": TCP_COUNTERS
+    problems: &'a [String],
+) -> ResultFile<'a> {
+    let finite = |v: f64| v.is_finite().then_some(v);
+    ResultFile {
+        concurrency: plan.concurrency,
+        connect_ms: ConnectMs { max: finite(max), p50: finite(p50), p99: finite(p99) },
+        connections: plan.connections,
+        duration_limit_s: plan.deadline.as_secs(),
+        errors: &measured.errors,
+        fd_slack: FD_SLACK,
+        heap_slack_bytes: HEAP_SLACK,
+        hold_ms: plan.hold.as_millis() as u64,
+        lost: measured.lost(),
+        mode,
+        pass: problems.is_empty(),
+        peak_open: measured.peak_open,
+        problems,
+        processes: watched
             .iter()
-            .zip(measured.tcp)
-            .map(|(n, v)| (n.to_string(), json!(v)))
-            .collect::<serde_json::Map<_, _>>(),
-        "connect_ms": { "p50": finite(p50), "p99": finite(p99), "max": finite(max) },
-        "processes": watched.iter().map(|w| json!({
-            "name": w.name,
-            "fd_soft_limit": w.fd_limit,
-            "cold": usage(&w.cold),
-            "before": usage(&w.before),
-            "peak": usage(&w.peak),
-            "after": usage(&w.after),
-            "heap_bytes": { "cold": w.heap[0], "before": w.heap[1], "after": w.heap[2] },
-        })).collect::<Vec<_>>(),
-    })
+            .map(|w| ProcessRecord {
+                after: w.after,
+                before: w.before,
+                cold: w.cold,
+                fd_soft_limit: w.fd_limit,
+                heap_bytes: HeapBytes { after: w.heap[2], before: w.heap[1], cold: w.heap[0] },
+                name: &w.name,
+                peak: w.peak,
+            })
+            .collect(),
+        rss_slack_bytes: RSS_SLACK,
+        succeeded: measured.latencies.len(),
+        tcp_counters_during_load: TCP_COUNTERS.into_iter().zip(measured.tcp).collect(),
+        unfinished: measured.unfinished,
+        wall_s: measured.elapsed.as_secs_f64(),
+        warmup: Warmup { connections: warm.latencies.len() + warm.lost(), lost: warm.lost() },
+    }
 }
 
 #[cfg(test)]
@@ -746,5 +815,128 @@ mod tests {
         let a = tcp_counters();
         let b = tcp_counters();
         assert!(a.iter().zip(&b).all(|(x, y)| y >= x));
+    }
+
+    /// Asserts `keys` are first written in this order in `text`.
+    fn written_in_order(text: &str, keys: &[&str]) {
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("{k} in {text}")))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{keys:?} in {text}");
+    }
+
+    /// The result file's schema, which README.md and whatever reads
+    /// `target/loadtest/result.json` rely on: every key, every type.
+    #[test]
+    fn the_result_file_keeps_its_keys_and_shape() {
+        use serde_json::{json, Value};
+
+        let plan = Plan::of(&LoadtestArgs::quick());
+        let warm = Outcome {
+            latencies: vec![Duration::from_millis(3); 7],
+            errors: BTreeMap::from([("refused".to_owned(), 2)]),
+            ..Outcome::default()
+        };
+        let measured = Outcome {
+            latencies: vec![Duration::from_millis(3); 5],
+            errors: BTreeMap::from([("echo mismatch".to_owned(), 1)]),
+            unfinished: 3,
+            peak_open: 9,
+            elapsed: Duration::from_millis(1500),
+            tcp: [4, 5, 6],
+        };
+        let watched = vec![Watched {
+            name: "exit".into(),
+            pid: 1,
+            fd_limit: Some(1024),
+            cold: Usage { fds: 1, rss: 10 },
+            before: Usage { fds: 2, rss: 20 },
+            peak: Usage { fds: 3, rss: 30 },
+            after: Usage { fds: 4, rss: 40 },
+            heap: [Some(100), None, Some(300)],
+        }];
+        let problems = vec!["4 lost".to_owned()];
+        let file = result_file(
+            "quick",
+            &plan,
+            &warm,
+            &measured,
+            &watched,
+            [1.5, f64::NAN, 9.0],
+            &problems,
+        );
+        let text = serde_json::to_string(&file).unwrap_or_else(|e| panic!("{e}"));
+        let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+
+        let top = [
+            "concurrency",
+            "connect_ms",
+            "connections",
+            "duration_limit_s",
+            "errors",
+            "fd_slack",
+            "heap_slack_bytes",
+            "hold_ms",
+            "lost",
+            "mode",
+            "pass",
+            "peak_open",
+            "problems",
+            "processes",
+            "rss_slack_bytes",
+            "succeeded",
+            "tcp_counters_during_load",
+            "unfinished",
+            "wall_s",
+            "warmup",
+        ];
+        let keys: Vec<&str> =
+            json.as_object().map_or(vec![], |m| m.keys().map(String::as_str).collect());
+        assert_eq!(keys, top);
+        // Written sorted, as the file always was.
+        written_in_order(&text, &top);
+
+        let expect = json!({
+            "concurrency": 200,
+            "connect_ms": { "max": 9.0, "p50": 1.5, "p99": null },
+            "connections": 500,
+            "duration_limit_s": 20,
+            "errors": { "echo mismatch": 1 },
+            "fd_slack": FD_SLACK,
+            "heap_slack_bytes": HEAP_SLACK,
+            "hold_ms": 100,
+            "lost": 4,
+            "mode": "quick",
+            "pass": false,
+            "peak_open": 9,
+            "problems": ["4 lost"],
+            "processes": [{
+                "after": { "fds": 4, "rss_bytes": 40 },
+                "before": { "fds": 2, "rss_bytes": 20 },
+                "cold": { "fds": 1, "rss_bytes": 10 },
+                "fd_soft_limit": 1024,
+                "heap_bytes": { "after": 300, "before": null, "cold": 100 },
+                "name": "exit",
+                "peak": { "fds": 3, "rss_bytes": 30 },
+            }],
+            "rss_slack_bytes": RSS_SLACK,
+            "succeeded": 5,
+            "tcp_counters_during_load": {
+                "ListenDrops": 5,
+                "ListenOverflows": 4,
+                "TCPSynRetrans": 6,
+            },
+            "unfinished": 3,
+            "wall_s": 1.5,
+            "warmup": { "connections": 9, "lost": 2 },
+        });
+        assert_eq!(json, expect, "{text}");
+        written_in_order(
+            &text,
+            &["after", "before", "cold", "fd_soft_limit", "heap_bytes", "name", "peak"],
+        );
+        assert!(text.contains(r#""cold":{"fds":1,"rss_bytes":10}"#), "{text}");
+        assert!(text.contains(r#""heap_bytes":{"after":300,"before":null,"cold":100}"#), "{text}");
     }
 }

@@ -274,9 +274,9 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         report::render(&figures, &skipped)
     );
-    let json = report::to_json(mode, plan.runs, args.threads, &figures, &skipped);
+    let file = report::result_file(mode, plan.runs, args.threads, &figures, &skipped);
     let result = out_dir.join("result.json");
-    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+    let text = serde_json::to_string_pretty(&file).unwrap_or_default();
     std::fs::write(&result, text).map_err(|e| BenchError::Io(result.display().to_string(), e))?;
     let svg = out_dir.join("bench.svg");
     if let Err(e) = report::plot(&svg, &figures) {

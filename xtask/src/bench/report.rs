@@ -2,7 +2,7 @@
 //! machine-readable result file and the plot.
 
 use crate::table::Table;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::path::Path;
 
 /// Which way a target bounds its figure.
@@ -59,13 +59,14 @@ impl Figure {
     }
 }
 
-/// Something the run did not measure, and why.
-#[derive(Debug, Clone)]
+/// Something the run did not measure, and why; in the result file as
+/// `{"reason": …, "what": …}` (fields in key order, see [`ResultFile`]).
+#[derive(Debug, Clone, Serialize)]
 pub struct Skipped {
-    /// Which figures.
-    pub what: String,
     /// Why.
     pub reason: String,
+    /// Which figures.
+    pub what: String,
 }
 
 /// The median of `xs` (the mean of the middle two for an even count); NaN when empty.
@@ -137,55 +138,94 @@ pub fn render(figures: &[Figure], skipped: &[Skipped]) -> String {
     out
 }
 
-/// The result file's JSON.
-pub fn to_json(
-    mode: &str,
+/// `target/bench/result.json`.
+///
+/// Fields here and in [`FigureRecord`] and [`Skipped`] are declared in
+/// alphabetical order: serde writes them in declaration order, and the file
+/// has always had its keys sorted (it was built with `json!`, whose maps are
+/// sorted), so the bytes stay as they were.
+#[derive(Debug, Serialize)]
+pub struct ResultFile<'a> {
+    /// CPUs this machine offers.
+    pub cores: usize,
+    /// Every figure measured.
+    pub figures: Vec<FigureRecord<'a>>,
+    /// `/proc/loadavg` when the file was written; null where there is none.
+    pub load_average: Option<String>,
+    /// `quick` or `full`.
+    pub mode: &'a str,
+    /// Runs per figure.
+    pub runs: usize,
+    /// What was not measured, and why.
+    pub skipped: &'a [Skipped],
+    /// The proxies' worker threads (`--threads`); null: one per CPU.
+    pub threads: Option<u16>,
+}
+
+/// One [`Figure`] in the result file. JSON has no NaN: unmeasured values
+/// (and samples) are null.
+#[derive(Debug, Serialize)]
+pub struct FigureRecord<'a> {
+    /// `">="`, `"<="`, or null without a target.
+    pub bound: Option<&'static str>,
+    /// [`Figure::key`].
+    pub key: &'a str,
+    /// [`Figure::label`].
+    pub label: &'a str,
+    /// [`Figure::pass`].
+    pub pass: Option<bool>,
+    /// Every run's value, in run order.
+    pub samples: Vec<Option<f64>>,
+    /// The target, or null.
+    pub target: Option<f64>,
+    /// [`Figure::unit`].
+    pub unit: &'static str,
+    /// The median, or null.
+    pub value: Option<f64>,
+}
+
+impl<'a> FigureRecord<'a> {
+    fn of(f: &'a Figure) -> FigureRecord<'a> {
+        let (bound, target) = match f.target {
+            Some((Bound::AtLeast, t)) => (Some(">="), Some(t)),
+            Some((Bound::AtMost, t)) => (Some("<="), Some(t)),
+            None => (None, None),
+        };
+        FigureRecord {
+            bound,
+            key: &f.key,
+            label: &f.label,
+            pass: f.pass(),
+            samples: f.samples.iter().map(|s| finite(*s)).collect(),
+            target,
+            unit: f.unit,
+            value: finite(f.value),
+        }
+    }
+}
+
+/// The result file of a run (this machine's cores and load average filled in).
+pub fn result_file<'a>(
+    mode: &'a str,
     runs: usize,
     threads: Option<u16>,
-    figures: &[Figure],
-    skipped: &[Skipped],
-) -> Value {
-    let figures: Vec<Value> = figures
-        .iter()
-        .map(|f| {
-            let (bound, target) = match f.target {
-                Some((Bound::AtLeast, t)) => (Some(">="), Some(t)),
-                Some((Bound::AtMost, t)) => (Some("<="), Some(t)),
-                None => (None, None),
-            };
-            json!({
-                "key": f.key,
-                "label": f.label,
-                "value": finite(f.value),
-                "unit": f.unit,
-                "bound": bound,
-                "target": target,
-                "pass": f.pass(),
-                "samples": f.samples.iter().map(|s| finite(*s)).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let skipped: Vec<Value> =
-        skipped.iter().map(|s| json!({ "what": s.what, "reason": s.reason })).collect();
-    json!({
-        "mode": mode,
-        "runs": runs,
-        // The proxies' worker threads (`--threads`); null: one per CPU.
-        "threads": threads,
-        "cores": std::thread::available_parallelism().map_or(1, usize::from),
-        "load_average": std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_owned()),
-        "figures": figures,
-        "skipped": skipped,
-    })
+    figures: &'a [Figure],
+    skipped: &'a [Skipped],
+) -> ResultFile<'a> {
+    ResultFile {
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        figures: figures.iter().map(FigureRecord::of).collect(),
+        load_average: std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_owned()),
+        mode,
+        runs,
+        skipped,
+        threads,
+    }
 }
 
 /// JSON has no NaN: unmeasured values are null.
-fn finite(v: f64) -> Value {
-    if v.is_finite() {
-        json!(v)
-    } else {
-        Value::Null
-    }
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
 }
 
 /// Draws the throughput and latency bars to an SVG file.
@@ -251,6 +291,27 @@ pub fn plot(path: &Path, figures: &[Figure]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    fn to_value(file: &ResultFile<'_>) -> Value {
+        let text = serde_json::to_string_pretty(file).unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// The object's keys (sorted: `Value` keeps no order).
+    fn keys(v: &Value) -> Vec<&str> {
+        let map = v.as_object().unwrap_or_else(|| panic!("not an object: {v}"));
+        map.keys().map(String::as_str).collect()
+    }
+
+    /// Asserts `keys` are first written in this order in `text`.
+    fn written_in_order(text: &str, keys: &[&str]) {
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("{k} in {text}")))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{keys:?} in {text}");
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {
@@ -291,12 +352,61 @@ mod tests {
         let table = render(&figures, &skipped);
         assert!(table.contains("MISS"), "{table}");
         assert!(table.contains("skipped: shadowsocks: quick mode"), "{table}");
-        let json = to_json("quick", 1, Some(1), &figures, &skipped);
+        let json = to_value(&result_file("quick", 1, Some(1), &figures, &skipped));
         assert_eq!(json["threads"], 1);
-        assert_eq!(to_json("quick", 1, None, &figures, &skipped)["threads"], Value::Null);
+        assert_eq!(
+            to_value(&result_file("quick", 1, None, &figures, &skipped))["threads"],
+            Value::Null
+        );
         assert_eq!(json["figures"][0]["value"], 2.0);
         assert_eq!(json["figures"][0]["pass"], false);
         assert_eq!(json["figures"][1]["value"], Value::Null);
         assert_eq!(json["skipped"][0]["reason"], "quick mode");
+    }
+
+    /// The result file's schema, which docs/performance.md and whatever
+    /// reads `target/bench/result.json` rely on: every key, every type.
+    #[test]
+    fn the_result_file_keeps_its_keys_and_shape() {
+        let figures = vec![
+            Figure::info("throughput.tcp.1", "tcp", "MB/s", vec![1.0, f64::NAN, 3.0])
+                .with_target(Bound::AtMost, 4.0),
+            Figure::info("latency.x", "lat", "ms", vec![]),
+        ];
+        let skipped = vec![Skipped { what: "w".into(), reason: "r".into() }];
+        let file = result_file("full", 3, Some(2), &figures, &skipped);
+        let text = serde_json::to_string(&file).unwrap_or_else(|e| panic!("{e}"));
+        let json = to_value(&file);
+        let top = ["cores", "figures", "load_average", "mode", "runs", "skipped", "threads"];
+        assert_eq!(keys(&json), top);
+        // Written sorted, as the file always was.
+        written_in_order(&text, &top);
+        assert!(json["cores"].as_u64().is_some_and(|c| c >= 1));
+        assert!(json["load_average"].is_string() || json["load_average"].is_null());
+        assert_eq!(
+            (&json["mode"], &json["runs"], &json["threads"]),
+            (&"full".into(), &3.into(), &2.into())
+        );
+
+        let f = &json["figures"][0];
+        let figure = ["bound", "key", "label", "pass", "samples", "target", "unit", "value"];
+        assert_eq!(keys(f), figure);
+        written_in_order(&text, &figure);
+        assert_eq!(f["bound"], "<=");
+        assert_eq!(f["key"], "throughput.tcp.1");
+        assert_eq!(f["label"], "tcp");
+        assert_eq!(f["pass"], true);
+        assert_eq!(f["samples"], serde_json::json!([1.0, null, 3.0]));
+        assert_eq!(f["target"], 4.0);
+        assert_eq!(f["unit"], "MB/s");
+        assert_eq!(f["value"], 2.0);
+        let untargeted = &json["figures"][1];
+        for key in ["bound", "pass", "target", "value"] {
+            assert_eq!(untargeted[key], Value::Null, "{key}");
+        }
+        assert_eq!(untargeted["samples"], serde_json::json!([]));
+
+        assert_eq!(json["skipped"], serde_json::json!([{ "reason": "r", "what": "w" }]));
+        assert!(text.contains(r#"{"reason":"r","what":"w"}"#), "{text}");
     }
 }
