@@ -1,17 +1,10 @@
 //! Prometheus metrics: [`Metrics`], counted from the core's [`Event`]s and the
-//! network's peer connections, and [`MetricsServer`], a tiny HTTP endpoint
-//! serving them as `GET /metrics` in the OpenMetrics text format.
+//! network's peer connections, and (in [`http`]) [`MetricsServer`], the HTTP
+//! endpoint serving them as `GET /metrics` in the OpenMetrics text format.
 //!
 //! Every label set is a small closed set of snake_case strings (roles,
 //! reasons, directions, states): peer ids and addresses never become labels,
 //! so the number of series stays fixed however many peers come and go.
-//!
-//! The endpoint is deliberately minimal (one request per connection,
-//! `Connection: close`) because a scraper is its only client: it reads at most
-//! [`ServeLimits::max_head`] bytes of request head within
-//! [`ServeLimits::read_deadline`], and serves at most
-//! [`ServeLimits::max_connections`] connections at once, so a slow or hostile
-//! client cannot hold more than a bounded amount of memory or tasks.
 
 use crate::port::{HolePunchStage, NetEvent};
 use meshproxy_core::admission::Refusal;
@@ -28,14 +21,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::{JoinHandle, JoinSet};
+use std::sync::{Mutex, MutexGuard};
+
+pub mod http;
+
+pub use http::{MetricsServer, ServeLimits};
 
 /// The content type of a scrape: the registry is encoded as OpenMetrics 1.0
 /// text (it ends with `# EOF`), which Prometheus negotiates and parses.
@@ -720,248 +710,11 @@ fn gauge_len(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Bounds on the endpoint's clients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ServeLimits {
-    /// Largest request head (request line and headers) read; larger is 431.
-    pub max_head: usize,
-    /// Time for a client to send its whole request head (408 after), and
-    /// again to take the response.
-    pub read_deadline: Duration,
-    /// Connections served at once; more wait in the listen backlog.
-    pub max_connections: usize,
-}
-
-impl Default for ServeLimits {
-    fn default() -> ServeLimits {
-        ServeLimits {
-            max_head: 8 * 1024,
-            read_deadline: Duration::from_secs(5),
-            max_connections: 64,
-        }
-    }
-}
-
-/// The running `/metrics` endpoint; stopped by [`stop`](Self::stop) or when dropped.
-#[derive(Debug)]
-pub struct MetricsServer {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl MetricsServer {
-    /// Binds `addr` and serves `metrics` there.
-    pub async fn bind(
-        addr: SocketAddr,
-        metrics: Arc<Metrics>,
-        limits: ServeLimits,
-    ) -> io::Result<MetricsServer> {
-        let listener = TcpListener::bind(addr).await?;
-        MetricsServer::serve(listener, metrics, limits)
-    }
-
-    /// Serves `metrics` on an already bound listener.
-    pub fn serve(
-        listener: TcpListener,
-        metrics: Arc<Metrics>,
-        limits: ServeLimits,
-    ) -> io::Result<MetricsServer> {
-        let addr = listener.local_addr()?;
-        let task = tokio::spawn(accept_loop(listener, metrics, limits));
-        Ok(MetricsServer { addr, task })
-    }
-
-    /// Where it listens (the real port when bound to port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting and aborts every connection being served.
-    pub async fn stop(mut self) {
-        self.task.abort();
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, limits: ServeLimits) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    // Dropping the set (when this task is aborted) aborts every connection.
-    let mut conns = JoinSet::new();
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
-        while conns.try_join_next().is_some() {}
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors, say: back off rather than spin.
-                tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        conns.spawn(async move {
-            let _permit = permit;
-            serve_connection(stream, &metrics, limits).await;
-        });
-    }
-}
-
-/// What a request head turned out to be.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Head {
-    /// A complete, well-formed head.
-    Request {
-        /// The method, as sent.
-        method: String,
-        /// The path, without any query string.
-        path: String,
-    },
-    /// More bytes are needed.
-    Incomplete,
-    /// Not HTTP/1.x (or too many headers).
-    Invalid,
-}
-
-/// Headers a request may carry; a scraper sends a handful.
-const MAX_HEADERS: usize = 32;
-
-/// Parses a request head from the start of `buf`.
-pub fn parse_head(buf: &[u8]) -> Head {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(_)) => match (req.method, req.path) {
-            (Some(method), Some(path)) => {
-                let path = path.split_once('?').map_or(path, |(p, _)| p);
-                Head::Request { method: method.to_owned(), path: path.to_owned() }
-            }
-            _ => Head::Invalid,
-        },
-        Ok(httparse::Status::Partial) => Head::Incomplete,
-        Err(_) => Head::Invalid,
-    }
-}
-
-/// The whole response to a head (`None`: close without answering).
-pub fn respond(head: &Head, metrics: &Metrics) -> Option<Vec<u8>> {
-    let (method, path) = match head {
-        Head::Request { method, path } => (method.as_str(), path.as_str()),
-        Head::Incomplete => return None,
-        Head::Invalid => return Some(plain(400, "Bad Request", "")),
-    };
-    if path != "/metrics" {
-        return Some(plain(404, "Not Found", ""));
-    }
-    match method {
-        "GET" | "HEAD" => {
-            let body = metrics.encode();
-            let mut out = head_bytes(200, "OK", CONTENT_TYPE, body.len(), "");
-            if method == "GET" {
-                out.extend_from_slice(body.as_bytes());
-            }
-            Some(out)
-        }
-        _ => Some(plain(405, "Method Not Allowed", "Allow: GET, HEAD\r\n")),
-    }
-}
-
-fn plain(code: u16, reason: &str, extra: &str) -> Vec<u8> {
-    let body = format!("{code} {reason}\n");
-    let mut out = head_bytes(code, reason, "text/plain; charset=utf-8", body.len(), extra);
-    out.extend_from_slice(body.as_bytes());
-    out
-}
-
-fn head_bytes(code: u16, reason: &str, content_type: &str, len: usize, extra: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n{extra}Connection: close\r\n\r\n"
-    )
-    .into_bytes()
-}
-
-/// Reads one request head (bounded in size and time), answers it, closes.
-async fn serve_connection(mut stream: TcpStream, metrics: &Metrics, limits: ServeLimits) {
-    let read = tokio::time::timeout(limits.read_deadline, read_head(&mut stream, limits.max_head));
-    let response = match read.await {
-        Err(_) => plain(408, "Request Timeout", ""),
-        Ok(HeadRead::Head(head)) => match respond(&head, metrics) {
-            Some(r) => r,
-            None => return,
-        },
-        Ok(HeadRead::TooLarge) => plain(431, "Request Header Fields Too Large", ""),
-        Ok(HeadRead::Closed) => return,
-    };
-    let write = async {
-        stream.write_all(&response).await?;
-        stream.shutdown().await
-    };
-    if let Ok(Ok(())) = tokio::time::timeout(limits.read_deadline, write).await {
-        // Closing with unread request bytes (an oversized head, say) would
-        // reset the connection and could destroy the answer before the
-        // client reads it; so read on briefly, bounded in bytes and time,
-        // until the client closes its side too.
-        let linger = limits.read_deadline.min(LINGER);
-        let _ = tokio::time::timeout(linger, drain(&mut stream, MAX_DRAIN)).await;
-    }
-}
-
-/// How long a connection is kept after its answer, for the client to close first.
-const LINGER: Duration = Duration::from_secs(1);
-
-/// Request bytes discarded after the answer before closing anyway.
-const MAX_DRAIN: usize = 64 * 1024;
-
-async fn drain(stream: &mut TcpStream, max: usize) {
-    let mut chunk = [0u8; 1024];
-    let mut left = max;
-    while left > 0 {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => left = left.saturating_sub(n),
-        }
-    }
-}
-
-enum HeadRead {
-    Head(Head),
-    TooLarge,
-    Closed,
-}
-
-async fn read_head(stream: &mut TcpStream, max_head: usize) -> HeadRead {
-    let mut buf = Vec::with_capacity(max_head.min(8 * 1024));
-    let mut chunk = [0u8; 1024];
-    loop {
-        let room = max_head.saturating_sub(buf.len());
-        if room == 0 {
-            return HeadRead::TooLarge;
-        }
-        let want = room.min(chunk.len());
-        let Some(into) = chunk.get_mut(..want) else { return HeadRead::TooLarge };
-        let n = match stream.read(into).await {
-            Ok(0) | Err(_) => return HeadRead::Closed,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(into.get(..n).unwrap_or_default());
-        match parse_head(&buf) {
-            Head::Incomplete => {}
-            head => return HeadRead::Head(head),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use tokio::time::{timeout, Instant};
+    use std::time::Duration;
 
     fn peer(n: u64) -> PeerId {
         PeerId::from_u64(n)
@@ -1198,40 +951,7 @@ mod tests {
         assert_eq!((m.open(CLIENT), m.open(EXIT)), (0, 0));
     }
 
-    #[test]
-    fn heads_parse_and_route() {
-        let m = Metrics::new();
-        let get = parse_head(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
-        assert_eq!(get, Head::Request { method: "GET".into(), path: "/metrics".into() });
-        let ok = respond(&get, &m).unwrap_or_default();
-        let ok = String::from_utf8_lossy(&ok);
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains(&format!("Content-Type: {CONTENT_TYPE}\r\n")));
-        assert!(ok.ends_with("# EOF\n"));
-        assert_eq!(parse_head(b"GET /metr"), Head::Incomplete);
-        assert_eq!(parse_head(b"\x00\x01 nonsense\r\n\r\n"), Head::Invalid);
-        let head = parse_head(b"HEAD /metrics HTTP/1.0\r\n\r\n");
-        let head = respond(&head, &m).unwrap_or_default();
-        assert!(head.ends_with(b"\r\n\r\n"), "HEAD has no body");
-        let other = respond(&parse_head(b"GET / HTTP/1.1\r\n\r\n"), &m).unwrap_or_default();
-        assert!(other.starts_with(b"HTTP/1.1 404 "));
-        let post = respond(&parse_head(b"POST /metrics HTTP/1.1\r\n\r\n"), &m).unwrap_or_default();
-        assert!(post.starts_with(b"HTTP/1.1 405 "));
-        assert!(String::from_utf8_lossy(&post).contains("Allow: GET, HEAD\r\n"));
-    }
-
     proptest! {
-        /// Arbitrary bytes, in any chunking, never panic and never answer a
-        /// prefix differently from how the whole would be parsed once complete.
-        #[test]
-        fn parse_head_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512), cut in 0usize..512) {
-            let whole = parse_head(&data);
-            let prefix = parse_head(data.get(..cut.min(data.len())).unwrap_or_default());
-            if let Head::Request { .. } = prefix {
-                prop_assert_eq!(prefix, whole);
-            }
-        }
-
         /// Any sequence of session events keeps both open gauges non-negative.
         #[test]
         fn sessions_open_never_negative(ops in proptest::collection::vec(0u8..3, 0..64)) {
@@ -1251,88 +971,5 @@ mod tests {
                 prop_assert!(m.open(CLIENT) >= 0 && m.open(EXIT) >= 0);
             }
         }
-    }
-
-    async fn server(limits: ServeLimits) -> MetricsServer {
-        let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-        MetricsServer::bind(addr, Arc::new(Metrics::new()), limits).await.expect("bind")
-    }
-
-    /// Sends `request`, reads until the server closes.
-    async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(request).await.expect("write");
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    #[tokio::test]
-    async fn the_endpoint_answers_scrapes_and_refuses_the_rest() {
-        let srv = server(ServeLimits::default()).await;
-        let addr = srv.local_addr();
-        timeout(Duration::from_secs(10), async {
-            let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
-            assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-            assert!(ok.contains("Connection: close\r\n"));
-            assert!(ok.ends_with("# EOF\n"));
-            let missing = exchange(addr, b"GET /other HTTP/1.1\r\n\r\n").await;
-            assert!(missing.starts_with("HTTP/1.1 404 Not Found\r\n"), "{missing}");
-            let post = exchange(addr, b"PUT /metrics HTTP/1.1\r\n\r\n").await;
-            assert!(post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{post}");
-            let junk = exchange(addr, b"\x16\x03\x01 not http\r\n\r\n").await;
-            assert!(junk.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{junk}");
-        })
-        .await
-        .expect("in time");
-        srv.stop().await;
-    }
-
-    #[tokio::test]
-    async fn an_oversized_head_is_refused_without_reading_on() {
-        let limits = ServeLimits { max_head: 256, ..ServeLimits::default() };
-        let srv = server(limits).await;
-        let mut request = b"GET /metrics HTTP/1.1\r\n".to_vec();
-        request.extend(std::iter::repeat_n(b'a', 300));
-        let answer = timeout(Duration::from_secs(10), exchange(srv.local_addr(), &request))
-            .await
-            .expect("in time");
-        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
-    }
-
-    #[tokio::test]
-    async fn a_slow_client_gets_408_at_the_deadline() {
-        let deadline = Duration::from_millis(300);
-        let srv = server(ServeLimits { read_deadline: deadline, ..ServeLimits::default() }).await;
-        let started = Instant::now();
-        let answer = timeout(
-            Duration::from_secs(10),
-            exchange(srv.local_addr(), b"GET /metrics HTTP/1.1\r\n"),
-        )
-        .await
-        .expect("the server closed the connection");
-        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
-        assert!(started.elapsed() >= deadline, "not before the deadline");
-    }
-
-    #[tokio::test]
-    async fn connections_beyond_the_bound_wait_for_a_free_slot() {
-        let deadline = Duration::from_millis(400);
-        let limits =
-            ServeLimits { read_deadline: deadline, max_connections: 1, ..ServeLimits::default() };
-        let srv = server(limits).await;
-        let addr = srv.local_addr();
-        timeout(Duration::from_secs(10), async {
-            let started = Instant::now();
-            // Holds the only slot, saying nothing, until its deadline.
-            // (Accepted first: the listen backlog is first in, first out.)
-            let idle = TcpStream::connect(addr).await.expect("connect");
-            let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
-            assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-            assert!(started.elapsed() >= deadline, "served while the slot was held");
-            drop(idle);
-        })
-        .await
-        .expect("in time");
     }
 }
