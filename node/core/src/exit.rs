@@ -59,6 +59,10 @@ struct Verified {
 /// Most verified tickets kept (one per client peer); beyond it the one that
 /// expires first is dropped and its holder verified again next time.
 const MAX_VERIFIED_TICKETS: usize = 4096;
+/// How long a peer that presented a forged signature is refused without
+/// another signature check: forging costs nothing, checking an Ed25519
+/// signature about 50 µs, so a stranger may not make the exit do one per request.
+const FORGERY_PENALTY: Duration = Duration::from_secs(1);
 /// Most addresses learned at run time ([`ExitRole::add_own_address`]), so
 /// peers reporting made-up observed addresses cannot grow the policy.
 const MAX_LEARNED_OWN_ADDRS: usize = 32;
@@ -77,6 +81,9 @@ pub(crate) struct ExitRole {
     /// The hubs whose tickets count, with their signing keys.
     trusted: Vec<(PeerId, [u8; 32])>,
     verified: BTreeMap<PeerId, Verified>,
+    /// Peers whose last ticket carried a forged signature, and until when
+    /// their tickets are refused unchecked (bounded like `verified`).
+    forgers: BTreeMap<PeerId, Instant>,
     /// Unix time at `Instant::ZERO`.
     wall_clock: Duration,
     policy_config: crate::policy::ExitPolicyConfig,
@@ -95,6 +102,7 @@ impl ExitRole {
             open: config.open,
             trusted: hubs.iter().filter_map(|h| Some((h.peer, h.ticket_key?))).collect(),
             verified: BTreeMap::new(),
+            forgers: BTreeMap::new(),
             wall_clock,
             policy_config: config.policy.clone(),
             own_addrs: config.own_addrs.clone(),
@@ -127,7 +135,23 @@ impl ExitRole {
         if self.verified.get(&peer).is_some_and(|v| v.ticket == presented && fresh(v)) {
             return Ok(());
         }
-        let t = ticket::verify(presented, peer, unix_now, &self.trusted)?;
+        if self.forgers.get(&peer).is_some_and(|&until| until > now) {
+            return Err(TicketRefusal::BadSignature);
+        }
+        let t = match ticket::verify(presented, peer, unix_now, &self.trusted) {
+            Ok(t) => t,
+            Err(TicketRefusal::BadSignature) => {
+                if self.forgers.len() >= MAX_VERIFIED_TICKETS {
+                    self.forgers.retain(|_, until| *until > now);
+                }
+                if self.forgers.len() < MAX_VERIFIED_TICKETS || self.forgers.contains_key(&peer) {
+                    self.forgers.insert(peer, now + FORGERY_PENALTY);
+                }
+                return Err(TicketRefusal::BadSignature);
+            }
+            Err(other) => return Err(other),
+        };
+        self.forgers.remove(&peer);
         if self.verified.len() >= MAX_VERIFIED_TICKETS && !self.verified.contains_key(&peer) {
             let first = self.verified.iter().min_by_key(|(_, v)| v.expires).map(|(p, _)| *p);
             if let Some(first) = first {

@@ -590,6 +590,36 @@ fn a_ticket_expires_by_the_wall_clock_even_once_verified() {
 }
 
 #[test]
+fn a_forger_gets_no_signature_checks_for_a_second() {
+    let mut h = exit_node(Limits::default());
+    let target = TargetAddr::Ip(SocketAddr::new(public_ip(1), 443));
+    let forged = signed_ticket(
+        &TicketSigner::from_secret([99; 32]),
+        hub_id(),
+        client_id(),
+        RoleSet::CLIENT,
+        unix_at(t0()) + 600,
+    );
+    let (_, outs) = request_with(&mut h, client_id(), &target, forged);
+    assert_eq!(not_admitted(&outs), vec![(client_id(), TicketRefusal::BadSignature)]);
+    // Within the penalty even a valid ticket is refused unchecked: a peer
+    // that forged one is not owed a signature check per request.
+    let (stream, outs) = request_with(&mut h, client_id(), &target, client_ticket());
+    assert_eq!(answered(&outs, stream), Some(Status::NotAllowed));
+    assert_eq!(not_admitted(&outs), vec![(client_id(), TicketRefusal::BadSignature)]);
+    assert!(origins(&outs).is_empty());
+    // Other peers are not affected.
+    let other = PeerId::from_u64(777);
+    let (_, outs) = request_with(&mut h, other, &target, ticket_for(other));
+    assert_eq!(origins(&outs).len(), 1, "another peer is served");
+    // After it the peer's valid ticket is checked and served again.
+    h.advance(Duration::from_secs(1));
+    let (_, outs) = request_with(&mut h, client_id(), &target, client_ticket());
+    assert!(not_admitted(&outs).is_empty(), "{outs:?}");
+    assert_eq!(origins(&outs).len(), 1, "served after the penalty");
+}
+
+#[test]
 fn the_exit_clock_is_the_configured_wall_clock() {
     // The same ticket to an exit whose wall clock runs an hour ahead.
     let mut config = exit_config(exit_id(1));

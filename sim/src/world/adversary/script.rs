@@ -179,8 +179,11 @@ impl World<'_> {
                 }
             }
             ActorKind::Ticketless { exit } => {
-                let peer = self.hostile_peer();
                 for how in TicketAbuse::ALL {
+                    // A fresh identity per abuse: after a forged signature an
+                    // exit refuses that peer unchecked for a second, which
+                    // would hide the refusals of the abuses after it.
+                    let peer = self.hostile_peer();
                     let c = self.adv_conn(Kind::Ticketless { how }, exit, Some(peer));
                     let Some(stream) = self.adv_peer_stream(exit, peer, Protocol::Proxy, c) else {
                         continue;
