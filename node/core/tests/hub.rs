@@ -1048,3 +1048,23 @@ proptest! {
         }
     }
 }
+
+/// Challenge nonces come from the OS entropy the driver passes in, not from
+/// the 64-bit seed (review L1): two hubs with the same seed and different
+/// entropy challenge differently, and the same entropy repeats its nonces
+/// (so the simulator, which passes none, stays deterministic).
+#[test]
+fn challenge_nonces_come_from_the_entropy_not_the_seed() {
+    let nonces = |entropy: Option<[u8; 32]>| {
+        let mut config = hub_config(TTL);
+        config.entropy = entropy;
+        let mut h = hub_with(config);
+        [open(&mut h, client_id()).1, open(&mut h, exit_id(1)).1]
+    };
+    let (a, b) = (nonces(Some([1; 32])), nonces(Some([2; 32])));
+    assert_ne!(a, b, "same seed, other entropy: other nonces");
+    assert_ne!(a[0], a[1], "each stream gets a fresh nonce");
+    assert_eq!(a, nonces(Some([1; 32])), "the nonces are a function of the entropy");
+    assert_ne!(nonces(None), a, "without entropy they come from the seed");
+    assert_eq!(nonces(None), nonces(None), "and repeat with it, as the simulator needs");
+}

@@ -778,6 +778,22 @@ mod tests {
         r.rx.recv().await.expect("the runner holds a sender")
     }
 
+    /// The core reads no clock and no OS randomness: the runner hands it the
+    /// Unix time of its clock's zero (tickets expire by it) and 32 bytes of
+    /// OS entropy for challenge nonces, fresh for every node.
+    #[tokio::test]
+    async fn the_runner_gives_the_core_the_wall_clock_and_fresh_entropy() {
+        let before =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+        let (net, _) = mpsc::channel(1);
+        let a = NodeRunner::new(exit_config(), 1, net.clone());
+        let b = NodeRunner::new(exit_config(), 1, net);
+        let (a, b) = (a.node.config(), b.node.config());
+        assert!(a.wall_clock >= before && a.wall_clock - before < Duration::from_secs(60));
+        assert!(a.entropy.is_some() && b.entropy.is_some());
+        assert_ne!(a.entropy, b.entropy, "same seed, fresh entropy per node");
+    }
+
     /// The exact race the detach protocol exists for: the peer's bytes are read
     /// by the pump after the core decided to splice but before the pump got
     /// `Detach`. The core would ignore them; the runner must put them into the
