@@ -15,7 +15,7 @@
 //! name that resolves to a private address is caught exactly like a literal.
 
 use crate::config::{ExitConfig, HubContact, Limits, Timeouts};
-use crate::ctx::{Ctx, TimerKey};
+use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::ids::{PeerId, QueryId, StreamId};
 use crate::io::{Close, Event, Output, ResolveError, SpliceLimits, SpliceReport};
 use crate::policy::{parse_inet_aton, ExitPolicy};
@@ -207,6 +207,7 @@ impl ExitRole {
         *self.per_peer.entry(peer).or_default() += 1;
         let phase = Phase::AwaitRequest { inbox: Vec::new() };
         self.sessions.insert(stream, ExitSession { peer, phase, early: BytesMut::new() });
+        ctx.adopt(stream, Owner::Exit);
         ctx.timers.set(TimerKey::ExitSession(stream), now + t.request);
     }
 
@@ -350,6 +351,7 @@ impl ExitRole {
         };
         let origin = ctx.stream_id();
         self.origins.insert(origin, stream);
+        ctx.adopt(origin, Owner::Exit);
         if let Some(s) = self.sessions.get_mut(&stream) {
             s.phase = Phase::Connecting { origin, rest };
         }
@@ -386,7 +388,7 @@ impl ExitRole {
         origin: StreamId,
         status: Status,
     ) {
-        let Some(stream) = self.origins.remove(&origin) else { return };
+        let Some(stream) = self.release_origin(ctx, origin) else { return };
         let Some(s) = self.sessions.get_mut(&stream) else { return };
         let Phase::Connecting { origin: o, rest, .. } = &mut s.phase else { return };
         if *o != origin {
@@ -404,8 +406,8 @@ impl ExitRole {
     ) {
         let Some(s) = self.sessions.get(&stream) else { return };
         let Phase::Spliced { origin } = s.phase else { return };
-        self.origins.remove(&origin);
-        self.forget(stream);
+        self.release_origin(ctx, origin);
+        self.forget(ctx, stream);
         ctx.event(Event::SessionClosed { up: report.a_to_b, down: report.b_to_a, how: report.how });
     }
 
@@ -434,7 +436,7 @@ impl ExitRole {
                 // Abandon this address (the driver cancels its dial) and try the next.
                 let origin = *origin;
                 let rest = core::mem::take(rest);
-                self.origins.remove(&origin);
+                self.release_origin(ctx, origin);
                 ctx.emit(Output::Close { stream: origin, how: Close::Reset });
                 self.connect_next(ctx, now, t, stream, rest, Status::TtlExpired);
             }
@@ -460,19 +462,27 @@ impl ExitRole {
                 // Only a live origin needs closing: one whose dial failed, or
                 // that a deadline already closed, is gone from `origins`.
                 let origin = *origin;
-                if self.origins.remove(&origin).is_some() {
+                if self.release_origin(ctx, origin).is_some() {
                     ctx.emit(Output::Close { stream: origin, how: Close::Reset });
                 }
             }
             Phase::AwaitRequest { .. } => {}
         }
         ctx.emit(Output::Close { stream, how });
-        self.forget(stream);
+        self.forget(ctx, stream);
         ctx.timers.cancel(TimerKey::ExitSession(stream));
     }
 
-    fn forget(&mut self, stream: StreamId) {
+    /// Lets an origin stream go; returns the session it served.
+    fn release_origin(&mut self, ctx: &mut Ctx, origin: StreamId) -> Option<StreamId> {
+        let stream = self.origins.remove(&origin)?;
+        ctx.release(origin);
+        Some(stream)
+    }
+
+    fn forget(&mut self, ctx: &mut Ctx, stream: StreamId) {
         if let Some(s) = self.sessions.remove(&stream) {
+            ctx.release(stream);
             if let Some(n) = self.per_peer.get_mut(&s.peer) {
                 *n -= 1;
                 if *n == 0 {

@@ -18,7 +18,7 @@
 
 use crate::admission::{AdmissionKey, Refusal, RoleSet};
 use crate::config::{HubConfig, Limits, Timeouts};
-use crate::ctx::{Ctx, TimerKey};
+use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::directory::Directory;
 use crate::ids::{PeerId, StreamId};
 use crate::io::{Close, Event, Output};
@@ -93,6 +93,7 @@ impl HubRole {
         }
     }
 
+    #[cfg(debug_assertions)] // only the owner table's check asks
     pub(crate) fn owns(&self, stream: StreamId) -> bool {
         self.streams.contains_key(&stream)
     }
@@ -163,6 +164,7 @@ impl HubRole {
         *self.per_peer.entry(peer).or_default() += 1;
         let phase = Phase::AwaitAuth { nonce, order };
         self.streams.insert(stream, HubStream { peer, phase, inbox: Vec::new() });
+        ctx.adopt(stream, Owner::Hub);
     }
 
     pub(crate) fn on_data(
@@ -386,6 +388,7 @@ impl HubRole {
 
     fn forget(&mut self, ctx: &mut Ctx, stream: StreamId) {
         let Some(s) = self.streams.remove(&stream) else { return };
+        ctx.release(stream);
         ctx.timers.cancel(TimerKey::HubPeer(stream));
         if let Some(held) = self.per_peer.get_mut(&s.peer) {
             *held = held.saturating_sub(1);

@@ -8,7 +8,7 @@
 
 use crate::admission::Credential;
 use crate::config::{HubContact, Timeouts};
-use crate::ctx::{Ctx, Reach, TimerKey};
+use crate::ctx::{Ctx, Owner, Reach, TimerKey};
 use crate::hub::send;
 use crate::ids::{PeerId, StreamId};
 use crate::io::{Close, Event, Output, Protocol};
@@ -196,8 +196,15 @@ impl HubLinks {
         }
     }
 
+    #[cfg(debug_assertions)] // only the owner table's check asks
     pub(crate) fn owns(&self, stream: StreamId) -> bool {
         self.links.iter().any(|l| l.stream() == Some(stream))
+    }
+
+    /// How many links hold a stream now.
+    #[cfg(debug_assertions)] // only the owner table's check asks
+    pub(crate) fn stream_count(&self) -> usize {
+        self.links.iter().filter(|l| l.stream().is_some()).count()
     }
 
     /// How many hubs the exit is registered at right now, as far as it knows.
@@ -248,6 +255,7 @@ impl HubLinks {
         let stream = ctx.stream_id();
         let l = &mut self.links[i];
         l.state = State::Opening(stream);
+        ctx.adopt(stream, Owner::HubLink);
         l.inbox.clear();
         ctx.emit(Output::OpenStream {
             stream,
@@ -514,6 +522,7 @@ impl HubLinks {
     fn fail(&mut self, ctx: &mut Ctx, now: Instant, i: usize, close: Option<Close>) {
         let l = &mut self.links[i];
         if let Some(stream) = l.stream() {
+            ctx.release(stream);
             if let Some(how) = close {
                 ctx.emit(Output::Close { stream, how });
             }

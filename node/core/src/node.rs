@@ -2,7 +2,7 @@
 
 use crate::client::ClientRole;
 use crate::config::NodeConfig;
-use crate::ctx::{Ctx, TimerKey};
+use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::exit::ExitRole;
 use crate::hub::HubRole;
 use crate::hub_link::{HubLinks, LinkEvent, Registration};
@@ -104,32 +104,52 @@ impl Node {
                 Some(c) => c.on_accept(ctx, now, &t, listener, stream, source),
                 None => ctx.emit(Output::Close { stream, how: Close::Reset }),
             },
-            Input::StreamData { stream, data } => {
-                if let Some(c) = self.client.as_mut().filter(|c| c.session_of(stream).is_some()) {
-                    c.on_data(ctx, now, &t, stream, &data);
-                } else if let Some(e) =
-                    self.exit.as_mut().filter(|e| e.session_of(stream).is_some())
-                {
-                    e.on_data(ctx, now, &t, stream, &data);
-                } else if let Some(h) = self.hub.as_mut().filter(|h| h.owns(stream)) {
-                    h.on_data(ctx, now, &limits, stream, &data);
-                } else if let Some(l) = self.links.as_mut().filter(|l| l.owns(stream)) {
-                    l.on_data(ctx, now, &t, stream, &data);
+            Input::StreamData { stream, data } => match ctx.owner(stream) {
+                Some(Owner::Client) => {
+                    if let Some(c) = &mut self.client {
+                        c.on_data(ctx, now, &t, stream, &data);
+                    }
                 }
-            }
-            Input::StreamClosed { stream, how } => {
-                if let Some(c) = self.client.as_mut().filter(|c| c.session_of(stream).is_some()) {
-                    c.on_closed(ctx, now, &t, stream, how);
-                } else if let Some(e) =
-                    self.exit.as_mut().filter(|e| e.session_of(stream).is_some())
-                {
-                    e.on_closed(ctx, stream, how);
-                } else if let Some(h) = self.hub.as_mut().filter(|h| h.owns(stream)) {
-                    h.on_closed(ctx, stream, how);
-                } else if let Some(l) = self.links.as_mut().filter(|l| l.owns(stream)) {
-                    l.on_closed(ctx, now, stream, how);
+                Some(Owner::Exit) => {
+                    if let Some(e) = &mut self.exit {
+                        e.on_data(ctx, now, &t, stream, &data);
+                    }
                 }
-            }
+                Some(Owner::Hub) => {
+                    if let Some(h) = &mut self.hub {
+                        h.on_data(ctx, now, &limits, stream, &data);
+                    }
+                }
+                Some(Owner::HubLink) => {
+                    if let Some(l) = &mut self.links {
+                        l.on_data(ctx, now, &t, stream, &data);
+                    }
+                }
+                None => {}
+            },
+            Input::StreamClosed { stream, how } => match ctx.owner(stream) {
+                Some(Owner::Client) => {
+                    if let Some(c) = &mut self.client {
+                        c.on_closed(ctx, now, &t, stream, how);
+                    }
+                }
+                Some(Owner::Exit) => {
+                    if let Some(e) = &mut self.exit {
+                        e.on_closed(ctx, stream, how);
+                    }
+                }
+                Some(Owner::Hub) => {
+                    if let Some(h) = &mut self.hub {
+                        h.on_closed(ctx, stream, how);
+                    }
+                }
+                Some(Owner::HubLink) => {
+                    if let Some(l) = &mut self.links {
+                        l.on_closed(ctx, now, stream, how);
+                    }
+                }
+                None => {}
+            },
             Input::PeerConnected { peer, conn, path, limit } => {
                 let dialed = ctx.peer_connected(now, peer, conn, path, limit);
                 let accepted_relayed = path.is_relayed() && dialed.is_none();
@@ -146,22 +166,32 @@ impl Node {
                 self.relay.on_disconnected(ctx, peer);
             }
             Input::DialFailed { peer } => self.dial_failed(now, peer),
-            Input::StreamOpened { stream } => {
-                if let Some(c) = &mut self.client {
-                    c.on_stream_opened(ctx, now, stream);
+            Input::StreamOpened { stream } => match ctx.owner(stream) {
+                Some(Owner::Client) => {
+                    if let Some(c) = &mut self.client {
+                        c.on_stream_opened(ctx, now, stream);
+                    }
                 }
-                if let Some(l) = &mut self.links {
-                    l.on_stream_opened(stream);
+                Some(Owner::HubLink) => {
+                    if let Some(l) = &mut self.links {
+                        l.on_stream_opened(stream);
+                    }
                 }
-            }
-            Input::StreamRefused { stream } => {
-                if let Some(c) = &mut self.client {
-                    c.on_stream_refused(ctx, now, &t, stream);
+                Some(Owner::Exit | Owner::Hub) | None => {}
+            },
+            Input::StreamRefused { stream } => match ctx.owner(stream) {
+                Some(Owner::Client) => {
+                    if let Some(c) = &mut self.client {
+                        c.on_stream_refused(ctx, now, &t, stream);
+                    }
                 }
-                if let Some(l) = &mut self.links {
-                    l.on_stream_refused(ctx, now, stream);
+                Some(Owner::HubLink) => {
+                    if let Some(l) = &mut self.links {
+                        l.on_stream_refused(ctx, now, stream);
+                    }
                 }
-            }
+                Some(Owner::Exit | Owner::Hub) | None => {}
+            },
             Input::InboundStream { stream, peer, protocol } => match protocol {
                 Protocol::Proxy => match &mut self.exit {
                     Some(e) => e.on_inbound(ctx, now, &t, &limits, stream, peer),
@@ -187,13 +217,19 @@ impl Node {
                     e.on_origin_failed(ctx, now, &t, stream, status);
                 }
             }
-            Input::SpliceEnded { a, report, .. } => {
-                if let Some(c) = self.client.as_mut().filter(|c| c.session_of(a).is_some()) {
-                    c.on_splice_ended(ctx, a, report);
-                } else if let Some(e) = &mut self.exit {
-                    e.on_splice_ended(ctx, a, report);
+            Input::SpliceEnded { a, report, .. } => match ctx.owner(a) {
+                Some(Owner::Client) => {
+                    if let Some(c) = &mut self.client {
+                        c.on_splice_ended(ctx, a, report);
+                    }
                 }
-            }
+                Some(Owner::Exit) => {
+                    if let Some(e) = &mut self.exit {
+                        e.on_splice_ended(ctx, a, report);
+                    }
+                }
+                Some(Owner::Hub | Owner::HubLink) | None => {}
+            },
             Input::Restore(snapshot) => {
                 if let Some(c) = &mut self.client {
                     c.restore(now, &snapshot);
@@ -312,6 +348,32 @@ impl Node {
         }
     }
 
+    /// Checks that the table of stream owners says what the roles hold: every
+    /// stream in it is held by the role it names, and no role holds another.
+    #[cfg(debug_assertions)]
+    fn check_owners(&self) {
+        let held = self.client.as_ref().map_or(0, ClientRole::stream_count)
+            + self.exit.as_ref().map_or(0, ExitRole::stream_count)
+            + self.hub.as_ref().map_or(0, HubRole::stream_count)
+            + self.links.as_ref().map_or(0, HubLinks::stream_count);
+        assert_eq!(
+            held,
+            self.ctx.owned_streams(),
+            "the roles hold other streams than the table says"
+        );
+        for (stream, owner) in self.ctx.owners() {
+            let holds = match owner {
+                Owner::Client => {
+                    self.client.as_ref().is_some_and(|c| c.session_of(stream).is_some())
+                }
+                Owner::Exit => self.exit.as_ref().is_some_and(|e| e.session_of(stream).is_some()),
+                Owner::Hub => self.hub.as_ref().is_some_and(|h| h.owns(stream)),
+                Owner::HubLink => self.links.as_ref().is_some_and(|l| l.owns(stream)),
+            };
+            assert!(holds, "{stream:?} is in the table as {owner:?}'s, which does not hold it");
+        }
+    }
+
     /// Routes what the hub links learned to the roles that care.
     fn after(&mut self, now: Instant) {
         let t = self.config.timeouts;
@@ -344,6 +406,8 @@ impl Node {
                 self.ctx.timers.set(TimerKey::ExitRefresh, due);
             }
         }
+        #[cfg(debug_assertions)]
+        self.check_owners();
     }
 
     /// The next thing the outside must do.
@@ -406,9 +470,6 @@ impl Node {
 
     /// Whether the core still tracks `stream` (for the data plane's bookkeeping).
     pub fn tracks_stream(&self, stream: StreamId) -> bool {
-        self.client.as_ref().is_some_and(|c| c.session_of(stream).is_some())
-            || self.exit.as_ref().is_some_and(|e| e.session_of(stream).is_some())
-            || self.hub.as_ref().is_some_and(|h| h.owns(stream))
-            || self.links.as_ref().is_some_and(|l| l.owns(stream))
+        self.ctx.owner(stream).is_some()
     }
 }

@@ -2,7 +2,7 @@
 //! request, read the answer, then splice — or count the failure and retry.
 
 use crate::config::Timeouts;
-use crate::ctx::{Ctx, TimerKey};
+use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::ids::{ConnId, PeerId, StreamId};
 use crate::io::{Close, Event, FailReason, Output, Protocol, SpliceLimits, StateSnapshot};
 use crate::target::Status;
@@ -109,6 +109,7 @@ impl ClientRole {
         let stream = ctx.stream_id();
         s.phase = Phase::Opening { exit, stream };
         self.peer_streams.insert(stream, app);
+        ctx.adopt(stream, Owner::Client);
         let conn = Some(conn);
         ctx.emit(Output::OpenStream { stream, peer: exit, conn, protocol: Protocol::Proxy });
     }
@@ -219,7 +220,7 @@ impl ClientRole {
         t: &Timeouts,
         stream: StreamId,
     ) {
-        let Some(app) = self.peer_streams.remove(&stream) else { return };
+        let Some(app) = self.release_peer_stream(ctx, stream) else { return };
         self.exit_failed(ctx, now, t, app, Status::GeneralFailure);
     }
 
@@ -258,7 +259,7 @@ impl ClientRole {
                     ctx.event(Event::Breaker { exit, to: to.to });
                 }
             }
-            self.peer_streams.remove(&stream);
+            self.release_peer_stream(ctx, stream);
             ctx.emit(Output::Close { stream, how: Close::Fin });
             self.fail(ctx, app, FailReason::Destination, status);
         } else {
@@ -363,7 +364,7 @@ impl ClientRole {
         s.phase = Phase::Waiting;
         let (retries, attempts) = (s.settings.retries, s.attempts);
         if let Some(stream) = stream {
-            if self.peer_streams.remove(&stream).is_some() {
+            if self.release_peer_stream(ctx, stream).is_some() {
                 ctx.emit(Output::Close { stream, how: Close::Reset });
             }
         }

@@ -16,7 +16,7 @@ mod exits;
 mod handshake;
 
 use crate::config::{ClientConfig, Limits, ListenerConfig, Timeouts};
-use crate::ctx::{Ctx, TimerKey};
+use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::ids::{ListenerId, PeerId, StreamId};
 use crate::io::{Close, Event, FailReason, Output, SpliceReport, StateSnapshot};
 use crate::selection::sticky::{StickyConfig, StickyPool};
@@ -190,6 +190,7 @@ impl ClientRole {
     }
 
     /// The session (by app stream) a stream belongs to.
+    #[cfg(debug_assertions)] // only the owner table's check asks
     pub(crate) fn session_of(&self, stream: StreamId) -> Option<StreamId> {
         if self.sessions.contains_key(&stream) {
             Some(stream)
@@ -255,6 +256,7 @@ impl ClientRole {
             refunded: false,
         };
         self.sessions.insert(stream, session);
+        ctx.adopt(stream, Owner::Client);
         ctx.timers.set(TimerKey::ClientSession(stream), now + t.handshake);
     }
 
@@ -337,9 +339,10 @@ impl ClientRole {
 
     pub(crate) fn on_splice_ended(&mut self, ctx: &mut Ctx, app: StreamId, report: SpliceReport) {
         let Some(s) = self.sessions.remove(&app) else { return };
+        ctx.release(app);
         self.uncount(&s);
         if let Phase::Spliced { exit, stream } = s.phase {
-            self.peer_streams.remove(&stream);
+            self.release_peer_stream(ctx, stream);
             if let Some(e) = self.exits.get_mut(&exit) {
                 e.active = e.active.saturating_sub(1);
             }
@@ -362,6 +365,7 @@ impl ClientRole {
     /// Drops every trace of an unspliced session (its peer stream is reset).
     fn forget(&mut self, ctx: &mut Ctx, app: StreamId) {
         let Some(s) = self.sessions.remove(&app) else { return };
+        ctx.release(app);
         self.uncount(&s);
         ctx.timers.cancel(TimerKey::ClientSession(app));
         self.waiting.remove(&app);
@@ -373,16 +377,23 @@ impl ClientRole {
                 self.attempt_abandoned(exit);
             }
             Phase::Opening { exit, stream } | Phase::Awaiting { exit, stream, .. } => {
-                if self.peer_streams.remove(&stream).is_some() {
+                if self.release_peer_stream(ctx, stream).is_some() {
                     ctx.emit(Output::Close { stream, how: Close::Reset });
                 }
                 self.attempt_abandoned(exit);
             }
             Phase::Spliced { stream, .. } => {
-                self.peer_streams.remove(&stream);
+                self.release_peer_stream(ctx, stream);
             }
             Phase::Handshake(_) | Phase::Waiting => {}
         }
+    }
+
+    /// Lets a session's stream to an exit go; returns the app stream it served.
+    fn release_peer_stream(&mut self, ctx: &mut Ctx, stream: StreamId) -> Option<StreamId> {
+        let app = self.peer_streams.remove(&stream)?;
+        ctx.release(stream);
+        Some(app)
     }
 
     fn uncount(&mut self, s: &ClientSession) {
