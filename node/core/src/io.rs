@@ -282,6 +282,11 @@ pub enum Output {
     },
     /// Close a core-controlled stream after earlier transmits (Fin) or abort it
     /// (Reset). The core forgets the stream; anything later about it is ignored.
+    ///
+    /// A stream the outside hands over (`AppAccepted`, `InboundStream`,
+    /// `StreamOpened`, `OriginConnected`) that no role keeps — refused, or
+    /// its session already gone — is closed with this at once, so the
+    /// outside never has to ask whether the core still tracks a stream.
     Close {
         /// The stream.
         stream: StreamId,

@@ -177,7 +177,11 @@ impl Node {
                         l.on_stream_opened(stream);
                     }
                 }
-                Some(Owner::Exit | Owner::Hub) | None => {}
+                // Nobody holds it any more (its session ended while it was
+                // being opened): close it, so the outside drops it too.
+                Some(Owner::Exit | Owner::Hub) | None => {
+                    ctx.emit(Output::Close { stream, how: Close::Reset });
+                }
             },
             Input::StreamRefused { stream } => match ctx.owner(stream) {
                 Some(Owner::Client) => {
@@ -207,11 +211,11 @@ impl Node {
                     e.on_resolved(ctx, now, &t, query, result);
                 }
             }
-            Input::OriginConnected { stream } => {
-                if let Some(e) = &mut self.exit {
-                    e.on_origin_connected(ctx, &t, stream);
-                }
-            }
+            Input::OriginConnected { stream } => match (&mut self.exit, ctx.owner(stream)) {
+                (Some(e), Some(Owner::Exit)) => e.on_origin_connected(ctx, &t, stream),
+                // Its session gave up on it (a deadline, the client left).
+                _ => ctx.emit(Output::Close { stream, how: Close::Reset }),
+            },
             Input::OriginFailed { stream, status } => {
                 if let Some(e) = &mut self.exit {
                     e.on_origin_failed(ctx, now, &t, stream, status);

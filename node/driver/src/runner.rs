@@ -378,14 +378,6 @@ impl NodeRunner {
         self.tasks.spawn(pump::run(stream, io, rx, self.tx.clone()));
     }
 
-    /// A stream the core does not track after its first input has nobody to
-    /// close it: drop its pump (which aborts it).
-    fn forget_untracked(&mut self, stream: StreamId) {
-        if !self.node.tracks_stream(stream) && !self.detaching.contains_key(&stream) {
-            self.pumps.remove(&stream);
-        }
-    }
-
     fn on_msg(&mut self, msg: RunnerMsg) {
         match msg {
             RunnerMsg::Net(event) => self.on_net(event),
@@ -393,7 +385,6 @@ impl NodeRunner {
                 let stream = self.next_stream();
                 self.spawn_pump(stream, io);
                 self.input(Input::AppAccepted { listener, stream, source });
-                self.forget_untracked(stream);
             }
             RunnerMsg::StreamData { stream, data } => {
                 if let Some(&(key, side)) = self.detaching.get(&stream) {
@@ -448,7 +439,6 @@ impl NodeRunner {
                     Ok(io) => {
                         self.spawn_pump(stream, io);
                         self.input(Input::OriginConnected { stream });
-                        self.forget_untracked(stream);
                     }
                     Err(status) => self.input(Input::OriginFailed { stream, status }),
                 }
@@ -515,14 +505,12 @@ impl NodeRunner {
             NetEvent::StreamOpened { stream, io } => {
                 self.spawn_pump(stream, io);
                 self.input(Input::StreamOpened { stream });
-                self.forget_untracked(stream);
             }
             NetEvent::StreamRefused { stream } => self.input(Input::StreamRefused { stream }),
             NetEvent::InboundStream { peer, protocol, io } => {
                 let stream = self.next_stream();
                 self.spawn_pump(stream, io);
                 self.input(Input::InboundStream { stream, peer, protocol });
-                self.forget_untracked(stream);
             }
         }
     }
