@@ -255,13 +255,16 @@ impl HubRole {
                 s.phase = Phase::Admitted { role, key };
                 self.preauth.remove(&(order, stream));
                 ctx.timers.cancel(TimerKey::HubPeer(stream));
-                let grant = self.grant(now, peer, key);
-                send(ctx, stream, &HubMessage::AuthOk { grant });
+                // The relay learns of the admission before the peer does, so
+                // a reservation it asks for right after `AuthOk` is served.
                 let held = self.admitted.entry(peer).or_insert(0);
                 *held += 1;
                 if *held == 1 {
+                    ctx.emit(Output::Admit { peer });
                     ctx.event(Event::PeerAdmitted { peer });
                 }
+                let grant = self.grant(now, peer, key);
+                send(ctx, stream, &HubMessage::AuthOk { grant });
                 true
             }
             (Phase::AwaitAuth { .. }, _) => {
@@ -411,6 +414,7 @@ impl HubRole {
                     *held = held.saturating_sub(1);
                     if *held == 0 {
                         self.admitted.remove(&s.peer);
+                        ctx.emit(Output::Revoke { peer: s.peer });
                         ctx.event(Event::AdmissionEnded { peer: s.peer });
                     }
                 }

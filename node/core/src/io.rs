@@ -336,6 +336,19 @@ pub enum Output {
         /// The peer.
         peer: PeerId,
     },
+    /// (Hubs) `peer` passed admission and holds no other admitted hub
+    /// stream: the hub's relay serves its reservations and circuits from now
+    /// on. No answer.
+    Admit {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// (Hubs) the last admitted hub stream of `peer` ended: the relay serves
+    /// it no more. Follows an [`Output::Admit`] for the same peer. No answer.
+    Revoke {
+        /// The peer.
+        peer: PeerId,
+    },
     /// Look a name up; answered by `Resolved`.
     Resolve {
         /// The id the core gives the lookup.
@@ -492,13 +505,15 @@ pub enum Event {
         peer: PeerId,
     },
     /// (Hub) a peer passed admission and holds no other admitted hub stream:
-    /// from now on it is admitted (the driver's relay serves it).
+    /// from now on it is admitted. For logs and metrics; the relay learns it
+    /// from [`Output::Admit`].
     PeerAdmitted {
         /// The peer.
         peer: PeerId,
     },
     /// (Hub) the last admitted hub stream of a peer ended: it is no longer
-    /// admitted. Follows a [`Event::PeerAdmitted`] for the same peer.
+    /// admitted. Follows a [`Event::PeerAdmitted`] for the same peer. For
+    /// logs and metrics; the relay learns it from [`Output::Revoke`].
     AdmissionEnded {
         /// The peer.
         peer: PeerId,
