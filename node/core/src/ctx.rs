@@ -1,6 +1,7 @@
 //! State every role of a node shares: the output queue, the timer table, the
 //! seeded RNG, id allocation and the table of peer connections.
 
+use crate::config::{Limits, Timeouts};
 use crate::ids::{ConnId, PeerId, QueryId, StreamId};
 use crate::io::{CircuitLimit, Event, Output, Path, TimerReason};
 use crate::record::PeerAddr;
@@ -153,6 +154,10 @@ pub(crate) enum Owner {
 /// The context every role works in.
 #[derive(Debug)]
 pub(crate) struct Ctx {
+    /// Every role's deadlines, from the node's config (one copy, read by all).
+    pub(crate) timeouts: Timeouts,
+    /// Every role's bounds, from the node's config (one copy, read by all).
+    pub(crate) limits: Limits,
     pub(crate) out: VecDeque<Output>,
     pub(crate) timers: Timers,
     pub(crate) rng: ChaCha8Rng,
@@ -170,8 +175,15 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub(crate) fn new(rng: ChaCha8Rng, secret_rng: ChaCha20Rng) -> Ctx {
+    pub(crate) fn new(
+        timeouts: Timeouts,
+        limits: Limits,
+        rng: ChaCha8Rng,
+        secret_rng: ChaCha20Rng,
+    ) -> Ctx {
         Ctx {
+            timeouts,
+            limits,
             out: VecDeque::new(),
             timers: Timers::default(),
             rng,

@@ -17,7 +17,7 @@
 //! they would have to open them faster than an honest peer answers.
 
 use crate::admission::{AdmissionKey, Refusal, RoleSet};
-use crate::config::{HubConfig, Limits, Timeouts};
+use crate::config::HubConfig;
 use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::directory::Directory;
 use crate::ids::{PeerId, StreamId};
@@ -131,15 +131,13 @@ impl HubRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
-        limits: &Limits,
         stream: StreamId,
         peer: PeerId,
     ) {
         let held = self.per_peer.get(&peer).copied().unwrap_or(0);
-        let refusal = if held >= limits.max_hub_streams_per_peer {
+        let refusal = if held >= ctx.limits.max_hub_streams_per_peer {
             Some(Refusal::PeerStreamLimit)
-        } else if self.streams.len() >= limits.max_hub_streams {
+        } else if self.streams.len() >= ctx.limits.max_hub_streams {
             Some(Refusal::HubFull)
         } else {
             None
@@ -149,7 +147,7 @@ impl HubRole {
             ctx.emit(Output::Close { stream, how: Close::Reset });
             return;
         }
-        if self.preauth.len() >= limits.max_preauth_hub_streams.max(1) {
+        if self.preauth.len() >= ctx.limits.max_preauth_hub_streams.max(1) {
             if let Some(&(_, oldest)) = self.preauth.first() {
                 self.refuse(ctx, oldest, Refusal::Displaced);
             }
@@ -157,7 +155,7 @@ impl HubRole {
         let mut nonce = [0u8; 32];
         ctx.secret_rng.fill_bytes(&mut nonce);
         send(ctx, stream, &HubMessage::Challenge { version: HUB_VERSION, nonce });
-        ctx.timers.set(TimerKey::HubPeer(stream), now + t.auth);
+        ctx.timers.set(TimerKey::HubPeer(stream), now + ctx.timeouts.auth);
         let order = self.next_order;
         self.next_order += 1;
         self.preauth.insert((order, stream));
@@ -167,14 +165,7 @@ impl HubRole {
         ctx.adopt(stream, Owner::Hub);
     }
 
-    pub(crate) fn on_data(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        limits: &Limits,
-        stream: StreamId,
-        data: &[u8],
-    ) {
+    pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, data: &[u8]) {
         let Some(s) = self.streams.get_mut(&stream) else { return };
         s.inbox.extend_from_slice(data);
         loop {
@@ -189,7 +180,7 @@ impl HubRole {
                 Ok(Decoded::Incomplete) => return,
                 Ok(Decoded::Complete { msg, consumed: used }) => {
                     s.inbox.drain(..used);
-                    if !self.on_message(ctx, now, limits, stream, msg) {
+                    if !self.on_message(ctx, now, stream, msg) {
                         return;
                     }
                 }
@@ -219,7 +210,6 @@ impl HubRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        limits: &Limits,
         stream: StreamId,
         msg: HubMessage,
     ) -> bool {
@@ -286,7 +276,7 @@ impl HubRole {
                     .keys
                     .get(key)
                     .and_then(|k| k.max_registrations)
-                    .unwrap_or(limits.max_registrations_per_key);
+                    .unwrap_or(ctx.limits.max_registrations_per_key);
                 if !renewal && under_key >= max {
                     let message = "too many registrations under this key";
                     self.fail(ctx, stream, HubErrorCode::RateLimited, message);

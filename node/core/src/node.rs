@@ -42,13 +42,13 @@ impl Node {
             Some(bytes) => ChaCha20Rng::from_seed(bytes),
             None => ChaCha20Rng::seed_from_u64(seed ^ 0x005e_c2e7_5eed),
         };
-        let ctx = Ctx::new(ChaCha8Rng::seed_from_u64(seed), secret_rng);
+        let ctx =
+            Ctx::new(config.timeouts, config.limits, ChaCha8Rng::seed_from_u64(seed), secret_rng);
         let wall_clock = config.wall_clock;
         let hub = config.hub.clone().map(|h| HubRole::new(config.peer_id, h, wall_clock));
         let exit = config.exit.as_ref().map(|e| ExitRole::new(e, &config.hubs, wall_clock));
         let margin = config.relay.circuit_margin;
-        let limits = config.limits;
-        let client = config.client.clone().map(|c| ClientRole::new(c, limits, margin));
+        let client = config.client.clone().map(|c| ClientRole::new(c, margin));
         let credential = config
             .exit
             .as_ref()
@@ -73,7 +73,7 @@ impl Node {
         let relay = Relay::new(config.relay.clone(), config.exit.as_ref().map(|e| e.relay), &hubs);
         let mut node = Node { config, ctx, hub, exit, client, links, relay };
         if let Some(links) = &mut node.links {
-            links.start(&mut node.ctx, now, &node.config.timeouts);
+            links.start(&mut node.ctx, now);
         }
         let mut changes = Vec::new();
         node.relay.start(&mut node.ctx, &mut changes);
@@ -96,33 +96,31 @@ impl Node {
 
     /// Something happened in the outside world at `now`.
     pub fn handle_input(&mut self, now: Instant, input: Input) {
-        let t = self.config.timeouts;
-        let limits = self.config.limits;
         let ctx = &mut self.ctx;
         match input {
             Input::AppAccepted { listener, stream, source } => match &mut self.client {
-                Some(c) => c.on_accept(ctx, now, &t, listener, stream, source),
+                Some(c) => c.on_accept(ctx, now, listener, stream, source),
                 None => ctx.emit(Output::Close { stream, how: Close::Reset }),
             },
             Input::StreamData { stream, data } => match ctx.owner(stream) {
                 Some(Owner::Client) => {
                     if let Some(c) = &mut self.client {
-                        c.on_data(ctx, now, &t, stream, &data);
+                        c.on_data(ctx, now, stream, &data);
                     }
                 }
                 Some(Owner::Exit) => {
                     if let Some(e) = &mut self.exit {
-                        e.on_data(ctx, now, &t, stream, &data);
+                        e.on_data(ctx, now, stream, &data);
                     }
                 }
                 Some(Owner::Hub) => {
                     if let Some(h) = &mut self.hub {
-                        h.on_data(ctx, now, &limits, stream, &data);
+                        h.on_data(ctx, now, stream, &data);
                     }
                 }
                 Some(Owner::HubLink) => {
                     if let Some(l) = &mut self.links {
-                        l.on_data(ctx, now, &t, stream, &data);
+                        l.on_data(ctx, now, stream, &data);
                     }
                 }
                 None => {}
@@ -130,7 +128,7 @@ impl Node {
             Input::StreamClosed { stream, how } => match ctx.owner(stream) {
                 Some(Owner::Client) => {
                     if let Some(c) = &mut self.client {
-                        c.on_closed(ctx, now, &t, stream, how);
+                        c.on_closed(ctx, now, stream, how);
                     }
                 }
                 Some(Owner::Exit) => {
@@ -155,10 +153,10 @@ impl Node {
                 let accepted_relayed = path.is_relayed() && dialed.is_none();
                 self.relay.on_connected(ctx, now, peer, accepted_relayed, path == Path::Direct);
                 if let Some(c) = &mut self.client {
-                    c.on_peer_connected(ctx, now, &t, peer);
+                    c.on_peer_connected(ctx, now, peer);
                 }
                 if let Some(l) = &mut self.links {
-                    l.on_peer_connected(ctx, now, &t, peer);
+                    l.on_peer_connected(ctx, now, peer);
                 }
             }
             Input::PeerDisconnected { peer, conn } => {
@@ -186,7 +184,7 @@ impl Node {
             Input::StreamRefused { stream } => match ctx.owner(stream) {
                 Some(Owner::Client) => {
                     if let Some(c) = &mut self.client {
-                        c.on_stream_refused(ctx, now, &t, stream);
+                        c.on_stream_refused(ctx, now, stream);
                     }
                 }
                 Some(Owner::HubLink) => {
@@ -198,27 +196,27 @@ impl Node {
             },
             Input::InboundStream { stream, peer, protocol } => match protocol {
                 Protocol::Proxy => match &mut self.exit {
-                    Some(e) => e.on_inbound(ctx, now, &t, &limits, stream, peer),
+                    Some(e) => e.on_inbound(ctx, now, stream, peer),
                     None => ctx.emit(Output::Close { stream, how: Close::Reset }),
                 },
                 Protocol::Hub => match &mut self.hub {
-                    Some(h) => h.on_inbound(ctx, now, &t, &limits, stream, peer),
+                    Some(h) => h.on_inbound(ctx, now, stream, peer),
                     None => ctx.emit(Output::Close { stream, how: Close::Reset }),
                 },
             },
             Input::Resolved { query, result } => {
                 if let Some(e) = &mut self.exit {
-                    e.on_resolved(ctx, now, &t, query, result);
+                    e.on_resolved(ctx, now, query, result);
                 }
             }
             Input::OriginConnected { stream } => match (&mut self.exit, ctx.owner(stream)) {
-                (Some(e), Some(Owner::Exit)) => e.on_origin_connected(ctx, &t, stream),
+                (Some(e), Some(Owner::Exit)) => e.on_origin_connected(ctx, stream),
                 // Its session gave up on it (a deadline, the client left).
                 _ => ctx.emit(Output::Close { stream, how: Close::Reset }),
             },
             Input::OriginFailed { stream, status } => {
                 if let Some(e) = &mut self.exit {
-                    e.on_origin_failed(ctx, now, &t, stream, status);
+                    e.on_origin_failed(ctx, now, stream, status);
                 }
             }
             Input::SpliceEnded { a, report, .. } => match ctx.owner(a) {
@@ -246,7 +244,7 @@ impl Node {
                 let hide_changed = self.links.as_mut().is_some_and(|l| l.set_hide_addrs(hide));
                 self.relayed_changed(now, changes);
                 if let Some(l) = self.links.as_mut().filter(|_| hide_changed) {
-                    l.reregister_all(&mut self.ctx, now, &t);
+                    l.reregister_all(&mut self.ctx, now);
                 }
             }
             Input::OwnAddress { ip, by } => {
@@ -274,15 +272,14 @@ impl Node {
     fn relayed_changed(&mut self, now: Instant, changes: Vec<RelayedAt>) {
         let Some(l) = &mut self.links else { return };
         for RelayedAt { hub, relayed } in changes {
-            l.set_relayed(&mut self.ctx, now, &self.config.timeouts, hub, relayed);
+            l.set_relayed(&mut self.ctx, now, hub, relayed);
         }
     }
 
     fn dial_failed(&mut self, now: Instant, peer: PeerId) {
-        let t = self.config.timeouts;
         let route = self.ctx.dial_failed(peer);
         if let Some(c) = &mut self.client {
-            c.on_dial_failed(&mut self.ctx, now, &t, peer, route);
+            c.on_dial_failed(&mut self.ctx, now, peer, route);
         }
         if let Some(l) = &mut self.links {
             l.on_dial_failed(&mut self.ctx, now, peer);
@@ -291,23 +288,22 @@ impl Node {
 
     /// Time has passed: fire every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let t = self.config.timeouts;
         while let Some(key) = self.ctx.timers.pop_due(now) {
             let ctx = &mut self.ctx;
             match key {
                 TimerKey::ClientSession(app) => {
                     if let Some(c) = &mut self.client {
-                        c.on_deadline(ctx, now, &t, app);
+                        c.on_deadline(ctx, now, app);
                     }
                 }
                 TimerKey::ExitSession(stream) => {
                     if let Some(e) = &mut self.exit {
-                        e.on_deadline(ctx, now, &t, stream);
+                        e.on_deadline(ctx, now, stream);
                     }
                 }
                 TimerKey::HubLink(i) => {
                     if let Some(l) = &mut self.links {
-                        l.on_timer(ctx, now, &t, i);
+                        l.on_timer(ctx, now, i);
                     }
                 }
                 TimerKey::HubPeer(stream) => {
@@ -346,9 +342,9 @@ impl Node {
             return;
         }
         let limit = self.config.client.as_ref().map_or(64, |c| c.selection.find_limit);
-        if l.find(&mut self.ctx, now, &self.config.timeouts, limit) {
+        if l.find(&mut self.ctx, now, limit) {
             let ready = l.ready_count();
-            c.finds_sent(now, &self.config.timeouts, ready);
+            c.finds_sent(&self.ctx, now, ready);
         }
     }
 
@@ -380,7 +376,6 @@ impl Node {
 
     /// Routes what the hub links learned to the roles that care.
     fn after(&mut self, now: Instant) {
-        let t = self.config.timeouts;
         while let Some(event) = self.links.as_mut().and_then(|l| l.events.pop_front()) {
             if let LinkEvent::Ready { hub } = event {
                 // The hub is back: a reservation waiting out its backoff
@@ -394,10 +389,10 @@ impl Node {
                         self.refresh_exits(now);
                     }
                 }
-                LinkEvent::Peers { hub, peers } => c.on_peers(&mut self.ctx, now, &t, hub, peers),
-                LinkEvent::Lost => c.on_link_lost(&mut self.ctx, now, &t),
+                LinkEvent::Peers { hub, peers } => c.on_peers(&mut self.ctx, now, hub, peers),
+                LinkEvent::Lost => c.on_link_lost(&mut self.ctx, now),
                 LinkEvent::Ticket { hub, ticket, until } => {
-                    c.on_ticket(&mut self.ctx, now, &t, hub, ticket, until);
+                    c.on_ticket(&mut self.ctx, now, hub, ticket, until);
                 }
             }
         }

@@ -1,7 +1,6 @@
 //! One attempt of a session at an exit: dial, open the stream, send the
 //! request, read the answer, then splice — or count the failure and retry.
 
-use crate::config::Timeouts;
 use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::ids::{ConnId, PeerId, StreamId};
 use crate::io::{Close, Event, FailReason, Output, Protocol, SpliceLimits, StateSnapshot};
@@ -18,7 +17,7 @@ use super::{ClientRole, Phase, MIN_WAIT};
 
 impl ClientRole {
     /// Starts the next attempt: picks an exit, or waits, or fails the session.
-    pub(super) fn attempt(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, app: StreamId) {
+    pub(super) fn attempt(&mut self, ctx: &mut Ctx, now: Instant, app: StreamId) {
         let Some(s) = self.sessions.get(&app) else { return };
         let (attempts, last_status, budget_end) = (s.attempts, s.last_status, s.budget_end);
         if now >= budget_end {
@@ -66,23 +65,19 @@ impl ClientRole {
                 }
                 s.attempts += 1;
                 s.tried.push(exit);
-                ctx.timers.set(TimerKey::ClientSession(app), (now + t.attempt).min(s.budget_end));
+                ctx.timers.set(
+                    TimerKey::ClientSession(app),
+                    (now + ctx.timeouts.attempt).min(s.budget_end),
+                );
                 s.phase = Phase::Dialing { exit };
-                self.connect(ctx, now, t, app, exit);
+                self.connect(ctx, now, app, exit);
             }
         }
     }
 
     /// Opens the session's stream on a usable connection to `exit`, or dials
     /// one (directly, or through a relay) and waits for it.
-    pub(super) fn connect(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        app: StreamId,
-        exit: PeerId,
-    ) {
+    pub(super) fn connect(&mut self, ctx: &mut Ctx, now: Instant, app: StreamId, exit: PeerId) {
         let Some(s) = self.sessions.get(&app) else { return };
         let relayed = s.settings.relayed;
         if let Some(conn) = ctx.usable_conn(exit, now, relayed, self.circuit_margin) {
@@ -90,16 +85,16 @@ impl ClientRole {
             return;
         }
         if !ctx.is_dialing(exit) {
-            if ctx.pending_dials() >= self.limits.max_pending_dials {
+            if ctx.pending_dials() >= ctx.limits.max_pending_dials {
                 self.fail(ctx, app, FailReason::Overloaded, Status::GeneralFailure);
                 return;
             }
             let Some(route) = self.route(exit, relayed, now) else {
-                self.exit_failed(ctx, now, t, app, Status::NetworkUnreachable);
+                self.exit_failed(ctx, now, app, Status::NetworkUnreachable);
                 return;
             };
             let addrs = self.exits.get(&exit).map(|e| e.record.addrs.clone()).unwrap_or_default();
-            ctx.dial(now, exit, &addrs, route, t.dial);
+            ctx.dial(now, exit, &addrs, route, ctx.timeouts.dial);
         }
         self.dial_waiters.entry(exit).or_default().insert(app);
     }
@@ -114,16 +109,10 @@ impl ClientRole {
         ctx.emit(Output::OpenStream { stream, peer: exit, conn, protocol: Protocol::Proxy });
     }
 
-    pub(crate) fn on_peer_connected(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        peer: PeerId,
-    ) {
+    pub(crate) fn on_peer_connected(&mut self, ctx: &mut Ctx, now: Instant, peer: PeerId) {
         for app in self.dial_waiters.remove(&peer).unwrap_or_default() {
             if self.is_dialing(app, peer) {
-                self.connect(ctx, now, t, app, peer);
+                self.connect(ctx, now, app, peer);
             }
         }
     }
@@ -150,7 +139,6 @@ impl ClientRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         peer: PeerId,
         route: Option<Option<PeerId>>,
     ) {
@@ -177,7 +165,7 @@ impl ClientRole {
             let via_relay =
                 route == Some(None) && self.route(peer, relayed, now).is_some_and(|r| r.is_some());
             if via_relay {
-                self.connect(ctx, now, t, app, peer);
+                self.connect(ctx, now, app, peer);
             } else {
                 if route == Some(None) && self.stale {
                     self.refund_attempt(app);
@@ -186,7 +174,7 @@ impl ClientRole {
                 // sessions waited on it (it used to open the breaker alone).
                 let first = !counted;
                 counted = true;
-                self.exit_failed_as(ctx, now, t, app, Status::GeneralFailure, first);
+                self.exit_failed_as(ctx, now, app, Status::GeneralFailure, first);
             }
         }
     }
@@ -213,22 +201,15 @@ impl ClientRole {
         s.phase = Phase::Awaiting { exit, stream, inbox: Vec::new(), sent: now };
     }
 
-    pub(crate) fn on_stream_refused(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        stream: StreamId,
-    ) {
+    pub(crate) fn on_stream_refused(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId) {
         let Some(app) = self.release_peer_stream(ctx, stream) else { return };
-        self.exit_failed(ctx, now, t, app, Status::GeneralFailure);
+        self.exit_failed(ctx, now, app, Status::GeneralFailure);
     }
 
     pub(super) fn on_peer_data(
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         app: StreamId,
         stream: StreamId,
         data: &[u8],
@@ -242,7 +223,7 @@ impl ClientRole {
             Ok(Decoded::Complete { msg, consumed }) => (msg, consumed),
             Err(_) => {
                 ctx.event(Event::PeerProtocolError { peer: exit });
-                self.exit_failed(ctx, now, t, app, Status::GeneralFailure);
+                self.exit_failed(ctx, now, app, Status::GeneralFailure);
                 return;
             }
         };
@@ -250,7 +231,7 @@ impl ClientRole {
         let status = response.status;
         s.last_status = status;
         if status == Status::Succeeded {
-            self.established(ctx, now, t, app, exit, stream, sent, from_exit);
+            self.established(ctx, now, app, exit, stream, sent, from_exit);
         } else if status.is_destination_failure() || status == Status::TtlExpired {
             // The exit works; the destination does not. Another exit would not help.
             if let Some(e) = self.exits.get_mut(&exit) {
@@ -263,7 +244,7 @@ impl ClientRole {
             ctx.emit(Output::Close { stream, how: Close::Fin });
             self.fail(ctx, app, FailReason::Destination, status);
         } else {
-            self.exit_answered_failure(ctx, now, t, app, exit, status);
+            self.exit_answered_failure(ctx, now, app, exit, status);
         }
     }
 
@@ -275,7 +256,6 @@ impl ClientRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         app: StreamId,
         exit: PeerId,
         status: Status,
@@ -285,7 +265,7 @@ impl ClientRole {
                 ctx.event(Event::Breaker { exit, to: to.to });
             }
         }
-        self.exit_failed_as(ctx, now, t, app, status, false);
+        self.exit_failed_as(ctx, now, app, status, false);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -293,7 +273,6 @@ impl ClientRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         app: StreamId,
         exit: PeerId,
         stream: StreamId,
@@ -317,7 +296,7 @@ impl ClientRole {
             b: stream,
             a_to_b_prefix: Bytes::from(core::mem::take(&mut s.leftover)),
             b_to_a_prefix: from_exit,
-            limits: SpliceLimits { idle_timeout: t.idle },
+            limits: SpliceLimits { idle_timeout: ctx.timeouts.idle },
         });
         ctx.event(Event::SessionEstablished {
             listener: s.listener,
@@ -334,11 +313,10 @@ impl ClientRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         app: StreamId,
         status: Status,
     ) {
-        self.exit_failed_as(ctx, now, t, app, status, true);
+        self.exit_failed_as(ctx, now, app, status, true);
     }
 
     /// `unresponsive`: the exit did not answer (dial, stream, timeout, reset,
@@ -347,7 +325,6 @@ impl ClientRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         app: StreamId,
         status: Status,
         unresponsive: bool,
@@ -388,7 +365,7 @@ impl ClientRole {
         if attempts > retries {
             self.fail(ctx, app, FailReason::ExitFailed, status);
         } else {
-            self.attempt(ctx, now, t, app);
+            self.attempt(ctx, now, app);
         }
     }
 }

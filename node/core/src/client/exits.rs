@@ -1,7 +1,6 @@
 //! The exits the client knows of (from the hubs' listings), how it picks
 //! one for an attempt, and when it asks the hubs again.
 
-use crate::config::Timeouts;
 use crate::ctx::Ctx;
 use crate::ids::{PeerId, StreamId};
 use crate::io::FailReason;
@@ -124,7 +123,7 @@ impl ClientRole {
                 continue;
             }
             // Full for us: try the others, or wait for a session there to end.
-            if e.active as usize >= self.limits.max_sessions_per_exit {
+            if e.active as usize >= ctx.limits.max_sessions_per_exit {
                 next_retry = Some(next_retry.map_or(now + MIN_WAIT, |n| n.min(now + MIN_WAIT)));
                 continue;
             }
@@ -175,7 +174,6 @@ impl ClientRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         hub: PeerId,
         peers: Vec<PeerRecord>,
     ) {
@@ -223,7 +221,7 @@ impl ClientRole {
         // Exits no hub has listed for three refreshes are gone.
         let stale = self.config.selection.refresh * 3;
         self.exits.retain(|_, e| e.active > 0 || now.saturating_duration_since(e.seen) < stale);
-        self.wake_waiting(ctx, now, t);
+        self.wake_waiting(ctx, now);
     }
 
     /// A hub handed us a ticket: keep it, and wake sessions that waited for one.
@@ -231,7 +229,6 @@ impl ClientRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         hub: PeerId,
         ticket: Bytes,
         until: Instant,
@@ -239,31 +236,31 @@ impl ClientRole {
         let had = self.wallet.any_usable(now);
         self.wallet.hold(hub, ticket, until);
         if !had {
-            self.wake_waiting(ctx, now, t);
+            self.wake_waiting(ctx, now);
         }
     }
 
     /// A hub request was lost with its link.
-    pub(crate) fn on_link_lost(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts) {
+    pub(crate) fn on_link_lost(&mut self, ctx: &mut Ctx, now: Instant) {
         if self.finds_pending > 0 {
             self.finds_pending -= 1;
             if self.finds_pending == 0 {
-                self.wake_waiting(ctx, now, t);
+                self.wake_waiting(ctx, now);
             }
         }
     }
 
-    pub(super) fn wake_waiting(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts) {
+    pub(super) fn wake_waiting(&mut self, ctx: &mut Ctx, now: Instant) {
         let waiting: Vec<StreamId> = self.waiting.iter().copied().collect();
         for app in waiting {
-            self.attempt(ctx, now, t, app);
+            self.attempt(ctx, now, app);
         }
     }
 
     /// Records that `n` hubs were asked for exits.
-    pub(crate) fn finds_sent(&mut self, now: Instant, t: &Timeouts, n: usize) {
+    pub(crate) fn finds_sent(&mut self, ctx: &Ctx, now: Instant, n: usize) {
         self.finds_pending = n;
-        self.finds_deadline = now + t.hub_request;
+        self.finds_deadline = now + ctx.timeouts.hub_request;
         self.stale = false;
     }
 

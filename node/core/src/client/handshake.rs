@@ -1,7 +1,7 @@
 //! Driving an app's SOCKS5 or HTTP CONNECT handshake up to its request,
 //! and answering the app in the dialect it spoke.
 
-use crate::config::{ListenerConfig, ListenerProtocol, StickyMode, Timeouts};
+use crate::config::{ListenerConfig, ListenerProtocol, StickyMode};
 use crate::ctx::Ctx;
 use crate::http_connect::{self, HttpAction, HttpConnectHandshake};
 use crate::ids::{ListenerId, SessionId, StreamId};
@@ -41,7 +41,6 @@ impl ClientRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         app: StreamId,
         data: &[u8],
     ) {
@@ -86,7 +85,7 @@ impl ClientRole {
                 s.req = Some(req);
                 s.leftover = leftover.to_vec();
                 s.phase = Phase::Waiting;
-                self.attempt(ctx, now, t, app);
+                self.attempt(ctx, now, app);
             }
         }
     }

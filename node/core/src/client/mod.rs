@@ -15,7 +15,7 @@ mod attempt;
 mod exits;
 mod handshake;
 
-use crate::config::{ClientConfig, Limits, ListenerConfig, Timeouts};
+use crate::config::{ClientConfig, ListenerConfig};
 use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::ids::{ListenerId, PeerId, StreamId};
 use crate::io::{Close, Event, FailReason, Output, SpliceReport, StateSnapshot};
@@ -114,7 +114,6 @@ pub(crate) struct ClientRole {
     refreshed: Option<Instant>,
     /// New streams avoid relayed connections this close to their relay's cap.
     circuit_margin: Duration,
-    limits: Limits,
     /// Open sessions per listener and per app source address, for their limits.
     per_listener: BTreeMap<ListenerId, usize>,
     per_source: BTreeMap<IpAddr, usize>,
@@ -140,11 +139,7 @@ fn count_down<K: Ord>(counts: &mut BTreeMap<K, usize>, key: K) {
 }
 
 impl ClientRole {
-    pub(crate) fn new(
-        config: ClientConfig,
-        limits: Limits,
-        circuit_margin: Duration,
-    ) -> ClientRole {
+    pub(crate) fn new(config: ClientConfig, circuit_margin: Duration) -> ClientRole {
         let sticky = StickyPool::new(sticky_config(&config));
         ClientRole {
             listeners: config.listeners.iter().cloned().map(Arc::new).collect(),
@@ -159,7 +154,6 @@ impl ClientRole {
             finds_deadline: Instant::ZERO,
             refreshed: None,
             circuit_margin,
-            limits,
             per_listener: BTreeMap::new(),
             per_source: BTreeMap::new(),
             stale: false,
@@ -203,7 +197,6 @@ impl ClientRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         listener: ListenerId,
         stream: StreamId,
         source: SocketAddr,
@@ -212,11 +205,11 @@ impl ClientRole {
         let settings = usize::try_from(listener.0).ok().and_then(|i| self.listeners.get(i));
         let on_listener = self.per_listener.get(&listener).copied().unwrap_or(0);
         let from_source = self.per_source.get(&source).copied().unwrap_or(0);
-        let refusal = if self.sessions.len() >= self.limits.max_client_sessions
-            || on_listener >= self.limits.max_sessions_per_listener
+        let refusal = if self.sessions.len() >= ctx.limits.max_client_sessions
+            || on_listener >= ctx.limits.max_sessions_per_listener
         {
             Some(FailReason::Overloaded)
-        } else if from_source >= self.limits.max_sessions_per_source {
+        } else if from_source >= ctx.limits.max_sessions_per_source {
             Some(FailReason::SourceLimit)
         } else {
             None
@@ -245,7 +238,7 @@ impl ClientRole {
             settings,
             kind: None,
             accepted: now,
-            budget_end: now + t.handshake + t.setup_budget,
+            budget_end: now + ctx.timeouts.handshake + ctx.timeouts.setup_budget,
             phase: Phase::Handshake(Handshake::Detect),
             req: None,
             tried: Vec::new(),
@@ -257,24 +250,17 @@ impl ClientRole {
         };
         self.sessions.insert(stream, session);
         ctx.adopt(stream, Owner::Client);
-        ctx.timers.set(TimerKey::ClientSession(stream), now + t.handshake);
+        ctx.timers.set(TimerKey::ClientSession(stream), now + ctx.timeouts.handshake);
     }
 
-    pub(crate) fn on_data(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        stream: StreamId,
-        data: &[u8],
-    ) {
+    pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, data: &[u8]) {
         if let Some(&app) = self.peer_streams.get(&stream) {
-            self.on_peer_data(ctx, now, t, app, stream, data);
+            self.on_peer_data(ctx, now, app, stream, data);
             return;
         }
         let Some(s) = self.sessions.get_mut(&stream) else { return };
         match &mut s.phase {
-            Phase::Handshake(_) => self.on_handshake_data(ctx, now, t, stream, data),
+            Phase::Handshake(_) => self.on_handshake_data(ctx, now, stream, data),
             Phase::Spliced { .. } => {}
             _ => {
                 // The app is talking before we answered it: keep it for the exit, bounded.
@@ -287,7 +273,7 @@ impl ClientRole {
         }
     }
 
-    pub(crate) fn on_deadline(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, app: StreamId) {
+    pub(crate) fn on_deadline(&mut self, ctx: &mut Ctx, now: Instant, app: StreamId) {
         let Some(s) = self.sessions.get(&app) else { return };
         match s.phase {
             Phase::Handshake(_) => {
@@ -301,27 +287,20 @@ impl ClientRole {
                     status: Status::GeneralFailure,
                 });
             }
-            Phase::Waiting => self.attempt(ctx, now, t, app),
+            Phase::Waiting => self.attempt(ctx, now, app),
             Phase::Dialing { .. } | Phase::Opening { .. } | Phase::Awaiting { .. } => {
-                self.exit_failed(ctx, now, t, app, Status::TtlExpired);
+                self.exit_failed(ctx, now, app, Status::TtlExpired);
             }
             Phase::Spliced { .. } => {}
         }
     }
 
     /// The app or the exit closed a stream before the splice.
-    pub(crate) fn on_closed(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        stream: StreamId,
-        how: Close,
-    ) {
+    pub(crate) fn on_closed(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, how: Close) {
         if let Some(&app) = self.peer_streams.get(&stream) {
             // The exit ended the stream without a (complete) answer.
             let _ = how;
-            self.exit_failed(ctx, now, t, app, Status::GeneralFailure);
+            self.exit_failed(ctx, now, app, Status::GeneralFailure);
             return;
         }
         let Some(s) = self.sessions.get(&stream) else { return };
