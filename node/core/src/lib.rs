@@ -54,6 +54,7 @@ pub mod node;
 pub mod policy;
 pub mod record;
 mod relay;
+mod role;
 pub mod selection;
 pub mod socks;
 pub mod target;

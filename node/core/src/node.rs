@@ -7,8 +7,9 @@ use crate::exit::ExitRole;
 use crate::hub::HubRole;
 use crate::hub_link::{HubLinks, LinkEvent, Registration};
 use crate::ids::{PeerId, StreamId};
-use crate::io::{Close, Input, Output, Path, Protocol, Resources, TimerReason};
+use crate::io::{Close, Input, Output, Path, Resources, TimerReason};
 use crate::relay::{Relay, RelayedAt};
+use crate::role::Roles;
 use crate::selection::backoff::Backoff;
 use crate::time::Instant;
 use core::time::Duration;
@@ -26,10 +27,7 @@ use rand_core::SeedableRng;
 pub struct Node {
     config: NodeConfig,
     ctx: Ctx,
-    hub: Option<HubRole>,
-    exit: Option<ExitRole>,
-    client: Option<ClientRole>,
-    links: Option<HubLinks>,
+    roles: Roles,
     relay: Relay,
 }
 
@@ -71,14 +69,15 @@ impl Node {
         };
         let hubs: Vec<PeerId> = config.hubs.iter().map(|h| h.peer).collect();
         let relay = Relay::new(config.relay.clone(), config.exit.as_ref().map(|e| e.relay), &hubs);
-        let mut node = Node { config, ctx, hub, exit, client, links, relay };
-        if let Some(links) = &mut node.links {
+        let roles = Roles { client, exit, hub, links };
+        let mut node = Node { config, ctx, roles, relay };
+        if let Some(links) = &mut node.roles.links {
             links.start(&mut node.ctx, now);
         }
         let mut changes = Vec::new();
         node.relay.start(&mut node.ctx, &mut changes);
         node.relayed_changed(now, changes);
-        if node.client.is_some() {
+        if node.roles.client.is_some() {
             node.ctx.timers.set(TimerKey::ExitRefresh, now);
         }
         node
@@ -97,65 +96,30 @@ impl Node {
     /// Something happened in the outside world at `now`.
     pub fn handle_input(&mut self, now: Instant, input: Input) {
         let ctx = &mut self.ctx;
+        let roles = &mut self.roles;
         match input {
-            Input::AppAccepted { listener, stream, source } => match &mut self.client {
+            Input::AppAccepted { listener, stream, source } => match &mut self.roles.client {
                 Some(c) => c.on_accept(ctx, now, listener, stream, source),
                 None => ctx.emit(Output::Close { stream, how: Close::Reset }),
             },
-            Input::StreamData { stream, data } => match ctx.owner(stream) {
-                Some(Owner::Client) => {
-                    if let Some(c) = &mut self.client {
-                        c.on_data(ctx, now, stream, &data);
-                    }
+            Input::StreamData { stream, data } => {
+                if let Some(role) = ctx.owner(stream).and_then(|o| roles.get(o)) {
+                    role.on_data(ctx, now, stream, &data);
                 }
-                Some(Owner::Exit) => {
-                    if let Some(e) = &mut self.exit {
-                        e.on_data(ctx, now, stream, &data);
-                    }
+            }
+            Input::StreamClosed { stream, how } => {
+                if let Some(role) = ctx.owner(stream).and_then(|o| roles.get(o)) {
+                    role.on_closed(ctx, now, stream, how);
                 }
-                Some(Owner::Hub) => {
-                    if let Some(h) = &mut self.hub {
-                        h.on_data(ctx, now, stream, &data);
-                    }
-                }
-                Some(Owner::HubLink) => {
-                    if let Some(l) = &mut self.links {
-                        l.on_data(ctx, now, stream, &data);
-                    }
-                }
-                None => {}
-            },
-            Input::StreamClosed { stream, how } => match ctx.owner(stream) {
-                Some(Owner::Client) => {
-                    if let Some(c) = &mut self.client {
-                        c.on_closed(ctx, now, stream, how);
-                    }
-                }
-                Some(Owner::Exit) => {
-                    if let Some(e) = &mut self.exit {
-                        e.on_closed(ctx, stream, how);
-                    }
-                }
-                Some(Owner::Hub) => {
-                    if let Some(h) = &mut self.hub {
-                        h.on_closed(ctx, stream, how);
-                    }
-                }
-                Some(Owner::HubLink) => {
-                    if let Some(l) = &mut self.links {
-                        l.on_closed(ctx, now, stream, how);
-                    }
-                }
-                None => {}
-            },
+            }
             Input::PeerConnected { peer, conn, path, limit } => {
                 let dialed = ctx.peer_connected(now, peer, conn, path, limit);
                 let accepted_relayed = path.is_relayed() && dialed.is_none();
                 self.relay.on_connected(ctx, now, peer, accepted_relayed, path == Path::Direct);
-                if let Some(c) = &mut self.client {
+                if let Some(c) = &mut self.roles.client {
                     c.on_peer_connected(ctx, now, peer);
                 }
-                if let Some(l) = &mut self.links {
+                if let Some(l) = &mut self.roles.links {
                     l.on_peer_connected(ctx, now, peer);
                 }
             }
@@ -164,76 +128,45 @@ impl Node {
                 self.relay.on_disconnected(ctx, peer);
             }
             Input::DialFailed { peer } => self.dial_failed(now, peer),
-            Input::StreamOpened { stream } => match ctx.owner(stream) {
-                Some(Owner::Client) => {
-                    if let Some(c) = &mut self.client {
-                        c.on_stream_opened(ctx, now, stream);
-                    }
-                }
-                Some(Owner::HubLink) => {
-                    if let Some(l) = &mut self.links {
-                        l.on_stream_opened(stream);
-                    }
-                }
+            Input::StreamOpened { stream } => match ctx.owner(stream).and_then(|o| roles.get(o)) {
+                Some(role) => role.on_stream_opened(ctx, now, stream),
                 // Nobody holds it any more (its session ended while it was
                 // being opened): close it, so the outside drops it too.
-                Some(Owner::Exit | Owner::Hub) | None => {
-                    ctx.emit(Output::Close { stream, how: Close::Reset });
-                }
+                None => ctx.emit(Output::Close { stream, how: Close::Reset }),
             },
-            Input::StreamRefused { stream } => match ctx.owner(stream) {
-                Some(Owner::Client) => {
-                    if let Some(c) = &mut self.client {
-                        c.on_stream_refused(ctx, now, stream);
-                    }
+            Input::StreamRefused { stream } => {
+                if let Some(role) = ctx.owner(stream).and_then(|o| roles.get(o)) {
+                    role.on_stream_refused(ctx, now, stream);
                 }
-                Some(Owner::HubLink) => {
-                    if let Some(l) = &mut self.links {
-                        l.on_stream_refused(ctx, now, stream);
-                    }
-                }
-                Some(Owner::Exit | Owner::Hub) | None => {}
-            },
-            Input::InboundStream { stream, peer, protocol } => match protocol {
-                Protocol::Proxy => match &mut self.exit {
-                    Some(e) => e.on_inbound(ctx, now, stream, peer),
+            }
+            Input::InboundStream { stream, peer, protocol } => {
+                match roles.get(Roles::for_protocol(protocol)) {
+                    Some(role) => role.on_inbound(ctx, now, stream, peer),
                     None => ctx.emit(Output::Close { stream, how: Close::Reset }),
-                },
-                Protocol::Hub => match &mut self.hub {
-                    Some(h) => h.on_inbound(ctx, now, stream, peer),
-                    None => ctx.emit(Output::Close { stream, how: Close::Reset }),
-                },
-            },
+                }
+            }
             Input::Resolved { query, result } => {
-                if let Some(e) = &mut self.exit {
+                if let Some(e) = &mut self.roles.exit {
                     e.on_resolved(ctx, now, query, result);
                 }
             }
-            Input::OriginConnected { stream } => match (&mut self.exit, ctx.owner(stream)) {
+            Input::OriginConnected { stream } => match (&mut self.roles.exit, ctx.owner(stream)) {
                 (Some(e), Some(Owner::Exit)) => e.on_origin_connected(ctx, stream),
                 // Its session gave up on it (a deadline, the client left).
                 _ => ctx.emit(Output::Close { stream, how: Close::Reset }),
             },
             Input::OriginFailed { stream, status } => {
-                if let Some(e) = &mut self.exit {
+                if let Some(e) = &mut self.roles.exit {
                     e.on_origin_failed(ctx, now, stream, status);
                 }
             }
-            Input::SpliceEnded { a, report, .. } => match ctx.owner(a) {
-                Some(Owner::Client) => {
-                    if let Some(c) = &mut self.client {
-                        c.on_splice_ended(ctx, a, report);
-                    }
+            Input::SpliceEnded { a, report, .. } => {
+                if let Some(role) = ctx.owner(a).and_then(|o| roles.get(o)) {
+                    role.on_splice_ended(ctx, now, a, report);
                 }
-                Some(Owner::Exit) => {
-                    if let Some(e) = &mut self.exit {
-                        e.on_splice_ended(ctx, a, report);
-                    }
-                }
-                Some(Owner::Hub | Owner::HubLink) | None => {}
-            },
+            }
             Input::Restore(snapshot) => {
-                if let Some(c) = &mut self.client {
+                if let Some(c) = &mut self.roles.client {
                     c.restore(now, &snapshot);
                 }
             }
@@ -241,15 +174,16 @@ impl Node {
                 let mut changes = Vec::new();
                 self.relay.on_reachability(ctx, r, &mut changes);
                 let hide = self.relay.hide_addrs();
-                let hide_changed = self.links.as_mut().is_some_and(|l| l.set_hide_addrs(hide));
+                let hide_changed =
+                    self.roles.links.as_mut().is_some_and(|l| l.set_hide_addrs(hide));
                 self.relayed_changed(now, changes);
-                if let Some(l) = self.links.as_mut().filter(|_| hide_changed) {
+                if let Some(l) = self.roles.links.as_mut().filter(|_| hide_changed) {
                     l.reregister_all(&mut self.ctx, now);
                 }
             }
             Input::OwnAddress { ip, by } => {
                 let trusted = by.is_none_or(|p| self.config.hubs.iter().any(|h| h.peer == p));
-                if let Some(e) = self.exit.as_mut().filter(|_| trusted) {
+                if let Some(e) = self.roles.exit.as_mut().filter(|_| trusted) {
                     e.add_own_address(ip);
                 }
             }
@@ -270,7 +204,7 @@ impl Node {
 
     /// Tells the hub links where this node now holds (or lost) a reservation.
     fn relayed_changed(&mut self, now: Instant, changes: Vec<RelayedAt>) {
-        let Some(l) = &mut self.links else { return };
+        let Some(l) = &mut self.roles.links else { return };
         for RelayedAt { hub, relayed } in changes {
             l.set_relayed(&mut self.ctx, now, hub, relayed);
         }
@@ -278,10 +212,10 @@ impl Node {
 
     fn dial_failed(&mut self, now: Instant, peer: PeerId) {
         let route = self.ctx.dial_failed(peer);
-        if let Some(c) = &mut self.client {
+        if let Some(c) = &mut self.roles.client {
             c.on_dial_failed(&mut self.ctx, now, peer, route);
         }
-        if let Some(l) = &mut self.links {
+        if let Some(l) = &mut self.roles.links {
             l.on_dial_failed(&mut self.ctx, now, peer);
         }
     }
@@ -292,27 +226,27 @@ impl Node {
             let ctx = &mut self.ctx;
             match key {
                 TimerKey::ClientSession(app) => {
-                    if let Some(c) = &mut self.client {
+                    if let Some(c) = &mut self.roles.client {
                         c.on_deadline(ctx, now, app);
                     }
                 }
                 TimerKey::ExitSession(stream) => {
-                    if let Some(e) = &mut self.exit {
+                    if let Some(e) = &mut self.roles.exit {
                         e.on_deadline(ctx, now, stream);
                     }
                 }
                 TimerKey::HubLink(i) => {
-                    if let Some(l) = &mut self.links {
+                    if let Some(l) = &mut self.roles.links {
                         l.on_timer(ctx, now, i);
                     }
                 }
                 TimerKey::HubPeer(stream) => {
-                    if let Some(h) = &mut self.hub {
+                    if let Some(h) = &mut self.roles.hub {
                         h.on_auth_deadline(ctx, stream);
                     }
                 }
                 TimerKey::DirectoryExpiry => {
-                    if let Some(h) = &mut self.hub {
+                    if let Some(h) = &mut self.roles.hub {
                         h.on_expiry(ctx, now);
                     }
                 }
@@ -337,7 +271,7 @@ impl Node {
 
     /// Asks the hubs for exits, if a client and no request is outstanding.
     fn refresh_exits(&mut self, now: Instant) {
-        let (Some(c), Some(l)) = (&mut self.client, &mut self.links) else { return };
+        let (Some(c), Some(l)) = (&mut self.roles.client, &mut self.roles.links) else { return };
         if !c.wants_refresh(now) {
             return;
         }
@@ -352,10 +286,10 @@ impl Node {
     /// stream in it is held by the role it names, and no role holds another.
     #[cfg(debug_assertions)]
     fn check_owners(&self) {
-        let held = self.client.as_ref().map_or(0, ClientRole::stream_count)
-            + self.exit.as_ref().map_or(0, ExitRole::stream_count)
-            + self.hub.as_ref().map_or(0, HubRole::stream_count)
-            + self.links.as_ref().map_or(0, HubLinks::stream_count);
+        let held = self.roles.client.as_ref().map_or(0, ClientRole::stream_count)
+            + self.roles.exit.as_ref().map_or(0, ExitRole::stream_count)
+            + self.roles.hub.as_ref().map_or(0, HubRole::stream_count)
+            + self.roles.links.as_ref().map_or(0, HubLinks::stream_count);
         assert_eq!(
             held,
             self.ctx.owned_streams(),
@@ -364,11 +298,13 @@ impl Node {
         for (stream, owner) in self.ctx.owners() {
             let holds = match owner {
                 Owner::Client => {
-                    self.client.as_ref().is_some_and(|c| c.session_of(stream).is_some())
+                    self.roles.client.as_ref().is_some_and(|c| c.session_of(stream).is_some())
                 }
-                Owner::Exit => self.exit.as_ref().is_some_and(|e| e.session_of(stream).is_some()),
-                Owner::Hub => self.hub.as_ref().is_some_and(|h| h.owns(stream)),
-                Owner::HubLink => self.links.as_ref().is_some_and(|l| l.owns(stream)),
+                Owner::Exit => {
+                    self.roles.exit.as_ref().is_some_and(|e| e.session_of(stream).is_some())
+                }
+                Owner::Hub => self.roles.hub.as_ref().is_some_and(|h| h.owns(stream)),
+                Owner::HubLink => self.roles.links.as_ref().is_some_and(|l| l.owns(stream)),
             };
             assert!(holds, "{stream:?} is in the table as {owner:?}'s, which does not hold it");
         }
@@ -376,13 +312,13 @@ impl Node {
 
     /// Routes what the hub links learned to the roles that care.
     fn after(&mut self, now: Instant) {
-        while let Some(event) = self.links.as_mut().and_then(|l| l.events.pop_front()) {
+        while let Some(event) = self.roles.links.as_mut().and_then(|l| l.events.pop_front()) {
             if let LinkEvent::Ready { hub } = event {
                 // The hub is back: a reservation waiting out its backoff
                 // there is asked for now, not up to a backoff step later.
                 self.relay.on_hub_ready(&mut self.ctx, hub);
             }
-            let Some(c) = &mut self.client else { continue };
+            let Some(c) = &mut self.roles.client else { continue };
             match event {
                 LinkEvent::Ready { .. } => {
                     if c.needs_exits(now) {
@@ -396,11 +332,11 @@ impl Node {
                 }
             }
         }
-        if self.client.as_ref().is_some_and(|c| c.needs_exits(now)) {
+        if self.roles.client.as_ref().is_some_and(|c| c.needs_exits(now)) {
             self.refresh_exits(now);
         }
         // Sessions waiting for an exit pull the next refresh forward.
-        if let Some(due) = self.client.as_ref().and_then(|c| c.refresh_due(now)) {
+        if let Some(due) = self.roles.client.as_ref().and_then(|c| c.refresh_due(now)) {
             if self.ctx.timers.get(TimerKey::ExitRefresh).is_none_or(|at| due < at) {
                 self.ctx.timers.set(TimerKey::ExitRefresh, due);
             }
@@ -424,32 +360,36 @@ impl Node {
     /// What the node holds right now, for leak and bound checks.
     pub fn resources(&self) -> Resources {
         Resources {
-            sessions: self.client.as_ref().map_or(0, ClientRole::session_count)
-                + self.exit.as_ref().map_or(0, ExitRole::session_count),
-            streams: self.client.as_ref().map_or(0, ClientRole::stream_count)
-                + self.exit.as_ref().map_or(0, ExitRole::stream_count)
-                + self.hub.as_ref().map_or(0, HubRole::stream_count),
+            sessions: self.roles.client.as_ref().map_or(0, ClientRole::session_count)
+                + self.roles.exit.as_ref().map_or(0, ExitRole::session_count),
+            streams: self.roles.client.as_ref().map_or(0, ClientRole::stream_count)
+                + self.roles.exit.as_ref().map_or(0, ExitRole::stream_count)
+                + self.roles.hub.as_ref().map_or(0, HubRole::stream_count),
             pending_dials: self.ctx.pending_dials(),
-            pending_queries: self.exit.as_ref().map_or(0, ExitRole::pending_queries),
+            pending_queries: self.roles.exit.as_ref().map_or(0, ExitRole::pending_queries),
             timers: self.ctx.timers.non_periodic(),
-            directory_entries: self.hub.as_ref().map_or(0, HubRole::directory_len),
-            busiest_peer_sessions: self.exit.as_ref().map_or(0, ExitRole::busiest_peer),
-            preauth_hub_streams: self.hub.as_ref().map_or(0, HubRole::preauth_count),
-            busiest_peer_hub_streams: self.hub.as_ref().map_or(0, HubRole::busiest_peer_streams),
+            directory_entries: self.roles.hub.as_ref().map_or(0, HubRole::directory_len),
+            busiest_peer_sessions: self.roles.exit.as_ref().map_or(0, ExitRole::busiest_peer),
+            preauth_hub_streams: self.roles.hub.as_ref().map_or(0, HubRole::preauth_count),
+            busiest_peer_hub_streams: self
+                .roles
+                .hub
+                .as_ref()
+                .map_or(0, HubRole::busiest_peer_streams),
         }
     }
 
     /// (Hubs) every registered exit with the roles of the key it registered
     /// under, for the simulator's admission invariant.
     pub fn registrations(&self) -> Vec<(PeerId, crate::admission::RoleSet)> {
-        self.hub.as_ref().map_or_else(Vec::new, |h| {
+        self.roles.hub.as_ref().map_or_else(Vec::new, |h| {
             h.registrations().map(|(peer, key)| (peer, key.roles)).collect()
         })
     }
 
     /// (Hubs) whether `peer` is in the directory.
     pub fn hub_has_registered(&self, peer: &PeerId) -> bool {
-        self.hub.as_ref().is_some_and(|h| h.is_registered(peer))
+        self.roles.hub.as_ref().is_some_and(|h| h.is_registered(peer))
     }
 
     /// (Exits) at how many hubs this node holds a relay reservation.
@@ -459,12 +399,12 @@ impl Node {
 
     /// (Exits) at how many hubs this node is registered, as far as it knows.
     pub fn registered_hubs(&self) -> usize {
-        self.links.as_ref().map_or(0, HubLinks::registered_at)
+        self.roles.links.as_ref().map_or(0, HubLinks::registered_at)
     }
 
     /// (Clients) how many exits the client knows of.
     pub fn known_exits(&self) -> usize {
-        self.client.as_ref().map_or(0, ClientRole::known_exits)
+        self.roles.client.as_ref().map_or(0, ClientRole::known_exits)
     }
 
     /// Whether the core still tracks `stream` (for the data plane's bookkeeping).
