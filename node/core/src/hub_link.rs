@@ -103,7 +103,8 @@ pub(crate) struct HubLinks {
     /// Register without direct addresses (this node is not directly reachable).
     hide_addrs: bool,
     backoff: Backoff,
-    pub(crate) events: VecDeque<LinkEvent>,
+    /// What the links learned, not yet passed on ([`HubLinks::poll_event`]).
+    events: VecDeque<LinkEvent>,
 }
 
 impl HubLinks {
@@ -141,6 +142,12 @@ impl HubLinks {
             backoff,
             events: VecDeque::new(),
         }
+    }
+
+    /// The next thing the links learned that other roles care about; `Node`
+    /// drains these after every step.
+    pub(crate) fn poll_event(&mut self) -> Option<LinkEvent> {
+        self.events.pop_front()
     }
 
     /// Records whether this node holds a relay reservation at `hub`, and

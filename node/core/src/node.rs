@@ -74,9 +74,8 @@ impl Node {
         if let Some(links) = &mut node.roles.links {
             links.start(&mut node.ctx, now);
         }
-        let mut changes = Vec::new();
-        node.relay.start(&mut node.ctx, &mut changes);
-        node.relayed_changed(now, changes);
+        node.relay.start(&mut node.ctx);
+        node.relay_changed(now);
         if node.roles.client.is_some() {
             node.ctx.timers.set(TimerKey::ExitRefresh, now);
         }
@@ -170,17 +169,7 @@ impl Node {
                     c.restore(now, &snapshot);
                 }
             }
-            Input::Reachability(r) => {
-                let mut changes = Vec::new();
-                self.relay.on_reachability(ctx, r, &mut changes);
-                let hide = self.relay.hide_addrs();
-                let hide_changed =
-                    self.roles.links.as_mut().is_some_and(|l| l.set_hide_addrs(hide));
-                self.relayed_changed(now, changes);
-                if let Some(l) = self.roles.links.as_mut().filter(|_| hide_changed) {
-                    l.reregister_all(&mut self.ctx, now);
-                }
-            }
+            Input::Reachability(r) => self.relay.on_reachability(ctx, r),
             Input::OwnAddress { ip, by } => {
                 let trusted = by.is_none_or(|p| self.config.hubs.iter().any(|h| h.peer == p));
                 if let Some(e) = self.roles.exit.as_mut().filter(|_| trusted) {
@@ -188,25 +177,30 @@ impl Node {
                 }
             }
             Input::ReservationAccepted { hub, expires_in } => {
-                let mut changes = Vec::new();
-                self.relay.on_accepted(ctx, now, hub, expires_in, &mut changes);
-                self.relayed_changed(now, changes);
+                self.relay.on_accepted(ctx, now, hub, expires_in);
             }
             Input::ReservationFailed { hub } | Input::ReservationLost { hub } => {
-                let mut changes = Vec::new();
-                self.relay.on_failed(ctx, now, hub, &mut changes);
-                self.relayed_changed(now, changes);
+                self.relay.on_failed(ctx, now, hub);
             }
             Input::HolePunchFailed { peer } => self.relay.on_punch_failed(ctx, now, peer),
         }
         self.after(now);
     }
 
-    /// Tells the hub links where this node now holds (or lost) a reservation.
-    fn relayed_changed(&mut self, now: Instant, changes: Vec<RelayedAt>) {
-        let Some(l) = &mut self.roles.links else { return };
-        for RelayedAt { hub, relayed } in changes {
-            l.set_relayed(&mut self.ctx, now, hub, relayed);
+    /// Tells the hub links what the relay changed: whether to register
+    /// without direct addresses (set first, so a `Register` sent now carries
+    /// it), where this node now holds (or lost) a reservation, and — if the
+    /// addresses changed — to register again everywhere.
+    fn relay_changed(&mut self, now: Instant) {
+        let hide = self.relay.hide_addrs();
+        let hide_changed = self.roles.links.as_mut().is_some_and(|l| l.set_hide_addrs(hide));
+        while let Some(RelayedAt { hub, relayed }) = self.relay.poll_event() {
+            if let Some(l) = &mut self.roles.links {
+                l.set_relayed(&mut self.ctx, now, hub, relayed);
+            }
+        }
+        if let Some(l) = self.roles.links.as_mut().filter(|_| hide_changed) {
+            l.reregister_all(&mut self.ctx, now);
         }
     }
 
@@ -258,11 +252,7 @@ impl Node {
                     }
                 }
                 TimerKey::Dial(peer) => self.dial_failed(now, peer),
-                TimerKey::Reservation(i) => {
-                    let mut changes = Vec::new();
-                    self.relay.on_timer(ctx, now, i, &mut changes);
-                    self.relayed_changed(now, changes);
-                }
+                TimerKey::Reservation(i) => self.relay.on_timer(ctx, now, i),
                 TimerKey::HolePunch(peer) => self.relay.on_punch_timer(ctx, now, peer),
             }
             self.after(now);
@@ -310,9 +300,12 @@ impl Node {
         }
     }
 
-    /// Routes what the hub links learned to the roles that care.
+    /// The one place the sub-machines' queues are drained, after every
+    /// input and every fired timer: what the relay changed (for the hub
+    /// links), then what the hub links learned (for the relay and the client).
     fn after(&mut self, now: Instant) {
-        while let Some(event) = self.roles.links.as_mut().and_then(|l| l.events.pop_front()) {
+        self.relay_changed(now);
+        while let Some(event) = self.roles.links.as_mut().and_then(HubLinks::poll_event) {
             if let LinkEvent::Ready { hub } = event {
                 // The hub is back: a reservation waiting out its backoff
                 // there is asked for now, not up to a backoff step later.
