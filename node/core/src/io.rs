@@ -133,9 +133,10 @@ pub struct StateSnapshot {
 /// passed to [`Node::handle_input`](crate::Node::handle_input).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Input {
-    /// An app connected to a client listener.
+    /// An app connected to one of the node's listeners; it goes to the role
+    /// that serves that listener ([`crate::listener::Serves`]).
     AppAccepted {
-        /// The listener, by its position in the client config.
+        /// The listener ([`crate::listener::Listeners`]).
         listener: ListenerId,
         /// The new connection (allocated by the outside: [`StreamId::outside`]).
         stream: StreamId,

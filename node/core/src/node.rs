@@ -8,6 +8,7 @@ use crate::hub::HubRole;
 use crate::hub_link::{HubLinks, LinkEvent, Registration};
 use crate::ids::{PeerId, StreamId};
 use crate::io::{Close, Input, Output, Path, Resources, TimerReason};
+use crate::listener::Listeners;
 use crate::relay::{Relay, RelayedAt};
 use crate::role::Roles;
 use crate::selection::backoff::Backoff;
@@ -28,6 +29,7 @@ pub struct Node {
     config: NodeConfig,
     ctx: Ctx,
     roles: Roles,
+    listeners: Listeners,
     relay: Relay,
 }
 
@@ -70,7 +72,8 @@ impl Node {
         let hubs: Vec<PeerId> = config.hubs.iter().map(|h| h.peer).collect();
         let relay = Relay::new(config.relay.clone(), config.exit.as_ref().map(|e| e.relay), &hubs);
         let roles = Roles { client, exit, hub, links };
-        let mut node = Node { config, ctx, roles, relay };
+        let listeners = Listeners::from_config(&config);
+        let mut node = Node { config, ctx, roles, listeners, relay };
         if let Some(links) = &mut node.roles.links {
             links.start(&mut node.ctx, now);
         }
@@ -87,6 +90,11 @@ impl Node {
         self.config.peer_id
     }
 
+    /// The node's listeners: what each [`ListenerId`](crate::ids::ListenerId) serves.
+    pub fn listeners(&self) -> &Listeners {
+        &self.listeners
+    }
+
     /// The configuration the node runs with.
     pub fn config(&self) -> &NodeConfig {
         &self.config
@@ -97,10 +105,13 @@ impl Node {
         let ctx = &mut self.ctx;
         let roles = &mut self.roles;
         match input {
-            Input::AppAccepted { listener, stream, source } => match &mut self.roles.client {
-                Some(c) => c.on_accept(ctx, now, listener, stream, source),
-                None => ctx.emit(Output::Close { stream, how: Close::Reset }),
-            },
+            Input::AppAccepted { listener, stream, source } => {
+                let owner = self.listeners.serves(listener).map(Roles::for_listener);
+                match owner.and_then(|o| roles.get(o)) {
+                    Some(role) => role.on_accept(ctx, now, listener, stream, source),
+                    None => ctx.emit(Output::Close { stream, how: Close::Reset }),
+                }
+            }
             Input::StreamData { stream, data } => {
                 if let Some(role) = ctx.owner(stream).and_then(|o| roles.get(o)) {
                     role.on_data(ctx, now, stream, &data);

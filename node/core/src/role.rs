@@ -6,7 +6,8 @@
 //! event about a stream to the role the table names, and closes a stream
 //! nobody holds. A new role is one [`Owner`] variant, one `impl Role`, one
 //! field in [`Roles`], and — if peers open streams to it — one protocol
-//! arm in [`Roles::for_protocol`].
+//! arm in [`Roles::for_protocol`]; if apps connect to it, one
+//! [`Serves`] variant and an arm in [`Roles::for_listener`].
 //!
 //! Every method runs inside one `handle_*` call of `Node`: it may emit
 //! outputs and set timers through `ctx`, and must leave the owner table
@@ -17,13 +18,28 @@ use crate::ctx::{Ctx, Owner};
 use crate::exit::ExitRole;
 use crate::hub::HubRole;
 use crate::hub_link::HubLinks;
-use crate::ids::{PeerId, StreamId};
+use crate::ids::{ListenerId, PeerId, StreamId};
 use crate::io::{Close, Output, Protocol, SpliceReport};
+use crate::listener::Serves;
 use crate::time::Instant;
+use std::net::SocketAddr;
 
 /// A role's answers to stream events. Defaults are for roles that never see
 /// the event (they close what they are handed rather than leak it).
 pub(crate) trait Role {
+    /// An app connected to a listener this role serves. The role either
+    /// adopts the stream or closes it.
+    fn on_accept(
+        &mut self,
+        ctx: &mut Ctx,
+        _now: Instant,
+        _listener: ListenerId,
+        stream: StreamId,
+        _source: SocketAddr,
+    ) {
+        ctx.emit(Output::Close { stream, how: Close::Reset });
+    }
+
     /// A peer opened a stream of this role's protocol to us. The role either
     /// adopts it or closes it.
     fn on_inbound(&mut self, ctx: &mut Ctx, _now: Instant, stream: StreamId, _peer: PeerId) {
@@ -79,6 +95,13 @@ impl Roles {
         }
     }
 
+    /// The role that serves a listener's app connections.
+    pub(crate) fn for_listener(serves: Serves) -> Owner {
+        match serves {
+            Serves::Proxy => Owner::Client,
+        }
+    }
+
     /// The role that serves streams peers open with `protocol`.
     pub(crate) fn for_protocol(protocol: Protocol) -> Owner {
         match protocol {
@@ -89,6 +112,17 @@ impl Roles {
 }
 
 impl Role for ClientRole {
+    fn on_accept(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        listener: ListenerId,
+        stream: StreamId,
+        source: SocketAddr,
+    ) {
+        ClientRole::on_accept(self, ctx, now, listener, stream, source);
+    }
+
     fn on_data(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, data: &[u8]) {
         ClientRole::on_data(self, ctx, now, stream, data);
     }
