@@ -114,6 +114,8 @@ pub fn output_code(o: &Output) -> u64 {
         Output::Reserve { hub } => 10 << 56 | last_byte(hub),
         Output::Unreserve { hub } => 11 << 56 | last_byte(hub),
         Output::HolePunch { peer } => 12 << 56 | last_byte(peer),
+        Output::Admit { peer } => 13 << 56 | last_byte(peer),
+        Output::Revoke { peer } => 14 << 56 | last_byte(peer),
     }
 }
 

@@ -1,6 +1,7 @@
 //! State every role of a node shares: the output queue, the timer table, the
 //! seeded RNG, id allocation and the table of peer connections.
 
+use crate::config::{Limits, Timeouts};
 use crate::ids::{ConnId, PeerId, QueryId, StreamId};
 use crate::io::{CircuitLimit, Event, Output, Path, TimerReason};
 use crate::record::PeerAddr;
@@ -136,9 +137,27 @@ pub(crate) struct PeerTable {
     dialing: BTreeMap<PeerId, Option<PeerId>>,
 }
 
+/// Which role a stream belongs to. `Node` routes every stream event by this
+/// one table; a new role that holds streams adds one variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// An app stream or a stream to an exit, of a client session.
+    Client,
+    /// A client's stream or an origin stream, of an exit session.
+    Exit,
+    /// A peer's `/meshproxy/hub/1` stream at this hub.
+    Hub,
+    /// This node's own stream to one of its hubs.
+    HubLink,
+}
+
 /// The context every role works in.
 #[derive(Debug)]
 pub(crate) struct Ctx {
+    /// Every role's deadlines, from the node's config (one copy, read by all).
+    pub(crate) timeouts: Timeouts,
+    /// Every role's bounds, from the node's config (one copy, read by all).
+    pub(crate) limits: Limits,
     pub(crate) out: VecDeque<Output>,
     pub(crate) timers: Timers,
     pub(crate) rng: ChaCha8Rng,
@@ -147,18 +166,30 @@ pub(crate) struct Ctx {
     /// what the main RNG's 64-bit seed lets an observer work out.
     pub(crate) secret_rng: ChaCha20Rng,
     pub(crate) peers: PeerTable,
+    /// Every stream some role holds, and which: written when a role adopts a
+    /// stream, cleared when it lets the stream go (closed, given up, spliced
+    /// and ended).
+    owners: BTreeMap<StreamId, Owner>,
     next_stream: u64,
     next_query: u64,
 }
 
 impl Ctx {
-    pub(crate) fn new(rng: ChaCha8Rng, secret_rng: ChaCha20Rng) -> Ctx {
+    pub(crate) fn new(
+        timeouts: Timeouts,
+        limits: Limits,
+        rng: ChaCha8Rng,
+        secret_rng: ChaCha20Rng,
+    ) -> Ctx {
         Ctx {
+            timeouts,
+            limits,
             out: VecDeque::new(),
             timers: Timers::default(),
             rng,
             secret_rng,
             peers: PeerTable::default(),
+            owners: BTreeMap::new(),
             next_stream: 0,
             next_query: 0,
         }
@@ -168,6 +199,34 @@ impl Ctx {
     pub(crate) fn stream_id(&mut self) -> StreamId {
         self.next_stream += 1;
         StreamId(self.next_stream & !StreamId::OUTSIDE_BIT)
+    }
+
+    /// `owner` holds `stream` from now on.
+    pub(crate) fn adopt(&mut self, stream: StreamId, owner: Owner) {
+        let previous = self.owners.insert(stream, owner);
+        debug_assert!(previous.is_none(), "{stream:?} adopted twice");
+    }
+
+    /// `stream`'s owner lets it go.
+    pub(crate) fn release(&mut self, stream: StreamId) {
+        self.owners.remove(&stream);
+    }
+
+    /// The role that holds `stream`, if any does.
+    pub(crate) fn owner(&self, stream: StreamId) -> Option<Owner> {
+        self.owners.get(&stream).copied()
+    }
+
+    /// How many streams the roles hold.
+    #[cfg(debug_assertions)]
+    pub(crate) fn owned_streams(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Every stream the roles hold, with its owner.
+    #[cfg(debug_assertions)]
+    pub(crate) fn owners(&self) -> impl Iterator<Item = (StreamId, Owner)> + '_ {
+        self.owners.iter().map(|(s, o)| (*s, *o))
     }
 
     /// A fresh id for a DNS lookup.

@@ -14,8 +14,8 @@
 //! The policy is checked on every address right before it is dialed, so a
 //! name that resolves to a private address is caught exactly like a literal.
 
-use crate::config::{ExitConfig, HubContact, Limits, Timeouts};
-use crate::ctx::{Ctx, TimerKey};
+use crate::config::{ExitConfig, HubContact};
+use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::ids::{PeerId, QueryId, StreamId};
 use crate::io::{Close, Event, Output, ResolveError, SpliceLimits, SpliceReport};
 use crate::policy::{parse_inet_aton, ExitPolicy};
@@ -192,13 +192,13 @@ impl ExitRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
-        limits: &Limits,
         stream: StreamId,
         peer: PeerId,
     ) {
         let mine = self.per_peer.get(&peer).copied().unwrap_or(0);
-        if self.sessions.len() >= limits.max_exit_sessions || mine >= limits.max_sessions_per_peer {
+        if self.sessions.len() >= ctx.limits.max_exit_sessions
+            || mine >= ctx.limits.max_sessions_per_peer
+        {
             // Answer rather than reset, so the client knows to try elsewhere.
             respond(ctx, stream, Status::GeneralFailure);
             ctx.emit(Output::Close { stream, how: Close::Fin });
@@ -207,17 +207,11 @@ impl ExitRole {
         *self.per_peer.entry(peer).or_default() += 1;
         let phase = Phase::AwaitRequest { inbox: Vec::new() };
         self.sessions.insert(stream, ExitSession { peer, phase, early: BytesMut::new() });
-        ctx.timers.set(TimerKey::ExitSession(stream), now + t.request);
+        ctx.adopt(stream, Owner::Exit);
+        ctx.timers.set(TimerKey::ExitSession(stream), now + ctx.timeouts.request);
     }
 
-    pub(crate) fn on_data(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        stream: StreamId,
-        data: &[u8],
-    ) {
+    pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, data: &[u8]) {
         let Some(s) = self.sessions.get_mut(&stream) else { return };
         let Phase::AwaitRequest { inbox } = &mut s.phase else {
             // Data before our response: keep it for the origin, bounded.
@@ -245,7 +239,7 @@ impl ExitRole {
                     self.abort(ctx, stream, Close::Fin);
                     return;
                 }
-                self.on_request(ctx, now, t, stream, req);
+                self.on_request(ctx, now, stream, req);
             }
             Err(err) => {
                 let peer = s.peer;
@@ -257,14 +251,7 @@ impl ExitRole {
         }
     }
 
-    fn on_request(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        stream: StreamId,
-        req: ConnectRequest,
-    ) {
+    fn on_request(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, req: ConnectRequest) {
         let port = req.target.port();
         let literal = match &req.target {
             TargetAddr::Ip(sa) => Some(sa.ip()),
@@ -272,7 +259,7 @@ impl ExitRole {
             TargetAddr::Domain(name, _) => parse_inet_aton(name).map(IpAddr::V4),
         };
         match (literal, req.target) {
-            (Some(ip), _) => self.dial(ctx, now, t, stream, vec![SocketAddr::new(ip, port)]),
+            (Some(ip), _) => self.dial(ctx, now, stream, vec![SocketAddr::new(ip, port)]),
             (None, TargetAddr::Domain(name, _)) => {
                 let query = ctx.query_id();
                 self.queries.insert(query, stream);
@@ -280,7 +267,7 @@ impl ExitRole {
                     s.phase = Phase::Resolving { query, port };
                 }
                 ctx.emit(Output::Resolve { query, name });
-                ctx.timers.set(TimerKey::ExitSession(stream), now + t.origin_connect);
+                ctx.timers.set(TimerKey::ExitSession(stream), now + ctx.timeouts.origin_connect);
             }
             (None, TargetAddr::Ip(_)) => unreachable!("an IP target is a literal"),
         }
@@ -290,7 +277,6 @@ impl ExitRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         query: QueryId,
         result: Result<Vec<IpAddr>, ResolveError>,
     ) {
@@ -300,7 +286,7 @@ impl ExitRole {
         match result {
             Ok(ips) if !ips.is_empty() => {
                 let addrs = ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect();
-                self.dial(ctx, now, t, stream, addrs);
+                self.dial(ctx, now, stream, addrs);
             }
             Ok(_) | Err(ResolveError::NotFound) => self.fail(ctx, stream, Status::HostUnreachable),
             Err(ResolveError::Failed) => self.fail(ctx, stream, Status::GeneralFailure),
@@ -308,14 +294,7 @@ impl ExitRole {
     }
 
     /// Dials the first address the policy allows; the rest are kept to try next.
-    fn dial(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        stream: StreamId,
-        candidates: Vec<SocketAddr>,
-    ) {
+    fn dial(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, candidates: Vec<SocketAddr>) {
         let mut allowed = Vec::with_capacity(candidates.len());
         let mut first_denied = None;
         for addr in candidates {
@@ -332,14 +311,13 @@ impl ExitRole {
             return;
         }
         allowed.reverse(); // pop() takes them in the resolver's order
-        self.connect_next(ctx, now, t, stream, allowed, Status::HostUnreachable);
+        self.connect_next(ctx, now, stream, allowed, Status::HostUnreachable);
     }
 
     fn connect_next(
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         stream: StreamId,
         mut rest: Vec<SocketAddr>,
         last: Status,
@@ -350,14 +328,15 @@ impl ExitRole {
         };
         let origin = ctx.stream_id();
         self.origins.insert(origin, stream);
+        ctx.adopt(origin, Owner::Exit);
         if let Some(s) = self.sessions.get_mut(&stream) {
             s.phase = Phase::Connecting { origin, rest };
         }
         ctx.emit(Output::ConnectOrigin { stream: origin, addr });
-        ctx.timers.set(TimerKey::ExitSession(stream), now + t.origin_connect);
+        ctx.timers.set(TimerKey::ExitSession(stream), now + ctx.timeouts.origin_connect);
     }
 
-    pub(crate) fn on_origin_connected(&mut self, ctx: &mut Ctx, t: &Timeouts, origin: StreamId) {
+    pub(crate) fn on_origin_connected(&mut self, ctx: &mut Ctx, origin: StreamId) {
         let Some(&stream) = self.origins.get(&origin) else { return };
         let Some(s) = self.sessions.get_mut(&stream) else { return };
         if !matches!(s.phase, Phase::Connecting { origin: o, .. } if o == origin) {
@@ -374,7 +353,7 @@ impl ExitRole {
             b: origin,
             a_to_b_prefix: early,
             b_to_a_prefix: Bytes::new(),
-            limits: SpliceLimits { idle_timeout: t.idle },
+            limits: SpliceLimits { idle_timeout: ctx.timeouts.idle },
         });
     }
 
@@ -382,18 +361,17 @@ impl ExitRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         origin: StreamId,
         status: Status,
     ) {
-        let Some(stream) = self.origins.remove(&origin) else { return };
+        let Some(stream) = self.release_origin(ctx, origin) else { return };
         let Some(s) = self.sessions.get_mut(&stream) else { return };
         let Phase::Connecting { origin: o, rest, .. } = &mut s.phase else { return };
         if *o != origin {
             return;
         }
         let rest = core::mem::take(rest);
-        self.connect_next(ctx, now, t, stream, rest, status);
+        self.connect_next(ctx, now, stream, rest, status);
     }
 
     pub(crate) fn on_splice_ended(
@@ -404,8 +382,8 @@ impl ExitRole {
     ) {
         let Some(s) = self.sessions.get(&stream) else { return };
         let Phase::Spliced { origin } = s.phase else { return };
-        self.origins.remove(&origin);
-        self.forget(stream);
+        self.release_origin(ctx, origin);
+        self.forget(ctx, stream);
         ctx.event(Event::SessionClosed { up: report.a_to_b, down: report.b_to_a, how: report.how });
     }
 
@@ -415,13 +393,7 @@ impl ExitRole {
         self.abort(ctx, stream, how);
     }
 
-    pub(crate) fn on_deadline(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        stream: StreamId,
-    ) {
+    pub(crate) fn on_deadline(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId) {
         let Some(s) = self.sessions.get_mut(&stream) else { return };
         match &mut s.phase {
             Phase::AwaitRequest { .. } => {
@@ -434,9 +406,9 @@ impl ExitRole {
                 // Abandon this address (the driver cancels its dial) and try the next.
                 let origin = *origin;
                 let rest = core::mem::take(rest);
-                self.origins.remove(&origin);
+                self.release_origin(ctx, origin);
                 ctx.emit(Output::Close { stream: origin, how: Close::Reset });
-                self.connect_next(ctx, now, t, stream, rest, Status::TtlExpired);
+                self.connect_next(ctx, now, stream, rest, Status::TtlExpired);
             }
             Phase::Spliced { .. } => {}
         }
@@ -460,19 +432,27 @@ impl ExitRole {
                 // Only a live origin needs closing: one whose dial failed, or
                 // that a deadline already closed, is gone from `origins`.
                 let origin = *origin;
-                if self.origins.remove(&origin).is_some() {
+                if self.release_origin(ctx, origin).is_some() {
                     ctx.emit(Output::Close { stream: origin, how: Close::Reset });
                 }
             }
             Phase::AwaitRequest { .. } => {}
         }
         ctx.emit(Output::Close { stream, how });
-        self.forget(stream);
+        self.forget(ctx, stream);
         ctx.timers.cancel(TimerKey::ExitSession(stream));
     }
 
-    fn forget(&mut self, stream: StreamId) {
+    /// Lets an origin stream go; returns the session it served.
+    fn release_origin(&mut self, ctx: &mut Ctx, origin: StreamId) -> Option<StreamId> {
+        let stream = self.origins.remove(&origin)?;
+        ctx.release(origin);
+        Some(stream)
+    }
+
+    fn forget(&mut self, ctx: &mut Ctx, stream: StreamId) {
         if let Some(s) = self.sessions.remove(&stream) {
+            ctx.release(stream);
             if let Some(n) = self.per_peer.get_mut(&s.peer) {
                 *n -= 1;
                 if *n == 0 {

@@ -17,8 +17,8 @@
 //! they would have to open them faster than an honest peer answers.
 
 use crate::admission::{AdmissionKey, Refusal, RoleSet};
-use crate::config::{HubConfig, Limits, Timeouts};
-use crate::ctx::{Ctx, TimerKey};
+use crate::config::HubConfig;
+use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::directory::Directory;
 use crate::ids::{PeerId, StreamId};
 use crate::io::{Close, Event, Output};
@@ -93,6 +93,7 @@ impl HubRole {
         }
     }
 
+    #[cfg(debug_assertions)] // only the owner table's check asks
     pub(crate) fn owns(&self, stream: StreamId) -> bool {
         self.streams.contains_key(&stream)
     }
@@ -130,15 +131,13 @@ impl HubRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
-        limits: &Limits,
         stream: StreamId,
         peer: PeerId,
     ) {
         let held = self.per_peer.get(&peer).copied().unwrap_or(0);
-        let refusal = if held >= limits.max_hub_streams_per_peer {
+        let refusal = if held >= ctx.limits.max_hub_streams_per_peer {
             Some(Refusal::PeerStreamLimit)
-        } else if self.streams.len() >= limits.max_hub_streams {
+        } else if self.streams.len() >= ctx.limits.max_hub_streams {
             Some(Refusal::HubFull)
         } else {
             None
@@ -148,7 +147,7 @@ impl HubRole {
             ctx.emit(Output::Close { stream, how: Close::Reset });
             return;
         }
-        if self.preauth.len() >= limits.max_preauth_hub_streams.max(1) {
+        if self.preauth.len() >= ctx.limits.max_preauth_hub_streams.max(1) {
             if let Some(&(_, oldest)) = self.preauth.first() {
                 self.refuse(ctx, oldest, Refusal::Displaced);
             }
@@ -156,23 +155,17 @@ impl HubRole {
         let mut nonce = [0u8; 32];
         ctx.secret_rng.fill_bytes(&mut nonce);
         send(ctx, stream, &HubMessage::Challenge { version: HUB_VERSION, nonce });
-        ctx.timers.set(TimerKey::HubPeer(stream), now + t.auth);
+        ctx.timers.set(TimerKey::HubPeer(stream), now + ctx.timeouts.auth);
         let order = self.next_order;
         self.next_order += 1;
         self.preauth.insert((order, stream));
         *self.per_peer.entry(peer).or_default() += 1;
         let phase = Phase::AwaitAuth { nonce, order };
         self.streams.insert(stream, HubStream { peer, phase, inbox: Vec::new() });
+        ctx.adopt(stream, Owner::Hub);
     }
 
-    pub(crate) fn on_data(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        limits: &Limits,
-        stream: StreamId,
-        data: &[u8],
-    ) {
+    pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, data: &[u8]) {
         let Some(s) = self.streams.get_mut(&stream) else { return };
         s.inbox.extend_from_slice(data);
         loop {
@@ -187,7 +180,7 @@ impl HubRole {
                 Ok(Decoded::Incomplete) => return,
                 Ok(Decoded::Complete { msg, consumed: used }) => {
                     s.inbox.drain(..used);
-                    if !self.on_message(ctx, now, limits, stream, msg) {
+                    if !self.on_message(ctx, now, stream, msg) {
                         return;
                     }
                 }
@@ -217,7 +210,6 @@ impl HubRole {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        limits: &Limits,
         stream: StreamId,
         msg: HubMessage,
     ) -> bool {
@@ -253,13 +245,16 @@ impl HubRole {
                 s.phase = Phase::Admitted { role, key };
                 self.preauth.remove(&(order, stream));
                 ctx.timers.cancel(TimerKey::HubPeer(stream));
-                let grant = self.grant(now, peer, key);
-                send(ctx, stream, &HubMessage::AuthOk { grant });
+                // The relay learns of the admission before the peer does, so
+                // a reservation it asks for right after `AuthOk` is served.
                 let held = self.admitted.entry(peer).or_insert(0);
                 *held += 1;
                 if *held == 1 {
+                    ctx.emit(Output::Admit { peer });
                     ctx.event(Event::PeerAdmitted { peer });
                 }
+                let grant = self.grant(now, peer, key);
+                send(ctx, stream, &HubMessage::AuthOk { grant });
                 true
             }
             (Phase::AwaitAuth { .. }, _) => {
@@ -281,7 +276,7 @@ impl HubRole {
                     .keys
                     .get(key)
                     .and_then(|k| k.max_registrations)
-                    .unwrap_or(limits.max_registrations_per_key);
+                    .unwrap_or(ctx.limits.max_registrations_per_key);
                 if !renewal && under_key >= max {
                     let message = "too many registrations under this key";
                     self.fail(ctx, stream, HubErrorCode::RateLimited, message);
@@ -386,6 +381,7 @@ impl HubRole {
 
     fn forget(&mut self, ctx: &mut Ctx, stream: StreamId) {
         let Some(s) = self.streams.remove(&stream) else { return };
+        ctx.release(stream);
         ctx.timers.cancel(TimerKey::HubPeer(stream));
         if let Some(held) = self.per_peer.get_mut(&s.peer) {
             *held = held.saturating_sub(1);
@@ -408,6 +404,7 @@ impl HubRole {
                     *held = held.saturating_sub(1);
                     if *held == 0 {
                         self.admitted.remove(&s.peer);
+                        ctx.emit(Output::Revoke { peer: s.peer });
                         ctx.event(Event::AdmissionEnded { peer: s.peer });
                     }
                 }

@@ -7,8 +7,8 @@
 //! or a partition heals.
 
 use crate::admission::Credential;
-use crate::config::{HubContact, Timeouts};
-use crate::ctx::{Ctx, Reach, TimerKey};
+use crate::config::HubContact;
+use crate::ctx::{Ctx, Owner, Reach, TimerKey};
 use crate::hub::send;
 use crate::ids::{PeerId, StreamId};
 use crate::io::{Close, Event, Output, Protocol};
@@ -103,7 +103,8 @@ pub(crate) struct HubLinks {
     /// Register without direct addresses (this node is not directly reachable).
     hide_addrs: bool,
     backoff: Backoff,
-    pub(crate) events: VecDeque<LinkEvent>,
+    /// What the links learned, not yet passed on ([`HubLinks::poll_event`]).
+    events: VecDeque<LinkEvent>,
 }
 
 impl HubLinks {
@@ -143,20 +144,19 @@ impl HubLinks {
         }
     }
 
+    /// The next thing the links learned that other roles care about; `Node`
+    /// drains these after every step.
+    pub(crate) fn poll_event(&mut self) -> Option<LinkEvent> {
+        self.events.pop_front()
+    }
+
     /// Records whether this node holds a relay reservation at `hub`, and
     /// registers again there if that changed.
-    pub(crate) fn set_relayed(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        hub: PeerId,
-        relayed: bool,
-    ) {
+    pub(crate) fn set_relayed(&mut self, ctx: &mut Ctx, now: Instant, hub: PeerId, relayed: bool) {
         for i in 0..self.links.len() {
             if self.links[i].hub.peer == hub && self.links[i].relayed != relayed {
                 self.links[i].relayed = relayed;
-                self.reregister(ctx, now, t, i);
+                self.reregister(ctx, now, i);
             }
         }
     }
@@ -170,15 +170,15 @@ impl HubLinks {
     }
 
     /// Sends a fresh `Register` on every ready link.
-    pub(crate) fn reregister_all(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts) {
+    pub(crate) fn reregister_all(&mut self, ctx: &mut Ctx, now: Instant) {
         for i in 0..self.links.len() {
-            self.reregister(ctx, now, t, i);
+            self.reregister(ctx, now, i);
         }
     }
 
     /// Sends a fresh `Register` on a ready link (a link not ready yet will
     /// register with the current values once it is).
-    fn reregister(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize) {
+    fn reregister(&mut self, ctx: &mut Ctx, now: Instant, i: usize) {
         let l = &mut self.links[i];
         if self.registration.is_none() || !matches!(l.state, State::Ready(_)) {
             return;
@@ -186,18 +186,25 @@ impl HubLinks {
         if !l.queue.contains(&Request::Register) {
             l.queue.push_back(Request::Register);
         }
-        self.pump(ctx, now, t, i, 0);
+        self.pump(ctx, now, i, 0);
     }
 
     /// Dials every hub.
-    pub(crate) fn start(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts) {
+    pub(crate) fn start(&mut self, ctx: &mut Ctx, now: Instant) {
         for i in 0..self.links.len() {
-            self.connect(ctx, now, t, i);
+            self.connect(ctx, now, i);
         }
     }
 
+    #[cfg(debug_assertions)] // only the owner table's check asks
     pub(crate) fn owns(&self, stream: StreamId) -> bool {
         self.links.iter().any(|l| l.stream() == Some(stream))
+    }
+
+    /// How many links hold a stream now.
+    #[cfg(debug_assertions)] // only the owner table's check asks
+    pub(crate) fn stream_count(&self) -> usize {
+        self.links.iter().filter(|l| l.stream().is_some()).count()
     }
 
     /// How many hubs the exit is registered at right now, as far as it knows.
@@ -206,18 +213,11 @@ impl HubLinks {
     }
 
     /// Asks every ready hub for exits; false if none is ready.
-    pub(crate) fn find(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, limit: u16) -> bool {
-        self.request_all(ctx, now, t, Request::Find, limit)
+    pub(crate) fn find(&mut self, ctx: &mut Ctx, now: Instant, limit: u16) -> bool {
+        self.request_all(ctx, now, Request::Find, limit)
     }
 
-    fn request_all(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        r: Request,
-        limit: u16,
-    ) -> bool {
+    fn request_all(&mut self, ctx: &mut Ctx, now: Instant, r: Request, limit: u16) -> bool {
         let mut any = false;
         for i in 0..self.links.len() {
             let l = &mut self.links[i];
@@ -228,15 +228,15 @@ impl HubLinks {
             if l.in_flight.map(|(q, _)| q) != Some(r) && !l.queue.contains(&r) {
                 l.queue.push_back(r);
             }
-            self.pump(ctx, now, t, i, limit);
+            self.pump(ctx, now, i, limit);
         }
         any
     }
 
-    fn connect(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize) {
+    fn connect(&mut self, ctx: &mut Ctx, now: Instant, i: usize) {
         let l = &mut self.links[i];
-        match ctx.reach(now, l.hub.peer, &l.hub.addrs, t.dial) {
-            Reach::Connected => self.open(ctx, now, t, i),
+        match ctx.reach(now, l.hub.peer, &l.hub.addrs, ctx.timeouts.dial) {
+            Reach::Connected => self.open(ctx, now, i),
             Reach::Dialing => {
                 l.state = State::Dialing;
                 ctx.timers.cancel(TimerKey::HubLink(i));
@@ -244,10 +244,11 @@ impl HubLinks {
         }
     }
 
-    fn open(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize) {
+    fn open(&mut self, ctx: &mut Ctx, now: Instant, i: usize) {
         let stream = ctx.stream_id();
         let l = &mut self.links[i];
         l.state = State::Opening(stream);
+        ctx.adopt(stream, Owner::HubLink);
         l.inbox.clear();
         ctx.emit(Output::OpenStream {
             stream,
@@ -255,19 +256,13 @@ impl HubLinks {
             conn: None,
             protocol: Protocol::Hub,
         });
-        ctx.timers.set(TimerKey::HubLink(i), now + t.hub_request);
+        ctx.timers.set(TimerKey::HubLink(i), now + ctx.timeouts.hub_request);
     }
 
-    pub(crate) fn on_peer_connected(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        peer: PeerId,
-    ) {
+    pub(crate) fn on_peer_connected(&mut self, ctx: &mut Ctx, now: Instant, peer: PeerId) {
         for i in 0..self.links.len() {
             if self.links[i].hub.peer == peer && self.links[i].state == State::Dialing {
-                self.open(ctx, now, t, i);
+                self.open(ctx, now, i);
             }
         }
     }
@@ -306,14 +301,7 @@ impl HubLinks {
         }
     }
 
-    pub(crate) fn on_data(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        stream: StreamId,
-        data: &[u8],
-    ) {
+    pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, data: &[u8]) {
         let Some(i) = self.index_of(stream) else { return };
         self.links[i].inbox.extend_from_slice(data);
         loop {
@@ -325,7 +313,7 @@ impl HubLinks {
                 Ok(Decoded::Incomplete) => return,
                 Ok(Decoded::Complete { msg, consumed: used }) => {
                     l.inbox.drain(..used);
-                    self.on_message(ctx, now, t, i, stream, msg);
+                    self.on_message(ctx, now, i, stream, msg);
                 }
                 Err(_) => {
                     let hub = l.hub.peer;
@@ -341,7 +329,6 @@ impl HubLinks {
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
-        t: &Timeouts,
         i: usize,
         stream: StreamId,
         msg: HubMessage,
@@ -363,7 +350,7 @@ impl HubLinks {
                     },
                 );
                 l.state = State::AwaitAuthOk(stream);
-                ctx.timers.set(TimerKey::HubLink(i), now + t.hub_request);
+                ctx.timers.set(TimerKey::HubLink(i), now + ctx.timeouts.hub_request);
             }
             (State::AwaitAuthOk(_), HubMessage::AuthOk { grant }) => {
                 l.state = State::Ready(stream);
@@ -375,9 +362,9 @@ impl HubLinks {
                     l.queue.push_front(Request::Register);
                 }
                 self.events.push_back(LinkEvent::Ready { hub });
-                self.pump(ctx, now, t, i, 0);
+                self.pump(ctx, now, i, 0);
             }
-            (State::Ready(_), msg) => self.on_response(ctx, now, t, i, msg),
+            (State::Ready(_), msg) => self.on_response(ctx, now, i, msg),
             (State::AwaitAuthOk(_), HubMessage::Error { code, .. }) => {
                 // Refused (a wrong token, a key without this role): say so, and
                 // try again on the backoff — the operator may fix the hub's keys.
@@ -393,14 +380,7 @@ impl HubLinks {
         }
     }
 
-    fn on_response(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        t: &Timeouts,
-        i: usize,
-        msg: HubMessage,
-    ) {
+    fn on_response(&mut self, ctx: &mut Ctx, now: Instant, i: usize, msg: HubMessage) {
         let l = &mut self.links[i];
         let Some((req, _)) = l.in_flight.take() else {
             let hub = l.hub.peer;
@@ -438,11 +418,11 @@ impl HubLinks {
                 return;
             }
         }
-        self.pump(ctx, now, t, i, 0);
+        self.pump(ctx, now, i, 0);
     }
 
     /// Sends the next queued request if none is in flight, and arms the timer.
-    fn pump(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize, find_limit: u16) {
+    fn pump(&mut self, ctx: &mut Ctx, now: Instant, i: usize, find_limit: u16) {
         let l = &mut self.links[i];
         let State::Ready(stream) = l.state else { return };
         if l.in_flight.is_none() {
@@ -465,7 +445,7 @@ impl HubLinks {
                     },
                 };
                 send(ctx, stream, &msg);
-                l.in_flight = Some((req, now + t.hub_request));
+                l.in_flight = Some((req, now + ctx.timeouts.hub_request));
             }
         }
         let wake = [l.in_flight.map(|(_, deadline)| deadline), l.next_heartbeat, l.renew_at]
@@ -478,10 +458,10 @@ impl HubLinks {
         }
     }
 
-    pub(crate) fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, t: &Timeouts, i: usize) {
+    pub(crate) fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, i: usize) {
         let Some(l) = self.links.get_mut(i) else { return };
         match l.state {
-            State::Idle => self.connect(ctx, now, t, i),
+            State::Idle => self.connect(ctx, now, i),
             State::Dialing => {}
             State::Opening(_) | State::AwaitChallenge(_) | State::AwaitAuthOk(_) => {
                 self.fail(ctx, now, i, Some(Close::Reset));
@@ -505,7 +485,7 @@ impl HubLinks {
                         l.queue.push_back(Request::Heartbeat);
                     }
                 }
-                self.pump(ctx, now, t, i, 0);
+                self.pump(ctx, now, i, 0);
             }
         }
     }
@@ -514,6 +494,7 @@ impl HubLinks {
     fn fail(&mut self, ctx: &mut Ctx, now: Instant, i: usize, close: Option<Close>) {
         let l = &mut self.links[i];
         if let Some(stream) = l.stream() {
+            ctx.release(stream);
             if let Some(how) = close {
                 ctx.emit(Output::Close { stream, how });
             }

@@ -99,7 +99,8 @@ id!(
     ConnId, "c"
 );
 id!(
-    /// A client listener, numbered by its position in the node's config.
+    /// One of the node's listeners ([`crate::listener::Listeners`]): today
+    /// the client's listeners, numbered by their position in its config.
     ListenerId, "l"
 );
 id!(

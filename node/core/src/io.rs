@@ -133,9 +133,10 @@ pub struct StateSnapshot {
 /// passed to [`Node::handle_input`](crate::Node::handle_input).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Input {
-    /// An app connected to a client listener.
+    /// An app connected to one of the node's listeners; it goes to the role
+    /// that serves that listener ([`crate::listener::Serves`]).
     AppAccepted {
-        /// The listener, by its position in the client config.
+        /// The listener ([`crate::listener::Listeners`]).
         listener: ListenerId,
         /// The new connection (allocated by the outside: [`StreamId::outside`]).
         stream: StreamId,
@@ -282,6 +283,11 @@ pub enum Output {
     },
     /// Close a core-controlled stream after earlier transmits (Fin) or abort it
     /// (Reset). The core forgets the stream; anything later about it is ignored.
+    ///
+    /// A stream the outside hands over (`AppAccepted`, `InboundStream`,
+    /// `StreamOpened`, `OriginConnected`) that no role keeps — refused, or
+    /// its session already gone — is closed with this at once, so the
+    /// outside never has to ask whether the core still tracks a stream.
     Close {
         /// The stream.
         stream: StreamId,
@@ -328,6 +334,19 @@ pub enum Output {
     /// hole punching); answered by a `PeerConnected` with [`Path::Direct`] or
     /// by `HolePunchFailed`.
     HolePunch {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// (Hubs) `peer` passed admission and holds no other admitted hub
+    /// stream: the hub's relay serves its reservations and circuits from now
+    /// on. No answer.
+    Admit {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// (Hubs) the last admitted hub stream of `peer` ended: the relay serves
+    /// it no more. Follows an [`Output::Admit`] for the same peer. No answer.
+    Revoke {
         /// The peer.
         peer: PeerId,
     },
@@ -487,13 +506,15 @@ pub enum Event {
         peer: PeerId,
     },
     /// (Hub) a peer passed admission and holds no other admitted hub stream:
-    /// from now on it is admitted (the driver's relay serves it).
+    /// from now on it is admitted. For logs and metrics; the relay learns it
+    /// from [`Output::Admit`].
     PeerAdmitted {
         /// The peer.
         peer: PeerId,
     },
     /// (Hub) the last admitted hub stream of a peer ended: it is no longer
-    /// admitted. Follows a [`Event::PeerAdmitted`] for the same peer.
+    /// admitted. Follows a [`Event::PeerAdmitted`] for the same peer. For
+    /// logs and metrics; the relay learns it from [`Output::Revoke`].
     AdmissionEnded {
         /// The peer.
         peer: PeerId,

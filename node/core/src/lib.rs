@@ -32,6 +32,7 @@
 //! - [`node`]: the [`Node`] that composes the roles; `ctx` shares timers, ids and peers.
 //! - `client`, `exit`, `hub`, `hub_link`: the roles' session machines; `relay`:
 //!   relay reservations and hole punching.
+//! - [`listener`]: the node's listeners and what each serves.
 //! - [`socks`], [`http_connect`]: listener handshakes. [`wire`]: peer protocols.
 //! - [`policy`]: exit policy. [`selection`]: backoff, breaker, latency, sticky pool.
 //! - [`directory`]: the hub's table. [`admission`]: hub challenge–response,
@@ -50,10 +51,12 @@ mod hub;
 mod hub_link;
 pub mod ids;
 pub mod io;
+pub mod listener;
 pub mod node;
 pub mod policy;
 pub mod record;
 mod relay;
+mod role;
 pub mod selection;
 pub mod socks;
 pub mod target;

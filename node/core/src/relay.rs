@@ -22,7 +22,7 @@ use crate::ids::PeerId;
 use crate::io::{Event, Output, Reachability};
 use crate::time::Instant;
 use core::time::Duration;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reservation {
@@ -60,6 +60,8 @@ pub(crate) struct Relay {
     reachability: Reachability,
     hubs: Vec<(PeerId, Reservation)>,
     punches: BTreeMap<PeerId, Punch>,
+    /// Reservation changes not yet passed on ([`Relay::poll_event`]).
+    events: VecDeque<RelayedAt>,
 }
 
 impl Relay {
@@ -71,7 +73,14 @@ impl Relay {
             reachability: Reachability::Unknown,
             hubs: hubs.iter().map(|h| (*h, Reservation::Idle)).collect(),
             punches: BTreeMap::new(),
+            events: VecDeque::new(),
         }
+    }
+
+    /// The next reservation change the hub links must learn of; `Node`
+    /// drains these after every step.
+    pub(crate) fn poll_event(&mut self) -> Option<RelayedAt> {
+        self.events.pop_front()
     }
 
     /// Whether reservations are wanted right now.
@@ -95,7 +104,7 @@ impl Relay {
     }
 
     /// Starts (or stops) reserving as the mode and reachability say.
-    pub(crate) fn start(&mut self, ctx: &mut Ctx, changes: &mut Vec<RelayedAt>) {
+    pub(crate) fn start(&mut self, ctx: &mut Ctx) {
         let wanted = self.wants_reservations();
         for i in 0..self.hubs.len() {
             let (hub, state) = self.hubs[i];
@@ -110,7 +119,7 @@ impl Relay {
                     ctx.timers.cancel(TimerKey::Reservation(i));
                     ctx.emit(Output::Unreserve { hub });
                     if matches!(state, Reservation::Held { .. }) {
-                        changes.push(RelayedAt { hub, relayed: false });
+                        self.events.push_back(RelayedAt { hub, relayed: false });
                     }
                 }
                 (true, _) => {}
@@ -119,14 +128,9 @@ impl Relay {
     }
 
     /// This node learned whether it is directly reachable.
-    pub(crate) fn on_reachability(
-        &mut self,
-        ctx: &mut Ctx,
-        r: Reachability,
-        changes: &mut Vec<RelayedAt>,
-    ) {
+    pub(crate) fn on_reachability(&mut self, ctx: &mut Ctx, r: Reachability) {
         self.reachability = r;
-        self.start(ctx, changes);
+        self.start(ctx);
     }
 
     fn index(&self, hub: PeerId) -> Option<usize> {
@@ -139,7 +143,6 @@ impl Relay {
         now: Instant,
         hub: PeerId,
         expires_in: Option<Duration>,
-        changes: &mut Vec<RelayedAt>,
     ) {
         let Some(i) = self.index(hub) else { return };
         let was_held = matches!(self.hubs[i].1, Reservation::Held { .. });
@@ -158,25 +161,19 @@ impl Relay {
         }
         if !was_held {
             ctx.event(Event::ReservationAccepted { hub });
-            changes.push(RelayedAt { hub, relayed: true });
+            self.events.push_back(RelayedAt { hub, relayed: true });
         }
     }
 
     /// A reservation request failed, or a held reservation is gone.
-    pub(crate) fn on_failed(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        hub: PeerId,
-        changes: &mut Vec<RelayedAt>,
-    ) {
+    pub(crate) fn on_failed(&mut self, ctx: &mut Ctx, now: Instant, hub: PeerId) {
         let Some(i) = self.index(hub) else { return };
         let failures = match self.hubs[i].1 {
             Reservation::Idle => return,
             Reservation::Requested { failures } | Reservation::Backoff { failures } => failures,
             Reservation::Held { .. } => {
                 ctx.event(Event::ReservationLost { hub });
-                changes.push(RelayedAt { hub, relayed: false });
+                self.events.push_back(RelayedAt { hub, relayed: false });
                 0
             }
         };
@@ -186,13 +183,7 @@ impl Relay {
         ctx.timers.set(TimerKey::Reservation(i), now + delay);
     }
 
-    pub(crate) fn on_timer(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        i: usize,
-        changes: &mut Vec<RelayedAt>,
-    ) {
+    pub(crate) fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, i: usize) {
         let Some(&(hub, state)) = self.hubs.get(i) else { return };
         match state {
             Reservation::Idle | Reservation::Requested { .. } => {}
@@ -208,7 +199,7 @@ impl Relay {
                 }
             }
             // The renewal was not answered before the reservation ran out.
-            Reservation::Held { renewing: true, .. } => self.on_failed(ctx, now, hub, changes),
+            Reservation::Held { renewing: true, .. } => self.on_failed(ctx, now, hub),
         }
     }
 

@@ -14,6 +14,7 @@ use meshproxy_core::ids::{ListenerId, PeerId, StreamId};
 use meshproxy_core::io::{
     Close, Event, FailReason, Input, Output, Resources, SpliceEnd, SpliceReport, TimerReason,
 };
+use meshproxy_core::listener::Serves;
 use meshproxy_core::target::{Status, TargetAddr};
 use std::collections::BTreeSet;
 
@@ -295,7 +296,15 @@ fn app_closing_while_the_stream_opens() {
     let outs = f.h.input(Input::StreamClosed { stream: app, how: Close::Fin });
     assert_eq!(closed(&outs, stream), Some(Close::Reset));
     assert_eq!(f.h.node.resources(), idle());
-    assert!(f.h.input(Input::StreamOpened { stream }).is_empty(), "no request on a dead stream");
+    // It opens after all: no request on it, and it is closed at once, so the
+    // outside drops it without asking whether the core still tracks it.
+    let outs = f.h.input(Input::StreamOpened { stream });
+    assert_eq!(
+        outs,
+        vec![Output::Close { stream, how: Close::Reset }],
+        "no request on a dead stream"
+    );
+    assert!(!f.h.node.tracks_stream(stream));
 }
 
 const HTTP_CONNECT: &[u8] = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n";
@@ -828,4 +837,22 @@ fn an_unmeasured_exit_counts_as_the_average_of_the_measured_ones() {
         // Average 250 ms: the newcomer beats the measured 400 ms exit.
         assert_eq!(pick_after_measuring(ms(400), ms(100), seed), exit_id(3), "seed {seed}");
     }
+}
+
+/// `AppAccepted` goes to the role that serves its listener; a listener the
+/// node does not have is closed at once and costs nothing.
+#[test]
+fn an_app_on_a_listener_the_node_lacks_is_closed_at_once() {
+    let mut f = fixture(vec![ListenerConfig::default()], 1, 8);
+    assert_eq!(f.h.node.listeners().serves(ListenerId(0)), Some(Serves::Proxy));
+    assert_eq!(f.h.node.listeners().serves(ListenerId(1)), None);
+    let stream = f.h.outside_stream();
+    let outs =
+        f.h.input(Input::AppAccepted { listener: ListenerId(1), stream, source: app_source() });
+    assert_eq!(outs, vec![Output::Close { stream, how: Close::Reset }]);
+    assert!(!f.h.node.tracks_stream(stream));
+    assert_eq!(f.h.node.resources(), idle());
+    // The listener it has still serves.
+    let app = f.accept(0);
+    assert!(f.h.node.tracks_stream(app));
 }

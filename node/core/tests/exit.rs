@@ -265,8 +265,10 @@ fn origin_connect_deadline_expires_the_only_address() {
     assert_eq!(answered(&outs, stream), Some(Status::TtlExpired));
     assert_eq!(closed(&outs, stream), Some(Close::Fin));
     assert_eq!(h.node.resources(), idle());
-    // The dial completes after all: nothing happens.
-    assert!(h.input(Input::OriginConnected { stream: origin }).is_empty());
+    // The dial completes after all: the origin is closed at once, nothing else.
+    let outs = h.input(Input::OriginConnected { stream: origin });
+    assert_eq!(outs, vec![Output::Close { stream: origin, how: Close::Reset }]);
+    assert_eq!(h.node.resources(), idle());
 }
 
 #[test]
@@ -281,7 +283,8 @@ fn origin_connect_deadline_moves_to_the_next_address() {
     let [(o2, a2)] = origins(&outs)[..] else { panic!("{outs:?}") };
     assert_eq!(a2.ip(), public_ip(2));
     assert!(answered(&outs, stream).is_none());
-    assert!(h.input(Input::OriginConnected { stream: o1 }).is_empty(), "stale dial ignored");
+    let outs = h.input(Input::OriginConnected { stream: o1 });
+    assert_eq!(outs, vec![Output::Close { stream: o1, how: Close::Reset }], "stale dial closed");
     let outs = h.input(Input::OriginConnected { stream: o2 });
     assert_eq!(answered(&outs, stream), Some(Status::Succeeded));
     assert_eq!((splices(&outs)[0].a, splices(&outs)[0].b), (stream, o2));
@@ -398,7 +401,9 @@ fn a_client_reset_while_connecting_cancels_the_dial() {
     assert_eq!(closed(&outs, origin), Some(Close::Reset));
     assert_eq!(closed(&outs, stream), Some(Close::Reset));
     assert_eq!(h.node.resources(), idle());
-    assert!(h.input(Input::OriginConnected { stream: origin }).is_empty());
+    // A dial that completes after all is closed at once, and nothing else.
+    let outs = h.input(Input::OriginConnected { stream: origin });
+    assert_eq!(outs, vec![Output::Close { stream: origin, how: Close::Reset }]);
     assert!(h.advance(Duration::from_secs(60)).is_empty());
 }
 

@@ -8,7 +8,6 @@ use crate::config::{ConfigError, FileConfig};
 use crate::identity::Identity;
 use crate::listener;
 use crate::metrics::{Metrics, MetricsServer, ServeLimits};
-use crate::network::AdmittedPeers;
 use crate::port::{shed_inbound_stream, InboundGate, NetCommand, NetEvent};
 use crate::runner::{NodeRunner, RunnerMsg, RunnerStatus};
 use crate::sockets::{Sockets, TokioSockets};
@@ -172,14 +171,13 @@ pub async fn start_node(
     parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
     start_network: NetworkStarter,
 ) -> Result<RunningNode, StartError> {
-    start_node_with(file, identity, seed, parse_addr, start_network, Arc::new(TokioSockets), None)
-        .await
+    start_node_with(file, identity, seed, parse_addr, start_network, Arc::new(TokioSockets)).await
 }
 
 /// [`start_node`], with client listeners, origin connects and name lookups
-/// going through `sockets` rather than the operating system, and (for a hub
-/// relay) the runner keeping `admitted`, the relay's allow-list shared with
-/// the network, equal to the peers the core has admitted.
+/// going through `sockets` rather than the operating system. (A hub's relay
+/// learns whom to serve from the core's `Admit`/`Revoke`, passed to the
+/// network as commands.)
 pub async fn start_node_with(
     file: &FileConfig,
     identity: &Identity,
@@ -187,7 +185,6 @@ pub async fn start_node_with(
     parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
     start_network: NetworkStarter,
     sockets: Arc<dyn Sockets>,
-    admitted: Option<AdmittedPeers>,
 ) -> Result<RunningNode, StartError> {
     let config = file.to_node_config(identity, parse_addr)?;
     if config.exit.as_ref().is_some_and(|e| e.open) {
@@ -224,9 +221,6 @@ pub async fn start_node_with(
     }
     if let Some(snapshot) = snapshot {
         runner.restore(snapshot);
-    }
-    if let Some(admitted) = admitted {
-        runner = runner.with_admitted_peers(admitted);
     }
     if let Some(reachability) = file.reachability()? {
         runner.set_reachability(reachability);

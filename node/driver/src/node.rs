@@ -75,11 +75,9 @@ pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<
     let mut net = NetConfig::new(keypair);
     net.limits = net_limits(&file.limits);
     let relay = file.relay_limits().map_err(|e| RunError::Start(StartError::Config(e)))?;
-    let admitted = relay.map(|limits| {
-        let admitted = AdmittedPeers::default();
-        net.relay = Some(RelayServerConfig { limits, admitted: admitted.clone() });
-        admitted
-    });
+    // The relay serves the peers the core admits (`Admit`/`Revoke` commands).
+    net.relay =
+        relay.map(|limits| RelayServerConfig { limits, admitted: AdmittedPeers::default() });
     // A hub is reachable by design: it uses no relay and only answers autonat probes. Other
     // nodes reserve and hole-punch through hubs, and probe unless the operator says how
     // reachable they are.
@@ -128,7 +126,6 @@ pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<
         Ok(commands)
     });
     let sockets: Arc<dyn Sockets> = Arc::new(TokioSockets);
-    let node = app::start_node_with(&file, identity, seed, &parse_addr, starter, sockets, admitted)
-        .await?;
+    let node = app::start_node_with(&file, identity, seed, &parse_addr, starter, sockets).await?;
     Ok(NetNode { node, p2p_addrs })
 }

@@ -100,6 +100,16 @@ pub enum NetCommand {
         /// The hub.
         hub: PeerId,
     },
+    /// (Hubs) serve `peer`'s relay reservations and circuits from now on. No answer.
+    Admit {
+        /// The peer the core admitted.
+        peer: PeerId,
+    },
+    /// (Hubs) serve `peer`'s relay requests no more. No answer.
+    Revoke {
+        /// The peer whose admission ended.
+        peer: PeerId,
+    },
     /// Turn the relayed connection to `peer` into a direct one; answered by a
     /// `PeerConnected` with [`Path::Direct`] or by `HolePunchFailed`.
     HolePunch {

@@ -13,7 +13,6 @@
 //! the splice prefix, so nothing is lost at the hand-over.
 
 use crate::metrics::Metrics;
-use crate::network::AdmittedPeers;
 use crate::port::{BoxStream, NetCommand, NetEvent};
 use crate::pump::{self, PumpCmd, PumpState, PUMP_QUEUE};
 use crate::sockets::{Sockets, TokioSockets};
@@ -190,8 +189,9 @@ pub struct NodeRunner {
     metrics: Option<Arc<Metrics>>,
     /// Origin connects and name lookups.
     sockets: Arc<dyn Sockets>,
-    /// The hub relay's allow-list, kept in step with the core's admissions.
-    admitted: Option<AdmittedPeers>,
+    /// `Admit`/`Revoke` commands the network's full queue could not take
+    /// yet, in order: sent before any later one, as soon as there is room.
+    admissions: VecDeque<NetCommand>,
     /// How each open peer connection runs (for the status).
     conn_paths: HashMap<ConnId, Path>,
     /// Hubs holding a reservation of ours (for the status).
@@ -241,7 +241,7 @@ impl NodeRunner {
             persist: None,
             metrics: None,
             sockets: Arc::new(TokioSockets),
-            admitted: None,
+            admissions: VecDeque::new(),
             conn_paths: HashMap::new(),
             reservations: BTreeSet::new(),
             reachability_fixed: false,
@@ -260,12 +260,6 @@ impl NodeRunner {
     /// operating system (simulated networks in tests).
     pub fn with_sockets(mut self, sockets: Arc<dyn Sockets>) -> NodeRunner {
         self.sockets = sockets;
-        self
-    }
-
-    /// Keeps `admitted` (the hub relay's allow-list) equal to the peers the core has admitted.
-    pub fn with_admitted_peers(mut self, admitted: AdmittedPeers) -> NodeRunner {
-        self.admitted = Some(admitted);
         self
     }
 
@@ -306,6 +300,7 @@ impl NodeRunner {
         enum Step {
             Msg(Option<RunnerMsg>),
             Timer,
+            Admission,
         }
         loop {
             let deadline = self
@@ -318,6 +313,14 @@ impl NodeRunner {
             let step = tokio::select! {
                 msg = self.rx.recv() => Step::Msg(msg),
                 () = &mut sleep, if deadline.is_some() => Step::Timer,
+                permit = self.net.reserve(), if !self.admissions.is_empty() => {
+                    match (permit, self.admissions.pop_front()) {
+                        (Ok(permit), Some(cmd)) => permit.send(cmd),
+                        // The network is gone: nobody is left to tell.
+                        _ => self.admissions.clear(),
+                    }
+                    Step::Admission
+                }
             };
             match step {
                 Step::Msg(None | Some(RunnerMsg::Shutdown)) => break,
@@ -329,6 +332,7 @@ impl NodeRunner {
                     self.drain();
                     self.flush_deferred();
                 }
+                Step::Admission => {}
             }
             while self.tasks.try_join_next().is_some() {}
         }
@@ -378,14 +382,6 @@ impl NodeRunner {
         self.tasks.spawn(pump::run(stream, io, rx, self.tx.clone()));
     }
 
-    /// A stream the core does not track after its first input has nobody to
-    /// close it: drop its pump (which aborts it).
-    fn forget_untracked(&mut self, stream: StreamId) {
-        if !self.node.tracks_stream(stream) && !self.detaching.contains_key(&stream) {
-            self.pumps.remove(&stream);
-        }
-    }
-
     fn on_msg(&mut self, msg: RunnerMsg) {
         match msg {
             RunnerMsg::Net(event) => self.on_net(event),
@@ -393,7 +389,6 @@ impl NodeRunner {
                 let stream = self.next_stream();
                 self.spawn_pump(stream, io);
                 self.input(Input::AppAccepted { listener, stream, source });
-                self.forget_untracked(stream);
             }
             RunnerMsg::StreamData { stream, data } => {
                 if let Some(&(key, side)) = self.detaching.get(&stream) {
@@ -448,7 +443,6 @@ impl NodeRunner {
                     Ok(io) => {
                         self.spawn_pump(stream, io);
                         self.input(Input::OriginConnected { stream });
-                        self.forget_untracked(stream);
                     }
                     Err(status) => self.input(Input::OriginFailed { stream, status }),
                 }
@@ -515,14 +509,12 @@ impl NodeRunner {
             NetEvent::StreamOpened { stream, io } => {
                 self.spawn_pump(stream, io);
                 self.input(Input::StreamOpened { stream });
-                self.forget_untracked(stream);
             }
             NetEvent::StreamRefused { stream } => self.input(Input::StreamRefused { stream }),
             NetEvent::InboundStream { peer, protocol, io } => {
                 let stream = self.next_stream();
                 self.spawn_pump(stream, io);
                 self.input(Input::InboundStream { stream, peer, protocol });
-                self.forget_untracked(stream);
             }
         }
     }
@@ -624,19 +616,28 @@ impl NodeRunner {
                     persist.send_replace(Some(snapshot));
                 }
             }
+            Output::Admit { peer } => self.send_admission(NetCommand::Admit { peer }),
+            Output::Revoke { peer } => self.send_admission(NetCommand::Revoke { peer }),
             Output::Event(event) => {
-                if let Some(admitted) = &self.admitted {
-                    match event {
-                        Event::PeerAdmitted { peer } => admitted.admit(peer),
-                        Event::AdmissionEnded { peer } => admitted.revoke(&peer),
-                        _ => {}
-                    }
-                }
                 log_event(&event);
                 if let Some(m) = &self.metrics {
                     m.observe(&event);
                 }
             }
+        }
+    }
+
+    /// Passes an admission change to the hub's relay. Unlike a dial, it
+    /// cannot fail back to the core: if the queue is full it waits (in
+    /// order) for room, so a revocation is never lost or overtaken.
+    fn send_admission(&mut self, cmd: NetCommand) {
+        if self.admissions.is_empty() {
+            match self.net.try_send(cmd) {
+                Err(mpsc::error::TrySendError::Full(cmd)) => self.admissions.push_back(cmd),
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        } else {
+            self.admissions.push_back(cmd);
         }
     }
 

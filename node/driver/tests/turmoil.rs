@@ -425,7 +425,9 @@ impl SimNet {
                     tokio::spawn(net.dial(peer, addrs));
                 }
                 NetCommand::Reserve { hub } => net.emit(NetEvent::ReservationFailed { hub }),
-                NetCommand::Unreserve { .. } => {}
+                NetCommand::Unreserve { .. }
+                | NetCommand::Admit { .. }
+                | NetCommand::Revoke { .. } => {}
                 NetCommand::HolePunch { peer } => net.emit(NetEvent::HolePunchFailed { peer }),
                 NetCommand::OpenStream { stream, peer, protocol, .. } => {
                     tokio::spawn(async move {
@@ -669,16 +671,9 @@ async fn run_node(
     let file = FileConfig::parse(&toml)?;
     let id = identity(secret);
     let network = sim_network(id.peer_id()).await?;
-    let node = start_node_with(
-        &file,
-        &id,
-        u64::from(secret),
-        &host_addr,
-        network,
-        Arc::new(SimSockets),
-        None,
-    )
-    .await?;
+    let node =
+        start_node_with(&file, &id, u64::from(secret), &host_addr, network, Arc::new(SimSockets))
+            .await?;
     registry.0.lock().unwrap().insert(name, node.runner());
     std::future::pending::<()>().await;
     drop(node);

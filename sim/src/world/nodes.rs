@@ -185,6 +185,9 @@ impl World<'_> {
                 self.splice(n, a, b, a_to_b_prefix, b_to_a_prefix)
             }
             Output::Persist(snapshot) => self.nodes[n as usize].snapshot = Some(snapshot),
+            // The simulated relay serves any peer: admission to it is not
+            // modelled (the hub's own admission of streams is).
+            Output::Admit { .. } | Output::Revoke { .. } => {}
             Output::Event(_) => {}
         }
     }

@@ -226,6 +226,8 @@ struct Driver {
     conns: BTreeMap<PeerId, BTreeMap<ConnId, bool>>,
     next_conn: u64,
     pending_reserves: BTreeSet<PeerId>,
+    /// Peers the node's relay serves, by its `Admit`/`Revoke`.
+    admitted: BTreeSet<PeerId>,
     pending_punches: BTreeSet<PeerId>,
     pending_opens: Vec<StreamId>,
     pending_origins: Vec<StreamId>,
@@ -276,6 +278,7 @@ impl Driver {
             conns: BTreeMap::new(),
             next_conn: 0,
             pending_reserves: BTreeSet::new(),
+            admitted: BTreeSet::new(),
             pending_punches: BTreeSet::new(),
             pending_opens: Vec::new(),
             pending_origins: Vec::new(),
@@ -396,6 +399,12 @@ impl Driver {
             Output::Unreserve { hub } => {
                 assert!(self.hubs.contains(&hub), "unreserve at {hub}, not a hub of ours");
                 self.pending_reserves.remove(&hub);
+            }
+            Output::Admit { peer } => {
+                assert!(self.admitted.insert(peer), "{peer} admitted twice without a revoke");
+            }
+            Output::Revoke { peer } => {
+                assert!(self.admitted.remove(&peer), "{peer} revoked but not admitted");
             }
             Output::HolePunch { peer } => {
                 let relayed = self.conns.get(&peer).is_some_and(|c| c.values().any(|r| *r));

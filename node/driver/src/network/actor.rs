@@ -219,6 +219,16 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             NetCommand::Reserve { hub } => self.reserve(hub),
             NetCommand::Unreserve { hub } => self.unreserve(hub),
             NetCommand::HolePunch { peer } => self.hole_punch(peer),
+            NetCommand::Admit { peer } => {
+                if let Some(admitted) = &self.relay_admitted {
+                    admitted.admit(peer);
+                }
+            }
+            NetCommand::Revoke { peer } => {
+                if let Some(admitted) = &self.relay_admitted {
+                    admitted.revoke(&peer);
+                }
+            }
         }
     }
 

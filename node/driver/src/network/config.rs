@@ -162,13 +162,14 @@ impl Default for RelayLimits {
 pub struct RelayServerConfig {
     /// What the relay grants.
     pub limits: RelayLimits,
-    /// The peers it serves; the runner keeps this in step with the core's admissions.
+    /// The peers it serves; the actor keeps this in step with the core's
+    /// admissions (`NetCommand::Admit` / `Revoke`).
     pub admitted: AdmittedPeers,
 }
 
 /// The peers a hub has admitted (they passed its challenge and hold an admitted hub stream),
-/// shared between the runner, which writes it on the core's admission events, and the relay,
-/// which serves only these peers. Cloning shares the same list.
+/// shared between the network actor, which writes it on the core's `Admit` / `Revoke`
+/// commands, and the relay, which serves only these peers. Cloning shares the same list.
 #[derive(Clone, Debug, Default)]
 pub struct AdmittedPeers(Arc<RwLock<BTreeSet<PeerId>>>);
 

@@ -9,9 +9,10 @@
 //!
 //! A hub also serves as a libp2p circuit relay v2 (see [`RelayServerConfig`]), with limits
 //! sized for proxied traffic rather than libp2p's 2 min / 128 KiB defaults, and only for
-//! peers that passed the hub's challenge: the core reports admissions
-//! (`Event::PeerAdmitted` / `Event::AdmissionEnded`), the runner keeps an [`AdmittedPeers`]
-//! list in step, and the relay's limiters refuse everyone else's reservations and circuits.
+//! peers that passed the hub's challenge: the core's `Admit` / `Revoke` outputs reach the
+//! actor as [`NetCommand::Admit`](crate::port::NetCommand::Admit) /
+//! [`NetCommand::Revoke`](crate::port::NetCommand::Revoke), which keep its [`AdmittedPeers`]
+//! list, and the relay's limiters refuse everyone else's reservations and circuits.
 //!
 //! Every other node is a relay client: `Reserve` listens on `<hub>/p2p/<hub>/p2p-circuit`
 //! (libp2p renews the reservation), `Dial { via }` dials `…/p2p-circuit/p2p/<peer>`, and

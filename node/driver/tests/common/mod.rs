@@ -87,7 +87,9 @@ impl FakeNet {
                     }
                     // No relays in the fake: reservations and hole punches fail at once.
                     NetCommand::Reserve { hub } => events(NetEvent::ReservationFailed { hub }),
-                    NetCommand::Unreserve { .. } => {}
+                    NetCommand::Unreserve { .. }
+                    | NetCommand::Admit { .. }
+                    | NetCommand::Revoke { .. } => {}
                     NetCommand::HolePunch { peer } => events(NetEvent::HolePunchFailed { peer }),
                 }
             }
