@@ -346,7 +346,7 @@ fn socks5_through_an_exit_behind_a_real_nat() {
     let me = me.to_str().unwrap();
     let helper = |name| vec![me, "--exact", name, "--nocapture", "--test-threads=1"];
     let _origin =
-        Proc::start("origin", hub_ns, &helper("nat_helper_origin"), &[(ORIGIN_ENV, ORIGIN)], d);
+        Proc::start("origin", hub_ns, &helper("nat::nat_helper_origin"), &[(ORIGIN_ENV, ORIGIN)], d);
     let mut hub =
         Proc::start("hub", hub_ns, &[BIN, "run", "--config", hub_cfg.to_str().unwrap()], &[], d);
     let mut exit =
@@ -360,7 +360,7 @@ fn socks5_through_an_exit_behind_a_real_nat() {
     );
     let target = format!("{SOCKS} {ORIGIN}");
     let mut fetch =
-        Proc::start("fetch", client_ns, &helper("nat_helper_fetch"), &[(FETCH_ENV, &target)], d);
+        Proc::start("fetch", client_ns, &helper("nat::nat_helper_fetch"), &[(FETCH_ENV, &target)], d);
 
     let logs = |procs: [&Proc; 4]| {
         procs
