@@ -3,7 +3,6 @@
 // Helpers outside #[test] fns panic on purpose too: a failure there is a failed test.
 #![allow(clippy::unwrap_used)]
 
-
 use crate::common::{echo_origin, exit_config, hub_config, status, wait_for_exit, FakeNet};
 use meshproxy::app::{start_node, RunningNode};
 use meshproxy::config::FileConfig;

@@ -9,7 +9,6 @@
 //! with SIGKILL. Tests take turns (see `serial`).
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
 
-
 use crate::common::e2e::*;
 use std::io::ErrorKind;
 use std::time::Duration;

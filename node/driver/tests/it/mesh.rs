@@ -3,7 +3,6 @@
 //! origin — and the exit's policy refusing what it does not allow.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
 
-
 use crate::common::echo_origin;
 use crate::common::live::{node, socks_connect};
 use meshproxy::identity::Identity;

@@ -3,7 +3,6 @@
 //! policy denial, each node's scrape shows what happened on it.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
 
-
 use crate::common::echo_origin;
 use crate::common::live::{node, scrape, socks_connect, value};
 use meshproxy::app::StartError;

@@ -345,8 +345,13 @@ fn socks5_through_an_exit_behind_a_real_nat() {
     let me = std::env::current_exe().unwrap();
     let me = me.to_str().unwrap();
     let helper = |name| vec![me, "--exact", name, "--nocapture", "--test-threads=1"];
-    let _origin =
-        Proc::start("origin", hub_ns, &helper("nat::nat_helper_origin"), &[(ORIGIN_ENV, ORIGIN)], d);
+    let _origin = Proc::start(
+        "origin",
+        hub_ns,
+        &helper("nat::nat_helper_origin"),
+        &[(ORIGIN_ENV, ORIGIN)],
+        d,
+    );
     let mut hub =
         Proc::start("hub", hub_ns, &[BIN, "run", "--config", hub_cfg.to_str().unwrap()], &[], d);
     let mut exit =
@@ -359,8 +364,13 @@ fn socks5_through_an_exit_behind_a_real_nat() {
         d,
     );
     let target = format!("{SOCKS} {ORIGIN}");
-    let mut fetch =
-        Proc::start("fetch", client_ns, &helper("nat::nat_helper_fetch"), &[(FETCH_ENV, &target)], d);
+    let mut fetch = Proc::start(
+        "fetch",
+        client_ns,
+        &helper("nat::nat_helper_fetch"),
+        &[(FETCH_ENV, &target)],
+        d,
+    );
 
     let logs = |procs: [&Proc; 4]| {
         procs

@@ -12,7 +12,6 @@
 //! connected.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
 
-
 use crate::common::{base, pipe, FakeNet};
 use meshproxy::config::FileConfig;
 use meshproxy::identity::Identity;

@@ -3,7 +3,6 @@
 // Helpers outside #[test] fns panic on purpose too: a failure there is a failed test.
 #![allow(clippy::unwrap_used)]
 
-
 use crate::common::{base, credential, echo_origin, exit_config, hub_config, status, FakeNet};
 use meshproxy::runner::RunnerMsg;
 use meshproxy::tcp::TcpIo;
