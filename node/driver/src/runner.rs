@@ -9,17 +9,17 @@
 //!
 //! Streams the core controls each get a pump task ([`crate::pump`]). On
 //! `Splice` both pumps are detached; data they read before detaching arrives
-//! ahead of their `Detached` message on the same channel and is appended to
+//! ahead of their `Detached` report on the same channel and is appended to
 //! the splice prefix, so nothing is lost at the hand-over.
 
 use crate::metrics::Metrics;
 use crate::network::AdmittedPeers;
 use crate::port::{BoxStream, NetCommand, NetEvent};
-use crate::pump::{self, PumpCmd, PumpState, PUMP_QUEUE};
+use crate::pump::{self, PumpCmd, PumpEvent, PUMP_QUEUE};
 use crate::sockets::{Sockets, TokioSockets};
 use crate::splice::splice_from;
 use crate::state;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use core::fmt;
 use meshproxy_core::config::NodeConfig;
 use meshproxy_core::ids::{ConnId, ListenerId, PeerId, QueryId, StreamId};
@@ -57,29 +57,8 @@ pub enum RunnerMsg {
         /// The connection.
         io: BoxStream,
     },
-    /// (pump) Bytes read from a core-controlled stream.
-    StreamData {
-        /// The stream.
-        stream: StreamId,
-        /// The bytes.
-        data: Bytes,
-    },
-    /// (pump) The remote side finished or reset a core-controlled stream.
-    StreamClosed {
-        /// The stream.
-        stream: StreamId,
-        /// Fin or Reset.
-        how: Close,
-    },
-    /// (pump) A detached stream, handed back for a splice.
-    Detached {
-        /// The stream.
-        stream: StreamId,
-        /// The stream itself.
-        io: BoxStream,
-        /// What the pump saw of it.
-        state: PumpState,
-    },
+    /// What the pump of a core-controlled stream reports about it.
+    Pump(StreamId, PumpEvent),
     /// A DNS lookup finished.
     Resolved {
         /// The lookup.
@@ -117,11 +96,7 @@ impl fmt::Debug for RunnerMsg {
             RunnerMsg::AppAccepted { listener, source, .. } => {
                 write!(f, "AppAccepted({listener}, {source})")
             }
-            RunnerMsg::StreamData { stream, data } => {
-                write!(f, "StreamData({stream}, {} bytes)", data.len())
-            }
-            RunnerMsg::StreamClosed { stream, how } => write!(f, "StreamClosed({stream}, {how:?})"),
-            RunnerMsg::Detached { stream, .. } => write!(f, "Detached({stream})"),
+            RunnerMsg::Pump(stream, event) => write!(f, "Pump({stream}, {event:?})"),
             RunnerMsg::Resolved { query, result } => write!(f, "Resolved({query}, {result:?})"),
             RunnerMsg::OriginDone { stream, result } => {
                 write!(f, "OriginDone({stream}, ok={})", result.is_ok())
@@ -130,6 +105,12 @@ impl fmt::Debug for RunnerMsg {
             RunnerMsg::Status(_) => write!(f, "Status"),
             RunnerMsg::Shutdown => write!(f, "Shutdown"),
         }
+    }
+}
+
+impl From<(StreamId, PumpEvent)> for RunnerMsg {
+    fn from((stream, event): (StreamId, PumpEvent)) -> RunnerMsg {
+        RunnerMsg::Pump(stream, event)
     }
 }
 
@@ -395,7 +376,7 @@ impl NodeRunner {
                 self.input(Input::AppAccepted { listener, stream, source });
                 self.forget_untracked(stream);
             }
-            RunnerMsg::StreamData { stream, data } => {
+            RunnerMsg::Pump(stream, PumpEvent::Data(data)) => {
                 if let Some(&(key, side)) = self.detaching.get(&stream) {
                     if let Some(p) = self.splices.get_mut(&key) {
                         if let Some(buf) = p.prefix.get_mut(side) {
@@ -406,7 +387,7 @@ impl NodeRunner {
                     self.input(Input::StreamData { stream, data });
                 }
             }
-            RunnerMsg::StreamClosed { stream, how } => {
+            RunnerMsg::Pump(stream, PumpEvent::Closed(how)) => {
                 if let Some(&(key, side)) = self.detaching.get(&stream) {
                     if let Some(p) = self.splices.get_mut(&key) {
                         if how == Close::Reset {
@@ -426,7 +407,7 @@ impl NodeRunner {
                     self.input(Input::StreamClosed { stream, how });
                 }
             }
-            RunnerMsg::Detached { stream, io, state } => {
+            RunnerMsg::Pump(stream, PumpEvent::Detached { io, state }) => {
                 let Some((key, side)) = self.detaching.remove(&stream) else { return };
                 if let Some(p) = self.splices.get_mut(&key) {
                     if let Some(slot) = p.io.get_mut(side) {
@@ -832,7 +813,7 @@ mod tests {
             // Held back: the peer's next bytes are queued before the splice.
             peer.write_all(b"late bytes").await.expect("write");
             let late = next(&mut r).await;
-            assert!(matches!(late, RunnerMsg::StreamData { .. }), "{late:?}");
+            assert!(matches!(late, RunnerMsg::Pump(_, PumpEvent::Data(_))), "{late:?}");
             r.on_msg(connected);
             assert_eq!(r.detaching.len(), 2, "both pumps are detaching");
             r.on_msg(late);
