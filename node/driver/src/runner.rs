@@ -12,7 +12,7 @@
 //! ahead of their `Detached` report on the same channel and is appended to
 //! the splice prefix, so nothing is lost at the hand-over.
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Snapshot};
 use crate::network::AdmittedPeers;
 use crate::port::{BoxStream, NetCommand, NetEvent};
 use crate::pump::{self, PumpCmd, PumpEvent, PUMP_QUEUE};
@@ -22,16 +22,16 @@ use crate::state;
 use bytes::BytesMut;
 use core::fmt;
 use meshproxy_core::config::NodeConfig;
-use meshproxy_core::ids::{ConnId, ListenerId, PeerId, QueryId, StreamId};
+use meshproxy_core::ids::{ListenerId, QueryId, StreamId};
 use meshproxy_core::io::{
-    Close, Event, Input, Output, Path, Reachability, ResolveError, Resources, SpliceEnd,
-    SpliceLimits, SpliceReport, StateSnapshot,
+    Close, Event, Input, Output, Reachability, ResolveError, Resources, SpliceEnd, SpliceLimits,
+    SpliceReport, StateSnapshot,
 };
 use meshproxy_core::target::Status;
 use meshproxy_core::time::Instant as CoreInstant;
 use meshproxy_core::wire::hub::HubErrorCode;
 use meshproxy_core::Node;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -127,16 +127,26 @@ pub struct RunnerStatus {
     pub pumps: usize,
     /// Splices waiting for their streams to detach.
     pub pending_splices: usize,
-    /// Peer connections open now that run directly.
+    /// Peer connections open now that run directly (as the core counts them).
     pub direct_conns: usize,
-    /// Peer connections open now that run through a hub's relay.
+    /// Peer connections open now that run through a hub's relay (as the core counts them).
     pub relayed_conns: usize,
-    /// (Exits) relay reservations held now.
+    /// (Exits) relay reservations held now (as the core counts them).
     pub reservations: usize,
 }
 
-/// Most connections whose path the runner remembers for its status.
-const MAX_TRACKED_CONNS: usize = 65_536;
+impl RunnerStatus {
+    /// What the `/metrics` gauges of what the node holds show.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            direct_conns: self.direct_conns,
+            relayed_conns: self.relayed_conns,
+            reservations: self.reservations,
+            registered_hubs: self.registered_hubs,
+            directory_exits: self.resources.directory_entries,
+        }
+    }
+}
 
 /// A splice waiting for both pumps to hand their streams back.
 struct PendingSplice {
@@ -173,10 +183,6 @@ pub struct NodeRunner {
     sockets: Arc<dyn Sockets>,
     /// The hub relay's allow-list, kept in step with the core's admissions.
     admitted: Option<AdmittedPeers>,
-    /// How each open peer connection runs (for the status).
-    conn_paths: HashMap<ConnId, Path>,
-    /// Hubs holding a reservation of ours (for the status).
-    reservations: BTreeSet<PeerId>,
     /// The operator stated the reachability: autonat verdicts are not fed to the core.
     reachability_fixed: bool,
 }
@@ -223,8 +229,6 @@ impl NodeRunner {
             metrics: None,
             sockets: Arc::new(TokioSockets),
             admitted: None,
-            conn_paths: HashMap::new(),
-            reservations: BTreeSet::new(),
             reachability_fixed: false,
         }
     }
@@ -256,8 +260,19 @@ impl NodeRunner {
         self
     }
 
-    /// Where core events and peer connections are counted.
+    /// Where core events and peer connections are counted; the gauges of what
+    /// the node holds are read from this runner's status at each scrape.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> NodeRunner {
+        // Weak: the endpoint must not keep a stopped runner's channel open.
+        let runner = self.tx.downgrade();
+        metrics.derive_from(Box::new(move || {
+            let runner = runner.clone();
+            Box::pin(async move {
+                let (reply, answer) = oneshot::channel();
+                runner.upgrade()?.send(RunnerMsg::Status(reply)).await.ok()?;
+                answer.await.ok().map(|status| status.snapshot())
+            })
+        }));
         self.metrics = Some(metrics);
         self
     }
@@ -445,9 +460,9 @@ impl NodeRunner {
                     registered_hubs: self.node.registered_hubs(),
                     pumps: self.pumps.len(),
                     pending_splices: self.splices.len(),
-                    direct_conns: self.conn_paths.values().filter(|p| !p.is_relayed()).count(),
-                    relayed_conns: self.conn_paths.values().filter(|p| p.is_relayed()).count(),
-                    reservations: self.reservations.len(),
+                    direct_conns: self.node.peer_connections().direct,
+                    relayed_conns: self.node.peer_connections().relayed,
+                    reservations: self.node.reservations_held(),
                 });
             }
             RunnerMsg::Shutdown => {}
@@ -460,27 +475,16 @@ impl NodeRunner {
         }
         match event {
             NetEvent::PeerConnected { peer, conn, path, limit } => {
-                if self.conn_paths.len() < MAX_TRACKED_CONNS {
-                    self.conn_paths.insert(conn, path);
-                }
                 self.input(Input::PeerConnected { peer, conn, path, limit })
             }
             NetEvent::PeerDisconnected { peer, conn } => {
-                self.conn_paths.remove(&conn);
                 self.input(Input::PeerDisconnected { peer, conn })
             }
             NetEvent::ReservationAccepted { hub } => {
-                self.reservations.insert(hub);
                 self.input(Input::ReservationAccepted { hub, expires_in: None })
             }
-            NetEvent::ReservationFailed { hub } => {
-                self.reservations.remove(&hub);
-                self.input(Input::ReservationFailed { hub })
-            }
-            NetEvent::ReservationLost { hub } => {
-                self.reservations.remove(&hub);
-                self.input(Input::ReservationLost { hub })
-            }
+            NetEvent::ReservationFailed { hub } => self.input(Input::ReservationFailed { hub }),
+            NetEvent::ReservationLost { hub } => self.input(Input::ReservationLost { hub }),
             NetEvent::HolePunchFailed { peer } => self.input(Input::HolePunchFailed { peer }),
             // Metrics and logs only: the core hears the answer to its own `HolePunch`.
             NetEvent::HolePunch { .. } => {}
@@ -542,10 +546,6 @@ impl NodeRunner {
                 }
             }
             Output::Unreserve { hub } => {
-                self.reservations.remove(&hub);
-                if let Some(m) = &self.metrics {
-                    m.reservation_dropped(&hub);
-                }
                 if self.net.try_send(NetCommand::Unreserve { hub }).is_err() {
                     tracing::warn!(%hub, "network congested: reservation not dropped");
                 }
