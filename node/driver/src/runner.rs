@@ -454,14 +454,15 @@ impl NodeRunner {
                 self.input(Input::SpliceEnded { a, b, report });
             }
             RunnerMsg::Status(reply) => {
+                let conns = self.node.peer_connections();
                 let _ = reply.send(RunnerStatus {
                     resources: self.node.resources(),
                     known_exits: self.node.known_exits(),
                     registered_hubs: self.node.registered_hubs(),
                     pumps: self.pumps.len(),
                     pending_splices: self.splices.len(),
-                    direct_conns: self.node.peer_connections().direct,
-                    relayed_conns: self.node.peer_connections().relayed,
+                    direct_conns: conns.direct,
+                    relayed_conns: conns.relayed,
                     reservations: self.node.reservations_held(),
                 });
             }
