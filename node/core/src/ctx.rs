@@ -318,6 +318,18 @@ impl Ctx {
         self.peers.conns.get(&peer).is_some_and(|c| c.values().any(|c| c.path.is_relayed()))
     }
 
+    /// Connections open now, as the outside reported them: (direct, relayed).
+    pub(crate) fn conns_by_path(&self) -> (usize, usize) {
+        let all = self.peers.conns.values().flat_map(BTreeMap::values);
+        all.fold((0, 0), |(direct, relayed), c| {
+            if c.path.is_relayed() {
+                (direct, relayed + 1)
+            } else {
+                (direct + 1, relayed)
+            }
+        })
+    }
+
     /// Records a connection; returns the dial of ours it answers, if one was
     /// waiting (`Some(via)`).
     pub(crate) fn peer_connected(

@@ -596,6 +596,15 @@ impl TimerReason {
     }
 }
 
+/// Peer connections open now, by path ([`Node::peer_connections`](crate::Node::peer_connections)).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct PeerConnections {
+    /// Connections that run directly (TCP or QUIC).
+    pub direct: usize,
+    /// Connections that run through a hub's relay.
+    pub relayed: usize,
+}
+
 /// How many of each resource a node holds, for leak and bound checks.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Resources {

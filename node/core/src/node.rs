@@ -396,6 +396,14 @@ impl Node {
         self.roles.hub.as_ref().is_some_and(|h| h.is_registered(peer))
     }
 
+    /// Peer connections open now, by path, as the outside reported them (the
+    /// driver's status and `/metrics` gauges read them here rather than keep
+    /// a copy of the connection table).
+    pub fn peer_connections(&self) -> crate::io::PeerConnections {
+        let (direct, relayed) = self.ctx.conns_by_path();
+        crate::io::PeerConnections { direct, relayed }
+    }
+
     /// (Exits) at how many hubs this node holds a relay reservation.
     pub fn reservations_held(&self) -> usize {
         self.relay.held()

@@ -512,3 +512,25 @@ fn an_exit_that_is_simply_down_still_fails_the_session() {
     // Its one attempt was given back, so it ends as "no usable exit".
     assert_eq!(sent_on(&outs, app), socks_reply(Status::NetworkUnreachable));
 }
+
+/// The driver's status and connection gauges read this count instead of a
+/// copy of their own: every connection reported up and not yet down, once,
+/// by its path; a disconnect never reported up changes nothing.
+#[test]
+fn peer_connections_are_counted_by_path_while_they_are_up() {
+    let mut h = exit_node(RelayMode::Auto);
+    let idle = h.node.peer_connections();
+    let (direct, relayed) = (h.conn(), h.conn());
+    let peer = client_id();
+    h.input(Input::PeerConnected { peer, conn: direct, path: Path::Direct, limit: None });
+    let via = Path::Relayed { via: hub_id() };
+    h.input(Input::PeerConnected { peer, conn: relayed, path: via, limit: None });
+    let up = h.node.peer_connections();
+    assert_eq!((up.direct - idle.direct, up.relayed - idle.relayed), (1, 1));
+    h.input(Input::PeerDisconnected { peer, conn: direct });
+    h.input(Input::PeerDisconnected { peer, conn: direct });
+    let never_up = h.conn();
+    h.input(Input::PeerDisconnected { peer, conn: never_up });
+    let after = h.node.peer_connections();
+    assert_eq!((after.direct, after.relayed - idle.relayed), (idle.direct, 1));
+}

@@ -4,12 +4,15 @@
 //!
 //! The hand-over to a splice must not lose a byte: on [`PumpCmd::Detach`] the
 //! pump stops reading and returns the stream through the same ordered channel
-//! as its data ([`RunnerMsg::Detached`]), so every `StreamData` it sent earlier
-//! reaches the runner first.
+//! as its data ([`PumpEvent::Detached`]), so every [`PumpEvent::Data`] it sent
+//! earlier reaches the runner first.
+//!
+//! The pump knows nothing of the runner: it reports `(StreamId, PumpEvent)`,
+//! which the runner's message type wraps (`From`).
 
 use crate::port::BoxStream;
-use crate::runner::RunnerMsg;
 use bytes::Bytes;
+use core::fmt;
 use meshproxy_core::ids::StreamId;
 use meshproxy_core::io::Close;
 use std::pin::Pin;
@@ -38,6 +41,33 @@ pub enum PumpCmd {
     Close(Close),
     /// Stop reading and give the stream back (for a splice); the pump ends.
     Detach,
+}
+
+/// What a pump reports about its stream, in the order it happened.
+pub enum PumpEvent {
+    /// Bytes read from the stream.
+    Data(Bytes),
+    /// The remote side finished (`Fin`) or reset the stream (or reading or
+    /// writing failed: `Reset`).
+    Closed(Close),
+    /// The stream, handed back after [`PumpCmd::Detach`] for a splice.
+    Detached {
+        /// The stream itself.
+        io: BoxStream,
+        /// What the pump saw of it.
+        state: PumpState,
+    },
+}
+
+impl fmt::Debug for PumpEvent {
+    // By hand because boxed streams have no Debug of their own.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PumpEvent::Data(data) => write!(f, "Data({} bytes)", data.len()),
+            PumpEvent::Closed(how) => write!(f, "Closed({how:?})"),
+            PumpEvent::Detached { state, .. } => write!(f, "Detached({state:?})"),
+        }
+    }
 }
 
 /// What the pump observed, passed back with the stream on detach.
@@ -73,13 +103,15 @@ async fn read_some(io: &mut BoxStream, buf: &mut Vec<u8>) -> std::io::Result<usi
     Ok(1 + more)
 }
 
-/// Runs one pump until the stream ends, is closed, or is detached.
-pub async fn run(
+/// Runs one pump until the stream ends, is closed, or is detached, reporting
+/// to `to_runner` as `M` (the runner's message, which wraps the pump's).
+pub async fn run<M: From<(StreamId, PumpEvent)>>(
     stream: StreamId,
     mut io: BoxStream,
     mut cmds: mpsc::Receiver<PumpCmd>,
-    to_runner: mpsc::Sender<RunnerMsg>,
+    to_runner: mpsc::Sender<M>,
 ) {
+    let report = |event: PumpEvent| to_runner.send(M::from((stream, event)));
     let mut buf = Vec::new();
     let mut read_eof = false;
     enum Step {
@@ -95,8 +127,7 @@ pub async fn run(
         match step {
             Step::Read(Ok(0)) => {
                 read_eof = true;
-                let msg = RunnerMsg::StreamClosed { stream, how: Close::Fin };
-                if to_runner.send(msg).await.is_err() {
+                if report(PumpEvent::Closed(Close::Fin)).await.is_err() {
                     return;
                 }
             }
@@ -105,12 +136,12 @@ pub async fn run(
                 if n < buf.len() {
                     buf = Vec::new();
                 }
-                if to_runner.send(RunnerMsg::StreamData { stream, data }).await.is_err() {
+                if report(PumpEvent::Data(data)).await.is_err() {
                     return;
                 }
             }
             Step::Read(Err(_)) => {
-                let _ = to_runner.send(RunnerMsg::StreamClosed { stream, how: Close::Reset }).await;
+                let _ = report(PumpEvent::Closed(Close::Reset)).await;
                 return; // dropping `io` aborts it
             }
             Step::Cmd(Some(PumpCmd::Write(data))) => {
@@ -119,8 +150,7 @@ pub async fn run(
                     io.flush().await
                 };
                 if written.await.is_err() {
-                    let _ =
-                        to_runner.send(RunnerMsg::StreamClosed { stream, how: Close::Reset }).await;
+                    let _ = report(PumpEvent::Closed(Close::Reset)).await;
                     return;
                 }
             }
@@ -144,7 +174,7 @@ pub async fn run(
             Step::Cmd(Some(PumpCmd::Close(Close::Reset))) | Step::Cmd(None) => return,
             Step::Cmd(Some(PumpCmd::Detach)) => {
                 let state = PumpState { read_eof };
-                let _ = to_runner.send(RunnerMsg::Detached { stream, io, state }).await;
+                let _ = report(PumpEvent::Detached { io, state }).await;
                 return;
             }
         }

@@ -9,28 +9,28 @@
 //!
 //! Streams the core controls each get a pump task ([`crate::pump`]). On
 //! `Splice` both pumps are detached; data they read before detaching arrives
-//! ahead of their `Detached` message on the same channel and is appended to
+//! ahead of their `Detached` report on the same channel and is appended to
 //! the splice prefix, so nothing is lost at the hand-over.
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Snapshot};
 use crate::port::{BoxStream, NetCommand, NetEvent};
-use crate::pump::{self, PumpCmd, PumpState, PUMP_QUEUE};
+use crate::pump::{self, PumpCmd, PumpEvent, PUMP_QUEUE};
 use crate::sockets::{Sockets, TokioSockets};
 use crate::splice::splice_from;
 use crate::state;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use core::fmt;
 use meshproxy_core::config::NodeConfig;
-use meshproxy_core::ids::{ConnId, ListenerId, PeerId, QueryId, StreamId};
+use meshproxy_core::ids::{ListenerId, QueryId, StreamId};
 use meshproxy_core::io::{
-    Close, Event, Input, Output, Path, Reachability, ResolveError, Resources, SpliceEnd,
-    SpliceLimits, SpliceReport, StateSnapshot,
+    Close, Event, Input, Output, Reachability, ResolveError, Resources, SpliceEnd, SpliceLimits,
+    SpliceReport, StateSnapshot,
 };
 use meshproxy_core::target::Status;
 use meshproxy_core::time::Instant as CoreInstant;
 use meshproxy_core::wire::hub::HubErrorCode;
 use meshproxy_core::Node;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -56,29 +56,8 @@ pub enum RunnerMsg {
         /// The connection.
         io: BoxStream,
     },
-    /// (pump) Bytes read from a core-controlled stream.
-    StreamData {
-        /// The stream.
-        stream: StreamId,
-        /// The bytes.
-        data: Bytes,
-    },
-    /// (pump) The remote side finished or reset a core-controlled stream.
-    StreamClosed {
-        /// The stream.
-        stream: StreamId,
-        /// Fin or Reset.
-        how: Close,
-    },
-    /// (pump) A detached stream, handed back for a splice.
-    Detached {
-        /// The stream.
-        stream: StreamId,
-        /// The stream itself.
-        io: BoxStream,
-        /// What the pump saw of it.
-        state: PumpState,
-    },
+    /// What the pump of a core-controlled stream reports about it.
+    Pump(StreamId, PumpEvent),
     /// A DNS lookup finished.
     Resolved {
         /// The lookup.
@@ -116,11 +95,7 @@ impl fmt::Debug for RunnerMsg {
             RunnerMsg::AppAccepted { listener, source, .. } => {
                 write!(f, "AppAccepted({listener}, {source})")
             }
-            RunnerMsg::StreamData { stream, data } => {
-                write!(f, "StreamData({stream}, {} bytes)", data.len())
-            }
-            RunnerMsg::StreamClosed { stream, how } => write!(f, "StreamClosed({stream}, {how:?})"),
-            RunnerMsg::Detached { stream, .. } => write!(f, "Detached({stream})"),
+            RunnerMsg::Pump(stream, event) => write!(f, "Pump({stream}, {event:?})"),
             RunnerMsg::Resolved { query, result } => write!(f, "Resolved({query}, {result:?})"),
             RunnerMsg::OriginDone { stream, result } => {
                 write!(f, "OriginDone({stream}, ok={})", result.is_ok())
@@ -129,6 +104,12 @@ impl fmt::Debug for RunnerMsg {
             RunnerMsg::Status(_) => write!(f, "Status"),
             RunnerMsg::Shutdown => write!(f, "Shutdown"),
         }
+    }
+}
+
+impl From<(StreamId, PumpEvent)> for RunnerMsg {
+    fn from((stream, event): (StreamId, PumpEvent)) -> RunnerMsg {
+        RunnerMsg::Pump(stream, event)
     }
 }
 
@@ -145,16 +126,26 @@ pub struct RunnerStatus {
     pub pumps: usize,
     /// Splices waiting for their streams to detach.
     pub pending_splices: usize,
-    /// Peer connections open now that run directly.
+    /// Peer connections open now that run directly (as the core counts them).
     pub direct_conns: usize,
-    /// Peer connections open now that run through a hub's relay.
+    /// Peer connections open now that run through a hub's relay (as the core counts them).
     pub relayed_conns: usize,
-    /// (Exits) relay reservations held now.
+    /// (Exits) relay reservations held now (as the core counts them).
     pub reservations: usize,
 }
 
-/// Most connections whose path the runner remembers for its status.
-const MAX_TRACKED_CONNS: usize = 65_536;
+impl RunnerStatus {
+    /// What the `/metrics` gauges of what the node holds show.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            direct_conns: self.direct_conns,
+            relayed_conns: self.relayed_conns,
+            reservations: self.reservations,
+            registered_hubs: self.registered_hubs,
+            directory_exits: self.resources.directory_entries,
+        }
+    }
+}
 
 /// A splice waiting for both pumps to hand their streams back.
 struct PendingSplice {
@@ -192,10 +183,6 @@ pub struct NodeRunner {
     /// `Admit`/`Revoke` commands the network's full queue could not take
     /// yet, in order: sent before any later one, as soon as there is room.
     admissions: VecDeque<NetCommand>,
-    /// How each open peer connection runs (for the status).
-    conn_paths: HashMap<ConnId, Path>,
-    /// Hubs holding a reservation of ours (for the status).
-    reservations: BTreeSet<PeerId>,
     /// The operator stated the reachability: autonat verdicts are not fed to the core.
     reachability_fixed: bool,
 }
@@ -242,8 +229,6 @@ impl NodeRunner {
             metrics: None,
             sockets: Arc::new(TokioSockets),
             admissions: VecDeque::new(),
-            conn_paths: HashMap::new(),
-            reservations: BTreeSet::new(),
             reachability_fixed: false,
         }
     }
@@ -269,8 +254,19 @@ impl NodeRunner {
         self
     }
 
-    /// Where core events and peer connections are counted.
+    /// Where core events and peer connections are counted; the gauges of what
+    /// the node holds are read from this runner's status at each scrape.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> NodeRunner {
+        // Weak: the endpoint must not keep a stopped runner's channel open.
+        let runner = self.tx.downgrade();
+        metrics.derive_from(Box::new(move || {
+            let runner = runner.clone();
+            Box::pin(async move {
+                let (reply, answer) = oneshot::channel();
+                runner.upgrade()?.send(RunnerMsg::Status(reply)).await.ok()?;
+                answer.await.ok().map(|status| status.snapshot())
+            })
+        }));
         self.metrics = Some(metrics);
         self
     }
@@ -390,7 +386,7 @@ impl NodeRunner {
                 self.spawn_pump(stream, io);
                 self.input(Input::AppAccepted { listener, stream, source });
             }
-            RunnerMsg::StreamData { stream, data } => {
+            RunnerMsg::Pump(stream, PumpEvent::Data(data)) => {
                 if let Some(&(key, side)) = self.detaching.get(&stream) {
                     if let Some(p) = self.splices.get_mut(&key) {
                         if let Some(buf) = p.prefix.get_mut(side) {
@@ -401,7 +397,7 @@ impl NodeRunner {
                     self.input(Input::StreamData { stream, data });
                 }
             }
-            RunnerMsg::StreamClosed { stream, how } => {
+            RunnerMsg::Pump(stream, PumpEvent::Closed(how)) => {
                 if let Some(&(key, side)) = self.detaching.get(&stream) {
                     if let Some(p) = self.splices.get_mut(&key) {
                         if how == Close::Reset {
@@ -421,7 +417,7 @@ impl NodeRunner {
                     self.input(Input::StreamClosed { stream, how });
                 }
             }
-            RunnerMsg::Detached { stream, io, state } => {
+            RunnerMsg::Pump(stream, PumpEvent::Detached { io, state }) => {
                 let Some((key, side)) = self.detaching.remove(&stream) else { return };
                 if let Some(p) = self.splices.get_mut(&key) {
                     if let Some(slot) = p.io.get_mut(side) {
@@ -452,15 +448,16 @@ impl NodeRunner {
                 self.input(Input::SpliceEnded { a, b, report });
             }
             RunnerMsg::Status(reply) => {
+                let conns = self.node.peer_connections();
                 let _ = reply.send(RunnerStatus {
                     resources: self.node.resources(),
                     known_exits: self.node.known_exits(),
                     registered_hubs: self.node.registered_hubs(),
                     pumps: self.pumps.len(),
                     pending_splices: self.splices.len(),
-                    direct_conns: self.conn_paths.values().filter(|p| !p.is_relayed()).count(),
-                    relayed_conns: self.conn_paths.values().filter(|p| p.is_relayed()).count(),
-                    reservations: self.reservations.len(),
+                    direct_conns: conns.direct,
+                    relayed_conns: conns.relayed,
+                    reservations: self.node.reservations_held(),
                 });
             }
             RunnerMsg::Shutdown => {}
@@ -473,27 +470,16 @@ impl NodeRunner {
         }
         match event {
             NetEvent::PeerConnected { peer, conn, path, limit } => {
-                if self.conn_paths.len() < MAX_TRACKED_CONNS {
-                    self.conn_paths.insert(conn, path);
-                }
                 self.input(Input::PeerConnected { peer, conn, path, limit })
             }
             NetEvent::PeerDisconnected { peer, conn } => {
-                self.conn_paths.remove(&conn);
                 self.input(Input::PeerDisconnected { peer, conn })
             }
             NetEvent::ReservationAccepted { hub } => {
-                self.reservations.insert(hub);
                 self.input(Input::ReservationAccepted { hub, expires_in: None })
             }
-            NetEvent::ReservationFailed { hub } => {
-                self.reservations.remove(&hub);
-                self.input(Input::ReservationFailed { hub })
-            }
-            NetEvent::ReservationLost { hub } => {
-                self.reservations.remove(&hub);
-                self.input(Input::ReservationLost { hub })
-            }
+            NetEvent::ReservationFailed { hub } => self.input(Input::ReservationFailed { hub }),
+            NetEvent::ReservationLost { hub } => self.input(Input::ReservationLost { hub }),
             NetEvent::HolePunchFailed { peer } => self.input(Input::HolePunchFailed { peer }),
             // Metrics and logs only: the core hears the answer to its own `HolePunch`.
             NetEvent::HolePunch { .. } => {}
@@ -553,10 +539,6 @@ impl NodeRunner {
                 }
             }
             Output::Unreserve { hub } => {
-                self.reservations.remove(&hub);
-                if let Some(m) = &self.metrics {
-                    m.reservation_dropped(&hub);
-                }
                 if self.net.try_send(NetCommand::Unreserve { hub }).is_err() {
                     tracing::warn!(%hub, "network congested: reservation not dropped");
                 }
@@ -833,7 +815,7 @@ mod tests {
             // Held back: the peer's next bytes are queued before the splice.
             peer.write_all(b"late bytes").await.expect("write");
             let late = next(&mut r).await;
-            assert!(matches!(late, RunnerMsg::StreamData { .. }), "{late:?}");
+            assert!(matches!(late, RunnerMsg::Pump(_, PumpEvent::Data(_))), "{late:?}");
             r.on_msg(connected);
             assert_eq!(r.detaching.len(), 2, "both pumps are detaching");
             r.on_msg(late);

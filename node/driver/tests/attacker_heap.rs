@@ -10,6 +10,10 @@
 //! few KiB of it, and stalls. The test asserts the node's live heap per
 //! attacker byte and per connection against the bounds below, and that the
 //! heap comes back once the attacker is gone.
+//!
+//! This is a test binary of its own, not a module of `tests/it`: the
+//! counting global allocator counts every allocation in the process, so any
+//! other test running beside it would show up in the figures.
 #![allow(clippy::unwrap_used)]
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _};

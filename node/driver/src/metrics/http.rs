@@ -179,8 +179,14 @@ async fn serve_connection(mut stream: TcpStream, metrics: Arc<Metrics>, limits: 
     let deadline = limits.read_deadline;
     let exchange = async {
         let service = hyper::service::service_fn(|request: Request<hyper::body::Incoming>| {
-            let response = respond(request.method(), request.uri().path(), &metrics);
-            async move { Ok::<_, Infallible>(response) }
+            let metrics = metrics.clone();
+            async move {
+                // The gauges of what the node holds are read from it per scrape.
+                if request.uri().path() == "/metrics" {
+                    metrics.refresh().await;
+                }
+                Ok::<_, Infallible>(respond(request.method(), request.uri().path(), &metrics))
+            }
         });
         let served = http1::Builder::new()
             .timer(TokioTimer::new())

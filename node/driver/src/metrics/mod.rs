@@ -1,14 +1,22 @@
 //! Prometheus metrics: [`Metrics`], counted from the core's [`Event`]s and the
-//! network's peer connections, and (in [`http`]) [`MetricsServer`], the HTTP
-//! endpoint serving them as `GET /metrics` in the OpenMetrics text format.
+//! network's reports, and (in [`http`]) [`MetricsServer`], the HTTP endpoint
+//! serving them as `GET /metrics` in the OpenMetrics text format.
+//!
+//! Counters count events. The gauges of what the node holds now (peer
+//! connections by path, relay reservations, hubs registered at, directory
+//! entries) are not kept in step with events here: each scrape reads them
+//! from the node itself ([`Snapshot`], asked for through the probe
+//! [`Metrics::derive_from`] installs), so there is no second copy of the
+//! node's tables to drift from the first.
 //!
 //! Every label set is a small closed set of snake_case strings (roles,
 //! reasons, directions, states): peer ids and addresses never become labels,
 //! so the number of series stays fixed however many peers come and go.
 
 use crate::port::{HolePunchStage, NetEvent};
+use futures::future::BoxFuture;
 use meshproxy_core::admission::Refusal;
-use meshproxy_core::ids::{ConnId, PeerId};
+use meshproxy_core::ids::PeerId;
 use meshproxy_core::io::{Event, FailReason, SpliceEnd};
 use meshproxy_core::selection::breaker::BreakerState;
 use meshproxy_core::target::Status;
@@ -19,9 +27,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 pub mod http;
 
@@ -36,11 +45,34 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub const SETUP_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// How many peers (connections, exits with a breaker, hubs, directory entries)
-/// the gauges keep track of individually. The core and the network bound all
-/// of these far lower; this only keeps the bookkeeping bounded if they ever
-/// did not (a peer beyond it is still counted by the counters, not the gauges).
+/// How many exits the breaker gauges keep track of individually. The core
+/// bounds the exits it knows far lower; this only keeps the bookkeeping
+/// bounded if it ever did not (an exit beyond it is still counted by the
+/// transition counter, not the gauges).
 pub const MAX_TRACKED: usize = 65_536;
+
+/// How long a scrape waits for the node's [`Snapshot`]; a node too busy to
+/// answer in time is scraped with the gauges it showed last.
+pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
+
+/// What the node holds now, read at each scrape for the gauges of the same
+/// names (the runner answers it from the core: see `RunnerStatus`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Peer connections open now that run directly (`peer_connections{path="direct"}`).
+    pub direct_conns: usize,
+    /// Peer connections open now through a hub's relay (`peer_connections{path="relayed"}`).
+    pub relayed_conns: usize,
+    /// (Exits) relay reservations held now (`relay_reservations`).
+    pub reservations: usize,
+    /// Hubs this node is registered at now (`hubs_registered`).
+    pub registered_hubs: usize,
+    /// (Hubs) exits in the directory now (`directory_exits`).
+    pub directory_exits: usize,
+}
+
+/// Asks the node for its [`Snapshot`]; `None` when it cannot answer (it stopped).
+pub type SnapshotProbe = Box<dyn Fn() -> BoxFuture<'static, Option<Snapshot>> + Send + Sync>;
 
 /// The label of a role that holds sessions.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -186,21 +218,10 @@ const FAILURE_STATUSES: [Status; 8] = [
 
 const BREAKER_STATES: [&str; 3] = ["closed", "open", "half_open"];
 
-/// Per-peer bookkeeping behind the gauges that must not double count (a
-/// re-registration, a repeated transition) or go negative (a disconnect of a
-/// connection never reported up).
-#[derive(Debug, Default)]
-struct Tracked {
-    conns: BTreeMap<ConnId, ConnPath>,
-    breakers: BTreeMap<PeerId, &'static str>,
-    hubs: BTreeSet<PeerId>,
-    directory: BTreeSet<PeerId>,
-    reservations: BTreeSet<PeerId>,
-}
-
 /// The node's metrics. Shared (`Arc`) between the runner, which feeds it with
-/// [`observe`](Self::observe) and [`observe_net`](Self::observe_net), and the
-/// endpoint, which [`encode`](Self::encode)s it per scrape.
+/// [`observe`](Self::observe) and [`observe_net`](Self::observe_net) and
+/// answers its [`Snapshot`] probe, and the endpoint, which
+/// [`refresh`](Self::refresh)es and [`encode`](Self::encode)s it per scrape.
 pub struct Metrics {
     registry: Registry,
     app_connections: Counter,
@@ -235,7 +256,15 @@ pub struct Metrics {
     relay_reservations_accepted: Counter,
     relay_reservations_failed: Counter,
     relay_reservations_lost: Counter,
-    tracked: Mutex<Tracked>,
+    /// The state each exit's breaker entered last, for the per-state gauge.
+    /// The core's breakers cannot stand in for it: the gauge counts only
+    /// exits whose breaker has tripped at least once, which a closed breaker
+    /// does not remember.
+    breaker_states: Mutex<BTreeMap<PeerId, &'static str>>,
+    /// Held while the open-sessions gauges are read and changed together.
+    sessions: Mutex<()>,
+    /// Where the gauges of what the node holds are read (see [`Snapshot`]).
+    probe: OnceLock<SnapshotProbe>,
 }
 
 impl fmt::Debug for Metrics {
@@ -289,7 +318,9 @@ impl Metrics {
             relay_reservations_accepted: Counter::default(),
             relay_reservations_failed: Counter::default(),
             relay_reservations_lost: Counter::default(),
-            tracked: Mutex::new(Tracked::default()),
+            breaker_states: Mutex::new(BTreeMap::new()),
+            sessions: Mutex::new(()),
+            probe: OnceLock::new(),
         };
         for role in [CLIENT, EXIT] {
             drop(m.sessions_open.get_or_create(&RoleLabels { role }));
@@ -499,10 +530,39 @@ impl Metrics {
         self
     }
 
-    /// The per-peer bookkeeping; a panic elsewhere while holding it cannot
-    /// leave it inconsistent beyond one event, so poisoning is ignored.
-    fn tracked(&self) -> MutexGuard<'_, Tracked> {
-        self.tracked.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// A panic elsewhere while holding one of the locks cannot leave what it
+    /// guards inconsistent beyond one event, so poisoning is ignored.
+    fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+        mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the gauges of what the node holds from `probe` at each
+    /// [`refresh`](Self::refresh). Set once; a later call is ignored.
+    pub fn derive_from(&self, probe: SnapshotProbe) {
+        let _ = self.probe.set(probe);
+    }
+
+    /// Sets the gauges of what the node holds from `now`.
+    pub fn show(&self, now: &Snapshot) {
+        let conns = [(ConnPath::Direct, now.direct_conns), (ConnPath::Relayed, now.relayed_conns)];
+        for (path, n) in conns {
+            self.peer_connections
+                .get_or_create(&PathLabels { path: path.label() })
+                .set(gauge_len(n));
+        }
+        self.relay_reservations.set(gauge_len(now.reservations));
+        self.hubs_registered.set(gauge_len(now.registered_hubs));
+        self.directory_exits.set(gauge_len(now.directory_exits));
+    }
+
+    /// Reads the node's [`Snapshot`] (within [`SNAPSHOT_WAIT`]) into the
+    /// gauges; the endpoint does this before it [`encode`](Self::encode)s a scrape.
+    pub async fn refresh(&self) {
+        if let Some(probe) = self.probe.get() {
+            if let Ok(Some(now)) = tokio::time::timeout(SNAPSHOT_WAIT, probe()).await {
+                self.show(&now);
+            }
+        }
     }
 
     fn open(&self, role: &'static str) -> i64 {
@@ -520,13 +580,13 @@ impl Metrics {
             | Event::ReservationLost { .. }
             | Event::HolePunch { .. } => {}
             Event::SessionEstablished { setup, .. } => {
-                let _tracked = self.tracked();
+                let _sessions = Self::lock(&self.sessions);
                 self.sessions_established.get_or_create(&RoleLabels { role: CLIENT }).inc();
                 self.sessions_open.get_or_create(&RoleLabels { role: CLIENT }).inc();
                 self.setup.observe(setup.as_secs_f64());
             }
             Event::ExitConnected { .. } => {
-                let _tracked = self.tracked();
+                let _sessions = Self::lock(&self.sessions);
                 self.sessions_established.get_or_create(&RoleLabels { role: EXIT }).inc();
                 self.sessions_open.get_or_create(&RoleLabels { role: EXIT }).inc();
             }
@@ -551,36 +611,21 @@ impl Metrics {
                 let status = status_label(status);
                 self.exit_connect_failures.get_or_create(&StatusLabels { status }).inc();
             }
-            Event::HubRegistered { hub } => {
+            // The gauges of hubs and directory entries are read at scrape time.
+            Event::HubRegistered { .. } => {
                 self.hub_registrations.inc();
-                let mut t = self.tracked();
-                if t.hubs.len() < MAX_TRACKED {
-                    t.hubs.insert(hub);
-                }
-                self.hubs_registered.set(gauge_len(t.hubs.len()));
             }
             Event::HubRefused { .. } => {
                 self.hub_refusals.inc();
             }
-            Event::HubLinkLost { hub } => {
+            Event::HubLinkLost { .. } => {
                 self.hub_links_lost.inc();
-                let mut t = self.tracked();
-                t.hubs.remove(&hub);
-                self.hubs_registered.set(gauge_len(t.hubs.len()));
             }
-            Event::DirectoryRegistered { peer } => {
+            Event::DirectoryRegistered { .. } => {
                 self.directory_registrations.inc();
-                let mut t = self.tracked();
-                if t.directory.len() < MAX_TRACKED {
-                    t.directory.insert(peer);
-                }
-                self.directory_exits.set(gauge_len(t.directory.len()));
             }
-            Event::DirectoryRemoved { peer } => {
+            Event::DirectoryRemoved { .. } => {
                 self.directory_removals.inc();
-                let mut t = self.tracked();
-                t.directory.remove(&peer);
-                self.directory_exits.set(gauge_len(t.directory.len()));
             }
             Event::AdmissionDenied { reason, .. } => {
                 self.admission_denials.get_or_create(&ReasonLabels { reason: reason.name() }).inc();
@@ -607,7 +652,7 @@ impl Metrics {
     /// sessions, it goes to the role with more of them. The sum over roles is
     /// always exact and neither role ever goes negative.
     fn session_closed(&self) {
-        let _tracked = self.tracked();
+        let _sessions = Self::lock(&self.sessions);
         let (client, exit) = (self.open(CLIENT), self.open(EXIT));
         let role = match (client > 0, exit > 0) {
             (false, false) => return,
@@ -621,26 +666,29 @@ impl Metrics {
 
     fn breaker(&self, exit: PeerId, to: &'static str) {
         self.breaker_transitions.get_or_create(&StateLabels { state: to }).inc();
-        let mut t = self.tracked();
-        if t.breakers.len() >= MAX_TRACKED && !t.breakers.contains_key(&exit) {
+        let mut states = Self::lock(&self.breaker_states);
+        if states.len() >= MAX_TRACKED && !states.contains_key(&exit) {
             return;
         }
-        if let Some(from) = t.breakers.insert(exit, to) {
+        if let Some(from) = states.insert(exit, to) {
             self.breakers.get_or_create(&StateLabels { state: from }).dec();
         }
         self.breakers.get_or_create(&StateLabels { state: to }).inc();
     }
 
-    /// Counts what the peer network reports: connections going up and down, each
-    /// labelled by its path (a connection through a hub's `/p2p-circuit` is `relayed`),
-    /// hole-punch attempts and their outcomes, and relay reservations.
+    /// Counts what the peer network reports: connections opened, each labelled
+    /// by its path (a connection through a hub's `/p2p-circuit` is `relayed`),
+    /// hole-punch attempts and their outcomes, and relay reservations granted,
+    /// refused and lost. (How many of each are open or held now is read from
+    /// the node at scrape time.)
     pub fn observe_net(&self, event: &NetEvent) {
         match event {
-            NetEvent::PeerConnected { conn, path, .. } => {
+            NetEvent::PeerConnected { path, .. } => {
                 let path = if path.is_relayed() { ConnPath::Relayed } else { ConnPath::Direct };
-                self.peer_connected(*conn, path);
+                self.peer_connections_opened
+                    .get_or_create(&PathLabels { path: path.label() })
+                    .inc();
             }
-            NetEvent::PeerDisconnected { conn, .. } => self.peer_disconnected(*conn),
             NetEvent::HolePunch { stage, .. } => {
                 let counter = match stage {
                     HolePunchStage::Started => &self.hole_punch_attempts,
@@ -649,51 +697,16 @@ impl Metrics {
                 };
                 counter.inc();
             }
-            NetEvent::ReservationAccepted { hub } => {
+            NetEvent::ReservationAccepted { .. } => {
                 self.relay_reservations_accepted.inc();
-                let mut t = self.tracked();
-                if t.reservations.len() < MAX_TRACKED {
-                    t.reservations.insert(*hub);
-                }
-                self.relay_reservations.set(gauge_len(t.reservations.len()));
             }
-            NetEvent::ReservationFailed { hub } | NetEvent::ReservationLost { hub } => {
-                if matches!(event, NetEvent::ReservationLost { .. }) {
-                    self.relay_reservations_lost.inc();
-                } else {
-                    self.relay_reservations_failed.inc();
-                }
-                let mut t = self.tracked();
-                t.reservations.remove(hub);
-                self.relay_reservations.set(gauge_len(t.reservations.len()));
+            NetEvent::ReservationFailed { .. } => {
+                self.relay_reservations_failed.inc();
+            }
+            NetEvent::ReservationLost { .. } => {
+                self.relay_reservations_lost.inc();
             }
             _ => {}
-        }
-    }
-
-    /// A reservation was given up on purpose (`Unreserve`): no longer held, not lost.
-    pub fn reservation_dropped(&self, hub: &PeerId) {
-        let mut t = self.tracked();
-        t.reservations.remove(hub);
-        self.relay_reservations.set(gauge_len(t.reservations.len()));
-    }
-
-    /// A peer connection is up.
-    pub fn peer_connected(&self, conn: ConnId, path: ConnPath) {
-        self.peer_connections_opened.get_or_create(&PathLabels { path: path.label() }).inc();
-        let mut t = self.tracked();
-        if t.conns.len() >= MAX_TRACKED || t.conns.contains_key(&conn) {
-            return;
-        }
-        t.conns.insert(conn, path);
-        self.peer_connections.get_or_create(&PathLabels { path: path.label() }).inc();
-    }
-
-    /// A peer connection went down; one never reported up is ignored.
-    pub fn peer_disconnected(&self, conn: ConnId) {
-        let mut t = self.tracked();
-        if let Some(path) = t.conns.remove(&conn) {
-            self.peer_connections.get_or_create(&PathLabels { path: path.label() }).dec();
         }
     }
 
@@ -713,6 +726,7 @@ fn gauge_len(n: usize) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshproxy_core::ids::ConnId;
     use proptest::prelude::*;
     use std::time::Duration;
 
@@ -840,7 +854,7 @@ mod tests {
     }
 
     #[test]
-    fn hub_and_directory_gauges_do_not_double_count() {
+    fn hub_and_directory_events_are_counted() {
         let m = Metrics::new();
         m.observe(&Event::HubRegistered { hub: peer(1) });
         m.observe(&Event::HubRegistered { hub: peer(1) });
@@ -857,10 +871,11 @@ mod tests {
         for line in [
             "meshproxy_hub_registrations_total 3\n",
             "meshproxy_hub_links_lost_total 1\n",
-            "meshproxy_hubs_registered 1\n",
+            // The gauges are the node's to say (a snapshot), not the events'.
+            "meshproxy_hubs_registered 0\n",
             "meshproxy_directory_registrations_total 3\n",
             "meshproxy_directory_removals_total 2\n",
-            "meshproxy_directory_exits 1\n",
+            "meshproxy_directory_exits 0\n",
             "meshproxy_admission_denials_total{reason=\"role_not_allowed\"} 1\n",
             "meshproxy_admission_denials_total{reason=\"bad_proof\"} 0\n",
             "meshproxy_exit_not_admitted_total{reason=\"expired\"} 1\n",
@@ -871,7 +886,7 @@ mod tests {
     }
 
     #[test]
-    fn network_reports_label_paths_and_count_hole_punches_and_reservations() {
+    fn network_reports_count_connections_by_path_hole_punches_and_reservations() {
         use meshproxy_core::io::Path;
         let m = Metrics::new();
         let (hub, exit) = (PeerId::from_u64(1), PeerId::from_u64(2));
@@ -895,42 +910,85 @@ mod tests {
         m.observe_net(&NetEvent::ReservationAccepted { hub: exit });
         m.observe_net(&NetEvent::ReservationLost { hub });
         m.observe_net(&NetEvent::ReservationFailed { hub });
+        m.observe_net(&NetEvent::PeerDisconnected { peer: exit, conn: ConnId(2) });
         let text = m.encode();
         for line in [
-            "meshproxy_peer_connections{path=\"direct\"} 1\n",
-            "meshproxy_peer_connections{path=\"relayed\"} 1\n",
+            "meshproxy_peer_connections_opened_total{path=\"direct\"} 1\n",
+            "meshproxy_peer_connections_opened_total{path=\"relayed\"} 1\n",
+            // How many are open or held now is read from the node (a snapshot).
+            "meshproxy_peer_connections{path=\"direct\"} 0\n",
+            "meshproxy_relay_reservations 0\n",
             "meshproxy_hole_punch_attempts_total 2\n",
             "meshproxy_hole_punch_successes_total 1\n",
             "meshproxy_hole_punch_failures_total 1\n",
-            "meshproxy_relay_reservations 1\n",
             "meshproxy_relay_reservations_accepted_total 2\n",
             "meshproxy_relay_reservations_lost_total 1\n",
             "meshproxy_relay_reservations_failed_total 1\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
-        m.reservation_dropped(&exit);
-        assert!(m.encode().contains("meshproxy_relay_reservations 0\n"));
     }
 
-    #[test]
-    fn peer_connections_count_up_and_down_once() {
+    /// The gauges of what the node holds come from its snapshot, read afresh
+    /// at every scrape; a node that cannot answer leaves the last figures.
+    #[tokio::test]
+    async fn each_scrape_reads_the_gauges_from_the_nodes_snapshot() {
+        use std::sync::Arc;
         let m = Metrics::new();
-        m.peer_connected(ConnId(1), ConnPath::Direct);
-        m.peer_connected(ConnId(2), ConnPath::Direct);
-        m.peer_connected(ConnId(3), ConnPath::Relayed);
-        m.peer_disconnected(ConnId(1));
-        m.peer_disconnected(ConnId(1));
-        m.peer_disconnected(ConnId(42));
-        let text = m.encode();
-        for line in [
-            "meshproxy_peer_connections{path=\"direct\"} 1\n",
+        let node = Arc::new(Mutex::new(Some(Snapshot {
+            direct_conns: 3,
+            relayed_conns: 1,
+            reservations: 2,
+            registered_hubs: 2,
+            directory_exits: 5,
+        })));
+        let answers = node.clone();
+        m.derive_from(Box::new(move || {
+            let now = *Metrics::lock(&answers);
+            Box::pin(async move { now })
+        }));
+        let expect = |text: &str, lines: [&str; 5]| {
+            for line in lines {
+                assert!(text.contains(line), "missing {line:?} in\n{text}");
+            }
+        };
+        let first = [
+            "meshproxy_peer_connections{path=\"direct\"} 3\n",
             "meshproxy_peer_connections{path=\"relayed\"} 1\n",
-            "meshproxy_peer_connections_opened_total{path=\"direct\"} 2\n",
-            "meshproxy_peer_connections_opened_total{path=\"relayed\"} 1\n",
-        ] {
-            assert!(text.contains(line), "missing {line:?} in\n{text}");
-        }
+            "meshproxy_relay_reservations 2\n",
+            "meshproxy_hubs_registered 2\n",
+            "meshproxy_directory_exits 5\n",
+        ];
+        expect(
+            &{
+                m.refresh().await;
+                m.encode()
+            },
+            first,
+        );
+        *Metrics::lock(&node) = Some(Snapshot { direct_conns: 1, ..Snapshot::default() });
+        let second = [
+            "meshproxy_peer_connections{path=\"direct\"} 1\n",
+            "meshproxy_peer_connections{path=\"relayed\"} 0\n",
+            "meshproxy_relay_reservations 0\n",
+            "meshproxy_hubs_registered 0\n",
+            "meshproxy_directory_exits 0\n",
+        ];
+        expect(
+            &{
+                m.refresh().await;
+                m.encode()
+            },
+            second,
+        );
+        *Metrics::lock(&node) = None;
+        expect(
+            &{
+                m.refresh().await;
+                m.encode()
+            },
+            second,
+        );
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
     /// While we are connected to the hub but its identify has not come yet, the dial waits
     /// for it (at most [`IDENTIFY_WAIT`]). DCUtR's hole punch offers the peer the addresses
     /// hubs saw us at, which identify brings: a circuit that came up before them made the
-    /// punch fail at once with `NoAddresses` (1 run in 10 of `tests/relay_client.rs`, which
+    /// punch fail at once with `NoAddresses` (1 run in 10 of `tests/it/relay_client.rs`, which
     /// dials through a hub right after connecting to it, as a freshly started client would).
     pub(super) fn dial_via(&mut self, peer: PeerId, hub: PeerId) {
         let (Some(_), Some(hub_id), true) =

@@ -11,14 +11,15 @@
 //! The hub, exit and client are the real `meshproxy` binary, started with `ip netns exec`.
 //! The exit runs with `reachability = "auto"`: autonat (the hub answers probes) finds it
 //! unreachable, it reserves at the hub's relay, and the client reaches it through a relay
-//! circuit; a SOCKS5 fetch to the origin must get through. Whether the relayed connection
-//! was then upgraded to a direct one (DCUtR, or the exit's direct dial to the public
-//! client) is printed, not asserted: it depends on the NAT.
+//! circuit; a SOCKS5 fetch to the origin must get through, and the nodes' own `/metrics`
+//! (scraped inside their namespaces) must show the reservation and the relayed connection.
+//! Whether the relayed connection was then upgraded to a direct one (DCUtR, or the exit's
+//! direct dial to the public client) is printed, not asserted: it depends on the NAT.
 //!
 //! Needs root (or CAP_NET_ADMIN + CAP_SYS_ADMIN), `ip` (iproute2) and `nft` or `iptables`;
 //! without them the test prints why and passes without running. The origin and the SOCKS5
 //! app are this test binary itself, re-run inside a namespace (the `nat_helper_*` tests,
-//! which do nothing unless their environment variable is set).
+//! ignored in a normal run so that they never show up as passing tests that did nothing).
 #![allow(clippy::unwrap_used)]
 // a panic in a test helper is a failed test
 // The driver's tests run on real clocks: deadlines for real processes and namespaces.
@@ -38,6 +39,8 @@ const FETCH_ENV: &str = "MESHPROXY_NAT_FETCH";
 const HUB_IP: &str = "10.200.0.2";
 const ORIGIN: &str = "10.200.0.2:8080";
 const SOCKS: &str = "127.0.0.1:1080";
+/// Where the exit and the client serve `/metrics`, each inside its own namespace.
+const METRICS: &str = "127.0.0.1:9464";
 /// The fetch, from start to echoed payload (autonat's first probe waits 5 s).
 const FETCH_DEADLINE: Duration = Duration::from_secs(90);
 /// How long to wait, after the fetch, for a direct upgrade to show in the logs.
@@ -47,6 +50,31 @@ const PAYLOAD: usize = 64 * 1024;
 /// Runs a command to completion (bounded), returning its stderr on failure.
 fn run(args: &[&str]) -> Result<(), String> {
     run_with_input(args, None)
+}
+
+/// One `GET /metrics` from the endpoint at [`METRICS`] inside namespace `ns` (bash's
+/// `/dev/tcp`: the test process cannot reach into the namespace itself).
+fn scrape(ns: &str) -> String {
+    let (ip, port) = METRICS.split_once(':').unwrap();
+    let get = format!(
+        "exec 3<>/dev/tcp/{ip}/{port} && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && \
+         timeout 10 cat <&3"
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", "15", "bash", "-c", &get])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of one sample (`name{labels}`, exactly) in a scrape; 0 when absent.
+fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn run_with_input(args: &[&str], input: Option<&str>) -> Result<(), String> {
@@ -326,7 +354,7 @@ fn socks5_through_an_exit_behind_a_real_nat() {
         "exit",
         &format!(
             "identity = \"{}\"\nlisten = [\"/ip4/0.0.0.0/tcp/4001\"]\nautonat_private_ips = true\n\
-             reachability = \"auto\"\n{hubs}\
+             reachability = \"auto\"\nmetrics = \"{METRICS}\"\n{hubs}\
              [exit]\ncredential = {{ id = \"exit\", token = \"t-exit-token-0123456789\" }}\nallow = [\"{ORIGIN}\"]\nrelay = \"auto\"\n",
             exit_key.display()
         ),
@@ -335,7 +363,8 @@ fn socks5_through_an_exit_behind_a_real_nat() {
         d,
         "client",
         &format!(
-            "identity = \"{}\"\nlisten = [\"/ip4/0.0.0.0/tcp/4001\"]\nautonat_private_ips = true\n{hubs}\
+            "identity = \"{}\"\nlisten = [\"/ip4/0.0.0.0/tcp/4001\"]\nautonat_private_ips = true\n\
+             metrics = \"{METRICS}\"\n{hubs}\
              [client]\ncredential = {{ id = \"client\", token = \"t-client-token-01234567\" }}\nrefresh_ms = 500\n\
              [[client.listeners]]\nbind = \"{SOCKS}\"\nprotocol = \"socks5\"\n",
             client_key.display()
@@ -344,9 +373,14 @@ fn socks5_through_an_exit_behind_a_real_nat() {
 
     let me = std::env::current_exe().unwrap();
     let me = me.to_str().unwrap();
-    let helper = |name| vec![me, "--exact", name, "--nocapture", "--test-threads=1"];
-    let _origin =
-        Proc::start("origin", hub_ns, &helper("nat_helper_origin"), &[(ORIGIN_ENV, ORIGIN)], d);
+    let helper = |name| vec![me, "--exact", name, "--ignored", "--nocapture", "--test-threads=1"];
+    let _origin = Proc::start(
+        "origin",
+        hub_ns,
+        &helper("nat::nat_helper_origin"),
+        &[(ORIGIN_ENV, ORIGIN)],
+        d,
+    );
     let mut hub =
         Proc::start("hub", hub_ns, &[BIN, "run", "--config", hub_cfg.to_str().unwrap()], &[], d);
     let mut exit =
@@ -359,8 +393,13 @@ fn socks5_through_an_exit_behind_a_real_nat() {
         d,
     );
     let target = format!("{SOCKS} {ORIGIN}");
-    let mut fetch =
-        Proc::start("fetch", client_ns, &helper("nat_helper_fetch"), &[(FETCH_ENV, &target)], d);
+    let mut fetch = Proc::start(
+        "fetch",
+        client_ns,
+        &helper("nat::nat_helper_fetch"),
+        &[(FETCH_ENV, &target)],
+        d,
+    );
 
     let logs = |procs: [&Proc; 4]| {
         procs
@@ -394,16 +433,19 @@ fn socks5_through_an_exit_behind_a_real_nat() {
         fetch.log().lines().filter(|l| l.contains("NAT-FETCH")).collect::<Vec<_>>().join("\n")
     );
 
+    // What the nodes say of themselves, not how their logs word it.
+    let (exit_says, client_says) = (scrape(exit_ns), scrape(client_ns));
+    assert!(
+        sample(&exit_says, "meshproxy_relay_reservations_accepted_total") >= 1.0,
+        "the exit never held a reservation:\n{exit_says}\n{}",
+        exit.log()
+    );
+    assert!(
+        sample(&client_says, "meshproxy_peer_connections_opened_total{path=\"relayed\"}") >= 1.0,
+        "the client never used a relayed connection:\n{client_says}\n{}",
+        client.log()
+    );
     let exit_log = exit.log();
-    let client_log = client.log();
-    assert!(
-        exit_log.contains("relay reservation accepted"),
-        "the exit never held a reservation:\n{exit_log}"
-    );
-    assert!(
-        client_log.contains("peer connected through a relay"),
-        "the client never used a relayed connection:\n{client_log}"
-    );
     let verdict = exit_log
         .lines()
         .find(|l| l.contains("autonat: reachability changed"))
@@ -441,6 +483,7 @@ fn socks5_through_an_exit_behind_a_real_nat() {
 
 /// (Run inside the hub's namespace by the NAT test.) An echo origin.
 #[test]
+#[ignore = "a helper the NAT test runs inside a namespace"]
 fn nat_helper_origin() {
     let Ok(addr) = std::env::var(ORIGIN_ENV) else { return };
     let listener = TcpListener::bind(addr.as_str()).unwrap();
@@ -480,6 +523,7 @@ fn socks_connect(socks: SocketAddr, target: SocketAddr) -> std::io::Result<(u8, 
 /// (Run inside the client's namespace by the NAT test.) SOCKS5 CONNECTs until one
 /// succeeds, then 64 KiB must come back from the echo origin intact.
 #[test]
+#[ignore = "a helper the NAT test runs inside a namespace"]
 fn nat_helper_fetch() {
     let Ok(spec) = std::env::var(FETCH_ENV) else { return };
     let (socks, target) = spec.split_once(' ').unwrap();

@@ -12,9 +12,7 @@
 //! connected.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
 
-mod common;
-
-use common::{base, pipe, FakeNet};
+use crate::common::{base, pipe, FakeNet};
 use meshproxy::config::FileConfig;
 use meshproxy::identity::Identity;
 use meshproxy::metrics::Metrics;
@@ -143,7 +141,7 @@ fn exit_config() -> NodeConfig {
         attrs: Attrs::default(),
         addrs: Vec::new(),
         capacity: 16,
-        credential: common::credential("exit"),
+        credential: crate::common::credential("exit"),
         relay: meshproxy_core::config::RelayMode::default(),
         open: true,
     });
@@ -428,13 +426,13 @@ async fn a_closed_exit_serves_only_peers_with_a_ticket_and_dials_nothing_for_the
         config.hubs = vec![HubContact {
             peer: hub_id(),
             addrs: Vec::new(),
-            ticket_key: Some(common::hub_signer().public()),
+            ticket_key: Some(crate::common::hub_signer().public()),
         }];
         if let Some(e) = config.exit.as_mut() {
             e.open = false;
         }
         let mut w = World::start_with(config).await;
-        let hub = common::hub_signer();
+        let hub = crate::common::hub_signer();
         let stranger = TicketSigner::from_secret([99; 32]);
         let in_an_hour = unix_now() + 3600;
         // With the hub's ticket a request goes through.

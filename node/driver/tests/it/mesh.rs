@@ -3,10 +3,8 @@
 //! origin — and the exit's policy refusing what it does not allow.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
 
-mod common;
-
-use common::echo_origin;
-use common::live::{node, socks_connect};
+use crate::common::echo_origin;
+use crate::common::live::{node, socks_connect};
 use meshproxy::identity::Identity;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

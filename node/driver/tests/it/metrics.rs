@@ -3,10 +3,8 @@
 //! policy denial, each node's scrape shows what happened on it.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
 
-mod common;
-
-use common::echo_origin;
-use common::live::{node, scrape, socks_connect, value};
+use crate::common::echo_origin;
+use crate::common::live::{node, scrape, socks_connect, value};
 use meshproxy::app::StartError;
 use meshproxy::config::FileConfig;
 use meshproxy::identity::Identity;

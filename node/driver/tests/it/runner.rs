@@ -3,9 +3,7 @@
 // Helpers outside #[test] fns panic on purpose too: a failure there is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{base, credential, echo_origin, exit_config, hub_config, status, FakeNet};
+use crate::common::{base, credential, echo_origin, exit_config, hub_config, status, FakeNet};
 use meshproxy::runner::RunnerMsg;
 use meshproxy::tcp::TcpIo;
 use meshproxy_core::config::{ClientConfig, ListenerConfig, ListenerProtocol, SelectionConfig};
@@ -50,7 +48,7 @@ impl Mesh {
     }
 
     async fn wait_for_exit(&self) {
-        common::wait_for_exit(&self.client).await;
+        crate::common::wait_for_exit(&self.client).await;
     }
 
     /// A fake listener: an accepted loopback connection handed to the client runner.

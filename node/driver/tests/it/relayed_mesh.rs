@@ -4,10 +4,8 @@
 //! relay circuit, a SOCKS5 fetch gets through, and the status and metrics say so.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
 
-mod common;
-
-use common::echo_origin;
-use common::live::{node, scrape, socks_connect, value};
+use crate::common::echo_origin;
+use crate::common::live::{node, scrape, socks_connect, value};
 use meshproxy::identity::Identity;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

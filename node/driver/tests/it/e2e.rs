@@ -9,9 +9,7 @@
 //! with SIGKILL. Tests take turns (see `serial`).
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
 
-mod common;
-
-use common::e2e::*;
+use crate::common::e2e::*;
 use std::io::ErrorKind;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

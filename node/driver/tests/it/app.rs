@@ -3,9 +3,7 @@
 // Helpers outside #[test] fns panic on purpose too: a failure there is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{echo_origin, exit_config, hub_config, status, wait_for_exit, FakeNet};
+use crate::common::{echo_origin, exit_config, hub_config, status, wait_for_exit, FakeNet};
 use meshproxy::app::{start_node, RunningNode};
 use meshproxy::config::FileConfig;
 use meshproxy::identity::Identity;
@@ -106,9 +104,13 @@ async fn graceful_shutdown_stops_accepting_and_lets_a_session_finish() {
         let listen = node.listen_addrs[0];
         let mut app = http_connect(&node, origin, b"").await;
         let stopping = tokio::spawn(node.shutdown_gracefully(Duration::from_secs(10)));
-        // New apps are turned away while the running session goes on.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(TcpStream::connect(listen).await.is_err(), "the listener is closed");
+        // New apps are turned away while the running session goes on: the
+        // listener closes (waited for, within a bound, not assumed after a nap).
+        let closing = tokio::time::Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(listen).await.is_ok() {
+            assert!(tokio::time::Instant::now() < closing, "the listener is still open after 5 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         app.write_all(b"still here").await.unwrap();
         let mut got = [0u8; 10];
         app.read_exact(&mut got).await.unwrap();

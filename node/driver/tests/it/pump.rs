@@ -3,8 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
-use meshproxy::pump::{run, PumpCmd};
-use meshproxy::runner::RunnerMsg;
+use meshproxy::pump::{run, PumpCmd, PumpEvent};
 use meshproxy::tcp::TcpIo;
 use meshproxy_core::ids::StreamId;
 use meshproxy_core::io::Close;
@@ -18,7 +17,7 @@ use tokio::time::timeout;
 const S: StreamId = StreamId::outside(1);
 
 /// (the remote end the test holds, commands to the pump, what the pump reports)
-async fn pumped() -> (TcpStream, mpsc::Sender<PumpCmd>, mpsc::Receiver<RunnerMsg>) {
+async fn pumped() -> (TcpStream, mpsc::Sender<PumpCmd>, mpsc::Receiver<(StreamId, PumpEvent)>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (remote, local) = tokio::join!(TcpStream::connect(l.local_addr().unwrap()), l.accept());
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
@@ -44,10 +43,10 @@ async fn data_and_a_half_close_are_reported_and_writes_go_on_after_it() {
     timeout(Duration::from_secs(10), async {
         let (mut remote, cmds, mut rx) = pumped().await;
         remote.write_all(b"hello").await.unwrap();
-        let Some(RunnerMsg::StreamData { stream, data }) = rx.recv().await else { panic!() };
+        let Some((stream, PumpEvent::Data(data))) = rx.recv().await else { panic!() };
         assert_eq!((stream, &data[..]), (S, &b"hello"[..]));
         remote.shutdown().await.unwrap();
-        let Some(RunnerMsg::StreamClosed { how: Close::Fin, .. }) = rx.recv().await else {
+        let Some((S, PumpEvent::Closed(Close::Fin))) = rx.recv().await else {
             panic!("a FIN is reported as Fin")
         };
         cmds.send(PumpCmd::Write(Bytes::from_static(b"reply"))).await.unwrap();
@@ -70,7 +69,7 @@ async fn close_reset_resets_and_a_remote_reset_is_reported_as_reset() {
         let (remote, _cmds, mut rx) = pumped().await;
         remote.set_zero_linger().unwrap();
         drop(remote);
-        let Some(RunnerMsg::StreamClosed { how: Close::Reset, .. }) = rx.recv().await else {
+        let Some((S, PumpEvent::Closed(Close::Reset))) = rx.recv().await else {
             panic!("an RST is reported as Reset, never as Fin")
         };
     })
@@ -84,7 +83,7 @@ async fn detach_hands_the_stream_back_after_queued_writes() {
         let (mut remote, cmds, mut rx) = pumped().await;
         cmds.send(PumpCmd::Write(Bytes::from_static(b"first"))).await.unwrap();
         cmds.send(PumpCmd::Detach).await.unwrap();
-        let Some(RunnerMsg::Detached { stream, mut io, state }) = rx.recv().await else {
+        let Some((stream, PumpEvent::Detached { mut io, state })) = rx.recv().await else {
             panic!("expected Detached")
         };
         assert_eq!(stream, S);

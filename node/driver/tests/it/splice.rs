@@ -196,21 +196,32 @@ async fn idle_timeout_resets_both_sides() {
     .unwrap();
 }
 
-#[tokio::test]
+/// Eight gaps of 100 ms span 800 ms against a 300 ms idle timer: only a timer
+/// that traffic resets survives. The streams are in-memory pipes and the clock
+/// is Tokio's paused test clock, so the gaps are exact however loaded the
+/// machine is (real sockets and real sleeps made this a race against the load).
+#[tokio::test(start_paused = true)]
 async fn traffic_keeps_an_idle_timer_from_firing() {
     timeout(T, async {
-        // Six gaps of 150 ms span 900 ms: only a timer that traffic resets survives.
-        let (mut app, mut origin, task) = spliced(b"", b"", Duration::from_millis(1000)).await;
-        for _ in 0..6 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
+        let (mut app, a) = tokio::io::duplex(1024);
+        let (mut origin, b) = tokio::io::duplex(1024);
+        let idle = Duration::from_millis(300);
+        let limits = SpliceLimits { idle_timeout: idle };
+        let task =
+            tokio::spawn(splice(Box::new(a), Box::new(b), Bytes::new(), Bytes::new(), limits));
+        let started = tokio::time::Instant::now();
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
             app.write_all(b"k").await.unwrap();
             let mut one = [0u8; 1];
             origin.read_exact(&mut one).await.unwrap();
         }
-        assert!(!task.is_finished());
+        assert!(started.elapsed() > idle * 2, "the traffic outlasted the timer");
+        assert!(!task.is_finished(), "traffic reset the idle timer");
         app.shutdown().await.unwrap();
         origin.shutdown().await.unwrap();
-        assert_eq!(task.await.unwrap().how, SpliceEnd::Clean);
+        let report = task.await.unwrap();
+        assert_eq!(report, SpliceReport { a_to_b: 8, b_to_a: 0, how: SpliceEnd::Clean });
     })
     .await
     .unwrap();
