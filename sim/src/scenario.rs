@@ -11,7 +11,7 @@
 
 mod adversaries;
 
-pub use adversaries::{AdversarySpec, LimitsSpec};
+pub use adversaries::{AdversarySpec, ScenarioLimits};
 use meshproxy_core::record::{valid_label, CountryCode, MAX_LABELS};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -61,9 +61,9 @@ pub struct Scenario {
     /// Misbehaving apps and peers (sim/src/world/adversary); none by default.
     #[serde(default)]
     pub adversaries: AdversarySpec,
-    /// Overrides of the nodes' table limits; the core's defaults by default.
+    /// The nodes' table limits; the core's defaults by default.
     #[serde(default)]
-    pub limits: LimitsSpec,
+    pub limits: ScenarioLimits,
     /// The hubs' admission tickets.
     #[serde(default)]
     pub hubs: Hubs,
@@ -1240,6 +1240,34 @@ destinations = [{ kind = "echo", weight = 1 }]
     fn real_scenarios() -> Vec<Scenario> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
         load_dir(&dir).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `[limits]` is the core's `Limits` (the keys a node's config file
+    /// takes), so a scenario can set any of them, `max_sessions_per_exit`
+    /// included, and every node runs with them.
+    #[test]
+    fn a_scenario_sets_any_core_limit_for_every_node() {
+        let text = format!(
+            "{FULL}\n[limits]\nmax_sessions_per_exit = 3\nmax_client_sessions = 9\n\
+             max_directory_entries = 8\n"
+        );
+        let s = parse(&text).unwrap();
+        let want = meshproxy_core::config::Limits {
+            max_sessions_per_exit: 3,
+            max_client_sessions: 9,
+            ..Default::default()
+        };
+        assert_eq!(s.limits.nodes, want);
+        assert_eq!(s.limits.max_directory_entries, Some(8));
+        let nodes = crate::topology::build(&s, 1);
+        assert!(nodes.iter().all(|(_, config, _)| config.limits == want));
+        let hub = nodes[0].1.hub.as_ref().unwrap();
+        assert_eq!(hub.directory.max_entries, 8);
+        assert_field(
+            &format!("{FULL}\n[limits]\nmax_sessions = 3\n"),
+            "limits.max_sessions",
+            "`max_sessions`",
+        );
     }
 
     #[test]
