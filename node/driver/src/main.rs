@@ -9,9 +9,9 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use meshproxy::config::FileConfig;
+use meshproxy::config::{FileConfig, Settings};
 use meshproxy::flags::{ClientFlags, CommonFlags, ExitFlags, HubFlags, RoleFlags};
-use meshproxy::identity::Identity;
+use meshproxy::identity::{Identity, IdentityError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -130,14 +130,28 @@ const GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the node `file` describes until Ctrl-C or SIGTERM.
 fn run(file: FileConfig) -> Result<(), String> {
-    // Checked before the identity file is created: a bad config leaves nothing behind.
-    let threads = file.worker_threads().map_err(|e| e.to_string())?;
-    let identity = Identity::load_or_create(&file.identity_path()).map_err(|e| e.to_string())?;
-    let runtime = meshproxy::app::runtime(threads).map_err(|e| format!("tokio runtime: {e}"))?;
+    let path = file.identity_path();
+    let (identity, fresh) = match Identity::load(&path) {
+        Err(IdentityError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            (Identity::generate(), true)
+        }
+        loaded => (loaded.map_err(|e| e.to_string())?, false),
+    };
+    // The whole file is checked before a new identity file is written: a bad
+    // config leaves nothing behind.
+    let settings = Settings::from_file(&file, &identity, &meshproxy::node::parse_addr)
+        .map_err(|e| e.to_string())?;
+    if fresh {
+        identity.create(&path).map_err(|e| e.to_string())?;
+        tracing::info!(path = %path.display(), peer = %identity.peer_id_string(), "created identity");
+    }
+    let runtime =
+        meshproxy::app::runtime(settings.threads).map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async {
         let seed = rand::random::<u64>();
-        let running =
-            meshproxy::node::start(&file, &identity, seed).await.map_err(|e| e.to_string())?;
+        let running = meshproxy::node::start_with_settings(settings, &identity, seed)
+            .await
+            .map_err(|e| e.to_string())?;
         println!("peer id: {}", identity.peer_id_string());
         for addr in &running.p2p_addrs {
             println!("p2p: {addr}/p2p/{}", identity.peer_id_string());
@@ -197,8 +211,9 @@ fn check(path: &Path) -> Result<(), String> {
             Identity::from_secret([0; 32])
         }
     };
-    let node =
-        file.to_node_config(&identity, &meshproxy::node::parse_addr).map_err(|e| e.to_string())?;
+    let settings = Settings::from_file(&file, &identity, &meshproxy::node::parse_addr)
+        .map_err(|e| e.to_string())?;
+    let node = &settings.node;
     if let Some(hub) = &node.hub {
         for key in &hub.keys {
             let pin = key.peer.map_or(String::new(), |_| ", pinned to one peer".into());
@@ -218,14 +233,14 @@ fn check(path: &Path) -> Result<(), String> {
     .collect();
     println!("roles: {}", roles.join(", "));
     println!("hubs: {}", node.hubs.len());
-    for s in file.listener_sockets() {
+    for s in &settings.listeners {
         let auth = if s.has_auth { "auth" } else { "no auth" };
         println!("listener: {} ({auth})", s.bind);
         if meshproxy::listener::exposed_without_auth(s.bind, s.has_auth) {
             println!("  warning: reachable from other hosts without authentication");
         }
     }
-    if let Some(state) = &file.state {
+    if let Some(state) = &settings.state {
         println!("state: {}", state.display());
     }
     Ok(())
