@@ -5,7 +5,8 @@ use crate::app::{self, NetworkStarter, RunningNode, StartError};
 use crate::config::{FileConfig, Settings};
 use crate::identity::Identity;
 use crate::network::{
-    addr_to_core, AdmittedPeers, AutonatConfig, NetConfig, NetworkActor, RelayServerConfig,
+    addr_to_core, AdmittedPeers, AutonatConfig, NetConfig, NetError, NetworkActor,
+    RelayServerConfig,
 };
 use crate::sockets::{Sockets, TokioSockets};
 use libp2p::Multiaddr;
@@ -18,15 +19,18 @@ use tokio::sync::mpsc;
 pub enum RunError {
     /// The identity key is not a valid Ed25519 secret.
     #[error("identity: {0}")]
-    Identity(String),
+    Identity(#[source] libp2p::identity::DecodingError),
     /// A `listen` address is not a multiaddr.
-    #[error("listen address `{addr}`: {reason}")]
+    #[error("listen address `{addr}`: {source}")]
     Listen {
         /// The address as written.
         addr: String,
         /// Why it does not parse.
-        reason: String,
+        source: libp2p::multiaddr::Error,
     },
+    /// The peer network did not start.
+    #[error("network: {0}")]
+    Network(#[from] NetError),
     /// The node did not start.
     #[error(transparent)]
     Start(#[from] StartError),
@@ -64,7 +68,7 @@ pub async fn start_with_settings(
     seed: u64,
 ) -> Result<NetNode, RunError> {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.secret_bytes())
-        .map_err(|e| RunError::Identity(e.to_string()))?;
+        .map_err(RunError::Identity)?;
     let mut net = NetConfig::new(keypair);
     net.limits = settings.net;
     let admitted = settings.relay.map(|limits| {
@@ -88,15 +92,14 @@ pub async fn start_with_settings(
     for addr in &settings.listen {
         let parsed = addr
             .parse::<Multiaddr>()
-            .map_err(|e| RunError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+            .map_err(|source| RunError::Listen { addr: addr.clone(), source })?;
         net.listen.push(parsed);
     }
     // Events the network reports before the runner exists wait here, in order.
     let (early_tx, mut early_rx) = mpsc::unbounded_channel();
     let handle = NetworkActor::spawn(net, move |event| {
         let _ = early_tx.send(event);
-    })
-    .map_err(|e| StartError::Network(e.to_string()))?;
+    })?;
     let p2p_addrs = handle.listen_addrs().await;
     let bound: Vec<String> = p2p_addrs.iter().map(ToString::to_string).collect();
     if settings.advertise_bound(&bound, &parse_addr) {
