@@ -11,7 +11,7 @@
 
 mod adversaries;
 
-pub use adversaries::{AdversarySpec, LimitsSpec};
+pub use adversaries::{AdversarySpec, ScenarioLimits};
 use meshproxy_core::record::{valid_label, CountryCode, MAX_LABELS};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -61,9 +61,9 @@ pub struct Scenario {
     /// Misbehaving apps and peers (sim/src/world/adversary); none by default.
     #[serde(default)]
     pub adversaries: AdversarySpec,
-    /// Overrides of the nodes' table limits; the core's defaults by default.
+    /// The nodes' table limits; the core's defaults by default.
     #[serde(default)]
-    pub limits: LimitsSpec,
+    pub limits: ScenarioLimits,
     /// The hubs' admission tickets.
     #[serde(default)]
     pub hubs: Hubs,
@@ -487,26 +487,27 @@ fn default_domain_fraction() -> f64 {
 }
 
 /// Why a scenario file could not be loaded: the file, the field (a path such
-/// as `listeners[1].retries`; `None` when the file is not even valid TOML or
-/// cannot be read) and what was expected there.
+/// as `listeners[1].retries`; `None` when the file is not even valid TOML,
+/// cannot be read, or the document itself is wrong) and what is wrong there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.render())]
 pub struct ScenarioError {
     /// The file the error is in.
     pub file: PathBuf,
-    /// The field path, `None` for syntax and I/O errors.
+    /// The field path, `None` for syntax and I/O errors and for the document
+    /// as a whole (a missing or unknown top-level field, named in `message`).
     pub field: Option<String>,
-    /// What was expected, with what was found; for syntax errors, the line and column.
-    pub expected: String,
+    /// What is wrong: toml's own report for syntax and type errors (line,
+    /// column, the offending line and serde's message: the unknown key, the
+    /// expected type or variants), or the rule the value breaks (`expected …`).
+    pub message: String,
 }
 
 impl ScenarioError {
     fn render(&self) -> String {
         match &self.field {
-            Some(field) => {
-                format!("{}: field `{}`: expected {}", self.file.display(), field, self.expected)
-            }
-            None => format!("{}: expected {}", self.file.display(), self.expected),
+            Some(field) => format!("{}: field `{}`: {}", self.file.display(), field, self.message),
+            None => format!("{}: {}", self.file.display(), self.message),
         }
     }
 }
@@ -516,7 +517,7 @@ pub fn load_file(path: &Path) -> Result<Scenario, ScenarioError> {
     let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
         file: path.to_path_buf(),
         field: None,
-        expected: format!("a readable UTF-8 file ({e})"),
+        message: format!("expected a readable UTF-8 file ({e})"),
     })?;
     parse_str(path, &text)
 }
@@ -526,7 +527,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, ScenarioError> {
     let io_error = |e: std::io::Error| ScenarioError {
         file: dir.to_path_buf(),
         field: None,
-        expected: format!("a readable directory of scenario files ({e})"),
+        message: format!("expected a readable directory of scenario files ({e})"),
     };
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_error)? {
@@ -543,95 +544,27 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, ScenarioError> {
 /// Parses and validates scenario text; `name_for_errors` names the file in
 /// errors, and its stem is the name the scenario must declare.
 pub fn parse_str(name_for_errors: &Path, text: &str) -> Result<Scenario, ScenarioError> {
-    let error = |field: Option<String>, expected: String| ScenarioError {
+    let error = |field: Option<String>, message: String| ScenarioError {
         file: name_for_errors.to_path_buf(),
         field,
-        expected,
+        message,
     };
     // Syntax first, so that a malformed document is reported as such rather
     // than as a type error at whichever field the deserializer had reached.
     if let Err(e) = text.parse::<toml::Table>() {
-        let message = first_line(e.message());
-        let expected = match e.span() {
-            Some(span) => {
-                let (line, column) = line_column(text, span.start);
-                format!("valid TOML at line {line}, column {column} ({message})")
-            }
-            None => format!("valid TOML ({message})"),
-        };
-        return Err(error(None, expected));
+        return Err(error(None, e.to_string().trim_end().to_owned()));
     }
     let scenario: Scenario = serde_path_to_error::deserialize(toml::Deserializer::new(text))
         .map_err(|e| {
-            let (field, expected) = describe_type_error(&e.path().to_string(), e.inner(), text);
-            error(Some(field), expected)
+            let path = e.path().to_string();
+            let field = (path != ".").then_some(path);
+            error(field, e.inner().to_string().trim_end().to_owned())
         })?;
     let stem = name_for_errors.file_stem().map(|s| s.to_string_lossy());
-    scenario.validate(stem.as_deref()).map_err(|(field, expected)| error(Some(field), expected))?;
+    scenario
+        .validate(stem.as_deref())
+        .map_err(|(field, expected)| error(Some(field), format!("expected {expected}")))?;
     Ok(scenario)
-}
-
-fn first_line(s: &str) -> &str {
-    s.trim().lines().next().unwrap_or("").trim()
-}
-
-/// 1-based line and column of byte `offset`, counting columns in characters.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
-}
-
-/// Turns serde's messages ("invalid type: X, expected Y", "unknown field `f`,
-/// expected one of …", "missing field `f`") into the field they concern and
-/// what was expected there.
-fn describe_type_error(path: &str, error: &toml::de::Error, text: &str) -> (String, String) {
-    // Depending on where the deserializer stopped, the path may or may not
-    // already end with the unknown or missing field's name.
-    let join = |child: &str| {
-        if path == "." || path.is_empty() {
-            child.to_owned()
-        } else if path == child || path.ends_with(&format!(".{child}")) {
-            path.to_owned()
-        } else {
-            format!("{path}.{child}")
-        }
-    };
-    let parent = if path.is_empty() { ".".to_owned() } else { path.to_owned() };
-    let message = first_line(error.message());
-    let location = error
-        .span()
-        .map(|span| {
-            let (line, column) = line_column(text, span.start);
-            format!(" at line {line}, column {column}")
-        })
-        .unwrap_or_default();
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((name, tail)) = rest.split_once('`') {
-            let allowed = tail.trim_start_matches(',').trim();
-            let allowed = allowed.strip_prefix("expected ").unwrap_or(allowed);
-            let allowed = if allowed == "there are no fields" { "no fields here" } else { allowed };
-            return (join(name), format!("{allowed} (unknown field `{name}`{location})"));
-        }
-    }
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        let name = rest.split('`').next().unwrap_or(rest);
-        let within = location.replace(" at ", " in the table at ");
-        return (join(name), format!("a value: this field is required{within}"));
-    }
-    for prefix in ["invalid type: ", "invalid value: ", "unknown variant "] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            if let Some((got, wanted)) = rest.rsplit_once(", expected ") {
-                return (parent, format!("{wanted} (got {got}{location})"));
-            }
-        }
-    }
-    (parent, format!("a valid value ({message}{location})"))
 }
 
 /// A rule broken: the field path and what was expected there.
@@ -857,11 +790,23 @@ autonat_ms = { min = 100, max = 200 }
         }
     }
 
+    /// A broken rule: the field and what was expected there.
     fn assert_field(text: &str, field: &str, expected_part: &str) {
         let e = error(text);
         assert_eq!(e.field.as_deref(), Some(field), "{e}");
-        assert!(e.expected.contains(expected_part), "{e} should mention {expected_part:?}");
+        assert!(e.message.contains(expected_part), "{e} should mention {expected_part:?}");
         assert!(e.to_string().contains(&format!("field `{field}`: expected ")), "{e}");
+    }
+
+    /// What toml and serde report, in their words: the field path (`None`:
+    /// the document itself), the key facts of the message, and the line (the
+    /// first holding `at`) that toml points at.
+    fn assert_toml(text: &str, field: Option<&str>, part: &str, at: &str) {
+        let e = error(text);
+        assert_eq!(e.field.as_deref(), field, "{e}");
+        assert!(e.message.contains(part), "{e} should mention {part:?}");
+        let line = text.lines().position(|l| l.contains(at)).unwrap() + 1;
+        assert!(e.message.contains(&format!("line {line}, column ")), "{e}: not at line {line}");
     }
 
     #[test]
@@ -960,10 +905,11 @@ destinations = [{ kind = "echo", weight = 1 }]
             assert_eq!(parse(&text).unwrap().topology.exit_nat, [nat]);
             assert_eq!(nat.to_string(), nat.as_str());
         }
-        assert_field(
+        assert_toml(
             &with(r#"client_nat = ["full_cone"]"#, r#"client_nat = ["cone"]"#),
-            "topology.client_nat[0]",
-            "`full_cone`",
+            Some("topology.client_nat[0]"),
+            "unknown variant `cone`, expected one of `none`, `full_cone`",
+            "client_nat =",
         );
         for kind in FaultKind::ALL {
             let text = with(r#""partition","#, &format!("{:?},", kind.as_str()));
@@ -977,8 +923,9 @@ destinations = [{ kind = "echo", weight = 1 }]
         let e = error(&with("hubs = 1", "hubs = = 1"));
         assert_eq!(e.field, None);
         let line = FULL.lines().position(|l| l.starts_with("hubs")).unwrap() + 1;
-        assert!(e.expected.starts_with(&format!("valid TOML at line {line}, column ")), "{e}");
-        assert!(e.to_string().starts_with("scenarios/t.toml: expected valid TOML at line "), "{e}");
+        assert!(e.message.starts_with(&format!("TOML parse error at line {line}, column ")), "{e}");
+        assert!(e.message.contains("hubs = = 1"), "{e} shows the line");
+        assert!(e.to_string().starts_with("scenarios/t.toml: TOML parse error at line "), "{e}");
         // Duplicate keys and unterminated strings are syntax errors too.
         assert_eq!(error(&with("seeds = 7", "seeds = 7\nseeds = 8")).field, None);
         assert_eq!(error(&with(r#""a test scenario""#, r#""unterminated"#)).field, None);
@@ -987,84 +934,89 @@ destinations = [{ kind = "echo", weight = 1 }]
 
     #[test]
     fn unknown_fields_are_named_at_every_depth() {
-        assert_field(&with("seeds = 7", "seeds = 7\nseed = 3"), "seed", "unknown field `seed`");
-        assert_field(&with("hubs = 1", "hubs = 1\nhub = 1"), "topology.hub", "`hubs`");
-        assert_field(
-            &with("auth = true", "auth = true\nuser = \"x\""),
-            "listeners[0].user",
-            "unknown",
-        );
-        assert_field(&with("session_ids = 2", "sessions = 2"), "workload.sessions", "unknown");
-        assert_field(
-            &with("weight = 3", "weight = 3, wieght = 1"),
-            "workload.destinations[0].wieght",
-            "unknown field",
-        );
-        assert_field(&with("jitter_ms = 1", "jitter = 1"), "network.jitter", "`jitter_ms`");
-        assert_field(
-            &with("min = 2, max = 30", "min = 2, max = 30, avg = 9"),
-            "network.latency_ms.avg",
-            "`min`",
-        );
-        assert_field(&with("max_faults = 3", "max_fault = 3"), "faults.max_fault", "unknown");
+        let unknown = |from: &str, to: &str, field: &str, key: &str| {
+            let part = format!("unknown field `{key}`");
+            assert_toml(&with(from, to), Some(field), &part, &format!("{key} ="));
+        };
+        unknown("seeds = 7", "seeds = 7\nseed = 3", "seed", "seed");
+        unknown("hubs = 1", "hubs = 1\nhub = 1", "topology.hub", "hub");
+        unknown("auth = true", "auth = true\nuser = \"x\"", "listeners[0].user", "user");
+        unknown("session_ids = 2", "sessions = 2", "workload.sessions", "sessions");
+        let field = "workload.destinations[0].wieght";
+        unknown("weight = 3", "weight = 3, wieght = 1", field, "wieght");
+        unknown("jitter_ms = 1", "jitter = 1", "network.jitter", "jitter");
+        let field = "network.latency_ms.avg";
+        unknown("min = 2, max = 30", "min = 2, max = 30, avg = 9", field, "avg");
+        unknown("max_faults = 3", "max_fault = 3", "faults.max_fault", "max_fault");
+        // serde names the keys that would have been right.
+        let text = with("jitter_ms = 1", "jitter = 1");
+        assert_toml(&text, Some("network.jitter"), "`jitter_ms`", "jitter =");
     }
 
     #[test]
     fn wrong_types_name_the_field_and_the_expected_type() {
-        assert_field(&with("seeds = 7", r#"seeds = "many""#), "seeds", "u32");
-        assert_field(&with("seeds = 7", "seeds = -1"), "seeds", "u32");
-        assert_field(&with("seeds = 7", "seeds = 4294967296"), "seeds", "u32");
-        assert_field(&with("hubs = 1", "hubs = 1.5"), "topology.hubs", "u32");
-        assert_field(&with(r#"["de", "US"]"#, r#""de""#), "topology.countries", "sequence");
-        assert_field(&with("[\"dc\", \"isp:foo\"]", "[1]"), "topology.labels[1][0]", "string");
-        assert_field(
-            &with("fallback = false", "fallback = 0"),
-            "listeners[0].fallback",
-            "a boolean",
-        );
-        assert_field(
-            &with(r#"sticky = "session""#, r#"sticky = "sometimes""#),
+        let wrong = |from: &str, to: &str, field: &str, part: &str| {
+            assert_toml(&with(from, to), Some(field), part, to.lines().last().unwrap());
+        };
+        wrong("seeds = 7", r#"seeds = "many""#, "seeds", "expected u32");
+        wrong("seeds = 7", "seeds = -1", "seeds", "expected u32");
+        wrong("seeds = 7", "seeds = 4294967296", "seeds", "expected u32");
+        wrong("hubs = 1", "hubs = 1.5", "topology.hubs", "expected u32");
+        wrong(r#"["de", "US"]"#, r#""de""#, "topology.countries", "expected a sequence");
+        wrong("[\"dc\", \"isp:foo\"]", "[1]", "topology.labels[1][0]", "expected a string");
+        wrong("fallback = false", "fallback = 0", "listeners[0].fallback", "a boolean");
+        wrong(
+            r#"sticky = "session""#,
+            r#"sticky = "sometimes""#,
             "listeners[0].sticky",
             "`off`, `listener`",
         );
-        assert_field(
-            &with(r#"protocol = "socks5""#, r#"protocol = "socks4""#),
+        wrong(
+            r#"protocol = "socks5""#,
+            r#"protocol = "socks4""#,
             "listeners[0].protocol",
-            "got `socks4`",
+            "unknown variant `socks4`",
         );
-        assert_field(
-            &with(r#"kind = "black_hole""#, r#"kind = "BlackHole""#),
+        wrong(
+            r#"kind = "black_hole""#,
+            r#"kind = "BlackHole""#,
             "workload.destinations[1].kind",
             "`black_hole`",
         );
-        assert_field(
-            &with("domain_fraction = 0.25", r#"domain_fraction = "half""#),
+        wrong(
+            "domain_fraction = 0.25",
+            r#"domain_fraction = "half""#,
             "workload.domain_fraction",
-            "f64",
+            "expected f64",
         );
-        assert_field(
-            &with(r#""one_way_partition""#, r#""split_brain""#),
+        wrong(
+            r#""one_way_partition""#,
+            r#""split_brain""#,
             "faults.kinds[1]",
             "`one_way_partition`",
         );
-        assert_field(
+        assert_toml(
             &with("[topology]", "topology = 3\n[other]"),
-            "topology",
-            "a [topology] table (got integer `3`",
+            Some("topology"),
+            "integer `3`, expected a [topology] table",
+            "topology = 3",
         );
     }
 
     #[test]
     fn missing_required_fields_are_named() {
-        assert_field(&with("duration_secs = 30\n", ""), "duration_secs", "required");
-        assert_field(&with("payload_max = 5000\n", ""), "workload.payload_max", "required");
-        assert_field(&with("clients = 2\n", ""), "topology.clients", "required");
-        assert_field(
-            &with("{ kind = \"echo\", weight = 3 }", "{ kind = \"echo\" }"),
-            "workload.destinations[0].weight",
-            "required",
-        );
-        assert_field(&with("min = 2, max = 30", "min = 2"), "network.latency_ms.max", "required");
+        // toml points at the table that lacks the field, serde names it.
+        let text = with("duration_secs = 30\n", "");
+        assert_toml(&text, None, "missing field `duration_secs`", "");
+        let text = with("payload_max = 5000\n", "");
+        assert_toml(&text, Some("workload"), "missing field `payload_max`", "[workload]");
+        let text = with("clients = 2\n", "");
+        assert_toml(&text, Some("topology"), "missing field `clients`", "[topology]");
+        let text = with("{ kind = \"echo\", weight = 3 }", "{ kind = \"echo\" }");
+        let field = Some("workload.destinations[0]");
+        assert_toml(&text, field, "missing field `weight`", "destinations =");
+        let text = with("min = 2, max = 30", "min = 2");
+        assert_toml(&text, Some("network.latency_ms"), "missing field `max`", "latency_ms =");
     }
 
     #[test]
@@ -1232,7 +1184,7 @@ destinations = [{ kind = "echo", weight = 1 }]
         let missing = Path::new("/nonexistent/meshproxy/x.toml");
         let e = load_file(missing).unwrap_err();
         assert_eq!((e.file.as_path(), e.field.as_deref()), (missing, None));
-        assert!(e.expected.contains("readable"), "{e}");
+        assert!(e.message.contains("readable"), "{e}");
         let e = load_dir(Path::new("/nonexistent/meshproxy")).unwrap_err();
         assert_eq!(e.field, None);
     }
@@ -1240,6 +1192,32 @@ destinations = [{ kind = "echo", weight = 1 }]
     fn real_scenarios() -> Vec<Scenario> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
         load_dir(&dir).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `[limits]` is the core's `Limits` (the keys a node's config file
+    /// takes), so a scenario can set any of them, `max_sessions_per_exit`
+    /// included, and every node runs with them.
+    #[test]
+    fn a_scenario_sets_any_core_limit_for_every_node() {
+        let text = format!(
+            "{FULL}\n[limits]\nmax_sessions_per_exit = 3\nmax_client_sessions = 9\n\
+             max_directory_entries = 8\n"
+        );
+        let s = parse(&text).unwrap();
+        let want = meshproxy_core::config::Limits {
+            max_sessions_per_exit: 3,
+            max_client_sessions: 9,
+            ..Default::default()
+        };
+        assert_eq!(s.limits.nodes, want);
+        assert_eq!(s.limits.max_directory_entries, Some(8));
+        let nodes = crate::topology::build(&s, 1);
+        assert!(nodes.iter().all(|(_, config, _)| config.limits == want));
+        let hub = nodes[0].1.hub.as_ref().unwrap();
+        assert_eq!(hub.directory.max_entries, 8);
+        // The flattened table reports at its header, naming the key.
+        let typo = format!("{FULL}\n[limits]\nmax_sessions = 3\n");
+        assert_toml(&typo, Some("limits"), "unknown field `max_sessions`", "[limits]");
     }
 
     #[test]
@@ -1343,7 +1321,7 @@ destinations = [{ kind = "echo", weight = 1 }]
             text.replace_range(start..end, &insert);
             if let Err(e) = parse(&text) {
                 prop_assert_eq!(e.file, Path::new(FILE));
-                prop_assert!(!e.expected.is_empty());
+                prop_assert!(!e.message.is_empty());
             }
         }
     }

@@ -5,8 +5,8 @@ use crate::plan::AppSpec;
 use crate::scenario::{ListenerProtocol, OriginKind, Scenario, StickyMode};
 use meshproxy_core::admission::{Credential, RoleSet};
 use meshproxy_core::config::{
-    ClientConfig, ExitConfig, HubConfig, HubContact, Limits, ListenerConfig, NodeConfig,
-    SelectionConfig, Timeouts,
+    ClientConfig, ExitConfig, HubConfig, HubContact, ListenerConfig, NodeConfig, SelectionConfig,
+    Timeouts,
 };
 use meshproxy_core::directory::DirectoryConfig;
 use meshproxy_core::http_connect::HttpAuthPolicy;
@@ -221,7 +221,7 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
             exit: None,
             client: None,
             timeouts: Timeouts::default(),
-            limits: Limits::default(),
+            limits: s.limits.nodes,
             relay: meshproxy_core::config::RelayConfig::default(),
             wall_clock: WALL_CLOCK,
             entropy: None,
@@ -229,7 +229,10 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
         if i < t.hubs as usize {
             config.hubs = Vec::new();
             config.hub = Some(HubConfig {
-                directory: DirectoryConfig { ttl: Duration::from_secs(30), max_entries: 1024 },
+                directory: DirectoryConfig {
+                    ttl: Duration::from_secs(30),
+                    max_entries: s.limits.max_directory_entries.map_or(1024, |n| n as usize),
+                },
                 keys: keys.clone(),
                 max_find: 64,
                 signer: hub_signer(i),
@@ -309,7 +312,9 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
                 credential: credential(i),
             });
         }
-        configure(s, &mut config);
+        if let Some(hub) = config.hub.as_mut().filter(|_| s.adversaries.any()) {
+            admit_leaked_keys(s, hub);
+        }
         out.push((peer(i), config, ip));
     }
     out
@@ -332,38 +337,12 @@ pub(crate) fn leaked_client() -> Credential {
     Credential::new(LEAKED_CLIENT_KEY, LEAKED_CLIENT_TOKEN)
 }
 
-/// Applies `[limits]` to one node's config and, when adversaries run,
-/// registers the leaked keys at the hubs.
-pub(crate) fn configure(s: &Scenario, config: &mut meshproxy_core::config::NodeConfig) {
-    let l = &s.limits;
-    let set = |v: Option<u32>, field: &mut usize| {
-        if let Some(v) = v {
-            *field = v as usize;
-        }
-    };
-    let limits: &mut Limits = &mut config.limits;
-    set(l.max_client_sessions, &mut limits.max_client_sessions);
-    set(l.max_exit_sessions, &mut limits.max_exit_sessions);
-    set(l.max_sessions_per_peer, &mut limits.max_sessions_per_peer);
-    set(l.max_hub_streams, &mut limits.max_hub_streams);
-    set(l.max_sessions_per_listener, &mut limits.max_sessions_per_listener);
-    set(l.max_sessions_per_source, &mut limits.max_sessions_per_source);
-    set(l.max_pending_dials, &mut limits.max_pending_dials);
-    set(l.max_registrations_per_key, &mut limits.max_registrations_per_key);
-    set(l.max_hub_streams_per_peer, &mut limits.max_hub_streams_per_peer);
-    set(l.max_preauth_hub_streams, &mut limits.max_preauth_hub_streams);
-    if let Some(hub) = config.hub.as_mut() {
-        set(l.max_directory_entries, &mut hub.directory.max_entries);
-        if s.adversaries.any() {
-            // A fleet key: exits only, with its own registration limit.
-            let mut key = leaked().admission_key(RoleSet::EXIT);
-            key.max_registrations = s
-                .adversaries
-                .leaked_key_registrations
-                .or(l.max_registrations_per_key)
-                .map(|v| v as usize);
-            hub.keys.push(key);
-            hub.keys.push(leaked_client().admission_key(RoleSet::CLIENT));
-        }
-    }
+/// Registers the leaked keys at a hub, for the adversaries that hold them.
+fn admit_leaked_keys(s: &Scenario, hub: &mut HubConfig) {
+    // A fleet key: exits only, with its own registration limit (absent: the
+    // hub's `max_registrations_per_key`, as for any key).
+    let mut key = leaked().admission_key(RoleSet::EXIT);
+    key.max_registrations = s.adversaries.leaked_key_registrations.map(|v| v as usize);
+    hub.keys.push(key);
+    hub.keys.push(leaked_client().admission_key(RoleSet::CLIENT));
 }

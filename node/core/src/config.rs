@@ -96,26 +96,68 @@ pub struct HubContact {
 }
 
 /// Deadlines. Every read from a peer or app has one (DESIGN §6).
+///
+/// With the `serde` feature this is the `[timeouts]` table of the driver's
+/// config file: each field is a `*_ms` key in integer milliseconds, at least 1
+/// (a zero deadline would fire at once); missing keys keep the defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct Timeouts {
     /// An app must finish its SOCKS5/HTTP handshake within this.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "handshake_ms", deserialize_with = "millis::positive")
+    )]
     pub handshake: Duration,
     /// A peer must send its `ConnectRequest` (or hub `Auth`) within this.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "request_ms", deserialize_with = "millis::positive")
+    )]
     pub request: Duration,
     /// A client gives up on one exit attempt (open + response) after this.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "attempt_ms", deserialize_with = "millis::positive")
+    )]
     pub attempt: Duration,
     /// A client gives up on a whole session setup (all attempts) after this.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "setup_budget_ms", deserialize_with = "millis::positive")
+    )]
     pub setup_budget: Duration,
     /// An exit gives up connecting to an origin after this.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "origin_connect_ms", deserialize_with = "millis::positive")
+    )]
     pub origin_connect: Duration,
     /// A dial to a peer is abandoned after this.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "dial_ms", deserialize_with = "millis::positive")
+    )]
     pub dial: Duration,
     /// A hub request (auth, register, heartbeat, find) is abandoned after this.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "hub_request_ms", deserialize_with = "millis::positive")
+    )]
     pub hub_request: Duration,
     /// (Hubs) a peer must answer the challenge within this; honest peers do
     /// in one round trip, and an unadmitted stream is a stranger's.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "auth_ms", deserialize_with = "millis::positive")
+    )]
     pub auth: Duration,
     /// A splice with no traffic either way is reset after this.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "idle_ms", deserialize_with = "millis::positive")
+    )]
     pub idle: Duration,
 }
 
@@ -136,7 +178,13 @@ impl Default for Timeouts {
 }
 
 /// Bounds on tables and queues.
+///
+/// With the `serde` feature this is (part of) the `[limits]` table of the
+/// driver's config file and of a simulator scenario; keys are the field names,
+/// missing keys keep the defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct Limits {
     /// Client sessions (app connections) at once, all listeners together.
     pub max_client_sessions: usize,
@@ -338,5 +386,66 @@ impl Default for SelectionConfig {
             sticky_ttl: Duration::from_secs(24 * 3600),
             latency_alpha: 0.2,
         }
+    }
+}
+
+/// Durations as config files write them: whole milliseconds (the `*_ms` keys),
+/// for `#[serde(deserialize_with = …)]` on the knob structs here and in the
+/// driver, so every duration key reads the same way.
+#[cfg(feature = "serde")]
+pub mod millis {
+    use core::time::Duration;
+    use serde::de::{Error as _, Unexpected};
+    use serde::{Deserialize as _, Deserializer};
+
+    /// Any whole number of milliseconds, 0 included.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+
+    /// At least 1 ms: a zero deadline would fire at once and make the node useless.
+    pub fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match u64::deserialize(d)? {
+            0 => {
+                Err(D::Error::invalid_value(Unexpected::Unsigned(0), &"at least 1 (milliseconds)"))
+            }
+            ms => Ok(Duration::from_millis(ms)),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_read_milliseconds_under_their_ms_keys_and_keep_defaults() {
+        let t: Timeouts = toml::from_str("handshake_ms = 5000\nidle_ms = 60000").expect("valid");
+        assert_eq!(t.handshake, Duration::from_millis(5000));
+        assert_eq!(t.idle, Duration::from_secs(60));
+        assert_eq!(Timeouts { handshake: t.handshake, idle: t.idle, ..Timeouts::default() }, t);
+        assert_eq!(toml::from_str::<Timeouts>("").expect("empty"), Timeouts::default());
+    }
+
+    #[test]
+    fn a_zero_deadline_an_unknown_key_and_a_unitless_name_are_refused_at_their_line() {
+        for (text, needle) in [
+            ("attempt_ms = 1\nidle_ms = 0", "at least 1"),
+            ("attempt_ms = 1\nidle = 5", "unknown field `idle`"),
+            ("attempt_ms = 1\nidle_ms = -5", "idle_ms = -5"),
+        ] {
+            let err = toml::from_str::<Timeouts>(text).expect_err(text).to_string();
+            assert!(err.contains("line 2") && err.contains(needle), "{text:?} → {err}");
+        }
+    }
+
+    #[test]
+    fn limits_read_every_field_by_name_and_keep_defaults() {
+        let l: Limits =
+            toml::from_str("max_sessions_per_exit = 3\nmax_client_sessions = 9").expect("valid");
+        let want = Limits { max_sessions_per_exit: 3, max_client_sessions: 9, ..Limits::default() };
+        assert_eq!(l, want);
+        let err = toml::from_str::<Limits>("max_sessions = 3").expect_err("typo").to_string();
+        assert!(err.contains("unknown field `max_sessions`"), "{err}");
     }
 }

@@ -9,7 +9,7 @@
 //! harness takes RSS and fds from the real binary and only the heap from here.
 #![forbid(unsafe_code)]
 
-use meshproxy::config::FileConfig;
+use meshproxy::config::{FileConfig, Settings};
 use meshproxy::identity::Identity;
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use std::alloc::System;
@@ -49,11 +49,13 @@ fn main() -> ExitCode {
         let file = FileConfig::load(&path).map_err(|e| e.to_string())?;
         let identity =
             Identity::load_or_create(&file.identity_path()).map_err(|e| e.to_string())?;
-        let threads = file.worker_threads().map_err(|e| e.to_string())?;
+        let settings = Settings::from_file(&file, &identity, &meshproxy::node::parse_addr)
+            .map_err(|e| e.to_string())?;
         let runtime =
-            meshproxy::app::runtime(threads).map_err(|e| format!("tokio runtime: {e}"))?;
+            meshproxy::app::runtime(settings.threads).map_err(|e| format!("tokio runtime: {e}"))?;
         runtime.block_on(async {
-            let running = meshproxy::node::start(&file, &identity, rand::random::<u64>())
+            let seed = rand::random::<u64>();
+            let running = meshproxy::node::start_with_settings(settings, &identity, seed)
                 .await
                 .map_err(|e| e.to_string())?;
             for addr in &running.p2p_addrs {

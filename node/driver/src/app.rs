@@ -4,7 +4,7 @@
 //! The peer network is passed in as a [`NetworkStarter`], so the node can run
 //! over libp2p (`network.rs`) or over an in-memory fake in tests.
 
-use crate::config::{ConfigError, FileConfig};
+use crate::config::{ConfigError, FileConfig, Settings};
 use crate::identity::Identity;
 use crate::listener;
 use crate::metrics::{Metrics, MetricsServer, ServeLimits};
@@ -27,7 +27,7 @@ pub const NET_QUEUE: usize = 1024;
 pub type EventSink = Box<dyn Fn(NetEvent) + Send + Sync + 'static>;
 
 /// The runtime a node runs on: `threads` workers (checked by
-/// [`FileConfig::worker_threads`]), or one per CPU.
+/// [`Settings::from_file`]), or one per CPU.
 pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = threads {
@@ -162,8 +162,9 @@ impl RunningNode {
     }
 }
 
-/// Starts a node: builds the core config, restores the state file, starts
-/// the network, binds the client listeners and spawns the runner.
+/// Starts the node `file` describes: builds its [`Settings`], restores the
+/// state file, starts the network, binds the client listeners and spawns the
+/// runner.
 pub async fn start_node(
     file: &FileConfig,
     identity: &Identity,
@@ -186,19 +187,31 @@ pub async fn start_node_with(
     start_network: NetworkStarter,
     sockets: Arc<dyn Sockets>,
 ) -> Result<RunningNode, StartError> {
-    let config = file.to_node_config(identity, parse_addr)?;
+    let settings = Settings::from_file(file, identity, parse_addr)?;
+    start_with_settings(settings, identity, seed, start_network, sockets).await
+}
+
+/// [`start_node_with`] for settings already built.
+pub async fn start_with_settings(
+    settings: Settings,
+    identity: &Identity,
+    seed: u64,
+    start_network: NetworkStarter,
+    sockets: Arc<dyn Sockets>,
+) -> Result<RunningNode, StartError> {
+    let Settings { node: config, reachability, listeners, metrics, state, .. } = settings;
     if config.exit.as_ref().is_some_and(|e| e.open) {
         tracing::warn!(
             "exit.open = true: this exit serves any peer that reaches it, admitted or not; \
              what leaves its address is the operator's responsibility"
         );
     }
-    let snapshot = match &file.state {
+    let snapshot = match &state {
         Some(path) => state::load(path)?,
         None => None,
     };
     let mut bound = Vec::new();
-    for (index, s) in file.listener_sockets().into_iter().enumerate() {
+    for (index, s) in listeners.into_iter().enumerate() {
         listener::warn_if_exposed(s.bind, s.has_auth);
         let l = sockets.bind(s.bind).await.map_err(|source| StartError::Listen {
             index,
@@ -207,14 +220,14 @@ pub async fn start_node_with(
         })?;
         bound.push(l);
     }
-    let metrics = match file.metrics {
+    let metrics = match metrics {
         Some(addr) => Some(serve_metrics(addr).await?),
         None => None,
     };
     let (net_tx, mut net_rx) = mpsc::channel::<NetCommand>(NET_QUEUE);
     let mut runner = NodeRunner::new(config, seed, net_tx).with_sockets(sockets);
-    if let Some(path) = &file.state {
-        runner = runner.with_state_file(path.clone());
+    if let Some(path) = state {
+        runner = runner.with_state_file(path);
     }
     if let Some((_, m)) = &metrics {
         runner = runner.with_metrics(m.clone());
@@ -222,7 +235,7 @@ pub async fn start_node_with(
     if let Some(snapshot) = snapshot {
         runner.restore(snapshot);
     }
-    if let Some(reachability) = file.reachability()? {
+    if let Some(reachability) = reachability {
         runner.set_reachability(reachability);
     }
     let events = runner.sender();

@@ -404,7 +404,11 @@ mod tests {
         assert_eq!(file.threads, None, "one per CPU unless asked");
         let common = CommonFlags { threads: Some(1), ..CommonFlags::default() };
         let file = build(&common, RoleFlags::Hub(&flags)).unwrap();
-        assert_eq!(file.worker_threads().expect("valid"), Some(1));
+        let identity = Identity::from_secret([1; 32]);
+        let settings =
+            crate::config::Settings::from_file(&file, &identity, &crate::node::parse_addr)
+                .expect("valid config");
+        assert_eq!(settings.threads, Some(1));
     }
 
     #[test]

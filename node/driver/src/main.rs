@@ -8,10 +8,11 @@
 //! configs.
 #![forbid(unsafe_code)]
 
+use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand};
-use meshproxy::config::FileConfig;
+use meshproxy::config::{FileConfig, Settings};
 use meshproxy::flags::{ClientFlags, CommonFlags, ExitFlags, HubFlags, RoleFlags};
-use meshproxy::identity::Identity;
+use meshproxy::identity::{Identity, IdentityError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -115,12 +116,12 @@ enum TokenCommand {
     },
 }
 
-fn token_new(id: &str, roles: &str) -> Result<(), String> {
+fn token_new(id: &str, roles: &str) -> anyhow::Result<()> {
     if !meshproxy_core::wire::hub::valid_key_id(id) {
-        return Err(format!("--id `{id}`: 1 to 64 of A-Z a-z 0-9 _ . -"));
+        bail!("--id `{id}`: 1 to 64 of A-Z a-z 0-9 _ . -");
     }
     let names: Vec<String> = roles.split('+').map(str::to_owned).collect();
-    let roles = meshproxy::keys::roles("--roles", &names).map_err(|e| e.to_string())?;
+    let roles = meshproxy::keys::roles("--roles", &names)?;
     print!("{}", meshproxy::keys::token_instructions(id, &meshproxy::keys::new_token(), roles));
     Ok(())
 }
@@ -129,15 +130,26 @@ fn token_new(id: &str, roles: &str) -> Result<(), String> {
 const GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the node `file` describes until Ctrl-C or SIGTERM.
-fn run(file: FileConfig) -> Result<(), String> {
-    // Checked before the identity file is created: a bad config leaves nothing behind.
-    let threads = file.worker_threads().map_err(|e| e.to_string())?;
-    let identity = Identity::load_or_create(&file.identity_path()).map_err(|e| e.to_string())?;
-    let runtime = meshproxy::app::runtime(threads).map_err(|e| format!("tokio runtime: {e}"))?;
+fn run(file: FileConfig) -> anyhow::Result<()> {
+    let path = file.identity_path();
+    let (identity, fresh) = match Identity::load(&path) {
+        Err(IdentityError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            (Identity::generate(), true)
+        }
+        loaded => (loaded?, false),
+    };
+    // The whole file is checked before a new identity file is written: a bad
+    // config leaves nothing behind.
+    let settings = Settings::from_file(&file, &identity, &meshproxy::node::parse_addr)?;
+    if fresh {
+        identity.create(&path)?;
+        tracing::info!(path = %path.display(), peer = %identity.peer_id_string(), "created identity");
+    }
+    let runtime =
+        meshproxy::app::runtime(settings.threads).map_err(|e| anyhow!("tokio runtime: {e}"))?;
     runtime.block_on(async {
         let seed = rand::random::<u64>();
-        let running =
-            meshproxy::node::start(&file, &identity, seed).await.map_err(|e| e.to_string())?;
+        let running = meshproxy::node::start_with_settings(settings, &identity, seed).await?;
         println!("peer id: {}", identity.peer_id_string());
         for addr in &running.p2p_addrs {
             println!("p2p: {addr}/p2p/{}", identity.peer_id_string());
@@ -156,14 +168,14 @@ fn run(file: FileConfig) -> Result<(), String> {
 }
 
 /// Runs one role from its flags (and `--config`, if given).
-fn run_role(common: &CommonFlags, role: RoleFlags<'_>) -> Result<(), String> {
-    run(meshproxy::flags::build(common, role).map_err(|e| e.to_string())?)
+fn run_role(common: &CommonFlags, role: RoleFlags<'_>) -> anyhow::Result<()> {
+    run(meshproxy::flags::build(common, role)?)
 }
 
-fn demo() -> Result<(), String> {
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
+fn demo() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| anyhow!("tokio runtime: {e}"))?;
     runtime.block_on(async {
-        let demo = meshproxy::demo::Demo::start().await.map_err(|e| e.to_string())?;
+        let demo = meshproxy::demo::Demo::start().await?;
         demo.print_intro();
         meshproxy::app::stop_signal().await;
         demo.shutdown().await;
@@ -171,7 +183,9 @@ fn demo() -> Result<(), String> {
     })
 }
 
-fn exit_code(what: &str, result: Result<(), String>) -> ExitCode {
+/// Prints a command's error (its own message names its causes: the errors
+/// below it already print theirs) and turns the result into the exit code.
+fn exit_code(what: &str, result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -181,8 +195,8 @@ fn exit_code(what: &str, result: Result<(), String>) -> ExitCode {
     }
 }
 
-fn check(path: &Path) -> Result<(), String> {
-    let file = FileConfig::load(path).map_err(|e| e.to_string())?;
+fn check(path: &Path) -> anyhow::Result<()> {
+    let file = FileConfig::load(path)?;
     let identity_path = file.identity_path();
     let identity = match Identity::load(&identity_path) {
         Ok(id) => {
@@ -197,8 +211,8 @@ fn check(path: &Path) -> Result<(), String> {
             Identity::from_secret([0; 32])
         }
     };
-    let node =
-        file.to_node_config(&identity, &meshproxy::node::parse_addr).map_err(|e| e.to_string())?;
+    let settings = Settings::from_file(&file, &identity, &meshproxy::node::parse_addr)?;
+    let node = &settings.node;
     if let Some(hub) = &node.hub {
         for key in &hub.keys {
             let pin = key.peer.map_or(String::new(), |_| ", pinned to one peer".into());
@@ -218,14 +232,14 @@ fn check(path: &Path) -> Result<(), String> {
     .collect();
     println!("roles: {}", roles.join(", "));
     println!("hubs: {}", node.hubs.len());
-    for s in file.listener_sockets() {
+    for s in &settings.listeners {
         let auth = if s.has_auth { "auth" } else { "no auth" };
         println!("listener: {} ({auth})", s.bind);
         if meshproxy::listener::exposed_without_auth(s.bind, s.has_auth) {
             println!("  warning: reachable from other hosts without authentication");
         }
     }
-    if let Some(state) = &file.state {
+    if let Some(state) = &settings.state {
         println!("state: {}", state.display());
     }
     Ok(())
@@ -280,7 +294,7 @@ fn main() -> ExitCode {
                 file.metrics = metrics.or(file.metrics);
                 file
             });
-            exit_code("run", file.map_err(|e| e.to_string()).and_then(run))
+            exit_code("run", file.map_err(anyhow::Error::from).and_then(run))
         }
         Command::Hub { common, hub } => exit_code("hub", run_role(&common, RoleFlags::Hub(&hub))),
         Command::Exit { common, exit } => {

@@ -2,10 +2,10 @@
 //! [`crate::network`] plugged into [`crate::app::start_node`].
 
 use crate::app::{self, NetworkStarter, RunningNode, StartError};
-use crate::config::FileConfig;
+use crate::config::{FileConfig, Settings};
 use crate::identity::Identity;
 use crate::network::{
-    addr_to_core, AdmittedPeers, AutonatConfig, NetConfig, NetLimits, NetworkActor,
+    addr_to_core, AdmittedPeers, AutonatConfig, NetConfig, NetError, NetworkActor,
     RelayServerConfig,
 };
 use crate::sockets::{Sockets, TokioSockets};
@@ -19,15 +19,18 @@ use tokio::sync::mpsc;
 pub enum RunError {
     /// The identity key is not a valid Ed25519 secret.
     #[error("identity: {0}")]
-    Identity(String),
+    Identity(#[source] libp2p::identity::DecodingError),
     /// A `listen` address is not a multiaddr.
-    #[error("listen address `{addr}`: {reason}")]
+    #[error("listen address `{addr}`: {source}")]
     Listen {
         /// The address as written.
         addr: String,
         /// Why it does not parse.
-        reason: String,
+        source: libp2p::multiaddr::Error,
     },
+    /// The peer network did not start.
+    #[error("network: {0}")]
+    Network(#[from] NetError),
     /// The node did not start.
     #[error(transparent)]
     Start(#[from] StartError),
@@ -47,22 +50,6 @@ pub struct NetNode {
     pub p2p_addrs: Vec<Multiaddr>,
 }
 
-/// The peer network's limits: `[limits]` keys over the defaults.
-fn net_limits(l: &crate::config::LimitsFile) -> NetLimits {
-    let d = NetLimits::default();
-    NetLimits {
-        max_established_incoming: l.max_incoming_connections.unwrap_or(d.max_established_incoming),
-        max_established_outgoing: l.max_outgoing_connections.unwrap_or(d.max_established_outgoing),
-        max_established_per_peer: l.max_connections_per_peer.unwrap_or(d.max_established_per_peer),
-        max_pending_incoming: l.max_pending_connections.unwrap_or(d.max_pending_incoming),
-        max_pending_outgoing: l.max_pending_connections.unwrap_or(d.max_pending_outgoing),
-        max_streams_per_connection: l
-            .max_streams_per_connection
-            .unwrap_or(d.max_streams_per_connection),
-        max_connections_per_ip: l.max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
-    }
-}
-
 /// Starts the node `file` describes, over libp2p, with `identity`. A hub also
 /// serves as a circuit relay for the peers it admits (unless `[hub] relay = false`).
 ///
@@ -70,19 +57,29 @@ fn net_limits(l: &crate::config::LimitsFile) -> NetLimits {
 /// advertises the addresses its listeners actually bound (port 0 resolved,
 /// `0.0.0.0` expanded to the interfaces' addresses by libp2p).
 pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<NetNode, RunError> {
+    let settings = Settings::from_file(file, identity, &parse_addr).map_err(StartError::Config)?;
+    start_with_settings(settings, identity, seed).await
+}
+
+/// [`start`] for settings already built.
+pub async fn start_with_settings(
+    mut settings: Settings,
+    identity: &Identity,
+    seed: u64,
+) -> Result<NetNode, RunError> {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.secret_bytes())
-        .map_err(|e| RunError::Identity(e.to_string()))?;
+        .map_err(RunError::Identity)?;
     let mut net = NetConfig::new(keypair);
-    net.limits = net_limits(&file.limits);
-    let relay = file.relay_limits().map_err(|e| RunError::Start(StartError::Config(e)))?;
+    net.limits = settings.net;
     // The relay serves the peers the core admits (`Admit`/`Revoke` commands).
-    net.relay =
-        relay.map(|limits| RelayServerConfig { limits, admitted: AdmittedPeers::default() });
+    net.relay = settings
+        .relay
+        .map(|limits| RelayServerConfig { limits, admitted: AdmittedPeers::default() });
     // A hub is reachable by design: it uses no relay and only answers autonat probes. Other
     // nodes reserve and hole-punch through hubs, and probe unless the operator says how
     // reachable they are.
-    let stated = file.reachability().map_err(|e| RunError::Start(StartError::Config(e)))?;
-    let private_ips = file.autonat_private_ips.unwrap_or(false);
+    let stated = settings.reachability;
+    let private_ips = settings.autonat_private_ips;
     net.relay_client = net.relay.is_none();
     net.autonat = if net.relay.is_some() {
         Some(AutonatConfig { probe: false, private_ips, ..AutonatConfig::default() })
@@ -91,30 +88,23 @@ pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<
     } else {
         Some(AutonatConfig { private_ips, ..AutonatConfig::default() })
     };
-    for addr in &file.listen {
+    for addr in &settings.listen {
         let parsed = addr
             .parse::<Multiaddr>()
-            .map_err(|e| RunError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+            .map_err(|source| RunError::Listen { addr: addr.clone(), source })?;
         net.listen.push(parsed);
     }
     // Events the network reports before the runner exists wait here, in order.
     let (early_tx, mut early_rx) = mpsc::unbounded_channel();
     let handle = NetworkActor::spawn(net, move |event| {
         let _ = early_tx.send(event);
-    })
-    .map_err(|e| StartError::Network(e.to_string()))?;
+    })?;
     let p2p_addrs = handle.listen_addrs().await;
-    let mut file = file.clone();
-    // Behind NAT the bound addresses reach nobody outside: advertise none unless told to
-    // (the core registers through the relay instead).
-    let private = stated == Some(meshproxy_core::io::Reachability::Private);
-    if let Some(exit) = file.exit.as_mut().filter(|e| e.advertise.is_empty() && !private) {
-        exit.advertise = p2p_addrs.iter().map(ToString::to_string).collect();
-        if exit.advertise.is_empty() {
-            tracing::warn!(
-                "this exit listens nowhere and advertises no address: clients cannot reach it"
-            );
-        }
+    let bound: Vec<String> = p2p_addrs.iter().map(ToString::to_string).collect();
+    if settings.advertise_bound(&bound, &parse_addr) {
+        tracing::warn!(
+            "this exit listens nowhere and advertises no address: clients cannot reach it"
+        );
     }
     let commands = handle.commands.clone();
     let starter: NetworkStarter = Box::new(move |sink| {
@@ -126,6 +116,6 @@ pub async fn start(file: &FileConfig, identity: &Identity, seed: u64) -> Result<
         Ok(commands)
     });
     let sockets: Arc<dyn Sockets> = Arc::new(TokioSockets);
-    let node = app::start_node_with(&file, identity, seed, &parse_addr, starter, sockets).await?;
+    let node = app::start_with_settings(settings, identity, seed, starter, sockets).await?;
     Ok(NetNode { node, p2p_addrs })
 }

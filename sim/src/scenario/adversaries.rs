@@ -1,8 +1,9 @@
 //! The `[adversaries]` table (which misbehaving apps and peers a run starts;
 //! the simulator plays them in `world/adversary`) and the `[limits]` table
-//! (overrides of the nodes' table limits, so adversarial scenarios can set
-//! them small enough to be hit).
+//! (the nodes' table limits, so adversarial scenarios can set them small
+//! enough to be hit).
 
+use meshproxy_core::config::Limits;
 use serde::Deserialize;
 
 /// `[adversaries]`: how many misbehaving actors a run starts. Counts are per
@@ -92,32 +93,16 @@ impl AdversarySpec {
     }
 }
 
-/// `[limits]`: overrides of the core's `Limits` (and the hubs' directory
-/// size) for every node, so adversarial scenarios can set them small enough
-/// to be hit. Absent fields keep the core's defaults.
+/// `[limits]`: the core's [`Limits`] for every node, under the keys a
+/// node's config file uses (any the core has; absent ones keep the core's
+/// defaults), so adversarial scenarios can set them small enough to be hit;
+/// plus the hubs' directory size.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default, expecting = "a [limits] table")]
-pub struct LimitsSpec {
-    /// `Limits::max_client_sessions`.
-    pub max_client_sessions: Option<u32>,
-    /// `Limits::max_exit_sessions`.
-    pub max_exit_sessions: Option<u32>,
-    /// `Limits::max_sessions_per_peer`.
-    pub max_sessions_per_peer: Option<u32>,
-    /// `Limits::max_hub_streams`.
-    pub max_hub_streams: Option<u32>,
-    /// `Limits::max_sessions_per_listener`.
-    pub max_sessions_per_listener: Option<u32>,
-    /// `Limits::max_sessions_per_source`.
-    pub max_sessions_per_source: Option<u32>,
-    /// `Limits::max_pending_dials`.
-    pub max_pending_dials: Option<u32>,
-    /// `Limits::max_registrations_per_key`.
-    pub max_registrations_per_key: Option<u32>,
-    /// `Limits::max_hub_streams_per_peer`.
-    pub max_hub_streams_per_peer: Option<u32>,
-    /// `Limits::max_preauth_hub_streams`.
-    pub max_preauth_hub_streams: Option<u32>,
+pub struct ScenarioLimits {
+    /// Every node's [`Limits`].
+    #[serde(flatten)]
+    pub nodes: Limits,
     /// The hubs' directory size (default 1024).
     pub max_directory_entries: Option<u32>,
 }

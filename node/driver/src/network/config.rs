@@ -1,5 +1,6 @@
-//! How the peer network is configured: connection and stream limits ([`NetLimits`]),
-//! the start-up settings ([`NetConfig`], [`AutonatConfig`]), the relay a hub serves
+//! How the peer network is configured: connection and stream limits ([`NetLimits`],
+//! defined with the config file they are read from, like [`RelayLimits`]), the start-up
+//! settings ([`NetConfig`], [`AutonatConfig`]), the relay a hub serves
 //! ([`RelayServerConfig`], [`RelayLimits`]) with its allow-list ([`AdmittedPeers`]), and
 //! their translation to libp2p's relay and autonat configurations (clamped to what libp2p
 //! can send).
@@ -14,45 +15,11 @@ use libp2p::{autonat, identity, relay, Multiaddr};
 use meshproxy_core::ids::PeerId;
 
 use super::convert::to_core;
+pub use crate::config::{NetLimits, RelayLimits, RELAY_MAX_DURATION};
 
 /// The most streams a connection may carry; every configured value is clamped to this. (Each
 /// stream may buffer yamux's 256 KiB window: see [`crate::muxer::receive_window`].)
 pub const YAMUX_MAX_STREAMS_CEILING: usize = 4096;
-
-/// How many connections the network accepts and makes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NetLimits {
-    /// Established inbound connections, all peers together.
-    pub max_established_incoming: u32,
-    /// Established outbound connections, all peers together.
-    pub max_established_outgoing: u32,
-    /// Established connections to one peer (both directions).
-    pub max_established_per_peer: u32,
-    /// Inbound connections still in their handshake.
-    pub max_pending_incoming: u32,
-    /// Outbound connections still in their handshake.
-    pub max_pending_outgoing: u32,
-    /// Concurrent streams on one connection (Yamux and QUIC); clamped to
-    /// [`YAMUX_MAX_STREAMS_CEILING`].
-    pub max_streams_per_connection: usize,
-    /// Inbound connections (in their handshake or established) from one IPv4 address or
-    /// IPv6 /64; relayed connections are not counted (see [`crate::per_ip`]).
-    pub max_connections_per_ip: u32,
-}
-
-impl Default for NetLimits {
-    fn default() -> Self {
-        NetLimits {
-            max_established_incoming: 1024,
-            max_established_outgoing: 1024,
-            max_established_per_peer: 4,
-            max_pending_incoming: 256,
-            max_pending_outgoing: 256,
-            max_streams_per_connection: 1024,
-            max_connections_per_ip: 16,
-        }
-    }
-}
 
 /// How to start the peer network.
 #[derive(Clone, Debug)]
@@ -114,45 +81,6 @@ impl Default for AutonatConfig {
             private_ips: false,
             boot_delay: Duration::from_secs(5),
             retry_interval: Duration::from_secs(90),
-        }
-    }
-}
-
-/// The longest reservation or circuit the relay grants: libp2p sends a circuit's duration
-/// as `u32` seconds (and panics above that) and adds the reservation's to the wall clock.
-pub const RELAY_MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// What the hub's relay grants. Defaults suit proxied sessions between admitted peers;
-/// every count is a cap on state the hub holds, so none is unlimited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RelayLimits {
-    /// Reservations held at once, all peers together.
-    pub max_reservations: usize,
-    /// Reservations one peer holds at once (one per connection).
-    pub max_reservations_per_peer: usize,
-    /// How long a reservation lasts; the client renews it before it runs out.
-    pub reservation_duration: Duration,
-    /// Circuits open at once, all peers together.
-    pub max_circuits: usize,
-    /// Circuits one peer has open at once as their source.
-    pub max_circuits_per_peer: usize,
-    /// How long one circuit may live (clamped to [`RELAY_MAX_DURATION`]).
-    pub max_circuit_duration: Duration,
-    /// Bytes one circuit may carry in each direction before it is closed (at least 1: libp2p
-    /// reads 0 as unlimited but would still advertise a limit of 0 to the peers).
-    pub max_circuit_bytes: u64,
-}
-
-impl Default for RelayLimits {
-    fn default() -> Self {
-        RelayLimits {
-            max_reservations: 1024,
-            max_reservations_per_peer: 4,
-            reservation_duration: Duration::from_secs(3600),
-            max_circuits: 1024,
-            max_circuits_per_peer: 64,
-            max_circuit_duration: Duration::from_secs(3600),
-            max_circuit_bytes: 1 << 30,
         }
     }
 }

@@ -45,9 +45,10 @@
 //!
 //! # Layout
 //!
-//! - `config.rs`: the configuration types ([`NetLimits`], [`NetConfig`], [`AutonatConfig`],
-//!   [`RelayLimits`], [`RelayServerConfig`]), the relay's allow-list [`AdmittedPeers`], and
-//!   their translation to libp2p's relay (clamped) and autonat settings.
+//! - `config.rs`: the configuration types ([`NetConfig`], [`AutonatConfig`],
+//!   [`RelayServerConfig`]; [`NetLimits`] and [`RelayLimits`] are re-exported from
+//!   [`crate::config`], where the file's keys are), the relay's allow-list [`AdmittedPeers`],
+//!   and their translation to libp2p's relay (clamped) and autonat settings.
 //! - `convert.rs`: libp2p ↔ core conversions ([`to_core`], [`from_core`], [`addr_to_core`],
 //!   [`addr_from_core`]) and the multiaddr helpers the actor reads addresses with.
 //! - `swarm.rs`: the composed `SwarmBehaviour`, the transports, and `build_swarm`

@@ -92,8 +92,8 @@ pub(super) fn build_swarm(
         .with_max_established_incoming(Some(limits.max_established_incoming))
         .with_max_established_outgoing(Some(limits.max_established_outgoing))
         .with_max_established_per_peer(Some(limits.max_established_per_peer))
-        .with_max_pending_incoming(Some(limits.max_pending_incoming))
-        .with_max_pending_outgoing(Some(limits.max_pending_outgoing));
+        .with_max_pending_incoming(Some(limits.max_pending))
+        .with_max_pending_outgoing(Some(limits.max_pending));
     let idle = config.idle_connection_timeout;
 
     let relay_yamux = yamux_config.clone();
