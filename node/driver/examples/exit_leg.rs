@@ -31,8 +31,8 @@
 
 use bytes::Bytes;
 use libp2p::{multiaddr::Protocol as Ma, Multiaddr};
-use meshproxy::network::{addr_to_core, to_core, NetConfig, NetHandle, NetworkActor};
-use meshproxy::port::{BoxStream, NetCommand, NetEvent};
+use meshproxy::p2p::network::{addr_to_core, to_core, NetConfig, NetHandle, NetworkActor};
+use meshproxy::p2p::{BoxStream, NetCommand, NetEvent};
 use meshproxy_core::admission::Credential;
 use meshproxy_core::ids::{PeerId, StreamId};
 use meshproxy_core::io::Protocol;

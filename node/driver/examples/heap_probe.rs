@@ -9,8 +9,8 @@
 //! harness takes RSS and fds from the real binary and only the heap from here.
 #![forbid(unsafe_code)]
 
-use meshproxy::config::{FileConfig, Settings};
-use meshproxy::identity::Identity;
+use meshproxy::ops::config::{FileConfig, Settings};
+use meshproxy::ops::identity::Identity;
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use std::alloc::System;
 use std::io::{BufRead as _, Write as _};
@@ -49,13 +49,13 @@ fn main() -> ExitCode {
         let file = FileConfig::load(&path).map_err(|e| e.to_string())?;
         let identity =
             Identity::load_or_create(&file.identity_path()).map_err(|e| e.to_string())?;
-        let settings = Settings::from_file(&file, &identity, &meshproxy::node::parse_addr)
+        let settings = Settings::from_file(&file, &identity, &meshproxy::ops::launch::parse_addr)
             .map_err(|e| e.to_string())?;
-        let runtime =
-            meshproxy::app::runtime(settings.threads).map_err(|e| format!("tokio runtime: {e}"))?;
+        let runtime = meshproxy::ops::assemble::runtime(settings.threads)
+            .map_err(|e| format!("tokio runtime: {e}"))?;
         runtime.block_on(async {
             let seed = rand::random::<u64>();
-            let running = meshproxy::node::start_with_settings(settings, &identity, seed)
+            let running = meshproxy::ops::launch::start_with_settings(settings, &identity, seed)
                 .await
                 .map_err(|e| e.to_string())?;
             for addr in &running.p2p_addrs {
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
             });
             tokio::select! {
                 _ = gone_rx => {}
-                () = meshproxy::app::stop_signal() => {}
+                () = meshproxy::ops::assemble::stop_signal() => {}
             }
             running.node.shutdown().await;
             Ok(())

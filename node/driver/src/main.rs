@@ -10,9 +10,9 @@
 
 use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand};
-use meshproxy::config::{FileConfig, Settings};
-use meshproxy::flags::{ClientFlags, CommonFlags, ExitFlags, HubFlags, RoleFlags};
-use meshproxy::identity::{Identity, IdentityError};
+use meshproxy::ops::config::{FileConfig, Settings};
+use meshproxy::ops::flags::{ClientFlags, CommonFlags, ExitFlags, HubFlags, RoleFlags};
+use meshproxy::ops::identity::{Identity, IdentityError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -121,8 +121,11 @@ fn token_new(id: &str, roles: &str) -> anyhow::Result<()> {
         bail!("--id `{id}`: 1 to 64 of A-Z a-z 0-9 _ . -");
     }
     let names: Vec<String> = roles.split('+').map(str::to_owned).collect();
-    let roles = meshproxy::keys::roles("--roles", &names)?;
-    print!("{}", meshproxy::keys::token_instructions(id, &meshproxy::keys::new_token(), roles));
+    let roles = meshproxy::ops::keys::roles("--roles", &names)?;
+    print!(
+        "{}",
+        meshproxy::ops::keys::token_instructions(id, &meshproxy::ops::keys::new_token(), roles)
+    );
     Ok(())
 }
 
@@ -140,16 +143,17 @@ fn run(file: FileConfig) -> anyhow::Result<()> {
     };
     // The whole file is checked before a new identity file is written: a bad
     // config leaves nothing behind.
-    let settings = Settings::from_file(&file, &identity, &meshproxy::node::parse_addr)?;
+    let settings = Settings::from_file(&file, &identity, &meshproxy::ops::launch::parse_addr)?;
     if fresh {
         identity.create(&path)?;
         tracing::info!(path = %path.display(), peer = %identity.peer_id_string(), "created identity");
     }
-    let runtime =
-        meshproxy::app::runtime(settings.threads).map_err(|e| anyhow!("tokio runtime: {e}"))?;
+    let runtime = meshproxy::ops::assemble::runtime(settings.threads)
+        .map_err(|e| anyhow!("tokio runtime: {e}"))?;
     runtime.block_on(async {
         let seed = rand::random::<u64>();
-        let running = meshproxy::node::start_with_settings(settings, &identity, seed).await?;
+        let running =
+            meshproxy::ops::launch::start_with_settings(settings, &identity, seed).await?;
         println!("peer id: {}", identity.peer_id_string());
         for addr in &running.p2p_addrs {
             println!("p2p: {addr}/p2p/{}", identity.peer_id_string());
@@ -160,7 +164,7 @@ fn run(file: FileConfig) -> anyhow::Result<()> {
         if let Some(addr) = running.node.metrics_addr {
             println!("metrics: http://{addr}/metrics");
         }
-        meshproxy::app::stop_signal().await;
+        meshproxy::ops::assemble::stop_signal().await;
         tracing::info!(grace = ?GRACE, "stopping: no new connections; running sessions may finish");
         running.node.shutdown_gracefully(GRACE).await;
         Ok(())
@@ -169,15 +173,15 @@ fn run(file: FileConfig) -> anyhow::Result<()> {
 
 /// Runs one role from its flags (and `--config`, if given).
 fn run_role(common: &CommonFlags, role: RoleFlags<'_>) -> anyhow::Result<()> {
-    run(meshproxy::flags::build(common, role)?)
+    run(meshproxy::ops::flags::build(common, role)?)
 }
 
 fn demo() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| anyhow!("tokio runtime: {e}"))?;
     runtime.block_on(async {
-        let demo = meshproxy::demo::Demo::start().await?;
+        let demo = meshproxy::ops::demo::Demo::start().await?;
         demo.print_intro();
-        meshproxy::app::stop_signal().await;
+        meshproxy::ops::assemble::stop_signal().await;
         demo.shutdown().await;
         Ok(())
     })
@@ -211,7 +215,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
             Identity::from_secret([0; 32])
         }
     };
-    let settings = Settings::from_file(&file, &identity, &meshproxy::node::parse_addr)?;
+    let settings = Settings::from_file(&file, &identity, &meshproxy::ops::launch::parse_addr)?;
     let node = &settings.node;
     if let Some(hub) = &node.hub {
         for key in &hub.keys {
@@ -235,7 +239,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
     for s in &settings.listeners {
         let auth = if s.has_auth { "auth" } else { "no auth" };
         println!("listener: {} ({auth})", s.bind);
-        if meshproxy::listener::exposed_without_auth(s.bind, s.has_auth) {
+        if meshproxy::runtime::listener::exposed_without_auth(s.bind, s.has_auth) {
             println!("  warning: reachable from other hosts without authentication");
         }
     }

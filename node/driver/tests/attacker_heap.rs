@@ -18,9 +18,9 @@
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _};
 use libp2p::core::upgrade::OutboundConnectionUpgrade as _;
-use meshproxy::config::FileConfig;
-use meshproxy::identity::Identity;
-use meshproxy::noise::Noise;
+use meshproxy::ops::config::FileConfig;
+use meshproxy::ops::identity::Identity;
+use meshproxy::p2p::noise::Noise;
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use std::alloc::System;
 use std::io::Write as _;
@@ -140,7 +140,8 @@ async fn measure() {
          [hub]\nkeys = [{{ id = \"exit\", token = \"t-exit-token-0123456789\" }}]\n"
     );
     let file = FileConfig::parse(&toml).unwrap();
-    let hub = meshproxy::node::start(&file, &Identity::from_secret([7; 32]), 7).await.unwrap();
+    let hub =
+        meshproxy::ops::launch::start(&file, &Identity::from_secret([7; 32]), 7).await.unwrap();
     let addr = hub.p2p_addrs[0].to_string();
     let cold = settled_heap(Duration::from_secs(5)).await;
 
@@ -334,7 +335,7 @@ const ACK: u16 = 2;
 
 /// What an attacker connection holds open.
 type Held =
-    (meshproxy::noise::NoiseStream<tokio_util::compat::Compat<Counted>>, std::net::TcpStream);
+    (meshproxy::p2p::noise::NoiseStream<tokio_util::compat::Compat<Counted>>, std::net::TcpStream);
 
 /// One attacker connection: handshake, streams, a 1 MiB data header, a stalled Noise message.
 async fn attack(target: SocketAddr, sent: Arc<AtomicU64>) -> std::io::Result<Held> {

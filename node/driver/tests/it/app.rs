@@ -4,10 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::common::{echo_origin, exit_config, hub_config, status, wait_for_exit, FakeNet};
-use meshproxy::app::{start_node, RunningNode};
-use meshproxy::config::FileConfig;
-use meshproxy::identity::Identity;
-use meshproxy::runner::RunnerMsg;
+use meshproxy::ops::assemble::{start_node, RunningNode};
+use meshproxy::ops::config::FileConfig;
+use meshproxy::ops::identity::Identity;
+use meshproxy::runtime::runner::RunnerMsg;
 use meshproxy_core::record::PeerAddr;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -143,7 +143,7 @@ async fn sticky_pins_are_persisted_to_the_state_file() {
         app.read_to_end(&mut rest).await.unwrap();
         // Written by a background task: wait for it.
         let snapshot = loop {
-            if let Some(s) = meshproxy::state::load(&state).unwrap() {
+            if let Some(s) = meshproxy::ops::state::load(&state).unwrap() {
                 break s;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

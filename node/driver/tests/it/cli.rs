@@ -175,7 +175,7 @@ fn within<F: std::future::Future>(secs: u64, body: F) -> F::Output {
 fn fetch_eventually(proxy: SocketAddr, origin: SocketAddr) -> String {
     within(30, async {
         loop {
-            match meshproxy::demo::fetch_page(proxy, origin).await {
+            match meshproxy::ops::demo::fetch_page(proxy, origin).await {
                 Ok(page) => return page,
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -194,7 +194,10 @@ fn demo_fetches_prints_a_working_curl_line_and_stops_cleanly_on_sigterm() {
     let origin: SocketAddr = origin.parse().unwrap();
     assert!(proxy.ip().is_loopback() && origin.ip().is_loopback());
     let page = fetch_eventually(proxy, origin);
-    assert!(page.starts_with("HTTP/1.1 200 OK") && page.ends_with(meshproxy::demo::PAGE), "{page}");
+    assert!(
+        page.starts_with("HTTP/1.1 200 OK") && page.ends_with(meshproxy::ops::demo::PAGE),
+        "{page}"
+    );
     assert_eq!(demo.terminate().code(), Some(0));
 }
 

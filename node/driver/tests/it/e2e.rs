@@ -4,7 +4,7 @@
 //! restarted, and resets on either end staying resets.
 //!
 //! The bulk and reset tests run their nodes in this process
-//! (`meshproxy::node::start`); the failover test runs its exits, and the
+//! (`meshproxy::ops::launch::start`); the failover test runs its exits, and the
 //! restart test its hub, as `meshproxy run` child processes that are killed
 //! with SIGKILL. Tests take turns (see `serial`).
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
@@ -94,7 +94,7 @@ fn http_connect_carries_64_mib_each_way_intact() {
 
 /// Waits until none of the nodes holds a session, a data-plane stream or a
 /// splice any more: an ended or reset connection leaves nothing behind.
-async fn wait_idle(nodes: &[(&str, &meshproxy::node::NetNode)]) {
+async fn wait_idle(nodes: &[(&str, &meshproxy::ops::launch::NetNode)]) {
     for (name, n) in nodes {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -306,7 +306,7 @@ fn a_restarted_hub_gets_its_exits_and_clients_back() {
 }
 
 /// Waits until an in-process exit has noticed it lost its hub registration.
-async fn wait_registered_at_most(exit: &meshproxy::node::NetNode, n: usize) {
+async fn wait_registered_at_most(exit: &meshproxy::ops::launch::NetNode, n: usize) {
     poll_until("the exit noticing the hub is gone", Duration::from_secs(10), || async {
         let hubs = exit.node.status().await?.registered_hubs;
         (hubs <= n).then_some(())

@@ -2,8 +2,8 @@
 // Helpers outside #[test] fns panic on purpose too: a failure there is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use meshproxy::listener::{accept_loop, bind, exposed_without_auth};
-use meshproxy::runner::RunnerMsg;
+use meshproxy::runtime::listener::{accept_loop, bind, exposed_without_auth};
+use meshproxy::runtime::runner::RunnerMsg;
 use meshproxy_core::ids::ListenerId;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

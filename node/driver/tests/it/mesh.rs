@@ -5,7 +5,7 @@
 
 use crate::common::echo_origin;
 use crate::common::live::{node, socks_connect};
-use meshproxy::identity::Identity;
+use meshproxy::ops::identity::Identity;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -5,10 +5,10 @@
 
 use crate::common::echo_origin;
 use crate::common::live::{node, scrape, socks_connect, value};
-use meshproxy::app::StartError;
-use meshproxy::config::FileConfig;
-use meshproxy::identity::Identity;
-use meshproxy::node::{start, RunError};
+use meshproxy::ops::assemble::StartError;
+use meshproxy::ops::config::FileConfig;
+use meshproxy::ops::identity::Identity;
+use meshproxy::ops::launch::{start, RunError};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

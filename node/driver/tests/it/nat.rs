@@ -25,7 +25,7 @@
 // The driver's tests run on real clocks: deadlines for real processes and namespaces.
 #![allow(clippy::disallowed_methods)]
 
-use meshproxy::identity::Identity;
+use meshproxy::ops::identity::Identity;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

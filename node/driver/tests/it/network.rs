@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use libp2p::{identity::Keypair, Multiaddr};
 use meshproxy::{
-    network::{addr_to_core, to_core, NetConfig, NetHandle, NetworkActor},
-    port::{BoxStream, NetCommand, NetEvent},
+    p2p::network::{addr_to_core, to_core, NetConfig, NetHandle, NetworkActor},
+    p2p::{BoxStream, NetCommand, NetEvent},
 };
 use meshproxy_core::{
     ids::{ConnId, PeerId, StreamId},

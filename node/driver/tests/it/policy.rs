@@ -13,12 +13,12 @@
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
 
 use crate::common::{base, pipe, FakeNet};
-use meshproxy::config::FileConfig;
-use meshproxy::identity::Identity;
-use meshproxy::metrics::Metrics;
-use meshproxy::port::{BoxStream, NetCommand, NetEvent};
-use meshproxy::runner::NodeRunner;
-use meshproxy::sockets::{BoxAcceptor, BoxFuture, Sockets};
+use meshproxy::ops::config::FileConfig;
+use meshproxy::ops::identity::Identity;
+use meshproxy::ops::metrics::Metrics;
+use meshproxy::p2p::{BoxStream, NetCommand, NetEvent};
+use meshproxy::runtime::runner::NodeRunner;
+use meshproxy::runtime::sockets::{BoxAcceptor, BoxFuture, Sockets};
 use meshproxy_core::admission::RoleSet;
 use meshproxy_core::config::{ExitConfig, HubContact, NodeConfig};
 use meshproxy_core::ids::{PeerId, StreamId};
@@ -172,7 +172,7 @@ impl World {
         let runner = NodeRunner::new(config, 5, cmd_tx)
             .with_sockets(Arc::new(sockets.clone()))
             .with_metrics(metrics.clone());
-        let net_tx = net.attach(exit, meshproxy::app::event_sink(runner.sender()));
+        let net_tx = net.attach(exit, meshproxy::ops::assemble::event_sink(runner.sender()));
         tokio::spawn(async move {
             while let Some(cmd) = cmd_rx.recv().await {
                 if net_tx.send(cmd).await.is_err() {

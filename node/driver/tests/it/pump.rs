@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
-use meshproxy::pump::{run, PumpCmd, PumpEvent};
-use meshproxy::tcp::TcpIo;
+use meshproxy::runtime::pump::{run, PumpCmd, PumpEvent};
+use meshproxy::runtime::tcp::TcpIo;
 use meshproxy_core::ids::StreamId;
 use meshproxy_core::io::Close;
 use std::io::ErrorKind;

@@ -10,10 +10,10 @@ use libp2p::{
     identity, multiaddr::Protocol as Ma, noise, relay, swarm::SwarmEvent, tcp, yamux, Multiaddr,
     PeerId, Stream, StreamProtocol, Swarm, SwarmBuilder,
 };
-use meshproxy::config::FileConfig;
-use meshproxy::identity::Identity;
-use meshproxy::network::{from_core, to_core};
-use meshproxy::node::{start, NetNode};
+use meshproxy::ops::config::FileConfig;
+use meshproxy::ops::identity::Identity;
+use meshproxy::ops::launch::{start, NetNode};
+use meshproxy::p2p::network::{from_core, to_core};
 use meshproxy_core::admission::Credential;
 use meshproxy_core::wire::frame::Decoded;
 use meshproxy_core::wire::hub::{self as wire, HubMessage, Role, HUB_PROTOCOL, HUB_VERSION};

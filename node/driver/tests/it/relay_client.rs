@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use libp2p::{identity::Keypair, Multiaddr};
 use meshproxy::{
-    network::{
+    p2p::network::{
         addr_to_core, to_core, AdmittedPeers, NetConfig, NetHandle, NetworkActor, RelayServerConfig,
     },
-    port::{HolePunchStage, NetCommand, NetEvent},
+    p2p::{HolePunchStage, NetCommand, NetEvent},
 };
 use meshproxy_core::{
     ids::{ConnId, PeerId, StreamId},

@@ -6,7 +6,7 @@
 
 use crate::common::echo_origin;
 use crate::common::live::{node, scrape, socks_connect, value};
-use meshproxy::identity::Identity;
+use meshproxy::ops::identity::Identity;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep, timeout, Instant};

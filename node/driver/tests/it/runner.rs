@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::common::{base, credential, echo_origin, exit_config, hub_config, status, FakeNet};
-use meshproxy::runner::RunnerMsg;
-use meshproxy::tcp::TcpIo;
+use meshproxy::runtime::runner::RunnerMsg;
+use meshproxy::runtime::tcp::TcpIo;
 use meshproxy_core::config::{ClientConfig, ListenerConfig, ListenerProtocol, SelectionConfig};
 use meshproxy_core::ids::{ListenerId, PeerId};
 use std::net::SocketAddr;
@@ -376,7 +376,7 @@ async fn a_full_network_queue_fails_the_command_at_once() {
             credential: credential("client"),
         });
         let (net_tx, mut net_rx) = mpsc::channel(1);
-        let runner = meshproxy::runner::NodeRunner::new(config, 9, net_tx);
+        let runner = meshproxy::runtime::runner::NodeRunner::new(config, 9, net_tx);
         let tx = runner.sender();
         tokio::spawn(runner.run());
         // Nobody reads the queue: one dial waits in it, the other was refused
@@ -384,7 +384,7 @@ async fn a_full_network_queue_fails_the_command_at_once() {
         let s = status(&tx).await;
         assert_eq!(s.resources.pending_dials, 1, "{s:?}");
         let queued = net_rx.try_recv().expect("one command queued");
-        assert!(matches!(queued, meshproxy::port::NetCommand::Dial { .. }), "{queued:?}");
+        assert!(matches!(queued, meshproxy::p2p::NetCommand::Dial { .. }), "{queued:?}");
         assert!(net_rx.try_recv().is_err(), "nothing else was queued");
     })
     .await

@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
-use meshproxy::port::BoxStream;
-use meshproxy::splice::splice;
-use meshproxy::tcp::TcpIo;
+use meshproxy::p2p::BoxStream;
+use meshproxy::runtime::splice::splice;
+use meshproxy::runtime::tcp::TcpIo;
 use meshproxy_core::io::{SpliceEnd, SpliceLimits, SpliceReport};
 use std::io::ErrorKind;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! driver's own Tokio glue (listeners, pumps, splices, timers, reconnect
 //! loops) deterministically, with partitions and crashes.
 //!
-//! The adapter ([`SimNet`]) honours the peer-network contract of `port.rs`:
+//! The adapter ([`SimNet`]) honours the peer-network contract of `p2p/mod.rs`:
 //! - a *connection* to a peer is one turmoil TCP connection to the peer's host
 //!   (port [`PEER_PORT`]) that carries only keep-alive bytes; it is up while
 //!   bytes keep arriving ([`KEEPALIVE`], [`DEAD_AFTER`]; the stand-in for
@@ -27,12 +27,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers fail the test by panicking
 
 use bytes::{Buf, BufMut, BytesMut};
-use meshproxy::app::{start_node_with, EventSink, NetworkStarter};
-use meshproxy::config::FileConfig;
-use meshproxy::identity::Identity;
-use meshproxy::port::{BoxStream, NetCommand, NetEvent};
-use meshproxy::runner::{RunnerMsg, RunnerStatus};
-use meshproxy::sockets::{Acceptor, BoxAcceptor, BoxFuture, Sockets};
+use meshproxy::ops::assemble::{start_node_with, EventSink, NetworkStarter};
+use meshproxy::ops::config::FileConfig;
+use meshproxy::ops::identity::Identity;
+use meshproxy::p2p::{BoxStream, NetCommand, NetEvent};
+use meshproxy::runtime::runner::{RunnerMsg, RunnerStatus};
+use meshproxy::runtime::sockets::{Acceptor, BoxAcceptor, BoxFuture, Sockets};
 use meshproxy_core::ids::{ConnId, PeerId};
 use meshproxy_core::io::{Path, Protocol, ResolveError};
 use meshproxy_core::record::PeerAddr;

@@ -3,9 +3,9 @@
 //! text for each role, app-side SOCKS5 / HTTP CONNECT handshakes, and origins
 //! that send or check a deterministic pseudo-random byte stream.
 
-use meshproxy::config::FileConfig;
-use meshproxy::identity::Identity;
-use meshproxy::node::{start, NetNode};
+use meshproxy::ops::config::FileConfig;
+use meshproxy::ops::identity::Identity;
+use meshproxy::ops::launch::{start, NetNode};
 use std::future::Future;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::SocketAddr;

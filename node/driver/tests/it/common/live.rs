@@ -3,9 +3,9 @@
 //! scrape a `/metrics` endpoint.
 #![allow(clippy::unwrap_used)]
 
-use meshproxy::config::FileConfig;
-use meshproxy::identity::Identity;
-use meshproxy::node::{start, NetNode};
+use meshproxy::ops::config::FileConfig;
+use meshproxy::ops::identity::Identity;
+use meshproxy::ops::launch::{start, NetNode};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -4,9 +4,9 @@
 pub mod e2e;
 pub mod live;
 
-use meshproxy::app::{event_sink, EventSink, NetworkStarter};
-use meshproxy::port::{NetCommand, NetEvent};
-use meshproxy::runner::{NodeRunner, RunnerMsg, RunnerStatus};
+use meshproxy::ops::assemble::{event_sink, EventSink, NetworkStarter};
+use meshproxy::p2p::{NetCommand, NetEvent};
+use meshproxy::runtime::runner::{NodeRunner, RunnerMsg, RunnerStatus};
 use meshproxy_core::admission::{AdmissionKey, Credential, RoleSet};
 use meshproxy_core::config::DEFAULT_TICKET_LIFETIME;
 use meshproxy_core::config::{ExitConfig, HubConfig, HubContact, Limits, NodeConfig, Timeouts};

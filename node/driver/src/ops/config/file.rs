@@ -1,0 +1,290 @@
+//! The config file's schema: every table and key, as serde reads them. The
+//! knobs that are someone's own type ([`Timeouts`], [`Limits`], [`NetLimits`],
+//! [`RelayLimits`]) are read straight into it; the rest stay as written until
+//! [`Settings`](super::Settings) checks and translates them.
+
+use super::{ConfigError, NetLimits, RelayLimits};
+use meshproxy_core::config::{Limits, Timeouts};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Ed25519 key file (default `meshproxy.key`).
+    pub identity: Option<PathBuf>,
+    /// State file for sticky pins; none means pins do not survive restarts.
+    pub state: Option<PathBuf>,
+    /// Peer-to-peer listen multiaddrs.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); none means no endpoint.
+    /// Keep it on loopback or a private network: the metrics are unauthenticated.
+    pub metrics: Option<SocketAddr>,
+    /// Hubs to use.
+    #[serde(default)]
+    pub hubs: Vec<HubEntry>,
+    /// Deadlines.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Bounds.
+    #[serde(default)]
+    pub limits: LimitsTable,
+    /// The hub role, if served.
+    pub hub: Option<HubFile>,
+    /// The exit role, if served.
+    pub exit: Option<ExitFile>,
+    /// The client role, if served.
+    pub client: Option<ClientFile>,
+    /// `auto` (default: autonat finds out), `public` or `private`: whether other nodes can
+    /// dial this one directly, as the operator knows it (behind NAT: `private`).
+    pub reachability: Option<String>,
+    /// Let autonat probe private and loopback addresses (LANs, test networks); default false.
+    pub autonat_private_ips: Option<bool>,
+    /// Worker threads of the node's runtime, 1 to [`MAX_THREADS`](super::MAX_THREADS); none
+    /// means one per CPU.
+    /// Bounds how many cores the node keeps busy on a machine it shares (name lookups and
+    /// state-file writes run on tokio's blocking threads, outside the count).
+    pub threads: Option<usize>,
+}
+
+/// One hub to use.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HubEntry {
+    /// The hub's peer id (base58, `12D3KooW…`).
+    pub peer: String,
+    /// Where to dial it (multiaddrs).
+    #[serde(default)]
+    pub addrs: Vec<String>,
+}
+
+/// `[limits]`: the core's [`Limits`] and the peer network's [`NetLimits`]
+/// share the table; each key belongs to one of them, and a key neither knows
+/// is an error. (Flattened tables report a value of the wrong type at the
+/// `[limits]` line rather than at the key's.)
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsTable {
+    /// The core's bounds on tables and queues.
+    #[serde(flatten)]
+    pub core: Limits,
+    /// Connections and streams of the peer network.
+    #[serde(flatten)]
+    pub net: NetLimits,
+}
+
+pub use crate::ops::keys::{CredentialFile, KeyFile};
+
+/// `[hub]`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HubFile {
+    /// Registration lifetime (default 30 s).
+    pub ttl_ms: Option<u64>,
+    /// Most exits registered (default 4096).
+    pub max_entries: Option<usize>,
+    /// Most records per lookup answer (default 64).
+    pub max_find: Option<usize>,
+    /// Who may register or look up, and as what (see [`crate::ops::keys`]).
+    #[serde(default)]
+    pub keys: Vec<KeyFile>,
+    /// How long the tickets of admitted peers last (default 20 min, at least 10 s);
+    /// clients keep working through a hub outage for at least half of it.
+    pub ticket_lifetime_ms: Option<u64>,
+    /// Serve as a circuit relay v2 for admitted peers (default true); strangers are refused.
+    pub relay: Option<bool>,
+    /// What the relay grants (the `relay_*` keys), when it is served.
+    #[serde(flatten)]
+    pub relay_limits: RelayLimits,
+}
+
+/// `[exit]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExitFile {
+    /// Proof of admission at the hubs.
+    pub credential: CredentialFile,
+    /// Multiaddrs clients can dial (default: the addresses `listen` bound).
+    #[serde(default)]
+    pub advertise: Vec<String>,
+    /// Sessions advertised (default 256).
+    pub capacity: Option<u32>,
+    /// Two-letter country of the egress.
+    pub country: Option<String>,
+    /// Labels (at most 16).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// This host's own addresses (always denied as destinations).
+    #[serde(default)]
+    pub own_addrs: Vec<IpAddr>,
+    /// Allow rules (`NET`, `NET:PORTS`, `[NET]:PORTS`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Deny rules.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// The only ports dialed (`443`, `8000-8080`); empty = all.
+    #[serde(default)]
+    pub allowed_ports: Vec<String>,
+    /// Whether private/loopback/link-local ranges are refused (default true).
+    pub default_deny_ranges: Option<bool>,
+    /// Relay reservations at the hubs: `auto` (default: while not reachable directly),
+    /// `always` or `off`.
+    pub relay: Option<String>,
+    /// Serve peers without a ticket from one of this exit's hubs: a public exit
+    /// (default false; the node warns at start when true).
+    pub open: Option<bool>,
+}
+
+impl ExitFile {
+    /// An exit with this credential and every other field at its default.
+    pub fn new(credential: CredentialFile) -> ExitFile {
+        ExitFile {
+            credential,
+            advertise: Vec::new(),
+            capacity: None,
+            country: None,
+            labels: Vec::new(),
+            own_addrs: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            allowed_ports: Vec::new(),
+            default_deny_ranges: None,
+            relay: None,
+            open: None,
+        }
+    }
+}
+
+/// `[client]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    /// Proof of admission at the hubs.
+    pub credential: CredentialFile,
+    /// The listeners (at least one).
+    pub listeners: Vec<ListenerFile>,
+    /// Exit list refresh period (default 30 s).
+    pub refresh_ms: Option<u64>,
+    /// Exits asked for per lookup (default 64).
+    pub find_limit: Option<u16>,
+    /// Most pins remembered (default 10000).
+    pub sticky_capacity: Option<usize>,
+    /// Unused pins are forgotten after (default 24 h).
+    pub sticky_ttl_ms: Option<u64>,
+    /// Latency moving-average weight, 0..=1 (default 0.2).
+    pub latency_alpha: Option<f64>,
+    /// Per-exit retry delay after a failure (default 500 ms).
+    pub backoff_base_ms: Option<u64>,
+    /// Largest per-exit retry delay (default 30 s).
+    pub backoff_max_ms: Option<u64>,
+    /// Consecutive failures that open an exit's circuit breaker (default 5).
+    pub breaker_failures: Option<u32>,
+    /// How long an open breaker stays open (default 30 s).
+    pub breaker_open_ms: Option<u64>,
+    /// Probes let through a half-open breaker (default 1).
+    pub breaker_half_open_probes: Option<u32>,
+}
+
+impl ClientFile {
+    /// A client with this credential, no listeners yet and every other field
+    /// at its default.
+    pub fn new(credential: CredentialFile) -> ClientFile {
+        ClientFile {
+            credential,
+            listeners: Vec::new(),
+            refresh_ms: None,
+            find_limit: None,
+            sticky_capacity: None,
+            sticky_ttl_ms: None,
+            latency_alpha: None,
+            backoff_base_ms: None,
+            backoff_max_ms: None,
+            breaker_failures: None,
+            breaker_open_ms: None,
+            breaker_half_open_probes: None,
+        }
+    }
+}
+
+/// One `[[client.listeners]]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    /// Where to listen (default `127.0.0.1:1080`).
+    pub bind: Option<SocketAddr>,
+    /// `socks5`, `http` or `both` (default).
+    pub protocol: Option<String>,
+    /// Exits must be in this country.
+    pub country: Option<String>,
+    /// Exits must carry these labels.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// `off` (default), `listener` or `session`.
+    pub sticky: Option<String>,
+    /// Whether a pinned connection may move to another exit (default true).
+    pub fallback: Option<bool>,
+    /// Further exits tried after one fails (default 2).
+    pub retries: Option<u32>,
+    /// Users allowed (SOCKS5 user/pass and HTTP Basic); none = no auth.
+    #[serde(default)]
+    pub users: Vec<UserFile>,
+    /// Whether sessions may run over a hub's relay (default true); false: only exits
+    /// reachable directly, over direct connections.
+    pub relayed: Option<bool>,
+}
+
+/// A listener user.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserFile {
+    /// Username (without `-`: parameters follow a `-`).
+    pub name: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A listener's socket side, which the core does not see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerSocket {
+    /// Bind address.
+    pub bind: SocketAddr,
+    /// Whether it requires authentication.
+    pub has_auth: bool,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        FileConfig::parse(&text)
+            .map_err(|source| ConfigError::Toml { path: path.to_owned(), source })
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The identity key file.
+    pub fn identity_path(&self) -> PathBuf {
+        self.identity.clone().unwrap_or_else(|| PathBuf::from("meshproxy.key"))
+    }
+
+    /// The sockets of the client listeners, in order.
+    pub fn listener_sockets(&self) -> Vec<ListenerSocket> {
+        self.client.as_ref().map_or_else(Vec::new, |c| {
+            c.listeners
+                .iter()
+                .map(|l| ListenerSocket {
+                    bind: l.bind.unwrap_or(crate::runtime::listener::DEFAULT_BIND),
+                    has_auth: !l.users.is_empty(),
+                })
+                .collect()
+        })
+    }
+}
