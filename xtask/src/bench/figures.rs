@@ -17,7 +17,7 @@ type Series = Vec<(String, Vec<f64>)>;
 pub(super) struct Origins {
     /// Greets first, then counts (throughput, and the existing latency figures).
     pub(super) counting: std::net::SocketAddr,
-    /// Answers the app's first byte ([`OriginMode::Request`]).
+    /// Answers the app's first byte ([`load::OriginMode::Request`]).
     pub(super) request: std::net::SocketAddr,
 }
 
