@@ -44,9 +44,30 @@ pub fn agreed_aead(log: &Path) -> Option<String> {
 /// [`agreed_aead`] on a log's text.
 fn aead_in(text: &str) -> Option<String> {
     let line = text.lines().rev().find(|l| l.contains("transport AEAD agreed"))?;
+    let line = without_ansi(line);
     let value = line.split_whitespace().find_map(|w| w.strip_prefix("aead="))?;
     let name = value.trim_matches('"');
     (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// `line` without terminal colour codes (`ESC [ … letter`): the node's
+/// tracing output colours field names even when stderr is a file.
+fn without_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the sequence's final letter.
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The cargo that launched xtask, so the bench builds with the same toolchain.
@@ -718,6 +739,9 @@ mod tests {
 2026-12-07T18:00:03Z  INFO meshproxy::runner: peer connected
 ";
         assert_eq!(aead_in(log).as_deref(), Some(NOISE_AESGCM));
+        // As the node really writes it: coloured, even into a file.
+        let coloured = "\u{1b}[2m2026-12-07T18:27:46.083473Z\u{1b}[0m \u{1b}[34mDEBUG\u{1b}[0m \u{1b}[2mmeshproxy::noise::handshake\u{1b}[0m\u{1b}[2m:\u{1b}[0m noise: dialed; transport AEAD agreed \u{1b}[3mpeer\u{1b}[0m\u{1b}[2m=\u{1b}[0m12D3KooWQ \u{1b}[3maead\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"AESGCM\"";
+        assert_eq!(aead_in(coloured).as_deref(), Some(NOISE_AESGCM));
         assert_eq!(
             aead_in("x transport AEAD agreed aead=ChaChaPoly").as_deref(),
             Some("ChaChaPoly")
