@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 use meshproxy_core::http_connect::{HttpAction, HttpAuthPolicy, HttpConnectHandshake, MAX_HEAD};
+use meshproxy_core::http_head::{self, HeadLimits, HeadReader, HeadStatus, Parsed};
 use meshproxy_core::socks::{SocksAction, SocksAuthPolicy, SocksHandshake, MAX_BUFFERED};
 use meshproxy_core::wire::frame::{DecodeResult, Decoded};
 use meshproxy_core::wire::{hub, proxy};
@@ -17,13 +18,15 @@ use std::sync::Arc;
 
 /// The fuzz targets, by the name of their `fuzz/fuzz_targets/*.rs` file and
 /// corpus directory.
-pub const TARGETS: [&str; 5] = ["socks5", "http_connect", "proxy_wire", "hub_wire", "scenario"];
+pub const TARGETS: [&str; 6] =
+    ["socks5", "http_connect", "http_head", "proxy_wire", "hub_wire", "scenario"];
 
 /// Runs the check of target `name` on `data`; `false` for an unknown name.
 pub fn run(name: &str, data: &[u8]) -> bool {
     match name {
         "socks5" => socks5(data),
         "http_connect" => http_connect(data),
+        "http_head" => http_head(data),
         "proxy_wire" => proxy_wire(data),
         "hub_wire" => hub_wire(data),
         "scenario" => scenario(data),
@@ -116,6 +119,44 @@ pub fn http_connect(data: &[u8]) {
                 break;
             }
         }
+    }
+}
+
+/// The HTTP/1.1 request-head reader under small limits the input chooses:
+/// never holds more than the byte limit, reads the same head (or the same
+/// error) in pieces as in one feed, hands back exactly the bytes after the
+/// head, and the head's readings (`Host`, body framing, `Connection`) never
+/// panic.
+pub fn http_head(data: &[u8]) {
+    let (config, rest) = data.split_first().map_or((0, &[][..]), |(c, r)| (*c, r));
+    // Small limits reach the bounds often; 0 selects the defaults.
+    let limits = match config & 0b11 {
+        0 => HeadLimits::default(),
+        n => HeadLimits { max_bytes: usize::from(n) * 96, max_headers: usize::from(config >> 5) },
+    };
+    let whole = http_head::parse(rest, limits);
+    let mut reader = HeadReader::new(limits);
+    let (_, pieces) = chunks(data);
+    let mut fed = 0usize;
+    let mut answer = Ok(HeadStatus::Incomplete);
+    for piece in pieces {
+        answer = reader.feed(piece);
+        assert!(reader.buffered() <= limits.max_bytes, "held {} > {limits:?}", reader.buffered());
+        fed += piece.len();
+        if !matches!(answer, Ok(HeadStatus::Incomplete)) {
+            break;
+        }
+    }
+    match (&whole, &answer) {
+        (Ok(Parsed::Incomplete), Ok(HeadStatus::Incomplete)) => {}
+        (Ok(Parsed::Complete(one)), Ok(HeadStatus::Complete { head, rest: after })) => {
+            assert_eq!(one, head, "a split read another head");
+            assert!(head.len <= limits.max_bytes && head.headers.len() <= limits.max_headers);
+            assert_eq!(after[..], rest[head.len..fed], "bytes after the head lost or changed");
+            let _ = (head.host(), head.body_length(), head.keep_alive(), head.upgrade());
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b, "a split changed the error"),
+        _ => panic!("one feed gave {whole:?}, pieces gave {answer:?}"),
     }
 }
 

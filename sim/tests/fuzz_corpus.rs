@@ -26,6 +26,9 @@ fn the_checks_catch_what_they_promise_to() {
         meshproxy_sim::fuzz::socks5(&input);
     }
     meshproxy_sim::fuzz::http_connect(b"\x00CONNECT example.com:443 HTTP/1.1\r\nHost: e\r\n\r\n");
+    meshproxy_sim::fuzz::http_head(
+        b"\x00POST / HTTP/1.1\r\nHost: e\r\nContent-Length: 2\r\n\r\nhi",
+    );
     meshproxy_sim::fuzz::scenario(b"not = [toml");
     assert!(!meshproxy_sim::fuzz::run("no_such_target", b""));
 }

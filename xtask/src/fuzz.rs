@@ -20,9 +20,10 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 10] = [
     "socks5",
     "http_connect",
+    "http_head",
     "proxy_wire",
     "hub_wire",
     "scenario",

@@ -1,26 +1,28 @@
-//! The hub's directory of exits.
+//! The hub's directory of registered peers: exits today, agents tomorrow
+//! (any [`Role`] that [`Role::is_listed`]; each record says which).
 //!
-//! Exits register with a hub and then heartbeat; a registration lives for the
-//! directory's `ttl` after the last register or heartbeat, so an exit that
+//! Peers register with a hub and then heartbeat; a registration lives for the
+//! directory's `ttl` after the last register or heartbeat, so a peer that
 //! vanishes without a word drops out on its own. Clients ask the directory to
-//! find exits matching their filters.
+//! find peers of one role matching their filters. A peer has one registration
+//! at a time: registering again, in any role, replaces it.
 //!
 //! Expiry is driven by the caller: [`Directory::next_expiry`] says when to
 //! call [`Directory::expire`] (the hub's `poll_timeout`). Until that call an
 //! entry whose time is up is still listed by `find` and `resolve`, but a
-//! heartbeat can no longer revive it: the exit must register again.
+//! heartbeat can no longer revive it: the peer must register again.
 //!
 //! # Spreading load
 //!
 //! If every `Find` returned the same first `limit` exits, those would carry
 //! every client. `find` therefore starts each scan just after where the
-//! previous one stopped (a cursor over the peer-id order), so successive
-//! answers rotate through all matching exits; within one answer, exits with
+//! previous one for the same role stopped (a cursor per role over the peer-id
+//! order), so successive answers rotate through all matching peers; within one answer, exits with
 //! a lower load-to-capacity ratio come first, and exits at or over capacity
 //! are offered only when there are not enough others.
 
 use crate::ids::PeerId;
-use crate::record::{PeerFilter, PeerRecord};
+use crate::record::{PeerFilter, PeerRecord, Role};
 use crate::time::Instant;
 use core::cmp::Ordering;
 use core::ops::Bound;
@@ -32,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct DirectoryConfig {
     /// How long a registration lives after the last register or heartbeat.
     pub ttl: Duration,
-    /// Most exits registered at once.
+    /// Most peers registered at once, all roles together.
     pub max_entries: usize,
 }
 
@@ -42,10 +44,10 @@ impl Default for DirectoryConfig {
     }
 }
 
-/// Why [`Directory::register`] refused an exit.
+/// Why [`Directory::register`] refused a peer.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum RegisterError {
-    /// The directory holds `max_entries` other exits already.
+    /// The directory holds `max_entries` other peers already.
     #[error("the directory is full ({max_entries} exits)")]
     Full {
         /// The directory's limit.
@@ -88,21 +90,27 @@ impl Entry {
     }
 }
 
-/// The hub's directory of exits. See the [module docs](self).
+/// The hub's directory of registered peers. See the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct Directory {
     config: DirectoryConfig,
     entries: BTreeMap<PeerId, Entry>,
     /// The same entries by expiry, for `expire` and `next_expiry`.
     by_expiry: BTreeSet<(Instant, PeerId)>,
-    /// Where the last `find` stopped; the next one starts after it.
-    cursor: Option<PeerId>,
+    /// Where the last `find` for each role stopped; the next one starts
+    /// after it.
+    cursors: BTreeMap<Role, PeerId>,
 }
 
 impl Directory {
     /// An empty directory.
     pub fn new(config: DirectoryConfig) -> Self {
-        Directory { config, entries: BTreeMap::new(), by_expiry: BTreeSet::new(), cursor: None }
+        Directory {
+            config,
+            entries: BTreeMap::new(),
+            by_expiry: BTreeSet::new(),
+            cursors: BTreeMap::new(),
+        }
     }
 
     /// The directory's limits.
@@ -166,7 +174,7 @@ impl Directory {
         }
     }
 
-    /// Removes every exit whose registration ran out at or before `now`,
+    /// Removes every peer whose registration ran out at or before `now`,
     /// returning them in order of expiry (ties by peer id).
     pub fn expire(&mut self, now: Instant) -> Vec<PeerId> {
         let mut gone = Vec::new();
@@ -186,23 +194,24 @@ impl Directory {
         self.by_expiry.first().map(|&(t, _)| t)
     }
 
-    /// Up to `limit` exits matching `filter`, rotating between calls and least
-    /// loaded first (see the [module docs](self)).
-    pub fn find(&mut self, filter: &PeerFilter, limit: usize) -> Vec<PeerRecord> {
+    /// Up to `limit` peers registered as `role` matching `filter`, rotating
+    /// between calls and least loaded first (see the [module docs](self)).
+    pub fn find(&mut self, role: Role, filter: &PeerFilter, limit: usize) -> Vec<PeerRecord> {
         if limit == 0 {
             return Vec::new();
         }
         // Scan from just after the cursor to the end, then wrap around to it.
-        let tail = match self.cursor {
+        let cursor = self.cursors.get(&role).copied();
+        let tail = match cursor {
             Some(c) => self.entries.range((Bound::Excluded(c), Bound::Unbounded)),
             None => self.entries.range(..),
         };
-        let head = self.cursor.map(|c| self.entries.range(..=c));
+        let head = cursor.map(|c| self.entries.range(..=c));
         let rotated = tail.chain(head.into_iter().flatten());
         let mut picked: Vec<(&PeerId, &Entry)> = Vec::new();
         let mut saturated: Vec<(&PeerId, &Entry)> = Vec::new();
         for (peer, entry) in rotated {
-            if !filter.matches(&entry.record.attrs) {
+            if entry.record.role != role || !filter.matches(&entry.record.attrs) {
                 continue;
             }
             if !entry.saturated() {
@@ -220,7 +229,7 @@ impl Directory {
         // saturated ones do not hold the rotation back.
         if let Some((peer, _)) = picked.iter().rev().find(|(_, e)| !e.saturated()).or(picked.last())
         {
-            self.cursor = Some(**peer);
+            self.cursors.insert(role, **peer);
         }
         picked.sort_by(|(_, a), (_, b)| a.cmp_load(b));
         picked.into_iter().map(|(_, e)| e.record.clone()).collect()
@@ -236,12 +245,12 @@ impl Directory {
         self.entries.get(&peer).map(|e| e.load)
     }
 
-    /// How many exits are registered.
+    /// How many peers are registered, all roles together.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
-    /// Whether no exit is registered.
+    /// Whether no peer is registered.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -267,6 +276,7 @@ mod tests {
     fn record(n: u64, country: &str, labels: &[&str], capacity: u32) -> PeerRecord {
         PeerRecord {
             peer: PeerId::from_u64(n),
+            role: Role::Exit,
             addrs: vec![PeerAddr(n.to_be_bytes().to_vec())],
             attrs: Attrs {
                 country: CountryCode::parse(country),
@@ -365,13 +375,13 @@ mod tests {
         d.register(at(0), record(3, "de", &["residential"], 10)).expect("room");
         d.register(at(0), record(4, "de", &["dc", "fast"], 10)).expect("room");
         let de_dc = PeerFilter { country: CountryCode::parse("de"), labels: vec!["dc".into()] };
-        let mut found = ids(&d.find(&de_dc, 10));
+        let mut found = ids(&d.find(Role::Exit, &de_dc, 10));
         found.sort();
         assert_eq!(found, [PeerId::from_u64(1), PeerId::from_u64(4)]);
         let nowhere = PeerFilter { country: CountryCode::parse("fr"), labels: vec![] };
-        assert!(d.find(&nowhere, 10).is_empty());
-        assert_eq!(d.find(&PeerFilter::default(), 10).len(), 4);
-        assert!(d.find(&PeerFilter::default(), 0).is_empty());
+        assert!(d.find(Role::Exit, &nowhere, 10).is_empty());
+        assert_eq!(d.find(Role::Exit, &PeerFilter::default(), 10).len(), 4);
+        assert!(d.find(Role::Exit, &PeerFilter::default(), 0).is_empty());
     }
 
     #[test]
@@ -382,14 +392,14 @@ mod tests {
         }
         let any = PeerFilter::default();
         let p = PeerId::from_u64;
-        assert_eq!(ids(&d.find(&any, 2)), [p(1), p(2)]);
-        assert_eq!(ids(&d.find(&any, 2)), [p(3), p(4)]);
-        assert_eq!(ids(&d.find(&any, 2)), [p(5), p(1)]);
-        assert_eq!(ids(&d.find(&any, 2)), [p(2), p(3)]);
+        assert_eq!(ids(&d.find(Role::Exit, &any, 2)), [p(1), p(2)]);
+        assert_eq!(ids(&d.find(Role::Exit, &any, 2)), [p(3), p(4)]);
+        assert_eq!(ids(&d.find(Role::Exit, &any, 2)), [p(5), p(1)]);
+        assert_eq!(ids(&d.find(Role::Exit, &any, 2)), [p(2), p(3)]);
         // The cursor survives its peer leaving.
         d.remove(p(3));
-        assert_eq!(ids(&d.find(&any, 2)), [p(4), p(5)]);
-        assert_eq!(ids(&d.find(&any, 10)), [p(1), p(2), p(4), p(5)]);
+        assert_eq!(ids(&d.find(Role::Exit, &any, 2)), [p(4), p(5)]);
+        assert_eq!(ids(&d.find(Role::Exit, &any, 10)), [p(1), p(2), p(4), p(5)]);
     }
 
     #[test]
@@ -405,8 +415,36 @@ mod tests {
         d.heartbeat(at(1), p(3), 50).expect("registered");
         let any = PeerFilter::default();
         // Saturated exits (2 at capacity, 4 with none) only fill up the answer.
-        assert_eq!(ids(&d.find(&any, 10)), [p(3), p(1), p(2), p(4)]);
-        assert_eq!(ids(&d.find(&any, 2)), [p(3), p(1)]);
+        assert_eq!(ids(&d.find(Role::Exit, &any, 10)), [p(3), p(1), p(2), p(4)]);
+        assert_eq!(ids(&d.find(Role::Exit, &any, 2)), [p(3), p(1)]);
+    }
+
+    #[test]
+    fn find_names_the_role_and_each_role_rotates_on_its_own() {
+        let p = PeerId::from_u64;
+        let mut d = Directory::new(DirectoryConfig::default());
+        // Client records stand in for tomorrow's second listed role (agents):
+        // the directory keeps any role apart, the codec decides which are listed.
+        for n in 1..=6 {
+            let role = if n % 2 == 0 { Role::Client } else { Role::Exit };
+            let rec = PeerRecord { role, ..record(n, "de", &[], 10) };
+            assert!(d.register(at(0), rec).is_ok());
+        }
+        let any = PeerFilter::default();
+        let roles = |found: &[PeerRecord]| found.iter().map(|r| r.role).collect::<Vec<_>>();
+        let exits = d.find(Role::Exit, &any, 10);
+        assert_eq!(ids(&exits), [p(1), p(3), p(5)]);
+        assert_eq!(roles(&exits), [Role::Exit; 3]);
+        assert_eq!(ids(&d.find(Role::Client, &any, 10)), [p(2), p(4), p(6)]);
+        // One role's finds do not move the other's rotation.
+        assert_eq!(ids(&d.find(Role::Exit, &any, 1)), [p(1)]);
+        assert_eq!(ids(&d.find(Role::Client, &any, 1)), [p(2)]);
+        assert_eq!(ids(&d.find(Role::Client, &any, 1)), [p(4)]);
+        assert_eq!(ids(&d.find(Role::Exit, &any, 1)), [p(3)]);
+        // Registering again in another role replaces the registration.
+        assert!(d.register(at(1), record(2, "de", &[], 10)).is_ok());
+        assert_eq!(ids(&d.find(Role::Exit, &any, 10)).len(), 4);
+        assert_eq!(d.len(), 6);
     }
 
     proptest! {
@@ -436,7 +474,7 @@ mod tests {
                     }
                     _ => {
                         let limit = (load % 4) as usize;
-                        let found = d.find(&PeerFilter::default(), limit);
+                        let found = d.find(Role::Exit, &PeerFilter::default(), limit);
                         prop_assert_eq!(found.len(), limit.min(d.len()));
                         let mut unique = ids(&found);
                         unique.sort();

@@ -22,6 +22,7 @@
 //! 400 for a malformed header under [`HttpAuthPolicy::NoAuth`]), target (400),
 //! username parameters (400).
 
+use crate::http_head::{HeadError, HeadLimits, HeadReader, HeadStatus, RequestHead};
 use crate::socks::{credentials_match, username_base, UserParams, UserParamsError};
 use crate::target::{Status, TargetAddr, MAX_DOMAIN_LEN};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -32,10 +33,7 @@ use core::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-/// Most bytes a request head may take, blank line included.
-pub const MAX_HEAD: usize = 8192;
-/// Most header fields a request head may carry.
-pub const MAX_HEADERS: usize = 64;
+pub use crate::http_head::{MAX_HEAD, MAX_HEADERS};
 /// The `Proxy-Authenticate` challenge sent with every 407.
 pub const CHALLENGE: &str = "Basic realm=\"meshproxy\"";
 
@@ -103,15 +101,11 @@ pub struct HttpConnectRequest {
 /// Why an HTTP CONNECT request was refused.
 #[derive(thiserror::Error, Clone, PartialEq, Eq, Debug)]
 pub enum HttpConnectError {
-    /// No complete head within [`MAX_HEAD`] bytes (431).
-    #[error("request head exceeds {MAX_HEAD} bytes")]
-    HeadTooLarge,
-    /// More than [`MAX_HEADERS`] header fields (431).
-    #[error("more than {MAX_HEADERS} header fields")]
-    TooManyHeaders,
-    /// The head is not HTTP/1.x syntax, e.g. a SOCKS client at the port (400).
-    #[error("malformed request head: {0}")]
-    Malformed(httparse::Error),
+    /// The head is refused as such (see [`crate::http_head`]): larger than
+    /// [`MAX_HEAD`] bytes or [`MAX_HEADERS`] fields (431), not HTTP/1.x
+    /// syntax, e.g. a SOCKS client at the port, or another version (400).
+    #[error(transparent)]
+    Head(#[from] HeadError),
     /// A method other than CONNECT (405).
     #[error("method {method:?} not allowed, only CONNECT")]
     MethodNotAllowed {
@@ -208,7 +202,7 @@ fn fail(code: u16, error: HttpConnectError) -> Failure {
 pub struct HttpConnectHandshake {
     policy: Arc<HttpAuthPolicy>,
     /// The head so far; at most [`MAX_HEAD`] bytes.
-    head: Vec<u8>,
+    head: HeadReader,
     /// The request or rejection, until polled.
     outcome: Option<HttpAction>,
     ended: bool,
@@ -221,7 +215,7 @@ impl HttpConnectHandshake {
     pub fn new(policy: Arc<HttpAuthPolicy>) -> Self {
         HttpConnectHandshake {
             policy,
-            head: Vec::new(),
+            head: HeadReader::new(HeadLimits::default()),
             outcome: None,
             ended: false,
             leftover: BytesMut::new(),
@@ -240,16 +234,19 @@ impl HttpConnectHandshake {
         if self.ended {
             return Err(HttpConnectError::AlreadyFinished);
         }
-        let room = MAX_HEAD.saturating_sub(self.head.len());
-        let (now, later) = data.split_at(room.min(data.len()));
-        self.head.extend_from_slice(now);
-        match judge_head(&self.head, &self.policy) {
-            Ok(None) => {}
-            Ok(Some((len, request))) => {
-                self.leftover.extend_from_slice(self.head.get(len..).unwrap_or_default());
-                self.leftover.extend_from_slice(later);
-                self.end(HttpAction::Request(request));
+        let judged = match self.head.feed(data) {
+            Ok(HeadStatus::Incomplete) => return Ok(()),
+            Ok(HeadStatus::Complete { head, rest }) => {
+                let judged = judge_head(&head, &self.policy);
+                if judged.is_ok() {
+                    self.leftover = rest;
+                }
+                judged
             }
+            Err(e) => Err(refuse_head(e)),
+        };
+        match judged {
+            Ok(request) => self.end(HttpAction::Request(request)),
             Err((response, error)) => self.end(HttpAction::Reject { response, error }),
         }
         Ok(())
@@ -278,42 +275,34 @@ impl HttpConnectHandshake {
 
     /// How many bytes of the unfinished head are held.
     pub fn buffered(&self) -> usize {
-        self.head.len()
+        self.head.buffered()
     }
 
     fn end(&mut self, action: HttpAction) {
         self.ended = true;
-        self.head = Vec::new();
         self.outcome = Some(action);
     }
 }
 
-/// Parses and judges the head: `Ok(None)` while it is incomplete, else the
-/// head's length and the request, or the rejection.
-fn judge_head(
-    head: &[u8],
-    policy: &HttpAuthPolicy,
-) -> Result<Option<(usize, HttpConnectRequest)>, Failure> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    let len = match request.parse(head) {
-        Ok(httparse::Status::Complete(len)) => len,
-        // A full buffer that still is not a head can never become one.
-        Ok(httparse::Status::Partial) if head.len() >= MAX_HEAD => {
-            return Err(fail(431, HttpConnectError::HeadTooLarge))
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(fail(431, HttpConnectError::TooManyHeaders))
-        }
-        Err(e) => return Err(fail(400, HttpConnectError::Malformed(e))),
+/// The answer to a head refused before it could be judged. CONNECT clients
+/// get 400 for every syntax problem, another version included (a 505 would
+/// tell a SOCKS client at the wrong port nothing more).
+fn refuse_head(e: HeadError) -> Failure {
+    let code = match e.status() {
+        431 => 431,
+        _ => 400,
     };
-    let method = request.method.unwrap_or_default();
-    if method != "CONNECT" {
-        return Err(fail(405, HttpConnectError::MethodNotAllowed { method: method.to_owned() }));
+    fail(code, e.into())
+}
+
+/// Judges a complete head: the request, or the rejection.
+fn judge_head(head: &RequestHead, policy: &HttpAuthPolicy) -> Result<HttpConnectRequest, Failure> {
+    if head.method != "CONNECT" {
+        let method = head.method.clone();
+        return Err(fail(405, HttpConnectError::MethodNotAllowed { method }));
     }
-    let username = authenticate(policy, request.headers)?;
-    let raw_target = request.path.unwrap_or_default();
+    let username = authenticate(policy, head)?;
+    let raw_target = head.target.as_str();
     let target = parse_authority(raw_target).map_err(|problem| {
         fail(400, HttpConnectError::BadTarget { target: raw_target.to_owned(), problem })
     })?;
@@ -321,21 +310,14 @@ fn judge_head(
         Some(name) => UserParams::parse(name).map_err(|e| fail(400, e.into()))?,
         None => UserParams::default(),
     };
-    Ok(Some((len, HttpConnectRequest { target, username, params })))
+    Ok(HttpConnectRequest { target, username, params })
 }
 
 /// Checks `Proxy-Authorization` against the policy; the username it carried,
 /// if non-empty.
-fn authenticate(
-    policy: &HttpAuthPolicy,
-    headers: &[httparse::Header<'_>],
-) -> Result<Option<String>, Failure> {
-    let mut values = headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("proxy-authorization"))
-        .map(|h| h.value);
-    let value = values.next();
-    let repeated = values.next().is_some();
+fn authenticate(policy: &HttpAuthPolicy, head: &RequestHead) -> Result<Option<String>, Failure> {
+    let value = head.value("proxy-authorization");
+    let repeated = head.count("proxy-authorization") > 1;
     let non_empty = |user: String| (!user.is_empty()).then_some(user);
     match policy {
         HttpAuthPolicy::NoAuth => {
@@ -601,7 +583,7 @@ mod tests {
             let run = run_all(&mut hs, input);
             let (code, _, error) = reject_of(&run);
             assert_eq!(code, 400);
-            assert!(matches!(error, HttpConnectError::Malformed(_)));
+            assert!(matches!(error, HttpConnectError::Head(_)), "{error}");
         }
     }
 
@@ -612,7 +594,10 @@ mod tests {
         let run = drive(&mut hs, &input.as_bytes().chunks(1000).collect::<Vec<_>>());
         assert!(run.max_buffered <= MAX_HEAD);
         let (code, text, error) = reject_of(&run);
-        assert_eq!((code, error), (431, &HttpConnectError::HeadTooLarge));
+        assert_eq!(
+            (code, error),
+            (431, &HttpConnectError::Head(HeadError::TooLarge { limit: MAX_HEAD }))
+        );
         assert_well_formed(&text);
     }
 
@@ -632,7 +617,10 @@ mod tests {
         let headers: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
         let mut hs = no_auth();
         let run = run_all(&mut hs, &connect("a:1", &headers));
-        assert_eq!(reject_of(&run).2, &HttpConnectError::TooManyHeaders);
+        assert_eq!(
+            reject_of(&run).2,
+            &HttpConnectError::Head(HeadError::TooManyHeaders { limit: MAX_HEADERS })
+        );
         assert_eq!(reject_of(&run).0, 431);
     }
 

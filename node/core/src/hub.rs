@@ -263,11 +263,16 @@ impl HubRole {
             }
             (
                 &Phase::Admitted { role, key },
-                HubMessage::Register { addrs, attrs, capacity, relayed },
+                HubMessage::Register { role: listed, addrs, attrs, capacity, relayed },
             ) => {
-                if role != Role::Exit {
+                // A peer is listed only as what its key admitted it as.
+                if listed != role {
+                    let message = match listed {
+                        Role::Exit => "not admitted as an exit",
+                        Role::Client => "clients are not listed",
+                    };
                     ctx.event(Event::AdmissionDenied { peer, reason: Refusal::RoleNotAllowed });
-                    self.fail(ctx, stream, HubErrorCode::Forbidden, "not admitted as an exit");
+                    self.fail(ctx, stream, HubErrorCode::Forbidden, message);
                     return false;
                 }
                 let renewal = self.registered_by.contains_key(&peer);
@@ -283,7 +288,8 @@ impl HubRole {
                     return false;
                 }
                 let relays = if relayed { vec![self.local] } else { Vec::new() };
-                let record = crate::record::PeerRecord { peer, addrs, attrs, capacity, relays };
+                let record =
+                    crate::record::PeerRecord { peer, role, addrs, attrs, capacity, relays };
                 match self.directory.register(now, record) {
                     Ok(ttl) => {
                         self.registered_by.insert(peer, (stream, key));
@@ -299,7 +305,7 @@ impl HubRole {
                     }
                 }
             }
-            (Phase::Admitted { role: Role::Exit, .. }, HubMessage::Heartbeat { load }) => {
+            (&Phase::Admitted { role, .. }, HubMessage::Heartbeat { load }) if role.is_listed() => {
                 match self.directory.heartbeat(now, peer, load) {
                     Ok(ttl) => {
                         let ttl_secs = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
@@ -322,9 +328,9 @@ impl HubRole {
                 send(ctx, stream, &HubMessage::Ticket { grant });
                 true
             }
-            (Phase::Admitted { .. }, HubMessage::Find { filter, limit }) => {
+            (Phase::Admitted { .. }, HubMessage::Find { role: wanted, filter, limit }) => {
                 let limit = usize::from(limit).min(self.max_find).min(wire::MAX_PEERS);
-                let peers = self.directory.find(&filter, limit);
+                let peers = self.directory.find(wanted, &filter, limit);
                 send(ctx, stream, &HubMessage::Peers { peers });
                 true
             }

@@ -406,7 +406,10 @@ impl HubLinks {
                 l.registered = false;
                 l.queue.push_front(Request::Register);
             }
-            (Request::Find, HubMessage::Peers { peers }) => {
+            (Request::Find, HubMessage::Peers { mut peers }) => {
+                // A hub answers with the role asked for; a record of another
+                // role is not an exit, whatever else it says.
+                peers.retain(|p| p.role == Role::Exit);
                 let hub = l.hub.peer;
                 self.events.push_back(LinkEvent::Peers { hub, peers });
             }
@@ -431,6 +434,7 @@ impl HubLinks {
                     Request::Register => {
                         let Some(r) = &self.registration else { return };
                         HubMessage::Register {
+                            role: self.role,
                             addrs: if self.hide_addrs { Vec::new() } else { r.addrs.clone() },
                             attrs: r.attrs.clone(),
                             capacity: r.capacity,
@@ -439,7 +443,9 @@ impl HubLinks {
                     }
                     Request::Heartbeat => HubMessage::Heartbeat { load: 0 },
                     Request::RenewTicket => HubMessage::RenewTicket,
+                    // Finds run for the client role, which wants exits.
                     Request::Find => HubMessage::Find {
+                        role: Role::Exit,
                         filter: PeerFilter::default(),
                         limit: if find_limit == 0 { wire::MAX_PEERS as u16 } else { find_limit },
                     },

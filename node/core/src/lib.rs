@@ -33,7 +33,8 @@
 //! - `client`, `exit`, `hub`, `hub_link`: the roles' session machines; `relay`:
 //!   relay reservations and hole punching.
 //! - [`listener`]: the node's listeners and what each serves.
-//! - [`socks`], [`http_connect`]: listener handshakes. [`wire`]: peer protocols.
+//! - [`socks`], [`http_connect`]: listener handshakes; [`http_head`]: the HTTP/1.1
+//!   request head they and the coming ingress read. [`wire`]: peer protocols.
 //! - [`policy`]: exit policy. [`selection`]: backoff, breaker, latency, sticky pool.
 //! - [`directory`]: the hub's table. [`admission`]: hub challenge–response,
 //!   keys and roles. [`ticket`]: hub-signed tickets exits check.
@@ -47,6 +48,7 @@ mod ctx;
 pub mod directory;
 mod exit;
 pub mod http_connect;
+pub mod http_head;
 mod hub;
 mod hub_link;
 pub mod ids;

@@ -71,13 +71,14 @@ use core::str::FromStr;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// A CIDR block: an IPv4 or IPv6 network address and a prefix length.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct IpNet {
-    /// The network address; bits beyond `prefix` are zero.
-    addr: IpAddr,
-    prefix: u8,
-}
+/// A CIDR block: an IPv4 or IPv6 network address and a prefix length, with
+/// no address bits set beyond the prefix. The arithmetic is the `ipnet`
+/// crate's; this type adds what a policy file needs on top: a bare address
+/// means that one host, the prefix is a plain decimal, and `10.1.2.3/8` is
+/// refused (it is a typo for a host or for `10.0.0.0/8`, never what the
+/// writer meant) rather than silently truncated.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IpNet(ipnet::IpNet);
 
 /// Why [`IpNet::new`] or parsing an [`IpNet`] failed.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
@@ -106,96 +107,70 @@ pub enum ParseIpNetError {
     },
 }
 
-const fn v4_mask(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix)
-    }
-}
-
-const fn v6_mask(prefix: u8) -> u128 {
-    if prefix == 0 {
-        0
-    } else {
-        u128::MAX << (128 - prefix)
-    }
-}
-
-fn bits_of(addr: IpAddr) -> u8 {
-    match addr {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
-}
-
-fn truncate(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & v4_mask(prefix))),
-        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & v6_mask(prefix))),
-    }
-}
-
 impl IpNet {
     /// The block `addr/prefix`; refuses a prefix longer than the address and
     /// an address with bits set beyond the prefix.
     pub fn new(addr: IpAddr, prefix: u8) -> Result<IpNet, ParseIpNetError> {
-        let max = bits_of(addr);
-        if prefix > max {
-            return Err(ParseIpNetError::PrefixTooLong { prefix, max });
-        }
-        let network = IpNet { addr: truncate(addr, prefix), prefix };
-        if network.addr != addr {
+        let net = ipnet::IpNet::new(addr, prefix).map_err(|_| ParseIpNetError::PrefixTooLong {
+            prefix,
+            max: ipnet::IpNet::from(addr).max_prefix_len(),
+        })?;
+        if net != net.trunc() {
             return Err(ParseIpNetError::HostBitsSet {
                 given: format!("{addr}/{prefix}"),
-                network,
+                network: IpNet(net.trunc()),
             });
         }
-        Ok(network)
+        Ok(IpNet(net))
     }
 
     /// The block holding exactly `addr` (/32 or /128).
     pub fn host(addr: IpAddr) -> IpNet {
-        IpNet { addr, prefix: bits_of(addr) }
+        IpNet(ipnet::IpNet::from(addr))
     }
 
+    /// For the constant table below: the caller guarantees a valid prefix
+    /// and no host bits (the table's test checks both).
     const fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8) -> IpNet {
-        IpNet { addr: IpAddr::V4(Ipv4Addr::new(a, b, c, d)), prefix }
+        IpNet(ipnet::IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), prefix))
     }
 
     const fn v6(segments: [u16; 8], prefix: u8) -> IpNet {
         let [a, b, c, d, e, f, g, h] = segments;
-        IpNet { addr: IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)), prefix }
+        IpNet(ipnet::IpNet::new_assert(IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)), prefix))
     }
 
     /// The network address.
     pub fn addr(&self) -> IpAddr {
-        self.addr
+        self.0.addr()
     }
 
     /// The prefix length in bits.
     pub fn prefix_len(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
     /// Whether `ip` lies in the block. An IPv4 block never contains an IPv6
     /// address or the reverse; [`ExitPolicy`] handles IPv4 embedded in IPv6.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                u32::from(ip) & v4_mask(self.prefix) == u32::from(net)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                u128::from(ip) & v6_mask(self.prefix) == u128::from(net)
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
+    }
+}
+
+impl fmt::Debug for IpNet {
+    /// As before the `ipnet` crate did the arithmetic, so logs and traces
+    /// read the same.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpNet")
+            .field("addr", &self.addr())
+            .field("prefix", &self.prefix_len())
+            .finish()
     }
 }
 
 impl fmt::Display for IpNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        write!(f, "{}/{}", self.addr(), self.prefix_len())
     }
 }
 
@@ -345,7 +320,7 @@ impl PolicyRule {
 
 impl fmt::Display for PolicyRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.net.addr, self.ports) {
+        match (self.net.addr(), self.ports) {
             (_, None) => write!(f, "{}", self.net),
             (IpAddr::V4(_), Some(p)) => write!(f, "{}:{p}", self.net),
             (IpAddr::V6(_), Some(p)) => write!(f, "[{}]:{p}", self.net),
@@ -1238,10 +1213,8 @@ mod tests {
 
     impl IpNet {
         fn with_bits(self, bits: u32) -> IpNet {
-            IpNet {
-                addr: IpAddr::V4(Ipv4Addr::from(bits & v4_mask(self.prefix))),
-                prefix: self.prefix,
-            }
+            let addr = IpAddr::V4(Ipv4Addr::from(bits));
+            IpNet(ipnet::IpNet::new_assert(addr, self.prefix_len()).trunc())
         }
     }
 
@@ -1296,7 +1269,7 @@ mod tests {
         #[test]
         fn rules_round_trip_through_text(rule in v4_rule(), v6 in any::<u128>(), prefix in 0u8..=128, ports in proptest::option::of(any::<u16>())) {
             prop_assert_eq!(rule.to_string().parse::<PolicyRule>(), Ok(rule));
-            let net = IpNet { addr: IpAddr::V6(Ipv6Addr::from(v6 & v6_mask(prefix))), prefix };
+            let net = IpNet(ipnet::IpNet::new_assert(IpAddr::V6(Ipv6Addr::from(v6)), prefix).trunc());
             let v6_rule = PolicyRule { net, ports: ports.map(PortRange::single) };
             prop_assert_eq!(v6_rule.to_string().parse::<PolicyRule>(), Ok(v6_rule));
         }

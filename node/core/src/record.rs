@@ -1,5 +1,7 @@
-//! What a hub knows about an exit: its addresses, attributes and capacity,
-//! and the filters clients select exits by. Shared by the hub wire codec, the
+//! What a hub knows about a registered peer (an exit today, an agent
+//! tomorrow): its role, addresses, attributes and capacity, and the filters
+//! clients select peers by. The [`Role`]s a node authenticates in live here
+//! too, because a record carries one. Shared by the hub wire codec, the
 //! hub directory and client-side selection.
 
 use crate::ids::PeerId;
@@ -15,6 +17,61 @@ pub const MAX_ADDRS: usize = 8;
 pub const MAX_ADDR_LEN: usize = 128;
 /// Most relays one record names.
 pub const MAX_RELAYS: usize = 4;
+
+/// Which kind of node authenticates to a hub; decides what it may do next,
+/// and, for the roles that [`Role::is_listed`], the kind of record it has in
+/// a hub's directory (exits today; agents for the ingress gateway next).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Role {
+    /// Offers egress and registers in the directory.
+    Exit,
+    /// Looks exits up.
+    Client,
+}
+
+impl Role {
+    /// Every role, in wire order.
+    pub const ALL: [Role; 2] = [Role::Exit, Role::Client];
+
+    /// The role's name in config files and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Exit => "exit",
+            Role::Client => "client",
+        }
+    }
+
+    /// The role a config name stands for.
+    pub fn from_name(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// The wire byte.
+    pub fn code(self) -> u8 {
+        match self {
+            Role::Exit => 0x01,
+            Role::Client => 0x02,
+        }
+    }
+
+    /// Whether peers in this role register in a hub's directory and are
+    /// found there (`Register`, `Find`, records).
+    pub fn is_listed(self) -> bool {
+        match self {
+            Role::Exit => true,
+            Role::Client => false,
+        }
+    }
+
+    /// The role for a wire byte, `None` if no role has it.
+    pub fn from_code(code: u8) -> Option<Role> {
+        match code {
+            0x01 => Some(Role::Exit),
+            0x02 => Some(Role::Client),
+            _ => None,
+        }
+    }
+}
 
 /// An ISO 3166-1 alpha-2 country code, stored upper-case.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,11 +152,14 @@ impl PeerFilter {
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct PeerAddr(pub Vec<u8>);
 
-/// What the hub's directory holds about one exit, and what `Find` returns.
+/// What the hub's directory holds about one registered peer, and what
+/// `Find` returns.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct PeerRecord {
-    /// The exit.
+    /// The peer.
     pub peer: PeerId,
+    /// What it is listed as; a role that [`Role::is_listed`].
+    pub role: Role,
     /// Where it can be dialed, at most [`MAX_ADDRS`].
     pub addrs: Vec<PeerAddr>,
     /// Its attributes.

@@ -99,6 +99,7 @@ fn admitted_with(
 
 fn record(n: u64, country: &str) -> PeerRecord {
     PeerRecord {
+        role: Role::Exit,
         peer: exit_id(n),
         addrs: vec![meshproxy_core::record::PeerAddr(vec![n as u8])],
         attrs: Attrs { country: CountryCode::parse(country), labels: vec![] },
@@ -112,6 +113,7 @@ fn register(h: &mut Harness, r: &PeerRecord) -> StreamId {
     let outs = h.data(
         stream,
         hub_bytes(&HubMessage::Register {
+            role: Role::Exit,
             addrs: r.addrs.clone(),
             attrs: r.attrs.clone(),
             capacity: r.capacity,
@@ -125,7 +127,7 @@ fn register(h: &mut Harness, r: &PeerRecord) -> StreamId {
 }
 
 fn find(h: &mut Harness, stream: StreamId, filter: PeerFilter, limit: u16) -> Vec<PeerRecord> {
-    let outs = h.data(stream, hub_bytes(&HubMessage::Find { filter, limit }));
+    let outs = h.data(stream, hub_bytes(&HubMessage::Find { role: Role::Exit, filter, limit }));
     match &msgs(&outs, stream)[..] {
         [HubMessage::Peers { peers }] => peers.clone(),
         other => panic!("expected Peers: {other:?}"),
@@ -265,8 +267,10 @@ fn no_auth_before_the_deadline_resets_the_stream() {
 fn anything_but_auth_first_is_reset() {
     let mut h = hub();
     let (stream, _) = open(&mut h, exit_id(1));
-    let outs =
-        h.data(stream, hub_bytes(&HubMessage::Find { filter: PeerFilter::default(), limit: 5 }));
+    let outs = h.data(
+        stream,
+        hub_bytes(&HubMessage::Find { role: Role::Exit, filter: PeerFilter::default(), limit: 5 }),
+    );
     assert!(sent_on(&outs, stream).is_empty(), "no answer to a stranger: {outs:?}");
     assert_eq!(closed(&outs, stream), Some(Close::Reset));
     let reason = Refusal::NotAuth;
@@ -342,6 +346,7 @@ fn a_client_may_not_register() {
     let outs = h.data(
         stream,
         hub_bytes(&HubMessage::Register {
+            role: Role::Exit,
             addrs: r.addrs,
             attrs: r.attrs,
             capacity: 1,
@@ -402,7 +407,8 @@ fn several_messages_in_one_chunk_are_all_answered() {
     register(&mut h, &record(1, "de"));
     let c = admitted(&mut h, client_id(), Role::Client);
     let mut data =
-        hub_bytes(&HubMessage::Find { filter: PeerFilter::default(), limit: 8 }).to_vec();
+        hub_bytes(&HubMessage::Find { role: Role::Exit, filter: PeerFilter::default(), limit: 8 })
+            .to_vec();
     data.extend_from_slice(&hub_bytes(&HubMessage::Resolve { peer: exit_id(1) }));
     let outs = h.data(c, data);
     let m = msgs(&outs, c);
@@ -446,6 +452,7 @@ fn heartbeats_keep_the_entry_and_silence_expires_it() {
     let outs = h.data(
         s,
         hub_bytes(&HubMessage::Register {
+            role: Role::Exit,
             addrs: r.addrs.clone(),
             attrs: r.attrs.clone(),
             capacity: 5,
@@ -559,6 +566,7 @@ fn the_stream_limit_resets_extra_streams() {
 
 fn register_msg(r: &PeerRecord) -> HubMessage {
     HubMessage::Register {
+        role: Role::Exit,
         addrs: r.addrs.clone(),
         attrs: r.attrs.clone(),
         capacity: r.capacity,
@@ -893,7 +901,7 @@ fn no_frame_but_auth_is_read_before_admission() {
     let others = [
         register_msg(&r),
         HubMessage::Heartbeat { load: 1 },
-        HubMessage::Find { filter: PeerFilter::default(), limit: 1 },
+        HubMessage::Find { role: Role::Exit, filter: PeerFilter::default(), limit: 1 },
         HubMessage::Resolve { peer: exit_id(1) },
         HubMessage::RenewTicket,
         HubMessage::Challenge { version: HUB_VERSION, nonce: [0; 32] },
@@ -1022,7 +1030,7 @@ proptest! {
                 }
                 ClientMove::Find { stream } => {
                     if let Some((s, ..)) = pick(&streams, stream) {
-                        let find = HubMessage::Find { filter: PeerFilter::default(), limit: 9 };
+                        let find = HubMessage::Find { role: Role::Exit, filter: PeerFilter::default(), limit: 9 };
                         h.data(s, hub_bytes(&find));
                     }
                 }

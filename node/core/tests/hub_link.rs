@@ -64,7 +64,7 @@ fn an_exit_authenticates_and_registers_at_its_hub() {
     let sent: Vec<HubMessage> =
         net.hub_messages_from(exit_id(1)).into_iter().map(|m| m.1).collect();
     match &sent[..] {
-        [HubMessage::Auth { version, role, key_id, .. }, HubMessage::Register { addrs, attrs, capacity, relayed: false }] =>
+        [HubMessage::Auth { version, role, key_id, .. }, HubMessage::Register { role: Role::Exit, addrs, attrs, capacity, relayed: false }] =>
         {
             assert_eq!((*version, *role, key_id.as_str()), (HUB_VERSION, Role::Exit, "exits"));
             let mine = exit_role(Some("de"));

@@ -148,7 +148,13 @@ fn register(h: &mut Harness, exit: PeerId) -> (StreamId, Vec<Output>) {
     };
     h.data(stream, hub_bytes(&auth));
     let r = exit_record(0);
-    let msg = HubMessage::Register { addrs: r.addrs, attrs: r.attrs, capacity: 1, relayed: false };
+    let msg = HubMessage::Register {
+        role: r.role,
+        addrs: r.addrs,
+        attrs: r.attrs,
+        capacity: 1,
+        relayed: false,
+    };
     let outs = h.data(stream, hub_bytes(&msg));
     (stream, outs)
 }
@@ -173,8 +179,13 @@ fn one_admission_key_holds_at_most_its_share_of_the_directory() {
     assert!(!h.node.hub_has_registered(&exit_id(3)));
     // A registered exit may always register again (it is not a new entry)...
     let r = exit_record(0);
-    let again =
-        HubMessage::Register { addrs: r.addrs, attrs: r.attrs, capacity: 9, relayed: false };
+    let again = HubMessage::Register {
+        role: r.role,
+        addrs: r.addrs,
+        attrs: r.attrs,
+        capacity: 9,
+        relayed: false,
+    };
     let outs = h.data(first, hub_bytes(&again));
     assert_eq!(hub_messages(&sent_on(&outs, first)), vec![HubMessage::Registered { ttl_secs: 30 }]);
     // ...and a registration that ends frees its place.

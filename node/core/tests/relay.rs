@@ -409,6 +409,7 @@ fn a_hub_lists_an_exit_registered_as_relayed_with_itself_as_its_relay() {
     h.data(
         stream,
         hub_bytes(&HubMessage::Register {
+            role: meshproxy_core::wire::hub::Role::Exit,
             addrs: vec![PeerAddr(vec![1])],
             attrs: Default::default(),
             capacity: 1,
@@ -430,7 +431,14 @@ fn a_hub_lists_an_exit_registered_as_relayed_with_itself_as_its_relay() {
         proof: cred.prove(&nonce, &hub_id(), &client_id(), role),
     };
     h.data(find, hub_bytes(&auth));
-    let outs = h.data(find, hub_bytes(&HubMessage::Find { filter: Default::default(), limit: 10 }));
+    let outs = h.data(
+        find,
+        hub_bytes(&HubMessage::Find {
+            role: meshproxy_core::wire::hub::Role::Exit,
+            filter: Default::default(),
+            limit: 10,
+        }),
+    );
     let msgs = hub_messages(&sent_on(&outs, find));
     let [HubMessage::Peers { peers }] = &msgs[..] else { panic!("{msgs:?}") };
     assert_eq!(peers.len(), 1);

@@ -24,24 +24,50 @@ pub const SHADOWSOCKS_AES: &str = "aes-256-gcm";
 /// dial, so its throughput is what the shape itself costs on this machine.
 pub const SHADOWSOCKS_PLAIN: &str = "none";
 
-/// Whether this CPU has the AES instructions for which meshproxy's nodes
-/// offer AES-256-GCM (the node's `Aead::preferred` makes the same check):
-/// without them the mesh runs ChaCha20-Poly1305, and `tcp / ss_aes` compares
-/// unlike ciphers.
-pub fn cpu_has_aes() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("aes")
-            && std::arch::is_x86_feature_detected!("pclmulqdq")
+/// The Noise name of AES-256-GCM, as the node logs the AEAD it agreed.
+pub const NOISE_AESGCM: &str = "AESGCM";
+
+/// The log filter of the bench's nodes: the default `info`, plus the one
+/// debug line per Noise handshake that names the AEAD agreed, so the bench
+/// reports what the mesh really ran rather than guessing it from the CPU
+/// (a second copy of the node's own check, which could drift from it).
+const NODE_LOG: &str = "info,meshproxy::noise::handshake=debug";
+
+/// The transport AEAD of the last Noise handshake in a node's log
+/// (`noise: dialed|accepted; transport AEAD agreed … aead=NAME`); `None`
+/// when there is none (or the log cannot be read).
+pub fn agreed_aead(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    aead_in(&text)
+}
+
+/// [`agreed_aead`] on a log's text.
+fn aead_in(text: &str) -> Option<String> {
+    let line = text.lines().rev().find(|l| l.contains("transport AEAD agreed"))?;
+    let line = without_ansi(line);
+    let value = line.split_whitespace().find_map(|w| w.strip_prefix("aead="))?;
+    let name = value.trim_matches('"');
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// `line` without terminal colour codes (`ESC [ … letter`): the node's
+/// tracing output colours field names even when stderr is a file.
+fn without_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the sequence's final letter.
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
     }
-    #[cfg(target_arch = "aarch64")]
-    {
-        std::arch::is_aarch64_feature_detected!("aes")
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        false
-    }
+    out
 }
 
 /// The cargo that launched xtask, so the bench builds with the same toolchain.
@@ -446,7 +472,8 @@ fn start_node(
     if probe {
         Proc::spawn(name, &bin.heap_probe, &["--config", &config], &log, true)
     } else {
-        Proc::spawn(name, &bin.meshproxy, &["run", "--config", &config], &log, false)
+        let args = ["run", "--config", &config, "--log", NODE_LOG];
+        Proc::spawn(name, &bin.meshproxy, &args, &log, false)
     }
 }
 
@@ -696,5 +723,30 @@ impl ExitLeg {
             Some(secs) if secs.is_finite() && secs >= 0.0 => Ok(Duration::from_secs_f64(secs)),
             _ => Err(BenchError::Load(format!("exit leg: {line}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agreed_aead_is_read_from_the_last_handshake_line() {
+        let log = "\
+2026-12-07T18:00:00Z  INFO meshproxy::runner: listening
+2026-12-07T18:00:01Z DEBUG meshproxy::noise::handshake: noise: dialed; transport AEAD agreed peer=12D3KooWA aead=\"ChaChaPoly\"
+2026-12-07T18:00:02Z DEBUG meshproxy::noise::handshake: noise: accepted; transport AEAD agreed peer=12D3KooWB aead=\"AESGCM\"
+2026-12-07T18:00:03Z  INFO meshproxy::runner: peer connected
+";
+        assert_eq!(aead_in(log).as_deref(), Some(NOISE_AESGCM));
+        // As the node really writes it: coloured, even into a file.
+        let coloured = "\u{1b}[2m2026-12-07T18:27:46.083473Z\u{1b}[0m \u{1b}[34mDEBUG\u{1b}[0m \u{1b}[2mmeshproxy::noise::handshake\u{1b}[0m\u{1b}[2m:\u{1b}[0m noise: dialed; transport AEAD agreed \u{1b}[3mpeer\u{1b}[0m\u{1b}[2m=\u{1b}[0m12D3KooWQ \u{1b}[3maead\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"AESGCM\"";
+        assert_eq!(aead_in(coloured).as_deref(), Some(NOISE_AESGCM));
+        assert_eq!(
+            aead_in("x transport AEAD agreed aead=ChaChaPoly").as_deref(),
+            Some("ChaChaPoly")
+        );
+        assert_eq!(aead_in("INFO meshproxy: no handshake yet\n"), None);
+        assert_eq!(aead_in("transport AEAD agreed aead=\"\""), None);
     }
 }

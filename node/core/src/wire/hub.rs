@@ -1,5 +1,5 @@
-//! `/meshproxy/hub/1`: how exits register with a hub and how clients find
-//! them. One [`HubMessage`] enum covers both directions; which side may send
+//! `/meshproxy/hub/1`: how exits (and tomorrow agents, any [`Role`] that
+//! [`Role::is_listed`]) register with a hub and how clients find them. One [`HubMessage`] enum covers both directions; which side may send
 //! what is the hub machine's business, not the codec's.
 //!
 //! ```text
@@ -20,11 +20,11 @@
 //! Challenge     0x01 | version u8 | nonce [32]
 //! Auth          0x02 | version u8 | role u8 | key_id: len u8 (1..=64), [A-Za-z0-9_.-] | proof [32]
 //! AuthOk        0x03 | grant
-//! Register      0x04 | addrs | attrs | capacity u32 | relayed u8 (0x00 | 0x01: reachable through this hub's relay)
+//! Register      0x04 | listed | addrs | attrs | capacity u32 | relayed u8 (0x00 | 0x01: reachable through this hub's relay)
 //! Registered    0x05 | ttl_secs u32
 //! Heartbeat     0x06 | load u32
 //! HeartbeatAck  0x07 | ttl_secs u32
-//! Find          0x08 | filter | limit u16
+//! Find          0x08 | listed | filter | limit u16
 //! Peers         0x09 | count u8 (≤ MAX_PEERS) | record × count
 //! Resolve       0x0a | peer
 //! Resolved      0x0b | peer | 0x00                      (unknown to the hub)
@@ -35,6 +35,7 @@
 //!
 //! grant    valid_secs u32 | len u8 (1..=MAX_TICKET_LEN) | ticket [len]
 //! role     0x01 exit | 0x02 client
+//! listed   a role that registers in a directory (Role::is_listed): 0x01 exit
 //! code     0x01 UnsupportedVersion | 0x02 BadProof | 0x03 UnknownKey | 0x04 NotRegistered
 //!          | 0x05 DirectoryFull | 0x06 RateLimited | 0x07 Malformed | 0x08 Internal
 //!          | 0x09 Forbidden
@@ -44,7 +45,7 @@
 //! labels   count u8 (≤ MAX_LABELS) | (len u8 | label) × count, each passing valid_label
 //! attrs    country | labels, labels strictly ascending (sorted, no duplicates)
 //! filter   country | labels, in the client's order
-//! record   peer | addrs | attrs | capacity u32 | relays
+//! record   peer | listed | addrs | attrs | capacity u32 | relays
 //! relays   count u8 (≤ MAX_RELAYS) | peer × count   (hubs whose relay reaches the exit)
 //! ```
 //!
@@ -63,7 +64,7 @@
 //! `record` limits ([`MAX_ADDRS`], [`MAX_ADDR_LEN`], [`MAX_LABELS`],
 //! [`MAX_LABEL_LEN`], [`MAX_PEER_ID_LEN`]) by adding up the largest encoding of
 //! each field. The largest of them is `Peers` with [`MAX_PEERS`] records of the
-//! largest size, which makes [`MAX_HUB_FRAME`] (116 162 bytes with today's
+//! largest size, which makes [`MAX_HUB_FRAME`] (116 226 bytes with today's
 //! limits) — the bound checked on the length prefix before the type is known.
 
 use super::frame::{
@@ -71,6 +72,9 @@ use super::frame::{
     Reader, TypeRule,
 };
 use crate::ids::{PeerId, MAX_PEER_ID_LEN};
+/// The roles are the directory's vocabulary too; they live in
+/// [`crate::record`] and keep this path for the admission side.
+pub use crate::record::Role;
 use crate::record::{
     valid_label, Attrs, CountryCode, PeerAddr, PeerFilter, PeerRecord, MAX_ADDRS, MAX_ADDR_LEN,
     MAX_LABELS, MAX_LABEL_LEN, MAX_RELAYS,
@@ -80,7 +84,8 @@ use crate::ticket::MAX_TICKET_LEN;
 /// The libp2p protocol name of hub streams.
 pub const HUB_PROTOCOL: &str = "/meshproxy/hub/1";
 /// The version this node writes into, and accepts in, `Challenge` and `Auth`.
-pub const HUB_VERSION: u8 = 2;
+/// 3: `Register`, `Find` and every record carry the listed role.
+pub const HUB_VERSION: u8 = 3;
 
 /// Most records one `Peers` answer carries.
 pub const MAX_PEERS: usize = 64;
@@ -127,7 +132,8 @@ const COUNTRY_MAX: usize = 1 + 2;
 const LABELS_MAX: usize = 1 + MAX_LABELS * (1 + MAX_LABEL_LEN);
 const ATTRS_MAX: usize = COUNTRY_MAX + LABELS_MAX;
 const RELAYS_MAX: usize = 1 + MAX_RELAYS * PEER_MAX;
-const RECORD_MAX: usize = PEER_MAX + ADDRS_MAX + ATTRS_MAX + 4 + RELAYS_MAX;
+const LISTED_MAX: usize = 1;
+const RECORD_MAX: usize = PEER_MAX + LISTED_MAX + ADDRS_MAX + ATTRS_MAX + 4 + RELAYS_MAX;
 
 const CHALLENGE_MAX: usize = 1 + 1 + NONCE_LEN;
 /// The largest `Auth` body: the most an unadmitted peer may send a hub.
@@ -136,9 +142,9 @@ const GRANT_MAX: usize = 4 + 1 + MAX_TICKET_LEN;
 const AUTH_OK_MAX: usize = 1 + GRANT_MAX;
 const RENEW_TICKET_MAX: usize = 1;
 const TICKET_MAX: usize = 1 + GRANT_MAX;
-const REGISTER_MAX: usize = 1 + ADDRS_MAX + ATTRS_MAX + 4 + 1;
+const REGISTER_MAX: usize = 1 + LISTED_MAX + ADDRS_MAX + ATTRS_MAX + 4 + 1;
 const U32_MSG_MAX: usize = 1 + 4;
-const FIND_MAX: usize = 1 + ATTRS_MAX + 2;
+const FIND_MAX: usize = 1 + LISTED_MAX + ATTRS_MAX + 2;
 const PEERS_MAX: usize = 1 + 1 + MAX_PEERS * RECORD_MAX;
 const RESOLVE_MAX: usize = 1 + PEER_MAX;
 const RESOLVED_MAX: usize = 1 + PEER_MAX + 1 + RECORD_MAX;
@@ -176,50 +182,6 @@ pub const MAX_HUB_FRAME: usize = max_of(&[
 /// The largest body an admitted peer may send a hub (the peer → hub types).
 pub const MAX_FROM_PEER_FRAME: usize =
     max_of(&[REGISTER_MAX, U32_MSG_MAX, FIND_MAX, RESOLVE_MAX, ERROR_MAX, RENEW_TICKET_MAX]);
-
-/// Which kind of node authenticates to a hub; decides what it may do next.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub enum Role {
-    /// Offers egress and registers in the directory.
-    Exit,
-    /// Looks exits up.
-    Client,
-}
-
-impl Role {
-    /// Every role, in wire order.
-    pub const ALL: [Role; 2] = [Role::Exit, Role::Client];
-
-    /// The role's name in config files and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Exit => "exit",
-            Role::Client => "client",
-        }
-    }
-
-    /// The role a config name stands for.
-    pub fn from_name(name: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.name() == name)
-    }
-
-    /// The wire byte.
-    pub fn code(self) -> u8 {
-        match self {
-            Role::Exit => 0x01,
-            Role::Client => 0x02,
-        }
-    }
-
-    /// The role for a wire byte, `None` if no role has it.
-    pub fn from_code(code: u8) -> Option<Role> {
-        match code {
-            0x01 => Some(Role::Exit),
-            0x02 => Some(Role::Client),
-            _ => None,
-        }
-    }
-}
 
 /// Why a hub (or a peer) refuses what the other side sent.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -319,6 +281,9 @@ pub enum HubMessage {
     },
     /// Exit → hub: put me in the directory.
     Register {
+        /// The role to be listed under; must be the role the peer was
+        /// admitted in, and one that [`Role::is_listed`].
+        role: Role,
         /// Where clients can dial the exit, at most [`MAX_ADDRS`].
         addrs: Vec<PeerAddr>,
         /// Its country and labels (labels sorted, unique).
@@ -346,6 +311,8 @@ pub enum HubMessage {
     },
     /// Client → hub: which exits match?
     Find {
+        /// The role of the peers wanted (one that [`Role::is_listed`]).
+        role: Role,
         /// What the exits must satisfy.
         filter: PeerFilter,
         /// Most records wanted; the hub also caps at [`MAX_PEERS`].
@@ -456,8 +423,9 @@ pub fn encode(msg: &HubMessage, out: &mut Vec<u8>) {
         HubMessage::Ticket { grant } => {
             encode_frame(out, TYPE_TICKET, TICKET_MAX, |out| put_grant(out, grant))
         }
-        HubMessage::Register { addrs, attrs, capacity, relayed } => {
+        HubMessage::Register { role, addrs, attrs, capacity, relayed } => {
             encode_frame(out, TYPE_REGISTER, REGISTER_MAX, |out| {
+                put_listed(out, *role)?;
                 put_addrs(out, addrs)?;
                 put_attrs(out, attrs)?;
                 out.extend_from_slice(&capacity.to_be_bytes());
@@ -468,7 +436,8 @@ pub fn encode(msg: &HubMessage, out: &mut Vec<u8>) {
         HubMessage::Registered { ttl_secs } => put_u32(TYPE_REGISTERED, *ttl_secs, out),
         HubMessage::Heartbeat { load } => put_u32(TYPE_HEARTBEAT, *load, out),
         HubMessage::HeartbeatAck { ttl_secs } => put_u32(TYPE_HEARTBEAT_ACK, *ttl_secs, out),
-        HubMessage::Find { filter, limit } => encode_frame(out, TYPE_FIND, FIND_MAX, |out| {
+        HubMessage::Find { role, filter, limit } => encode_frame(out, TYPE_FIND, FIND_MAX, |out| {
+            put_listed(out, *role)?;
             put_country(out, filter.country);
             put_labels(out, &filter.labels, false)?;
             out.extend_from_slice(&limit.to_be_bytes());
@@ -568,6 +537,7 @@ fn parse(ty: u8, r: &mut Reader<'_>) -> Result<HubMessage, DecodeError> {
             TYPE_RENEW_TICKET => HubMessage::RenewTicket,
             TYPE_TICKET => HubMessage::Ticket { grant: read_grant(r)? },
             TYPE_REGISTER => HubMessage::Register {
+                role: read_listed(r)?,
                 addrs: read_addrs(r)?,
                 attrs: read_attrs(r)?,
                 capacity: r.u32("truncated capacity")?,
@@ -581,6 +551,7 @@ fn parse(ty: u8, r: &mut Reader<'_>) -> Result<HubMessage, DecodeError> {
             TYPE_HEARTBEAT => HubMessage::Heartbeat { load: r.u32("truncated load")? },
             TYPE_HEARTBEAT_ACK => HubMessage::HeartbeatAck { ttl_secs: r.u32("truncated ttl")? },
             TYPE_FIND => HubMessage::Find {
+                role: read_listed(r)?,
                 filter: PeerFilter { country: read_country(r)?, labels: read_labels(r, false)? },
                 limit: r.u16("truncated limit")?,
             },
@@ -722,8 +693,24 @@ fn read_attrs(r: &mut Reader<'_>) -> Result<Attrs, DecodeError> {
     Ok(Attrs { country: read_country(r)?, labels: read_labels(r, true)? })
 }
 
+/// A role that registers in a directory; any other is not encoded.
+fn put_listed(out: &mut Vec<u8>, role: Role) -> Result<(), Invalid> {
+    if !role.is_listed() {
+        return Err("role is not listed in a directory");
+    }
+    out.push(role.code());
+    Ok(())
+}
+
+fn read_listed(r: &mut Reader<'_>) -> Result<Role, DecodeError> {
+    Role::from_code(r.u8("truncated listed role")?)
+        .filter(|role| role.is_listed())
+        .ok_or(DecodeError::Malformed("role not listed in a directory"))
+}
+
 fn put_record(out: &mut Vec<u8>, rec: &PeerRecord) -> Result<(), Invalid> {
     put_peer(out, &rec.peer)?;
+    put_listed(out, rec.role)?;
     put_addrs(out, &rec.addrs)?;
     put_attrs(out, &rec.attrs)?;
     out.extend_from_slice(&rec.capacity.to_be_bytes());
@@ -734,6 +721,7 @@ fn put_record(out: &mut Vec<u8>, rec: &PeerRecord) -> Result<(), Invalid> {
 fn read_record(r: &mut Reader<'_>) -> Result<PeerRecord, DecodeError> {
     Ok(PeerRecord {
         peer: read_peer(r)?,
+        role: read_listed(r)?,
         addrs: read_addrs(r)?,
         attrs: read_attrs(r)?,
         capacity: r.u32("truncated capacity")?,
@@ -810,6 +798,7 @@ mod tests {
     fn max_record(n: u8) -> PeerRecord {
         PeerRecord {
             peer: peer(n, MAX_PEER_ID_LEN),
+            role: Role::Exit,
             addrs: max_addrs(),
             attrs: max_attrs(),
             capacity: u32::MAX,
@@ -820,6 +809,7 @@ mod tests {
     fn small_record() -> PeerRecord {
         PeerRecord {
             peer: PeerId::from_u64(7),
+            role: Role::Exit,
             addrs: vec![PeerAddr(vec![1, 2, 3])],
             attrs: Attrs { country: None, labels: vec!["dc".into(), "fast".into()] },
             capacity: 100,
@@ -841,6 +831,7 @@ mod tests {
             HubMessage::RenewTicket,
             HubMessage::Ticket { grant: grant(1) },
             HubMessage::Register {
+                role: Role::Exit,
                 addrs: vec![PeerAddr(vec![4, 127, 0, 0, 1])],
                 attrs: Attrs { country: de(), labels: vec!["residential".into()] },
                 capacity: 50,
@@ -850,6 +841,7 @@ mod tests {
             HubMessage::Heartbeat { load: 3 },
             HubMessage::HeartbeatAck { ttl_secs: 90 },
             HubMessage::Find {
+                role: Role::Exit,
                 filter: PeerFilter { country: de(), labels: vec!["fast".into(), "dc".into()] },
                 limit: 5,
             },
@@ -879,6 +871,7 @@ mod tests {
             (HubMessage::Ticket { grant: max_grant() }, TICKET_MAX),
             (
                 HubMessage::Register {
+                    role: Role::Exit,
                     addrs: max_addrs(),
                     attrs: max_attrs(),
                     capacity: 1,
@@ -891,6 +884,7 @@ mod tests {
             (HubMessage::HeartbeatAck { ttl_secs: u32::MAX }, U32_MSG_MAX),
             (
                 HubMessage::Find {
+                    role: Role::Exit,
                     filter: PeerFilter { country: de(), labels: max_labels() },
                     limit: u16::MAX,
                 },
@@ -932,7 +926,7 @@ mod tests {
 
     #[test]
     fn layout_is_as_documented() {
-        let mut challenge = vec![0, 0, 0, 34, 0x01, 2];
+        let mut challenge = vec![0, 0, 0, 34, 0x01, 3];
         challenge.extend_from_slice(&[9; 32]);
         assert_eq!(bytes(&samples()[0]), challenge);
         assert_eq!(
@@ -960,17 +954,64 @@ mod tests {
         );
         assert_eq!(
             bytes(&HubMessage::Register {
+                role: Role::Exit,
                 addrs: vec![PeerAddr(vec![7])],
                 attrs: Attrs { country: de(), labels: vec!["dc".into()] },
                 capacity: 2,
                 relayed: true,
             }),
-            [0, 0, 0, 16, 0x04, 1, 1, 7, 1, b'D', b'E', 1, 2, b'd', b'c', 0, 0, 0, 2, 1]
+            // The listed role (0x01 exit) comes first.
+            [0, 0, 0, 17, 0x04, 0x01, 1, 1, 7, 1, b'D', b'E', 1, 2, b'd', b'c', 0, 0, 0, 2, 1]
         );
         assert_eq!(
-            bytes(&HubMessage::Find { filter: PeerFilter::default(), limit: 0x0102 }),
-            [0, 0, 0, 5, 0x08, 0, 0, 1, 2]
+            bytes(&HubMessage::Find {
+                role: Role::Exit,
+                filter: PeerFilter::default(),
+                limit: 0x0102
+            }),
+            [0, 0, 0, 6, 0x08, 0x01, 0, 0, 1, 2]
         );
+    }
+
+    #[test]
+    fn only_listed_roles_register_find_and_fill_records() {
+        assert!(Role::Exit.is_listed());
+        assert!(!Role::Client.is_listed());
+        let register = |role| HubMessage::Register {
+            role,
+            addrs: Vec::new(),
+            attrs: Attrs::default(),
+            capacity: 1,
+            relayed: false,
+        };
+        let find = |role| HubMessage::Find { role, filter: PeerFilter::default(), limit: 1 };
+        let peers = |role| HubMessage::Peers { peers: vec![PeerRecord { role, ..small_record() }] };
+        for msg in [register(Role::Exit), find(Role::Exit), peers(Role::Exit)] {
+            round_trips(&msg);
+        }
+        // The encoder writes no role that is not listed (an empty body the
+        // peer refuses), and the decoder takes none.
+        for (listed, refused) in [
+            (register(Role::Exit), register(Role::Client)),
+            (find(Role::Exit), find(Role::Client)),
+            (peers(Role::Exit), peers(Role::Client)),
+        ] {
+            assert!(matches!(decode(&bytes(&refused)), Err(DecodeError::Malformed(_))));
+            let mut forged = bytes(&listed);
+            // The role is the first field of Register and Find, the second
+            // (after the peer id) of a record.
+            let at = match type_of(&listed) {
+                TYPE_PEERS => 4 + 1 + 1 + 1 + usize::from(forged[4 + 1 + 1]),
+                _ => 4 + 1,
+            };
+            assert_eq!(forged[at], Role::Exit.code());
+            forged[at] = Role::Client.code();
+            assert_eq!(
+                decode(&forged),
+                Err(DecodeError::Malformed("role not listed in a directory")),
+                "{listed:?}"
+            );
+        }
     }
 
     #[test]
@@ -998,7 +1039,8 @@ mod tests {
             assert_eq!(round_trips(&msg), 4 + max, "{:?}", type_of(&msg));
         }
         assert_eq!(MAX_HUB_FRAME, PEERS_MAX);
-        assert_eq!(MAX_HUB_FRAME, 116_162);
+        // 116 162 before records carried their role (one byte each, HUB_VERSION 3).
+        assert_eq!(MAX_HUB_FRAME, 116_226);
     }
 
     #[test]
@@ -1060,7 +1102,7 @@ mod tests {
         assert_eq!(decode(&raw(0x00, &[])), Err(DecodeError::UnknownType(0)));
         assert_eq!(decode(&raw(0x0f, &[])), Err(DecodeError::UnknownType(0x0f)));
         assert_eq!(decode(&raw(0xff, &[1, 2])), Err(DecodeError::UnknownType(0xff)));
-        for v in [0, 1, 3, 0xff] {
+        for v in [0, 1, 2, 4, 0xff] {
             let challenge = HubMessage::Challenge { version: v, nonce: [0; 32] };
             let b = bytes(&challenge);
             assert_eq!(decode(&b[..6]), Err(DecodeError::UnsupportedVersion(v)));
@@ -1076,8 +1118,8 @@ mod tests {
         // A later version's Auth larger than this version's limit still gets
         // the version answer.
         let mut big = ((AUTH_MAX + 50) as u32).to_be_bytes().to_vec();
-        big.extend_from_slice(&[TYPE_AUTH, 3]);
-        assert_eq!(decode(&big), Err(DecodeError::UnsupportedVersion(3)));
+        big.extend_from_slice(&[TYPE_AUTH, HUB_VERSION + 1]);
+        assert_eq!(decode(&big), Err(DecodeError::UnsupportedVersion(HUB_VERSION + 1)));
     }
 
     #[test]
@@ -1216,9 +1258,9 @@ mod tests {
 
     #[test]
     fn address_limits() {
-        // count | len | bytes… | attrs (no country, no labels) | capacity
+        // listed role | count | len | bytes… | attrs (no country, no labels) | capacity
         let register = |addrs: &[Vec<u8>]| {
-            let mut f = vec![addrs.len() as u8];
+            let mut f = vec![Role::Exit.code(), addrs.len() as u8];
             for a in addrs {
                 f.push(a.len() as u8);
                 f.extend_from_slice(a);
@@ -1241,9 +1283,9 @@ mod tests {
 
     #[test]
     fn label_and_country_rules() {
-        // Register with no addresses: country | labels | capacity.
+        // Register as an exit with no addresses: country | labels | capacity.
         let register = |country: &[u8], labels: &[&[u8]]| {
-            let mut f = vec![0];
+            let mut f = vec![Role::Exit.code(), 0];
             f.extend_from_slice(country);
             f.push(labels.len() as u8);
             for l in labels {
@@ -1284,7 +1326,7 @@ mod tests {
 
         // A filter's labels keep the client's order and need not be unique.
         let find = |labels: &[&[u8]]| {
-            let mut f = vec![0, labels.len() as u8];
+            let mut f = vec![Role::Exit.code(), 0, labels.len() as u8];
             for l in labels {
                 f.push(l.len() as u8);
                 f.extend_from_slice(l);
@@ -1396,6 +1438,7 @@ mod tests {
     #[test]
     fn invalid_input_encodes_to_a_frame_the_peer_rejects() {
         let bad_attrs = |labels: Vec<String>| HubMessage::Register {
+            role: Role::Exit,
             addrs: vec![],
             attrs: Attrs { country: None, labels },
             capacity: 1,
@@ -1415,18 +1458,21 @@ mod tests {
                 proof: [0; 32],
             },
             HubMessage::Register {
+                role: Role::Exit,
                 addrs: vec![PeerAddr(vec![])],
                 attrs: Attrs::default(),
                 capacity: 1,
                 relayed: false,
             },
             HubMessage::Register {
+                role: Role::Exit,
                 addrs: vec![PeerAddr(vec![0; MAX_ADDR_LEN + 1])],
                 attrs: Attrs::default(),
                 capacity: 1,
                 relayed: false,
             },
             HubMessage::Register {
+                role: Role::Exit,
                 addrs: vec![PeerAddr(vec![1]); MAX_ADDRS + 1],
                 attrs: Attrs::default(),
                 capacity: 1,
@@ -1438,6 +1484,7 @@ mod tests {
             bad_attrs(vec!["x".repeat(MAX_LABEL_LEN + 1)]),
             bad_attrs((0..=MAX_LABELS).map(|i| format!("l{i:03}")).collect()),
             HubMessage::Find {
+                role: Role::Exit,
                 filter: PeerFilter { country: None, labels: vec!["no-dash".into()] },
                 limit: 1,
             },
@@ -1502,6 +1549,7 @@ mod tests {
             proptest::collection::vec(peer_id(), 0..=MAX_RELAYS),
         )
             .prop_map(|(peer, addrs, attrs, capacity, relays)| PeerRecord {
+                role: Role::Exit,
                 peer,
                 addrs,
                 attrs,
@@ -1550,6 +1598,7 @@ mod tests {
             ),
             (addrs(), attrs(), any::<u32>(), any::<bool>()).prop_map(
                 |(addrs, attrs, capacity, relayed)| HubMessage::Register {
+                    role: Role::Exit,
                     addrs,
                     attrs,
                     capacity,
@@ -1559,7 +1608,11 @@ mod tests {
             any::<u32>().prop_map(|ttl_secs| HubMessage::Registered { ttl_secs }),
             any::<u32>().prop_map(|load| HubMessage::Heartbeat { load }),
             any::<u32>().prop_map(|ttl_secs| HubMessage::HeartbeatAck { ttl_secs }),
-            (filter(), any::<u16>()).prop_map(|(filter, limit)| HubMessage::Find { filter, limit }),
+            (filter(), any::<u16>()).prop_map(|(filter, limit)| HubMessage::Find {
+                role: Role::Exit,
+                filter,
+                limit,
+            }),
             proptest::collection::vec(record(), 0..=MAX_PEERS)
                 .prop_map(|peers| HubMessage::Peers { peers }),
             peer_id().prop_map(|peer| HubMessage::Resolve { peer }),
@@ -1588,6 +1641,7 @@ mod tests {
             }),
             (loose_addrs, country(), loose_labels.clone(), any::<u32>()).prop_map(
                 |(addrs, country, labels, capacity)| HubMessage::Register {
+                    role: Role::Exit,
                     addrs,
                     attrs: Attrs { country, labels },
                     capacity,
@@ -1595,6 +1649,7 @@ mod tests {
                 }
             ),
             (country(), loose_labels).prop_map(|(country, labels)| HubMessage::Find {
+                role: Role::Exit,
                 filter: PeerFilter { country, labels },
                 limit: 1,
             }),

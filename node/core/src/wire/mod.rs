@@ -40,13 +40,13 @@
 //!   │◀─ Challenge { version, nonce } ──────────│
 //!   │── Auth { version, role, key_id, proof } ▶│  proof: HMAC(token, nonce)
 //!   │◀─ AuthOk ────────────────────────────────│  (or Error, then close)
-//! exit:
-//!   │── Register { addrs, attrs, capacity } ──▶│
+//! exit (any listed role: the role travels in Register, Find and records):
+//!   │── Register { role, addrs, attrs, … } ───▶│
 //!   │◀─ Registered { ttl_secs } ───────────────│
 //!   │── Heartbeat { load } ───────────────────▶│  before the ttl runs out, repeated
 //!   │◀─ HeartbeatAck { ttl_secs } ─────────────│
 //! client:
-//!   │── Find { filter, limit } ───────────────▶│
+//!   │── Find { role, filter, limit } ─────────▶│
 //!   │◀─ Peers { peers } ───────────────────────│  at most MAX_PEERS records
 //!   │── Resolve { peer } ─────────────────────▶│
 //!   │◀─ Resolved { peer, record } ─────────────│

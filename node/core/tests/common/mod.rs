@@ -205,6 +205,7 @@ pub fn client_config(listeners: Vec<ListenerConfig>) -> NodeConfig {
 pub fn exit_record(n: u64) -> PeerRecord {
     PeerRecord {
         peer: exit_id(n),
+        role: Role::Exit,
         addrs: vec![PeerAddr(vec![b'e', n as u8])],
         attrs: Attrs { country: CountryCode::parse("de"), labels: Vec::new() },
         capacity: 100,

@@ -604,6 +604,7 @@ impl Driver {
             Payload::HubRegister => {
                 let r = exit_record(1);
                 hub_bytes(&HubMessage::Register {
+                    role: r.role,
                     addrs: r.addrs,
                     attrs: r.attrs,
                     capacity: 3,
@@ -612,10 +613,12 @@ impl Driver {
                 .to_vec()
             }
             Payload::HubHeartbeat => hub_bytes(&HubMessage::Heartbeat { load: 1 }).to_vec(),
-            Payload::HubFind(limit) => {
-                hub_bytes(&HubMessage::Find { filter: PeerFilter::default(), limit: *limit })
-                    .to_vec()
-            }
+            Payload::HubFind(limit) => hub_bytes(&HubMessage::Find {
+                role: Role::Exit,
+                filter: PeerFilter::default(),
+                limit: *limit,
+            })
+            .to_vec(),
             Payload::HubResolve(n) => {
                 hub_bytes(&HubMessage::Resolve { peer: exit_id(u64::from(*n) + 1) }).to_vec()
             }

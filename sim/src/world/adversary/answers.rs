@@ -164,6 +164,7 @@ impl World<'_> {
                 }
                 (Kind::Register { .. }, HubMessage::AuthOk { .. }) => {
                     Some(hub_frame(&HubMessage::Register {
+                        role: Role::Exit,
                         addrs: vec![PeerAddr(vec![250])],
                         attrs: Attrs::default(),
                         capacity: 1,
@@ -255,6 +256,7 @@ impl World<'_> {
                 (Kind::Escalate { register: true }, HubMessage::AuthOk { .. }) => {
                     self.expect_end(c, PROMPT);
                     Some(hub_frame(&HubMessage::Register {
+                        role: Role::Exit,
                         addrs: vec![PeerAddr(vec![251])],
                         attrs: Attrs::default(),
                         capacity: 1,
