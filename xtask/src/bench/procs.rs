@@ -31,7 +31,7 @@ pub const NOISE_AESGCM: &str = "AESGCM";
 /// debug line per Noise handshake that names the AEAD agreed, so the bench
 /// reports what the mesh really ran rather than guessing it from the CPU
 /// (a second copy of the node's own check, which could drift from it).
-const NODE_LOG: &str = "info,meshproxy::noise::handshake=debug";
+const NODE_LOG: &str = "info,meshproxy::p2p::noise::handshake=debug";
 
 /// The transport AEAD of the last Noise handshake in a node's log
 /// (`noise: dialed|accepted; transport AEAD agreed … aead=NAME`); `None`
@@ -733,14 +733,14 @@ mod tests {
     #[test]
     fn the_agreed_aead_is_read_from_the_last_handshake_line() {
         let log = "\
-2026-12-07T18:00:00Z  INFO meshproxy::runner: listening
-2026-12-07T18:00:01Z DEBUG meshproxy::noise::handshake: noise: dialed; transport AEAD agreed peer=12D3KooWA aead=\"ChaChaPoly\"
-2026-12-07T18:00:02Z DEBUG meshproxy::noise::handshake: noise: accepted; transport AEAD agreed peer=12D3KooWB aead=\"AESGCM\"
-2026-12-07T18:00:03Z  INFO meshproxy::runner: peer connected
+2026-12-07T18:00:00Z  INFO meshproxy::runtime::runner: listening
+2026-12-07T18:00:01Z DEBUG meshproxy::p2p::noise::handshake: noise: dialed; transport AEAD agreed peer=12D3KooWA aead=\"ChaChaPoly\"
+2026-12-07T18:00:02Z DEBUG meshproxy::p2p::noise::handshake: noise: accepted; transport AEAD agreed peer=12D3KooWB aead=\"AESGCM\"
+2026-12-07T18:00:03Z  INFO meshproxy::runtime::runner: peer connected
 ";
         assert_eq!(aead_in(log).as_deref(), Some(NOISE_AESGCM));
         // As the node really writes it: coloured, even into a file.
-        let coloured = "\u{1b}[2m2026-12-07T18:27:46.083473Z\u{1b}[0m \u{1b}[34mDEBUG\u{1b}[0m \u{1b}[2mmeshproxy::noise::handshake\u{1b}[0m\u{1b}[2m:\u{1b}[0m noise: dialed; transport AEAD agreed \u{1b}[3mpeer\u{1b}[0m\u{1b}[2m=\u{1b}[0m12D3KooWQ \u{1b}[3maead\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"AESGCM\"";
+        let coloured = "\u{1b}[2m2026-12-07T18:27:46.083473Z\u{1b}[0m \u{1b}[34mDEBUG\u{1b}[0m \u{1b}[2mmeshproxy::p2p::noise::handshake\u{1b}[0m\u{1b}[2m:\u{1b}[0m noise: dialed; transport AEAD agreed \u{1b}[3mpeer\u{1b}[0m\u{1b}[2m=\u{1b}[0m12D3KooWQ \u{1b}[3maead\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"AESGCM\"";
         assert_eq!(aead_in(coloured).as_deref(), Some(NOISE_AESGCM));
         assert_eq!(
             aead_in("x transport AEAD agreed aead=ChaChaPoly").as_deref(),
