@@ -11,6 +11,10 @@ use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// What a timer belongs to. Each key has at most one pending deadline.
+///
+/// The variants' order is the order timers due at the same instant fire in
+/// (the derived `Ord`), so it is part of every simulator trace: add new
+/// variants at the end.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) enum TimerKey {
     /// A client session, by its app stream.
@@ -34,6 +38,23 @@ pub(crate) enum TimerKey {
 }
 
 impl TimerKey {
+    /// The role whose timer this is (`Node` hands it to that role's
+    /// [`Role::on_timer`](crate::role::Role::on_timer)), or `None` for the
+    /// node's own timers (exit refresh, dials, the relay's).
+    pub(crate) fn owner(self) -> Option<Owner> {
+        match self {
+            TimerKey::ClientSession(_) => Some(Owner::Client),
+            TimerKey::ExitSession(_) => Some(Owner::Exit),
+            TimerKey::HubLink(_) => Some(Owner::HubLink),
+            TimerKey::HubPeer(_) | TimerKey::DirectoryExpiry => Some(Owner::Hub),
+            TimerKey::ExitRefresh
+            | TimerKey::Dial(_)
+            | TimerKey::Reservation(_)
+            | TimerKey::HolePunch(_) => None,
+        }
+    }
+
+    /// Why the node wants to be woken for this timer.
     pub(crate) fn reason(self) -> TimerReason {
         match self {
             TimerKey::ClientSession(_) | TimerKey::ExitSession(_) => TimerReason::SessionDeadline,
