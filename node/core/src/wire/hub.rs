@@ -79,7 +79,7 @@ use crate::record::{
     valid_label, Attrs, CountryCode, PeerAddr, PeerFilter, PeerRecord, MAX_ADDRS, MAX_ADDR_LEN,
     MAX_LABELS, MAX_LABEL_LEN, MAX_RELAYS,
 };
-use crate::ticket::MAX_TICKET_LEN;
+use super::MAX_TICKET_LEN;
 
 /// The libp2p protocol name of hub streams.
 pub const HUB_PROTOCOL: &str = "/meshproxy/hub/1";

@@ -38,7 +38,7 @@ use super::frame::{
 };
 use crate::ids::SessionId;
 use crate::target::{Status, TargetAddr, MAX_DOMAIN_LEN};
-use crate::ticket::MAX_TICKET_LEN;
+use super::MAX_TICKET_LEN;
 use bytes::Bytes;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
