@@ -388,6 +388,14 @@ impl Node {
         crate::io::PeerConnections { direct, relayed }
     }
 
+    /// (Hubs) how many peers are admitted now (hold an authenticated hub
+    /// stream): those a [`Event::PeerAdmitted`](crate::io::Event::PeerAdmitted)
+    /// announced and no [`Event::AdmissionEnded`](crate::io::Event::AdmissionEnded)
+    /// took back since.
+    pub fn admitted_peers(&self) -> usize {
+        self.roles.hub.as_ref().map_or(0, HubRole::admitted_peers)
+    }
+
     /// (Exits) at how many hubs this node holds a relay reservation.
     pub fn reservations_held(&self) -> usize {
         self.relay.held()
