@@ -26,7 +26,7 @@
 //! (for exit keys) how many directory entries it may hold.
 
 use crate::ids::PeerId;
-use crate::wire::hub::Role;
+use crate::record::Role;
 use core::fmt;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};

@@ -11,6 +11,10 @@ use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// What a timer belongs to. Each key has at most one pending deadline.
+///
+/// The variants' order is the order timers due at the same instant fire in
+/// (the derived `Ord`), so it is part of every simulator trace: add new
+/// variants at the end.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) enum TimerKey {
     /// A client session, by its app stream.
@@ -34,6 +38,23 @@ pub(crate) enum TimerKey {
 }
 
 impl TimerKey {
+    /// The role whose timer this is (`Node` hands it to that role's
+    /// [`Role::on_timer`](crate::role::Role::on_timer)), or `None` for the
+    /// node's own timers (exit refresh, dials, the relay's).
+    pub(crate) fn owner(self) -> Option<Owner> {
+        match self {
+            TimerKey::ClientSession(_) => Some(Owner::Client),
+            TimerKey::ExitSession(_) => Some(Owner::Exit),
+            TimerKey::HubLink(_) => Some(Owner::HubLink),
+            TimerKey::HubPeer(_) | TimerKey::DirectoryExpiry => Some(Owner::Hub),
+            TimerKey::ExitRefresh
+            | TimerKey::Dial(_)
+            | TimerKey::Reservation(_)
+            | TimerKey::HolePunch(_) => None,
+        }
+    }
+
+    /// Why the node wants to be woken for this timer.
     pub(crate) fn reason(self) -> TimerReason {
         match self {
             TimerKey::ClientSession(_) | TimerKey::ExitSession(_) => TimerReason::SessionDeadline,
@@ -130,11 +151,30 @@ impl ConnInfo {
 }
 
 /// Connections to peers as the outside reported them, and our dials (with
-/// the relay each goes through, if any).
+/// the route each takes).
 #[derive(Debug, Default)]
 pub(crate) struct PeerTable {
     conns: BTreeMap<PeerId, BTreeMap<ConnId, ConnInfo>>,
-    dialing: BTreeMap<PeerId, Option<PeerId>>,
+    dialing: BTreeMap<PeerId, Route>,
+}
+
+/// How a dial of ours reaches its peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// To the peer's own addresses.
+    Direct,
+    /// Through this hub's relay.
+    Via(PeerId),
+}
+
+impl Route {
+    /// The hub whose relay the dial goes through, if any (`Output::Dial`'s `via`).
+    pub(crate) fn via(self) -> Option<PeerId> {
+        match self {
+            Route::Direct => None,
+            Route::Via(hub) => Some(hub),
+        }
+    }
 }
 
 /// Which role a stream belongs to. `Node` routes every stream event by this
@@ -254,26 +294,29 @@ impl Ctx {
         if self.peers.conns.get(&peer).is_some_and(|c| !c.is_empty()) {
             return Reach::Connected;
         }
-        self.dial(now, peer, addrs, None, dial_timeout);
+        self.dial(now, peer, addrs, Route::Direct, dial_timeout);
         Reach::Dialing
     }
 
-    /// Dials `peer` (through `via`'s relay if set) unless a dial to it is
-    /// already under way; returns false if one was.
+    /// Dials `peer` by `route` unless a dial to it is already under way;
+    /// returns false if one was.
     pub(crate) fn dial(
         &mut self,
         now: Instant,
         peer: PeerId,
         addrs: &[PeerAddr],
-        via: Option<PeerId>,
+        route: Route,
         dial_timeout: Duration,
     ) -> bool {
         if self.peers.dialing.contains_key(&peer) {
             return false;
         }
-        self.peers.dialing.insert(peer, via);
-        let addrs = if via.is_some() { Vec::new() } else { addrs.to_vec() };
-        self.emit(Output::Dial { peer, addrs, via });
+        self.peers.dialing.insert(peer, route);
+        let addrs = match route {
+            Route::Direct => addrs.to_vec(),
+            Route::Via(_) => Vec::new(),
+        };
+        self.emit(Output::Dial { peer, addrs, via: route.via() });
         self.timers.set(TimerKey::Dial(peer), now + dial_timeout);
         true
     }
@@ -330,8 +373,8 @@ impl Ctx {
         })
     }
 
-    /// Records a connection; returns the dial of ours it answers, if one was
-    /// waiting (`Some(via)`).
+    /// Records a connection; returns the route of the dial of ours it
+    /// answers, if one was waiting.
     pub(crate) fn peer_connected(
         &mut self,
         now: Instant,
@@ -339,14 +382,14 @@ impl Ctx {
         conn: ConnId,
         path: Path,
         limit: Option<CircuitLimit>,
-    ) -> Option<Option<PeerId>> {
+    ) -> Option<Route> {
         let info = ConnInfo { path, limit: limit.filter(|_| path.is_relayed()), since: now };
         self.peers.conns.entry(peer).or_default().insert(conn, info);
         // A direct connection does not answer a relayed dial (it may be a
         // hole punch landing while the circuit is still being built).
         let answers = match self.peers.dialing.get(&peer) {
-            Some(Some(_)) => path.is_relayed(),
-            Some(None) => true,
+            Some(Route::Via(_)) => path.is_relayed(),
+            Some(Route::Direct) => true,
             None => false,
         };
         if !answers {
@@ -365,9 +408,8 @@ impl Ctx {
         }
     }
 
-    /// Records a failed (or timed out) dial; returns the relay it went
-    /// through (`Some(via)`) if it was ours.
-    pub(crate) fn dial_failed(&mut self, peer: PeerId) -> Option<Option<PeerId>> {
+    /// Records a failed (or timed out) dial; returns its route if it was ours.
+    pub(crate) fn dial_failed(&mut self, peer: PeerId) -> Option<Route> {
         self.timers.cancel(TimerKey::Dial(peer));
         self.peers.dialing.remove(&peer)
     }

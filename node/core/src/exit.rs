@@ -22,7 +22,6 @@ use crate::policy::{parse_inet_aton, ExitPolicy};
 use crate::target::{Status, TargetAddr};
 use crate::ticket::{self, TicketRefusal, CLOCK_SKEW};
 use crate::time::Instant;
-use crate::wire::frame::DecodeError;
 use crate::wire::frame::Decoded;
 use crate::wire::proxy::{self, ConnectRequest, ConnectResponse};
 use bytes::Bytes;
@@ -241,10 +240,10 @@ impl ExitRole {
                 }
                 self.on_request(ctx, now, stream, req);
             }
-            Err(err) => {
+            // Whatever the decode error, the client broke the protocol.
+            Err(_) => {
                 let peer = s.peer;
                 ctx.event(Event::PeerProtocolError { peer });
-                let _: DecodeError = err;
                 respond(ctx, stream, Status::GeneralFailure);
                 self.abort(ctx, stream, Close::Fin);
             }

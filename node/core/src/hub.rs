@@ -112,6 +112,12 @@ impl HubRole {
         self.per_peer.values().copied().max().unwrap_or(0)
     }
 
+    /// Peers admitted now: those holding at least one admitted hub stream
+    /// (each counted once, however many streams it holds).
+    pub(crate) fn admitted_peers(&self) -> usize {
+        self.admitted.len()
+    }
+
     pub(crate) fn directory_len(&self) -> usize {
         self.directory.len()
     }

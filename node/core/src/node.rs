@@ -229,32 +229,14 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(key) = self.ctx.timers.pop_due(now) {
             let ctx = &mut self.ctx;
+            if let Some(owner) = key.owner() {
+                if let Some(role) = self.roles.get(owner) {
+                    role.on_timer(ctx, now, key);
+                }
+                self.after(now);
+                continue;
+            }
             match key {
-                TimerKey::ClientSession(app) => {
-                    if let Some(c) = &mut self.roles.client {
-                        c.on_deadline(ctx, now, app);
-                    }
-                }
-                TimerKey::ExitSession(stream) => {
-                    if let Some(e) = &mut self.roles.exit {
-                        e.on_deadline(ctx, now, stream);
-                    }
-                }
-                TimerKey::HubLink(i) => {
-                    if let Some(l) = &mut self.roles.links {
-                        l.on_timer(ctx, now, i);
-                    }
-                }
-                TimerKey::HubPeer(stream) => {
-                    if let Some(h) = &mut self.roles.hub {
-                        h.on_auth_deadline(ctx, stream);
-                    }
-                }
-                TimerKey::DirectoryExpiry => {
-                    if let Some(h) = &mut self.roles.hub {
-                        h.on_expiry(ctx, now);
-                    }
-                }
                 TimerKey::ExitRefresh => {
                     self.refresh_exits(now);
                     let every = self.config.client.as_ref().map(|c| c.selection.refresh);
@@ -265,6 +247,8 @@ impl Node {
                 TimerKey::Dial(peer) => self.dial_failed(now, peer),
                 TimerKey::Reservation(i) => self.relay.on_timer(ctx, now, i),
                 TimerKey::HolePunch(peer) => self.relay.on_punch_timer(ctx, now, peer),
+                // A role's (`TimerKey::owner` names it): handed over above.
+                _ => {}
             }
             self.after(now);
         }
@@ -402,6 +386,14 @@ impl Node {
     pub fn peer_connections(&self) -> crate::io::PeerConnections {
         let (direct, relayed) = self.ctx.conns_by_path();
         crate::io::PeerConnections { direct, relayed }
+    }
+
+    /// (Hubs) how many peers are admitted now (hold an authenticated hub
+    /// stream): those a [`Event::PeerAdmitted`](crate::io::Event::PeerAdmitted)
+    /// announced and no [`Event::AdmissionEnded`](crate::io::Event::AdmissionEnded)
+    /// took back since.
+    pub fn admitted_peers(&self) -> usize {
+        self.roles.hub.as_ref().map_or(0, HubRole::admitted_peers)
     }
 
     /// (Exits) at how many hubs this node holds a relay reservation.

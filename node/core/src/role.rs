@@ -7,14 +7,15 @@
 //! nobody holds. A new role is one [`Owner`] variant, one `impl Role`, one
 //! field in [`Roles`], and — if peers open streams to it — one protocol
 //! arm in [`Roles::for_protocol`]; if apps connect to it, one
-//! [`Serves`] variant and an arm in [`Roles::for_listener`].
+//! [`Serves`] variant and an arm in [`Roles::for_listener`]; if it sets
+//! timers, its [`TimerKey`] variants and their arms in [`TimerKey::owner`].
 //!
 //! Every method runs inside one `handle_*` call of `Node`: it may emit
 //! outputs and set timers through `ctx`, and must leave the owner table
 //! saying exactly which streams it still holds.
 
 use crate::client::ClientRole;
-use crate::ctx::{Ctx, Owner};
+use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::exit::ExitRole;
 use crate::hub::HubRole;
 use crate::hub_link::HubLinks;
@@ -69,6 +70,10 @@ pub(crate) trait Role {
         _report: SpliceReport,
     ) {
     }
+
+    /// One of this role's timers (a key whose [`TimerKey::owner`] names this
+    /// role) is due.
+    fn on_timer(&mut self, _ctx: &mut Ctx, _now: Instant, _key: TimerKey) {}
 }
 
 /// The roles a node plays, as its config says; each is `None` if it does not.
@@ -142,6 +147,12 @@ impl Role for ClientRole {
     fn on_splice_ended(&mut self, ctx: &mut Ctx, _now: Instant, a: StreamId, report: SpliceReport) {
         ClientRole::on_splice_ended(self, ctx, a, report);
     }
+
+    fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, key: TimerKey) {
+        if let TimerKey::ClientSession(app) = key {
+            self.on_deadline(ctx, now, app);
+        }
+    }
 }
 
 impl Role for ExitRole {
@@ -160,6 +171,12 @@ impl Role for ExitRole {
     fn on_splice_ended(&mut self, ctx: &mut Ctx, _now: Instant, a: StreamId, report: SpliceReport) {
         ExitRole::on_splice_ended(self, ctx, a, report);
     }
+
+    fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, key: TimerKey) {
+        if let TimerKey::ExitSession(stream) = key {
+            self.on_deadline(ctx, now, stream);
+        }
+    }
 }
 
 impl Role for HubRole {
@@ -173,6 +190,14 @@ impl Role for HubRole {
 
     fn on_closed(&mut self, ctx: &mut Ctx, _now: Instant, stream: StreamId, how: Close) {
         HubRole::on_closed(self, ctx, stream, how);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, key: TimerKey) {
+        match key {
+            TimerKey::HubPeer(stream) => self.on_auth_deadline(ctx, stream),
+            TimerKey::DirectoryExpiry => self.on_expiry(ctx, now),
+            _ => {}
+        }
     }
 }
 
@@ -191,5 +216,11 @@ impl Role for HubLinks {
 
     fn on_stream_refused(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId) {
         HubLinks::on_stream_refused(self, ctx, now, stream);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, key: TimerKey) {
+        if let TimerKey::HubLink(i) = key {
+            HubLinks::on_timer(self, ctx, now, i);
+        }
     }
 }

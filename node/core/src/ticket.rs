@@ -20,7 +20,7 @@
 //! cost a byte comparison.
 
 use crate::admission::RoleSet;
-use crate::ids::{PeerId, MAX_PEER_ID_LEN};
+use crate::ids::PeerId;
 use crate::time::Instant;
 use bytes::Bytes;
 use core::time::Duration;
@@ -29,14 +29,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The ticket format's version.
 pub const TICKET_VERSION: u8 = 1;
-/// The longest encoded ticket.
-pub const MAX_TICKET_LEN: usize = 1 + 2 * (1 + MAX_PEER_ID_LEN) + 1 + 8 + 64;
+pub use crate::wire::MAX_TICKET_LEN;
 /// How far apart a hub's and an exit's clocks may be before tickets look
 /// expired (or not yet usable) to the exit.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
 
 const CONTEXT: &[u8] = b"meshproxy ticket v1";
-const _: () = assert!(MAX_TICKET_LEN <= u8::MAX as usize, "a ticket's length travels in one byte");
 
 /// A decoded ticket.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -206,7 +204,7 @@ pub fn verify(
     if ticket.holder != holder {
         return Err(TicketRefusal::WrongHolder);
     }
-    if !ticket.roles.contains(crate::wire::hub::Role::Client) {
+    if !ticket.roles.contains(crate::record::Role::Client) {
         return Err(TicketRefusal::RoleNotAllowed);
     }
     if ticket.expires.saturating_add(CLOCK_SKEW.as_secs()) <= now_unix {
@@ -262,7 +260,7 @@ impl TicketWallet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::hub::Role;
+    use crate::record::Role;
 
     fn signer(n: u8) -> TicketSigner {
         TicketSigner::from_secret([n; 32])

@@ -506,27 +506,33 @@ fn only_the_registering_stream_removes_the_registration() {
 
 /// The driver's relay serves exactly the admitted peers, so admission is reported once
 /// per peer, however many hub streams it holds, and ends with its last admitted stream;
-/// streams that never passed the challenge count for nothing.
+/// streams that never passed the challenge count for nothing. `Node::admitted_peers`
+/// (the driver's `admitted_peers` gauge) says the same at every step.
 #[test]
 fn admission_is_reported_per_peer_and_ends_with_its_last_stream() {
     let mut h = hub();
     let (pending, _) = open(&mut h, client_id());
+    assert_eq!(h.node.admitted_peers(), 0);
     let (first, nonce) = open(&mut h, client_id());
     let outs =
         h.data(first, hub_bytes(&auth_msg(&client_cred(), &nonce, client_id(), Role::Client)));
     assert_eq!(events(&outs), vec![Event::PeerAdmitted { peer: client_id() }]);
+    assert_eq!(h.node.admitted_peers(), 1);
     let (second, nonce) = open(&mut h, client_id());
     let outs =
         h.data(second, hub_bytes(&auth_msg(&client_cred(), &nonce, client_id(), Role::Client)));
     assert!(events(&outs).is_empty(), "already admitted: {outs:?}");
+    assert_eq!(h.node.admitted_peers(), 1, "one peer, however many streams");
 
     // An unauthenticated stream ending changes nothing, nor does one of two admitted ones.
     let outs = h.input(Input::StreamClosed { stream: pending, how: Close::Reset });
     assert!(events(&outs).is_empty(), "{outs:?}");
     let outs = h.input(Input::StreamClosed { stream: first, how: Close::Fin });
     assert!(events(&outs).is_empty(), "{outs:?}");
+    assert_eq!(h.node.admitted_peers(), 1);
     let outs = h.input(Input::StreamClosed { stream: second, how: Close::Reset });
     assert_eq!(events(&outs), vec![Event::AdmissionEnded { peer: client_id() }]);
+    assert_eq!(h.node.admitted_peers(), 0);
 
     // A failed challenge never admits; a later success does, afresh.
     let (bad, nonce) = open(&mut h, client_id());
@@ -534,12 +540,15 @@ fn admission_is_reported_per_peer_and_ends_with_its_last_stream() {
     let outs = h.data(bad, hub_bytes(&auth_msg(&wrong, &nonce, client_id(), Role::Client)));
     let reason = Refusal::BadProof;
     assert_eq!(events(&outs), vec![Event::AdmissionDenied { peer: client_id(), reason }]);
+    assert_eq!(h.node.admitted_peers(), 0);
     admitted(&mut h, client_id(), Role::Client);
 
     // A hub-side failure (a protocol error) ends the admission too.
     let other = admitted(&mut h, exit_id(2), Role::Exit);
+    assert_eq!(h.node.admitted_peers(), 2);
     let outs = h.data(other, vec![0, 0, 0, 2, 0xEE, 0xEE]);
     assert!(events(&outs).contains(&Event::AdmissionEnded { peer: exit_id(2) }), "{outs:?}");
+    assert_eq!(h.node.admitted_peers(), 1);
 }
 
 #[test]

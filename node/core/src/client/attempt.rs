@@ -1,7 +1,7 @@
 //! One attempt of a session at an exit: dial, open the stream, send the
 //! request, read the answer, then splice — or count the failure and retry.
 
-use crate::ctx::{Ctx, Owner, TimerKey};
+use crate::ctx::{Ctx, Owner, Route, TimerKey};
 use crate::ids::{ConnId, PeerId, StreamId};
 use crate::io::{Close, Event, FailReason, Output, Protocol, SpliceLimits, StateSnapshot};
 use crate::target::Status;
@@ -131,26 +131,25 @@ impl ClientRole {
         matches!(self.sessions.get(&app).map(|s| &s.phase), Some(Phase::Dialing { exit }) if *exit == peer)
     }
 
-    /// A dial to `peer` failed; `route` is the relay it went through
-    /// (`Some(None)`: it was direct; `None`: not a dial of ours). A failed
-    /// direct dial falls back to the exit's relays before it counts against
-    /// the exit.
+    /// A dial to `peer` failed; `route` is the way it went (`None`: not a
+    /// dial of ours). A failed direct dial falls back to the exit's relays
+    /// before it counts against the exit.
     pub(crate) fn on_dial_failed(
         &mut self,
         ctx: &mut Ctx,
         now: Instant,
         peer: PeerId,
-        route: Option<Option<PeerId>>,
+        route: Option<Route>,
     ) {
         if let Some(e) = self.exits.get_mut(&peer) {
             match route {
-                Some(None) => {
+                Some(Route::Direct) => {
                     e.direct_failed = Some(now);
                     self.stale |= e.relays.is_empty();
                 }
                 // Try another of its relays next time; the next listing
                 // brings this one back if the exit still holds it.
-                Some(Some(hub)) => {
+                Some(Route::Via(hub)) => {
                     e.relays.remove(&hub);
                 }
                 None => {}
@@ -162,12 +161,12 @@ impl ClientRole {
                 continue;
             }
             let relayed = self.sessions.get(&app).is_some_and(|s| s.settings.relayed);
-            let via_relay =
-                route == Some(None) && self.route(peer, relayed, now).is_some_and(|r| r.is_some());
+            let via_relay = route == Some(Route::Direct)
+                && matches!(self.route(peer, relayed, now), Some(Route::Via(_)));
             if via_relay {
                 self.connect(ctx, now, app, peer);
             } else {
-                if route == Some(None) && self.stale {
+                if route == Some(Route::Direct) && self.stale {
                     self.refund_attempt(app);
                 }
                 // One failed dial is one failure of the exit, however many

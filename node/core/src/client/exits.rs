@@ -1,7 +1,7 @@
 //! The exits the client knows of (from the hubs' listings), how it picks
 //! one for an attempt, and when it asks the hubs again.
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Route};
 use crate::ids::{PeerId, StreamId};
 use crate::io::FailReason;
 use crate::record::PeerRecord;
@@ -49,23 +49,17 @@ impl ClientRole {
         self.finds_pending > 0 && now < self.finds_deadline
     }
 
-    /// How to dial `exit`: `Some(None)` directly, `Some(Some(hub))` through
-    /// `hub`'s relay, `None` if there is no way this session may use.
-    pub(super) fn route(
-        &self,
-        exit: PeerId,
-        relayed: bool,
-        now: Instant,
-    ) -> Option<Option<PeerId>> {
+    /// How to dial `exit`, or `None` if there is no way this session may use.
+    pub(super) fn route(&self, exit: PeerId, relayed: bool, now: Instant) -> Option<Route> {
         let e = self.exits.get(&exit)?;
         let has_addrs = !e.record.addrs.is_empty();
         let direct_failed_lately =
             e.direct_failed.is_some_and(|at| now.saturating_duration_since(at) < DIRECT_RETRY);
         let relay = e.relays.iter().next().copied().filter(|_| relayed);
         match (has_addrs, direct_failed_lately, relay) {
-            (true, false, _) => Some(None),
-            (_, _, Some(hub)) => Some(Some(hub)),
-            (true, true, None) => Some(None),
+            (true, false, _) => Some(Route::Direct),
+            (_, _, Some(hub)) => Some(Route::Via(hub)),
+            (true, true, None) => Some(Route::Direct),
             (false, _, None) => None,
         }
     }

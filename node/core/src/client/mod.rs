@@ -298,8 +298,8 @@ impl ClientRole {
     /// The app or the exit closed a stream before the splice.
     pub(crate) fn on_closed(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, how: Close) {
         if let Some(&app) = self.peer_streams.get(&stream) {
-            // The exit ended the stream without a (complete) answer.
-            let _ = how;
+            // The exit ended the stream (a FIN or a reset alike) without a
+            // (complete) answer.
             self.exit_failed(ctx, now, app, Status::GeneralFailure);
             return;
         }

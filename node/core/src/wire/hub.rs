@@ -71,6 +71,7 @@ use super::frame::{
     decode_frame, encode_frame, put_count, put_short_bytes, DecodeError, DecodeResult, Invalid,
     Reader, TypeRule,
 };
+use super::MAX_TICKET_LEN;
 use crate::ids::{PeerId, MAX_PEER_ID_LEN};
 /// The roles are the directory's vocabulary too; they live in
 /// [`crate::record`] and keep this path for the admission side.
@@ -79,7 +80,6 @@ use crate::record::{
     valid_label, Attrs, CountryCode, PeerAddr, PeerFilter, PeerRecord, MAX_ADDRS, MAX_ADDR_LEN,
     MAX_LABELS, MAX_LABEL_LEN, MAX_RELAYS,
 };
-use crate::ticket::MAX_TICKET_LEN;
 
 /// The libp2p protocol name of hub streams.
 pub const HUB_PROTOCOL: &str = "/meshproxy/hub/1";

@@ -73,3 +73,12 @@ pub mod proxy;
 pub use frame::{DecodeError, DecodeResult, Decoded};
 pub use hub::{HubErrorCode, HubMessage, Role, HUB_PROTOCOL, HUB_VERSION};
 pub use proxy::{ConnectRequest, ConnectResponse, PROXY_PROTOCOL, PROXY_VERSION};
+
+/// The longest encoded ticket (see [`crate::ticket`] for its layout:
+/// version, hub and holder ids with a length byte each, roles, expiry, an
+/// Ed25519 signature). Both protocols carry tickets as opaque bytes behind a
+/// one-byte length and check this bound before they copy one, so it is a
+/// wire fact; `ticket` builds and checks tickets within it.
+pub const MAX_TICKET_LEN: usize = 1 + 2 * (1 + crate::ids::MAX_PEER_ID_LEN) + 1 + 8 + 64;
+
+const _: () = assert!(MAX_TICKET_LEN <= u8::MAX as usize, "a ticket's length travels in one byte");

@@ -36,9 +36,9 @@ use super::frame::{
     decode_frame, encode_frame, put_short_bytes, DecodeError, DecodeResult, Invalid, Reader,
     TypeRule,
 };
+use super::MAX_TICKET_LEN;
 use crate::ids::SessionId;
 use crate::target::{Status, TargetAddr, MAX_DOMAIN_LEN};
-use crate::ticket::MAX_TICKET_LEN;
 use bytes::Bytes;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 

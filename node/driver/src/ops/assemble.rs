@@ -39,7 +39,12 @@ pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtim
 /// Starts the peer network: takes where to report events, returns where to
 /// send commands.
 pub type NetworkStarter =
-    Box<dyn FnOnce(EventSink) -> Result<mpsc::Sender<NetCommand>, String> + Send>;
+    Box<dyn FnOnce(EventSink) -> Result<mpsc::Sender<NetCommand>, NetworkError> + Send>;
+
+/// Why a [`NetworkStarter`] could not start the peer network: the network's
+/// own error, kept whole (a caller may downcast it) rather than flattened to
+/// a string.
+pub type NetworkError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +75,7 @@ pub enum StartError {
     },
     /// The peer network did not start.
     #[error("network: {0}")]
-    Network(String),
+    Network(#[source] NetworkError),
 }
 
 /// Forwards network events into the runner's channel, in order, from a plain

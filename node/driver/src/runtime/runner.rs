@@ -132,6 +132,8 @@ pub struct RunnerStatus {
     pub relayed_conns: usize,
     /// (Exits) relay reservations held now (as the core counts them).
     pub reservations: usize,
+    /// (Hubs) peers admitted now (as the core counts them).
+    pub admitted_peers: usize,
 }
 
 impl RunnerStatus {
@@ -143,6 +145,7 @@ impl RunnerStatus {
             reservations: self.reservations,
             registered_hubs: self.registered_hubs,
             directory_exits: self.resources.directory_entries,
+            admitted_peers: self.admitted_peers,
         }
     }
 }
@@ -458,6 +461,7 @@ impl NodeRunner {
                     direct_conns: conns.direct,
                     relayed_conns: conns.relayed,
                     reservations: self.node.reservations_held(),
+                    admitted_peers: self.node.admitted_peers(),
                 });
             }
             RunnerMsg::Shutdown => {}

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::common::{echo_origin, exit_config, hub_config, status, wait_for_exit, FakeNet};
-use meshproxy::ops::assemble::{start_node, RunningNode};
+use meshproxy::ops::assemble::{start_node, NetworkStarter, RunningNode, StartError};
 use meshproxy::ops::config::FileConfig;
 use meshproxy::ops::identity::Identity;
 use meshproxy::runtime::runner::RunnerMsg;
@@ -156,4 +156,26 @@ async fn sticky_pins_are_persisted_to_the_state_file() {
     })
     .await
     .unwrap();
+}
+
+/// A peer network that cannot start stops the node's start with
+/// `StartError::Network`, which keeps the network's own error as its source.
+#[tokio::test]
+async fn a_network_that_does_not_start_is_a_start_error_keeping_its_cause() {
+    let file = FileConfig::parse("[hub]\n").unwrap();
+    let starter: NetworkStarter = Box::new(|_sink| {
+        Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "peer port taken").into())
+    });
+    let identity = Identity::from_secret([9; 32]);
+    let started = start_node(&file, &identity, 9, &any_addr, starter);
+    let err = match timeout(Duration::from_secs(10), started).await.expect("in time") {
+        Ok(_) => panic!("started without a network"),
+        Err(err) => err,
+    };
+    assert_eq!(err.to_string(), "network: peer port taken");
+    let StartError::Network(cause) = &err else { panic!("not a network error: {err:?}") };
+    let io = cause.downcast_ref::<std::io::Error>().expect("the network's own error type");
+    assert_eq!(io.kind(), std::io::ErrorKind::AddrInUse);
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(source.as_deref(), Some("peer port taken"));
 }

@@ -120,6 +120,7 @@ protocol = "socks5"
 
         let body = scrape(hub_m).await;
         assert_eq!(value(&body, "meshproxy_directory_exits"), 1.0, "{body}");
+        assert_eq!(value(&body, "meshproxy_admitted_peers"), 2.0, "the exit and the client: {body}");
         assert!(value(&body, "meshproxy_directory_registrations_total") >= 1.0);
         assert_eq!(value(&body, "meshproxy_admission_denials_total{reason=\"bad_proof\"}"), 0.0);
         assert_eq!(value(&body, "meshproxy_exit_not_admitted_total{reason=\"missing\"}"), 0.0);

@@ -4,7 +4,7 @@
 //!
 //! Counters count events. The gauges of what the node holds now (peer
 //! connections by path, relay reservations, hubs registered at, directory
-//! entries) are not kept in step with events here: each scrape reads them
+//! entries, admitted peers) are not kept in step with events here: each scrape reads them
 //! from the node itself ([`Snapshot`], asked for through the probe
 //! [`Metrics::derive_from`] installs), so there is no second copy of the
 //! node's tables to drift from the first.
@@ -69,6 +69,8 @@ pub struct Snapshot {
     pub registered_hubs: usize,
     /// (Hubs) exits in the directory now (`directory_exits`).
     pub directory_exits: usize,
+    /// (Hubs) peers admitted now (`admitted_peers`).
+    pub admitted_peers: usize,
 }
 
 /// Asks the node for its [`Snapshot`]; `None` when it cannot answer (it stopped).
@@ -553,6 +555,7 @@ impl Metrics {
         self.relay_reservations.set(gauge_len(now.reservations));
         self.hubs_registered.set(gauge_len(now.registered_hubs));
         self.directory_exits.set(gauge_len(now.directory_exits));
+        self.admitted_peers.set(gauge_len(now.admitted_peers));
     }
 
     /// Reads the node's [`Snapshot`] (within [`SNAPSHOT_WAIT`]) into the
@@ -633,13 +636,8 @@ impl Metrics {
             Event::ExitNotAdmitted { why, .. } => {
                 self.exit_not_admitted.get_or_create(&ReasonLabels { reason: why.name() }).inc();
             }
-            // The core reports each peer's admission once and its end once.
-            Event::PeerAdmitted { .. } => {
-                self.admitted_peers.inc();
-            }
-            Event::AdmissionEnded { .. } => {
-                self.admitted_peers.dec();
-            }
+            // The gauge of admitted peers is read at scrape time.
+            Event::PeerAdmitted { .. } | Event::AdmissionEnded { .. } => {}
             Event::PeerProtocolError { .. } => {
                 self.peer_protocol_errors.inc();
             }
@@ -941,13 +939,14 @@ mod tests {
             reservations: 2,
             registered_hubs: 2,
             directory_exits: 5,
+            admitted_peers: 4,
         })));
         let answers = node.clone();
         m.derive_from(Box::new(move || {
             let now = *Metrics::lock(&answers);
             Box::pin(async move { now })
         }));
-        let expect = |text: &str, lines: [&str; 5]| {
+        let expect = |text: &str, lines: [&str; 6]| {
             for line in lines {
                 assert!(text.contains(line), "missing {line:?} in\n{text}");
             }
@@ -958,6 +957,7 @@ mod tests {
             "meshproxy_relay_reservations 2\n",
             "meshproxy_hubs_registered 2\n",
             "meshproxy_directory_exits 5\n",
+            "meshproxy_admitted_peers 4\n",
         ];
         expect(
             &{
@@ -973,6 +973,7 @@ mod tests {
             "meshproxy_relay_reservations 0\n",
             "meshproxy_hubs_registered 0\n",
             "meshproxy_directory_exits 0\n",
+            "meshproxy_admitted_peers 0\n",
         ];
         expect(
             &{
