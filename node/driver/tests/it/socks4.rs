@@ -2,10 +2,12 @@
 //! `curl --socks4a` through an in-process hub, exit and client (over libp2p
 //! on 127.0.0.1) to a local HTTP origin, on a `socks5` listener and on a
 //! `both` listener; and a listener that requires SOCKS5 credentials refusing
-//! SOCKS4, as curl sees it.
+//! SOCKS4, as curl sees it; the client's metrics count each outcome by
+//! its reason, as for SOCKS5.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns fail the test by panicking
 
 use crate::common::e2e::*;
+use crate::common::live::{scrape, value};
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -15,10 +17,11 @@ use tokio::net::TcpListener;
 const BODY: &str = "hello over socks4\n";
 
 /// A client with a `socks5` listener, a `both` listener and a `both`
-/// listener that requires a user (in that order).
+/// listener that requires a user (in that order), with a metrics endpoint.
 fn client_toml(hubs: &str) -> String {
     format!(
-        r#"{hubs}
+        r#"metrics = "127.0.0.1:0"
+{hubs}
 [client]
 credential = {{ id = "client", token = "t-client-token-01234567" }}
 refresh_ms = 200
@@ -124,10 +127,24 @@ fn curl_socks4_and_socks4a_fetch_through_the_mesh() {
             assert_eq!(out.status.code(), Some(97), "{flag}: {out:?}");
             assert!(out.stdout.is_empty(), "{flag}");
         }
+        // A destination failure is 0x5B too (nothing listens on the port).
+        let closed = format!("http://127.0.0.1:{}/", free_port());
+        let out = curl(vec!["--socks4".into(), both.to_string(), closed]).await;
+        assert_eq!(out.status.code(), Some(97), "refused destination: {out:?}");
+
         // While SOCKS5 with the user's credentials still works there.
         let proxy = format!("socks5h://alice:pw@{strict}");
         let out = curl(vec!["--proxy".into(), proxy, by_name.clone()]).await;
         fetched("socks5 with credentials on the auth listener", &out);
+
+        // Counted like SOCKS5: 8 fetches established, the two SOCKS4
+        // refusals of the auth listener as handshake failures, the closed
+        // port as a destination failure.
+        let body = scrape(client.node.metrics_addr.expect("client metrics")).await;
+        let count = |series: &str| value(&body, series);
+        assert_eq!(count("meshproxy_sessions_established_total{role=\"client\"}"), 8.0);
+        assert_eq!(count("meshproxy_sessions_failed_total{reason=\"handshake\"}"), 2.0);
+        assert_eq!(count("meshproxy_sessions_failed_total{reason=\"destination\"}"), 1.0);
 
         client.node.shutdown().await;
         exit.node.shutdown().await;
