@@ -1,4 +1,4 @@
-//! The client side of SOCKS5 and HTTP CONNECT, as the simulated apps speak
+//! The client side of SOCKS5, SOCKS4a and HTTP CONNECT, as the simulated apps speak
 //! it. Written independently of the core's server side on purpose: each
 //! checks the other.
 
@@ -39,6 +39,47 @@ pub fn socks5_handshake(target: &TargetAddr, username: Option<&str>) -> Vec<u8> 
     }
     out.extend_from_slice(&target.port().to_be_bytes());
     out
+}
+
+/// A SOCKS4 CONNECT request: plain SOCKS4 for an IPv4 target, SOCKS4a
+/// (DSTIP `0.0.0.1`, the name after the user id) for a name or an IPv6
+/// literal (written as text, which the proxy reads back as an address). The
+/// username, if any, is the user id.
+pub fn socks4a_request(target: &TargetAddr, username: Option<&str>) -> Vec<u8> {
+    let mut out = vec![4, 1];
+    out.extend_from_slice(&target.port().to_be_bytes());
+    let name = match target {
+        TargetAddr::Ip(std::net::SocketAddr::V4(sa)) => {
+            out.extend_from_slice(&sa.ip().octets());
+            None
+        }
+        TargetAddr::Ip(std::net::SocketAddr::V6(sa)) => Some(sa.ip().to_string()),
+        TargetAddr::Domain(name, _) => Some(name.clone()),
+    };
+    if name.is_some() {
+        out.extend_from_slice(&[0, 0, 0, 1]);
+    }
+    out.extend_from_slice(username.unwrap_or_default().as_bytes());
+    out.push(0);
+    if let Some(name) = name {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// The SOCKS4 reply code of every failure.
+pub const SOCKS4_REJECTED: u8 = 0x5B;
+
+/// Parses the 8-byte SOCKS4 reply; `None` until complete. A refusal is
+/// reported with its code, [`SOCKS4_REJECTED`].
+pub fn parse_socks4_reply(inbox: &[u8]) -> Option<Reply> {
+    let reply = inbox.get(..8)?;
+    Some(match (reply[0], reply[1]) {
+        (0, 0x5A) => Reply::Success { used: 8 },
+        (0, SOCKS4_REJECTED) => Reply::Failure { code: SOCKS4_REJECTED },
+        _ => Reply::Garbage,
+    })
 }
 
 /// An HTTP CONNECT request head.
@@ -174,6 +215,25 @@ mod tests {
         assert_eq!(parse_socks5_reply(&full, false), Some(Reply::Success { used: 12 }));
         let refused = [5, 0, 5, 5, 0, 1, 0, 0, 0, 0, 0, 0];
         assert_eq!(parse_socks5_reply(&refused, false), Some(Reply::Failure { code: 5 }));
+    }
+
+    #[test]
+    fn socks4_request_and_reply() {
+        let ip = TargetAddr::Ip("1.2.3.4:80".parse().unwrap());
+        assert_eq!(socks4a_request(&ip, None), [4, 1, 0, 80, 1, 2, 3, 4, 0]);
+        let name = TargetAddr::Domain("ab".into(), 443);
+        assert_eq!(
+            socks4a_request(&name, Some("u")),
+            [4, 1, 1, 187, 0, 0, 0, 1, b'u', 0, b'a', b'b', 0]
+        );
+        let granted = [0, 0x5A, 0, 0, 0, 0, 0, 0, 9];
+        for n in 0..8 {
+            assert_eq!(parse_socks4_reply(&granted[..n]), None, "prefix {n}");
+        }
+        assert_eq!(parse_socks4_reply(&granted), Some(Reply::Success { used: 8 }));
+        let refused = [0, 0x5B, 0, 0, 0, 0, 0, 0];
+        assert_eq!(parse_socks4_reply(&refused), Some(Reply::Failure { code: 0x5B }));
+        assert_eq!(parse_socks4_reply(&[5, 0x5A, 0, 0, 0, 0, 0, 0]), Some(Reply::Garbage));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use meshproxy_core::http_connect::{HttpAction, HttpAuthPolicy, HttpConnectHandshake, MAX_HEAD};
 use meshproxy_core::http_head::{self, HeadLimits, HeadReader, HeadStatus, Parsed};
 use meshproxy_core::socks::{SocksAction, SocksAuthPolicy, SocksHandshake, MAX_BUFFERED};
+use meshproxy_core::socks4::{Socks4Action, Socks4Handshake, MAX_REQUEST};
 use meshproxy_core::wire::frame::{DecodeResult, Decoded};
 use meshproxy_core::wire::{hub, proxy};
 use std::path::Path;
@@ -18,13 +19,14 @@ use std::sync::Arc;
 
 /// The fuzz targets, by the name of their `fuzz/fuzz_targets/*.rs` file and
 /// corpus directory.
-pub const TARGETS: [&str; 6] =
-    ["socks5", "http_connect", "http_head", "proxy_wire", "hub_wire", "scenario"];
+pub const TARGETS: [&str; 7] =
+    ["socks5", "socks4", "http_connect", "http_head", "proxy_wire", "hub_wire", "scenario"];
 
 /// Runs the check of target `name` on `data`; `false` for an unknown name.
 pub fn run(name: &str, data: &[u8]) -> bool {
     match name {
         "socks5" => socks5(data),
+        "socks4" => socks4(data),
         "http_connect" => http_connect(data),
         "http_head" => http_head(data),
         "proxy_wire" => proxy_wire(data),
@@ -87,6 +89,57 @@ pub fn socks5(data: &[u8]) {
                 }
             }
         }
+    }
+}
+
+/// SOCKS4/4a request: bounded buffer, one end (an 8-byte 0x5B reply or
+/// nothing for a refusal), never a request on a listener that requires
+/// authentication, and the same end and leftover whether the input comes in
+/// pieces or whole.
+pub fn socks4(data: &[u8]) {
+    let (config, pieces) = chunks(data);
+    let policy = Arc::new(if config & 1 == 0 {
+        SocksAuthPolicy::NoAuth
+    } else {
+        SocksAuthPolicy::UserPass(vec![("alice".into(), "secret".into())])
+    });
+    let mut hs = Socks4Handshake::new(policy.clone());
+    let (mut end, mut fed, mut unfed) = (None, 0usize, 0usize);
+    for piece in pieces {
+        if end.is_some() {
+            assert!(hs.feed(piece).is_err(), "a finished handshake took more input");
+            unfed += piece.len();
+            continue;
+        }
+        assert!(hs.feed(piece).is_ok(), "an unfinished handshake refused input");
+        fed += piece.len();
+        assert!(hs.buffered() <= MAX_REQUEST, "buffered {} > {MAX_REQUEST}", hs.buffered());
+        match hs.poll() {
+            Socks4Action::NeedMore => {}
+            other => end = Some(other),
+        }
+    }
+    let rest = data.get(1..).unwrap_or_default();
+    let mut whole = Socks4Handshake::new(policy);
+    assert!(whole.feed(rest).is_ok());
+    let whole_end = match whole.poll() {
+        Socks4Action::NeedMore => None,
+        other => Some(other),
+    };
+    assert_eq!(end, whole_end, "the split changed the outcome");
+    match &end {
+        Some(Socks4Action::Request(req)) => {
+            assert_eq!(config & 1, 0, "SOCKS4 served on a listener that requires auth");
+            let leftover = hs.take_leftover();
+            assert!(leftover.len() <= fed, "leftover {} > fed {fed}", leftover.len());
+            assert_eq!(leftover.len() + unfed, whole.take_leftover().len(), "bytes lost");
+            assert!(req.target.to_string().len() <= 262, "target {}", req.target);
+        }
+        Some(Socks4Action::Reject { reply, .. }) => {
+            assert!(reply.is_empty() || reply == &[0, 0x5B, 0, 0, 0, 0, 0, 0], "{reply:?}");
+        }
+        Some(Socks4Action::NeedMore) => unreachable!("not an end"),
+        None => assert!(rest.len() < MAX_REQUEST, "{} bytes left undecided", rest.len()),
     }
 }
 

@@ -26,6 +26,9 @@ pub struct AppSpec {
     pub session: Option<u32>,
     /// Speak HTTP CONNECT rather than SOCKS5 (listeners that allow it).
     pub http: bool,
+    /// Speak SOCKS4a rather than SOCKS5 (SOCKS listeners without auth,
+    /// which SOCKS4 cannot give).
+    pub socks4: bool,
     /// Send the first payload bytes right behind the request, unasked.
     pub pipelined: bool,
     /// Split the handshake into this many writes (1 = one write).
@@ -107,7 +110,13 @@ impl fmt::Display for Plan {
                     if a.by_name { "by-name" } else { "by-ip" },
                     a.size,
                     a.session,
-                    if a.http { " http" } else { " socks5" },
+                    if a.http {
+                        " http"
+                    } else if a.socks4 {
+                        " socks4a"
+                    } else {
+                        " socks5"
+                    },
                     if a.pipelined { " pipelined" } else { "" },
                     a.splits
                 )?,
@@ -157,6 +166,12 @@ pub fn generate(s: &Scenario, rng: &mut ChaCha8Rng) -> Plan {
                 crate::scenario::ListenerProtocol::Http => true,
                 crate::scenario::ListenerProtocol::Both => rng.next_u32() % 4 == 0,
             };
+            // Drawn only where it can be true, so scenarios without SOCKS4
+            // keep their plans.
+            let socks4 = s.workload.socks4_fraction > 0.0
+                && !http
+                && !spec.auth
+                && (rng.next_u64() % 1_000_000) < (s.workload.socks4_fraction * 1e6) as u64;
             let session =
                 (rng.next_u32() % 4 != 0).then(|| rng.next_u32() % s.workload.session_ids.max(1));
             items.push(PlanItem::App(AppSpec {
@@ -173,6 +188,7 @@ pub fn generate(s: &Scenario, rng: &mut ChaCha8Rng) -> Plan {
                 ) as u32,
                 session,
                 http,
+                socks4,
                 pipelined: rng.next_u32() % 3 == 0,
                 splits: between(rng, 1, 4) as u8,
             }));

@@ -269,6 +269,10 @@ pub struct Workload {
     /// Share of connections that name the destination by domain rather than IP.
     #[serde(default = "default_domain_fraction")]
     pub domain_fraction: f64,
+    /// Share of connections on SOCKS listeners without auth that speak
+    /// SOCKS4a instead of SOCKS5 (default 0: no plan draws change).
+    #[serde(default)]
+    pub socks4_fraction: f64,
     /// App connections start no earlier than this (the mesh forms first);
     /// less than `duration_secs`.
     #[serde(default)]
@@ -671,6 +675,9 @@ impl Scenario {
         })?;
         ensure((0.0..=1.0).contains(&w.domain_fraction), "workload.domain_fraction", || {
             format!("a fraction in [0, 1] (got {})", w.domain_fraction)
+        })?;
+        ensure((0.0..=1.0).contains(&w.socks4_fraction), "workload.socks4_fraction", || {
+            format!("a fraction in [0, 1] (got {})", w.socks4_fraction)
         })?;
 
         let n = &self.network;

@@ -25,6 +25,12 @@ fn the_checks_catch_what_they_promise_to() {
         input.extend_from_slice(&connect);
         meshproxy_sim::fuzz::socks5(&input);
     }
+    // SOCKS4a CONNECT for example.com:80, open listener and auth-required one.
+    for config in [0u8, 1, 0b1111_1100] {
+        let mut input = vec![config, 4, 1, 0, 80, 0, 0, 0, 1, b'u', 0];
+        input.extend_from_slice(b"example.com\0GET /");
+        meshproxy_sim::fuzz::socks4(&input);
+    }
     meshproxy_sim::fuzz::http_connect(b"\x00CONNECT example.com:443 HTTP/1.1\r\nHost: e\r\n\r\n");
     meshproxy_sim::fuzz::http_head(
         b"\x00POST / HTTP/1.1\r\nHost: e\r\nContent-Length: 2\r\n\r\nhi",

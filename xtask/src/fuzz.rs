@@ -20,8 +20,9 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 11] = [
     "socks5",
+    "socks4",
     "http_connect",
     "http_head",
     "proxy_wire",

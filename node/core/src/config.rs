@@ -293,11 +293,14 @@ pub struct ClientConfig {
 /// Which handshakes a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListenerProtocol {
-    /// SOCKS5 only.
+    /// SOCKS: SOCKS5, and SOCKS4/4a (told apart by the first byte, 5 or 4).
+    /// SOCKS4 has no authentication, so a listener that requires SOCKS5
+    /// credentials refuses it.
     Socks5,
     /// HTTP CONNECT only.
     Http,
-    /// Both on the same port, told apart by the first byte (5 = SOCKS5).
+    /// SOCKS (4, 4a and 5) and HTTP CONNECT on the same port, told apart by
+    /// the first byte (5 = SOCKS5, 4 = SOCKS4/4a, anything else = HTTP).
     Both,
 }
 
@@ -324,7 +327,7 @@ pub struct ListenerConfig {
     pub sticky: StickyMode,
     /// Whether a pinned connection may move to another exit when its exit fails.
     pub fallback: bool,
-    /// SOCKS5 authentication.
+    /// SOCKS5 authentication (when it requires credentials, SOCKS4 is refused).
     pub socks_auth: Arc<SocksAuthPolicy>,
     /// HTTP proxy authentication.
     pub http_auth: Arc<HttpAuthPolicy>,

@@ -33,7 +33,7 @@
 //! - `client`, `exit`, `hub`, `hub_link`: the roles' session machines; `relay`:
 //!   relay reservations and hole punching.
 //! - [`listener`]: the node's listeners and what each serves.
-//! - [`socks`], [`http_connect`]: listener handshakes; [`http_head`]: the HTTP/1.1
+//! - [`socks`], [`socks4`], [`http_connect`]: listener handshakes; [`http_head`]: the HTTP/1.1
 //!   request head they and the coming ingress read. [`wire`]: peer protocols.
 //! - [`policy`]: exit policy. [`selection`]: backoff, breaker, latency, sticky pool.
 //! - [`directory`]: the hub's table. [`admission`]: hub challenge–response,
@@ -61,6 +61,7 @@ mod relay;
 mod role;
 pub mod selection;
 pub mod socks;
+pub mod socks4;
 pub mod target;
 pub mod ticket;
 pub mod time;

@@ -123,8 +123,9 @@ pub struct SocksRequest {
 /// Why a SOCKS5 handshake failed.
 #[derive(thiserror::Error, Clone, PartialEq, Eq, Debug)]
 pub enum SocksError {
-    /// The first byte is not 5: a SOCKS4 or HTTP client, or noise, reached the
-    /// port. Answered with nothing, since we cannot speak its protocol.
+    /// The first byte is not 5: an HTTP client or noise reached the port
+    /// (a SOCKS4 client is handed to [`crate::socks4`] by the listener's
+    /// dispatch before this machine sees it). Answered with nothing.
     #[error("not a SOCKS5 client (version byte {version:#04x})")]
     NotSocks5 {
         /// The version byte the client sent.
@@ -913,8 +914,11 @@ pub(crate) mod tests {
         assert_eq!(reject_of(&run), (&[5, 0xFF][..], &SocksError::NoMethods));
     }
 
+    /// The SOCKS5 machine alone answers a non-SOCKS5 first byte with nothing;
+    /// the client's dispatch never hands it one on a SOCKS listener for SOCKS4
+    /// (first byte 4 goes to [`crate::socks4`]).
     #[test]
-    fn socks4_http_and_garbage_get_no_reply() {
+    fn non_socks5_first_bytes_get_no_reply_from_the_socks5_machine() {
         for first in [&b"\x04\x01\x00\x50"[..], b"GET / HTTP/1.1\r\n", b"CONNECT", b"\x00"] {
             let mut hs = no_auth();
             let run = drive_all(&mut hs, first);

@@ -1,5 +1,5 @@
 //! The apps: honest applications that connect to a client's listener,
-//! speak SOCKS5 or HTTP CONNECT, verify every byte that comes back, and
+//! speak SOCKS5, SOCKS4a or HTTP CONNECT, verify every byte that comes back, and
 //! judge how their connection ended (including the sticky-exit check).
 
 use super::{App, AppPhase, Ev, Invariant, Outcome, Owner, World, LOCAL};
@@ -105,6 +105,8 @@ impl World<'_> {
         let app = &self.apps[a as usize];
         let mut bytes = if app.spec.http {
             app_proto::http_connect(&app.target, app.username.as_deref())
+        } else if app.spec.socks4 {
+            app_proto::socks4a_request(&app.target, app.username.as_deref())
         } else {
             app_proto::socks5_handshake(&app.target, app.username.as_deref())
         };
@@ -134,6 +136,8 @@ impl World<'_> {
                     app.inbox.extend_from_slice(&p.materialize());
                     let reply = if app.spec.http {
                         app_proto::parse_http_reply(&app.inbox)
+                    } else if app.spec.socks4 {
+                        app_proto::parse_socks4_reply(&app.inbox)
                     } else {
                         app_proto::parse_socks5_reply(&app.inbox, app.authed)
                     };
@@ -232,12 +236,16 @@ impl World<'_> {
 
     fn app_refused(&mut self, a: u32, code: u8) {
         let app = &self.apps[a as usize];
-        // HTTP can only tell 403, 504 and 502 apart.
-        let expected =
-            app.spec
-                .kind
-                .refusal()
-                .map(|c| if app.spec.http { app_proto::http_class(c) } else { c });
+        // HTTP can only tell 403, 504 and 502 apart; SOCKS4 has one failure code.
+        let expected = app.spec.kind.refusal().map(|c| {
+            if app.spec.http {
+                app_proto::http_class(c)
+            } else if app.spec.socks4 {
+                app_proto::SOCKS4_REJECTED
+            } else {
+                c
+            }
+        });
         let wrong = match expected {
             // Must fail, and with exactly this code when nothing else is going wrong.
             Some(want) => app.strict && code != want,

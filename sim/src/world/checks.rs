@@ -101,6 +101,7 @@ impl World<'_> {
                     size: 4096,
                     session: None,
                     http,
+                    socks4: false,
                     pipelined: false,
                     splits: 1,
                 };

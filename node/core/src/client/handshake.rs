@@ -1,5 +1,10 @@
-//! Driving an app's SOCKS5 or HTTP CONNECT handshake up to its request,
-//! and answering the app in the dialect it spoke.
+//! Driving an app's SOCKS5, SOCKS4/4a or HTTP CONNECT handshake up to its
+//! request, and answering the app in the dialect it spoke.
+//!
+//! Which handshake an app speaks is told by its first byte: a listener that
+//! speaks SOCKS (`Socks5` or `Both`) speaks SOCKS4, 4a and 5 (first byte 4
+//! or 5); on a `Both` listener every other first byte is HTTP; an `Http`
+//! listener speaks HTTP whatever comes.
 
 use crate::config::{ListenerConfig, ListenerProtocol, StickyMode};
 use crate::ctx::Ctx;
@@ -9,6 +14,7 @@ use crate::io::{Close, Event, FailReason, Output};
 use crate::record::PeerFilter;
 use crate::selection::sticky::StickyKey;
 use crate::socks::{self, SocksAction, SocksHandshake, UserParams};
+use crate::socks4::{self, Socks4Action, Socks4Handshake};
 use crate::target::{Status, TargetAddr};
 use crate::time::Instant;
 use bytes::Bytes;
@@ -19,12 +25,14 @@ use super::{ClientRole, Phase};
 pub(super) enum Handshake {
     Detect,
     Socks(SocksHandshake),
+    Socks4(Socks4Handshake),
     Http(HttpConnectHandshake),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum AppKind {
     Socks,
+    Socks4,
     Http,
 }
 
@@ -50,6 +58,11 @@ impl ClientRole {
         if matches!(hs, Handshake::Detect) {
             let Some(&first) = data.first() else { return };
             *hs = match (listener.protocol, first) {
+                (ListenerProtocol::Socks5 | ListenerProtocol::Both, socks4::VERSION) => {
+                    // SOCKS4 has no authentication: the handshake refuses it
+                    // on a listener that requires SOCKS5 credentials.
+                    Handshake::Socks4(Socks4Handshake::new(listener.socks_auth.clone()))
+                }
                 (ListenerProtocol::Socks5, _) | (ListenerProtocol::Both, 5) => {
                     Handshake::Socks(SocksHandshake::new(listener.socks_auth.clone()))
                 }
@@ -59,6 +72,7 @@ impl ClientRole {
         let outcome = match hs {
             Handshake::Detect => return,
             Handshake::Socks(h) => drive_socks(ctx, app, h, data),
+            Handshake::Socks4(h) => drive_socks4(ctx, app, h, data),
             Handshake::Http(h) => drive_http(ctx, app, h, data),
         };
         match outcome {
@@ -131,6 +145,32 @@ pub(super) fn drive_socks(
     }
 }
 
+pub(super) fn drive_socks4(
+    ctx: &mut Ctx,
+    app: StreamId,
+    h: &mut Socks4Handshake,
+    data: &[u8],
+) -> HandshakeOutcome {
+    if h.feed(data).is_err() {
+        return HandshakeOutcome::Rejected;
+    }
+    match h.poll() {
+        Socks4Action::NeedMore => HandshakeOutcome::More,
+        Socks4Action::Request(r) => HandshakeOutcome::Request {
+            kind: AppKind::Socks4,
+            target: r.target,
+            params: r.params,
+            leftover: h.take_leftover(),
+        },
+        Socks4Action::Reject { reply, .. } => {
+            if !reply.is_empty() {
+                ctx.emit(Output::Transmit { stream: app, data: Bytes::from(reply) });
+            }
+            HandshakeOutcome::Rejected
+        }
+    }
+}
+
 pub(super) fn drive_http(
     ctx: &mut Ctx,
     app: StreamId,
@@ -199,10 +239,12 @@ pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// The SOCKS5 reply or HTTP response carrying `status`, in the app's dialect.
+/// The SOCKS5 reply, SOCKS4 reply or HTTP response carrying `status`, in
+/// the app's dialect (SOCKS4 has one failure code: every failure is `0x5B`).
 pub(super) fn answer(kind: Option<AppKind>, status: Status) -> Vec<u8> {
     match kind {
         Some(AppKind::Http) => http_connect::response(status),
+        Some(AppKind::Socks4) => socks4::reply(status),
         _ => socks::reply(status, None),
     }
 }

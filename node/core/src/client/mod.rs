@@ -8,7 +8,7 @@
 //!    │                      └───────────┴──────────┴── exit's fault: retry ──┘
 //!    └─ malformed / auth / timeout: reply, close          destination's fault: reply, close
 //! ```
-//! The app gets its SOCKS5/HTTP answer only once the exit has answered, so
+//! The app gets its SOCKS5/SOCKS4/HTTP answer only once the exit has answered, so
 //! its status is the destination's real one.
 
 mod attempt;

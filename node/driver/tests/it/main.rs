@@ -26,5 +26,6 @@ mod relay;
 mod relay_client;
 mod relayed_mesh;
 mod runner;
+mod socks4;
 mod splice;
 mod turmoil;

@@ -43,7 +43,7 @@
 //! credential = { id = "alice", token = "…" }
 //! [[client.listeners]]
 //! bind = "127.0.0.1:1080"
-//! protocol = "both"                 # socks5 | http | both
+//! protocol = "both"                 # socks5 (SOCKS5 + SOCKS4/4a) | http | both
 //! relayed = true                    # may sessions run through a hub's relay (default true)
 //! ```
 
