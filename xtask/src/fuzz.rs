@@ -20,10 +20,11 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 11] = [
     "socks5",
     "http_connect",
     "http_head",
+    "ingress_route",
     "proxy_wire",
     "hub_wire",
     "scenario",
