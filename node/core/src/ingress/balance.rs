@@ -91,7 +91,7 @@ pub fn candidates(target: &AgentTarget, agents: &[Agent]) -> Vec<Candidate> {
     let mut best: Option<u8> = None;
     let mut out: BTreeMap<PeerId, Candidate> = BTreeMap::new();
     for agent in agents {
-        if !agent.available || !agent.services.iter().any(|s| *s == target.service) {
+        if !agent.available || !agent.services.contains(&target.service) {
             continue;
         }
         let mut own: Option<(u8, u32)> = None;

@@ -190,7 +190,7 @@ fn selectors_parse_and_match_all_labels() {
     assert!(!s.matches(&labels(&[("site", "home"), ("tier", "db")])));
     let empty = LabelSelector::parse("k=").unwrap();
     assert!(empty.matches(&labels(&[("k", "")])) && !empty.matches(&labels(&[("k", "v")])));
-    for bad in ["", "site", "=v", "a=1,a=2", "a=b c", "a=1,,b=2", &"k=".repeat(1)[..0]] {
+    for bad in ["", "site", "=v", "a=1,a=2", "a=b c", "a=1,,b=2", "a=1,"] {
         assert!(LabelSelector::parse(bad).is_err(), "{bad:?}");
     }
     let many: Vec<String> = (0..17).map(|i| format!("k{i}=v")).collect();
