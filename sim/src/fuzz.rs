@@ -371,7 +371,8 @@ pub fn ingress_route(data: &[u8]) {
             let mut rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::seed_from_u64(
                 u64::from(config),
             );
-            let affinity = Affinity {
+            let ip = [192, 0, 2, config];
+            let affinity = Affinity::of(&target.balance, &head, &ip);
                 client_ip: &[192, 0, 2, config],
                 header: None,
                 cookie: ingress::normalize::cookie(&head, "sid"),

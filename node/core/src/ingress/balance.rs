@@ -2,6 +2,7 @@
 //! available agents of the lowest group that has one.
 
 use super::routes::AgentTarget;
+use crate::http_head::RequestHead;
 use crate::ids::PeerId;
 use rand_core::RngCore;
 use sha2::{Digest, Sha256};
@@ -125,7 +126,19 @@ pub struct Affinity<'a> {
     pub cookie: Option<&'a [u8]>,
 }
 
-impl Affinity<'_> {
+impl<'a> Affinity<'a> {
+    /// The affinity of a request for `balance`: the header or cookie it
+    /// names read from `head` (the first field of that name; the first
+    /// cookie of that name), with the client address's bytes (4 or 16).
+    pub fn of(balance: &Balance, head: &'a RequestHead, client_ip: &'a [u8]) -> Affinity<'a> {
+        let (header, cookie) = match balance {
+            Balance::Hash(HashOn::Header(name)) => (head.value(name), None),
+            Balance::Hash(HashOn::Cookie(name)) => (None, super::normalize::cookie(head, name)),
+            _ => (None, None),
+        };
+        Affinity { client_ip, header, cookie }
+    }
+
     /// The bytes to hash for `on`, and a tag so a header value never
     /// collides with an equal IP or cookie.
     fn key(&self, on: &HashOn) -> (u8, &[u8]) {

@@ -204,3 +204,36 @@ fn router_choose_uses_the_decisions_target_and_keeps_state_per_route() {
     assert_eq!(router.choose(&d, &agents, &NO_AFFINITY, &mut rng), None);
     assert_eq!(router.balance_states(), 0);
 }
+
+#[test]
+fn affinity_reads_the_named_header_or_cookie() {
+    let h = super::head("GET / HTTP/1.1\r\nHost: h\r\nX-User: u1\r\nCookie: a=1; sid=s9\r\n\r\n");
+    let ip = [10, 0, 0, 1];
+    let by_header = Affinity::of(&Balance::Hash(HashOn::Header("x-user".into())), &h, &ip);
+    assert_eq!((by_header.header, by_header.cookie), (Some(&b"u1"[..]), None));
+    let by_cookie = Affinity::of(&Balance::Hash(HashOn::Cookie("sid".into())), &h, &ip);
+    assert_eq!((by_cookie.header, by_cookie.cookie), (None, Some(&b"s9"[..])));
+    let none = Affinity::of(&Balance::RoundRobin, &h, &ip);
+    assert_eq!((none.header, none.cookie, none.client_ip), (None, None, &ip[..]));
+}
+
+#[test]
+fn default_route_forwards_with_its_own_state() {
+    let spec = TargetSpec::Agents {
+        service: "web".into(),
+        pools: vec![(0, "site=home".into(), 1)],
+        balance: Balance::RoundRobin,
+    };
+    let table = crate::ingress::RouteTable::new("web", &[], Some((true, &spec))).unwrap();
+    let snap =
+        crate::ingress::Snapshot::new(1, BTreeMap::from([("web".to_owned(), table)])).unwrap();
+    let mut router = Router::new(snap);
+    let d = router.decide("web", &req("any.host", "/x"));
+    assert_eq!(d.route, None);
+    let agents = [agent(1, "site=home", true, 0), agent(2, "site=home", true, 0)];
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let got: Vec<u64> =
+        (0..3).filter_map(|_| router.choose(&d, &agents, &NO_AFFINITY, &mut rng)).map(n).collect();
+    assert_eq!(got, [1, 2, 1]);
+    assert_eq!(router.balance_states(), 1);
+}
