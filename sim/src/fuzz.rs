@@ -373,10 +373,6 @@ pub fn ingress_route(data: &[u8]) {
             );
             let ip = [192, 0, 2, config];
             let affinity = Affinity::of(&target.balance, &head, &ip);
-                client_ip: &[192, 0, 2, config],
-                header: None,
-                cookie: ingress::normalize::cookie(&head, "sid"),
-            };
             let home_up = agents[..2].iter().any(|a| a.available);
             for _ in 0..3 {
                 let id = router.choose(&decision, &agents, &affinity, &mut rng);
