@@ -231,6 +231,7 @@ impl HostPattern {
     /// What is wrong with it.
     pub fn parse(s: &str) -> Result<HostPattern, &'static str> {
         match s.strip_prefix("*.") {
+            Some(suffix) if suffix.starts_with('[') => Err("`*.` before an IP literal"),
             Some(suffix) => Ok(HostPattern::Wildcard(normalize_host(suffix)?)),
             None if s.contains('*') => Err("`*` only as a whole first label (`*.example.com`)"),
             None => Ok(HostPattern::Exact(normalize_host(s)?)),
