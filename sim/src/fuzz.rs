@@ -10,6 +10,7 @@
 use bytes::Bytes;
 use meshproxy_core::http_connect::{HttpAction, HttpAuthPolicy, HttpConnectHandshake, MAX_HEAD};
 use meshproxy_core::http_head::{self, HeadLimits, HeadReader, HeadStatus, Parsed};
+use meshproxy_core::ingress;
 use meshproxy_core::socks::{SocksAction, SocksAuthPolicy, SocksHandshake, MAX_BUFFERED};
 use meshproxy_core::socks4::{Socks4Action, Socks4Handshake, MAX_REQUEST};
 use meshproxy_core::wire::frame::{DecodeResult, Decoded};
@@ -19,8 +20,16 @@ use std::sync::Arc;
 
 /// The fuzz targets, by the name of their `fuzz/fuzz_targets/*.rs` file and
 /// corpus directory.
-pub const TARGETS: [&str; 7] =
-    ["socks5", "socks4", "http_connect", "http_head", "proxy_wire", "hub_wire", "scenario"];
+pub const TARGETS: [&str; 8] = [
+    "socks5",
+    "socks4",
+    "http_connect",
+    "http_head",
+    "proxy_wire",
+    "hub_wire",
+    "scenario",
+    "ingress_route",
+];
 
 /// Runs the check of target `name` on `data`; `false` for an unknown name.
 pub fn run(name: &str, data: &[u8]) -> bool {
@@ -32,6 +41,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "proxy_wire" => proxy_wire(data),
         "hub_wire" => hub_wire(data),
         "scenario" => scenario(data),
+        "ingress_route" => ingress_route(data),
         _ => return false,
     }
     true
@@ -289,6 +299,152 @@ pub fn scenario(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Err(e) = crate::scenario::parse_str(Path::new("fuzz.toml"), text) {
         assert!(!e.to_string().is_empty());
+    }
+}
+
+/// The ingress router's fixed table for [`ingress_route`]: every kind of
+/// host pattern, prefix, strictness and target, and a default.
+fn ingress_snapshot() -> ingress::Snapshot {
+    use ingress::{Balance, HashOn, RouteSpec, RouteTable, TargetSpec};
+    let agents = |balance| TargetSpec::Agents {
+        service: "web".into(),
+        pools: vec![(0, "site=home".into(), 3), (1, "site=office".into(), 1)],
+        balance,
+    };
+    let route =
+        |id: &str, priority, host: Option<&str>, prefix: Option<&str>, strict, target| RouteSpec {
+            id: id.into(),
+            priority,
+            host: host.map(Into::into),
+            path_prefix: prefix.map(Into::into),
+            strict,
+            target,
+        };
+    let redirect = TargetSpec::Redirect {
+        status: 308,
+        to: "https://new.example/base/".into(),
+        keep_path: true,
+        keep_query: true,
+    };
+    let routes = [
+        route("api", 1, Some("app.example"), Some("/api"), true, agents(Balance::RoundRobin)),
+        route(
+            "git",
+            1,
+            None,
+            Some("/git"),
+            false,
+            agents(Balance::Hash(HashOn::Cookie("sid".into()))),
+        ),
+        route("wild", 2, Some("*.example"), None, true, agents(Balance::Weighted)),
+        route("old", 0, None, Some("/old"), true, redirect),
+        route("least", 3, Some("[::1]"), Some("/"), true, agents(Balance::LeastActive)),
+        route("rand", 3, Some("r.test"), None, true, agents(Balance::Random)),
+        route("ip", 3, Some("ip.test"), None, true, agents(Balance::Hash(HashOn::ClientIp))),
+    ];
+    let teapot = TargetSpec::Static {
+        status: 418,
+        content_type: "text/plain".into(),
+        body: b"tea".to_vec(),
+    };
+    let table =
+        RouteTable::new("web", &routes, Some((true, &teapot))).unwrap_or_else(|e| panic!("{e}"));
+    ingress::Snapshot::new(1, std::collections::BTreeMap::from([("web".to_owned(), table)]))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Ingress routing: normalises a request head (the input as a whole head
+/// when the first byte is even, else `host\ntarget` around a fixed request
+/// line) and routes it against a fixed table. Checks that nothing panics,
+/// that what normalisation accepts is canonical (lowercase host without port
+/// or trailing dot, no dot segment or control byte, normalising it again
+/// changes nothing), that the decision is the first matching route in
+/// (priority, id) order or the default, that a strict route never passes an
+/// encoded separator, that a redirect's `Location` is visible ASCII, and that
+/// the chosen agent is available and in the lowest group with one.
+pub fn ingress_route(data: &[u8]) {
+    use ingress::{Affinity, Agent, Outcome, Refusal, Request, Router};
+    let (config, rest) = data.split_first().map_or((0, &[][..]), |(c, r)| (*c, r));
+    let head = if config & 1 == 0 {
+        match http_head::parse(rest, HeadLimits::default()) {
+            Ok(Parsed::Complete(head)) => head,
+            _ => return,
+        }
+    } else {
+        let text = String::from_utf8_lossy(rest);
+        let (host, target) = text.split_once('\n').unwrap_or(("app.example", &text));
+        let line = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nCookie: sid={config}\r\n\r\n");
+        match http_head::parse(line.as_bytes(), HeadLimits::default()) {
+            Ok(Parsed::Complete(head)) => head,
+            _ => return,
+        }
+    };
+    let Ok(request) = Request::from_head(&head) else { return };
+    if let Some(host) = &request.host {
+        assert!(!host.ends_with('.') && host.len() <= 255, "{host}");
+        assert_eq!(host, &host.to_ascii_lowercase());
+        assert!(host.starts_with('[') || !host.contains(':'), "{host}");
+    }
+    assert!(request.path.raw().starts_with('/'));
+    for seg in request.path.segments() {
+        assert!(seg != b"." && seg != b"..", "dot segment passed");
+        assert!(!seg.iter().any(|&b| b < 0x20 || b == 0x7f), "control byte passed");
+    }
+    let again = match &request.query {
+        Some(q) => format!("GET {}?{q} HTTP/1.1\r\n", request.path.raw()),
+        None => format!("GET {} HTTP/1.1\r\n", request.path.raw()),
+    };
+    let again = format!("{again}Host: {}\r\n\r\n", request.host.as_deref().unwrap_or("h"));
+    if request.host.is_some() {
+        match http_head::parse(again.as_bytes(), HeadLimits::default()) {
+            Ok(Parsed::Complete(h)) => assert_eq!(Request::from_head(&h).as_ref(), Ok(&request)),
+            other => panic!("normalised request does not parse again: {other:?}"),
+        }
+    }
+    let snapshot = ingress_snapshot();
+    let decision = snapshot.decide("web", &request);
+    let table = snapshot.table("web").unwrap_or_else(|| panic!("no table"));
+    let first = table.routes().iter().position(|r| r.matches(&request));
+    assert_eq!(decision.route, first.map(|i| table.routes()[i].id.clone()));
+    let strict = first.is_none_or(|i| table.routes()[i].strict);
+    if strict && request.path.encoded_separator().is_some() {
+        assert!(matches!(decision.outcome, Outcome::Refuse(Refusal::Path(_))));
+    }
+    match &decision.outcome {
+        Outcome::Redirect { location, .. } => {
+            assert!(location.bytes().all(|b| b.is_ascii_graphic()), "{location:?}");
+        }
+        Outcome::Forward(target) => {
+            let agent = |n, site: &str, available| Agent {
+                id: meshproxy_core::ids::PeerId::from_u64(n),
+                labels: [("site".to_owned(), site.to_owned())].into(),
+                services: vec!["web".into()],
+                available,
+                active: u32::from(config) % (n as u32 + 1),
+            };
+            let agents = [
+                agent(1, "home", config & 2 == 0),
+                agent(2, "home", config & 4 == 0),
+                agent(3, "office", true),
+                agent(4, "office", false),
+            ];
+            let mut router = Router::new(snapshot.clone());
+            let mut rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::seed_from_u64(
+                u64::from(config),
+            );
+            let ip = [192, 0, 2, config];
+            let affinity = Affinity::of(&target.balance, &head, &ip);
+            let home_up = agents[..2].iter().any(|a| a.available);
+            for _ in 0..3 {
+                let id = router.choose(&decision, &agents, &affinity, &mut rng);
+                let chosen =
+                    agents.iter().find(|a| Some(a.id) == id).unwrap_or_else(|| panic!("no agent"));
+                assert!(chosen.available, "an unavailable agent was chosen");
+                assert_eq!(chosen.labels["site"] == "home", home_up, "not the lowest group");
+            }
+            assert_eq!(target.service, "web");
+        }
+        Outcome::Refuse(_) | Outcome::Static(_) => {}
     }
 }
 

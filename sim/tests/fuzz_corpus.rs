@@ -35,6 +35,11 @@ fn the_checks_catch_what_they_promise_to() {
     meshproxy_sim::fuzz::http_head(
         b"\x00POST / HTTP/1.1\r\nHost: e\r\nContent-Length: 2\r\n\r\nhi",
     );
+    meshproxy_sim::fuzz::ingress_route(
+        b"\x00GET /api/x?q HTTP/1.1\r\nHost: App.Example:80\r\n\r\n",
+    );
+    meshproxy_sim::fuzz::ingress_route(b"\x01a.example\n/git/a%2Fb");
+    meshproxy_sim::fuzz::ingress_route(b"\x03app.example\n/old/x?y=1");
     meshproxy_sim::fuzz::scenario(b"not = [toml");
     assert!(!meshproxy_sim::fuzz::run("no_such_target", b""));
 }

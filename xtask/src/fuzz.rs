@@ -20,11 +20,12 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 11] = [
+pub const TARGETS: [&str; 12] = [
     "socks5",
     "socks4",
     "http_connect",
     "http_head",
+    "ingress_route",
     "proxy_wire",
     "hub_wire",
     "scenario",

@@ -35,6 +35,7 @@
 //! - [`listener`]: the node's listeners and what each serves.
 //! - [`socks`], [`socks4`], [`http_connect`]: listener handshakes; [`http_head`]: the HTTP/1.1
 //!   request head they and the coming ingress read. [`wire`]: peer protocols.
+//! - [`ingress`]: the gateway's request normalisation, routing and agent choice.
 //! - [`policy`]: exit policy. [`selection`]: backoff, breaker, latency, sticky pool.
 //! - [`directory`]: the hub's table. [`admission`]: hub challenge–response,
 //!   keys and roles. [`ticket`]: hub-signed tickets exits check.
@@ -52,6 +53,7 @@ pub mod http_head;
 mod hub;
 mod hub_link;
 pub mod ids;
+pub mod ingress;
 pub mod io;
 pub mod listener;
 pub mod node;
