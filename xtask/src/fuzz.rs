@@ -20,12 +20,13 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 11] = [
     "socks5",
     "http_connect",
     "http_head",
     "proxy_wire",
     "hub_wire",
+    "ingress_wire",
     "scenario",
     "core_model",
     "noise_transport",
