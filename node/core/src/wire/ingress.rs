@@ -20,6 +20,28 @@
 //! splice. The agent never parses HTTP: after `Ok` it copies bytes between
 //! the stream and its origin connection with faithful FIN and reset.
 //!
+//! # Rules of the conversation
+//!
+//! 1. The gateway writes exactly one `Open` and then **nothing until it has
+//!    read the `Answer`**: no pipelined request bytes. This is what makes a
+//!    failure answer safe to retry elsewhere (below).
+//! 2. The agent reads one `Open` frame. Bytes behind it before its answer
+//!    break rule 1: a protocol error (the agent resets the stream). An `Open`
+//!    it cannot decode gets `Answer { status: Failure }` when the error leaves
+//!    room for one (another version), otherwise a reset.
+//! 3. The agent answers exactly once, after its ticket, service, allow-list
+//!    and dial steps. After a failure answer it ends the stream; after `Ok`
+//!    the next byte it writes is the origin's.
+//! 4. The gateway reads one `Answer` frame; [`Decoded::Complete::consumed`]
+//!    marks where the HTTP response starts (an origin may be fast).
+//! 5. A stream that ends or resets before its `Answer`, or an answer that
+//!    does not arrive within the gateway's deadline (which should exceed the
+//!    agent's dial timeout, so a slow origin reads as `Timeout`), counts like
+//!    `Failure` — or like `Timeout` for the deadline — and is retryable: the
+//!    request never left the gateway.
+//!
+//! [`Decoded::Complete::consumed`]: super::frame::Decoded::Complete
+//!
 //! # Byte layout
 //!
 //! Bodies, integers big-endian; see [`super::frame`] for the length prefix in
