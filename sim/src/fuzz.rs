@@ -14,19 +14,21 @@ use meshproxy_core::ingress;
 use meshproxy_core::socks::{SocksAction, SocksAuthPolicy, SocksHandshake, MAX_BUFFERED};
 use meshproxy_core::socks4::{Socks4Action, Socks4Handshake, MAX_REQUEST};
 use meshproxy_core::wire::frame::{DecodeResult, Decoded};
+use meshproxy_core::wire::ingress::{self, AnswerStatus, ForwardedHost, ServiceName};
 use meshproxy_core::wire::{hub, proxy};
 use std::path::Path;
 use std::sync::Arc;
 
 /// The fuzz targets, by the name of their `fuzz/fuzz_targets/*.rs` file and
 /// corpus directory.
-pub const TARGETS: [&str; 8] = [
+pub const TARGETS: [&str; 9] = [
     "socks5",
     "socks4",
     "http_connect",
     "http_head",
     "proxy_wire",
     "hub_wire",
+    "ingress_wire",
     "scenario",
     "ingress_route",
 ];
@@ -40,6 +42,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "http_head" => http_head(data),
         "proxy_wire" => proxy_wire(data),
         "hub_wire" => hub_wire(data),
+        "ingress_wire" => ingress_wire(data),
         "scenario" => scenario(data),
         "ingress_route" => ingress_route(data),
         _ => return false,
@@ -291,6 +294,59 @@ pub fn hub_wire(data: &[u8]) {
     let trusted = [(meshproxy_core::ids::PeerId::from_u64(1), [9u8; 32])];
     let holder = meshproxy_core::ids::PeerId::from_u64(2);
     assert!(meshproxy_core::ticket::verify(data, holder, 0, &trusted).is_err());
+}
+
+/// The `/meshproxy/ingress/1` codec, both directions (the first byte picks
+/// which, and the chunk size): what [`round_trip`] checks, plus the same
+/// messages when the bytes arrive in pieces, decoded names that pass their
+/// own validators, and statuses that keep the retry rule (every failure but
+/// `Forbidden` is retryable, every status but `Ok` has an HTTP answer).
+pub fn ingress_wire(data: &[u8]) {
+    let (config, rest) = data.split_first().map_or((0, &[][..]), |(c, r)| (*c, r));
+    if config & 1 == 0 {
+        round_trip(rest, ingress::decode_open, ingress::encode_open);
+        let whole = in_pieces(rest, usize::MAX, ingress::decode_open);
+        assert_eq!(in_pieces(rest, usize::from(config >> 2) + 1, ingress::decode_open), whole);
+        for open in whole {
+            assert_eq!(ServiceName::new(open.service.as_str()).as_ref(), Ok(&open.service));
+            assert_eq!(ForwardedHost::new(open.host.as_str()).as_ref(), Ok(&open.host));
+            assert_eq!(open.version, ingress::INGRESS_VERSION);
+        }
+    } else {
+        round_trip(rest, ingress::decode_answer, ingress::encode_answer);
+        let whole = in_pieces(rest, usize::MAX, ingress::decode_answer);
+        assert_eq!(in_pieces(rest, usize::from(config >> 2) + 1, ingress::decode_answer), whole);
+        for ingress::Answer { status } in whole {
+            assert_eq!(AnswerStatus::from_code(status.code()), Some(status));
+            assert_eq!(
+                status.retryable(),
+                !matches!(status, AnswerStatus::Ok | AnswerStatus::Forbidden)
+            );
+            assert_eq!(status.http_status().is_none(), status == AnswerStatus::Ok);
+        }
+    }
+}
+
+/// Feeds `data` to a reader's buffer `size` bytes at a time, decoding after
+/// each piece, and returns the messages in order until the first error or
+/// the end of the input (at most 8, as in [`round_trip`]).
+fn in_pieces<T>(data: &[u8], size: usize, decode: impl Fn(&[u8]) -> DecodeResult<T>) -> Vec<T> {
+    let mut buf = Vec::new();
+    let mut got = Vec::new();
+    for piece in data.chunks(size.max(1)) {
+        buf.extend_from_slice(piece);
+        loop {
+            match decode(&buf) {
+                Ok(Decoded::Complete { msg, consumed }) if got.len() < 8 => {
+                    got.push(msg);
+                    buf.drain(..consumed);
+                }
+                Ok(Decoded::Incomplete) => break,
+                Ok(Decoded::Complete { .. }) | Err(_) => return got,
+            }
+        }
+    }
+    got
 }
 
 /// Scenario files: any text is either a scenario or an error naming a field

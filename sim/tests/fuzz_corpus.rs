@@ -40,6 +40,16 @@ fn the_checks_catch_what_they_promise_to() {
     );
     meshproxy_sim::fuzz::ingress_route(b"\x01a.example\n/git/a%2Fb");
     meshproxy_sim::fuzz::ingress_route(b"\x03app.example\n/old/x?y=1");
+    // An ingress Open (the documented layout) then an Answer per status, fed in 5-byte pieces.
+    let mut open = vec![0b0001_0000u8, 0, 0, 0, 40, 1, 1, 1, 2, 3, 4, 5, 6, 7, 8, 3];
+    open.extend_from_slice(
+        b"web\x01\xc0\x00\x02\x09\x1f\x90\x01\x0bapp.example\x01\xbb\x03\x07\x08\x09",
+    );
+    meshproxy_sim::fuzz::ingress_wire(&open);
+    let decoded = meshproxy_core::wire::ingress::decode_open(&open[1..]);
+    assert!(matches!(decoded, Ok(meshproxy_core::wire::Decoded::Complete { consumed: 44, .. })));
+    let answers: Vec<u8> = (0..=8u8).flat_map(|code| [0, 0, 0, 2, 2, code]).collect();
+    meshproxy_sim::fuzz::ingress_wire(&[&[0b0001_0001u8][..], &answers].concat());
     meshproxy_sim::fuzz::scenario(b"not = [toml");
     assert!(!meshproxy_sim::fuzz::run("no_such_target", b""));
 }

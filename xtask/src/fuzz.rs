@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 12] = [
+pub const TARGETS: [&str; 13] = [
     "socks5",
     "socks4",
     "http_connect",
@@ -28,6 +28,7 @@ pub const TARGETS: [&str; 12] = [
     "ingress_route",
     "proxy_wire",
     "hub_wire",
+    "ingress_wire",
     "scenario",
     "core_model",
     "noise_transport",

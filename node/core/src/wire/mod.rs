@@ -1,4 +1,4 @@
-//! The two peer-to-peer wire protocols, as pure codecs over `&[u8]`.
+//! The peer-to-peer wire protocols, as pure codecs over `&[u8]`.
 //!
 //! No IO and no buffering here: a decoder looks at the bytes received so far
 //! and says [`Decoded::Complete`] (the message and how many bytes it took),
@@ -57,21 +57,39 @@
 //! [`hub::MAX_ERROR_MESSAGE_LEN`], `Peers` ≤ [`hub::MAX_PEERS`]; per-type body
 //! limits follow from those, the largest being [`hub::MAX_HUB_FRAME`].
 //!
+//! # `/meshproxy/ingress/1` ([`ingress`])
+//!
+//! ```text
+//! gateway                                          agent
+//!   │── Open { version, upstream, service, client, ▶│  ticket, service → origin,
+//!   │         scheme, host, port, ticket }          │  allow-list, dial
+//!   │◀─ Answer { status } ──────────────────────────│  Ok, or a failure → 403/502/503/504
+//!   │◀═════════ raw HTTP/1.1 bytes, both ways ═════▶│  (only after Ok)
+//! ```
+//!
+//! Limits: `Open` body ≤ [`ingress::MAX_OPEN`] (526 bytes: a 64-byte service,
+//! a 255-byte host, the longest ticket), `Answer` body ≤
+//! [`ingress::MAX_ANSWER`] (2 bytes). A failure answer may be retried on
+//! another agent unless it is `Forbidden` ([`AnswerStatus::retryable`]).
+//!
 //! # Versions
 //!
-//! The messages that open a conversation (`ConnectRequest`, `Challenge`,
-//! `Auth`) carry a version byte right after the type byte. A decoder reports
+//! The messages that open a conversation (`ConnectRequest`, `Open`,
+//! `Challenge`, `Auth`) carry a version byte right after the type byte. A decoder reports
 //! any version but its own as [`DecodeError::UnsupportedVersion`] as soon as
 //! that byte arrives, so the receiver can still answer with a clean error
-//! (`ConnectResponse { status: GeneralFailure }`, `Error { UnsupportedVersion }`)
+//! (`ConnectResponse { status: GeneralFailure }`, `Answer { status: Failure }`,
+//! `Error { UnsupportedVersion }`)
 //! before closing.
 
 pub mod frame;
 pub mod hub;
+pub mod ingress;
 pub mod proxy;
 
 pub use frame::{DecodeError, DecodeResult, Decoded};
 pub use hub::{HubErrorCode, HubMessage, Role, HUB_PROTOCOL, HUB_VERSION};
+pub use ingress::{Answer, AnswerStatus, Open, INGRESS_PROTOCOL, INGRESS_VERSION};
 pub use proxy::{ConnectRequest, ConnectResponse, PROXY_PROTOCOL, PROXY_VERSION};
 
 /// The longest encoded ticket (see [`crate::ticket`] for its layout:
