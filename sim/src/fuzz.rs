@@ -14,7 +14,9 @@ use meshproxy_core::ingress;
 use meshproxy_core::socks::{SocksAction, SocksAuthPolicy, SocksHandshake, MAX_BUFFERED};
 use meshproxy_core::socks4::{Socks4Action, Socks4Handshake, MAX_REQUEST};
 use meshproxy_core::wire::frame::{DecodeResult, Decoded};
-use meshproxy_core::wire::ingress::{self, AnswerStatus, ForwardedHost, ServiceName};
+use meshproxy_core::wire::ingress::{
+    self as ingress_codec, AnswerStatus, ForwardedHost, ServiceName,
+};
 use meshproxy_core::wire::{hub, proxy};
 use std::path::Path;
 use std::sync::Arc;
@@ -304,19 +306,25 @@ pub fn hub_wire(data: &[u8]) {
 pub fn ingress_wire(data: &[u8]) {
     let (config, rest) = data.split_first().map_or((0, &[][..]), |(c, r)| (*c, r));
     if config & 1 == 0 {
-        round_trip(rest, ingress::decode_open, ingress::encode_open);
-        let whole = in_pieces(rest, usize::MAX, ingress::decode_open);
-        assert_eq!(in_pieces(rest, usize::from(config >> 2) + 1, ingress::decode_open), whole);
+        round_trip(rest, ingress_codec::decode_open, ingress_codec::encode_open);
+        let whole = in_pieces(rest, usize::MAX, ingress_codec::decode_open);
+        assert_eq!(
+            in_pieces(rest, usize::from(config >> 2) + 1, ingress_codec::decode_open),
+            whole
+        );
         for open in whole {
             assert_eq!(ServiceName::new(open.service.as_str()).as_ref(), Ok(&open.service));
             assert_eq!(ForwardedHost::new(open.host.as_str()).as_ref(), Ok(&open.host));
-            assert_eq!(open.version, ingress::INGRESS_VERSION);
+            assert_eq!(open.version, ingress_codec::INGRESS_VERSION);
         }
     } else {
-        round_trip(rest, ingress::decode_answer, ingress::encode_answer);
-        let whole = in_pieces(rest, usize::MAX, ingress::decode_answer);
-        assert_eq!(in_pieces(rest, usize::from(config >> 2) + 1, ingress::decode_answer), whole);
-        for ingress::Answer { status } in whole {
+        round_trip(rest, ingress_codec::decode_answer, ingress_codec::encode_answer);
+        let whole = in_pieces(rest, usize::MAX, ingress_codec::decode_answer);
+        assert_eq!(
+            in_pieces(rest, usize::from(config >> 2) + 1, ingress_codec::decode_answer),
+            whole
+        );
+        for ingress_codec::Answer { status } in whole {
             assert_eq!(AnswerStatus::from_code(status.code()), Some(status));
             assert_eq!(
                 status.retryable(),
