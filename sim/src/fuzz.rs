@@ -299,7 +299,7 @@ pub fn hub_wire(data: &[u8]) {
 }
 
 /// The `/meshproxy/ingress/1` codec, both directions (the first byte picks
-/// which, and the chunk size): what [`round_trip`] checks, plus the same
+/// which, and the chunk size): what `round_trip` checks, plus the same
 /// messages when the bytes arrive in pieces, decoded names that pass their
 /// own validators, and statuses that keep the retry rule (every failure but
 /// `Forbidden` is retryable, every status but `Ok` has an HTTP answer).
