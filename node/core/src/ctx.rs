@@ -362,6 +362,14 @@ impl Ctx {
     }
 
     /// Connections open now, as the outside reported them: (direct, relayed).
+    /// The path of an open connection to `peer`, a direct one if there is
+    /// one (what the node would use first), for the operator's status view.
+    pub(crate) fn path_to(&self, peer: PeerId) -> Option<Path> {
+        let conns = self.peers.conns.get(&peer)?;
+        let paths = || conns.values().map(|c| c.path);
+        paths().find(|p| *p == Path::Direct).or_else(|| paths().next())
+    }
+
     pub(crate) fn conns_by_path(&self) -> (usize, usize) {
         let all = self.peers.conns.values().flat_map(BTreeMap::values);
         all.fold((0, 0), |(direct, relayed), c| {

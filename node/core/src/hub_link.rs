@@ -554,6 +554,25 @@ impl Link {
 }
 
 impl HubLinks {
+    /// Each link's hub, state and whether the hub confirmed the registration,
+    /// in config order, for the operator's status view.
+    pub(crate) fn states(
+        &self,
+    ) -> impl Iterator<Item = (PeerId, crate::status::LinkState, bool)> + '_ {
+        use crate::status::LinkState as S;
+        self.links.iter().map(|l| {
+            let state = match l.state {
+                State::Idle => S::Idle,
+                State::Dialing => S::Dialing,
+                State::Opening(_) | State::AwaitChallenge(_) | State::AwaitAuthOk(_) => {
+                    S::Authenticating
+                }
+                State::Ready(_) => S::Ready,
+            };
+            (l.hub.peer, state, l.registered)
+        })
+    }
+
     /// How many links can carry a request now.
     pub(crate) fn ready_count(&self) -> usize {
         self.links.iter().filter(|l| matches!(l.state, State::Ready(_))).count()

@@ -64,6 +64,7 @@ mod role;
 pub mod selection;
 pub mod socks;
 pub mod socks4;
+pub mod status;
 pub mod target;
 pub mod ticket;
 pub mod time;

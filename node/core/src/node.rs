@@ -12,6 +12,7 @@ use crate::listener::Listeners;
 use crate::relay::{Relay, RelayedAt};
 use crate::role::Roles;
 use crate::selection::backoff::Backoff;
+use crate::status::{HubStatus, NodeStatus, RoleSet};
 use crate::time::Instant;
 use core::time::Duration;
 use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
@@ -409,6 +410,41 @@ impl Node {
     /// (Clients) how many exits the client knows of.
     pub fn known_exits(&self) -> usize {
         self.roles.client.as_ref().map_or(0, ClientRole::known_exits)
+    }
+
+    /// What the node holds at `now`, for the people operating it (the
+    /// driver's control endpoint): built from the roles' own tables, never
+    /// from a copy kept in step with events.
+    pub fn status(&self, now: Instant) -> NodeStatus {
+        let client = self.roles.client.as_ref();
+        let hubs = self.roles.links.as_ref().map_or_else(Vec::new, |links| {
+            links
+                .states()
+                .map(|(peer, link, registered)| HubStatus {
+                    peer,
+                    connection: self.ctx.path_to(peer),
+                    link,
+                    registered,
+                    reservation: self.relay.reservation_at(peer),
+                })
+                .collect()
+        });
+        NodeStatus {
+            peer_id: self.config.peer_id,
+            roles: RoleSet {
+                hub: self.roles.hub.is_some(),
+                exit: self.roles.exit.is_some(),
+                client: client.is_some(),
+            },
+            reachability: self.relay.reachability(),
+            hubs,
+            exits: client.map_or_else(Vec::new, |c| c.exit_statuses(&self.ctx)),
+            listeners: client.map_or_else(Vec::new, ClientRole::listener_statuses),
+            pins: client.map_or_else(Vec::new, |c| c.pin_statuses(now)),
+            connections: self.peer_connections(),
+            admitted_peers: self.admitted_peers(),
+            resources: self.resources(),
+        }
     }
 
     /// Whether the core still tracks `stream` (for the data plane's bookkeeping).

@@ -7,8 +7,8 @@
 //! the command line says always wins and nothing is silently merged.
 
 use crate::ops::config::{
-    ClientFile, ConfigError, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile, ListenerFile,
-    UserFile,
+    ClientFile, ConfigError, ControlKey, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile,
+    ListenerFile, UserFile,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +28,10 @@ pub struct CommonFlags {
     /// File that keeps sticky pins across restarts [key: state].
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
+    /// Control socket for `meshproxy status`, or `off` [key: control]
+    /// (default: the state file's, else the identity file's, name with .sock).
+    #[arg(long, value_name = "PATH|off")]
+    pub control: Option<String>,
     /// Peer-to-peer listen multiaddr, repeatable [key: listen].
     #[arg(long = "listen", value_name = "MULTIADDR")]
     pub listen: Vec<String>,
@@ -181,6 +185,15 @@ fn credential(flag: &str, s: &str) -> Result<CredentialFile, ConfigError> {
     Ok(CredentialFile { id: id.to_owned(), token: token.to_owned() })
 }
 
+/// `--control PATH|off`: `off` (or `false`) turns the socket off; a file
+/// really named `off` is `./off`.
+pub fn control_flag(s: &str) -> ControlKey {
+    match s {
+        "off" | "false" => ControlKey::Switch(false),
+        path => ControlKey::Path(PathBuf::from(path)),
+    }
+}
+
 /// `--hub MULTIADDR/p2p/PEER_ID`: entries for the same peer are merged.
 fn hubs(list: &[String]) -> Result<Vec<HubEntry>, ConfigError> {
     let mut out: Vec<HubEntry> = Vec::new();
@@ -240,6 +253,9 @@ pub fn build(common: &CommonFlags, role: RoleFlags<'_>) -> Result<FileConfig, Co
     }
     if common.metrics.is_some() {
         file.metrics = common.metrics;
+    }
+    if let Some(control) = &common.control {
+        file.control = Some(control_flag(control));
     }
     if common.reachability.is_some() {
         file.reachability.clone_from(&common.reachability);

@@ -20,6 +20,10 @@ pub struct FileConfig {
     /// Peer-to-peer listen multiaddrs.
     #[serde(default)]
     pub listen: Vec<String>,
+    /// The control socket `meshproxy status` asks (mode 0600): a path, or `false` for
+    /// none; default (or `true`): beside the state file, else the identity file, with
+    /// the extension `.sock`.
+    pub control: Option<ControlKey>,
     /// Where to serve Prometheus metrics (`GET /metrics`); none means no endpoint.
     /// Keep it on loopback or a private network: the metrics are unauthenticated.
     pub metrics: Option<SocketAddr>,
@@ -48,6 +52,16 @@ pub struct FileConfig {
     /// Bounds how many cores the node keeps busy on a machine it shares (name lookups and
     /// state-file writes run on tokio's blocking threads, outside the count).
     pub threads: Option<usize>,
+}
+
+/// `control = "PATH"`, or `control = false` (no socket) / `true` (the default path).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ControlKey {
+    /// On at the default path, or off.
+    Switch(bool),
+    /// On at this path.
+    Path(PathBuf),
 }
 
 /// One hub to use.
@@ -275,6 +289,18 @@ impl FileConfig {
     /// The identity key file.
     pub fn identity_path(&self) -> PathBuf {
         self.identity.clone().unwrap_or_else(|| PathBuf::from("meshproxy.key"))
+    }
+
+    /// Where the control socket goes, `None` if `control = false`.
+    pub fn control_path(&self) -> Option<PathBuf> {
+        match &self.control {
+            Some(ControlKey::Switch(false)) => None,
+            Some(ControlKey::Path(path)) => Some(path.clone()),
+            None | Some(ControlKey::Switch(true)) => Some(crate::ops::control::default_path(
+                self.state.as_deref(),
+                &self.identity_path(),
+            )),
+        }
     }
 
     /// The sockets of the client listeners, in order.

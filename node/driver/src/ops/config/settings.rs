@@ -42,6 +42,8 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// The state file for sticky pins, if any.
     pub state: Option<PathBuf>,
+    /// The control socket's path, unless `control = false`.
+    pub control: Option<PathBuf>,
 }
 
 impl Settings {
@@ -108,6 +110,18 @@ impl Settings {
         };
         let client = file.client.as_ref().map(client_config).transpose()?;
         check_limits(&file.limits.core)?;
+        let control = file.control_path();
+        if let Some(path) = &control {
+            let len = path.as_os_str().len();
+            if len == 0 || len > crate::ops::control::MAX_SOCKET_PATH {
+                return Err(invalid(format!(
+                    "control: `{}` is {len} bytes; a Unix socket path must be 1 to {} (set \
+                     `control` to a shorter path, or `control = false`)",
+                    path.display(),
+                    crate::ops::control::MAX_SOCKET_PATH
+                )));
+            }
+        }
         let node = NodeConfig {
             peer_id: identity.peer_id(),
             hubs,
@@ -131,6 +145,7 @@ impl Settings {
             listeners: file.listener_sockets(),
             metrics: file.metrics,
             state: file.state.clone(),
+            control,
         })
     }
 
