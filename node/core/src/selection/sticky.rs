@@ -694,7 +694,7 @@ mod tests {
             let a: Vec<_> = p.iter().map(|(k, v)| (k.clone(), v)).collect();
             let b: Vec<_> = restored.iter().map(|(k, v)| (k.clone(), v)).collect();
             prop_assert_eq!(a, b);
-            prop_assert_eq!(restored.snapshot(), bytes);
+            prop_assert_eq!(restored.snapshot(), bytes.clone());
             // What `meshproxy state show` reads: every pin, in order, each
             // with its idle time relative to the newest.
             let decoded = decode(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
