@@ -14,6 +14,8 @@ mod common;
 
 mod app;
 mod cli;
+#[cfg(target_os = "linux")]
+mod control;
 mod e2e;
 mod listener;
 mod mesh;

@@ -110,15 +110,24 @@ impl Settings {
         };
         let client = file.client.as_ref().map(client_config).transpose()?;
         check_limits(&file.limits.core)?;
-        let control = file.control_path();
-        if let Some(path) = &control {
+        let mut control = file.control_path();
+        let max = crate::ops::control::MAX_SOCKET_PATH;
+        if let Some(path) = control.as_ref().filter(|p| !(1..=max).contains(&p.as_os_str().len())) {
             let len = path.as_os_str().len();
-            if len == 0 || len > crate::ops::control::MAX_SOCKET_PATH {
+            if file.control.is_none() {
+                // The default path, derived from a deep state or identity path: not worth
+                // refusing to start over; the operator can name a shorter one.
+                tracing::warn!(
+                    path = %path.display(),
+                    "control socket off: the default path is {len} bytes, more than a Unix socket \
+                     path may have ({max}); set `control` to a shorter path"
+                );
+                control = None;
+            } else {
                 return Err(invalid(format!(
-                    "control: `{}` is {len} bytes; a Unix socket path must be 1 to {} (set \
+                    "control: `{}` is {len} bytes; a Unix socket path must be 1 to {max} (set \
                      `control` to a shorter path, or `control = false`)",
                     path.display(),
-                    crate::ops::control::MAX_SOCKET_PATH
                 )));
             }
         }

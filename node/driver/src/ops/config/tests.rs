@@ -131,6 +131,26 @@ fn the_metrics_address_is_optional_and_must_be_a_socket_address() {
 }
 
 #[test]
+fn the_control_socket_defaults_beside_the_state_file_and_can_be_moved_or_turned_off() {
+    let hub = "[hub]\nkeys = [{ id = \"a\", token = \"a-token-0123456789abcdef\" }]\n";
+    let control = |top: &str| settings(&format!("{top}\n{hub}")).map(|s| s.control);
+    let path = |s: &str| Some(std::path::PathBuf::from(s));
+    assert_eq!(control("state = \"run/c.state\"").expect("valid"), path("run/c.sock"));
+    assert_eq!(control("identity = \"hub.key\"").expect("valid"), path("hub.sock"));
+    assert_eq!(control("control = \"/run/m.sock\"").expect("valid"), path("/run/m.sock"));
+    assert_eq!(control("control = true").expect("valid"), path("meshproxy.sock"));
+    assert_eq!(control("control = false").expect("valid"), None);
+    let long = format!("control = \"/{}\"", "d".repeat(120));
+    let err = control(&long).expect_err("too long").to_string();
+    assert!(err.contains("control") && err.contains("1 to 107"), "{err}");
+    // A default too long for a socket path turns the socket off rather than the node.
+    let deep = format!("state = \"/{}/s.state\"", "d".repeat(120));
+    assert_eq!(control(&deep).expect("valid"), None);
+    let err = FileConfig::parse("control = 3").expect_err("not a path").to_string();
+    assert!(err.contains("control"), "{err}");
+}
+
+#[test]
 fn hubs_relay_by_default_and_the_relay_table_is_checked() {
     let hub = |extra: &str| settings(&format!("[hub]\n{extra}")).map(|s| s.relay);
     assert_eq!(hub("").expect("valid"), Some(RelayLimits::default()));

@@ -107,12 +107,14 @@ pub fn status(s: &StatusSnapshot) -> String {
     if !s.hubs.is_empty() {
         out.push_str("\nHUBS\n");
         let mut t = Table::new(&["PEER", "CONNECTED", "ADMITTED", "REGISTERED", "RESERVATION"]);
+        // Only exits register; for a client the column would say a misleading "no".
+        let exit = s.roles.iter().any(|r| r == "exit");
         for h in &s.hubs {
             t.row(vec![
                 short_peer(&h.peer),
                 or_dash(h.connected.as_deref()),
                 if h.admitted { "yes".into() } else { format!("no ({})", h.link) },
-                yes(h.registered),
+                if exit { yes(h.registered) } else { "-".into() },
                 h.reservation.clone(),
             ]);
         }
