@@ -339,6 +339,67 @@ mod tests {
         assert_eq!(counts.event_clients, 0);
     }
 
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mp-ctl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    fn bind(path: &Path, limits: ControlLimits) -> Result<ControlServer, ControlError> {
+        let s = shared();
+        ControlServer::bind(path, s.runner.clone(), s.feed.clone(), NodeInfo::default(), limits)
+    }
+
+    /// A live node's socket is not taken over, a file that is not a socket
+    /// is never touched, a dead node's socket is replaced, and the socket is
+    /// gone once the server is.
+    #[tokio::test]
+    async fn binding_replaces_only_a_dead_nodes_socket() {
+        let dir = scratch("bind");
+        let path = dir.join("n.sock");
+        let first = bind(&path, ControlLimits::default()).expect("bound");
+        let mode = std::fs::metadata(&path).expect("socket").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = bind(&path, ControlLimits::default()).expect_err("in use");
+        assert!(matches!(again, ControlError::InUse(_)), "{again}");
+        // A socket file nobody answers on, as a killed node leaves it.
+        drop(std::os::unix::net::UnixListener::bind(dir.join("dead.sock")).expect("bind"));
+        let revived = bind(&dir.join("dead.sock"), ControlLimits::default()).expect("replaced");
+        drop(revived);
+        assert!(!dir.join("dead.sock").exists(), "removed when the server stops");
+        std::fs::write(dir.join("notes"), b"keep me").expect("write");
+        let err = bind(&dir.join("notes"), ControlLimits::default()).expect_err("not a socket");
+        assert!(err.to_string().contains("is not a socket"), "{err}");
+        assert_eq!(std::fs::read(dir.join("notes")).expect("kept"), b"keep me");
+        drop(first);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// One client past the limit is told so and closed; the others are served.
+    #[tokio::test]
+    async fn a_client_past_the_limit_is_told_and_closed() {
+        let dir = scratch("cap");
+        let path = dir.join("n.sock");
+        let limits = ControlLimits { max_clients: 1, ..ControlLimits::default() };
+        let _server = bind(&path, limits).expect("bound");
+        let mut first = tokio::net::UnixStream::connect(&path).await.expect("connect");
+        // The first client is served: it is answered (with an error, for a bad line).
+        first.write_all(b"{}\n").await.expect("write");
+        let mut first = BufReader::new(first);
+        let mut line = String::new();
+        first.read_line(&mut line).await.expect("reply");
+        assert!(line.contains("without \\\"v\\\""), "{line}");
+        let second = tokio::net::UnixStream::connect(&path).await.expect("connect");
+        let mut second = BufReader::new(second);
+        let mut line = String::new();
+        second.read_line(&mut line).await.expect("reply");
+        assert!(line.contains("too many control clients (1)"), "{line}");
+        line.clear();
+        assert_eq!(second.read_line(&mut line).await.expect("end"), 0, "closed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_silent_client_is_told_and_closed_at_the_read_deadline() {
         let shared = shared();

@@ -45,7 +45,8 @@ pub struct StatusSnapshot {
     pub sessions: usize,
     /// (Hubs) what the hub holds.
     pub hub: Option<HubRoleView>,
-    /// The last warnings the node logged, oldest first.
+    /// The last node events logged as warnings (hub refusals, lost hub links, peers
+    /// refused, protocol errors), oldest first.
     pub recent_warnings: Vec<LogLine>,
     /// The control endpoint's own counts.
     pub control: ControlView,
