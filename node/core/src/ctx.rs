@@ -361,7 +361,6 @@ impl Ctx {
         self.peers.conns.get(&peer).is_some_and(|c| c.values().any(|c| c.path.is_relayed()))
     }
 
-    /// Connections open now, as the outside reported them: (direct, relayed).
     /// The path of an open connection to `peer`, a direct one if there is
     /// one (what the node would use first), for the operator's status view.
     pub(crate) fn path_to(&self, peer: PeerId) -> Option<Path> {
@@ -370,6 +369,7 @@ impl Ctx {
         paths().find(|p| *p == Path::Direct).or_else(|| paths().next())
     }
 
+    /// Connections open now, as the outside reported them: (direct, relayed).
     pub(crate) fn conns_by_path(&self) -> (usize, usize) {
         let all = self.peers.conns.values().flat_map(BTreeMap::values);
         all.fold((0, 0), |(direct, relayed), c| {
