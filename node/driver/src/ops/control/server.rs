@@ -164,22 +164,20 @@ async fn accept_loop(listener: UnixListener, owner: u32, shared: Arc<Shared>) {
                 continue;
             }
         }
-        let shared = shared.clone();
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
+                let shared = shared.clone();
                 clients.spawn(async move {
                     serve(stream, &shared).await;
                     drop(slot);
                 });
             }
             Err(_) => {
-                clients.spawn(async move {
-                    let max = shared.limits.max_clients;
-                    let reply =
-                        Reply::error(format!("too many control clients ({max}); try again"));
-                    let mut stream = stream;
-                    let _ = send(&mut stream, &reply.to_line(), &shared.limits).await;
-                });
+                // Written without waiting (a fresh socket's buffer takes one short line), so a
+                // flood of connections costs no task each; dropping the stream closes it.
+                let max = shared.limits.max_clients;
+                let reply = Reply::error(format!("too many control clients ({max}); try again"));
+                let _ = stream.try_write(&reply.to_line());
             }
         }
     }
