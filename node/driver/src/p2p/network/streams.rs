@@ -344,8 +344,9 @@ impl ConnectionHandler for Handler {
                 protocol: stream,
                 info: reply,
             }) => reply.opened(stream),
-            // Unsupported protocol, negotiation timeout, I/O error: dropping the reply
-            // refuses the stream.
+            // The muxer could not open the stream (I/O error, timeout): dropping the reply
+            // refuses it. A peer that does not offer the protocol is no longer told here:
+            // the proposal is lazy (negotiation.rs), so the stream's first read fails.
             ConnectionEvent::DialUpgradeError(DialUpgradeError { info: reply, .. }) => drop(reply),
             _ => {}
         }
