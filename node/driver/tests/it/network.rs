@@ -709,7 +709,7 @@ async fn a_stock_peer_without_our_proxy_protocol_fails_the_stream_fast_and_keeps
             eprintln!("proxy stream to a stock peer: failed after {:?}: {read:?}", asked.elapsed());
         }
 
-        // A protocol the stock peer offers, first bytes in the proposal's flight: echoed.
+        // A protocol the stock peer offers, first bytes sent before its confirmation: echoed.
         a.send(NetCommand::OpenStream {
             stream: StreamId(3),
             peer: stock_peer,

@@ -38,8 +38,12 @@
 //! the early data as a next proposal) cannot bite our protocols: every message we send
 //! first is a frame whose 4-byte big-endian length starts with `0x00`, which
 //! multistream-select reads as an empty message, never as a protocol name, so the
-//! listener fails the negotiation and resets the stream. Hub streams gain nothing (the hub
-//! speaks first) and lose nothing: the proposal leaves when the stream's pump first reads.
+//! listener fails the negotiation and resets the stream.
+//!
+//! The proposal does not wait for the opener's first message: the connection handler
+//! flushes it as the stream opens (`streams.rs`), so the peer hears of every stream at once,
+//! as under `V1`, even one whose opener has nothing to say first (a hub stream: the hub
+//! speaks first, so hub streams gain nothing here, and lose nothing).
 
 use libp2p::core::upgrade::{NegotiationError, Version};
 
