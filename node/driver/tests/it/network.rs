@@ -719,7 +719,7 @@ async fn a_stock_peer_without_our_proxy_protocol_fails_the_stream_fast_and_keeps
         .await;
         let mut io = a
             .next(|e| match e {
-                NetEvent::StreamOpened { stream, io } if stream == StreamId(3) => Some(io),
+                NetEvent::StreamOpened { stream: StreamId(3), io } => Some(io),
                 NetEvent::StreamRefused { .. } => panic!("hub stream refused"),
                 NetEvent::PeerDisconnected { .. } => panic!("the connection went down"),
                 _ => None,
