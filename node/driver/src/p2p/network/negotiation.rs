@@ -6,8 +6,8 @@
 //! its proposal (`/meshproxy/proxy/1`) and waits for the listener to echo them before it
 //! may write: the client's `ConnectRequest` leaves one round trip after the stream opens and
 //! reaches the exit after three one-way delays. With `V1Lazy` the opener settles on its
-//! proposal at once, the request goes out in the same flight as the proposal and reaches
-//! the exit after one. The wire is `V1`'s, byte for byte: only *when* the dialer writes
+//! proposal at once: the request follows the proposal without waiting for the peer and
+//! reaches the exit after one. The wire is `V1`'s, byte for byte: only *when* the dialer writes
 //! changes, and the listener side (what stock peers open to us) is untouched.
 //!
 //! Why the whole swarm and not just our protocols: libp2p-swarm 0.48 negotiates every
