@@ -1,4 +1,4 @@
-//! The network actor on loopback: two real swarms, TCP and QUIC.
+//! The network actor on loopback: two real swarms, TCP and QUIC, and a stock libp2p peer.
 
 // Test helpers may unwrap: a panic there is a failed test, which is the point.
 #![allow(clippy::unwrap_used)]
