@@ -545,6 +545,41 @@ fn an_exit_closing_without_an_answer_is_an_exit_failure() {
     assert_ne!(b.exit, a.exit);
 }
 
+/// The driver proposes `/meshproxy/proxy/1` lazily (its request leaves with the proposal),
+/// so a peer that does not offer the protocol is no longer a refused stream but a stream
+/// that opens and then resets before any answer. The session must take both alike: the
+/// same exit counted as failed, the app still waiting, the same next exit.
+#[test]
+fn a_reset_before_the_answer_is_handled_like_a_refused_stream() {
+    let next_after = |reset: bool| {
+        let mut f = fixture(vec![listener(|l| l.retries = 2)], 3, 23);
+        let app = f.accept(0);
+        let outs = f.socks(app, &ip_target(public_ip(1), 443), None, b"");
+        let exit = if let [exit] = dials(&outs)[..] { exit } else { panic!("{outs:?}") };
+        let conn = f.h.conn();
+        let outs = f.h.input(Input::PeerConnected {
+            peer: exit,
+            conn,
+            path: meshproxy_core::io::Path::Direct,
+            limit: None,
+        });
+        let [(stream, _, _)] = opens(&outs)[..] else { panic!("{outs:?}") };
+        let outs = if reset {
+            let opened = f.h.input(Input::StreamOpened { stream });
+            assert!(!sent_on(&opened, stream).is_empty(), "the request went out");
+            f.h.input(Input::StreamClosed { stream, how: Close::Reset })
+        } else {
+            f.h.input(Input::StreamRefused { stream })
+        };
+        assert_eq!(attempt_failures(&outs), vec![exit]);
+        assert!(sent_on(&outs, app).is_empty(), "the app waits for the next exit");
+        let next = f.reach_exit(&outs);
+        assert_ne!(next.exit, exit);
+        next.exit
+    };
+    assert_eq!(next_after(true), next_after(false));
+}
+
 #[test]
 fn a_timeout_at_the_destination_is_not_retried() {
     let mut f = fixture(vec![listener(|l| l.retries = 2)], 3, 18);

@@ -163,7 +163,10 @@ pub enum NetEvent {
         /// The peer.
         peer: PeerId,
     },
-    /// An outbound stream is open and writable.
+    /// An outbound stream is open and writable. Its protocol is proposed but not yet
+    /// confirmed (multistream-select `V1Lazy`, so the first message need not wait for the
+    /// peer): a peer that does not offer the protocol makes its first read fail, a reset to
+    /// the core.
     StreamOpened {
         /// The id the core gave it.
         stream: StreamId,

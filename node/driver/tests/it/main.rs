@@ -22,6 +22,7 @@ mod mesh;
 mod metrics;
 mod nat;
 mod network;
+mod one_round_trip;
 mod policy;
 mod pump;
 mod relay;

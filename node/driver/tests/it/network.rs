@@ -1,9 +1,11 @@
-//! The network actor on loopback: two real swarms, TCP and QUIC.
+//! The network actor on loopback: two real swarms, TCP and QUIC, and a stock libp2p peer.
 
 // Test helpers may unwrap: a panic there is a failed test, which is the point.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
+
+use futures::StreamExt as _;
 
 use libp2p::{identity::Keypair, Multiaddr};
 use meshproxy::{
@@ -565,6 +567,189 @@ async fn connections_beyond_the_incoming_limit_are_refused() {
         let mut got = [0u8; 2];
         inbound.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"ok");
+    })
+    .await
+    .unwrap();
+}
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct StockBehaviour {
+    identify: libp2p::identify::Behaviour,
+    ping: libp2p::ping::Behaviour,
+    streams: libp2p_stream::Behaviour,
+}
+
+/// A stock rust-libp2p peer (its own Noise and Yamux, multistream-select `V1` when it
+/// opens streams) offering identify, ping and `/meshproxy/hub/1` (an echo), but not
+/// `/meshproxy/proxy/1`; driven by its own task until dropped.
+struct StockPeer {
+    id: libp2p::PeerId,
+    addr: Multiaddr,
+    control: libp2p_stream::Control,
+    events: mpsc::UnboundedReceiver<libp2p::swarm::SwarmEvent<StockBehaviourEvent>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StockPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl StockPeer {
+    async fn start() -> StockPeer {
+        use libp2p::{identify, noise, ping, swarm::SwarmEvent, tcp, yamux};
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|key| StockBehaviour {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/stock/1".to_owned(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_millis(200)),
+                ),
+                streams: libp2p_stream::Behaviour::new(),
+            })
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address;
+            }
+        };
+        let id = *swarm.local_peer_id();
+        let control = swarm.behaviour().streams.new_control();
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                let _ = tx.send(swarm.select_next_some().await);
+            }
+        });
+        StockPeer { id, addr, control, events, task }
+    }
+}
+
+/// Our streams propose their protocol lazily (multistream-select `V1Lazy`). Against a
+/// stock peer that does not offer `/meshproxy/proxy/1`, a proxy stream must fail at its
+/// first read, fast, as an error (the pump's reset, which the core handles like a refused
+/// stream), never hang or read as a clean end; and the connection, identify and ping with
+/// the stock peer, and a protocol it does offer must keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_peer_without_our_proxy_protocol_fails_the_stream_fast_and_keeps_working() {
+    use libp2p::swarm::SwarmEvent;
+    use meshproxy_core::wire::hub::HUB_PROTOCOL;
+    timeout(LIMIT, async {
+        let mut stock = StockPeer::start().await;
+        let mut hub_streams =
+            stock.control.accept(libp2p::StreamProtocol::new(HUB_PROTOCOL)).unwrap();
+        tokio::spawn(async move {
+            use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+            while let Some((_, mut s)) = hub_streams.next().await {
+                let mut four = [0u8; 4];
+                if s.read_exact(&mut four).await.is_ok() {
+                    let _ = s.write_all(&four).await;
+                    let _ = s.close().await;
+                }
+            }
+        });
+        let mut a = Node::start(&["/ip4/127.0.0.1/tcp/0"]).await;
+        let stock_peer = to_core(&stock.id);
+        let addrs = vec![addr_to_core(&stock.addr)];
+        a.send(NetCommand::Dial { peer: stock_peer, addrs, via: None }).await;
+        let (peer, conn) = a.connected().await;
+        assert_eq!(peer, stock_peer);
+
+        // Our identify, proposed lazily, against the stock listener: it saw us.
+        let by = a
+            .next(|e| match e {
+                NetEvent::ObservedAddress { by, .. } => Some(by),
+                _ => None,
+            })
+            .await;
+        assert_eq!(by, Some(stock_peer));
+
+        // Twice: a refusal leaves the connection usable for the next stream.
+        for n in 1..=2 {
+            let asked = tokio::time::Instant::now();
+            a.send(NetCommand::OpenStream {
+                stream: StreamId(n),
+                peer: stock_peer,
+                conn: Some(conn),
+                protocol: Protocol::Proxy,
+            })
+            .await;
+            let opened = a
+                .next(|e| match e {
+                    NetEvent::StreamOpened { stream, io } if stream == StreamId(n) => {
+                        Some(Some(io))
+                    }
+                    NetEvent::StreamRefused { stream } if stream == StreamId(n) => Some(None),
+                    NetEvent::PeerDisconnected { .. } => panic!("the connection went down"),
+                    _ => None,
+                })
+                .await;
+            let mut io = opened.expect("lazy: the stream opens before the peer answers");
+            // What a client sends first: a frame, length prefix first.
+            io.write_all(&[0, 0, 0, 2, 1, 2]).await.unwrap();
+            io.flush().await.unwrap();
+            let mut buf = [0u8; 16];
+            let read = timeout(Duration::from_secs(5), io.read(&mut buf))
+                .await
+                .expect("the refusal arrives within a round trip, not never");
+            assert!(read.is_err(), "a refused proxy stream read {read:?}, not an error");
+            eprintln!("proxy stream to a stock peer: failed after {:?}: {read:?}", asked.elapsed());
+        }
+
+        // A protocol the stock peer offers, first bytes sent before its confirmation: echoed.
+        a.send(NetCommand::OpenStream {
+            stream: StreamId(3),
+            peer: stock_peer,
+            conn: Some(conn),
+            protocol: Protocol::Hub,
+        })
+        .await;
+        let mut io = a
+            .next(|e| match e {
+                NetEvent::StreamOpened { stream: StreamId(3), io } => Some(io),
+                NetEvent::StreamRefused { .. } => panic!("hub stream refused"),
+                NetEvent::PeerDisconnected { .. } => panic!("the connection went down"),
+                _ => None,
+            })
+            .await;
+        io.write_all(b"mesh").await.unwrap();
+        let mut echo = [0u8; 4];
+        io.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"mesh");
+
+        // The stock peer's own outbound identify and pings reach us (our listener side).
+        let (mut identified, mut pinged) = (false, false);
+        while !(identified && pinged) {
+            match stock.events.recv().await.expect("the stock peer runs") {
+                SwarmEvent::Behaviour(StockBehaviourEvent::Identify(
+                    libp2p::identify::Event::Received { peer_id, .. },
+                )) if peer_id == a.handle.local_peer_id() => identified = true,
+                SwarmEvent::Behaviour(StockBehaviourEvent::Ping(libp2p::ping::Event {
+                    result: Ok(_),
+                    ..
+                })) => pinged = true,
+                SwarmEvent::ConnectionClosed { cause, .. } => {
+                    panic!("the stock peer lost its connection: {cause:?}")
+                }
+                _ => {}
+            }
+        }
+        while let Ok(event) = a.events.try_recv() {
+            assert!(!matches!(event, NetEvent::PeerDisconnected { .. }), "{event:?}");
+        }
     })
     .await
     .unwrap();

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::config::{AdmittedPeers, NetConfig};
 use super::convert::{addr_from_core, from_core, ip_of, to_core, without_peer};
+use super::negotiation::refused_by_peer;
 use super::relay_client::RelayClient;
 use super::swarm::{build_swarm, NetError, SwarmBehaviour, SwarmBehaviourEvent};
 use crate::p2p::{HolePunchStage, InboundGate, NetCommand, NetEvent};
@@ -495,13 +496,20 @@ impl<F: Fn(NetEvent) + Send + 'static> NetworkActor<F> {
             }
             // libp2p-ping no longer closes a connection whose pings time out; a half-dead
             // TCP connection would otherwise hold streams (and the core's sessions) forever.
+            // A peer that refuses ping (lazily proposed, see negotiation.rs) is not dead.
             SwarmEvent::Behaviour(SwarmBehaviourEvent::Ping(ping::Event {
                 connection,
-                result: Err(ping::Failure::Timeout | ping::Failure::Other { .. }),
-                ..
-            })) => {
-                self.swarm.close_connection(connection);
-            }
+                peer,
+                result: Err(failure),
+            })) => match failure {
+                ping::Failure::Other { error } if refused_by_peer(error.as_ref()) => {
+                    tracing::debug!(%peer, "the peer does not offer ping");
+                }
+                ping::Failure::Timeout | ping::Failure::Other { .. } => {
+                    self.swarm.close_connection(connection);
+                }
+                ping::Failure::Unsupported => {}
+            },
             SwarmEvent::Behaviour(SwarmBehaviourEvent::Relay(event)) => self.log_relay(event),
             SwarmEvent::Behaviour(SwarmBehaviourEvent::RelayClient(event)) => {
                 self.on_relay_client(event)

@@ -35,7 +35,9 @@
 //! - `OpenStream` goes on the connection named, else on the newest direct connection, else
 //!   the newest; to a peer without a connection (or a connection that is gone) it is
 //!   answered with `StreamRefused` at once (the actor never dials implicitly: dialing is the
-//!   core's decision);
+//!   core's decision); `StreamOpened` comes without waiting for the peer to confirm the
+//!   protocol, so a peer that does not offer it shows as a reset at the first read, not as
+//!   `StreamRefused` (`negotiation.rs`);
 //! - `Reserve` is answered by `ReservationAccepted` (at once if one is held) or
 //!   `ReservationFailed`, later perhaps `ReservationLost`; `HolePunch` by a direct
 //!   `PeerConnected` or `HolePunchFailed`;
@@ -59,12 +61,15 @@
 //!   dials, circuit caps, hole punches) and the handlers that act on it.
 //! - `parked.rs`: `ParkedDials`, dials through a hub waiting up to [`IDENTIFY_WAIT`] for its
 //!   identify.
+//! - `negotiation.rs`: why outbound substreams settle their protocol lazily (multistream-select
+//!   `V1Lazy`, one round trip less per proxied connection) and how a peer's refusal shows.
 //! - `streams.rs`: our byte-stream protocols' behaviour (`ByteStreams`), its connection
 //!   handler, and `PeerStream`, which tells an aborted stream from a finished one.
 
 mod actor;
 mod config;
 mod convert;
+mod negotiation;
 mod parked;
 mod relay_client;
 mod streams;

@@ -234,6 +234,7 @@ impl ByteStreams {
             to_actor: self.to_actor.clone(),
             inbound: self.inbound.clone(),
             queue: VecDeque::new(),
+            proposing: Vec::new(),
         }
     }
 }
@@ -286,6 +287,35 @@ pub(super) struct Handler {
     to_actor: mpsc::UnboundedSender<NetEvent>,
     inbound: InboundGate,
     queue: VecDeque<OpenRequest>,
+    /// Outbound streams whose protocol proposal is being flushed, before they are handed
+    /// over (see [`Handler::flush_proposals`]).
+    proposing: Vec<(Stream, Reply)>,
+}
+
+impl Handler {
+    /// Sends the lazily proposed protocol (negotiation.rs) of each new outbound stream to
+    /// the muxer, then hands the stream over. Left to the stream's first write, the
+    /// proposal would wait for the opener's first message, and a peer that speaks first
+    /// (a hub's challenge) would never hear of the stream; flushed here, the peer learns of
+    /// it at once, as with `V1`, and the first message still follows without waiting for
+    /// the peer: the muxer takes both without a round trip.
+    fn flush_proposals(&mut self, cx: &mut Context<'_>) {
+        let mut i = 0;
+        while i < self.proposing.len() {
+            let (stream, _) = &mut self.proposing[i];
+            match futures::AsyncWrite::poll_flush(Pin::new(stream), cx) {
+                Poll::Pending => i += 1,
+                Poll::Ready(result) => {
+                    let (stream, reply) = self.proposing.swap_remove(i);
+                    match result {
+                        Ok(()) => reply.opened(stream),
+                        // The stream is gone already: dropping the reply refuses it.
+                        Err(_) => drop(reply),
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl ConnectionHandler for Handler {
@@ -302,8 +332,9 @@ impl ConnectionHandler for Handler {
 
     fn poll(
         &mut self,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, Reply, Infallible>> {
+        self.flush_proposals(cx);
         match self.queue.pop_front() {
             Some(OpenRequest { protocol, reply }) => {
                 Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
@@ -340,12 +371,14 @@ impl ConnectionHandler for Handler {
                     io: Box::new(PeerStream::new(stream.compat())),
                 });
             }
+            // Polled next (the connection polls its handler after every event).
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: stream,
                 info: reply,
-            }) => reply.opened(stream),
-            // Unsupported protocol, negotiation timeout, I/O error: dropping the reply
-            // refuses the stream.
+            }) => self.proposing.push((stream, reply)),
+            // The muxer could not open the stream (I/O error, timeout): dropping the reply
+            // refuses it. A peer that does not offer the protocol is no longer told here:
+            // the proposal is lazy (negotiation.rs), so the stream's first read fails.
             ConnectionEvent::DialUpgradeError(DialUpgradeError { info: reply, .. }) => drop(reply),
             _ => {}
         }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::config::{
     autonat_settings, relay_config, NetConfig, RelayServerConfig, YAMUX_MAX_STREAMS_CEILING,
 };
-use super::streams;
+use super::{negotiation, streams};
 use crate::p2p::muxer::Yamux;
 use crate::p2p::noise::{Noise, NoiseError};
 use crate::p2p::{InboundGate, NetEvent};
@@ -137,7 +137,12 @@ pub(super) fn build_swarm(
             }
         })
         .unwrap_or_else(|never| match never {})
-        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        // Outbound substreams send their first message with the protocol proposal
+        // (negotiation.rs says why, and what it changes for the other protocols).
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(idle)
+                .with_substream_upgrade_protocol_override(negotiation::OUTBOUND)
+        })
         .build();
     Ok(swarm)
 }
