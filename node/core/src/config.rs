@@ -28,6 +28,8 @@ pub struct NodeConfig {
     pub exit: Option<ExitConfig>,
     /// Present if this node serves apps as a client.
     pub client: Option<ClientConfig>,
+    /// Present if this node routes public HTTP requests to agents.
+    pub gateway: Option<GatewayConfig>,
     /// Deadlines shared by all roles.
     pub timeouts: Timeouts,
     /// Bounds shared by all roles.
@@ -218,6 +220,14 @@ pub struct Limits {
     /// (1024 by default), so this stays well below it; beyond it new sessions
     /// go to other exits or wait.
     pub max_sessions_per_exit: usize,
+    /// (Gateways) public requests being routed or forwarded at once; beyond
+    /// it a request gets 503.
+    pub max_ingress_requests: usize,
+    /// (Gateways) requests one agent carries for this gateway at once
+    /// (attempts and forwarded; each is a stream on the connection to it,
+    /// so this stays below the muxer's stream limit like
+    /// `max_sessions_per_exit`); beyond it other agents are chosen, or 503.
+    pub max_requests_per_agent: usize,
 }
 
 impl Default for Limits {
@@ -234,6 +244,8 @@ impl Default for Limits {
             max_pending_dials: 256,
             max_registrations_per_key: 1,
             max_sessions_per_exit: 768,
+            max_ingress_requests: 4096,
+            max_requests_per_agent: 512,
         }
     }
 }
@@ -288,6 +300,33 @@ pub struct ClientConfig {
     pub selection: SelectionConfig,
     /// Proof of admission at the hubs.
     pub credential: Credential,
+}
+
+/// A gateway's config: its public listeners, its routes and how it finds
+/// agents. The listeners' sockets (and HTTP itself) are the driver's.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The public listeners, in order; the node numbers them after the
+    /// client's listeners ([`crate::listener::Listeners`]).
+    pub listeners: Vec<GatewayListener>,
+    /// The routes, validated ([`crate::ingress::Snapshot`]).
+    pub routes: crate::ingress::Snapshot,
+    /// How often the hubs are asked for agents.
+    pub refresh: Duration,
+    /// Proof of admission at the hubs (a key with the `gateway` role).
+    pub credential: Credential,
+}
+
+/// One public listener of a gateway, as the core needs it (its socket and
+/// TLS are the driver's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayListener {
+    /// Its route table's name in [`GatewayConfig::routes`].
+    pub name: String,
+    /// The port the public reaches it on (`X-Forwarded-Port`).
+    pub port: u16,
+    /// Whether the public speaks https to it (`X-Forwarded-Proto`).
+    pub https: bool,
 }
 
 /// Which handshakes a listener speaks.

@@ -48,6 +48,7 @@ pub mod config;
 mod ctx;
 pub mod directory;
 mod exit;
+mod gateway;
 pub mod http_connect;
 pub mod http_head;
 mod hub;

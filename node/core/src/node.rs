@@ -4,11 +4,13 @@ use crate::client::ClientRole;
 use crate::config::NodeConfig;
 use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::exit::ExitRole;
+use crate::gateway::GatewayRole;
 use crate::hub::HubRole;
 use crate::hub_link::{HubLinks, LinkEvent, Registration};
 use crate::ids::{PeerId, StreamId};
-use crate::io::{Close, Input, Output, Path, Resources, TimerReason};
+use crate::io::{Close, IngressOutcome, Input, Output, Path, Resources, TimerReason};
 use crate::listener::Listeners;
+use crate::record::Role;
 use crate::relay::{Relay, RelayedAt};
 use crate::role::Roles;
 use crate::selection::backoff::Backoff;
@@ -53,7 +55,17 @@ impl Node {
             .exit
             .as_ref()
             .map(|e| e.credential.clone())
-            .or_else(|| config.client.as_ref().map(|c| c.credential.clone()));
+            .or_else(|| config.client.as_ref().map(|c| c.credential.clone()))
+            .or_else(|| config.gateway.as_ref().map(|g| g.credential.clone()));
+        // The role this node authenticates in at its hubs: the one it is
+        // listed in, if any, else the one it looks peers up for.
+        let auth_role = if config.exit.is_some() {
+            Role::Exit
+        } else if config.client.is_none() && config.gateway.is_some() {
+            Role::Gateway
+        } else {
+            Role::Client
+        };
         let registration = config.exit.as_ref().map(|e| Registration {
             addrs: e.addrs.clone(),
             attrs: e.attrs.clone(),
@@ -64,6 +76,7 @@ impl Node {
                 config.peer_id,
                 &config.hubs,
                 credential,
+                auth_role,
                 registration,
                 Backoff::new(Duration::from_millis(500), Duration::from_secs(15)),
             )),
@@ -71,8 +84,12 @@ impl Node {
         };
         let hubs: Vec<PeerId> = config.hubs.iter().map(|h| h.peer).collect();
         let relay = Relay::new(config.relay.clone(), config.exit.as_ref().map(|e| e.relay), &hubs);
-        let roles = Roles { client, exit, hub, links };
         let listeners = Listeners::from_config(&config);
+        let gateway = config.gateway.as_ref().map(|g| {
+            let ids = (0..g.listeners.len()).filter_map(|i| Some((listeners.ingress(i)?, i)));
+            GatewayRole::new(g, ids, margin)
+        });
+        let roles = Roles { client, exit, hub, links, gateway };
         let mut node = Node { config, ctx, roles, listeners, relay };
         if let Some(links) = &mut node.roles.links {
             links.start(&mut node.ctx, now);
@@ -81,6 +98,9 @@ impl Node {
         node.relay_changed(now);
         if node.roles.client.is_some() {
             node.ctx.timers.set(TimerKey::ExitRefresh, now);
+        }
+        if node.roles.gateway.is_some() {
+            node.ctx.timers.set(TimerKey::AgentRefresh, now);
         }
         node
     }
@@ -132,10 +152,16 @@ impl Node {
                 if let Some(l) = &mut self.roles.links {
                     l.on_peer_connected(ctx, now, peer);
                 }
+                if let Some(g) = &mut self.roles.gateway {
+                    g.on_peer_connected(ctx, now, peer);
+                }
             }
             Input::PeerDisconnected { peer, conn } => {
                 ctx.peer_disconnected(peer, conn);
                 self.relay.on_disconnected(ctx, peer);
+                if let Some(g) = self.roles.gateway.as_mut().filter(|_| !ctx.is_connected(peer)) {
+                    g.on_peer_gone(now, peer);
+                }
             }
             Input::DialFailed { peer } => self.dial_failed(now, peer),
             Input::StreamOpened { stream } => match ctx.owner(stream).and_then(|o| roles.get(o)) {
@@ -194,6 +220,20 @@ impl Node {
                 self.relay.on_failed(ctx, now, hub);
             }
             Input::HolePunchFailed { peer } => self.relay.on_punch_failed(ctx, now, peer),
+            Input::IngressRequest { request, listener, client, head } => match &mut roles.gateway {
+                Some(g) => g.on_request(ctx, now, request, listener, client, head),
+                // Only a gateway has ingress listeners; answer anyway, so
+                // every request the outside names gets exactly one answer.
+                None => ctx.emit(Output::IngressRespond {
+                    request,
+                    response: crate::gateway::error(404, IngressOutcome::NoRoute),
+                }),
+            },
+            Input::IngressDone { request, end } => {
+                if let Some(g) = &mut roles.gateway {
+                    g.on_done(ctx, request, end);
+                }
+            }
         }
         self.after(now);
     }
@@ -223,6 +263,9 @@ impl Node {
         if let Some(l) = &mut self.roles.links {
             l.on_dial_failed(&mut self.ctx, now, peer);
         }
+        if let Some(g) = &mut self.roles.gateway {
+            g.on_dial_failed(&mut self.ctx, now, peer, route);
+        }
     }
 
     /// Time has passed: fire every deadline at or before `now`.
@@ -245,6 +288,7 @@ impl Node {
                     }
                 }
                 TimerKey::Dial(peer) => self.dial_failed(now, peer),
+                TimerKey::AgentRefresh => self.refresh_agents(now, true),
                 TimerKey::Reservation(i) => self.relay.on_timer(ctx, now, i),
                 TimerKey::HolePunch(peer) => self.relay.on_punch_timer(ctx, now, peer),
                 // A role's (`TimerKey::owner` names it): handed over above.
@@ -261,9 +305,24 @@ impl Node {
             return;
         }
         let limit = self.config.client.as_ref().map_or(64, |c| c.selection.find_limit);
-        if l.find(&mut self.ctx, now, limit) {
+        if l.find(&mut self.ctx, now, Role::Exit, limit) {
             let ready = l.ready_count();
             c.finds_sent(&self.ctx, now, ready);
+        }
+    }
+
+    /// Asks the ready hubs for agents if the gateway's list is due (or
+    /// `now`, if `force`); a try with no hub ready counts as one, so the
+    /// next comes a refresh period later (or when a hub link is ready).
+    fn refresh_agents(&mut self, now: Instant, force: bool) {
+        let (Some(g), Some(l)) = (&mut self.roles.gateway, &mut self.roles.links) else { return };
+        if !force && !g.wants_refresh(now) {
+            return;
+        }
+        l.find(&mut self.ctx, now, Role::Agent, 0);
+        g.refreshed(now);
+        if let Some(at) = g.refresh_due() {
+            self.ctx.timers.set(TimerKey::AgentRefresh, at);
         }
     }
 
@@ -274,7 +333,8 @@ impl Node {
         let held = self.roles.client.as_ref().map_or(0, ClientRole::stream_count)
             + self.roles.exit.as_ref().map_or(0, ExitRole::stream_count)
             + self.roles.hub.as_ref().map_or(0, HubRole::stream_count)
-            + self.roles.links.as_ref().map_or(0, HubLinks::stream_count);
+            + self.roles.links.as_ref().map_or(0, HubLinks::stream_count)
+            + self.roles.gateway.as_ref().map_or(0, GatewayRole::stream_count);
         assert_eq!(
             held,
             self.ctx.owned_streams(),
@@ -290,6 +350,7 @@ impl Node {
                 }
                 Owner::Hub => self.roles.hub.as_ref().is_some_and(|h| h.owns(stream)),
                 Owner::HubLink => self.roles.links.as_ref().is_some_and(|l| l.owns(stream)),
+                Owner::Gateway => self.roles.gateway.as_ref().is_some_and(|g| g.owns(stream)),
             };
             assert!(holds, "{stream:?} is in the table as {owner:?}'s, which does not hold it");
         }
@@ -306,6 +367,21 @@ impl Node {
                 // there is asked for now, not up to a backoff step later.
                 self.relay.on_hub_ready(&mut self.ctx, hub);
             }
+            if let Some(g) = &mut self.roles.gateway {
+                match &event {
+                    // A gateway without agents asks as soon as a hub can answer.
+                    LinkEvent::Ready { .. } if g.agent_count() == 0 => {
+                        self.refresh_agents(now, true);
+                    }
+                    LinkEvent::Peers { hub, role: Role::Agent, peers } => {
+                        g.on_agents(now, *hub, peers.clone());
+                    }
+                    LinkEvent::Ticket { hub, ticket, until } => {
+                        g.on_ticket(*hub, ticket.clone(), *until);
+                    }
+                    _ => {}
+                }
+            }
             let Some(c) = &mut self.roles.client else { continue };
             match event {
                 LinkEvent::Ready { .. } => {
@@ -313,7 +389,10 @@ impl Node {
                         self.refresh_exits(now);
                     }
                 }
-                LinkEvent::Peers { hub, peers } => c.on_peers(&mut self.ctx, now, hub, peers),
+                LinkEvent::Peers { hub, role: Role::Exit, peers } => {
+                    c.on_peers(&mut self.ctx, now, hub, peers);
+                }
+                LinkEvent::Peers { .. } => {}
                 LinkEvent::Lost => c.on_link_lost(&mut self.ctx, now),
                 LinkEvent::Ticket { hub, ticket, until } => {
                     c.on_ticket(&mut self.ctx, now, hub, ticket, until);
@@ -349,10 +428,12 @@ impl Node {
     pub fn resources(&self) -> Resources {
         Resources {
             sessions: self.roles.client.as_ref().map_or(0, ClientRole::session_count)
-                + self.roles.exit.as_ref().map_or(0, ExitRole::session_count),
+                + self.roles.exit.as_ref().map_or(0, ExitRole::session_count)
+                + self.roles.gateway.as_ref().map_or(0, GatewayRole::request_count),
             streams: self.roles.client.as_ref().map_or(0, ClientRole::stream_count)
                 + self.roles.exit.as_ref().map_or(0, ExitRole::stream_count)
-                + self.roles.hub.as_ref().map_or(0, HubRole::stream_count),
+                + self.roles.hub.as_ref().map_or(0, HubRole::stream_count)
+                + self.roles.gateway.as_ref().map_or(0, GatewayRole::stream_count),
             pending_dials: self.ctx.pending_dials(),
             pending_queries: self.roles.exit.as_ref().map_or(0, ExitRole::pending_queries),
             timers: self.ctx.timers.non_periodic(),

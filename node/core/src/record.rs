@@ -27,17 +27,23 @@ pub enum Role {
     Exit,
     /// Looks exits up.
     Client,
+    /// Offers named services to gateways and registers in the directory.
+    Agent,
+    /// Looks agents up and forwards public HTTP requests to them.
+    Gateway,
 }
 
 impl Role {
     /// Every role, in wire order.
-    pub const ALL: [Role; 2] = [Role::Exit, Role::Client];
+    pub const ALL: [Role; 4] = [Role::Exit, Role::Client, Role::Agent, Role::Gateway];
 
     /// The role's name in config files and logs.
     pub fn name(self) -> &'static str {
         match self {
             Role::Exit => "exit",
             Role::Client => "client",
+            Role::Agent => "agent",
+            Role::Gateway => "gateway",
         }
     }
 
@@ -51,6 +57,8 @@ impl Role {
         match self {
             Role::Exit => 0x01,
             Role::Client => 0x02,
+            Role::Agent => 0x03,
+            Role::Gateway => 0x04,
         }
     }
 
@@ -58,8 +66,8 @@ impl Role {
     /// found there (`Register`, `Find`, records).
     pub fn is_listed(self) -> bool {
         match self {
-            Role::Exit => true,
-            Role::Client => false,
+            Role::Exit | Role::Agent => true,
+            Role::Client | Role::Gateway => false,
         }
     }
 
@@ -68,6 +76,8 @@ impl Role {
         match code {
             0x01 => Some(Role::Exit),
             0x02 => Some(Role::Client),
+            0x03 => Some(Role::Agent),
+            0x04 => Some(Role::Gateway),
             _ => None,
         }
     }

@@ -17,6 +17,7 @@
 use crate::client::ClientRole;
 use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::exit::ExitRole;
+use crate::gateway::GatewayRole;
 use crate::hub::HubRole;
 use crate::hub_link::HubLinks;
 use crate::ids::{ListenerId, PeerId, StreamId};
@@ -87,6 +88,8 @@ pub(crate) struct Roles {
     pub(crate) hub: Option<HubRole>,
     /// This node's links to its hubs.
     pub(crate) links: Option<HubLinks>,
+    /// Public HTTP requests routed to agents.
+    pub(crate) gateway: Option<GatewayRole>,
 }
 
 impl Roles {
@@ -97,6 +100,7 @@ impl Roles {
             Owner::Exit => self.exit.as_mut().map(|r| r as &mut dyn Role),
             Owner::Hub => self.hub.as_mut().map(|r| r as &mut dyn Role),
             Owner::HubLink => self.links.as_mut().map(|r| r as &mut dyn Role),
+            Owner::Gateway => self.gateway.as_mut().map(|r| r as &mut dyn Role),
         }
     }
 
@@ -104,6 +108,9 @@ impl Roles {
     pub(crate) fn for_listener(serves: Serves) -> Owner {
         match serves {
             Serves::Proxy => Owner::Client,
+            // The driver speaks HTTP on these itself and hands the gateway
+            // requests, not connections; an `AppAccepted` there is closed.
+            Serves::Ingress(_) => Owner::Gateway,
         }
     }
 
@@ -112,6 +119,9 @@ impl Roles {
         match protocol {
             Protocol::Proxy => Owner::Exit,
             Protocol::Hub => Owner::Hub,
+            // Agents serve it (their role comes next); a gateway's default
+            // `on_inbound` resets what it is handed.
+            Protocol::Ingress => Owner::Gateway,
         }
     }
 }
@@ -221,6 +231,30 @@ impl Role for HubLinks {
     fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, key: TimerKey) {
         if let TimerKey::HubLink(i) = key {
             HubLinks::on_timer(self, ctx, now, i);
+        }
+    }
+}
+
+impl Role for GatewayRole {
+    fn on_data(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, data: &[u8]) {
+        GatewayRole::on_data(self, ctx, now, stream, data);
+    }
+
+    fn on_closed(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, _how: Close) {
+        GatewayRole::on_closed(self, ctx, now, stream);
+    }
+
+    fn on_stream_opened(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId) {
+        GatewayRole::on_stream_opened(self, ctx, now, stream);
+    }
+
+    fn on_stream_refused(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId) {
+        GatewayRole::on_stream_refused(self, ctx, now, stream);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, key: TimerKey) {
+        if let TimerKey::IngressRequest(request) = key {
+            self.on_deadline(ctx, now, request);
         }
     }
 }

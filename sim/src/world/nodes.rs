@@ -188,6 +188,12 @@ impl World<'_> {
             // The simulated relay serves any peer: admission to it is not
             // modelled (the hub's own admission of streams is).
             Output::Admit { .. } | Output::Revoke { .. } => {}
+            // No scenario runs a gateway yet (public HTTP clients come with
+            // the ingress scenarios): a handed-over stream is closed.
+            Output::IngressRespond { .. } => {}
+            Output::IngressForward { stream, .. } => {
+                self.output(n, Output::Close { stream, how: Close::Reset })
+            }
             Output::Event(_) => {}
         }
     }

@@ -511,6 +511,17 @@ impl NodeRunner {
 
     fn execute(&mut self, out: Output) {
         match out {
+            // The driver binds no ingress listener yet (the gateway's HTTP
+            // side comes next), so the core names no request to answer; a
+            // stream handed over is closed rather than leaked.
+            Output::IngressRespond { request, .. } => {
+                tracing::warn!(?request, "an ingress answer without an ingress listener");
+            }
+            Output::IngressForward { stream, .. } => {
+                if let Some(pump) = self.pumps.remove(&stream) {
+                    let _ = pump.try_send(PumpCmd::Close(Close::Reset));
+                }
+            }
             Output::Transmit { stream, data } => {
                 let Some(pump) = self.pumps.get(&stream) else { return };
                 if pump.try_send(PumpCmd::Write(data)).is_err() {
@@ -753,6 +764,7 @@ mod tests {
                 open: true,
             }),
             client: None,
+            gateway: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             relay: meshproxy_core::config::RelayConfig::default(),

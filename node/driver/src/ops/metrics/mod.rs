@@ -582,6 +582,10 @@ impl Metrics {
             Event::ReservationAccepted { .. }
             | Event::ReservationLost { .. }
             | Event::HolePunch { .. } => {}
+            // No gateway runs in the driver yet: its listeners come next.
+            Event::IngressRequest { .. }
+            | Event::IngressAttemptFailed { .. }
+            | Event::IngressEnded { .. } => {}
             Event::SessionEstablished { setup, .. } => {
                 let _sessions = Self::lock(&self.sessions);
                 self.sessions_established.get_or_create(&RoleLabels { role: CLIENT }).inc();
