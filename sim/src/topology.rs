@@ -220,6 +220,7 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
             hub: None,
             exit: None,
             client: None,
+            agent: None,
             timeouts: Timeouts::default(),
             limits: s.limits.nodes,
             relay: meshproxy_core::config::RelayConfig::default(),

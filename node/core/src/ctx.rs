@@ -35,6 +35,8 @@ pub(crate) enum TimerKey {
     Reservation(usize),
     /// Hole punching towards a peer (a retry, or an attempt's deadline).
     HolePunch(PeerId),
+    /// An agent's ingress stream, by its gateway stream.
+    AgentStream(StreamId),
 }
 
 impl TimerKey {
@@ -47,6 +49,7 @@ impl TimerKey {
             TimerKey::ExitSession(_) => Some(Owner::Exit),
             TimerKey::HubLink(_) => Some(Owner::HubLink),
             TimerKey::HubPeer(_) | TimerKey::DirectoryExpiry => Some(Owner::Hub),
+            TimerKey::AgentStream(_) => Some(Owner::Agent),
             TimerKey::ExitRefresh
             | TimerKey::Dial(_)
             | TimerKey::Reservation(_)
@@ -57,7 +60,9 @@ impl TimerKey {
     /// Why the node wants to be woken for this timer.
     pub(crate) fn reason(self) -> TimerReason {
         match self {
-            TimerKey::ClientSession(_) | TimerKey::ExitSession(_) => TimerReason::SessionDeadline,
+            TimerKey::ClientSession(_) | TimerKey::ExitSession(_) | TimerKey::AgentStream(_) => {
+                TimerReason::SessionDeadline
+            }
             TimerKey::HubLink(_) => TimerReason::HubLink,
             TimerKey::HubPeer(_) => TimerReason::HubPeerDeadline,
             TimerKey::DirectoryExpiry => TimerReason::DirectoryExpiry,
@@ -189,6 +194,8 @@ pub(crate) enum Owner {
     Hub,
     /// This node's own stream to one of its hubs.
     HubLink,
+    /// A gateway's ingress stream or an origin stream, of an agent session.
+    Agent,
 }
 
 /// The context every role works in.

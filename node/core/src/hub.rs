@@ -275,7 +275,8 @@ impl HubRole {
                 if listed != role {
                     let message = match listed {
                         Role::Exit => "not admitted as an exit",
-                        Role::Client => "clients are not listed",
+                        Role::Agent => "not admitted as an agent",
+                        Role::Client | Role::Gateway => "this role is not listed",
                     };
                     ctx.event(Event::AdmissionDenied { peer, reason: Refusal::RoleNotAllowed });
                     self.fail(ctx, stream, HubErrorCode::Forbidden, message);

@@ -17,6 +17,8 @@ pub enum Protocol {
     Proxy,
     /// `/meshproxy/hub/1`: registration and lookup at a hub.
     Hub,
+    /// `/meshproxy/ingress/1`: one upstream HTTP connection from a gateway to an agent's service per stream.
+    Ingress,
 }
 
 impl Protocol {
@@ -25,6 +27,7 @@ impl Protocol {
         match self {
             Protocol::Proxy => crate::wire::proxy::PROXY_PROTOCOL,
             Protocol::Hub => crate::wire::hub::HUB_PROTOCOL,
+            Protocol::Ingress => crate::wire::ingress::INGRESS_PROTOCOL,
         }
     }
 }
@@ -550,6 +553,36 @@ pub enum Event {
         /// The hub.
         hub: PeerId,
     },
+    /// (Agent) a gateway's ingress stream reached its service's origin: the
+    /// agent answered `Ok` and spliced the two (its end is a
+    /// [`Event::SessionClosed`]).
+    AgentStreamOpened {
+        /// The gateway.
+        peer: PeerId,
+        /// The gateway's id for this upstream connection (for matching logs).
+        upstream: u64,
+    },
+    /// (Agent) a gateway's ingress stream was answered with a failure and ended.
+    AgentStreamRefused {
+        /// The gateway.
+        peer: PeerId,
+        /// The answer; never `Ok`.
+        status: crate::wire::ingress::AnswerStatus,
+    },
+    /// (Agent) a named origin resolved only to addresses the allow-list
+    /// refuses; nothing was dialed (followed by a `Forbidden` refusal).
+    AgentOriginDenied {
+        /// The first refused address.
+        ip: IpAddr,
+    },
+    /// (Agent) a gateway's ticket was refused (followed by a `NotAdmitted`
+    /// refusal) before anything was looked up or dialed.
+    AgentNotAdmitted {
+        /// The gateway.
+        peer: PeerId,
+        /// What was wrong with its ticket.
+        why: crate::ticket::TicketRefusal,
+    },
     /// A hole-punch attempt ended.
     HolePunch {
         /// The peer.
@@ -608,7 +641,7 @@ pub struct PeerConnections {
 /// How many of each resource a node holds, for leak and bound checks.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Resources {
-    /// Client and exit sessions not yet ended.
+    /// Client, exit and agent sessions not yet ended.
     pub sessions: usize,
     /// Streams the core tracks (controlled or spliced).
     pub streams: usize,

@@ -114,6 +114,7 @@ impl Settings {
             hub,
             exit,
             client,
+            agent: None,
             timeouts: file.timeouts,
             limits: file.limits.core,
             relay: RelayConfig::default(),
