@@ -221,6 +221,7 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
             exit: None,
             client: None,
             gateway: None,
+            agent: None,
             timeouts: Timeouts::default(),
             limits: s.limits.nodes,
             relay: meshproxy_core::config::RelayConfig::default(),

@@ -692,6 +692,36 @@ pub enum Event {
         /// The hub.
         hub: PeerId,
     },
+    /// (Agent) a gateway's ingress stream reached its service's origin: the
+    /// agent answered `Ok` and spliced the two (its end is a
+    /// [`Event::SessionClosed`]).
+    AgentStreamOpened {
+        /// The gateway.
+        peer: PeerId,
+        /// The gateway's id for this upstream connection (for matching logs).
+        upstream: u64,
+    },
+    /// (Agent) a gateway's ingress stream was answered with a failure and ended.
+    AgentStreamRefused {
+        /// The gateway.
+        peer: PeerId,
+        /// The answer; never `Ok`.
+        status: crate::wire::ingress::AnswerStatus,
+    },
+    /// (Agent) a named origin resolved only to addresses the allow-list
+    /// refuses; nothing was dialed (followed by a `Forbidden` refusal).
+    AgentOriginDenied {
+        /// The first refused address.
+        ip: IpAddr,
+    },
+    /// (Agent) a gateway's ticket was refused (followed by a `NotAdmitted`
+    /// refusal) before anything was looked up or dialed.
+    AgentNotAdmitted {
+        /// The gateway.
+        peer: PeerId,
+        /// What was wrong with its ticket.
+        why: crate::ticket::TicketRefusal,
+    },
     /// A hole-punch attempt ended.
     HolePunch {
         /// The peer.
@@ -781,7 +811,7 @@ pub struct PeerConnections {
 /// How many of each resource a node holds, for leak and bound checks.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Resources {
-    /// Client and exit sessions not yet ended.
+    /// Client, exit and agent sessions not yet ended.
     pub sessions: usize,
     /// Streams the core tracks (controlled or spliced).
     pub streams: usize,

@@ -134,6 +134,8 @@ pub struct RunnerStatus {
     pub reservations: usize,
     /// (Hubs) peers admitted now (as the core counts them).
     pub admitted_peers: usize,
+    /// (Agents) ingress streams spliced to an origin now (as the core counts them).
+    pub agent_streams_open: usize,
 }
 
 impl RunnerStatus {
@@ -146,6 +148,7 @@ impl RunnerStatus {
             registered_hubs: self.registered_hubs,
             directory_exits: self.resources.directory_entries,
             admitted_peers: self.admitted_peers,
+            agent_streams_open: self.agent_streams_open,
         }
     }
 }
@@ -458,6 +461,7 @@ impl NodeRunner {
                     registered_hubs: self.node.registered_hubs(),
                     pumps: self.pumps.len(),
                     pending_splices: self.splices.len(),
+                    agent_streams_open: self.node.agent_streams_open(),
                     direct_conns: conns.direct,
                     relayed_conns: conns.relayed,
                     reservations: self.node.reservations_held(),
@@ -688,9 +692,16 @@ fn log_event(event: &Event) {
             };
             tracing::warn!(%hub, ?code, "the hub refused admission: {why}; retrying on backoff");
         }
+        Event::AgentStreamRefused { peer, status } => {
+            tracing::info!(%peer, status = status.name(), "ingress stream refused")
+        }
+        Event::AgentOriginDenied { ip } => {
+            tracing::warn!(%ip, "a service's origin resolved outside the agent's allow list")
+        }
         Event::HubLinkLost { .. }
         | Event::AdmissionDenied { .. }
         | Event::ExitNotAdmitted { .. }
+        | Event::AgentNotAdmitted { .. }
         | Event::PeerProtocolError { .. } => {
             tracing::warn!(?event, "node event")
         }
@@ -765,6 +776,7 @@ mod tests {
             }),
             client: None,
             gateway: None,
+            agent: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             relay: meshproxy_core::config::RelayConfig::default(),

@@ -115,6 +115,7 @@ impl Settings {
             exit,
             client,
             gateway: None,
+            agent: None,
             timeouts: file.timeouts,
             limits: file.limits.core,
             relay: RelayConfig::default(),

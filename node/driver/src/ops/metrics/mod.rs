@@ -32,7 +32,10 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+mod agent;
 pub mod http;
+
+use agent::AgentMetrics;
 
 pub use http::{MetricsServer, ServeLimits};
 
@@ -71,6 +74,8 @@ pub struct Snapshot {
     pub directory_exits: usize,
     /// (Hubs) peers admitted now (`admitted_peers`).
     pub admitted_peers: usize,
+    /// (Agents) ingress streams spliced to an origin now (`agent_streams_open`).
+    pub agent_streams_open: usize,
 }
 
 /// Asks the node for its [`Snapshot`]; `None` when it cannot answer (it stopped).
@@ -120,6 +125,7 @@ struct StateLabels {
 
 const CLIENT: &str = "client";
 const EXIT: &str = "exit";
+const AGENT: &str = "agent";
 
 /// How a peer connection reaches the peer.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -258,6 +264,7 @@ pub struct Metrics {
     relay_reservations_accepted: Counter,
     relay_reservations_failed: Counter,
     relay_reservations_lost: Counter,
+    agent: AgentMetrics,
     /// The state each exit's breaker entered last, for the per-state gauge.
     /// The core's breakers cannot stand in for it: the gauge counts only
     /// exits whose breaker has tripped at least once, which a closed breaker
@@ -320,11 +327,12 @@ impl Metrics {
             relay_reservations_accepted: Counter::default(),
             relay_reservations_failed: Counter::default(),
             relay_reservations_lost: Counter::default(),
+            agent: AgentMetrics::new(),
             breaker_states: Mutex::new(BTreeMap::new()),
             sessions: Mutex::new(()),
             probe: OnceLock::new(),
         };
-        for role in [CLIENT, EXIT] {
+        for role in [CLIENT, EXIT, AGENT] {
             drop(m.sessions_open.get_or_create(&RoleLabels { role }));
             drop(m.sessions_established.get_or_create(&RoleLabels { role }));
         }
@@ -372,7 +380,7 @@ impl Metrics {
         );
         r.register(
             "sessions_open",
-            "Spliced sessions now open, by role (client: app to exit; exit: peer to origin)",
+            "Spliced sessions now open, by role (client: app to exit; exit: peer to origin; agent: gateway to service)",
             self.sessions_open.clone(),
         );
         r.register(
@@ -529,6 +537,7 @@ impl Metrics {
             "(Exits) granted relay reservations that went away (hub restart, connection lost)",
             self.relay_reservations_lost.clone(),
         );
+        self.agent.register(r);
         self
     }
 
@@ -556,6 +565,7 @@ impl Metrics {
         self.hubs_registered.set(gauge_len(now.registered_hubs));
         self.directory_exits.set(gauge_len(now.directory_exits));
         self.admitted_peers.set(gauge_len(now.admitted_peers));
+        self.agent.show(now.agent_streams_open);
     }
 
     /// Reads the node's [`Snapshot`] (within [`SNAPSHOT_WAIT`]) into the
@@ -574,6 +584,14 @@ impl Metrics {
 
     /// Counts one core event.
     pub fn observe(&self, event: &Event) {
+        if let Event::AgentStreamOpened { .. } = event {
+            let _sessions = Self::lock(&self.sessions);
+            self.sessions_established.get_or_create(&RoleLabels { role: AGENT }).inc();
+            self.sessions_open.get_or_create(&RoleLabels { role: AGENT }).inc();
+        }
+        if self.agent.observe(event) {
+            return;
+        }
         match *event {
             Event::AppAccepted { .. } => {
                 self.app_connections.inc();
@@ -645,25 +663,31 @@ impl Metrics {
             Event::PeerProtocolError { .. } => {
                 self.peer_protocol_errors.inc();
             }
+            // Counted by `self.agent` above.
+            Event::AgentStreamOpened { .. }
+            | Event::AgentStreamRefused { .. }
+            | Event::AgentNotAdmitted { .. }
+            | Event::AgentOriginDenied { .. } => {}
         }
     }
 
     /// A spliced session ended. The event does not say which role held it, so
-    /// on a node serving only one of client and exit (the usual deployment)
-    /// the attribution is exact; on a node serving both while both have open
-    /// sessions, it goes to the role with more of them. The sum over roles is
-    /// always exact and neither role ever goes negative.
+    /// on a node serving one of client, exit and agent (the usual deployment)
+    /// the attribution is exact; on a node serving several while more than
+    /// one has open sessions, it goes to the role with the most of them. The
+    /// sum over roles is always exact and no role ever goes negative.
     fn session_closed(&self) {
         let _sessions = Self::lock(&self.sessions);
-        let (client, exit) = (self.open(CLIENT), self.open(EXIT));
-        let role = match (client > 0, exit > 0) {
-            (false, false) => return,
-            (true, false) => CLIENT,
-            (false, true) => EXIT,
-            (true, true) if client >= exit => CLIENT,
-            (true, true) => EXIT,
-        };
-        self.sessions_open.get_or_create(&RoleLabels { role }).dec();
+        let mut busiest = None;
+        for role in [CLIENT, EXIT, AGENT] {
+            let open = self.open(role);
+            if open > 0 && busiest.is_none_or(|(_, most)| open > most) {
+                busiest = Some((role, open));
+            }
+        }
+        if let Some((role, _)) = busiest {
+            self.sessions_open.get_or_create(&RoleLabels { role }).dec();
+        }
     }
 
     fn breaker(&self, exit: PeerId, to: &'static str) {
@@ -878,6 +902,7 @@ mod tests {
             "meshproxy_directory_registrations_total 3\n",
             "meshproxy_directory_removals_total 2\n",
             "meshproxy_directory_exits 0\n",
+            "meshproxy_agent_streams_open 0\n",
             "meshproxy_admission_denials_total{reason=\"role_not_allowed\"} 1\n",
             "meshproxy_admission_denials_total{reason=\"bad_proof\"} 0\n",
             "meshproxy_exit_not_admitted_total{reason=\"expired\"} 1\n",
@@ -944,13 +969,14 @@ mod tests {
             registered_hubs: 2,
             directory_exits: 5,
             admitted_peers: 4,
+            agent_streams_open: 6,
         })));
         let answers = node.clone();
         m.derive_from(Box::new(move || {
             let now = *Metrics::lock(&answers);
             Box::pin(async move { now })
         }));
-        let expect = |text: &str, lines: [&str; 6]| {
+        let expect = |text: &str, lines: [&str; 7]| {
             for line in lines {
                 assert!(text.contains(line), "missing {line:?} in\n{text}");
             }
@@ -962,6 +988,7 @@ mod tests {
             "meshproxy_hubs_registered 2\n",
             "meshproxy_directory_exits 5\n",
             "meshproxy_admitted_peers 4\n",
+            "meshproxy_agent_streams_open 6\n",
         ];
         expect(
             &{
@@ -978,6 +1005,7 @@ mod tests {
             "meshproxy_hubs_registered 0\n",
             "meshproxy_directory_exits 0\n",
             "meshproxy_admitted_peers 0\n",
+            "meshproxy_agent_streams_open 0\n",
         ];
         expect(
             &{
