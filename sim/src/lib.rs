@@ -31,6 +31,7 @@ mod app_proto;
 mod bytes_model;
 pub mod fuzz;
 mod hostile;
+mod ingress_model;
 pub mod nat;
 mod oracle;
 pub mod plan;

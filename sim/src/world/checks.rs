@@ -104,6 +104,7 @@ impl World<'_> {
                     socks4: false,
                     pipelined: false,
                     splits: 1,
+                    ingress: None,
                 };
                 let ix = self.add_app(spec, true);
                 self.push(self.now, Ev::AppStart(ix));

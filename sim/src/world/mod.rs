@@ -36,6 +36,7 @@ mod adversary;
 mod apps;
 mod checks;
 mod faults;
+mod ingress;
 mod net;
 mod nodes;
 mod origins;
@@ -148,6 +149,8 @@ pub(crate) enum Outcome {
     Reset,
     /// The connection ended (reset or close) before any answer.
     NoAnswer,
+    /// (Public requests) the gateway answered with this status itself.
+    Http(u16),
 }
 
 #[derive(Debug)]
@@ -159,6 +162,9 @@ struct App {
     username: Option<String>,
     authed: bool,
     stream: u64,
+    /// The app's side of `stream` (1 for its own connection to a client; a
+    /// public request's is the gateway's side of the stream to the agent).
+    side: usize,
     phase: AppPhase,
     inbox: Vec<u8>,
     up_key: u64,

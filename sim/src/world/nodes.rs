@@ -69,6 +69,10 @@ impl World<'_> {
             limits.max_client_sessions
         } else if config.exit.is_some() {
             limits.max_exit_sessions
+        } else if config.agent.is_some() {
+            limits.max_agent_streams
+        } else if config.gateway.is_some() {
+            limits.max_ingress_requests
         } else {
             0
         };
@@ -188,11 +192,11 @@ impl World<'_> {
             // The simulated relay serves any peer: admission to it is not
             // modelled (the hub's own admission of streams is).
             Output::Admit { .. } | Output::Revoke { .. } => {}
-            // No scenario runs a gateway yet (public HTTP clients come with
-            // the ingress scenarios): a handed-over stream is closed.
-            Output::IngressRespond { .. } => {}
-            Output::IngressForward { stream, .. } => {
-                self.output(n, Output::Close { stream, how: Close::Reset })
+            Output::IngressRespond { request, response } => {
+                self.ingress_answered(n, request, &response)
+            }
+            Output::IngressForward { request, stream, agent, prefix } => {
+                self.ingress_forwarded(n, request, stream, agent, prefix)
             }
             Output::Event(_) => {}
         }

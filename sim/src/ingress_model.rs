@@ -1,0 +1,165 @@
+//! The ingress part of the simulated world: the route table every gateway
+//! runs, the public requests apps send, and — written here independently of
+//! the core's router — what each request must get.
+//!
+//! ```text
+//! listener "web" (port 80), no default route:
+//!   prio 0  host app.sim     path /static  → static 200 "hello"
+//!   prio 1  host app.sim     path /old     → redirect 308 /new, keeping the path
+//!   prio 2  host app.sim     path /        → agents: service web, site=a (group 0), site=b (group 1)
+//!   prio 3  host *.b.sim     (any path)    → agents: service web, site=b, hashed on the client IP
+//! ```
+//!
+//! Agents carry `site=a` (even agent index) or `site=b` (odd), and the one
+//! service `web`, an echo origin.
+
+use meshproxy_core::http_head::{self, HeadLimits, Parsed, RequestHead};
+use meshproxy_core::ingress::{Balance, HashOn, RouteSpec, RouteTable, Snapshot, TargetSpec};
+use std::collections::BTreeMap;
+
+/// The gateways' listener (route table) name.
+pub const LISTENER: &str = "web";
+/// The port the public reaches gateways on.
+pub const PORT: u16 = 80;
+/// The agents' one service.
+pub const SERVICE: &str = "web";
+/// How many request shapes there are.
+pub const SHAPES: u8 = 7;
+
+/// The route table above, as version `version`.
+pub fn snapshot(version: u64) -> Snapshot {
+    let route = |id: &str, priority, host: &str, path: Option<&str>, target| RouteSpec {
+        id: id.into(),
+        priority,
+        host: Some(host.into()),
+        path_prefix: path.map(Into::into),
+        strict: true,
+        target,
+    };
+    let agents = |pools: Vec<(u8, String, u32)>, balance| TargetSpec::Agents {
+        service: SERVICE.into(),
+        pools,
+        balance,
+    };
+    let routes = [
+        route(
+            "static",
+            0,
+            "app.sim",
+            Some("/static"),
+            TargetSpec::Static {
+                status: 200,
+                content_type: "text/plain".into(),
+                body: b"hello".to_vec(),
+            },
+        ),
+        route(
+            "moved",
+            1,
+            "app.sim",
+            Some("/old"),
+            TargetSpec::Redirect {
+                status: 308,
+                to: "/new".into(),
+                keep_path: true,
+                keep_query: false,
+            },
+        ),
+        route(
+            "app",
+            2,
+            "app.sim",
+            Some("/"),
+            agents(vec![(0, "site=a".into(), 1), (1, "site=b".into(), 1)], Balance::RoundRobin),
+        ),
+        route(
+            "b",
+            3,
+            "*.b.sim",
+            None,
+            agents(vec![(0, "site=b".into(), 1)], Balance::Hash(HashOn::ClientIp)),
+        ),
+    ];
+    let table = RouteTable::new(LISTENER, &routes, None).expect("the model's routes are valid");
+    Snapshot::new(version, BTreeMap::from([(LISTENER.to_owned(), table)]))
+        .expect("the model's snapshot is valid")
+}
+
+/// What a request must get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// This status from the gateway itself.
+    Status(u16),
+    /// Forwarded to an agent whose `site` label is one of these (or, when
+    /// no such agent can be had, 502/503/504 — only outside a strict run).
+    Agent(&'static [&'static str]),
+}
+
+/// The request of shape `shape` from app `tag`: its head as a client sends
+/// it, and what it must get. Written without the core's router: the table
+/// in the module docs, applied by hand.
+pub fn request(shape: u8, tag: u64) -> (String, Expect) {
+    match shape {
+        0 => (get("app.sim", &format!("/static/{tag}")), Expect::Status(200)),
+        // Upper case and a trailing dot normalise to app.sim.
+        1 => (get("APP.sim.", &format!("/old/{tag}")), Expect::Status(308)),
+        2 => (get("app.sim", &format!("/data/{tag}")), Expect::Agent(&["a", "b"])),
+        3 => (get(&format!("x{tag}.b.sim"), "/"), Expect::Agent(&["b"])),
+        4 => (get("nope.sim", "/"), Expect::Status(404)),
+        // A dot segment, encoded: refused on every route.
+        5 => (get("app.sim", "/a/%2e%2e/b"), Expect::Status(400)),
+        // Two labels in front of b.sim: `*.b.sim` matches exactly one.
+        _ => (get(&format!("y.x{tag}.b.sim"), "/"), Expect::Status(404)),
+    }
+}
+
+fn get(host: &str, path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sim\r\n\r\n")
+}
+
+/// The parsed head of `text` (every shape above is a valid head).
+pub fn head(text: &str) -> RequestHead {
+    match http_head::parse(text.as_bytes(), HeadLimits::default()) {
+        Ok(Parsed::Complete(h)) => h,
+        other => panic!("the model's request is not a head: {other:?}"),
+    }
+}
+
+/// The `site` label of agent `i` (counted among the agents).
+pub fn site(i: u32) -> &'static str {
+    if i % 2 == 0 {
+        "a"
+    } else {
+        "b"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshproxy_core::ingress::{Outcome, Request};
+
+    /// The hand-written expectations agree with the core's router on every
+    /// shape (the sim checks the node against the former).
+    #[test]
+    fn the_model_and_the_router_agree_on_every_shape() {
+        let s = snapshot(1);
+        for shape in 0..SHAPES {
+            let (text, expect) = request(shape, 3);
+            let outcome = match Request::from_head(&head(&text)) {
+                Err(e) => Expect::Status(e.status()),
+                Ok(r) => match s.decide(LISTENER, &r).outcome {
+                    Outcome::Refuse(r) => Expect::Status(r.status()),
+                    Outcome::Static(st) => Expect::Status(st.status),
+                    Outcome::Redirect { status, .. } => Expect::Status(status),
+                    Outcome::Forward(t) => {
+                        assert_eq!(t.service, SERVICE);
+                        assert!(matches!(expect, Expect::Agent(_)), "shape {shape} forwards");
+                        expect
+                    }
+                },
+            };
+            assert_eq!(outcome, expect, "shape {shape}: {text:?}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Public HTTP requests at gateways (`crate::ingress_model`): the world
+//! plays the public client and the gateway's HTTP side (the driver's job in
+//! production). A request goes in as `IngressRequest`; the gateway's one
+//! answer is judged against the model's hand-written expectation; a
+//! forwarded request's stream becomes the app's, which then sends its
+//! payload to the agent's echo origin and verifies every byte back, exactly
+//! like a proxied app; its end is reported with `IngressDone`.
+//!
+//! Invariants checked here: **routing** (the answer, or the agent's labels,
+//! are what the model says), **one answer** per request (never two, never an
+//! answer after a hand-over, so never a replay), and through the app's own
+//! checks, **integrity** and no silent truncation of what was forwarded.
+
+use super::{AppPhase, Invariant, NodeIx, Outcome, Owner, World, LOCAL};
+use crate::bytes_model::{Chunk, Payload};
+use crate::ingress_model::{self, Expect};
+use bytes::Bytes;
+use meshproxy_core::ids::{PeerId, RequestId, StreamId};
+use meshproxy_core::io::{IngressEnd, IngressResponse, Input};
+use meshproxy_core::target::TargetAddr;
+use std::net::SocketAddr;
+
+impl World<'_> {
+    fn first_agent(&self) -> NodeIx {
+        let t = &self.s.topology;
+        t.hubs + t.exits + t.clients
+    }
+
+    fn first_gateway(&self) -> NodeIx {
+        self.first_agent() + self.s.topology.agents
+    }
+
+    /// The gateway app `a` sends its request to.
+    fn gateway_of(&self, a: u32) -> Option<NodeIx> {
+        let spec = self.apps[a as usize].spec.ingress?;
+        Some(self.first_gateway() + spec.gateway)
+    }
+
+    fn expectation(&self, a: u32) -> Option<(u8, Expect)> {
+        let spec = self.apps[a as usize].spec.ingress?;
+        Some((spec.shape, ingress_model::request(spec.shape, u64::from(a)).1))
+    }
+
+    /// App `a`'s request reaches its gateway.
+    pub(super) fn ingress_start(&mut self, a: u32) {
+        let Some(gw) = self.gateway_of(a) else { return };
+        let budget = self.apps[a as usize].deadline;
+        self.apps[a as usize].started = self.now;
+        if !self.apps[a as usize].probe && self.adv_relaxes(self.now) {
+            self.apps[a as usize].strict = false;
+        }
+        self.push(budget, super::Ev::AppDeadline(a));
+        self.stats.app_connections += 1;
+        let listener = self.nodes[gw as usize].core.as_ref().and_then(|c| c.listeners().ingress(0));
+        let Some(listener) = listener else {
+            // The gateway process is down: connection refused.
+            self.app_end(a, Outcome::NoAnswer);
+            return;
+        };
+        let shape = self.apps[a as usize].spec.ingress.map_or(0, |s| s.shape);
+        let (text, _) = ingress_model::request(shape, u64::from(a));
+        let client =
+            SocketAddr::from(([198, 51, 100, (a % 250) as u8 + 1], 40_000 + (a % 20_000) as u16));
+        self.apps[a as usize].phase = AppPhase::Handshake;
+        let input = Input::IngressRequest {
+            request: RequestId(u64::from(a)),
+            listener,
+            client,
+            head: ingress_model::head(&text),
+        };
+        self.send_input(gw, LOCAL, input);
+    }
+
+    /// The app named by `request`, if it is a public request still waiting
+    /// for its gateway's answer; a second answer is a violation.
+    fn waiting_app(&mut self, n: NodeIx, request: RequestId, what: &str) -> Option<u32> {
+        let a = u32::try_from(request.0).ok().filter(|a| (*a as usize) < self.apps.len())?;
+        let app = &self.apps[a as usize];
+        if app.spec.ingress.is_none() || self.gateway_of(a) != Some(n) {
+            let detail =
+                format!("gateway n{n} answered request {request:?}, which it was not sent");
+            self.violation(Invariant::Protocol, detail);
+            return None;
+        }
+        match app.phase {
+            AppPhase::Handshake => Some(a),
+            // The app gave up (its deadline) and told the gateway: a late
+            // answer may cross that `IngressDone` on the way.
+            AppPhase::Done if app.outcome == Some(Outcome::NoAnswer) => None,
+            phase => {
+                let detail = format!("request {a} got a second answer ({what}) in phase {phase:?}");
+                self.violation(Invariant::Protocol, detail);
+                None
+            }
+        }
+    }
+
+    /// The gateway answered a request itself.
+    pub(super) fn ingress_answered(
+        &mut self,
+        n: NodeIx,
+        request: RequestId,
+        response: &IngressResponse,
+    ) {
+        let Some(a) = self.waiting_app(n, request, "a response") else { return };
+        let Some((shape, expect)) = self.expectation(a) else { return };
+        let status = response.status;
+        let wrong = match expect {
+            Expect::Status(want) => status != want,
+            Expect::Agent(_) => !matches!(status, 502..=504),
+        };
+        if wrong {
+            let detail = format!(
+                "request {a} (shape {shape}) got {status} ({:?}); the model says {expect:?}",
+                response.outcome
+            );
+            self.violation(Invariant::Routing, detail);
+        } else if matches!(expect, Expect::Agent(_)) && self.apps[a as usize].strict {
+            let detail = format!(
+                "request {a} (shape {shape}) got {status} ({:?}) in a run without faults",
+                response.outcome
+            );
+            self.violation(Invariant::Outcome, detail);
+        }
+        self.app_end(a, Outcome::Http(status));
+    }
+
+    /// The gateway handed a request's stream to an agent over to the world
+    /// (the driver, in production).
+    pub(super) fn ingress_forwarded(
+        &mut self,
+        n: NodeIx,
+        request: RequestId,
+        sid: StreamId,
+        agent: PeerId,
+        prefix: Bytes,
+    ) {
+        let taken = self.node_streams.remove(&(n, sid));
+        let Some(a) = self.waiting_app(n, request, "a hand-over") else {
+            if let Some((st, side)) = taken {
+                self.write(st, side, Chunk::Reset);
+                self.release(st, side);
+            }
+            return;
+        };
+        let Some((shape, expect)) = self.expectation(a) else { return };
+        let first = self.first_agent();
+        let ix =
+            self.by_peer.get(&agent).copied().filter(|i| (first..self.first_gateway()).contains(i));
+        match (ix, expect) {
+            (Some(i), Expect::Agent(sites)) if sites.contains(&ingress_model::site(i - first)) => {
+                self.apps[a as usize].target =
+                    TargetAddr::Ip(crate::topology::agent_origin(i - first));
+            }
+            _ => {
+                let detail = format!(
+                    "request {a} (shape {shape}) went to {agent:?} (n{ix:?}); the model says {expect:?}"
+                );
+                self.violation(Invariant::Routing, detail);
+            }
+        }
+        let Some((st, side)) = taken else {
+            // The stream died on the way (the agent reset it): the client
+            // sees a failure, never a clean empty answer.
+            self.app_end(a, Outcome::NoAnswer);
+            return;
+        };
+        if let Some(s) = self.streams.get_mut(&st) {
+            s.owners[side] = Owner::App(a);
+        }
+        let app = &mut self.apps[a as usize];
+        app.stream = st;
+        app.side = side;
+        app.phase = AppPhase::Open;
+        app.reply_ok = true;
+        self.app_success(a);
+        if !prefix.is_empty() {
+            self.app_chunk(a, Chunk::Data(Payload::Real(prefix)));
+        }
+    }
+
+    /// App `a` (a public request) ended: tell its gateway, as the driver does.
+    pub(super) fn ingress_end(&mut self, a: u32, outcome: Outcome) {
+        let Some(gw) = self.gateway_of(a) else { return };
+        let app = &self.apps[a as usize];
+        let end = match (app.reply_ok, outcome) {
+            (_, Outcome::Http(_)) => return, // answered by the gateway: nothing in flight
+            (true, Outcome::Complete) => IngressEnd::Complete,
+            (true, _) => IngressEnd::UpstreamFailed,
+            (false, _) => IngressEnd::ClientGone,
+        };
+        if self.nodes[gw as usize].core.is_some() {
+            self.send_input(
+                gw,
+                LOCAL,
+                Input::IngressDone { request: RequestId(u64::from(a)), end },
+            );
+        }
+    }
+}
