@@ -28,9 +28,18 @@ pub const SHAPES: u8 = 7;
 
 /// The route table above, as version `version`.
 pub fn snapshot(version: u64) -> Snapshot {
-    let route = |id: &str, priority, host: &str, path: Option<&str>, target| RouteSpec {
+    table(version, false)
+}
+
+/// The table with its priorities reversed (an injected bug).
+pub fn reversed_snapshot(version: u64) -> Snapshot {
+    table(version, true)
+}
+
+fn table(version: u64, reversed: bool) -> Snapshot {
+    let route = |id: &str, priority: u32, host: &str, path: Option<&str>, target| RouteSpec {
         id: id.into(),
-        priority,
+        priority: if reversed { 3 - priority } else { priority },
         host: Some(host.into()),
         path_prefix: path.map(Into::into),
         strict: true,

@@ -14,6 +14,7 @@
 use super::{AppPhase, Invariant, NodeIx, Outcome, Owner, World, LOCAL};
 use crate::bytes_model::{Chunk, Payload};
 use crate::ingress_model::{self, Expect};
+use crate::InjectedBug;
 use bytes::Bytes;
 use meshproxy_core::ids::{PeerId, RequestId, StreamId};
 use meshproxy_core::io::{IngressEnd, IngressResponse, Input};
@@ -179,6 +180,19 @@ impl World<'_> {
         }
     }
 
+    /// Gateway `n` crashed: its public clients' connections are reset with
+    /// it (its HTTP side is part of the same process).
+    pub(super) fn ingress_gateway_crashed(&mut self, n: NodeIx) {
+        for a in 0..self.apps.len() as u32 {
+            let app = &self.apps[a as usize];
+            let live = app.outcome.is_none() && app.phase != AppPhase::Connecting;
+            if live && self.gateway_of(a) == Some(n) {
+                let outcome = if app.reply_ok { Outcome::Reset } else { Outcome::NoAnswer };
+                self.app_end(a, outcome);
+            }
+        }
+    }
+
     /// App `a` (a public request) ended: tell its gateway, as the driver does.
     pub(super) fn ingress_end(&mut self, a: u32, outcome: Outcome) {
         let Some(gw) = self.gateway_of(a) else { return };
@@ -189,6 +203,9 @@ impl World<'_> {
             (true, _) => IngressEnd::UpstreamFailed,
             (false, _) => IngressEnd::ClientGone,
         };
+        if self.bug == Some(InjectedBug::IngressForgetsDone) && end != IngressEnd::ClientGone {
+            return;
+        }
         if self.nodes[gw as usize].core.is_some() {
             self.send_input(
                 gw,

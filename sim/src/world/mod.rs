@@ -351,6 +351,13 @@ impl<'s> World<'s> {
                 }
             }
         }
+        if bug == Some(InjectedBug::IngressPriorityReversed) {
+            for (_, config, _) in &mut nodes {
+                if let Some(gateway) = config.gateway.as_mut() {
+                    gateway.routes = crate::ingress_model::reversed_snapshot(1);
+                }
+            }
+        }
         let n = nodes.len();
         let mut links = Vec::with_capacity(n * n);
         for _ in 0..n * n {
