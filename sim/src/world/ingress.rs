@@ -45,7 +45,12 @@ impl World<'_> {
     /// App `a`'s request reaches its gateway.
     pub(super) fn ingress_start(&mut self, a: u32) {
         let Some(gw) = self.gateway_of(a) else { return };
-        let budget = self.apps[a as usize].deadline;
+        let budget = if self.apps[a as usize].probe {
+            self.now + std::time::Duration::from_secs(u64::from(self.s.liveness_bound_secs))
+        } else {
+            self.apps[a as usize].deadline
+        };
+        self.apps[a as usize].deadline = budget;
         self.apps[a as usize].started = self.now;
         if !self.apps[a as usize].probe && self.adv_relaxes(self.now) {
             self.apps[a as usize].strict = false;
@@ -117,11 +122,11 @@ impl World<'_> {
             );
             self.violation(Invariant::Routing, detail);
         } else if matches!(expect, Expect::Agent(_)) && self.apps[a as usize].strict {
-            let detail = format!(
-                "request {a} (shape {shape}) got {status} ({:?}) in a run without faults",
-                response.outcome
-            );
-            self.violation(Invariant::Outcome, detail);
+            let probe = self.apps[a as usize].probe;
+            let when = if probe { "after the heal" } else { "in a run without faults" };
+            let detail =
+                format!("request {a} (shape {shape}) got {status} ({:?}) {when}", response.outcome);
+            self.violation(if probe { Invariant::Liveness } else { Invariant::Outcome }, detail);
         }
         self.app_end(a, Outcome::Http(status));
     }
