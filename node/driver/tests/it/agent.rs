@@ -67,6 +67,7 @@ async fn counting_origin() -> (SocketAddr, Arc<AtomicUsize>) {
 
 /// A ticket the test hub signs for `holder` in `roles`, valid for ten minutes
 /// of real time (the runner gives the core the system's wall clock).
+#[allow(clippy::disallowed_methods)] // the wall clock the agent's runner reads too
 fn ticket(holder: PeerId, roles: RoleSet) -> Bytes {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     let t = Ticket { hub: hub_id(), holder, roles, expires: now.as_secs() + 600 };
@@ -294,8 +295,7 @@ async fn an_agent_carries_a_listed_service_and_refuses_the_rest() {
             w.until_metric(&series, want).await;
         }
         w.until_metric("meshproxy_agent_not_admitted_total{reason=\"missing\"}", 1).await;
-        w.until_metric("meshproxy_agent_not_admitted_total{reason=\"role_not_allowed\"}", 1)
-            .await;
+        w.until_metric("meshproxy_agent_not_admitted_total{reason=\"role_not_allowed\"}", 1).await;
         // The refused name's origin never saw a connection.
         assert_eq!(local_connects.load(Ordering::SeqCst), 0);
         drop(w.net);
