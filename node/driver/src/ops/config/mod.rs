@@ -65,8 +65,8 @@ mod settings;
 mod tests;
 
 pub use file::{
-    ClientFile, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile, KeyFile, LimitsTable,
-    ListenerFile, ListenerSocket, UserFile,
+    AgentFile, ClientFile, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile, KeyFile,
+    LimitsTable, ListenerFile, ListenerSocket, UserFile,
 };
 pub use net::{NetLimits, RelayLimits, RELAY_MAX_DURATION};
 pub use settings::{Settings, MAX_THREADS};

@@ -753,6 +753,7 @@ fn gauge_len(n: usize) -> i64 {
 mod tests {
     use super::*;
     use meshproxy_core::ids::ConnId;
+    use meshproxy_core::wire::ingress::AnswerStatus;
     use proptest::prelude::*;
     use std::time::Duration;
 
@@ -789,15 +790,49 @@ mod tests {
         assert_eq!(
             open,
             [
+                "meshproxy_sessions_open{role=\"agent\"} 0",
                 "meshproxy_sessions_open{role=\"client\"} 0",
                 "meshproxy_sessions_open{role=\"exit\"} 0"
             ]
         );
+        let mut agent = samples(&text, "meshproxy_agent_streams_total");
+        agent.sort_unstable();
+        assert_eq!(agent.len(), AnswerStatus::ALL.len(), "one series per answer: {agent:?}");
+        assert!(agent.iter().all(|l| l.ends_with(" 0")), "{agent:?}");
+        assert!(text.contains("meshproxy_agent_streams_total{outcome=\"not_admitted\"} 0\n"));
+        assert!(text.contains("meshproxy_agent_streams_open 0\n"));
         assert!(text.contains("# TYPE meshproxy_session_setup_seconds histogram\n"));
         assert!(text.contains("# UNIT meshproxy_session_setup_seconds seconds\n"));
         assert!(text.contains("meshproxy_session_setup_seconds_count 0\n"));
         assert!(text.contains("meshproxy_peer_connections{path=\"relayed\"} 0\n"));
         assert!(text.contains("meshproxy_exit_denials_total 0\n"));
+    }
+
+    #[test]
+    fn agent_streams_are_counted_by_outcome_and_their_sessions_by_role() {
+        let m = Metrics::new();
+        let gw = peer(5);
+        m.observe(&Event::AgentStreamOpened { peer: gw, upstream: 1 });
+        m.observe(&Event::AgentStreamRefused { peer: gw, status: AnswerStatus::Forbidden });
+        m.observe(&Event::AgentOriginDenied { ip: "10.0.0.1".parse().unwrap() });
+        m.observe(&Event::AgentNotAdmitted { peer: gw, why: TicketRefusal::Expired });
+        m.observe(&Event::AgentStreamRefused { peer: gw, status: AnswerStatus::NotAdmitted });
+        let text = m.encode();
+        for line in [
+            "meshproxy_agent_streams_total{outcome=\"ok\"} 1\n",
+            "meshproxy_agent_streams_total{outcome=\"forbidden\"} 1\n",
+            "meshproxy_agent_streams_total{outcome=\"not_admitted\"} 1\n",
+            "meshproxy_agent_streams_total{outcome=\"busy\"} 0\n",
+            "meshproxy_agent_origin_denials_total 1\n",
+            "meshproxy_agent_not_admitted_total{reason=\"expired\"} 1\n",
+            "meshproxy_sessions_open{role=\"agent\"} 1\n",
+            "meshproxy_sessions_established_total{role=\"agent\"} 1\n",
+            "meshproxy_peer_protocol_errors_total 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        m.observe(&Event::SessionClosed { up: 3, down: 4, how: SpliceEnd::Clean });
+        assert!(m.encode().contains("meshproxy_sessions_open{role=\"agent\"} 0\n"));
     }
 
     #[test]
