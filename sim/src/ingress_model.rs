@@ -12,6 +12,10 @@
 //!
 //! Agents carry `site=a` (even agent index) or `site=b` (odd), and the one
 //! service `web`, an echo origin.
+//!
+//! Reloads alternate two tables: odd versions are the table above, even
+//! versions answer the static route with 201, redirect with 307, and put
+//! `site=b` in group 0 of the `app.sim` route (`site=a` the failover).
 
 use meshproxy_core::http_head::{self, HeadLimits, Parsed, RequestHead};
 use meshproxy_core::ingress::{Balance, HashOn, RouteSpec, RouteTable, Snapshot, TargetSpec};
@@ -26,7 +30,7 @@ pub const SERVICE: &str = "web";
 /// How many request shapes there are.
 pub const SHAPES: u8 = 7;
 
-/// The route table above, as version `version`.
+/// The route table of `version` (see the module docs).
 pub fn snapshot(version: u64) -> Snapshot {
     table(version, false)
 }
@@ -36,7 +40,15 @@ pub fn reversed_snapshot(version: u64) -> Snapshot {
     table(version, true)
 }
 
+/// Whether `version` is one of the alternative (even) tables.
+fn alternative(version: u64) -> bool {
+    version % 2 == 0
+}
+
 fn table(version: u64, reversed: bool) -> Snapshot {
+    let alt = alternative(version);
+    let (static_status, redirect_status) = if alt { (201, 307) } else { (200, 308) };
+    let (first, second) = if alt { ("site=b", "site=a") } else { ("site=a", "site=b") };
     let route = |id: &str, priority: u32, host: &str, path: Option<&str>, target| RouteSpec {
         id: id.into(),
         priority: if reversed { 3 - priority } else { priority },
@@ -57,7 +69,7 @@ fn table(version: u64, reversed: bool) -> Snapshot {
             "app.sim",
             Some("/static"),
             TargetSpec::Static {
-                status: 200,
+                status: static_status,
                 content_type: "text/plain".into(),
                 body: b"hello".to_vec(),
             },
@@ -68,7 +80,7 @@ fn table(version: u64, reversed: bool) -> Snapshot {
             "app.sim",
             Some("/old"),
             TargetSpec::Redirect {
-                status: 308,
+                status: redirect_status,
                 to: "/new".into(),
                 keep_path: true,
                 keep_query: false,
@@ -79,7 +91,7 @@ fn table(version: u64, reversed: bool) -> Snapshot {
             2,
             "app.sim",
             Some("/"),
-            agents(vec![(0, "site=a".into(), 1), (1, "site=b".into(), 1)], Balance::RoundRobin),
+            agents(vec![(0, first.into(), 1), (1, second.into(), 1)], Balance::RoundRobin),
         ),
         route(
             "b",
@@ -105,13 +117,16 @@ pub enum Expect {
 }
 
 /// The request of shape `shape` from app `tag`: its head as a client sends
-/// it, and what it must get. Written without the core's router: the table
-/// in the module docs, applied by hand.
-pub fn request(shape: u8, tag: u64) -> (String, Expect) {
+/// it, and what it must get under table `version`. Written without the
+/// core's router: the tables in the module docs, applied by hand.
+pub fn request(shape: u8, tag: u64, version: u64) -> (String, Expect) {
+    let alt = alternative(version);
     match shape {
-        0 => (get("app.sim", &format!("/static/{tag}")), Expect::Status(200)),
+        0 => {
+            (get("app.sim", &format!("/static/{tag}")), Expect::Status(if alt { 201 } else { 200 }))
+        }
         // Upper case and a trailing dot normalise to app.sim.
-        1 => (get("APP.sim.", &format!("/old/{tag}")), Expect::Status(308)),
+        1 => (get("APP.sim.", &format!("/old/{tag}")), Expect::Status(if alt { 307 } else { 308 })),
         2 => (get("app.sim", &format!("/data/{tag}")), Expect::Agent(&["a", "b"])),
         3 => (get(&format!("x{tag}.b.sim"), "/"), Expect::Agent(&["b"])),
         4 => (get("nope.sim", "/"), Expect::Status(404)),
@@ -152,23 +167,25 @@ mod tests {
     /// shape (the sim checks the node against the former).
     #[test]
     fn the_model_and_the_router_agree_on_every_shape() {
-        let s = snapshot(1);
-        for shape in 0..SHAPES {
-            let (text, expect) = request(shape, 3);
-            let outcome = match Request::from_head(&head(&text)) {
-                Err(e) => Expect::Status(e.status()),
-                Ok(r) => match s.decide(LISTENER, &r).outcome {
-                    Outcome::Refuse(r) => Expect::Status(r.status()),
-                    Outcome::Static(st) => Expect::Status(st.status),
-                    Outcome::Redirect { status, .. } => Expect::Status(status),
-                    Outcome::Forward(t) => {
-                        assert_eq!(t.service, SERVICE);
-                        assert!(matches!(expect, Expect::Agent(_)), "shape {shape} forwards");
-                        expect
-                    }
-                },
-            };
-            assert_eq!(outcome, expect, "shape {shape}: {text:?}");
+        for version in [1, 2] {
+            let s = snapshot(version);
+            for shape in 0..SHAPES {
+                let (text, expect) = request(shape, 3, version);
+                let outcome = match Request::from_head(&head(&text)) {
+                    Err(e) => Expect::Status(e.status()),
+                    Ok(r) => match s.decide(LISTENER, &r).outcome {
+                        Outcome::Refuse(r) => Expect::Status(r.status()),
+                        Outcome::Static(st) => Expect::Status(st.status),
+                        Outcome::Redirect { status, .. } => Expect::Status(status),
+                        Outcome::Forward(t) => {
+                            assert_eq!(t.service, SERVICE);
+                            assert!(matches!(expect, Expect::Agent(_)), "shape {shape} forwards");
+                            expect
+                        }
+                    },
+                };
+                assert_eq!(outcome, expect, "version {version} shape {shape}: {text:?}");
+            }
         }
     }
 }

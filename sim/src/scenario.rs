@@ -285,6 +285,11 @@ pub struct Workload {
     /// gateway (needs `topology.gateways`; default 0: no plan draws change).
     #[serde(default)]
     pub ingress_fraction: f64,
+    /// Route table reloads at random gateways at random times during the
+    /// workload window (each a new version alternating the model's two
+    /// tables; default 0).
+    #[serde(default)]
+    pub ingress_reloads: u32,
     /// App connections start no earlier than this (the mesh forms first);
     /// less than `duration_secs`.
     #[serde(default)]

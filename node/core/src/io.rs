@@ -289,6 +289,11 @@ pub enum Input {
         /// The request head.
         head: RequestHead,
     },
+    /// (Gateways) a new route table: swapped in whole if its version is
+    /// higher than the one in force (else refused, nothing changes).
+    /// Requests already admitted keep the version they were decided under;
+    /// answered by [`Event::RoutesReloaded`].
+    ReloadRoutes(crate::ingress::Snapshot),
     /// (Gateways) the outside is finished with a request: after
     /// [`Output::IngressForward`] when the response ended or failed and the
     /// stream is closed; at any time before the core's answer when the
@@ -322,6 +327,9 @@ pub struct IngressResponse {
     pub status: u16,
     /// Why, for metrics and logs.
     pub outcome: IngressOutcome,
+    /// The route table version the request was decided under (the one in
+    /// force when it arrived).
+    pub version: u64,
     /// `Location`, for redirects.
     pub location: Option<String>,
     /// `Content-Type` of the body.
@@ -461,6 +469,8 @@ pub enum Output {
         agent: PeerId,
         /// Bytes already read behind the answer (the start of the response).
         prefix: Bytes,
+        /// The route table version the request was decided under.
+        version: u64,
     },
     /// Persist this state (replacing the previous snapshot).
     Persist(StateSnapshot),
@@ -747,6 +757,13 @@ pub enum Event {
         agent: PeerId,
         /// Its answer (`Failure` or `Timeout` when it gave none).
         status: crate::wire::ingress::AnswerStatus,
+    },
+    /// (Gateways) a new route table was offered.
+    RoutesReloaded {
+        /// Its version.
+        version: u64,
+        /// Whether it is in force now (false: not newer than the one in force).
+        accepted: bool,
     },
     /// (Gateways) a forwarded request ended.
     IngressEnded {

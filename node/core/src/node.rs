@@ -9,7 +9,7 @@ use crate::gateway::GatewayRole;
 use crate::hub::HubRole;
 use crate::hub_link::{HubLinks, LinkEvent, Registration};
 use crate::ids::{PeerId, StreamId};
-use crate::io::{Close, IngressOutcome, Input, Output, Path, Resources, TimerReason};
+use crate::io::{Close, Event, IngressOutcome, Input, Output, Path, Resources, TimerReason};
 use crate::listener::Listeners;
 use crate::record::{Attrs, Role};
 use crate::relay::{Relay, RelayedAt};
@@ -122,6 +122,11 @@ impl Node {
             node.ctx.timers.set(TimerKey::AgentRefresh, now);
         }
         node
+    }
+
+    /// (Gateways) the version of the route table in force.
+    pub fn routes_version(&self) -> Option<u64> {
+        self.roles.gateway.as_ref().map(GatewayRole::routes_version)
     }
 
     /// This node's identity.
@@ -256,6 +261,14 @@ impl Node {
                     response: crate::gateway::error(404, IngressOutcome::NoRoute),
                 }),
             },
+            Input::ReloadRoutes(routes) => {
+                let version = routes.version();
+                let accepted = match &mut roles.gateway {
+                    Some(g) => g.reload(routes).is_ok(),
+                    None => false,
+                };
+                ctx.event(Event::RoutesReloaded { version, accepted });
+            }
             Input::IngressDone { request, end } => {
                 if let Some(g) = &mut roles.gateway {
                     g.on_done(ctx, request, end);

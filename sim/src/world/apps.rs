@@ -56,6 +56,7 @@ impl World<'_> {
             username: user,
             stream: 0,
             side: 1,
+            routes_version: None,
             phase: AppPhase::Connecting,
             inbox: Vec::new(),
             up_key,

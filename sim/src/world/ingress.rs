@@ -19,6 +19,7 @@ use bytes::Bytes;
 use meshproxy_core::ids::{PeerId, RequestId, StreamId};
 use meshproxy_core::io::{IngressEnd, IngressResponse, Input};
 use meshproxy_core::target::TargetAddr;
+use rand_core::RngCore;
 use std::net::SocketAddr;
 
 impl World<'_> {
@@ -37,9 +38,62 @@ impl World<'_> {
         Some(self.first_gateway() + spec.gateway)
     }
 
+    /// What app `a`'s request must get, under the table in force when it
+    /// reached its gateway.
     fn expectation(&self, a: u32) -> Option<(u8, Expect)> {
-        let spec = self.apps[a as usize].spec.ingress?;
-        Some((spec.shape, ingress_model::request(spec.shape, u64::from(a)).1))
+        let app = &self.apps[a as usize];
+        let spec = app.spec.ingress?;
+        let version = app.routes_version.unwrap_or(1);
+        Some((spec.shape, ingress_model::request(spec.shape, u64::from(a), version).1))
+    }
+
+    /// Draws the scenario's route reloads (their own random stream, so
+    /// scenarios without them keep their plans).
+    pub(super) fn ingress_init(&mut self, seed: u64) {
+        let (reloads, gateways) = (self.s.workload.ingress_reloads, self.s.topology.gateways);
+        if reloads == 0 || gateways == 0 {
+            return;
+        }
+        let mut rng = crate::rng_for(seed, 9);
+        let from = u64::from(self.s.workload.start_secs) * 1_000_000;
+        let to = u64::from(self.s.duration_secs) * 1_000_000;
+        for _ in 0..reloads {
+            let at = meshproxy_core::time::Instant::from_micros(crate::plan::between(
+                &mut rng, from, to,
+            ));
+            let gateway = self.first_gateway() + (rng.next_u32() % gateways);
+            self.push(at, super::Ev::IngressReload(gateway));
+        }
+    }
+
+    /// Hands gateway `n` the next route table version.
+    pub(super) fn ingress_reload(&mut self, n: NodeIx) {
+        self.routes_version += 1;
+        let routes = ingress_model::snapshot(self.routes_version);
+        if self.nodes[n as usize].core.is_some() {
+            self.send_input(n, LOCAL, Input::ReloadRoutes(routes));
+        }
+    }
+
+    /// App `request`'s request is about to reach gateway `n`: note the
+    /// route table version in force there.
+    pub(super) fn ingress_admitted(&mut self, n: NodeIx, request: RequestId) {
+        let version = self.nodes[n as usize].core.as_ref().and_then(|c| c.routes_version());
+        if let Some(app) = usize::try_from(request.0).ok().and_then(|a| self.apps.get_mut(a)) {
+            app.routes_version = version;
+        }
+    }
+
+    /// Every answer carries the version its request arrived under: a reload
+    /// never changes the decision of a request already admitted.
+    fn check_version(&mut self, a: u32, got: u64) {
+        let want = self.apps[a as usize].routes_version;
+        if want != Some(got) {
+            let detail = format!(
+                "request {a} arrived under route table version {want:?} but was decided under {got}"
+            );
+            self.violation(Invariant::Routing, detail);
+        }
     }
 
     /// App `a`'s request reaches its gateway.
@@ -64,7 +118,7 @@ impl World<'_> {
             return;
         };
         let shape = self.apps[a as usize].spec.ingress.map_or(0, |s| s.shape);
-        let (text, _) = ingress_model::request(shape, u64::from(a));
+        let (text, _) = ingress_model::request(shape, u64::from(a), 1);
         let client =
             SocketAddr::from(([198, 51, 100, (a % 250) as u8 + 1], 40_000 + (a % 20_000) as u16));
         self.apps[a as usize].phase = AppPhase::Handshake;
@@ -109,6 +163,7 @@ impl World<'_> {
         response: &IngressResponse,
     ) {
         let Some(a) = self.waiting_app(n, request, "a response") else { return };
+        self.check_version(a, response.version);
         let Some((shape, expect)) = self.expectation(a) else { return };
         let status = response.status;
         let wrong = match expect {
@@ -140,6 +195,7 @@ impl World<'_> {
         sid: StreamId,
         agent: PeerId,
         prefix: Bytes,
+        version: u64,
     ) {
         let taken = self.node_streams.remove(&(n, sid));
         let Some(a) = self.waiting_app(n, request, "a hand-over") else {
@@ -149,6 +205,7 @@ impl World<'_> {
             }
             return;
         };
+        self.check_version(a, version);
         let Some((shape, expect)) = self.expectation(a) else { return };
         let first = self.first_agent();
         let ix =

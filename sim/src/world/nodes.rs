@@ -32,6 +32,9 @@ impl World<'_> {
         self.trace.line(self.now, "in", || format!("n{n} {}", crate::trace::input_summary(&input)));
         self.trace.hash_only(self.now, 5, u64::from(n), crate::trace::input_code(&input));
         let prev = self.admission_cause(n, &input);
+        if let Input::IngressRequest { request, .. } = &input {
+            self.ingress_admitted(n, *request);
+        }
         if let Some(core) = &mut self.nodes[n as usize].core {
             core.handle_input(self.now, input);
         }
@@ -195,8 +198,8 @@ impl World<'_> {
             Output::IngressRespond { request, response } => {
                 self.ingress_answered(n, request, &response)
             }
-            Output::IngressForward { request, stream, agent, prefix } => {
-                self.ingress_forwarded(n, request, stream, agent, prefix)
+            Output::IngressForward { request, stream, agent, prefix, version } => {
+                self.ingress_forwarded(n, request, stream, agent, prefix, version)
             }
             Output::Event(_) => {}
         }

@@ -205,7 +205,7 @@ fn a_request_goes_to_a_listed_agent_with_its_open_and_is_handed_over_after_ok() 
     t.answer(stream, AnswerStatus::Ok, b"HTTP/1.1 200 OK\r\n");
     let out = t.out();
     let forward = out.iter().find_map(|o| match o {
-        Output::IngressForward { request, stream: s, agent, prefix } => {
+        Output::IngressForward { request, stream: s, agent, prefix, .. } => {
             Some((*request, *s, *agent, prefix.clone()))
         }
         _ => None,

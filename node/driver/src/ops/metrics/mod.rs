@@ -603,7 +603,8 @@ impl Metrics {
             // No gateway runs in the driver yet: its listeners come next.
             Event::IngressRequest { .. }
             | Event::IngressAttemptFailed { .. }
-            | Event::IngressEnded { .. } => {}
+            | Event::IngressEnded { .. }
+            | Event::RoutesReloaded { .. } => {}
             Event::SessionEstablished { setup, .. } => {
                 let _sessions = Self::lock(&self.sessions);
                 self.sessions_established.get_or_create(&RoleLabels { role: CLIENT }).inc();
