@@ -122,6 +122,10 @@ impl HubRole {
         self.directory.len()
     }
 
+    pub(crate) fn directory_len_of(&self, role: Role) -> usize {
+        self.directory.len_of(role)
+    }
+
     /// Whether `peer` is registered (for the simulator's liveness check).
     pub(crate) fn is_registered(&self, peer: &PeerId) -> bool {
         self.directory.contains(*peer)

@@ -534,6 +534,11 @@ impl Node {
         self.roles.links.as_ref().map_or(0, HubLinks::registered_at)
     }
 
+    /// (Hubs) how many peers the directory lists as `role` now.
+    pub fn directory_entries(&self, role: Role) -> usize {
+        self.roles.hub.as_ref().map_or(0, |h| h.directory_len_of(role))
+    }
+
     /// (Agents) how many gateway streams are spliced to an origin now.
     pub fn agent_streams_open(&self) -> usize {
         self.roles.agent.as_ref().map_or(0, AgentRole::spliced_count)

@@ -98,3 +98,61 @@ impl TicketGate {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::RoleSet;
+    use crate::ticket::{Ticket, TicketSigner};
+
+    const WALL: Duration = Duration::from_secs(1_000_000);
+
+    fn hub() -> PeerId {
+        PeerId::from_u64(1)
+    }
+
+    fn signer() -> TicketSigner {
+        TicketSigner::from_secret([3; 32])
+    }
+
+    fn gate(role: Role) -> TicketGate {
+        let contact =
+            HubContact { peer: hub(), addrs: Vec::new(), ticket_key: Some(signer().public()) };
+        TicketGate::new(role, &[contact], WALL)
+    }
+
+    fn ticket(signer: &TicketSigner, holder: PeerId, roles: RoleSet) -> Bytes {
+        let t = Ticket { hub: hub(), holder, roles, expires: WALL.as_secs() + 600 };
+        Bytes::from(signer.sign(&t))
+    }
+
+    #[test]
+    fn it_admits_the_role_it_guards_and_remembers_at_most_its_bound() {
+        let now = Instant::ZERO;
+        let mut g = gate(Role::Gateway);
+        let gw = RoleSet::of(Role::Gateway);
+        let p = PeerId::from_u64(9);
+        assert_eq!(g.admit(now, p, &ticket(&signer(), p, gw)), Ok(()));
+        assert_eq!(g.admit(now, p, &ticket(&signer(), p, gw)), Ok(()), "again, from the cache");
+        let client = ticket(&signer(), p, RoleSet::CLIENT);
+        assert_eq!(g.admit(now, p, &client), Err(TicketRefusal::RoleNotAllowed));
+        for n in 0..(MAX_VERIFIED_TICKETS as u64 + 10) {
+            let peer = PeerId::from_u64(100 + n);
+            assert_eq!(g.admit(now, peer, &ticket(&signer(), peer, gw)), Ok(()));
+        }
+        assert_eq!(g.verified.len(), MAX_VERIFIED_TICKETS);
+    }
+
+    #[test]
+    fn a_forger_is_refused_unchecked_for_the_penalty_then_checked_again() {
+        let mut g = gate(Role::Client);
+        let p = PeerId::from_u64(9);
+        let forged = ticket(&TicketSigner::from_secret([4; 32]), p, RoleSet::CLIENT);
+        let honest = ticket(&signer(), p, RoleSet::CLIENT);
+        let t0 = Instant::ZERO;
+        assert_eq!(g.admit(t0, p, &forged), Err(TicketRefusal::BadSignature));
+        assert_eq!(g.admit(t0, p, &honest), Err(TicketRefusal::BadSignature), "still penalised");
+        assert_eq!(g.admit(t0 + FORGERY_PENALTY, p, &honest), Ok(()));
+        assert!(g.forgers.is_empty());
+    }
+}

@@ -1132,5 +1132,9 @@ fn agents_and_exits_are_listed_apart_and_found_only_by_their_own_role() {
         peers.clone()
     };
     assert_eq!(find(&mut h, Role::Agent), vec![agent.clone()]);
+    assert_eq!(
+        (h.node.directory_entries(Role::Agent), h.node.directory_entries(Role::Exit)),
+        (1, 1)
+    );
     assert_eq!(find(&mut h, Role::Exit), vec![exit.clone()]);
 }

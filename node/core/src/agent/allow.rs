@@ -19,8 +19,12 @@
 //! [`always_denied_ranges`]: crate::policy::always_denied_ranges
 
 use crate::policy::{allowed_in_every_form, always_denied, parse_inet_aton, IpNet, PolicyRule};
-use crate::target::{TargetAddr, MAX_DOMAIN_LEN};
+use crate::target::TargetAddr;
 use std::net::{IpAddr, SocketAddr};
+
+/// The longest DNS name in text form (the wire's 255 bytes less the length
+/// bytes of the first label and the root).
+const MAX_NAME_LEN: usize = 253;
 
 /// Why an origin as written cannot be used.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
@@ -62,7 +66,7 @@ pub fn parse_origin(s: &str) -> Result<TargetAddr, OriginError> {
     let name = host.strip_suffix('.').unwrap_or(host);
     let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
     if name.is_empty()
-        || name.len() > MAX_DOMAIN_LEN.min(253)
+        || name.len() > MAX_NAME_LEN
         || !name.bytes().all(ok)
         || name.split('.').any(str::is_empty)
     {

@@ -132,12 +132,16 @@ impl AgentRole {
     pub(crate) fn on_data(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, data: &[u8]) {
         let Some(s) = self.sessions.get_mut(&stream) else { return };
         let peer = s.peer;
-        let Phase::AwaitOpen { inbox } = &mut s.phase else {
-            // The gateway wrote before our answer (rule 1): after `Ok` the
-            // bytes go to the splice, never here, so this is early.
-            ctx.event(Event::PeerProtocolError { peer });
-            self.abort(ctx, stream, Close::Reset);
-            return;
+        let inbox = match &mut s.phase {
+            Phase::AwaitOpen { inbox } => inbox,
+            // The data plane owns a spliced stream's bytes; none come here.
+            Phase::Spliced { .. } => return,
+            // The gateway wrote before our answer (rule 1 of the codec).
+            Phase::Resolving { .. } | Phase::Connecting { .. } => {
+                ctx.event(Event::PeerProtocolError { peer });
+                self.abort(ctx, stream, Close::Reset);
+                return;
+            }
         };
         inbox.extend_from_slice(data);
         match ingress::decode_open(inbox) {

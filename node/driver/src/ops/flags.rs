@@ -648,4 +648,28 @@ mod tests {
         let err = build(&common(), RoleFlags::Client(&flags)).unwrap_err().to_string();
         assert!(err.contains("--user `nopassword`"), "{err}");
     }
+
+    #[test]
+    fn agent_from_flags_only_and_its_missing_pieces_named() {
+        let flags = AgentFlags {
+            credential: Some("agent-1=agent-token-0123456789abcdef".into()),
+            services: vec!["web=127.0.0.1:8080".into(), "wiki=wiki.lan:80".into()],
+            labels: vec!["site=home".into()],
+            allow: vec!["192.168.1.0/24:80".into()],
+            ..AgentFlags::default()
+        };
+        let file = build(&common(), RoleFlags::Agent(&flags)).expect("valid flags");
+        assert_eq!(file.identity, Some(PathBuf::from("agent.key")));
+        let agent = node_config(&file).agent.expect("an agent");
+        assert_eq!(agent.services.len(), 2);
+        assert_eq!(agent.labels.get("site").map(String::as_str), Some("home"));
+        assert_eq!(agent.allow.len(), 1);
+        let err = |f: &AgentFlags| build(&common(), RoleFlags::Agent(f)).unwrap_err().to_string();
+        let no_cred = AgentFlags { credential: None, ..flags.clone() };
+        assert!(err(&no_cred).contains("key: agent.credential"), "{}", err(&no_cred));
+        let no_service = AgentFlags { services: vec![], ..flags.clone() };
+        assert!(err(&no_service).contains("key: agent.services"), "{}", err(&no_service));
+        let twice = AgentFlags { services: vec!["a=h:1".into(), "a=h:2".into()], ..flags };
+        assert!(err(&twice).contains("--service `a` is given twice"), "{}", err(&twice));
+    }
 }

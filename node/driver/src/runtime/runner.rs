@@ -28,7 +28,7 @@ use meshproxy_core::io::{
 };
 use meshproxy_core::target::Status;
 use meshproxy_core::time::Instant as CoreInstant;
-use meshproxy_core::wire::hub::HubErrorCode;
+use meshproxy_core::wire::hub::{HubErrorCode, Role};
 use meshproxy_core::Node;
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -136,6 +136,10 @@ pub struct RunnerStatus {
     pub admitted_peers: usize,
     /// (Agents) ingress streams spliced to an origin now (as the core counts them).
     pub agent_streams_open: usize,
+    /// (Hubs) exits in the directory now.
+    pub directory_exits: usize,
+    /// (Hubs) agents in the directory now.
+    pub directory_agents: usize,
 }
 
 impl RunnerStatus {
@@ -146,7 +150,8 @@ impl RunnerStatus {
             relayed_conns: self.relayed_conns,
             reservations: self.reservations,
             registered_hubs: self.registered_hubs,
-            directory_exits: self.resources.directory_entries,
+            directory_exits: self.directory_exits,
+            directory_agents: self.directory_agents,
             admitted_peers: self.admitted_peers,
             agent_streams_open: self.agent_streams_open,
         }
@@ -462,6 +467,8 @@ impl NodeRunner {
                     pumps: self.pumps.len(),
                     pending_splices: self.splices.len(),
                     agent_streams_open: self.node.agent_streams_open(),
+                    directory_exits: self.node.directory_entries(Role::Exit),
+                    directory_agents: self.node.directory_entries(Role::Agent),
                     direct_conns: conns.direct,
                     relayed_conns: conns.relayed,
                     reservations: self.node.reservations_held(),

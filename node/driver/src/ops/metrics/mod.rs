@@ -72,6 +72,8 @@ pub struct Snapshot {
     pub registered_hubs: usize,
     /// (Hubs) exits in the directory now (`directory_exits`).
     pub directory_exits: usize,
+    /// (Hubs) agents in the directory now (`directory_agents`).
+    pub directory_agents: usize,
     /// (Hubs) peers admitted now (`admitted_peers`).
     pub admitted_peers: usize,
     /// (Agents) ingress streams spliced to an origin now (`agent_streams_open`).
@@ -252,6 +254,7 @@ pub struct Metrics {
     hub_refusals: Counter,
     hubs_registered: Gauge,
     directory_exits: Gauge,
+    directory_agents: Gauge,
     directory_registrations: Counter,
     directory_removals: Counter,
     admission_denials: Family<ReasonLabels, Counter>,
@@ -315,6 +318,7 @@ impl Metrics {
             hub_refusals: Counter::default(),
             hubs_registered: Gauge::default(),
             directory_exits: Gauge::default(),
+            directory_agents: Gauge::default(),
             directory_registrations: Counter::default(),
             directory_removals: Counter::default(),
             admission_denials: Family::default(),
@@ -476,6 +480,11 @@ impl Metrics {
             self.directory_exits.clone(),
         );
         r.register(
+            "directory_agents",
+            "(Hub) agents in the directory now",
+            self.directory_agents.clone(),
+        );
+        r.register(
             "directory_registrations",
             "(Hub) exit registrations accepted (re-registrations included)",
             self.directory_registrations.clone(),
@@ -564,6 +573,7 @@ impl Metrics {
         self.relay_reservations.set(gauge_len(now.reservations));
         self.hubs_registered.set(gauge_len(now.registered_hubs));
         self.directory_exits.set(gauge_len(now.directory_exits));
+        self.directory_agents.set(gauge_len(now.directory_agents));
         self.admitted_peers.set(gauge_len(now.admitted_peers));
         self.agent.show(now.agent_streams_open);
     }
@@ -1006,13 +1016,14 @@ mod tests {
             directory_exits: 5,
             admitted_peers: 4,
             agent_streams_open: 6,
+            directory_agents: 7,
         })));
         let answers = node.clone();
         m.derive_from(Box::new(move || {
             let now = *Metrics::lock(&answers);
             Box::pin(async move { now })
         }));
-        let expect = |text: &str, lines: [&str; 7]| {
+        let expect = |text: &str, lines: [&str; 8]| {
             for line in lines {
                 assert!(text.contains(line), "missing {line:?} in\n{text}");
             }
@@ -1025,6 +1036,7 @@ mod tests {
             "meshproxy_directory_exits 5\n",
             "meshproxy_admitted_peers 4\n",
             "meshproxy_agent_streams_open 6\n",
+            "meshproxy_directory_agents 7\n",
         ];
         expect(
             &{
@@ -1042,6 +1054,7 @@ mod tests {
             "meshproxy_directory_exits 0\n",
             "meshproxy_admitted_peers 0\n",
             "meshproxy_agent_streams_open 0\n",
+            "meshproxy_directory_agents 0\n",
         ];
         expect(
             &{
