@@ -30,7 +30,7 @@ use meshproxy_core::io::{
 use meshproxy_core::status::NodeStatus;
 use meshproxy_core::target::Status;
 use meshproxy_core::time::Instant as CoreInstant;
-use meshproxy_core::wire::hub::HubErrorCode;
+use meshproxy_core::wire::hub::{HubErrorCode, Role};
 use meshproxy_core::Node;
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -140,6 +140,12 @@ pub struct RunnerStatus {
     pub reservations: usize,
     /// (Hubs) peers admitted now (as the core counts them).
     pub admitted_peers: usize,
+    /// (Agents) ingress streams spliced to an origin now (as the core counts them).
+    pub agent_streams_open: usize,
+    /// (Hubs) exits in the directory now.
+    pub directory_exits: usize,
+    /// (Hubs) agents in the directory now.
+    pub directory_agents: usize,
 }
 
 impl RunnerStatus {
@@ -150,8 +156,10 @@ impl RunnerStatus {
             relayed_conns: self.relayed_conns,
             reservations: self.reservations,
             registered_hubs: self.registered_hubs,
-            directory_exits: self.resources.directory_entries,
+            directory_exits: self.directory_exits,
+            directory_agents: self.directory_agents,
             admitted_peers: self.admitted_peers,
+            agent_streams_open: self.agent_streams_open,
         }
     }
 }
@@ -483,6 +491,9 @@ impl NodeRunner {
                     registered_hubs: self.node.registered_hubs(),
                     pumps: self.pumps.len(),
                     pending_splices: self.splices.len(),
+                    agent_streams_open: self.node.agent_streams_open(),
+                    directory_exits: self.node.directory_entries(Role::Exit),
+                    directory_agents: self.node.directory_entries(Role::Agent),
                     direct_conns: conns.direct,
                     relayed_conns: conns.relayed,
                     reservations: self.node.reservations_held(),
@@ -540,6 +551,17 @@ impl NodeRunner {
 
     fn execute(&mut self, out: Output) {
         match out {
+            // The driver binds no ingress listener yet (the gateway's HTTP
+            // side comes next), so the core names no request to answer; a
+            // stream handed over is closed rather than leaked.
+            Output::IngressRespond { request, .. } => {
+                tracing::warn!(?request, "an ingress answer without an ingress listener");
+            }
+            Output::IngressForward { stream, .. } => {
+                if let Some(pump) = self.pumps.remove(&stream) {
+                    let _ = pump.try_send(PumpCmd::Close(Close::Reset));
+                }
+            }
             Output::Transmit { stream, data } => {
                 let Some(pump) = self.pumps.get(&stream) else { return };
                 if pump.try_send(PumpCmd::Write(data)).is_err() {
@@ -714,9 +736,19 @@ fn log_event(event: &Event) -> (Level, Option<&'static str>) {
             tracing::warn!(%hub, ?code, "the hub refused admission: {why}; retrying on backoff");
             (Level::WARN, Some(why))
         }
+        Event::AgentStreamRefused { peer, status } => {
+            tracing::info!(%peer, status = status.name(), "ingress stream refused");
+            (Level::INFO, None)
+        }
+        Event::AgentOriginDenied { ip } => {
+            let why = "a service's origin resolved outside the agent's allow list";
+            tracing::warn!(%ip, "{why}");
+            (Level::WARN, Some(why))
+        }
         Event::HubLinkLost { .. }
         | Event::AdmissionDenied { .. }
         | Event::ExitNotAdmitted { .. }
+        | Event::AgentNotAdmitted { .. }
         | Event::PeerProtocolError { .. } => {
             tracing::warn!(?event, "node event");
             (Level::WARN, None)
@@ -794,6 +826,8 @@ mod tests {
                 open: true,
             }),
             client: None,
+            gateway: None,
+            agent: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             relay: meshproxy_core::config::RelayConfig::default(),

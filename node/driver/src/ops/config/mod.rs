@@ -67,8 +67,8 @@ mod settings;
 mod tests;
 
 pub use file::{
-    ClientFile, ControlKey, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile, KeyFile,
-    LimitsTable, ListenerFile, ListenerSocket, UserFile,
+    AgentFile, ClientFile, ControlKey, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile,
+    KeyFile, LimitsTable, ListenerFile, ListenerSocket, UserFile,
 };
 pub use net::{NetLimits, RelayLimits, RELAY_MAX_DURATION};
 pub use settings::{Settings, MAX_THREADS};
