@@ -3,6 +3,7 @@
 //! start path reads its fields and parses nothing again.
 
 use super::file::{FileConfig, ListenerSocket};
+use super::gateway::{gateway_config, GatewaySettings};
 use super::roles::{check_limits, client_config, exit_config, hub_config};
 use super::{invalid, ConfigError, NetLimits, RelayLimits};
 use crate::ops::identity::{parse_peer_id, Identity};
@@ -42,6 +43,8 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// The state file for sticky pins, if any.
     pub state: Option<PathBuf>,
+    /// (Gateways) the public listeners' sockets and HTTP limits.
+    pub gateway: Option<GatewaySettings>,
 }
 
 impl Settings {
@@ -53,8 +56,12 @@ impl Settings {
         identity: &Identity,
         parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
     ) -> Result<Settings, ConfigError> {
-        if file.hub.is_none() && file.exit.is_none() && file.client.is_none() {
-            return Err(invalid("no role: add a [hub], [exit] and/or [client] table"));
+        if file.hub.is_none()
+            && file.exit.is_none()
+            && file.client.is_none()
+            && file.gateway.is_none()
+        {
+            return Err(invalid("no role: add a [hub], [exit], [client] and/or [gateway] table"));
         }
         let threads = match file.threads {
             Some(n) if n == 0 || n > MAX_THREADS => {
@@ -85,6 +92,9 @@ impl Settings {
         if (file.exit.is_some() || file.client.is_some()) && hubs.is_empty() {
             return Err(invalid("exits and clients need at least one [[hubs]] entry"));
         }
+        if file.gateway.is_some() && hubs.is_empty() {
+            return Err(invalid("a gateway finds agents through hubs: add a [[hubs]] entry"));
+        }
         let hub = file.hub.as_ref().map(|h| hub_config(h, identity)).transpose()?;
         let reachability = match file.reachability.as_deref().unwrap_or("auto") {
             "auto" => None,
@@ -107,6 +117,13 @@ impl Settings {
             None => None,
         };
         let client = file.client.as_ref().map(client_config).transpose()?;
+        let (gateway, gateway_settings) = match &file.gateway {
+            Some(g) => {
+                let (config, settings) = gateway_config(g)?;
+                (Some(config), Some(settings))
+            }
+            None => (None, None),
+        };
         check_limits(&file.limits.core)?;
         let node = NodeConfig {
             peer_id: identity.peer_id(),
@@ -114,7 +131,7 @@ impl Settings {
             hub,
             exit,
             client,
-            gateway: None,
+            gateway,
             timeouts: file.timeouts,
             limits: file.limits.core,
             relay: RelayConfig::default(),
@@ -132,6 +149,7 @@ impl Settings {
             listeners: file.listener_sockets(),
             metrics: file.metrics,
             state: file.state.clone(),
+            gateway: gateway_settings,
         })
     }
 

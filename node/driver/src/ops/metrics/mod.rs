@@ -29,12 +29,14 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 pub mod http;
+pub mod ingress;
 
 pub use http::{MetricsServer, ServeLimits};
+pub use ingress::IngressMetrics;
 
 /// The content type of a scrape: the registry is encoded as OpenMetrics 1.0
 /// text (it ends with `# EOF`), which Prometheus negotiates and parses.
@@ -71,6 +73,10 @@ pub struct Snapshot {
     pub directory_exits: usize,
     /// (Hubs) peers admitted now (`admitted_peers`).
     pub admitted_peers: usize,
+    /// (Gateways) agents known now (`ingress_agents_known`).
+    pub agents_known: usize,
+    /// (Gateways) requests carried by an agent's stream now (`ingress_forwards_open`).
+    pub forwards_open: usize,
 }
 
 /// Asks the node for its [`Snapshot`]; `None` when it cannot answer (it stopped).
@@ -258,6 +264,7 @@ pub struct Metrics {
     relay_reservations_accepted: Counter,
     relay_reservations_failed: Counter,
     relay_reservations_lost: Counter,
+    ingress: Arc<IngressMetrics>,
     /// The state each exit's breaker entered last, for the per-state gauge.
     /// The core's breakers cannot stand in for it: the gauge counts only
     /// exits whose breaker has tripped at least once, which a closed breaker
@@ -320,6 +327,7 @@ impl Metrics {
             relay_reservations_accepted: Counter::default(),
             relay_reservations_failed: Counter::default(),
             relay_reservations_lost: Counter::default(),
+            ingress: Arc::default(),
             breaker_states: Mutex::new(BTreeMap::new()),
             sessions: Mutex::new(()),
             probe: OnceLock::new(),
@@ -365,6 +373,7 @@ impl Metrics {
 
     fn register(mut self) -> Metrics {
         let r = &mut self.registry;
+        self.ingress.register(r);
         r.register(
             "app_connections",
             "App connections accepted on client listeners",
@@ -556,6 +565,12 @@ impl Metrics {
         self.hubs_registered.set(gauge_len(now.registered_hubs));
         self.directory_exits.set(gauge_len(now.directory_exits));
         self.admitted_peers.set(gauge_len(now.admitted_peers));
+        self.ingress.show(now.agents_known, now.forwards_open);
+    }
+
+    /// The gateway's metrics, which its HTTP side counts into too.
+    pub fn ingress(&self) -> Arc<IngressMetrics> {
+        Arc::clone(&self.ingress)
     }
 
     /// Reads the node's [`Snapshot`] (within [`SNAPSHOT_WAIT`]) into the
@@ -582,10 +597,10 @@ impl Metrics {
             Event::ReservationAccepted { .. }
             | Event::ReservationLost { .. }
             | Event::HolePunch { .. } => {}
-            // No gateway runs in the driver yet: its listeners come next.
-            Event::IngressRequest { .. }
-            | Event::IngressAttemptFailed { .. }
-            | Event::IngressEnded { .. } => {}
+            // Durations and bytes are counted by the gateway's HTTP side.
+            Event::IngressRequest { outcome, .. } => self.ingress.request(outcome),
+            Event::IngressAttemptFailed { .. } => self.ingress.attempt_failed(),
+            Event::IngressEnded { end, .. } => self.ingress.ended(end),
             Event::SessionEstablished { setup, .. } => {
                 let _sessions = Self::lock(&self.sessions);
                 self.sessions_established.get_or_create(&RoleLabels { role: CLIENT }).inc();
@@ -935,7 +950,6 @@ mod tests {
     /// at every scrape; a node that cannot answer leaves the last figures.
     #[tokio::test]
     async fn each_scrape_reads_the_gauges_from_the_nodes_snapshot() {
-        use std::sync::Arc;
         let m = Metrics::new();
         let node = Arc::new(Mutex::new(Some(Snapshot {
             direct_conns: 3,
@@ -944,13 +958,15 @@ mod tests {
             registered_hubs: 2,
             directory_exits: 5,
             admitted_peers: 4,
+            agents_known: 6,
+            forwards_open: 7,
         })));
         let answers = node.clone();
         m.derive_from(Box::new(move || {
             let now = *Metrics::lock(&answers);
             Box::pin(async move { now })
         }));
-        let expect = |text: &str, lines: [&str; 6]| {
+        let expect = |text: &str, lines: &[&str]| {
             for line in lines {
                 assert!(text.contains(line), "missing {line:?} in\n{text}");
             }
@@ -962,13 +978,15 @@ mod tests {
             "meshproxy_hubs_registered 2\n",
             "meshproxy_directory_exits 5\n",
             "meshproxy_admitted_peers 4\n",
+            "meshproxy_ingress_agents_known 6\n",
+            "meshproxy_ingress_forwards_open 7\n",
         ];
         expect(
             &{
                 m.refresh().await;
                 m.encode()
             },
-            first,
+            &first,
         );
         *Metrics::lock(&node) = Some(Snapshot { direct_conns: 1, ..Snapshot::default() });
         let second = [
@@ -984,7 +1002,7 @@ mod tests {
                 m.refresh().await;
                 m.encode()
             },
-            second,
+            &second,
         );
         *Metrics::lock(&node) = None;
         expect(
@@ -992,7 +1010,7 @@ mod tests {
                 m.refresh().await;
                 m.encode()
             },
-            second,
+            &second,
         );
     }
 
