@@ -15,6 +15,7 @@ mod common;
 mod app;
 mod cli;
 mod e2e;
+mod gateway;
 mod listener;
 mod mesh;
 mod metrics;
