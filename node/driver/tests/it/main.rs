@@ -16,6 +16,7 @@ mod app;
 mod cli;
 mod e2e;
 mod gateway;
+mod gateway_forward;
 mod listener;
 mod mesh;
 mod metrics;

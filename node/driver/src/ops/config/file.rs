@@ -237,6 +237,7 @@ pub struct GatewayFile {
     /// An upgraded connection (WebSocket) idle both ways this long is reset (default 10 min).
     pub upgrade_idle_timeout_ms: Option<u64>,
     /// The public listeners (at least one).
+    #[serde(default)]
     pub listeners: Vec<GatewayListenerFile>,
     /// The routes, over all listeners.
     #[serde(default)]

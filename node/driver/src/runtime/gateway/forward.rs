@@ -178,7 +178,7 @@ async fn relay_upgrade(
 /// The agent's response body on its way to the client: counted, and its end
 /// reported — `Complete` at its clean end, `UpstreamFailed` on an error
 /// (which hyper turns into an aborted client connection or h2 stream, never
-/// a clean end), `ClientGone` when hyper drops it first.
+/// a clean end), `ClientGone` when hyper drops it before its end.
 struct RelayBody {
     inner: Incoming,
     meter: Option<Arc<IngressMetrics>>,
@@ -223,6 +223,18 @@ impl Body for RelayBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for RelayBody {
+    /// hyper stops polling a body that says it is at its end (its length
+    /// reached) and drops it: that is a complete response. Dropped before
+    /// its end, the client went away.
+    fn drop(&mut self) {
+        if let Some(r) = self.report.take() {
+            let whole = self.inner.is_end_stream();
+            r.finish(if whole { IngressEnd::Complete } else { IngressEnd::ClientGone });
+        }
     }
 }
 
