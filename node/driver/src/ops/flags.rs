@@ -405,12 +405,10 @@ fn apply_gateway(file: &mut FileConfig, f: &GatewayFlags) -> Result<(), ConfigEr
     let gateway = match (file.gateway.as_mut(), given.clone()) {
         (Some(gateway), _) => gateway,
         (None, Some(credential)) => file.gateway.insert(GatewayFile::new(credential)),
-        (None, None) => {
-            return Err(invalid(
-                "a gateway needs a credential: give --credential ID=TOKEN (key: gateway.credential)"
-                    .into(),
-            ))
-        }
+        (None, None) => return Err(invalid(
+            "a gateway needs a credential: give --credential ID=TOKEN (key: gateway.credential)"
+                .into(),
+        )),
     };
     if let Some(c) = given {
         gateway.credential = c;
@@ -447,7 +445,8 @@ fn route(i: usize, spec: &str) -> Result<RouteFile, ConfigError> {
     let bad = |problem: String| invalid(format!("--route `{spec}`: {problem}"));
     let mut fields = std::collections::BTreeMap::new();
     for item in spec.split_whitespace() {
-        let (k, v) = item.split_once('=').ok_or_else(|| bad(format!("`{item}` is not KEY=VALUE")))?;
+        let (k, v) =
+            item.split_once('=').ok_or_else(|| bad(format!("`{item}` is not KEY=VALUE")))?;
         if fields.insert(k, v).is_some() {
             return Err(bad(format!("`{k}` given twice")));
         }
@@ -476,11 +475,9 @@ fn route(i: usize, spec: &str) -> Result<RouteFile, ConfigError> {
             pools: Vec::new(),
             balance: take("balance"),
         }),
-        (None, Some(body), None) => TargetFile::Static(StaticTargetFile {
-            status,
-            body,
-            content_type: None,
-        }),
+        (None, Some(body), None) => {
+            TargetFile::Static(StaticTargetFile { status, body, content_type: None })
+        }
         (None, None, Some(to)) => TargetFile::Redirect(RedirectTargetFile {
             status,
             to,

@@ -24,8 +24,8 @@ use core::fmt;
 use meshproxy_core::config::NodeConfig;
 use meshproxy_core::ids::{ListenerId, QueryId, StreamId};
 use meshproxy_core::io::{
-    Close, Event, IngressEnd, Input, Output, Reachability, ResolveError, Resources, SpliceEnd, SpliceLimits,
-    SpliceReport, StateSnapshot,
+    Close, Event, IngressEnd, Input, Output, Reachability, ResolveError, Resources, SpliceEnd,
+    SpliceLimits, SpliceReport, StateSnapshot,
 };
 use meshproxy_core::target::Status;
 use meshproxy_core::time::Instant as CoreInstant;

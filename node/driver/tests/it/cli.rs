@@ -72,9 +72,12 @@ fn check_validates_and_unknown_keys_are_named() {
 
 #[test]
 fn a_role_command_names_the_flag_and_key_it_is_missing() {
-    for (role, needle) in
-        [("hub", "--key"), ("exit", "--credential"), ("client", "--credential"), ("gateway", "--credential")]
-    {
+    for (role, needle) in [
+        ("hub", "--key"),
+        ("exit", "--credential"),
+        ("client", "--credential"),
+        ("gateway", "--credential"),
+    ] {
         let out = meshproxy(&[role]);
         assert_eq!(out.status.code(), Some(1), "{role}");
         let err = text(&out.stderr);

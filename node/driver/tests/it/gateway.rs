@@ -132,7 +132,12 @@ fn the_router_answers_static_redirect_404_and_400_over_http1_and_h2() {
         assert_eq!(got.header("content-type"), Some("text/plain; charset=utf-8"));
         assert_eq!(got.exit, Some(0), "a whole response");
         // h2 with prior knowledge: the host comes from :authority.
-        let h2 = curl(&["--http2-prior-knowledge", "-H", "Host: static.example.com", &format!("{base}/")]);
+        let h2 = curl(&[
+            "--http2-prior-knowledge",
+            "-H",
+            "Host: static.example.com",
+            &format!("{base}/"),
+        ]);
         assert!(h2.headers.is_empty() || h2.status == 200, "{h2:?}");
         assert_eq!((h2.status, h2.body.as_str()), (200, "hello from the gateway\n"), "{h2:?}");
         let moved = curl(&["-H", "Host: OLD.example.com.", &format!("{base}/a/b?x=1")]);
@@ -140,8 +145,12 @@ fn the_router_answers_static_redirect_404_and_400_over_http1_and_h2() {
         assert_eq!(moved.header("location"), Some("https://new.example.com/a/b?x=1"));
         let unknown = curl(&["-H", "Host: nope.example.com", &format!("{base}/")]);
         assert_eq!(unknown.status, 404, "{unknown:?}");
-        let traversal =
-            curl(&["--path-as-is", "-H", "Host: static.example.com", &format!("{base}/a/%2e%2e/etc")]);
+        let traversal = curl(&[
+            "--path-as-is",
+            "-H",
+            "Host: static.example.com",
+            &format!("{base}/a/%2e%2e/etc"),
+        ]);
         assert_eq!(traversal.status, 400, "{traversal:?}");
         let text = scrape(metrics);
         let count = |outcome: &str| {
@@ -177,7 +186,8 @@ fn a_huge_head_gets_431_and_a_client_that_never_finishes_its_head_is_cut_at_the_
         let read = slow.read(&mut buf);
         let after = sent.elapsed();
         assert!(
-            matches!(read, Ok(0)) || read.as_ref().is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+            matches!(read, Ok(0))
+                || read.as_ref().is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
             "the connection is ended, not left open: {read:?}"
         );
         assert!(after >= Duration::from_millis(1400), "cut early: {after:?}");

@@ -82,8 +82,10 @@ async fn origin() -> SocketAddr {
                     "/upload" => {
                         let got = read_checked(&mut s, 9, Some(UPLOAD)).await;
                         let body = format!("{} {:?}", got.bytes, got.mismatch);
-                        let answer =
-                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
                         let _ = s.write_all(answer.as_bytes()).await;
                     }
                     "/ws" => {
@@ -125,7 +127,8 @@ async fn front(origin: SocketAddr) -> (SocketAddr, mpsc::Receiver<RunnerMsg>) {
                             port: 8080,
                         };
                         let limits = HttpLimits::default();
-                        let resp = forward(req, Box::new(agent), Bytes::new(), view, limits, report);
+                        let resp =
+                            forward(req, Box::new(agent), Bytes::new(), view, limits, report);
                         Ok::<_, Infallible>(resp.await)
                     }
                 });
@@ -158,7 +161,8 @@ fn curl(args: &[&str]) -> (Option<i32>, Vec<u8>) {
 
 #[test]
 fn forwarded_requests_are_clean_streamed_and_never_silently_truncated() {
-    let _ = tracing_subscriber::fmt().with_env_filter("meshproxy=debug").with_test_writer().try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter("meshproxy=debug").with_test_writer().try_init();
     serial(Duration::from_secs(90), async {
         let dir = Scratch::new("gw-forward");
         let (front, mut ends) = front(origin().await).await;
@@ -166,33 +170,55 @@ fn forwarded_requests_are_clean_streamed_and_never_silently_truncated() {
         // Hygiene, as the origin sees the request.
         let (code, body) = curl(&[
             "-i",
-            "-H", "Host: app.example.com",
-            "-H", "Connection: keep-alive, X-Secret",
-            "-H", "X-Secret: s",
-            "-H", "X-Forwarded-For: 6.6.6.6",
-            "-H", "Forwarded: for=6.6.6.6",
-            "-H", "Proxy-Authorization: Basic eA==",
-            "-H", "X-Kept: yes",
+            "-H",
+            "Host: app.example.com",
+            "-H",
+            "Connection: keep-alive, X-Secret",
+            "-H",
+            "X-Secret: s",
+            "-H",
+            "X-Forwarded-For: 6.6.6.6",
+            "-H",
+            "Forwarded: for=6.6.6.6",
+            "-H",
+            "Proxy-Authorization: Basic eA==",
+            "-H",
+            "X-Kept: yes",
             &format!("{base}/echo?q=1"),
         ]);
         let text = String::from_utf8_lossy(&body).to_ascii_lowercase();
         assert_eq!(code, Some(0), "{text}");
         let (resp_head, seen) = text.split_once("\r\n\r\n").unwrap();
         assert!(seen.starts_with("get /echo?q=1 http/1.1\r\n"), "{seen}");
-        for line in ["host: app.example.com", "x-forwarded-for: 127.0.0.1", "x-forwarded-proto: http",
-            "x-forwarded-host: app.example.com", "x-forwarded-port: 8080",
-            "forwarded: for=127.0.0.1;proto=http;host=\"app.example.com\"", "x-kept: yes"] {
+        for line in [
+            "host: app.example.com",
+            "x-forwarded-for: 127.0.0.1",
+            "x-forwarded-proto: http",
+            "x-forwarded-host: app.example.com",
+            "x-forwarded-port: 8080",
+            "forwarded: for=127.0.0.1;proto=http;host=\"app.example.com\"",
+            "x-kept: yes",
+        ] {
             assert!(seen.contains(&format!("{line}\r\n")), "{line:?} missing in {seen}");
         }
         for gone in ["x-secret", "6.6.6.6", "proxy-authorization", "keep-alive"] {
             assert!(!seen.contains(gone), "{gone:?} crossed the gateway: {seen}");
         }
         assert!(!resp_head.contains("x-hop") || resp_head.contains("x-hop: 1"));
-        assert!(!resp_head.contains("connection: close"), "hop-by-hop in the response: {resp_head}");
+        assert!(
+            !resp_head.contains("connection: close"),
+            "hop-by-hop in the response: {resp_head}"
+        );
         assert_eq!(done(&mut ends).await, IngressEnd::Complete);
         // A large download arrives whole and byte for byte.
         let file = dir.path("big");
-        let (code, _) = curl(&["-H", "Host: app.example.com", "-o", file.to_str().unwrap(), &format!("{base}/big")]);
+        let (code, _) = curl(&[
+            "-H",
+            "Host: app.example.com",
+            "-o",
+            file.to_str().unwrap(),
+            &format!("{base}/big"),
+        ]);
         assert_eq!(code, Some(0));
         let mut f = tokio::fs::File::open(&file).await.unwrap();
         let got = read_checked(&mut f, 7, None).await;
@@ -204,8 +230,10 @@ fn forwarded_requests_are_clean_streamed_and_never_silently_truncated() {
         write_stream(&mut w, 9, UPLOAD).await.unwrap();
         w.flush().await.unwrap();
         let (code, body) = curl(&[
-            "-H", "Host: app.example.com",
-            "--data-binary", &format!("@{}", upload.display()),
+            "-H",
+            "Host: app.example.com",
+            "--data-binary",
+            &format!("@{}", upload.display()),
             &format!("{base}/upload"),
         ]);
         assert_eq!((code, String::from_utf8_lossy(&body).as_ref()), (Some(0), "3145728 None"));
@@ -222,7 +250,10 @@ fn forwarded_requests_are_clean_streamed_and_never_silently_truncated() {
             .unwrap();
         let head = read_head(&mut ws).await.unwrap().to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 101"), "{head}");
-        assert!(head.contains("upgrade: echo\r\n") && head.contains("connection: upgrade\r\n"), "{head}");
+        assert!(
+            head.contains("upgrade: echo\r\n") && head.contains("connection: upgrade\r\n"),
+            "{head}"
+        );
         ws.write_all(b"ping through the gateway").await.unwrap();
         let mut echo = [0u8; 24];
         ws.read_exact(&mut echo).await.unwrap();

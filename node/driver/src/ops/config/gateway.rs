@@ -92,7 +92,11 @@ fn target(field: &str, t: &TargetFile) -> Result<TargetSpec, ConfigError> {
 }
 
 /// The listener a route belongs to.
-fn route_listener<'a>(g: &'a GatewayFile, i: usize, r: &'a RouteFile) -> Result<&'a str, ConfigError> {
+fn route_listener<'a>(
+    g: &'a GatewayFile,
+    i: usize,
+    r: &'a RouteFile,
+) -> Result<&'a str, ConfigError> {
     match (&r.listener, g.listeners.as_slice()) {
         (Some(name), _) => {
             if g.listeners.iter().any(|l| &l.name == name) {

@@ -511,7 +511,7 @@ fn gateway_mistakes_are_refused_naming_the_route_and_the_field() {
             vec!["r1", "no listener is called `q`"],
         ),
         (
-            format!("{}[[gateway.routes]]\nid = \"d2\"\n{agent}", route(agent)),
+            format!("{}\n[[gateway.routes]]\nid = \"d2\"\n{agent}", route(agent)),
             vec!["d2", "default route"],
         ),
         (format!("max_head_bytes = 100\n{listener}"), vec!["gateway.max_head_bytes"]),

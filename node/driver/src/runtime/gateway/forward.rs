@@ -71,9 +71,8 @@ pub async fn forward(
     let (mut parts, body) = request.into_parts();
     let upgrade =
         if parts.version == Version::HTTP_11 { hygiene::upgrade_of(&parts.headers) } else { None };
-    let client_upgrade = upgrade.as_ref().and_then(|_| {
-        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-    });
+    let client_upgrade =
+        upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let mut headers = hygiene::upstream(&parts.headers, upgrade.clone(), &view);
     // An absolute-form or h2 target names the host in its authority, which
     // wins over (or stands in for) `Host` (RFC 9112 §3.2.2).

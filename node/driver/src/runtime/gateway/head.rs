@@ -24,7 +24,10 @@ pub fn request_head(parts: &Parts) -> RequestHead {
     let mut headers: Vec<Header> = parts
         .headers
         .iter()
-        .map(|(name, value)| Header { name: name.as_str().to_owned(), value: value.as_bytes().to_vec() })
+        .map(|(name, value)| Header {
+            name: name.as_str().to_owned(),
+            value: value.as_bytes().to_vec(),
+        })
         .collect();
     if h2 && !parts.headers.contains_key(hyper::header::HOST) {
         if let Some(authority) = parts.uri.authority() {
@@ -35,7 +38,8 @@ pub fn request_head(parts: &Parts) -> RequestHead {
     // What the head takes on an HTTP/1.1 wire: request line, fields, blank line.
     let len = parts.method.as_str().len()
         + target.len()
-        + " HTTP/1.1\r\n".len() + 1
+        + " HTTP/1.1\r\n".len()
+        + 1
         + headers.iter().map(|h| h.name.len() + 2 + h.value.len() + 2).sum::<usize>()
         + 2;
     RequestHead { method: parts.method.as_str().to_owned(), target, version, headers, len }

@@ -125,7 +125,10 @@ mod tests {
     fn map(fields: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in fields {
-            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         m
     }
@@ -154,8 +157,16 @@ mod tests {
             ("host", "app.example.com"),
         ]);
         let out = upstream(&h, None, &view());
-        for gone in ["connection", "x-secret", "keep-alive", "proxy-authorization",
-            "proxy-connection", "te", "trailer", "upgrade"] {
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "proxy-authorization",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "upgrade",
+        ] {
             assert!(!out.contains_key(gone), "{gone} crossed the gateway");
         }
         assert_eq!(out["accept"], "*/*");
@@ -179,7 +190,12 @@ mod tests {
         assert_eq!(out["x-forwarded-host"], "app.example.com");
         assert_eq!(out["x-forwarded-port"], "8080");
         assert_eq!(out["forwarded"], "for=203.0.113.9;proto=http;host=\"app.example.com\"");
-        let v6 = ClientView { client: "2001:db8::1".parse().unwrap(), host: None, https: true, ..view() };
+        let v6 = ClientView {
+            client: "2001:db8::1".parse().unwrap(),
+            host: None,
+            https: true,
+            ..view()
+        };
         let out = upstream(&HeaderMap::new(), None, &v6);
         assert_eq!(out["forwarded"], "for=\"[2001:db8::1]\";proto=https");
         assert!(!out.contains_key("x-forwarded-host"));
@@ -195,7 +211,8 @@ mod tests {
         assert_eq!(out["upgrade"], "websocket");
         // `Upgrade` without the `Connection` option is no upgrade request.
         assert_eq!(upgrade_of(&map(&[("upgrade", "websocket")])), None);
-        let mut resp = map(&[("connection", "close"), ("transfer-encoding", "chunked"), ("etag", "x")]);
+        let mut resp =
+            map(&[("connection", "close"), ("transfer-encoding", "chunked"), ("etag", "x")]);
         downstream(&mut resp, None);
         assert_eq!(resp.len(), 1);
     }

@@ -73,7 +73,11 @@ impl fmt::Debug for IngressMsg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IngressMsg::Request { request, listener, client, head, .. } => {
-                write!(f, "Request({request:?}, {listener}, {client}, {} {})", head.method, head.target)
+                write!(
+                    f,
+                    "Request({request:?}, {listener}, {client}, {} {})",
+                    head.method, head.target
+                )
             }
             IngressMsg::Done { request, end } => write!(f, "Done({request:?}, {end:?})"),
         }

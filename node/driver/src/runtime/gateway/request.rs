@@ -89,7 +89,12 @@ pub async fn handle(
         }
         Ok(Answer::Forward { io, prefix, agent }) => {
             tracing::debug!(request = %id, %agent, "ingress: forwarding");
-            let view = ClientView { client: client.ip(), https: listener.https, host, port: listener.port };
+            let view = ClientView {
+                client: client.ip(),
+                https: listener.https,
+                host,
+                port: listener.port,
+            };
             let request = Request::from_parts(parts, body);
             forward(request, io, prefix, view, shared.limits, report).await
         }

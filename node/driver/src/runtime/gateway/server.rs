@@ -161,9 +161,8 @@ async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX));
-    let service = service_fn(move |request| {
-        handle(request, listener.clone(), source, Arc::clone(&shared))
-    });
+    let service =
+        service_fn(move |request| handle(request, listener.clone(), source, Arc::clone(&shared)));
     if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), service).await {
         tracing::debug!(%source, error = %e, "gateway connection ended with an error");
     }
@@ -175,7 +174,8 @@ mod tests {
 
     #[test]
     fn connections_are_capped_per_host_and_in_all_and_released_on_drop() {
-        let limits = HttpLimits { max_connections: 3, max_connections_per_ip: 2, ..HttpLimits::default() };
+        let limits =
+            HttpLimits { max_connections: 3, max_connections_per_ip: 2, ..HttpLimits::default() };
         let conns = Arc::new(Connections::default());
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let first = conns.admit(a, &limits).unwrap();
@@ -183,7 +183,10 @@ mod tests {
         assert_eq!(conns.admit(a, &limits).unwrap_err(), Refused::PerIp);
         // One IPv6 host is its /64.
         let _v6 = conns.admit("2001:db8::1".parse().unwrap(), &limits).unwrap();
-        assert_eq!(conns.admit("192.0.2.2".parse().unwrap(), &limits).unwrap_err(), Refused::Global);
+        assert_eq!(
+            conns.admit("192.0.2.2".parse().unwrap(), &limits).unwrap_err(),
+            Refused::Global
+        );
         drop(first);
         assert_eq!(conns.count(), 2);
         let _third = conns.admit(a, &limits).unwrap();
