@@ -116,6 +116,9 @@ fn route_listener<'a>(
     }
 }
 
+/// One listener's routes as read: the routes, and its default (strictness, target).
+type ListenerRoutes = (Vec<RouteSpec>, Option<(bool, TargetSpec)>);
+
 /// `[gateway]` as the core's config and the driver's settings.
 pub(super) fn gateway_config(
     g: &GatewayFile,
@@ -123,7 +126,7 @@ pub(super) fn gateway_config(
     if g.listeners.is_empty() {
         return Err(invalid("gateway.listeners: at least one listener"));
     }
-    let mut specs: BTreeMap<&str, (Vec<RouteSpec>, Option<(bool, TargetSpec)>)> = BTreeMap::new();
+    let mut specs: BTreeMap<&str, ListenerRoutes> = BTreeMap::new();
     for (i, l) in g.listeners.iter().enumerate() {
         if specs.insert(&l.name, (Vec::new(), None)).is_some() {
             return Err(invalid(format!("gateway.listeners[{i}].name: `{}` used twice", l.name)));
