@@ -95,6 +95,7 @@ pub fn input_code(i: &Input) -> u64 {
         }
         Input::IngressRequest { request, head, .. } => 21 << 56 | request.0 << 16 | head.len as u64,
         Input::IngressDone { request, end } => 22 << 56 | request.0 << 2 | *end as u64,
+        Input::ReloadRoutes(routes) => 23 << 56 | routes.version(),
     }
 }
 

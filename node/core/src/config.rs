@@ -5,13 +5,16 @@ use crate::admission::{AdmissionKey, Credential};
 use crate::directory::DirectoryConfig;
 use crate::http_connect::HttpAuthPolicy;
 use crate::ids::PeerId;
-use crate::policy::ExitPolicyConfig;
+use crate::policy::{ExitPolicyConfig, PolicyRule};
 use crate::record::{Attrs, PeerAddr, PeerFilter};
 use crate::selection::backoff::Backoff;
 use crate::selection::breaker::BreakerConfig;
 use crate::socks::SocksAuthPolicy;
+use crate::target::TargetAddr;
 use crate::ticket::TicketSigner;
+use crate::wire::ingress::ServiceName;
 use core::time::Duration;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -30,6 +33,9 @@ pub struct NodeConfig {
     pub client: Option<ClientConfig>,
     /// Present if this node routes public HTTP requests to agents.
     pub gateway: Option<GatewayConfig>,
+    /// Present if this node carries gateways' ingress streams to its services.
+    /// A node lists itself in one role: not together with `exit`.
+    pub agent: Option<AgentConfig>,
     /// Deadlines shared by all roles.
     pub timeouts: Timeouts,
     /// Bounds shared by all roles.
@@ -46,7 +52,7 @@ pub struct NodeConfig {
     pub entropy: Option<[u8; 32]>,
 }
 
-/// Whether an exit holds relay reservations at its hubs.
+/// Whether an exit or an agent holds relay reservations at its hubs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RelayMode {
     /// Reserve while this node is not known to be directly reachable
@@ -55,7 +61,7 @@ pub enum RelayMode {
     Auto,
     /// Always hold reservations.
     Always,
-    /// Never reserve: clients reach this exit only directly.
+    /// Never reserve: peers reach this node only directly.
     Off,
 }
 
@@ -228,6 +234,10 @@ pub struct Limits {
     /// so this stays below the muxer's stream limit like
     /// `max_sessions_per_exit`); beyond it other agents are chosen, or 503.
     pub max_requests_per_agent: usize,
+    /// (Agents) ingress streams at once, all gateways together, from the
+    /// `Open` to the end of the splice; beyond it a stream is answered
+    /// `Busy`. Also the capacity the agent registers with.
+    pub max_agent_streams: usize,
 }
 
 impl Default for Limits {
@@ -246,6 +256,7 @@ impl Default for Limits {
             max_sessions_per_exit: 768,
             max_ingress_requests: 4096,
             max_requests_per_agent: 512,
+            max_agent_streams: 256,
         }
     }
 }
@@ -289,6 +300,26 @@ pub struct ExitConfig {
     /// Serve any peer, ticket or not: a public exit (an explicit opt-in;
     /// otherwise only peers with a ticket from one of `hubs` are served).
     pub open: bool,
+}
+
+/// The agent role: the far end of gateways' `/meshproxy/ingress/1` streams,
+/// beside private services (see [`crate::agent`]).
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Proof of admission at the hubs (a key with the `agent` role).
+    pub credential: Credential,
+    /// Where gateways can dial this agent (often none: behind NAT it is
+    /// reached through its hubs' relays).
+    pub addrs: Vec<PeerAddr>,
+    /// Relay reservations at the hubs.
+    pub relay: RelayMode,
+    /// `key=value` labels gateways select agents by; listed as record labels
+    /// `key:value` ([`crate::agent::agent_labels`]).
+    pub labels: BTreeMap<String, String>,
+    /// The services by name, each with the origin it connects to.
+    pub services: BTreeMap<ServiceName, TargetAddr>,
+    /// What a named origin's resolved addresses may be (deny by default).
+    pub allow: Vec<PolicyRule>,
 }
 
 /// The client role.

@@ -39,6 +39,8 @@ pub(crate) enum TimerKey {
     IngressRequest(RequestId),
     /// The gateway's next agent-list refresh.
     AgentRefresh,
+    /// An agent's ingress stream, by its gateway stream.
+    AgentStream(StreamId),
 }
 
 impl TimerKey {
@@ -52,6 +54,7 @@ impl TimerKey {
             TimerKey::HubLink(_) => Some(Owner::HubLink),
             TimerKey::HubPeer(_) | TimerKey::DirectoryExpiry => Some(Owner::Hub),
             TimerKey::IngressRequest(_) => Some(Owner::Gateway),
+            TimerKey::AgentStream(_) => Some(Owner::Agent),
             TimerKey::ExitRefresh
             | TimerKey::Dial(_)
             | TimerKey::Reservation(_)
@@ -63,7 +66,9 @@ impl TimerKey {
     /// Why the node wants to be woken for this timer.
     pub(crate) fn reason(self) -> TimerReason {
         match self {
-            TimerKey::ClientSession(_) | TimerKey::ExitSession(_) => TimerReason::SessionDeadline,
+            TimerKey::ClientSession(_) | TimerKey::ExitSession(_) | TimerKey::AgentStream(_) => {
+                TimerReason::SessionDeadline
+            }
             TimerKey::HubLink(_) => TimerReason::HubLink,
             TimerKey::HubPeer(_) => TimerReason::HubPeerDeadline,
             TimerKey::DirectoryExpiry => TimerReason::DirectoryExpiry,
@@ -199,6 +204,8 @@ pub(crate) enum Owner {
     HubLink,
     /// A gateway's stream to an agent, until the agent answers.
     Gateway,
+    /// A gateway's ingress stream or an origin stream, of an agent session.
+    Agent,
 }
 
 /// The context every role works in.

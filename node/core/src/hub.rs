@@ -276,7 +276,7 @@ impl HubRole {
                     let message = match listed {
                         Role::Exit => "not admitted as an exit",
                         Role::Agent => "not admitted as an agent",
-                        Role::Client | Role::Gateway => "clients and gateways are not listed",
+                        Role::Client | Role::Gateway => "this role is not listed",
                     };
                     ctx.event(Event::AdmissionDenied { peer, reason: Refusal::RoleNotAllowed });
                     self.fail(ctx, stream, HubErrorCode::Forbidden, message);

@@ -1,5 +1,5 @@
-//! A node's links to its hubs: dial, answer the challenge, register (exits)
-//! and heartbeat, carry `Find`/`Resolve` for clients, and keep clients'
+//! A node's links to its hubs: dial, answer the challenge, register (exits
+//! and agents) and heartbeat, carry `Find`/`Resolve` for clients, and keep clients'
 //! tickets fresh (renewed at half their lifetime, so a hub outage of up to
 //! half a lifetime costs nothing). A link that fails in
 //! any way — reset, timeout, protocol error — is torn down and redialed after
@@ -20,9 +20,11 @@ use crate::wire::hub::{self as wire, HubErrorCode, HubMessage, Role, HUB_VERSION
 use core::time::Duration;
 use std::collections::VecDeque;
 
-/// What an exit registers.
+/// What a listed node (an exit or an agent) registers.
 #[derive(Clone, Debug)]
 pub(crate) struct Registration {
+    /// What it is listed as; one that [`Role::is_listed`].
+    pub(crate) role: Role,
     pub(crate) addrs: Vec<PeerAddr>,
     pub(crate) attrs: Attrs,
     pub(crate) capacity: u32,

@@ -289,6 +289,11 @@ pub enum Input {
         /// The request head.
         head: RequestHead,
     },
+    /// (Gateways) a new route table: swapped in whole if its version is
+    /// higher than the one in force (else refused, nothing changes).
+    /// Requests already admitted keep the version they were decided under;
+    /// answered by [`Event::RoutesReloaded`].
+    ReloadRoutes(crate::ingress::Snapshot),
     /// (Gateways) the outside is finished with a request: after
     /// [`Output::IngressForward`] when the response ended or failed and the
     /// stream is closed; at any time before the core's answer when the
@@ -322,6 +327,9 @@ pub struct IngressResponse {
     pub status: u16,
     /// Why, for metrics and logs.
     pub outcome: IngressOutcome,
+    /// The route table version the request was decided under (the one in
+    /// force when it arrived).
+    pub version: u64,
     /// `Location`, for redirects.
     pub location: Option<String>,
     /// `Content-Type` of the body.
@@ -461,6 +469,8 @@ pub enum Output {
         agent: PeerId,
         /// Bytes already read behind the answer (the start of the response).
         prefix: Bytes,
+        /// The route table version the request was decided under.
+        version: u64,
     },
     /// Persist this state (replacing the previous snapshot).
     Persist(StateSnapshot),
@@ -692,6 +702,36 @@ pub enum Event {
         /// The hub.
         hub: PeerId,
     },
+    /// (Agent) a gateway's ingress stream reached its service's origin: the
+    /// agent answered `Ok` and spliced the two (its end is a
+    /// [`Event::SessionClosed`]).
+    AgentStreamOpened {
+        /// The gateway.
+        peer: PeerId,
+        /// The gateway's id for this upstream connection (for matching logs).
+        upstream: u64,
+    },
+    /// (Agent) a gateway's ingress stream was answered with a failure and ended.
+    AgentStreamRefused {
+        /// The gateway.
+        peer: PeerId,
+        /// The answer; never `Ok`.
+        status: crate::wire::ingress::AnswerStatus,
+    },
+    /// (Agent) a named origin resolved only to addresses the allow-list
+    /// refuses; nothing was dialed (followed by a `Forbidden` refusal).
+    AgentOriginDenied {
+        /// The first refused address.
+        ip: IpAddr,
+    },
+    /// (Agent) a gateway's ticket was refused (followed by a `NotAdmitted`
+    /// refusal) before anything was looked up or dialed.
+    AgentNotAdmitted {
+        /// The gateway.
+        peer: PeerId,
+        /// What was wrong with its ticket.
+        why: crate::ticket::TicketRefusal,
+    },
     /// A hole-punch attempt ended.
     HolePunch {
         /// The peer.
@@ -717,6 +757,13 @@ pub enum Event {
         agent: PeerId,
         /// Its answer (`Failure` or `Timeout` when it gave none).
         status: crate::wire::ingress::AnswerStatus,
+    },
+    /// (Gateways) a new route table was offered.
+    RoutesReloaded {
+        /// Its version.
+        version: u64,
+        /// Whether it is in force now (false: not newer than the one in force).
+        accepted: bool,
     },
     /// (Gateways) a forwarded request ended.
     IngressEnded {
@@ -781,7 +828,7 @@ pub struct PeerConnections {
 /// How many of each resource a node holds, for leak and bound checks.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Resources {
-    /// Client and exit sessions not yet ended.
+    /// Client, exit and agent sessions not yet ended.
     pub sessions: usize,
     /// Streams the core tracks (controlled or spliced).
     pub streams: usize,

@@ -1,5 +1,6 @@
 //! [`Node`]: one value that owns all of a node's logic, whatever roles it plays.
 
+use crate::agent::{agent_labels, AgentRole};
 use crate::client::ClientRole;
 use crate::config::NodeConfig;
 use crate::ctx::{Ctx, Owner, TimerKey};
@@ -8,9 +9,9 @@ use crate::gateway::GatewayRole;
 use crate::hub::HubRole;
 use crate::hub_link::{HubLinks, LinkEvent, Registration};
 use crate::ids::{PeerId, StreamId};
-use crate::io::{Close, IngressOutcome, Input, Output, Path, Resources, TimerReason};
+use crate::io::{Close, Event, IngressOutcome, Input, Output, Path, Resources, TimerReason};
 use crate::listener::Listeners;
-use crate::record::Role;
+use crate::record::{Attrs, Role};
 use crate::relay::{Relay, RelayedAt};
 use crate::role::Roles;
 use crate::selection::backoff::Backoff;
@@ -19,7 +20,7 @@ use core::time::Duration;
 use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use rand_core::SeedableRng;
 
-/// A meshproxy node: hub, exit and/or client, as its config says.
+/// A meshproxy node: hub, exit or agent, and/or client, as its config says.
 ///
 /// Sans-IO: it never touches a socket, a clock or OS randomness. Feed it
 /// [`Input`]s and the passage of time, then pull [`Output`]s. **Drain rule**:
@@ -51,26 +52,42 @@ impl Node {
         let exit = config.exit.as_ref().map(|e| ExitRole::new(e, &config.hubs, wall_clock));
         let margin = config.relay.circuit_margin;
         let client = config.client.clone().map(|c| ClientRole::new(c, margin));
+        let agent = config.agent.as_ref().map(|a| AgentRole::new(a, &config.hubs, wall_clock));
+        // A node lists itself in one role (config checks refuse exit and
+        // agent together); the exit's wins here.
         let credential = config
             .exit
             .as_ref()
             .map(|e| e.credential.clone())
+            .or_else(|| config.agent.as_ref().map(|a| a.credential.clone()))
             .or_else(|| config.client.as_ref().map(|c| c.credential.clone()))
             .or_else(|| config.gateway.as_ref().map(|g| g.credential.clone()));
+        let registration = match (&config.exit, &config.agent) {
+            (Some(e), _) => Some(Registration {
+                role: Role::Exit,
+                addrs: e.addrs.clone(),
+                attrs: e.attrs.clone(),
+                capacity: e.capacity,
+            }),
+            (None, Some(a)) => Some(Registration {
+                role: Role::Agent,
+                addrs: a.addrs.clone(),
+                attrs: Attrs {
+                    country: None,
+                    // Checked at config time; what does not fit is not listed.
+                    labels: agent_labels(&a.labels, a.services.keys()).unwrap_or_default(),
+                },
+                capacity: u32::try_from(config.limits.max_agent_streams).unwrap_or(u32::MAX),
+            }),
+            (None, None) => None,
+        };
         // The role this node authenticates in at its hubs: the one it is
         // listed in, if any, else the one it looks peers up for.
-        let auth_role = if config.exit.is_some() {
-            Role::Exit
-        } else if config.client.is_none() && config.gateway.is_some() {
-            Role::Gateway
-        } else {
-            Role::Client
+        let auth_role = match (&registration, &config.client, &config.gateway) {
+            (Some(r), _, _) => r.role,
+            (None, None, Some(_)) => Role::Gateway,
+            _ => Role::Client,
         };
-        let registration = config.exit.as_ref().map(|e| Registration {
-            addrs: e.addrs.clone(),
-            attrs: e.attrs.clone(),
-            capacity: e.capacity,
-        });
         let links = match credential {
             Some(credential) if !config.hubs.is_empty() => Some(HubLinks::new(
                 config.peer_id,
@@ -83,13 +100,15 @@ impl Node {
             _ => None,
         };
         let hubs: Vec<PeerId> = config.hubs.iter().map(|h| h.peer).collect();
-        let relay = Relay::new(config.relay.clone(), config.exit.as_ref().map(|e| e.relay), &hubs);
+        let relay_mode =
+            config.exit.as_ref().map(|e| e.relay).or(config.agent.as_ref().map(|a| a.relay));
+        let relay = Relay::new(config.relay.clone(), relay_mode, &hubs);
         let listeners = Listeners::from_config(&config);
         let gateway = config.gateway.as_ref().map(|g| {
             let ids = (0..g.listeners.len()).filter_map(|i| Some((listeners.ingress(i)?, i)));
             GatewayRole::new(g, ids, margin)
         });
-        let roles = Roles { client, exit, hub, links, gateway };
+        let roles = Roles { client, exit, hub, links, gateway, agent };
         let mut node = Node { config, ctx, roles, listeners, relay };
         if let Some(links) = &mut node.roles.links {
             links.start(&mut node.ctx, now);
@@ -103,6 +122,11 @@ impl Node {
             node.ctx.timers.set(TimerKey::AgentRefresh, now);
         }
         node
+    }
+
+    /// (Gateways) the version of the route table in force.
+    pub fn routes_version(&self) -> Option<u64> {
+        self.roles.gateway.as_ref().map(GatewayRole::routes_version)
     }
 
     /// This node's identity.
@@ -181,19 +205,27 @@ impl Node {
                     None => ctx.emit(Output::Close { stream, how: Close::Reset }),
                 }
             }
-            Input::Resolved { query, result } => {
-                if let Some(e) = &mut self.roles.exit {
-                    e.on_resolved(ctx, now, query, result);
+            // Each role answers only the lookups it asked for (query ids are the node's).
+            Input::Resolved { query, result } => match (&mut roles.exit, &mut roles.agent) {
+                (Some(e), _) if e.asked(query) => e.on_resolved(ctx, now, query, result),
+                (_, Some(a)) => a.on_resolved(ctx, now, query, result),
+                _ => {}
+            },
+            Input::OriginConnected { stream } => {
+                match (ctx.owner(stream), &mut roles.exit, &mut roles.agent) {
+                    (Some(Owner::Exit), Some(e), _) => e.on_origin_connected(ctx, stream),
+                    (Some(Owner::Agent), _, Some(a)) => a.on_origin_connected(ctx, stream),
+                    // Its session gave up on it (a deadline, the peer left).
+                    _ => ctx.emit(Output::Close { stream, how: Close::Reset }),
                 }
             }
-            Input::OriginConnected { stream } => match (&mut self.roles.exit, ctx.owner(stream)) {
-                (Some(e), Some(Owner::Exit)) => e.on_origin_connected(ctx, stream),
-                // Its session gave up on it (a deadline, the client left).
-                _ => ctx.emit(Output::Close { stream, how: Close::Reset }),
-            },
             Input::OriginFailed { stream, status } => {
-                if let Some(e) = &mut self.roles.exit {
-                    e.on_origin_failed(ctx, now, stream, status);
+                match (ctx.owner(stream), &mut roles.exit, &mut roles.agent) {
+                    (Some(Owner::Exit), Some(e), _) => e.on_origin_failed(ctx, now, stream, status),
+                    (Some(Owner::Agent), _, Some(a)) => {
+                        a.on_origin_failed(ctx, now, stream, status);
+                    }
+                    _ => {}
                 }
             }
             Input::SpliceEnded { a, report, .. } => {
@@ -229,6 +261,14 @@ impl Node {
                     response: crate::gateway::error(404, IngressOutcome::NoRoute),
                 }),
             },
+            Input::ReloadRoutes(routes) => {
+                let version = routes.version();
+                let accepted = match &mut roles.gateway {
+                    Some(g) => g.reload(routes).is_ok(),
+                    None => false,
+                };
+                ctx.event(Event::RoutesReloaded { version, accepted });
+            }
             Input::IngressDone { request, end } => {
                 if let Some(g) = &mut roles.gateway {
                     g.on_done(ctx, request, end);
@@ -334,7 +374,8 @@ impl Node {
             + self.roles.exit.as_ref().map_or(0, ExitRole::stream_count)
             + self.roles.hub.as_ref().map_or(0, HubRole::stream_count)
             + self.roles.links.as_ref().map_or(0, HubLinks::stream_count)
-            + self.roles.gateway.as_ref().map_or(0, GatewayRole::stream_count);
+            + self.roles.gateway.as_ref().map_or(0, GatewayRole::stream_count)
+            + self.roles.agent.as_ref().map_or(0, AgentRole::stream_count);
         assert_eq!(
             held,
             self.ctx.owned_streams(),
@@ -351,6 +392,9 @@ impl Node {
                 Owner::Hub => self.roles.hub.as_ref().is_some_and(|h| h.owns(stream)),
                 Owner::HubLink => self.roles.links.as_ref().is_some_and(|l| l.owns(stream)),
                 Owner::Gateway => self.roles.gateway.as_ref().is_some_and(|g| g.owns(stream)),
+                Owner::Agent => {
+                    self.roles.agent.as_ref().is_some_and(|a| a.session_of(stream).is_some())
+                }
             };
             assert!(holds, "{stream:?} is in the table as {owner:?}'s, which does not hold it");
         }
@@ -429,13 +473,16 @@ impl Node {
         Resources {
             sessions: self.roles.client.as_ref().map_or(0, ClientRole::session_count)
                 + self.roles.exit.as_ref().map_or(0, ExitRole::session_count)
-                + self.roles.gateway.as_ref().map_or(0, GatewayRole::request_count),
+                + self.roles.gateway.as_ref().map_or(0, GatewayRole::request_count)
+                + self.roles.agent.as_ref().map_or(0, AgentRole::session_count),
             streams: self.roles.client.as_ref().map_or(0, ClientRole::stream_count)
                 + self.roles.exit.as_ref().map_or(0, ExitRole::stream_count)
                 + self.roles.hub.as_ref().map_or(0, HubRole::stream_count)
-                + self.roles.gateway.as_ref().map_or(0, GatewayRole::stream_count),
+                + self.roles.gateway.as_ref().map_or(0, GatewayRole::stream_count)
+                + self.roles.agent.as_ref().map_or(0, AgentRole::stream_count),
             pending_dials: self.ctx.pending_dials(),
-            pending_queries: self.roles.exit.as_ref().map_or(0, ExitRole::pending_queries),
+            pending_queries: self.roles.exit.as_ref().map_or(0, ExitRole::pending_queries)
+                + self.roles.agent.as_ref().map_or(0, AgentRole::pending_queries),
             timers: self.ctx.timers.non_periodic(),
             directory_entries: self.roles.hub.as_ref().map_or(0, HubRole::directory_len),
             busiest_peer_sessions: self.roles.exit.as_ref().map_or(0, ExitRole::busiest_peer),
@@ -485,6 +532,11 @@ impl Node {
     /// (Exits) at how many hubs this node is registered, as far as it knows.
     pub fn registered_hubs(&self) -> usize {
         self.roles.links.as_ref().map_or(0, HubLinks::registered_at)
+    }
+
+    /// (Agents) how many gateway streams are spliced to an origin now.
+    pub fn agent_streams_open(&self) -> usize {
+        self.roles.agent.as_ref().map_or(0, AgentRole::spliced_count)
     }
 
     /// (Clients) how many exits the client knows of.

@@ -14,6 +14,7 @@
 //! outputs and set timers through `ctx`, and must leave the owner table
 //! saying exactly which streams it still holds.
 
+use crate::agent::AgentRole;
 use crate::client::ClientRole;
 use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::exit::ExitRole;
@@ -90,6 +91,8 @@ pub(crate) struct Roles {
     pub(crate) links: Option<HubLinks>,
     /// Public HTTP requests routed to agents.
     pub(crate) gateway: Option<GatewayRole>,
+    /// Gateways' ingress streams to this node's services.
+    pub(crate) agent: Option<AgentRole>,
 }
 
 impl Roles {
@@ -101,6 +104,7 @@ impl Roles {
             Owner::Hub => self.hub.as_mut().map(|r| r as &mut dyn Role),
             Owner::HubLink => self.links.as_mut().map(|r| r as &mut dyn Role),
             Owner::Gateway => self.gateway.as_mut().map(|r| r as &mut dyn Role),
+            Owner::Agent => self.agent.as_mut().map(|r| r as &mut dyn Role),
         }
     }
 
@@ -119,9 +123,7 @@ impl Roles {
         match protocol {
             Protocol::Proxy => Owner::Exit,
             Protocol::Hub => Owner::Hub,
-            // Agents serve it (their role comes next); a gateway's default
-            // `on_inbound` resets what it is handed.
-            Protocol::Ingress => Owner::Gateway,
+            Protocol::Ingress => Owner::Agent,
         }
     }
 }
@@ -184,6 +186,30 @@ impl Role for ExitRole {
 
     fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, key: TimerKey) {
         if let TimerKey::ExitSession(stream) = key {
+            self.on_deadline(ctx, now, stream);
+        }
+    }
+}
+
+impl Role for AgentRole {
+    fn on_inbound(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, peer: PeerId) {
+        AgentRole::on_inbound(self, ctx, now, stream, peer);
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, data: &[u8]) {
+        AgentRole::on_data(self, ctx, now, stream, data);
+    }
+
+    fn on_closed(&mut self, ctx: &mut Ctx, _now: Instant, stream: StreamId, how: Close) {
+        AgentRole::on_closed(self, ctx, stream, how);
+    }
+
+    fn on_splice_ended(&mut self, ctx: &mut Ctx, _now: Instant, a: StreamId, report: SpliceReport) {
+        AgentRole::on_splice_ended(self, ctx, a, report);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, key: TimerKey) {
+        if let TimerKey::AgentStream(stream) = key {
             self.on_deadline(ctx, now, stream);
         }
     }

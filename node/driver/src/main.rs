@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand};
 use meshproxy::ops::config::{FileConfig, Settings};
 use meshproxy::ops::flags::{
-    ClientFlags, CommonFlags, ExitFlags, GatewayFlags, HubFlags, RoleFlags,
+    AgentFlags, ClientFlags, CommonFlags, ExitFlags, GatewayFlags, HubFlags, RoleFlags,
 };
 use meshproxy::ops::identity::{Identity, IdentityError};
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ use std::time::Duration;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// A peer-to-peer proxy network node (SOCKS5/HTTP CONNECT client, exit, hub).
+/// A peer-to-peer proxy network node (SOCKS5/HTTP CONNECT client, exit, hub, agent).
 #[derive(Debug, Parser)]
 #[command(name = "meshproxy", version)]
 struct Cli {
@@ -39,7 +39,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node as its config file says (any mix of hub, exit and client).
+    /// Run a node as its config file says (any mix of hub, exit or agent, and client).
     Run {
         /// The TOML config file.
         #[arg(long)]
@@ -93,6 +93,23 @@ enum Command {
         #[command(flatten)]
         gateway: GatewayFlags,
     },
+    /// Run an agent beside private services: registers at the hubs with its labels and
+    /// services, and carries gateways' ingress streams to those services only.
+    ///
+    /// Example: meshproxy agent --hub /ip4/HUB_IP/tcp/4001/p2p/HUB_ID --credential agent-1=TOKEN
+    /// --service web=127.0.0.1:8080 --label site=home [--allow 10.0.0.0/8:80-443]
+    ///
+    /// A service whose origin is an IP literal reaches exactly that address; one whose origin
+    /// is a host name is resolved at each stream and every answer must fall inside an --allow
+    /// rule (deny by default). Cloud metadata, unspecified, broadcast and multicast addresses
+    /// are refused unless a service names that literal address. A node is an exit or an agent,
+    /// not both.
+    Agent {
+        #[command(flatten)]
+        common: CommonFlags,
+        #[command(flatten)]
+        agent: AgentFlags,
+    },
     /// Run a hub, two exits, a client and a local web page in this process,
     /// fetch the page through the mesh, and print a curl command to try it.
     Demo,
@@ -123,7 +140,8 @@ enum TokenCommand {
         /// The key id the node presents.
         #[arg(long, default_value = "node-1")]
         id: String,
-        /// The roles the hub admits the key in: client, exit, or both (exit+client).
+        /// The roles the hub admits the key in: client, exit, agent, gateway, or several
+        /// joined by `+` (exit+client).
         #[arg(long, default_value = "client")]
         roles: String,
     },
@@ -247,11 +265,22 @@ fn check(path: &Path) -> anyhow::Result<()> {
         node.exit.as_ref().map(|_| "exit"),
         node.client.as_ref().map(|_| "client"),
         node.gateway.as_ref().map(|_| "gateway"),
+        node.agent.as_ref().map(|_| "agent"),
     ]
     .into_iter()
     .flatten()
     .collect();
     println!("roles: {}", roles.join(", "));
+    if let Some(agent) = &node.agent {
+        for (name, origin) in &agent.services {
+            println!("agent service: {name} -> {origin}");
+        }
+        let allow: Vec<String> = agent.allow.iter().map(ToString::to_string).collect();
+        println!(
+            "agent allow: {}",
+            if allow.is_empty() { "none".into() } else { allow.join(", ") }
+        );
+    }
     println!("hubs: {}", node.hubs.len());
     for s in &settings.listeners {
         let auth = if s.has_auth { "auth" } else { "no auth" };
@@ -334,6 +363,9 @@ fn main() -> ExitCode {
         }
         Command::Gateway { common, gateway } => {
             exit_code("gateway", run_role(&common, RoleFlags::Gateway(&gateway)))
+        }
+        Command::Agent { common, agent } => {
+            exit_code("agent", run_role(&common, RoleFlags::Agent(&agent)))
         }
         Command::Demo => exit_code("demo", demo()),
     }

@@ -8,10 +8,11 @@
 //! sent to an agent the gateway has seen disconnect, and a dead agent costs
 //! at most one failed attempt before every gateway stops choosing it.
 
+use crate::agent::ingress_agent;
 use crate::ctx::Route;
 use crate::ids::PeerId;
 use crate::ingress::Agent;
-use crate::record::{PeerRecord, Role};
+use crate::record::PeerRecord;
 use crate::time::Instant;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,9 +20,6 @@ use std::collections::{BTreeMap, BTreeSet};
 /// A direct dial that failed is not tried again for this long while the
 /// agent has a relay to try instead (the agent may have moved behind NAT).
 const DIRECT_RETRY: Duration = Duration::from_secs(30);
-
-/// The record label that names one of an agent's services.
-pub(crate) const SERVICE_LABEL: &str = "service:";
 
 /// What the gateway knows of one agent.
 #[derive(Clone, Debug)]
@@ -47,22 +45,6 @@ pub(crate) struct Agents {
     known: BTreeMap<PeerId, Known>,
 }
 
-/// An agent's `key:value` record labels as a selector sees them, and its
-/// services (`service:<name>` labels). Labels without a `:` carry no
-/// `key=value` meaning for ingress and are left out.
-pub(crate) fn labels_of(record: &PeerRecord) -> (BTreeMap<String, String>, Vec<String>) {
-    let mut labels = BTreeMap::new();
-    let mut services = Vec::new();
-    for label in &record.attrs.labels {
-        if let Some(service) = label.strip_prefix(SERVICE_LABEL) {
-            services.push(service.to_owned());
-        } else if let Some((key, value)) = label.split_once(':') {
-            labels.insert(key.to_owned(), value.to_owned());
-        }
-    }
-    (labels, services)
-}
-
 impl Agents {
     /// A hub's answer to a `Find` for agents: the agents it lists now. One it
     /// listed before and not now is no longer listed by it (dropped when no
@@ -77,8 +59,8 @@ impl Agents {
         // An agent with requests in flight stays known until they end, so
         // their counts stay right; it is not chosen while no hub lists it.
         self.known.retain(|_, k| !k.listed_by.is_empty() || k.active > 0);
-        for record in records.into_iter().filter(|r| r.role == Role::Agent) {
-            let (labels, services) = labels_of(&record);
+        for record in records {
+            let Some(Agent { labels, services, .. }) = ingress_agent(&record) else { continue };
             let k = self.known.entry(record.peer).or_insert_with(|| Known {
                 record: record.clone(),
                 labels: BTreeMap::new(),

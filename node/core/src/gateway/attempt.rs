@@ -269,7 +269,8 @@ impl GatewayRole {
         ctx.timers.cancel(TimerKey::IngressRequest(request));
         let Some(p) = self.requests.get_mut(&request) else { return };
         p.phase = Phase::Forwarded { agent };
-        ctx.emit(Output::IngressForward { request, stream, agent, prefix });
+        let version = p.decision.version;
+        ctx.emit(Output::IngressForward { request, stream, agent, prefix, version });
         ctx.event(Event::IngressRequest {
             listener: p.listener,
             outcome: IngressOutcome::Forwarded,

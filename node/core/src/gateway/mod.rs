@@ -32,7 +32,7 @@ use crate::config::{GatewayConfig, GatewayListener};
 use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::http_head::RequestHead;
 use crate::ids::{ListenerId, PeerId, RequestId, StreamId};
-use crate::ingress::{Decision, Outcome, Request, Router};
+use crate::ingress::{Decision, Outcome, Request, Router, Snapshot, StaleVersion};
 use crate::io::{Close, Event, IngressEnd, IngressOutcome, IngressResponse, Output};
 use crate::record::PeerRecord;
 use crate::ticket::TicketWallet;
@@ -141,6 +141,16 @@ impl GatewayRole {
         }
     }
 
+    /// Swaps the routes for a newer version; requests under way keep theirs.
+    pub(crate) fn reload(&mut self, routes: Snapshot) -> Result<(), StaleVersion> {
+        self.router.reload(routes)
+    }
+
+    /// The version of the route table in force.
+    pub(crate) fn routes_version(&self) -> u64 {
+        self.router.snapshot().version()
+    }
+
     /// A public request arrived.
     pub(crate) fn on_request(
         &mut self,
@@ -183,6 +193,7 @@ impl GatewayRole {
             Outcome::Static(s) => IngressResponse {
                 status: s.status,
                 outcome: IngressOutcome::Static,
+                version: decision.version,
                 location: None,
                 content_type: s.content_type.clone(),
                 body: s.body.clone(),
@@ -190,6 +201,7 @@ impl GatewayRole {
             Outcome::Redirect { status, location } => IngressResponse {
                 status: *status,
                 outcome: IngressOutcome::Redirect,
+                version: decision.version,
                 location: Some(location.clone()),
                 content_type: "text/plain; charset=utf-8".to_owned(),
                 body: Bytes::from(format!("redirecting to {location}\n")),
@@ -260,10 +272,15 @@ impl GatewayRole {
         now: Instant,
         request: RequestId,
         listener: ListenerId,
-        response: IngressResponse,
+        mut response: IngressResponse,
         attempts: u32,
     ) {
-        let started = self.requests.remove(&request).map_or(now, |p| p.started);
+        let (started, version) = match self.requests.remove(&request) {
+            Some(p) => (p.started, p.decision.version),
+            // Decided in this very step, under the version in force.
+            None => (now, self.router.snapshot().version()),
+        };
+        response.version = version;
         ctx.timers.cancel(TimerKey::IngressRequest(request));
         let outcome = response.outcome;
         ctx.emit(Output::IngressRespond { request, response });
@@ -341,6 +358,7 @@ pub(crate) fn error(status: u16, outcome: IngressOutcome) -> IngressResponse {
     IngressResponse {
         status,
         outcome,
+        version: 0, // set where it is sent
         location: None,
         content_type: "text/plain; charset=utf-8".to_owned(),
         body: Bytes::from(format!("{status} {text}\n")),

@@ -143,6 +143,7 @@ pub fn base_config(peer: PeerId) -> NodeConfig {
         exit: None,
         client: None,
         gateway: None,
+        agent: None,
         timeouts: Timeouts::default(),
         limits: Limits::default(),
         relay: meshproxy_core::config::RelayConfig::default(),

@@ -1,4 +1,4 @@
-//! Command-line flags of the role commands (`meshproxy hub|exit|client`).
+//! Command-line flags of the role commands (`meshproxy hub|exit|client|agent`).
 //!
 //! Every flag is a config key: the flags build (or, with `--config`, amend) a
 //! [`FileConfig`], so a node started from flags and one started from the
@@ -7,9 +7,9 @@
 //! the command line says always wins and nothing is silently merged.
 
 use crate::ops::config::{
-    AgentTargetFile, ClientFile, ConfigError, CredentialFile, ExitFile, FileConfig, GatewayFile,
-    GatewayListenerFile, HubEntry, HubFile, ListenerFile, RedirectTargetFile, RouteFile,
-    StaticTargetFile, TargetFile, UserFile,
+    AgentFile, AgentTargetFile, ClientFile, ConfigError, CredentialFile, ExitFile, FileConfig,
+    GatewayFile, GatewayListenerFile, HubEntry, HubFile, ListenerFile, RedirectTargetFile,
+    RouteFile, StaticTargetFile, TargetFile, UserFile,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -165,6 +165,38 @@ pub struct GatewayFlags {
     pub routes: Vec<String>,
 }
 
+/// Flags of `meshproxy agent`. `--service`, `--label` and `--allow` given
+/// here replace the config's tables (all of each, not one entry).
+// The fields' doc comments are their `--help` text: brackets there are literal.
+#[allow(rustdoc::broken_intra_doc_links)]
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct AgentFlags {
+    /// Admission at the hubs: ID=TOKEN, a key with the agent role [key: agent.credential].
+    /// Command lines are visible to other local users: prefer the config file on shared hosts.
+    #[arg(long, value_name = "ID=TOKEN")]
+    pub credential: Option<String>,
+    /// A service gateways may open: NAME=HOST:PORT, e.g. web=127.0.0.1:8080 (names: a-z 0-9 _ .,
+    /// at most 24). An IP literal allows exactly that origin; a host name is resolved and must
+    /// land inside --allow. Repeatable [key: agent.services].
+    #[arg(long = "service", value_name = "NAME=HOST:PORT")]
+    pub services: Vec<String>,
+    /// A label gateways select this agent by: KEY=VALUE, e.g. site=home (a-z 0-9 _ .);
+    /// repeatable [key: agent.labels].
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Where a service's host name may resolve to: NET, NET:PORTS or [NET6]:PORTS, e.g.
+    /// 10.0.0.0/8:80-443; repeatable; nothing is allowed by default [key: agent.allow].
+    #[arg(long = "allow", value_name = "RULE")]
+    pub allow: Vec<String>,
+    /// Multiaddr gateways dial, repeatable [key: agent.advertise] (default: what --listen bound).
+    #[arg(long = "advertise", value_name = "MULTIADDR")]
+    pub advertise: Vec<String>,
+    /// Hold relay reservations at the hubs: auto (while not reachable directly), always or
+    /// off [key: agent.relay].
+    #[arg(long, value_name = "auto|always|off")]
+    pub relay: Option<String>,
+}
+
 /// Which role command is being run, with its flags.
 #[derive(Clone, Copy, Debug)]
 pub enum RoleFlags<'a> {
@@ -176,6 +208,8 @@ pub enum RoleFlags<'a> {
     Client(&'a ClientFlags),
     /// `meshproxy gateway`.
     Gateway(&'a GatewayFlags),
+    /// `meshproxy agent`.
+    Agent(&'a AgentFlags),
 }
 
 impl RoleFlags<'_> {
@@ -185,6 +219,7 @@ impl RoleFlags<'_> {
             RoleFlags::Exit(_) => "exit",
             RoleFlags::Client(_) => "client",
             RoleFlags::Gateway(_) => "gateway",
+            RoleFlags::Agent(_) => "agent",
         }
     }
 }
@@ -237,11 +272,11 @@ fn replace<T: Clone>(target: &mut Vec<T>, flags: &[T]) {
 }
 
 /// Where a role listens when neither the config nor `--listen` says: hubs on
-/// the well-known port, exits anywhere (they advertise what they bound).
+/// the well-known port, exits and agents anywhere (they advertise what they bound).
 fn default_listen(role: RoleFlags<'_>) -> Vec<String> {
     match role {
         RoleFlags::Hub(_) => vec!["/ip4/0.0.0.0/tcp/4001".into()],
-        RoleFlags::Exit(_) => vec!["/ip4/0.0.0.0/tcp/0".into()],
+        RoleFlags::Exit(_) | RoleFlags::Agent(_) => vec!["/ip4/0.0.0.0/tcp/0".into()],
         RoleFlags::Client(_) | RoleFlags::Gateway(_) => Vec::new(),
     }
 }
@@ -284,6 +319,7 @@ pub fn build(common: &CommonFlags, role: RoleFlags<'_>) -> Result<FileConfig, Co
         RoleFlags::Exit(f) => apply_exit(&mut file, f)?,
         RoleFlags::Client(f) => apply_client(&mut file, f)?,
         RoleFlags::Gateway(f) => apply_gateway(&mut file, f)?,
+        RoleFlags::Agent(f) => apply_agent(&mut file, f)?,
     }
     Ok(file)
 }
@@ -340,6 +376,51 @@ fn apply_exit(file: &mut FileConfig, f: &ExitFlags) -> Result<(), ConfigError> {
     }
     if f.open {
         exit.open = Some(true);
+    }
+    Ok(())
+}
+
+fn apply_agent(file: &mut FileConfig, f: &AgentFlags) -> Result<(), ConfigError> {
+    let given = f.credential.as_deref().map(|c| credential("credential", c)).transpose()?;
+    let agent =
+        match (file.agent.as_mut(), given.clone()) {
+            (Some(agent), _) => agent,
+            (None, Some(credential)) => file.agent.insert(AgentFile::new(credential)),
+            (None, None) => return Err(invalid(
+                "an agent needs a credential: give --credential ID=TOKEN (key: agent.credential)"
+                    .into(),
+            )),
+        };
+    if let Some(c) = given {
+        agent.credential = c;
+    }
+    let table = |flag: &str, list: &[String]| -> Result<_, ConfigError> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in list {
+            let (k, v) = pair(flag, item, '=')?;
+            if out.insert(k.to_owned(), v.to_owned()).is_some() {
+                return Err(invalid(format!("--{flag} `{k}` is given twice")));
+            }
+        }
+        Ok(out)
+    };
+    if !f.services.is_empty() {
+        agent.services = table("service", &f.services)?;
+    }
+    if !f.labels.is_empty() {
+        agent.labels = table("label", &f.labels)?;
+    }
+    replace(&mut agent.allow, &f.allow);
+    replace(&mut agent.advertise, &f.advertise);
+    if f.relay.is_some() {
+        agent.relay.clone_from(&f.relay);
+    }
+    if agent.services.is_empty() {
+        return Err(invalid(
+            "an agent without services serves nothing: give --service NAME=HOST:PORT \
+             (key: agent.services)"
+                .into(),
+        ));
     }
     Ok(())
 }

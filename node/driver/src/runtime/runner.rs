@@ -142,6 +142,8 @@ pub struct RunnerStatus {
     pub agents_known: usize,
     /// (Gateways) requests carried by an agent's stream now.
     pub forwards_open: usize,
+    /// (Agents) ingress streams spliced to an origin now (as the core counts them).
+    pub agent_streams_open: usize,
 }
 
 impl RunnerStatus {
@@ -156,6 +158,7 @@ impl RunnerStatus {
             admitted_peers: self.admitted_peers,
             agents_known: self.agents_known,
             forwards_open: self.forwards_open,
+            agent_streams_open: self.agent_streams_open,
         }
     }
 }
@@ -482,6 +485,7 @@ impl NodeRunner {
                     registered_hubs: self.node.registered_hubs(),
                     pumps: self.pumps.len(),
                     pending_splices: self.splices.len(),
+                    agent_streams_open: self.node.agent_streams_open(),
                     direct_conns: conns.direct,
                     relayed_conns: conns.relayed,
                     reservations: self.node.reservations_held(),
@@ -538,7 +542,7 @@ impl NodeRunner {
     fn execute(&mut self, out: Output) {
         match out {
             Output::IngressRespond { request, response } => self.ingress.respond(request, response),
-            Output::IngressForward { request, stream, agent, prefix } => {
+            Output::IngressForward { request, stream, agent, prefix, .. } => {
                 // Like a splice's streams: the pump hands the stream back
                 // behind whatever it read meanwhile.
                 let detaching = self
@@ -719,9 +723,16 @@ fn log_event(event: &Event) {
             };
             tracing::warn!(%hub, ?code, "the hub refused admission: {why}; retrying on backoff");
         }
+        Event::AgentStreamRefused { peer, status } => {
+            tracing::info!(%peer, status = status.name(), "ingress stream refused")
+        }
+        Event::AgentOriginDenied { ip } => {
+            tracing::warn!(%ip, "a service's origin resolved outside the agent's allow list")
+        }
         Event::HubLinkLost { .. }
         | Event::AdmissionDenied { .. }
         | Event::ExitNotAdmitted { .. }
+        | Event::AgentNotAdmitted { .. }
         | Event::PeerProtocolError { .. } => {
             tracing::warn!(?event, "node event")
         }
@@ -796,6 +807,7 @@ mod tests {
             }),
             client: None,
             gateway: None,
+            agent: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             relay: meshproxy_core::config::RelayConfig::default(),

@@ -405,7 +405,7 @@ fn token_new_prints_a_token_the_examples_and_a_hub_accept() {
     // The shipped example configs pass `check` (with a real hub peer id in place).
     let dir = temp_dir("examples");
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    for name in ["hub.toml", "exit.toml", "client.toml", "gateway.toml"] {
+    for name in ["hub.toml", "exit.toml", "client.toml", "agent.toml", "gateway.toml"] {
         let body = std::fs::read_to_string(examples.join(name))
             .unwrap()
             .replace("HUB_PEER_ID", "12D3KooWBhbrxj5U4PNaMF1ZLsVPUBMBYQELFnTzVkGEjcLdKjBv");

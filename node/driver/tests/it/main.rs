@@ -12,6 +12,7 @@
 
 mod common;
 
+mod agent;
 mod app;
 mod cli;
 mod e2e;

@@ -68,7 +68,7 @@ mod settings;
 mod tests;
 
 pub use file::{
-    AgentTargetFile, ClientFile, CredentialFile, ExitFile, FileConfig, GatewayFile,
+    AgentFile, AgentTargetFile, ClientFile, CredentialFile, ExitFile, FileConfig, GatewayFile,
     GatewayListenerFile, HubEntry, HubFile, KeyFile, LimitsTable, ListenerFile, ListenerSocket,
     PoolFile, RedirectTargetFile, RouteFile, StaticTargetFile, TargetFile, UserFile,
 };

@@ -4,7 +4,7 @@
 
 use super::file::{FileConfig, ListenerSocket};
 use super::gateway::{gateway_config, GatewaySettings};
-use super::roles::{check_limits, client_config, exit_config, hub_config};
+use super::roles::{agent_config, check_limits, client_config, exit_config, hub_config};
 use super::{invalid, ConfigError, NetLimits, RelayLimits};
 use crate::ops::identity::{parse_peer_id, Identity};
 use meshproxy_core::config::{HubContact, NodeConfig, RelayConfig};
@@ -59,9 +59,18 @@ impl Settings {
         if file.hub.is_none()
             && file.exit.is_none()
             && file.client.is_none()
+            && file.agent.is_none()
             && file.gateway.is_none()
         {
-            return Err(invalid("no role: add a [hub], [exit], [client] and/or [gateway] table"));
+            return Err(invalid(
+                "no role: add a [hub], [exit], [agent], [client] and/or [gateway] table",
+            ));
+        }
+        if file.exit.is_some() && file.agent.is_some() {
+            return Err(invalid(
+                "[exit] and [agent] together: a node is listed at its hubs in one role for now; \
+                 run the agent as a second node (its own identity and listen address)",
+            ));
         }
         let threads = match file.threads {
             Some(n) if n == 0 || n > MAX_THREADS => {
@@ -79,9 +88,11 @@ impl Settings {
             let peer = parse_peer_id(&h.peer)
                 .ok_or_else(|| invalid(format!("hubs[{i}].peer: `{}` is not a peer id", h.peer)))?;
             let ticket_key = ed25519_key_of(&peer);
-            if ticket_key.is_none() && file.exit.as_ref().is_some_and(|e| e.open != Some(true)) {
+            let checks_tickets =
+                file.exit.as_ref().is_some_and(|e| e.open != Some(true)) || file.agent.is_some();
+            if ticket_key.is_none() && checks_tickets {
                 return Err(invalid(format!(
-                    "hubs[{i}].peer: `{}` is not an Ed25519 peer id, so this exit cannot check \
+                    "hubs[{i}].peer: `{}` is not an Ed25519 peer id, so this node cannot check \
                      the tickets it signs",
                     h.peer
                 )));
@@ -89,8 +100,9 @@ impl Settings {
             let addrs = addrs(&h.addrs, &format!("hubs[{i}].addrs"))?;
             hubs.push(HubContact { peer, addrs, ticket_key });
         }
-        if (file.exit.is_some() || file.client.is_some()) && hubs.is_empty() {
-            return Err(invalid("exits and clients need at least one [[hubs]] entry"));
+        if (file.exit.is_some() || file.client.is_some() || file.agent.is_some()) && hubs.is_empty()
+        {
+            return Err(invalid("exits, agents and clients need at least one [[hubs]] entry"));
         }
         if file.gateway.is_some() && hubs.is_empty() {
             return Err(invalid("a gateway finds agents through hubs: add a [[hubs]] entry"));
@@ -124,6 +136,10 @@ impl Settings {
             }
             None => (None, None),
         };
+        let agent = match &file.agent {
+            Some(a) => Some(agent_config(a, addrs(&a.advertise, "agent.advertise")?)?),
+            None => None,
+        };
         check_limits(&file.limits.core)?;
         let node = NodeConfig {
             peer_id: identity.peer_id(),
@@ -132,6 +148,7 @@ impl Settings {
             exit,
             client,
             gateway,
+            agent,
             timeouts: file.timeouts,
             limits: file.limits.core,
             relay: RelayConfig::default(),
@@ -153,7 +170,7 @@ impl Settings {
         })
     }
 
-    /// An exit configured without `advertise` advertises `bound`, the
+    /// An exit (or agent) configured without `advertise` advertises `bound`, the
     /// addresses its peer network actually listens on (port 0 resolved,
     /// `0.0.0.0` expanded), and denies them as destinations too. Behind NAT
     /// (`reachability = "private"`) bound addresses reach nobody outside, so
@@ -165,6 +182,10 @@ impl Settings {
         parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
     ) -> bool {
         let private = self.reachability == Some(Reachability::Private);
+        // An agent is dialed by gateways the same way; behind NAT, through its hubs' relays.
+        if let Some(agent) = self.node.agent.as_mut().filter(|a| a.addrs.is_empty() && !private) {
+            agent.addrs = bound.iter().filter_map(|a| parse_addr(a).ok()).collect();
+        }
         let Some(exit) = self.node.exit.as_mut() else { return false };
         if !exit.addrs.is_empty() || private {
             return false;

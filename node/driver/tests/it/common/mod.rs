@@ -145,6 +145,7 @@ pub fn base(peer: PeerId, hub: PeerId) -> NodeConfig {
         exit: None,
         client: None,
         gateway: None,
+        agent: None,
         timeouts: Timeouts::default(),
         limits: Limits::default(),
         relay: meshproxy_core::config::RelayConfig::default(),
