@@ -35,11 +35,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
-const BIG: u64 = 4 << 20;
+pub const BIG: u64 = 4 << 20;
 const UPLOAD: u64 = 3 << 20;
 
 /// Reads a request head (bounded); the head's text.
-async fn read_head(s: &mut TcpStream) -> Option<String> {
+pub async fn read_head(s: &mut TcpStream) -> Option<String> {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -55,15 +55,46 @@ async fn read_head(s: &mut TcpStream) -> Option<String> {
 /// stream, `/cut` announces 4 MiB and resets after 256 KiB, `/upload` checks
 /// a 3 MiB stream and answers its length, `/ws` switches to an echo.
 async fn origin() -> SocketAddr {
+    origin_named("origin").await.0
+}
+
+/// [`origin`], which also answers `/who` with `name` and serves `/slow`
+/// (4 MiB in 64 KiB steps 20 ms apart); each path it starts serving is
+/// reported on the receiver.
+pub async fn origin_named(name: &'static str) -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
             tokio::spawn(async move {
                 let Some(head) = read_head(&mut s).await else { return };
                 let target = head.split_whitespace().nth(1).unwrap_or("");
                 let path = target.split('?').next().unwrap_or("").to_owned();
+                let _ = tx.send(path.clone());
                 match path.as_str() {
+                    "/who" => {
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
+                            name.len()
+                        );
+                        let _ = s.write_all(answer.as_bytes()).await;
+                    }
+                    "/slow" => {
+                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n");
+                        s.write_all(head.as_bytes()).await.unwrap();
+                        let mut buf = vec![0u8; 64 * 1024];
+                        let mut sent = 0u64;
+                        while sent < BIG {
+                            crate::common::e2e::fill(7, sent, &mut buf);
+                            if s.write_all(&buf).await.is_err() {
+                                return;
+                            }
+                            sent += buf.len() as u64;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
                     "/echo" => {
                         let answer = format!(
                             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\nX-Hop: 1\r\n\r\n{head}",
@@ -100,7 +131,7 @@ async fn origin() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, rx)
 }
 
 /// A gateway front whose every request is forwarded to `origin` over a

@@ -18,6 +18,7 @@ mod cli;
 mod e2e;
 mod gateway;
 mod gateway_forward;
+mod ingress_e2e;
 mod listener;
 mod mesh;
 mod metrics;
