@@ -110,3 +110,77 @@ impl Bridge {
         self.waiting.remove(&request).is_some_and(|reply| reply.send(answer).is_ok())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::pump::PumpState;
+    use bytes::Bytes;
+
+    fn detached() -> PumpEvent {
+        let (io, _far) = tokio::io::duplex(64);
+        PumpEvent::Detached { io: Box::new(io), state: PumpState::default() }
+    }
+
+    #[test]
+    fn a_forward_gets_the_stream_behind_every_byte_read_during_the_hand_over() {
+        let mut b = Bridge::default();
+        let agent = PeerId::from_u64(7);
+        let (tx, mut rx) = oneshot::channel();
+        b.wait(RequestId(1), tx);
+        b.forward(RequestId(1), StreamId(10), agent, b"HTTP/1.1 2", true);
+        assert!(b.is_handing(StreamId(10)));
+        b.on_pump(StreamId(10), PumpEvent::Data(Bytes::from_static(b"00 OK\r\n")));
+        b.on_pump(StreamId(10), PumpEvent::Closed(Close::Fin));
+        assert!(rx.try_recv().is_err(), "no answer before the stream is back");
+        b.on_pump(StreamId(10), detached());
+        let Ok(Answer::Forward { prefix, agent: a, .. }) = rx.try_recv() else {
+            panic!("no forward")
+        };
+        assert_eq!((&prefix[..], a), (&b"HTTP/1.1 200 OK\r\n"[..], agent));
+        assert!(!b.is_handing(StreamId(10)));
+        assert_eq!(b.forwards(), 1);
+        b.done(RequestId(1));
+        assert_eq!(b.forwards(), 0);
+    }
+
+    #[test]
+    fn a_stream_lost_in_the_hand_over_is_a_lost_answer_and_a_gone_task_is_not_counted() {
+        let mut b = Bridge::default();
+        let agent = PeerId::from_u64(7);
+        // The pump was already gone.
+        let (tx, mut rx) = oneshot::channel();
+        b.wait(RequestId(1), tx);
+        b.forward(RequestId(1), StreamId(1), agent, b"", false);
+        assert!(matches!(rx.try_recv(), Ok(Answer::Lost)));
+        // The stream reset while its pump detached.
+        let (tx, mut rx) = oneshot::channel();
+        b.wait(RequestId(2), tx);
+        b.forward(RequestId(2), StreamId(2), agent, b"", true);
+        b.on_pump(StreamId(2), PumpEvent::Closed(Close::Reset));
+        assert!(matches!(rx.try_recv(), Ok(Answer::Lost)));
+        assert!(!b.is_handing(StreamId(2)));
+        // The request task went away: the stream is dropped, nothing is counted.
+        let (tx, rx) = oneshot::channel();
+        b.wait(RequestId(3), tx);
+        drop(rx);
+        b.forward(RequestId(3), StreamId(3), agent, b"", true);
+        b.on_pump(StreamId(3), detached());
+        assert_eq!(b.forwards(), 0);
+        // An answer of the core's own reaches its task.
+        let (tx, mut rx) = oneshot::channel();
+        b.wait(RequestId(4), tx);
+        b.respond(
+            RequestId(4),
+            meshproxy_core::io::IngressResponse {
+                status: 404,
+                outcome: meshproxy_core::io::IngressOutcome::NoRoute,
+                location: None,
+                content_type: "text/plain".into(),
+                body: Bytes::new(),
+                version: 1,
+            },
+        );
+        assert!(matches!(rx.try_recv(), Ok(Answer::Respond(r)) if r.status == 404));
+    }
+}
