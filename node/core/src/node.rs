@@ -585,6 +585,11 @@ impl Node {
         }
     }
 
+    /// (Gateways) how many agents the gateway knows of.
+    pub fn known_agents(&self) -> usize {
+        self.roles.gateway.as_ref().map_or(0, GatewayRole::agent_count)
+    }
+
     /// Whether the core still tracks `stream` (for the data plane's bookkeeping).
     pub fn tracks_stream(&self, stream: StreamId) -> bool {
         self.ctx.owner(stream).is_some()

@@ -2,7 +2,7 @@
 //!
 //! `run --config FILE` runs a node (any mix of hub, exit and client) over
 //! libp2p until Ctrl-C or SIGTERM, then lets running sessions finish for up to
-//! a grace period. `hub`, `exit` and `client` run one role from flags (each
+//! a grace period. `hub`, `exit`, `client` and `gateway` run one role from flags (each
 //! flag is a config key) and/or a config file. `demo` runs a whole mesh in
 //! one process. `keygen`, `id` and `check` manage identities and validate
 //! configs. `status` asks a running node's control socket what it is doing;
@@ -13,7 +13,9 @@ use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand};
 use meshproxy::ops::config::{FileConfig, Settings};
 use meshproxy::ops::control;
-use meshproxy::ops::flags::{AgentFlags, ClientFlags, CommonFlags, ExitFlags, HubFlags, RoleFlags};
+use meshproxy::ops::flags::{
+    AgentFlags, ClientFlags, CommonFlags, ExitFlags, GatewayFlags, HubFlags, RoleFlags,
+};
 use meshproxy::ops::identity::{Identity, IdentityError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -105,6 +107,17 @@ enum Command {
         common: CommonFlags,
         #[command(flatten)]
         client: ClientFlags,
+    },
+    /// Run a gateway: public HTTP listeners whose requests are routed by host and path to
+    /// agents found through the hubs (or answered here: static, redirect).
+    ///
+    /// Example: meshproxy gateway --hub /ip4/HUB_IP/tcp/4001/p2p/HUB_ID --credential gw=TOKEN3
+    /// --listen-http 0.0.0.0:8080 --route 'host=app.example.com path=/ service=web select=site=home'
+    Gateway {
+        #[command(flatten)]
+        common: CommonFlags,
+        #[command(flatten)]
+        gateway: GatewayFlags,
     },
     /// Run an agent beside private services: registers at the hubs with its labels and
     /// services, and carries gateways' ingress streams to those services only.
@@ -227,6 +240,9 @@ fn run(file: FileConfig) -> anyhow::Result<()> {
         }
         for addr in &running.node.listen_addrs {
             println!("listener: {addr}");
+        }
+        for addr in &running.node.gateway_addrs {
+            println!("gateway: http://{addr}/");
         }
         if let Some(addr) = running.node.metrics_addr {
             println!("metrics: http://{addr}/metrics");
@@ -368,6 +384,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
         node.hub.as_ref().map(|_| "hub"),
         node.exit.as_ref().map(|_| "exit"),
         node.client.as_ref().map(|_| "client"),
+        node.gateway.as_ref().map(|_| "gateway"),
         node.agent.as_ref().map(|_| "agent"),
     ]
     .into_iter()
@@ -390,6 +407,14 @@ fn check(path: &Path) -> anyhow::Result<()> {
         println!("listener: {} ({auth})", s.bind);
         if meshproxy::runtime::listener::exposed_without_auth(s.bind, s.has_auth) {
             println!("  warning: reachable from other hosts without authentication");
+        }
+    }
+    if let (Some(g), Some(s)) = (&node.gateway, &settings.gateway) {
+        for (l, bind) in g.listeners.iter().zip(&s.binds) {
+            let routes = g.routes.table(&l.name).map_or(0, |t| t.routes().len());
+            let default = g.routes.table(&l.name).is_some_and(|t| t.default_target().is_some());
+            let default = if default { " and a default route" } else { "" };
+            println!("gateway listener: {} on {bind} ({routes} routes{default})", l.name);
         }
     }
     if let Some(state) = &settings.state {
@@ -462,6 +487,9 @@ fn main() -> ExitCode {
         }
         Command::Client { common, client } => {
             exit_code("client", run_role(&common, RoleFlags::Client(&client)))
+        }
+        Command::Gateway { common, gateway } => {
+            exit_code("gateway", run_role(&common, RoleFlags::Gateway(&gateway)))
         }
         Command::Agent { common, agent } => {
             exit_code("agent", run_role(&common, RoleFlags::Agent(&agent)))

@@ -10,10 +10,14 @@ use crate::ops::identity::Identity;
 use crate::ops::metrics::{Metrics, MetricsServer, ServeLimits};
 use crate::ops::state::{self, StateError};
 use crate::p2p::{shed_inbound_stream, InboundGate, NetCommand, NetEvent};
+use crate::runtime::gateway::request::Shared;
+use crate::runtime::gateway::server::{accept_loop as gateway_loop, Connections};
+use crate::runtime::gateway::PublicListener;
 use crate::runtime::listener;
 use crate::runtime::runner::{NodeRunner, RunnerMsg, RunnerStatus};
 use crate::runtime::sockets::{Sockets, TokioSockets};
 use meshproxy_core::ids::ListenerId;
+use meshproxy_core::listener::Listeners;
 use meshproxy_core::record::PeerAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +64,16 @@ pub enum StartError {
     #[error("listener {index} on {addr}: {source}")]
     Listen {
         /// Its position in the config.
+        index: usize,
+        /// Its address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A gateway listener could not be bound.
+    #[error("gateway listener {index} on {addr}: {source}")]
+    GatewayListen {
+        /// Its position in `[[gateway.listeners]]`.
         index: usize,
         /// Its address.
         addr: SocketAddr,
@@ -119,6 +133,8 @@ pub struct RunningNode {
     listeners: Vec<JoinHandle<()>>,
     /// The bound addresses of the client listeners, in config order.
     pub listen_addrs: Vec<SocketAddr>,
+    /// The bound addresses of the gateway's public listeners, in config order.
+    pub gateway_addrs: Vec<SocketAddr>,
     /// Where the metrics endpoint listens (the real port), if configured.
     pub metrics_addr: Option<SocketAddr>,
     metrics: Option<MetricsServer>,
@@ -212,7 +228,8 @@ pub async fn start_with_settings(
     start_network: NetworkStarter,
     sockets: Arc<dyn Sockets>,
 ) -> Result<RunningNode, StartError> {
-    let Settings { node: config, reachability, listeners, metrics, state, .. } = settings;
+    let Settings { node: mut config, reachability, listeners, metrics, state, gateway, .. } =
+        settings;
     if config.exit.as_ref().is_some_and(|e| e.open) {
         tracing::warn!(
             "exit.open = true: this exit serves any peer that reaches it, admitted or not; \
@@ -232,6 +249,25 @@ pub async fn start_with_settings(
             source,
         })?;
         bound.push(l);
+    }
+    let mut public = Vec::new();
+    if let Some(g) = &gateway {
+        let ids = Listeners::from_config(&config);
+        for (index, &bind) in g.binds.iter().enumerate() {
+            let l = sockets.bind(bind).await.map_err(|source| StartError::GatewayListen {
+                index,
+                addr: bind,
+                source,
+            })?;
+            let bound = l.local_addr().unwrap_or(bind);
+            let core = config.gateway.as_mut().and_then(|c| c.listeners.get_mut(index));
+            let Some((core, id)) = core.zip(ids.ingress(index)) else { continue };
+            if g.port_from_bind.get(index) == Some(&true) {
+                core.port = bound.port();
+            }
+            let info = PublicListener { id, bind: bound, port: core.port, https: core.https };
+            public.push((l, info));
+        }
     }
     let metrics = match metrics {
         Some(addr) => Some(serve_metrics(addr).await?),
@@ -272,6 +308,18 @@ pub async fn start_with_settings(
         let id = ListenerId(i as u64);
         listeners.push(tokio::spawn(listener::accept_loop(l, id, runner_tx.clone())));
     }
+    let mut gateway_addrs = Vec::new();
+    if let Some(g) = &gateway {
+        let ingress = metrics.as_ref().map(|(_, m)| m.ingress());
+        let shared = Arc::new(Shared::new(runner_tx.clone(), ingress, g.limits));
+        let conns = Arc::new(Connections::default());
+        for (l, info) in public {
+            tracing::info!(addr = %info.bind, listener = %info.id, "gateway listener ready");
+            gateway_addrs.push(info.bind);
+            let serve = gateway_loop(l, info, Arc::clone(&shared), Arc::clone(&conns));
+            listeners.push(tokio::spawn(serve));
+        }
+    }
     tracing::info!(peer = %identity.peer_id_string(), "node running");
     let task = tokio::spawn(runner.run());
     let metrics = metrics.map(|(server, _)| server);
@@ -281,6 +329,7 @@ pub async fn start_with_settings(
         task,
         listeners,
         listen_addrs,
+        gateway_addrs,
         metrics_addr,
         metrics,
         events,

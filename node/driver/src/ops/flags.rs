@@ -7,8 +7,9 @@
 //! the command line says always wins and nothing is silently merged.
 
 use crate::ops::config::{
-    AgentFile, ClientFile, ConfigError, ControlKey, CredentialFile, ExitFile, FileConfig, HubEntry,
-    HubFile, ListenerFile, UserFile,
+    AgentFile, AgentTargetFile, ClientFile, ConfigError, ControlKey, CredentialFile, ExitFile,
+    FileConfig, GatewayFile, GatewayListenerFile, HubEntry, HubFile, ListenerFile,
+    RedirectTargetFile, RouteFile, StaticTargetFile, TargetFile, UserFile,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -145,6 +146,29 @@ pub struct ClientFlags {
     pub relayed: Option<bool>,
 }
 
+/// Flags of `meshproxy gateway`.
+// The fields' doc comments are their `--help` text: brackets there are literal.
+#[allow(rustdoc::broken_intra_doc_links)]
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct GatewayFlags {
+    /// Admission at the hubs: ID=TOKEN, a key with roles=gateway [key: gateway.credential].
+    /// Command lines are visible to other local users: prefer the config file on shared hosts.
+    #[arg(long, value_name = "ID=TOKEN")]
+    pub credential: Option<String>,
+    /// A public HTTP listener (HTTP/1.1 and h2), repeatable; the first is named `http`, the
+    /// next `http-2`, … [key: gateway.listeners[].listen].
+    #[arg(long = "listen-http", value_name = "ADDR:PORT")]
+    pub listen_http: Vec<SocketAddr>,
+    /// A route, repeatable [key: gateway.routes]: space-separated KEY=VALUE among
+    /// id, listener, host (app.example.com or *.example.com), path (/api), priority (lower
+    /// first), strict (true), and one target: service=NAME select=K=V,… [balance=round_robin]
+    /// | static=BODY [status=200] | redirect=URL [status=308] [keep_path=true] [keep_query=true].
+    /// Without host and path it is the listener's default route. Example:
+    /// 'host=app.example.com path=/ service=web select=site=home'.
+    #[arg(long = "route", value_name = "SPEC")]
+    pub routes: Vec<String>,
+}
+
 /// Flags of `meshproxy agent`. `--service`, `--label` and `--allow` given
 /// here replace the config's tables (all of each, not one entry).
 // The fields' doc comments are their `--help` text: brackets there are literal.
@@ -186,6 +210,8 @@ pub enum RoleFlags<'a> {
     Exit(&'a ExitFlags),
     /// `meshproxy client`.
     Client(&'a ClientFlags),
+    /// `meshproxy gateway`.
+    Gateway(&'a GatewayFlags),
     /// `meshproxy agent`.
     Agent(&'a AgentFlags),
 }
@@ -196,6 +222,7 @@ impl RoleFlags<'_> {
             RoleFlags::Hub(_) => "hub",
             RoleFlags::Exit(_) => "exit",
             RoleFlags::Client(_) => "client",
+            RoleFlags::Gateway(_) => "gateway",
             RoleFlags::Agent(_) => "agent",
         }
     }
@@ -263,7 +290,7 @@ fn default_listen(role: RoleFlags<'_>) -> Vec<String> {
     match role {
         RoleFlags::Hub(_) => vec!["/ip4/0.0.0.0/tcp/4001".into()],
         RoleFlags::Exit(_) | RoleFlags::Agent(_) => vec!["/ip4/0.0.0.0/tcp/0".into()],
-        RoleFlags::Client(_) => Vec::new(),
+        RoleFlags::Client(_) | RoleFlags::Gateway(_) => Vec::new(),
     }
 }
 
@@ -307,6 +334,7 @@ pub fn build(common: &CommonFlags, role: RoleFlags<'_>) -> Result<FileConfig, Co
         RoleFlags::Hub(f) => apply_hub(&mut file, f)?,
         RoleFlags::Exit(f) => apply_exit(&mut file, f)?,
         RoleFlags::Client(f) => apply_client(&mut file, f)?,
+        RoleFlags::Gateway(f) => apply_gateway(&mut file, f)?,
         RoleFlags::Agent(f) => apply_agent(&mut file, f)?,
     }
     Ok(file)
@@ -467,6 +495,98 @@ fn apply_client(file: &mut FileConfig, f: &ClientFlags) -> Result<(), ConfigErro
         })
         .collect();
     Ok(())
+}
+
+fn apply_gateway(file: &mut FileConfig, f: &GatewayFlags) -> Result<(), ConfigError> {
+    let given = f.credential.as_deref().map(|c| credential("credential", c)).transpose()?;
+    let gateway = match (file.gateway.as_mut(), given.clone()) {
+        (Some(gateway), _) => gateway,
+        (None, Some(credential)) => file.gateway.insert(GatewayFile::new(credential)),
+        (None, None) => return Err(invalid(
+            "a gateway needs a credential: give --credential ID=TOKEN (key: gateway.credential)"
+                .into(),
+        )),
+    };
+    if let Some(c) = given {
+        gateway.credential = c;
+    }
+    if !f.listen_http.is_empty() {
+        gateway.listeners = f
+            .listen_http
+            .iter()
+            .enumerate()
+            .map(|(i, &listen)| GatewayListenerFile {
+                name: if i == 0 { "http".to_owned() } else { format!("http-{}", i + 1) },
+                listen,
+                https: None,
+                public_port: None,
+            })
+            .collect();
+    }
+    if !f.routes.is_empty() {
+        gateway.routes =
+            f.routes.iter().enumerate().map(|(i, r)| route(i, r)).collect::<Result<_, _>>()?;
+    }
+    if gateway.listeners.is_empty() {
+        return Err(invalid(
+            "a gateway needs a public listener: give --listen-http ADDR:PORT \
+             (key: gateway.listeners)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One `--route` spec (see [`GatewayFlags::routes`]).
+fn route(i: usize, spec: &str) -> Result<RouteFile, ConfigError> {
+    let bad = |problem: String| invalid(format!("--route `{spec}`: {problem}"));
+    let mut fields = std::collections::BTreeMap::new();
+    for item in spec.split_whitespace() {
+        let (k, v) =
+            item.split_once('=').ok_or_else(|| bad(format!("`{item}` is not KEY=VALUE")))?;
+        if fields.insert(k, v).is_some() {
+            return Err(bad(format!("`{k}` given twice")));
+        }
+    }
+    let mut take = |k: &str| fields.remove(k).map(str::to_owned);
+    let flag = |k: &str, v: Option<String>| -> Result<Option<bool>, ConfigError> {
+        v.map(|v| v.parse().map_err(|_| bad(format!("{k}: `{v}` is not true or false"))))
+            .transpose()
+    };
+    let number = |k: &str, v: Option<String>| -> Result<Option<u32>, ConfigError> {
+        v.map(|v| v.parse().map_err(|_| bad(format!("{k}: `{v}` is not a number")))).transpose()
+    };
+    let id = take("id").unwrap_or_else(|| format!("route-{}", i + 1));
+    let listener = take("listener");
+    let host = take("host");
+    let path = take("path");
+    let priority = number("priority", take("priority"))?;
+    let strict = flag("strict", take("strict"))?;
+    let status = number("status", take("status"))?
+        .map(|s| u16::try_from(s).map_err(|_| bad(format!("status: `{s}` is not a status"))))
+        .transpose()?;
+    let target = match (take("service"), take("static"), take("redirect")) {
+        (Some(service), None, None) => TargetFile::Agent(AgentTargetFile {
+            service,
+            select: Some(take("select").ok_or_else(|| bad("service=… needs select=K=V,…".into()))?),
+            pools: Vec::new(),
+            balance: take("balance"),
+        }),
+        (None, Some(body), None) => {
+            TargetFile::Static(StaticTargetFile { status, body, content_type: None })
+        }
+        (None, None, Some(to)) => TargetFile::Redirect(RedirectTargetFile {
+            status,
+            to,
+            keep_path: flag("keep_path", take("keep_path"))?,
+            keep_query: flag("keep_query", take("keep_query"))?,
+        }),
+        _ => return Err(bad("give exactly one of service=, static= and redirect=".into())),
+    };
+    if let Some(k) = fields.keys().next() {
+        return Err(bad(format!("`{k}` is not a route key here")));
+    }
+    Ok(RouteFile { listener, id, priority, host, path, strict, target })
 }
 
 #[cfg(test)]

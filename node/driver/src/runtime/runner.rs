@@ -16,6 +16,7 @@ use crate::ops::control::EventFeed;
 use crate::ops::metrics::{Metrics, Snapshot};
 use crate::ops::state;
 use crate::p2p::{BoxStream, NetCommand, NetEvent};
+use crate::runtime::gateway::{bridge::Bridge, IngressMsg};
 use crate::runtime::pump::{self, PumpCmd, PumpEvent, PUMP_QUEUE};
 use crate::runtime::sockets::{Sockets, TokioSockets};
 use crate::runtime::splice::splice_from;
@@ -24,8 +25,8 @@ use core::fmt;
 use meshproxy_core::config::NodeConfig;
 use meshproxy_core::ids::{ListenerId, QueryId, StreamId};
 use meshproxy_core::io::{
-    Close, Event, Input, Output, Reachability, ResolveError, Resources, SpliceEnd, SpliceLimits,
-    SpliceReport, StateSnapshot,
+    Close, Event, IngressEnd, Input, Output, Reachability, ResolveError, Resources, SpliceEnd,
+    SpliceLimits, SpliceReport, StateSnapshot,
 };
 use meshproxy_core::status::NodeStatus;
 use meshproxy_core::target::Status;
@@ -84,6 +85,8 @@ pub enum RunnerMsg {
         /// What it carried.
         report: SpliceReport,
     },
+    /// A gateway request task asks or reports.
+    Ingress(IngressMsg),
     /// Asks for a summary of the node (for status output and tests).
     Status(oneshot::Sender<RunnerStatus>),
     /// Asks for the core's full status (the control endpoint's `status`).
@@ -106,6 +109,7 @@ impl fmt::Debug for RunnerMsg {
                 write!(f, "OriginDone({stream}, ok={})", result.is_ok())
             }
             RunnerMsg::SpliceDone { a, b, report } => write!(f, "SpliceDone({a}, {b}, {report:?})"),
+            RunnerMsg::Ingress(m) => write!(f, "Ingress({m:?})"),
             RunnerMsg::Status(_) => write!(f, "Status"),
             RunnerMsg::Inspect(_) => write!(f, "Inspect"),
             RunnerMsg::Shutdown => write!(f, "Shutdown"),
@@ -140,6 +144,10 @@ pub struct RunnerStatus {
     pub reservations: usize,
     /// (Hubs) peers admitted now (as the core counts them).
     pub admitted_peers: usize,
+    /// (Gateways) agents known now (as the core counts them).
+    pub agents_known: usize,
+    /// (Gateways) requests carried by an agent's stream now.
+    pub forwards_open: usize,
     /// (Agents) ingress streams spliced to an origin now (as the core counts them).
     pub agent_streams_open: usize,
     /// (Hubs) exits in the directory now.
@@ -159,6 +167,8 @@ impl RunnerStatus {
             directory_exits: self.directory_exits,
             directory_agents: self.directory_agents,
             admitted_peers: self.admitted_peers,
+            agents_known: self.agents_known,
+            forwards_open: self.forwards_open,
             agent_streams_open: self.agent_streams_open,
         }
     }
@@ -213,6 +223,8 @@ pub struct NodeRunner {
     admissions: VecDeque<NetCommand>,
     /// The operator stated the reachability: autonat verdicts are not fed to the core.
     reachability_fixed: bool,
+    /// (Gateways) answers owed to request tasks, streams on their way to them.
+    ingress: Bridge,
 }
 
 impl fmt::Debug for NodeRunner {
@@ -259,6 +271,7 @@ impl NodeRunner {
             sockets: Arc::new(TokioSockets),
             admissions: VecDeque::new(),
             reachability_fixed: false,
+            ingress: Bridge::default(),
         }
     }
 
@@ -422,6 +435,9 @@ impl NodeRunner {
                 self.spawn_pump(stream, io);
                 self.input(Input::AppAccepted { listener, stream, source });
             }
+            RunnerMsg::Pump(stream, event) if self.ingress.is_handing(stream) => {
+                self.ingress.on_pump(stream, event);
+            }
             RunnerMsg::Pump(stream, PumpEvent::Data(data)) => {
                 if let Some(&(key, side)) = self.detaching.get(&stream) {
                     if let Some(p) = self.splices.get_mut(&key) {
@@ -483,6 +499,14 @@ impl NodeRunner {
                 tracing::debug!(%a, %b, ?report, "splice ended");
                 self.input(Input::SpliceEnded { a, b, report });
             }
+            RunnerMsg::Ingress(IngressMsg::Request { request, listener, client, head, reply }) => {
+                self.ingress.wait(request, reply);
+                self.input(Input::IngressRequest { request, listener, client, head });
+            }
+            RunnerMsg::Ingress(IngressMsg::Done { request, end }) => {
+                self.ingress.done(request);
+                self.input(Input::IngressDone { request, end });
+            }
             RunnerMsg::Status(reply) => {
                 let conns = self.node.peer_connections();
                 let _ = reply.send(RunnerStatus {
@@ -498,6 +522,8 @@ impl NodeRunner {
                     relayed_conns: conns.relayed,
                     reservations: self.node.reservations_held(),
                     admitted_peers: self.node.admitted_peers(),
+                    agents_known: self.node.known_agents(),
+                    forwards_open: self.ingress.forwards(),
                 });
             }
             RunnerMsg::Inspect(reply) => {
@@ -551,16 +577,15 @@ impl NodeRunner {
 
     fn execute(&mut self, out: Output) {
         match out {
-            // The driver binds no ingress listener yet (the gateway's HTTP
-            // side comes next), so the core names no request to answer; a
-            // stream handed over is closed rather than leaked.
-            Output::IngressRespond { request, .. } => {
-                tracing::warn!(?request, "an ingress answer without an ingress listener");
-            }
-            Output::IngressForward { stream, .. } => {
-                if let Some(pump) = self.pumps.remove(&stream) {
-                    let _ = pump.try_send(PumpCmd::Close(Close::Reset));
-                }
+            Output::IngressRespond { request, response } => self.ingress.respond(request, response),
+            Output::IngressForward { request, stream, agent, prefix, .. } => {
+                // Like a splice's streams: the pump hands the stream back
+                // behind whatever it read meanwhile.
+                let detaching = self
+                    .pumps
+                    .remove(&stream)
+                    .is_some_and(|pump| pump.try_send(PumpCmd::Detach).is_ok());
+                self.ingress.forward(request, stream, agent, &prefix, detaching);
             }
             Output::Transmit { stream, data } => {
                 let Some(pump) = self.pumps.get(&stream) else { return };
@@ -722,6 +747,14 @@ fn log_event(event: &Event) -> (Level, Option<&'static str>) {
         | Event::ReservationLost { .. }
         | Event::HolePunch { .. } => {
             tracing::info!(?event, "node event");
+            (Level::INFO, None)
+        }
+        Event::IngressAttemptFailed { agent, status } => {
+            tracing::info!(%agent, ?status, "ingress: an agent failed an attempt");
+            (Level::INFO, None)
+        }
+        Event::IngressEnded { agent, end: IngressEnd::UpstreamFailed } => {
+            tracing::info!(%agent, "ingress: a forwarded request failed at the agent's side");
             (Level::INFO, None)
         }
         Event::HubRefused { hub, code } => {

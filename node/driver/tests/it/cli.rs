@@ -72,7 +72,12 @@ fn check_validates_and_unknown_keys_are_named() {
 
 #[test]
 fn a_role_command_names_the_flag_and_key_it_is_missing() {
-    for (role, needle) in [("hub", "--key"), ("exit", "--credential"), ("client", "--credential")] {
+    for (role, needle) in [
+        ("hub", "--key"),
+        ("exit", "--credential"),
+        ("client", "--credential"),
+        ("gateway", "--credential"),
+    ] {
         let out = meshproxy(&[role]);
         assert_eq!(out.status.code(), Some(1), "{role}");
         let err = text(&out.stderr);
@@ -448,7 +453,7 @@ fn token_new_prints_a_token_the_examples_and_a_hub_accept() {
     // The shipped example configs pass `check` (with a real hub peer id in place).
     let dir = temp_dir("examples");
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    for name in ["hub.toml", "exit.toml", "client.toml", "agent.toml"] {
+    for name in ["hub.toml", "exit.toml", "client.toml", "agent.toml", "gateway.toml"] {
         let body = std::fs::read_to_string(examples.join(name))
             .unwrap()
             .replace("HUB_PEER_ID", "12D3KooWBhbrxj5U4PNaMF1ZLsVPUBMBYQELFnTzVkGEjcLdKjBv");

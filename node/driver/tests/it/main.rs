@@ -18,6 +18,9 @@ mod cli;
 #[cfg(target_os = "linux")]
 mod control;
 mod e2e;
+mod gateway;
+mod gateway_forward;
+mod ingress_e2e;
 mod listener;
 mod mesh;
 mod metrics;

@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub exit: Option<ExitFile>,
     /// The client role, if served.
     pub client: Option<ClientFile>,
+    /// The gateway role (public HTTP routed to agents), if served.
+    pub gateway: Option<GatewayFile>,
     /// The agent role, if served (not together with `[exit]`).
     pub agent: Option<AgentFile>,
     /// `auto` (default: autonat finds out), `public` or `private`: whether other nodes can
@@ -268,6 +270,162 @@ impl ClientFile {
             breaker_half_open_probes: None,
         }
     }
+}
+
+/// `[gateway]`: public HTTP listeners whose requests are routed to agents
+/// (or answered at the gateway). Limits default as [`HttpLimits::default`](crate::runtime::gateway::HttpLimits).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// Proof of admission at the hubs (a key with `roles = ["gateway"]`).
+    pub credential: CredentialFile,
+    /// How often the hubs are asked for agents (default 10 s).
+    pub refresh_ms: Option<u64>,
+    /// A client must send a whole request head within this, or its
+    /// connection is closed (default 10 s).
+    pub header_read_timeout_ms: Option<u64>,
+    /// Most bytes of a request head, at least 8192; beyond, 431 (default 16384).
+    pub max_head_bytes: Option<usize>,
+    /// Most header fields of a request; beyond, 431 (default 100).
+    pub max_headers: Option<usize>,
+    /// Most public connections open at once (default 4096).
+    pub max_connections: Option<usize>,
+    /// Most public connections from one IPv4 address or IPv6 /64 (default 256).
+    pub max_connections_per_ip: Option<usize>,
+    /// How long an agent may take to start its response; then 504 (default 60 s).
+    pub response_timeout_ms: Option<u64>,
+    /// An upgraded connection (WebSocket) idle both ways this long is reset (default 10 min).
+    pub upgrade_idle_timeout_ms: Option<u64>,
+    /// The public listeners (at least one).
+    #[serde(default)]
+    pub listeners: Vec<GatewayListenerFile>,
+    /// The routes, over all listeners.
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+impl GatewayFile {
+    /// A gateway with this credential, no listeners or routes yet and every
+    /// other field at its default.
+    pub fn new(credential: CredentialFile) -> GatewayFile {
+        GatewayFile {
+            credential,
+            refresh_ms: None,
+            header_read_timeout_ms: None,
+            max_head_bytes: None,
+            max_headers: None,
+            max_connections: None,
+            max_connections_per_ip: None,
+            response_timeout_ms: None,
+            upgrade_idle_timeout_ms: None,
+            listeners: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// One `[[gateway.listeners]]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayListenerFile {
+    /// The name routes refer to: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    pub name: String,
+    /// Where to listen, e.g. `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// The public reaches it through a TLS terminator in front
+    /// (`X-Forwarded-Proto: https`); default false.
+    pub https: Option<bool>,
+    /// The port the public uses (`X-Forwarded-Port`); default the bound port.
+    pub public_port: Option<u16>,
+}
+
+/// One `[[gateway.routes]]`. A route with neither `host` nor `path` is its
+/// listener's default route (at most one per listener).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// The listener's name; may be left out when there is one listener.
+    pub listener: Option<String>,
+    /// Unique per listener: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    pub id: String,
+    /// Lower first; ties in id order (default 100).
+    pub priority: Option<u32>,
+    /// `app.example.com` or `*.example.com` (exactly one label in front).
+    pub host: Option<String>,
+    /// A segment-aware path prefix: `/api` matches `/api` and `/api/x`, not `/apix`.
+    pub path: Option<String>,
+    /// Refuse encoded `/` and `\` (`%2F`, `%5C`) in paths (default true).
+    pub strict: Option<bool>,
+    /// What a match does.
+    pub target: TargetFile,
+}
+
+/// A route's target: `{ agent = {…} }`, `{ static = {…} }` or `{ redirect = {…} }`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum TargetFile {
+    /// Forward to an agent's service.
+    Agent(AgentTargetFile),
+    /// Answer at the gateway.
+    Static(StaticTargetFile),
+    /// Redirect.
+    Redirect(RedirectTargetFile),
+}
+
+/// `target = { agent = { service, select | pools, balance } }`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTargetFile {
+    /// The agent's named service.
+    pub service: String,
+    /// Agents carrying all these labels: `site=home,tier=web` (one pool,
+    /// group 0, weight 1). Give this or `pools`.
+    pub select: Option<String>,
+    /// Pools with failover groups and weights.
+    #[serde(default)]
+    pub pools: Vec<PoolFile>,
+    /// `round_robin` (default), `random`, `least_active`, `weighted`,
+    /// `hash_ip`, `hash_header:NAME` or `hash_cookie:NAME`.
+    pub balance: Option<String>,
+}
+
+/// One pool of an agent target.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFile {
+    /// The label selector.
+    pub select: String,
+    /// Failover group: the lowest group with an available agent is used (default 0).
+    pub group: Option<u8>,
+    /// Weight of each agent for `weighted`, 1 to 1000000 (default 1).
+    pub weight: Option<u32>,
+}
+
+/// `target = { static = { status, body, content_type } }`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticTargetFile {
+    /// 200 to 599 (default 200).
+    pub status: Option<u16>,
+    /// The body, at most 64 KiB (default empty).
+    #[serde(default)]
+    pub body: String,
+    /// Default `text/plain; charset=utf-8`.
+    pub content_type: Option<String>,
+}
+
+/// `target = { redirect = { status, to, keep_path, keep_query } }`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectTargetFile {
+    /// 301, 302, 307 or 308 (default 308).
+    pub status: Option<u16>,
+    /// An `http(s)://` URL or an absolute path.
+    pub to: String,
+    /// Append the request's path after the route's prefix (default false).
+    pub keep_path: Option<bool>,
+    /// Append the request's query (default false).
+    pub keep_query: Option<bool>,
 }
 
 /// One `[[client.listeners]]`.

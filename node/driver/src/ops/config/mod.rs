@@ -58,8 +58,11 @@
 //!   [`Limits`](meshproxy_core::config::Limits)) are read the same way (its `serde` feature).
 //! - `settings.rs`: [`Settings`], built from the file once ([`Settings::from_file`]).
 //! - `roles.rs`: the role tables translated into the core's role configs.
+//! - `gateway.rs`: `[gateway]` translated into the core's gateway config (routes
+//!   validated by the core's router) and the HTTP side's limits.
 
 mod file;
+mod gateway;
 mod net;
 mod roles;
 mod settings;
@@ -67,9 +70,12 @@ mod settings;
 mod tests;
 
 pub use file::{
-    AgentFile, ClientFile, ControlKey, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile,
-    KeyFile, LimitsTable, ListenerFile, ListenerSocket, UserFile,
+    AgentFile, AgentTargetFile, ClientFile, ControlKey, CredentialFile, ExitFile, FileConfig,
+    GatewayFile, GatewayListenerFile, HubEntry, HubFile, KeyFile, LimitsTable, ListenerFile,
+    ListenerSocket, PoolFile, RedirectTargetFile, RouteFile, StaticTargetFile, TargetFile,
+    UserFile,
 };
+pub use gateway::GatewaySettings;
 pub use net::{NetLimits, RelayLimits, RELAY_MAX_DURATION};
 pub use settings::{Settings, MAX_THREADS};
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 //! start path reads its fields and parses nothing again.
 
 use super::file::{FileConfig, ListenerSocket};
+use super::gateway::{gateway_config, GatewaySettings};
 use super::roles::{agent_config, check_limits, client_config, exit_config, hub_config};
 use super::{invalid, ConfigError, NetLimits, RelayLimits};
 use crate::ops::identity::{parse_peer_id, Identity};
@@ -44,6 +45,8 @@ pub struct Settings {
     pub state: Option<PathBuf>,
     /// The control socket's path, unless `control = false`.
     pub control: Option<PathBuf>,
+    /// (Gateways) the public listeners' sockets and HTTP limits.
+    pub gateway: Option<GatewaySettings>,
 }
 
 impl Settings {
@@ -59,8 +62,11 @@ impl Settings {
             && file.exit.is_none()
             && file.client.is_none()
             && file.agent.is_none()
+            && file.gateway.is_none()
         {
-            return Err(invalid("no role: add a [hub], [exit], [agent] and/or [client] table"));
+            return Err(invalid(
+                "no role: add a [hub], [exit], [agent], [client] and/or [gateway] table",
+            ));
         }
         if file.exit.is_some() && file.agent.is_some() {
             return Err(invalid(
@@ -100,6 +106,9 @@ impl Settings {
         {
             return Err(invalid("exits, agents and clients need at least one [[hubs]] entry"));
         }
+        if file.gateway.is_some() && hubs.is_empty() {
+            return Err(invalid("a gateway finds agents through hubs: add a [[hubs]] entry"));
+        }
         let hub = file.hub.as_ref().map(|h| hub_config(h, identity)).transpose()?;
         let reachability = match file.reachability.as_deref().unwrap_or("auto") {
             "auto" => None,
@@ -122,6 +131,13 @@ impl Settings {
             None => None,
         };
         let client = file.client.as_ref().map(client_config).transpose()?;
+        let (gateway, gateway_settings) = match &file.gateway {
+            Some(g) => {
+                let (config, settings) = gateway_config(g)?;
+                (Some(config), Some(settings))
+            }
+            None => (None, None),
+        };
         let agent = match &file.agent {
             Some(a) => Some(agent_config(a, addrs(&a.advertise, "agent.advertise")?)?),
             None => None,
@@ -154,7 +170,7 @@ impl Settings {
             hub,
             exit,
             client,
-            gateway: None,
+            gateway,
             agent,
             timeouts: file.timeouts,
             limits: file.limits.core,
@@ -174,6 +190,7 @@ impl Settings {
             metrics: file.metrics,
             state: file.state.clone(),
             control,
+            gateway: gateway_settings,
         })
     }
 

@@ -524,3 +524,104 @@ relay = "maybe""#,
     let err = settings(no_hub).expect_err("no hub").to_string();
     assert!(err.contains("at least one [[hubs]] entry"), "{err}");
 }
+
+fn gateway(tables: &str) -> String {
+    format!(
+        "[[hubs]]\npeer = \"{}\"\n[gateway]\ncredential = {{ id = \"gw\", token = \"t-gw-token-0123456789ab\" }}\n{tables}",
+        hub_id()
+    )
+}
+
+const TWO_LISTENERS: &str = r#"
+max_head_bytes = 9000
+max_connections_per_ip = 3
+[[gateway.listeners]]
+name = "public"
+listen = "0.0.0.0:8080"
+[[gateway.listeners]]
+name = "internal"
+listen = "127.0.0.1:0"
+https = true
+public_port = 443
+[[gateway.routes]]
+listener = "public"
+id = "app"
+host = "App.Example.com"
+path = "/"
+target = { agent = { service = "web", select = "site=home", balance = "hash_header:X-User" } }
+[[gateway.routes]]
+listener = "public"
+id = "fallback"
+target = { static = { status = 404, body = "none" } }
+[[gateway.routes]]
+listener = "internal"
+id = "api"
+priority = 1
+path = "/api"
+strict = false
+[gateway.routes.target.agent]
+service = "api"
+pools = [{ select = "site=a" }, { select = "site=b", group = 1, weight = 5 }]
+"#;
+
+#[test]
+fn the_gateway_table_becomes_the_cores_routes_and_the_http_limits() {
+    let s = settings(&gateway(TWO_LISTENERS)).expect("valid");
+    let g = s.node.gateway.expect("a gateway");
+    assert_eq!(g.listeners.len(), 2);
+    assert_eq!((g.listeners[0].port, g.listeners[0].https), (8080, false));
+    assert_eq!((g.listeners[1].port, g.listeners[1].https), (443, true));
+    assert_eq!(g.refresh, Duration::from_secs(10));
+    let public = g.routes.table("public").expect("table");
+    assert_eq!(public.routes().len(), 1, "the route without host and path is the default");
+    assert!(public.default_target().is_some());
+    let internal = g.routes.table("internal").expect("table");
+    assert!(!internal.routes()[0].strict);
+    let gs = s.gateway.expect("driver settings");
+    assert_eq!(gs.binds.len(), 2);
+    assert_eq!(gs.port_from_bind, vec![true, false]);
+    assert_eq!((gs.limits.max_head_bytes, gs.limits.max_connections_per_ip), (9000, 3));
+    assert_eq!(gs.limits.max_connections, 4096, "the default");
+}
+
+#[test]
+fn gateway_mistakes_are_refused_naming_the_route_and_the_field() {
+    let listener = "[[gateway.listeners]]\nname = \"p\"\nlisten = \"0.0.0.0:80\"\n";
+    let route = |body: &str| format!("{listener}[[gateway.routes]]\nid = \"r1\"\n{body}");
+    let agent = "target = { agent = { service = \"web\", select = \"site=home\" } }";
+    for (text, needles) in [
+        (route(&format!("host = \"a*.example.com\"\n{agent}")), vec!["route `r1`", "`host`"]),
+        (route(&format!("path = \"/a/\"\n{agent}")), vec!["route `r1`", "`path_prefix`"]),
+        (
+            route("host = \"a.example.com\"\ntarget = { redirect = { to = \"ftp://x\" } }"),
+            vec!["route `r1`", "`to`"],
+        ),
+        (
+            route("host = \"a.example.com\"\ntarget = { agent = { service = \"web\", select = \"site=home\", balance = \"fastest\" } }"),
+            vec!["r1", "balance", "`fastest`"],
+        ),
+        (
+            route("host = \"a.example.com\"\ntarget = { agent = { service = \"web\" } }"),
+            vec!["r1", "either `select` or `pools`"],
+        ),
+        (
+            route(&format!("listener = \"q\"\nhost = \"a.example.com\"\n{agent}")),
+            vec!["r1", "no listener is called `q`"],
+        ),
+        (
+            format!("{}\n[[gateway.routes]]\nid = \"d2\"\n{agent}", route(agent)),
+            vec!["d2", "default route"],
+        ),
+        (format!("max_head_bytes = 100\n{listener}"), vec!["gateway.max_head_bytes"]),
+        (String::new(), vec!["gateway.listeners: at least one"]),
+    ] {
+        let err = settings(&gateway(&text)).expect_err(&text).to_string();
+        for needle in needles {
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+    }
+    // Unknown keys are named by the parser.
+    let typo = gateway(&format!("{listener}[[gateway.routes]]\nid = \"r\"\nhots = \"a\"\n"));
+    let err = FileConfig::parse(&typo).expect_err("unknown key").to_string();
+    assert!(err.contains("hots"), "{err}");
+}

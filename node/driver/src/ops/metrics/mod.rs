@@ -29,15 +29,17 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 mod agent;
 pub mod http;
+pub mod ingress;
 
 use agent::AgentMetrics;
 
 pub use http::{MetricsServer, ServeLimits};
+pub use ingress::IngressMetrics;
 
 /// The content type of a scrape: the registry is encoded as OpenMetrics 1.0
 /// text (it ends with `# EOF`), which Prometheus negotiates and parses.
@@ -76,6 +78,10 @@ pub struct Snapshot {
     pub directory_agents: usize,
     /// (Hubs) peers admitted now (`admitted_peers`).
     pub admitted_peers: usize,
+    /// (Gateways) agents known now (`ingress_agents_known`).
+    pub agents_known: usize,
+    /// (Gateways) requests carried by an agent's stream now (`ingress_forwards_open`).
+    pub forwards_open: usize,
     /// (Agents) ingress streams spliced to an origin now (`agent_streams_open`).
     pub agent_streams_open: usize,
 }
@@ -267,6 +273,7 @@ pub struct Metrics {
     relay_reservations_accepted: Counter,
     relay_reservations_failed: Counter,
     relay_reservations_lost: Counter,
+    ingress: Arc<IngressMetrics>,
     agent: AgentMetrics,
     /// The state each exit's breaker entered last, for the per-state gauge.
     /// The core's breakers cannot stand in for it: the gauge counts only
@@ -331,6 +338,7 @@ impl Metrics {
             relay_reservations_accepted: Counter::default(),
             relay_reservations_failed: Counter::default(),
             relay_reservations_lost: Counter::default(),
+            ingress: Arc::default(),
             agent: AgentMetrics::new(),
             breaker_states: Mutex::new(BTreeMap::new()),
             sessions: Mutex::new(()),
@@ -377,6 +385,7 @@ impl Metrics {
 
     fn register(mut self) -> Metrics {
         let r = &mut self.registry;
+        self.ingress.register(r);
         r.register(
             "app_connections",
             "App connections accepted on client listeners",
@@ -576,6 +585,12 @@ impl Metrics {
         self.directory_agents.set(gauge_len(now.directory_agents));
         self.admitted_peers.set(gauge_len(now.admitted_peers));
         self.agent.show(now.agent_streams_open);
+        self.ingress.show(now.agents_known, now.forwards_open);
+    }
+
+    /// The gateway's metrics, which its HTTP side counts into too.
+    pub fn ingress(&self) -> Arc<IngressMetrics> {
+        Arc::clone(&self.ingress)
     }
 
     /// Reads the node's [`Snapshot`] (within [`SNAPSHOT_WAIT`]) into the
@@ -610,11 +625,12 @@ impl Metrics {
             Event::ReservationAccepted { .. }
             | Event::ReservationLost { .. }
             | Event::HolePunch { .. } => {}
-            // No gateway runs in the driver yet: its listeners come next.
-            Event::IngressRequest { .. }
-            | Event::IngressAttemptFailed { .. }
-            | Event::IngressEnded { .. }
-            | Event::RoutesReloaded { .. } => {}
+            // Durations and bytes are counted by the gateway's HTTP side.
+            Event::IngressRequest { outcome, .. } => self.ingress.request(outcome),
+            Event::IngressAttemptFailed { .. } => self.ingress.attempt_failed(),
+            Event::IngressEnded { end, .. } => self.ingress.ended(end),
+            // The driver reloads no routes yet (SIGHUP and file watching come later).
+            Event::RoutesReloaded { .. } => {}
             Event::SessionEstablished { setup, .. } => {
                 let _sessions = Self::lock(&self.sessions);
                 self.sessions_established.get_or_create(&RoleLabels { role: CLIENT }).inc();
@@ -1006,7 +1022,6 @@ mod tests {
     /// at every scrape; a node that cannot answer leaves the last figures.
     #[tokio::test]
     async fn each_scrape_reads_the_gauges_from_the_nodes_snapshot() {
-        use std::sync::Arc;
         let m = Metrics::new();
         let node = Arc::new(Mutex::new(Some(Snapshot {
             direct_conns: 3,
@@ -1015,6 +1030,8 @@ mod tests {
             registered_hubs: 2,
             directory_exits: 5,
             admitted_peers: 4,
+            agents_known: 8,
+            forwards_open: 7,
             agent_streams_open: 6,
             directory_agents: 7,
         })));
@@ -1023,7 +1040,7 @@ mod tests {
             let now = *Metrics::lock(&answers);
             Box::pin(async move { now })
         }));
-        let expect = |text: &str, lines: [&str; 8]| {
+        let expect = |text: &str, lines: &[&str]| {
             for line in lines {
                 assert!(text.contains(line), "missing {line:?} in\n{text}");
             }
@@ -1035,6 +1052,8 @@ mod tests {
             "meshproxy_hubs_registered 2\n",
             "meshproxy_directory_exits 5\n",
             "meshproxy_admitted_peers 4\n",
+            "meshproxy_ingress_agents_known 8\n",
+            "meshproxy_ingress_forwards_open 7\n",
             "meshproxy_agent_streams_open 6\n",
             "meshproxy_directory_agents 7\n",
         ];
@@ -1043,7 +1062,7 @@ mod tests {
                 m.refresh().await;
                 m.encode()
             },
-            first,
+            &first,
         );
         *Metrics::lock(&node) = Some(Snapshot { direct_conns: 1, ..Snapshot::default() });
         let second = [
@@ -1061,7 +1080,7 @@ mod tests {
                 m.refresh().await;
                 m.encode()
             },
-            second,
+            &second,
         );
         *Metrics::lock(&node) = None;
         expect(
@@ -1069,7 +1088,7 @@ mod tests {
                 m.refresh().await;
                 m.encode()
             },
-            second,
+            &second,
         );
     }
 
