@@ -25,13 +25,13 @@ use core::fmt;
 use meshproxy_core::config::NodeConfig;
 use meshproxy_core::ids::{ListenerId, QueryId, StreamId};
 use meshproxy_core::io::{
-    Close, Event, IngressEnd, Input, Output, Reachability, ResolveError, Resources, SpliceEnd,
-    SpliceLimits, SpliceReport, StateSnapshot,
+    Close, Input, Output, Reachability, ResolveError, Resources, SpliceEnd, SpliceLimits,
+    SpliceReport, StateSnapshot,
 };
 use meshproxy_core::status::NodeStatus;
 use meshproxy_core::target::Status;
 use meshproxy_core::time::Instant as CoreInstant;
-use meshproxy_core::wire::hub::{HubErrorCode, Role};
+use meshproxy_core::wire::hub::Role;
 use meshproxy_core::Node;
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -42,7 +42,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
-use tracing::Level;
 
 /// Capacity of the runner's event channel; senders wait when it is full.
 pub const RUNNER_QUEUE: usize = 1024;
@@ -681,7 +680,7 @@ impl NodeRunner {
             Output::Admit { peer } => self.send_admission(NetCommand::Admit { peer }),
             Output::Revoke { peer } => self.send_admission(NetCommand::Revoke { peer }),
             Output::Event(event) => {
-                let (level, note) = log_event(&event);
+                let (level, note) = super::event_log::log_event(&event);
                 if let Some(feed) = &self.events {
                     feed.publish(level, &event, note);
                 }
@@ -732,63 +731,6 @@ impl NodeRunner {
                 let report = SpliceReport { a_to_b: 0, b_to_a: 0, how };
                 self.input(Input::SpliceEnded { a, b, report });
             }
-        }
-    }
-}
-
-/// Per-connection events are debug noise; changes of the node's standing are
-/// info or warn. Returns the level and the explanation logged with it.
-fn log_event(event: &Event) -> (Level, Option<&'static str>) {
-    match event {
-        Event::HubRegistered { .. }
-        | Event::Breaker { .. }
-        | Event::DirectoryRegistered { .. }
-        | Event::ReservationAccepted { .. }
-        | Event::ReservationLost { .. }
-        | Event::HolePunch { .. } => {
-            tracing::info!(?event, "node event");
-            (Level::INFO, None)
-        }
-        Event::IngressAttemptFailed { agent, status } => {
-            tracing::info!(%agent, ?status, "ingress: an agent failed an attempt");
-            (Level::INFO, None)
-        }
-        Event::IngressEnded { agent, end: IngressEnd::UpstreamFailed } => {
-            tracing::info!(%agent, "ingress: a forwarded request failed at the agent's side");
-            (Level::INFO, None)
-        }
-        Event::HubRefused { hub, code } => {
-            let why = match code {
-                HubErrorCode::Forbidden => "this node's key does not admit its role here",
-                HubErrorCode::BadProof | HubErrorCode::UnknownKey => {
-                    "authentication failed (check the credential's id and token)"
-                }
-                HubErrorCode::UnsupportedVersion => "the hub speaks another protocol version",
-                _ => "see the hub's log",
-            };
-            tracing::warn!(%hub, ?code, "the hub refused admission: {why}; retrying on backoff");
-            (Level::WARN, Some(why))
-        }
-        Event::AgentStreamRefused { peer, status } => {
-            tracing::info!(%peer, status = status.name(), "ingress stream refused");
-            (Level::INFO, None)
-        }
-        Event::AgentOriginDenied { ip } => {
-            let why = "a service's origin resolved outside the agent's allow list";
-            tracing::warn!(%ip, "{why}");
-            (Level::WARN, Some(why))
-        }
-        Event::HubLinkLost { .. }
-        | Event::AdmissionDenied { .. }
-        | Event::ExitNotAdmitted { .. }
-        | Event::AgentNotAdmitted { .. }
-        | Event::PeerProtocolError { .. } => {
-            tracing::warn!(?event, "node event");
-            (Level::WARN, None)
-        }
-        _ => {
-            tracing::debug!(?event, "node event");
-            (Level::DEBUG, None)
         }
     }
 }
