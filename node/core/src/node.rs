@@ -518,8 +518,8 @@ impl Node {
     }
 
     /// (Hubs) how many peers are admitted now (hold an authenticated hub
-    /// stream): those a [`Event::PeerAdmitted`](crate::io::Event::PeerAdmitted)
-    /// announced and no [`Event::AdmissionEnded`](crate::io::Event::AdmissionEnded)
+    /// stream): those a [`Event::PeerAdmitted`]
+    /// announced and no [`Event::AdmissionEnded`]
     /// took back since.
     pub fn admitted_peers(&self) -> usize {
         self.roles.hub.as_ref().map_or(0, HubRole::admitted_peers)

@@ -189,14 +189,14 @@ pub enum Event {
     },
     /// (Hub) a peer passed admission and holds no other admitted hub stream:
     /// from now on it is admitted. For logs and metrics; the relay learns it
-    /// from [`Output::Admit`].
+    /// from [`Output::Admit`](super::Output::Admit).
     PeerAdmitted {
         /// The peer.
         peer: PeerId,
     },
     /// (Hub) the last admitted hub stream of a peer ended: it is no longer
     /// admitted. Follows a [`Event::PeerAdmitted`] for the same peer. For
-    /// logs and metrics; the relay learns it from [`Output::Revoke`].
+    /// logs and metrics; the relay learns it from [`Output::Revoke`](super::Output::Revoke).
     AdmissionEnded {
         /// The peer.
         peer: PeerId,

@@ -17,7 +17,7 @@
 //! - [`server`]: binds nothing (the caller binds), accepts, caps connections
 //!   per source IP and in all, serves each with hyper's limits.
 //! - [`request`]: one request's way through the core.
-//! - [`head`]: the core's [`RequestHead`](meshproxy_core::http_head::RequestHead)
+//! - [`head`]: the core's [`meshproxy_core::http_head::RequestHead`]
 //!   built from what hyper parsed.
 //! - [`forward`]: the HTTP/1.1 client over the agent's stream, the relayed
 //!   response, upgrades.
