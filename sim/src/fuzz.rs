@@ -295,7 +295,14 @@ pub fn hub_wire(data: &[u8]) {
     let _ = meshproxy_core::ticket::decode(data);
     let trusted = [(meshproxy_core::ids::PeerId::from_u64(1), [9u8; 32])];
     let holder = meshproxy_core::ids::PeerId::from_u64(2);
-    assert!(meshproxy_core::ticket::verify(data, holder, 0, &trusted).is_err());
+    assert!(meshproxy_core::ticket::verify(
+        data,
+        holder,
+        meshproxy_core::record::Role::Client,
+        0,
+        &trusted,
+    )
+    .is_err());
 }
 
 /// The `/meshproxy/ingress/1` codec, both directions (the first byte picks

@@ -31,6 +31,7 @@ mod app_proto;
 mod bytes_model;
 pub mod fuzz;
 mod hostile;
+mod ingress_model;
 pub mod nat;
 mod oracle;
 pub mod plan;
@@ -60,6 +61,14 @@ pub enum InjectedBug {
     /// the simulator plants it through the config.) The `admission` and
     /// `adversary` invariants must catch it wherever ticketless strangers run.
     ExitSkipsTicket,
+    /// Gateways try their routes in reverse priority order (planted through
+    /// the route table, like `ExitSkipsTicket`): the ingress routing
+    /// invariant must catch it.
+    IngressPriorityReversed,
+    /// The gateway's HTTP side never reports the end of a forwarded request
+    /// (`IngressDone`): the gateway keeps it, and the no-leaks invariant
+    /// must catch it.
+    IngressForgetsDone,
 }
 
 /// How to run.

@@ -33,6 +33,18 @@ pub struct AppSpec {
     pub pipelined: bool,
     /// Split the handshake into this many writes (1 = one write).
     pub splits: u8,
+    /// A public HTTP request at a gateway instead of a proxied connection.
+    pub ingress: Option<IngressSpec>,
+}
+
+/// A public HTTP request: which gateway, and which of the request shapes
+/// of `crate::ingress_model` it sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IngressSpec {
+    /// The gateway, counted among the gateways.
+    pub gateway: u32,
+    /// The request shape.
+    pub shape: u8,
 }
 
 /// One fault, with its start and how long it lasts.
@@ -174,6 +186,18 @@ pub fn generate(s: &Scenario, rng: &mut ChaCha8Rng) -> Plan {
                 && (rng.next_u64() % 1_000_000) < (s.workload.socks4_fraction * 1e6) as u64;
             let session =
                 (rng.next_u32() % 4 != 0).then(|| rng.next_u32() % s.workload.session_ids.max(1));
+            // Drawn only where it can be true, so scenarios without gateways
+            // keep their plans.
+            let ingress = (s.workload.ingress_fraction > 0.0
+                && (rng.next_u64() % 1_000_000) < (s.workload.ingress_fraction * 1e6) as u64)
+                .then(|| IngressSpec {
+                    gateway: rng.next_u32() % s.topology.gateways.max(1),
+                    shape: (rng.next_u32() % u32::from(crate::ingress_model::SHAPES)) as u8,
+                });
+            if ingress.is_some() {
+                // The agents' service is an echo origin.
+                kind = OriginKind::Echo;
+            }
             items.push(PlanItem::App(AppSpec {
                 at,
                 client,
@@ -191,6 +215,7 @@ pub fn generate(s: &Scenario, rng: &mut ChaCha8Rng) -> Plan {
                 socks4,
                 pipelined: rng.next_u32() % 3 == 0,
                 splits: between(rng, 1, 4) as u8,
+                ingress,
             }));
         }
     }
@@ -202,7 +227,8 @@ pub fn generate(s: &Scenario, rng: &mut ChaCha8Rng) -> Plan {
         fault_kinds.push(s.faults.kinds[i]);
     }
     if !fault_kinds.is_empty() && s.faults.max_faults > 0 {
-        let nodes = u64::from(s.topology.hubs + s.topology.exits + s.topology.clients);
+        let t = &s.topology;
+        let nodes = u64::from(t.hubs + t.exits + t.clients + t.agents + t.gateways);
         let count = between(rng, 1, u64::from(s.faults.max_faults));
         for _ in 0..count {
             let kind = fault_kinds[between(rng, 0, fault_kinds.len() as u64 - 1) as usize];

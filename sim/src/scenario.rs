@@ -107,6 +107,14 @@ pub struct Topology {
     /// NAT types handed to clients round-robin; empty: every client is public.
     #[serde(default)]
     pub client_nat: Vec<NatType>,
+    /// Ingress agents (numbered after the clients), each with the service
+    /// `web` on an echo origin and the label `site=a` (even) or `site=b` (odd).
+    #[serde(default)]
+    pub agents: u32,
+    /// Ingress gateways (numbered after the agents), each with the route
+    /// table `crate::ingress_model` describes on its listener `web`.
+    #[serde(default)]
+    pub gateways: u32,
 }
 
 impl Topology {
@@ -273,6 +281,15 @@ pub struct Workload {
     /// SOCKS4a instead of SOCKS5 (default 0: no plan draws change).
     #[serde(default)]
     pub socks4_fraction: f64,
+    /// Share of app connections that are instead public HTTP requests at a
+    /// gateway (needs `topology.gateways`; default 0: no plan draws change).
+    #[serde(default)]
+    pub ingress_fraction: f64,
+    /// Route table reloads at random gateways at random times during the
+    /// workload window (each a new version alternating the model's two
+    /// tables; default 0).
+    #[serde(default)]
+    pub ingress_reloads: u32,
     /// App connections start no earlier than this (the mesh forms first);
     /// less than `duration_secs`.
     #[serde(default)]
@@ -679,6 +696,14 @@ impl Scenario {
         ensure((0.0..=1.0).contains(&w.socks4_fraction), "workload.socks4_fraction", || {
             format!("a fraction in [0, 1] (got {})", w.socks4_fraction)
         })?;
+        ensure((0.0..=1.0).contains(&w.ingress_fraction), "workload.ingress_fraction", || {
+            format!("a fraction in [0, 1] (got {})", w.ingress_fraction)
+        })?;
+        ensure(
+            w.ingress_fraction == 0.0 || self.topology.gateways > 0,
+            "workload.ingress_fraction",
+            || "public requests need at least one gateway (topology.gateways)".to_string(),
+        )?;
 
         let n = &self.network;
         ms_range(n.latency_ms, "network.latency_ms")?;

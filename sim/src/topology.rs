@@ -5,17 +5,19 @@ use crate::plan::AppSpec;
 use crate::scenario::{ListenerProtocol, OriginKind, Scenario, StickyMode};
 use meshproxy_core::admission::{Credential, RoleSet};
 use meshproxy_core::config::{
-    ClientConfig, ExitConfig, HubConfig, HubContact, ListenerConfig, NodeConfig, SelectionConfig,
-    Timeouts,
+    AgentConfig, ClientConfig, ExitConfig, GatewayConfig, GatewayListener, HubConfig, HubContact,
+    ListenerConfig, NodeConfig, SelectionConfig, Timeouts,
 };
 use meshproxy_core::directory::DirectoryConfig;
 use meshproxy_core::http_connect::HttpAuthPolicy;
 use meshproxy_core::ids::PeerId;
 use meshproxy_core::policy::ExitPolicyConfig;
+use meshproxy_core::record::Role;
 use meshproxy_core::record::{Attrs, CountryCode, PeerAddr, PeerFilter};
 use meshproxy_core::socks::SocksAuthPolicy;
 use meshproxy_core::target::TargetAddr;
 use meshproxy_core::ticket::TicketSigner;
+use meshproxy_core::wire::ingress::ServiceName;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -190,10 +192,18 @@ pub(crate) fn hub_signer(i: usize) -> TicketSigner {
     TicketSigner::from_secret(secret)
 }
 
-/// Peer id, config and address of every node: hubs, then exits, then clients.
+/// The origin agent `i` (counted among the agents) serves as `web`.
+pub(crate) fn agent_origin(i: u32) -> SocketAddr {
+    public_addr(OriginKind::Echo, i)
+}
+
+/// Peer id, config and address of every node: hubs, then exits, clients,
+/// agents and gateways.
 pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr)> {
     let t = &s.topology;
-    let total = (t.hubs + t.exits + t.clients) as usize;
+    let first_agent = (t.hubs + t.exits + t.clients) as usize;
+    let agents = first_agent..first_agent + t.agents as usize;
+    let total = agents.end + t.gateways as usize;
     let peer = |i: usize| PeerId::from_u64(i as u64 + 1);
     let hubs: Vec<HubContact> = (0..t.hubs as usize)
         .map(|i| HubContact {
@@ -206,7 +216,15 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
     let exits = t.hubs as usize..(t.hubs + t.exits) as usize;
     let keys = (t.hubs as usize..total)
         .map(|i| {
-            let roles = if exits.contains(&i) { RoleSet::EXIT } else { RoleSet::CLIENT };
+            let roles = if exits.contains(&i) {
+                RoleSet::EXIT
+            } else if agents.contains(&i) {
+                RoleSet::of(Role::Agent)
+            } else if i >= agents.end {
+                RoleSet::of(Role::Gateway)
+            } else {
+                RoleSet::CLIENT
+            };
             credential(i).admission_key(roles)
         })
         .collect::<Vec<_>>();
@@ -220,6 +238,8 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
             hub: None,
             exit: None,
             client: None,
+            gateway: None,
+            agent: None,
             timeouts: Timeouts::default(),
             limits: s.limits.nodes,
             relay: meshproxy_core::config::RelayConfig::default(),
@@ -256,6 +276,29 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
                 credential: credential(i),
                 relay: meshproxy_core::config::RelayMode::default(),
                 open: false,
+            });
+        } else if agents.contains(&i) {
+            let a = (i - first_agent) as u32;
+            let web =
+                ServiceName::new(crate::ingress_model::SERVICE).expect("a valid service name");
+            config.agent = Some(AgentConfig {
+                credential: credential(i),
+                addrs: vec![PeerAddr(vec![i as u8])],
+                relay: meshproxy_core::config::RelayMode::default(),
+                labels: BTreeMap::from([("site".into(), crate::ingress_model::site(a).into())]),
+                services: BTreeMap::from([(web, TargetAddr::Ip(agent_origin(a)))]),
+                allow: Vec::new(),
+            });
+        } else if i >= agents.end {
+            config.gateway = Some(GatewayConfig {
+                listeners: vec![GatewayListener {
+                    name: crate::ingress_model::LISTENER.into(),
+                    port: crate::ingress_model::PORT,
+                    https: false,
+                }],
+                routes: crate::ingress_model::snapshot(1),
+                refresh: Duration::from_secs(5),
+                credential: credential(i),
             });
         } else {
             let listeners = s

@@ -93,6 +93,9 @@ pub fn input_code(i: &Input) -> u64 {
                     ip.to_string().bytes().fold(0u32, |h, b| h.wrapping_mul(31) ^ u32::from(b)),
                 )
         }
+        Input::IngressRequest { request, head, .. } => 21 << 56 | request.0 << 16 | head.len as u64,
+        Input::IngressDone { request, end } => 22 << 56 | request.0 << 2 | *end as u64,
+        Input::ReloadRoutes(routes) => 23 << 56 | routes.version(),
     }
 }
 
@@ -116,6 +119,10 @@ pub fn output_code(o: &Output) -> u64 {
         Output::HolePunch { peer } => 12 << 56 | last_byte(peer),
         Output::Admit { peer } => 13 << 56 | last_byte(peer),
         Output::Revoke { peer } => 14 << 56 | last_byte(peer),
+        Output::IngressRespond { request, response } => {
+            15 << 56 | request.0 << 16 | u64::from(response.status)
+        }
+        Output::IngressForward { request, stream, .. } => 16 << 56 | request.0 << 24 | sid(*stream),
     }
 }
 

@@ -181,3 +181,44 @@ fn relay_caps_cut_sessions_without_breaking_invariants() {
     }
     assert!(failed > 0, "no cap ever cut a session");
 }
+
+/// Gateways that try their routes in reverse priority order send requests
+/// for the static route to agents: the ingress routing check (against the
+/// model's hand-written table) must catch it on every seed, and the same
+/// seeds must pass without the bug.
+#[test]
+fn ingress_routing_catches_reversed_route_priorities() {
+    let s = scenario("ingress_smoke");
+    let bug =
+        RunOptions { bug: Some(InjectedBug::IngressPriorityReversed), ..RunOptions::default() };
+    for seed in 0..6 {
+        let clean = run(&s, seed, &RunOptions::default());
+        assert!(
+            clean.passed(),
+            "seed {seed} fails without the bug: {:?}",
+            clean.violations.first()
+        );
+        let buggy = run(&s, seed, &bug);
+        assert!(
+            buggy.violations.iter().any(|v| v.invariant == "routing"),
+            "seed {seed}: reversed priorities went unnoticed: {:?}",
+            buggy.violations.first()
+        );
+    }
+}
+
+/// A gateway HTTP side that never reports the end of a forwarded request
+/// leaves the request in the gateway's table: the no-leaks check must say so.
+#[test]
+fn ingress_leak_check_catches_a_forgotten_request_end() {
+    let s = scenario("ingress_smoke");
+    let bug = RunOptions { bug: Some(InjectedBug::IngressForgetsDone), ..RunOptions::default() };
+    for seed in 0..6 {
+        let buggy = run(&s, seed, &bug);
+        assert!(
+            buggy.violations.iter().any(|v| v.invariant == "no-leaks"),
+            "seed {seed}: the leak went unnoticed: {:?}",
+            buggy.violations.first()
+        );
+    }
+}

@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 13] = [
+pub const TARGETS: [&str; 14] = [
     "socks5",
     "socks4",
     "http_connect",
@@ -34,6 +34,7 @@ pub const TARGETS: [&str; 13] = [
     "noise_transport",
     "noise_handshake",
     "noise_duplex",
+    "control_request",
 ];
 
 /// `cargo xtask fuzz` arguments.

@@ -96,6 +96,8 @@ impl SimArgs {
         self.inject_bug.map(|b| match b {
             BugArg::ResetBecomesFin => InjectedBug::ResetBecomesFin,
             BugArg::ExitSkipsTicket => InjectedBug::ExitSkipsTicket,
+            BugArg::IngressPriorityReversed => InjectedBug::IngressPriorityReversed,
+            BugArg::IngressForgetsDone => InjectedBug::IngressForgetsDone,
         })
     }
 
@@ -121,6 +123,10 @@ pub enum BugArg {
     ResetBecomesFin,
     /// Exits serve peers without a valid ticket (as if every exit were `open`).
     ExitSkipsTicket,
+    /// Gateways try their routes in reverse priority order.
+    IngressPriorityReversed,
+    /// The gateway's HTTP side never reports a forwarded request's end.
+    IngressForgetsDone,
 }
 
 /// One seed of one scenario, written `NAME:SEED`.

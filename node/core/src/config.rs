@@ -5,13 +5,16 @@ use crate::admission::{AdmissionKey, Credential};
 use crate::directory::DirectoryConfig;
 use crate::http_connect::HttpAuthPolicy;
 use crate::ids::PeerId;
-use crate::policy::ExitPolicyConfig;
+use crate::policy::{ExitPolicyConfig, PolicyRule};
 use crate::record::{Attrs, PeerAddr, PeerFilter};
 use crate::selection::backoff::Backoff;
 use crate::selection::breaker::BreakerConfig;
 use crate::socks::SocksAuthPolicy;
+use crate::target::TargetAddr;
 use crate::ticket::TicketSigner;
+use crate::wire::ingress::ServiceName;
 use core::time::Duration;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -28,6 +31,11 @@ pub struct NodeConfig {
     pub exit: Option<ExitConfig>,
     /// Present if this node serves apps as a client.
     pub client: Option<ClientConfig>,
+    /// Present if this node routes public HTTP requests to agents.
+    pub gateway: Option<GatewayConfig>,
+    /// Present if this node carries gateways' ingress streams to its services.
+    /// A node lists itself in one role: not together with `exit`.
+    pub agent: Option<AgentConfig>,
     /// Deadlines shared by all roles.
     pub timeouts: Timeouts,
     /// Bounds shared by all roles.
@@ -44,7 +52,7 @@ pub struct NodeConfig {
     pub entropy: Option<[u8; 32]>,
 }
 
-/// Whether an exit holds relay reservations at its hubs.
+/// Whether an exit or an agent holds relay reservations at its hubs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RelayMode {
     /// Reserve while this node is not known to be directly reachable
@@ -53,7 +61,7 @@ pub enum RelayMode {
     Auto,
     /// Always hold reservations.
     Always,
-    /// Never reserve: clients reach this exit only directly.
+    /// Never reserve: peers reach this node only directly.
     Off,
 }
 
@@ -218,6 +226,18 @@ pub struct Limits {
     /// (1024 by default), so this stays well below it; beyond it new sessions
     /// go to other exits or wait.
     pub max_sessions_per_exit: usize,
+    /// (Gateways) public requests being routed or forwarded at once; beyond
+    /// it a request gets 503.
+    pub max_ingress_requests: usize,
+    /// (Gateways) requests one agent carries for this gateway at once
+    /// (attempts and forwarded; each is a stream on the connection to it,
+    /// so this stays below the muxer's stream limit like
+    /// `max_sessions_per_exit`); beyond it other agents are chosen, or 503.
+    pub max_requests_per_agent: usize,
+    /// (Agents) ingress streams at once, all gateways together, from the
+    /// `Open` to the end of the splice; beyond it a stream is answered
+    /// `Busy`. Also the capacity the agent registers with.
+    pub max_agent_streams: usize,
 }
 
 impl Default for Limits {
@@ -234,6 +254,9 @@ impl Default for Limits {
             max_pending_dials: 256,
             max_registrations_per_key: 1,
             max_sessions_per_exit: 768,
+            max_ingress_requests: 4096,
+            max_requests_per_agent: 512,
+            max_agent_streams: 256,
         }
     }
 }
@@ -279,6 +302,26 @@ pub struct ExitConfig {
     pub open: bool,
 }
 
+/// The agent role: the far end of gateways' `/meshproxy/ingress/1` streams,
+/// beside private services (see [`crate::agent`]).
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Proof of admission at the hubs (a key with the `agent` role).
+    pub credential: Credential,
+    /// Where gateways can dial this agent (often none: behind NAT it is
+    /// reached through its hubs' relays).
+    pub addrs: Vec<PeerAddr>,
+    /// Relay reservations at the hubs.
+    pub relay: RelayMode,
+    /// `key=value` labels gateways select agents by; listed as record labels
+    /// `key:value` ([`crate::agent::agent_labels`]).
+    pub labels: BTreeMap<String, String>,
+    /// The services by name, each with the origin it connects to.
+    pub services: BTreeMap<ServiceName, TargetAddr>,
+    /// What a named origin's resolved addresses may be (deny by default).
+    pub allow: Vec<PolicyRule>,
+}
+
 /// The client role.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -288,6 +331,33 @@ pub struct ClientConfig {
     pub selection: SelectionConfig,
     /// Proof of admission at the hubs.
     pub credential: Credential,
+}
+
+/// A gateway's config: its public listeners, its routes and how it finds
+/// agents. The listeners' sockets (and HTTP itself) are the driver's.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The public listeners, in order; the node numbers them after the
+    /// client's listeners ([`crate::listener::Listeners`]).
+    pub listeners: Vec<GatewayListener>,
+    /// The routes, validated ([`crate::ingress::Snapshot`]).
+    pub routes: crate::ingress::Snapshot,
+    /// How often the hubs are asked for agents.
+    pub refresh: Duration,
+    /// Proof of admission at the hubs (a key with the `gateway` role).
+    pub credential: Credential,
+}
+
+/// One public listener of a gateway, as the core needs it (its socket and
+/// TLS are the driver's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayListener {
+    /// Its route table's name in [`GatewayConfig::routes`].
+    pub name: String,
+    /// The port the public reaches it on (`X-Forwarded-Port`).
+    pub port: u16,
+    /// Whether the public speaks https to it (`X-Forwarded-Proto`).
+    pub https: bool,
 }
 
 /// Which handshakes a listener speaks.

@@ -2,7 +2,7 @@
 //! seeded RNG, id allocation and the table of peer connections.
 
 use crate::config::{Limits, Timeouts};
-use crate::ids::{ConnId, PeerId, QueryId, StreamId};
+use crate::ids::{ConnId, PeerId, QueryId, RequestId, StreamId};
 use crate::io::{CircuitLimit, Event, Output, Path, TimerReason};
 use crate::record::PeerAddr;
 use crate::time::Instant;
@@ -35,6 +35,12 @@ pub(crate) enum TimerKey {
     Reservation(usize),
     /// Hole punching towards a peer (a retry, or an attempt's deadline).
     HolePunch(PeerId),
+    /// A gateway request's attempt (or whole budget) deadline.
+    IngressRequest(RequestId),
+    /// The gateway's next agent-list refresh.
+    AgentRefresh,
+    /// An agent's ingress stream, by its gateway stream.
+    AgentStream(StreamId),
 }
 
 impl TimerKey {
@@ -47,17 +53,22 @@ impl TimerKey {
             TimerKey::ExitSession(_) => Some(Owner::Exit),
             TimerKey::HubLink(_) => Some(Owner::HubLink),
             TimerKey::HubPeer(_) | TimerKey::DirectoryExpiry => Some(Owner::Hub),
+            TimerKey::IngressRequest(_) => Some(Owner::Gateway),
+            TimerKey::AgentStream(_) => Some(Owner::Agent),
             TimerKey::ExitRefresh
             | TimerKey::Dial(_)
             | TimerKey::Reservation(_)
-            | TimerKey::HolePunch(_) => None,
+            | TimerKey::HolePunch(_)
+            | TimerKey::AgentRefresh => None,
         }
     }
 
     /// Why the node wants to be woken for this timer.
     pub(crate) fn reason(self) -> TimerReason {
         match self {
-            TimerKey::ClientSession(_) | TimerKey::ExitSession(_) => TimerReason::SessionDeadline,
+            TimerKey::ClientSession(_) | TimerKey::ExitSession(_) | TimerKey::AgentStream(_) => {
+                TimerReason::SessionDeadline
+            }
             TimerKey::HubLink(_) => TimerReason::HubLink,
             TimerKey::HubPeer(_) => TimerReason::HubPeerDeadline,
             TimerKey::DirectoryExpiry => TimerReason::DirectoryExpiry,
@@ -65,6 +76,8 @@ impl TimerKey {
             TimerKey::Dial(_) => TimerReason::DialDeadline,
             TimerKey::Reservation(_) => TimerReason::Reservation,
             TimerKey::HolePunch(_) => TimerReason::HolePunch,
+            TimerKey::IngressRequest(_) => TimerReason::IngressDeadline,
+            TimerKey::AgentRefresh => TimerReason::AgentRefresh,
         }
     }
 }
@@ -189,6 +202,10 @@ pub(crate) enum Owner {
     Hub,
     /// This node's own stream to one of its hubs.
     HubLink,
+    /// A gateway's stream to an agent, until the agent answers.
+    Gateway,
+    /// A gateway's ingress stream or an origin stream, of an agent session.
+    Agent,
 }
 
 /// The context every role works in.
@@ -351,6 +368,11 @@ impl Ctx {
             .map(|(id, _)| *id)
     }
 
+    /// Whether any connection to `peer` is up.
+    pub(crate) fn is_connected(&self, peer: PeerId) -> bool {
+        self.peers.conns.get(&peer).is_some_and(|c| !c.is_empty())
+    }
+
     /// Whether `peer` has a direct connection.
     pub(crate) fn has_direct(&self, peer: PeerId) -> bool {
         self.peers.conns.get(&peer).is_some_and(|c| c.values().any(|c| c.path == Path::Direct))
@@ -359,6 +381,14 @@ impl Ctx {
     /// Whether `peer` has a relayed connection.
     pub(crate) fn has_relayed(&self, peer: PeerId) -> bool {
         self.peers.conns.get(&peer).is_some_and(|c| c.values().any(|c| c.path.is_relayed()))
+    }
+
+    /// The path of an open connection to `peer`, a direct one if there is
+    /// one (what the node would use first), for the operator's status view.
+    pub(crate) fn path_to(&self, peer: PeerId) -> Option<Path> {
+        let conns = self.peers.conns.get(&peer)?;
+        let paths = || conns.values().map(|c| c.path);
+        paths().find(|p| *p == Path::Direct).or_else(|| paths().next())
     }
 
     /// Connections open now, as the outside reported them: (direct, relayed).

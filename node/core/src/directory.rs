@@ -250,6 +250,11 @@ impl Directory {
         self.entries.len()
     }
 
+    /// How many peers are registered as `role`.
+    pub fn len_of(&self, role: Role) -> usize {
+        self.entries.values().filter(|e| e.record.role == role).count()
+    }
+
     /// Whether no peer is registered.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

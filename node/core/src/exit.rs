@@ -8,8 +8,8 @@
 //! ```
 //! Unless the exit is `open`, a request is served only with a ticket from one
 //! of the exit's hubs naming the peer it came from ([`crate::ticket`]); the
-//! check comes before any lookup or dial. Verified tickets are kept per peer
-//! (bounded), so a client's later requests cost a byte comparison.
+//! check comes before any lookup or dial ([`TicketGate`] keeps verified
+//! tickets per peer, so a client's later requests cost a byte comparison).
 //!
 //! The policy is checked on every address right before it is dialed, so a
 //! name that resolves to a private address is caught exactly like a literal.
@@ -19,8 +19,10 @@ use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::ids::{PeerId, QueryId, StreamId};
 use crate::io::{Close, Event, Output, ResolveError, SpliceLimits, SpliceReport};
 use crate::policy::{parse_inet_aton, ExitPolicy};
+use crate::record::Role;
 use crate::target::{Status, TargetAddr};
-use crate::ticket::{self, TicketRefusal, CLOCK_SKEW};
+use crate::ticket::TicketRefusal;
+use crate::ticket_gate::TicketGate;
 use crate::time::Instant;
 use crate::wire::frame::Decoded;
 use crate::wire::proxy::{self, ConnectRequest, ConnectResponse};
@@ -46,22 +48,6 @@ struct ExitSession {
     early: BytesMut,
 }
 
-/// A ticket this exit verified, kept so the holder's next requests skip the
-/// signature check.
-#[derive(Debug)]
-struct Verified {
-    ticket: Bytes,
-    /// Unix seconds.
-    expires: u64,
-}
-
-/// Most verified tickets kept (one per client peer); beyond it the one that
-/// expires first is dropped and its holder verified again next time.
-const MAX_VERIFIED_TICKETS: usize = 4096;
-/// How long a peer that presented a forged signature is refused without
-/// another signature check: forging costs nothing, checking an Ed25519
-/// signature about 50 µs, so a stranger may not make the exit do one per request.
-const FORGERY_PENALTY: Duration = Duration::from_secs(1);
 /// Most addresses learned at run time ([`ExitRole::add_own_address`]), so
 /// peers reporting made-up observed addresses cannot grow the policy.
 const MAX_LEARNED_OWN_ADDRS: usize = 32;
@@ -77,14 +63,8 @@ pub(crate) struct ExitRole {
     queries: BTreeMap<QueryId, StreamId>,
     /// Serve peers without a ticket.
     open: bool,
-    /// The hubs whose tickets count, with their signing keys.
-    trusted: Vec<(PeerId, [u8; 32])>,
-    verified: BTreeMap<PeerId, Verified>,
-    /// Peers whose last ticket carried a forged signature, and until when
-    /// their tickets are refused unchecked (bounded like `verified`).
-    forgers: BTreeMap<PeerId, Instant>,
-    /// Unix time at `Instant::ZERO`.
-    wall_clock: Duration,
+    /// Clients' tickets from the hubs.
+    tickets: TicketGate,
     policy_config: crate::policy::ExitPolicyConfig,
     own_addrs: Vec<IpAddr>,
     learned_addrs: usize,
@@ -99,10 +79,7 @@ impl ExitRole {
             origins: BTreeMap::new(),
             queries: BTreeMap::new(),
             open: config.open,
-            trusted: hubs.iter().filter_map(|h| Some((h.peer, h.ticket_key?))).collect(),
-            verified: BTreeMap::new(),
-            forgers: BTreeMap::new(),
-            wall_clock,
+            tickets: TicketGate::new(Role::Client, hubs, wall_clock),
             policy_config: config.policy.clone(),
             own_addrs: config.own_addrs.clone(),
             learned_addrs: 0,
@@ -129,36 +106,7 @@ impl ExitRole {
         if self.open {
             return Ok(());
         }
-        let unix_now = (self.wall_clock + Duration::from_micros(now.as_micros())).as_secs();
-        let fresh = |v: &Verified| v.expires.saturating_add(CLOCK_SKEW.as_secs()) > unix_now;
-        if self.verified.get(&peer).is_some_and(|v| v.ticket == presented && fresh(v)) {
-            return Ok(());
-        }
-        if self.forgers.get(&peer).is_some_and(|&until| until > now) {
-            return Err(TicketRefusal::BadSignature);
-        }
-        let t = match ticket::verify(presented, peer, unix_now, &self.trusted) {
-            Ok(t) => t,
-            Err(TicketRefusal::BadSignature) => {
-                if self.forgers.len() >= MAX_VERIFIED_TICKETS {
-                    self.forgers.retain(|_, until| *until > now);
-                }
-                if self.forgers.len() < MAX_VERIFIED_TICKETS || self.forgers.contains_key(&peer) {
-                    self.forgers.insert(peer, now + FORGERY_PENALTY);
-                }
-                return Err(TicketRefusal::BadSignature);
-            }
-            Err(other) => return Err(other),
-        };
-        self.forgers.remove(&peer);
-        if self.verified.len() >= MAX_VERIFIED_TICKETS && !self.verified.contains_key(&peer) {
-            let first = self.verified.iter().min_by_key(|(_, v)| v.expires).map(|(p, _)| *p);
-            if let Some(first) = first {
-                self.verified.remove(&first);
-            }
-        }
-        self.verified.insert(peer, Verified { ticket: presented.clone(), expires: t.expires });
-        Ok(())
+        self.tickets.admit(now, peer, presented)
     }
 
     pub(crate) fn session_count(&self) -> usize {
@@ -176,6 +124,11 @@ impl ExitRole {
 
     pub(crate) fn pending_queries(&self) -> usize {
         self.queries.len()
+    }
+
+    /// Whether `query` is one of this exit's lookups.
+    pub(crate) fn asked(&self, query: QueryId) -> bool {
+        self.queries.contains_key(&query)
     }
 
     /// The session a stream (peer side or origin side) belongs to.

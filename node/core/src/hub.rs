@@ -122,6 +122,10 @@ impl HubRole {
         self.directory.len()
     }
 
+    pub(crate) fn directory_len_of(&self, role: Role) -> usize {
+        self.directory.len_of(role)
+    }
+
     /// Whether `peer` is registered (for the simulator's liveness check).
     pub(crate) fn is_registered(&self, peer: &PeerId) -> bool {
         self.directory.contains(*peer)
@@ -275,7 +279,8 @@ impl HubRole {
                 if listed != role {
                     let message = match listed {
                         Role::Exit => "not admitted as an exit",
-                        Role::Client => "clients are not listed",
+                        Role::Agent => "not admitted as an agent",
+                        Role::Client | Role::Gateway => "this role is not listed",
                     };
                     ctx.event(Event::AdmissionDenied { peer, reason: Refusal::RoleNotAllowed });
                     self.fail(ctx, stream, HubErrorCode::Forbidden, message);

@@ -1,5 +1,5 @@
-//! A node's links to its hubs: dial, answer the challenge, register (exits)
-//! and heartbeat, carry `Find`/`Resolve` for clients, and keep clients'
+//! A node's links to its hubs: dial, answer the challenge, register (exits
+//! and agents) and heartbeat, carry `Find`/`Resolve` for clients, and keep clients'
 //! tickets fresh (renewed at half their lifetime, so a hub outage of up to
 //! half a lifetime costs nothing). A link that fails in
 //! any way — reset, timeout, protocol error — is torn down and redialed after
@@ -20,9 +20,11 @@ use crate::wire::hub::{self as wire, HubErrorCode, HubMessage, Role, HUB_VERSION
 use core::time::Duration;
 use std::collections::VecDeque;
 
-/// What an exit registers.
+/// What a listed node (an exit or an agent) registers.
 #[derive(Clone, Debug)]
 pub(crate) struct Registration {
+    /// What it is listed as; one that [`Role::is_listed`].
+    pub(crate) role: Role,
     pub(crate) addrs: Vec<PeerAddr>,
     pub(crate) attrs: Attrs,
     pub(crate) capacity: u32,
@@ -40,7 +42,9 @@ pub(crate) enum LinkEvent {
     Peers {
         /// The hub that answered.
         hub: PeerId,
-        /// The exits it listed.
+        /// The role asked for.
+        role: Role,
+        /// The peers it listed in that role.
         peers: Vec<PeerRecord>,
     },
     /// A link went down with requests outstanding; they are lost.
@@ -60,7 +64,8 @@ pub(crate) enum LinkEvent {
 enum Request {
     Register,
     Heartbeat,
-    Find,
+    /// Peers listed in this role (exits for a client, agents for a gateway).
+    Find(Role),
     RenewTicket,
 }
 
@@ -112,10 +117,10 @@ impl HubLinks {
         local: PeerId,
         hubs: &[HubContact],
         credential: Credential,
+        role: Role,
         registration: Option<Registration>,
         backoff: Backoff,
     ) -> HubLinks {
-        let role = if registration.is_some() { Role::Exit } else { Role::Client };
         let links = hubs
             .iter()
             .map(|hub| Link {
@@ -212,9 +217,9 @@ impl HubLinks {
         self.links.iter().filter(|l| l.registered).count()
     }
 
-    /// Asks every ready hub for exits; false if none is ready.
-    pub(crate) fn find(&mut self, ctx: &mut Ctx, now: Instant, limit: u16) -> bool {
-        self.request_all(ctx, now, Request::Find, limit)
+    /// Asks every ready hub for peers listed in `role`; false if none is ready.
+    pub(crate) fn find(&mut self, ctx: &mut Ctx, now: Instant, role: Role, limit: u16) -> bool {
+        self.request_all(ctx, now, Request::Find(role), limit)
     }
 
     fn request_all(&mut self, ctx: &mut Ctx, now: Instant, r: Request, limit: u16) -> bool {
@@ -406,12 +411,12 @@ impl HubLinks {
                 l.registered = false;
                 l.queue.push_front(Request::Register);
             }
-            (Request::Find, HubMessage::Peers { mut peers }) => {
+            (Request::Find(role), HubMessage::Peers { mut peers }) => {
                 // A hub answers with the role asked for; a record of another
-                // role is not an exit, whatever else it says.
-                peers.retain(|p| p.role == Role::Exit);
+                // role is not what was asked for, whatever else it says.
+                peers.retain(|p| p.role == role);
                 let hub = l.hub.peer;
-                self.events.push_back(LinkEvent::Peers { hub, peers });
+                self.events.push_back(LinkEvent::Peers { hub, role, peers });
             }
             (Request::RenewTicket, HubMessage::Ticket { grant }) => self.on_grant(now, i, grant),
             _ => {
@@ -443,9 +448,8 @@ impl HubLinks {
                     }
                     Request::Heartbeat => HubMessage::Heartbeat { load: 0 },
                     Request::RenewTicket => HubMessage::RenewTicket,
-                    // Finds run for the client role, which wants exits.
-                    Request::Find => HubMessage::Find {
-                        role: Role::Exit,
+                    Request::Find(role) => HubMessage::Find {
+                        role,
                         filter: PeerFilter::default(),
                         limit: if find_limit == 0 { wire::MAX_PEERS as u16 } else { find_limit },
                     },
@@ -554,6 +558,25 @@ impl Link {
 }
 
 impl HubLinks {
+    /// Each link's hub, state and whether the hub confirmed the registration,
+    /// in config order, for the operator's status view.
+    pub(crate) fn states(
+        &self,
+    ) -> impl Iterator<Item = (PeerId, crate::status::LinkState, bool)> + '_ {
+        use crate::status::LinkState as S;
+        self.links.iter().map(|l| {
+            let state = match l.state {
+                State::Idle => S::Idle,
+                State::Dialing => S::Dialing,
+                State::Opening(_) | State::AwaitChallenge(_) | State::AwaitAuthOk(_) => {
+                    S::Authenticating
+                }
+                State::Ready(_) => S::Ready,
+            };
+            (l.hub.peer, state, l.registered)
+        })
+    }
+
     /// How many links can carry a request now.
     pub(crate) fn ready_count(&self) -> usize {
         self.links.iter().filter(|l| matches!(l.state, State::Ready(_))).count()

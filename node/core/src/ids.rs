@@ -108,6 +108,10 @@ id!(
     QueryId, "q"
 );
 id!(
+    /// A public HTTP request at a gateway, named by the outside.
+    RequestId, "r"
+);
+id!(
     /// A sticky session identifier as sent to exits in `ConnectRequest`.
     SessionId, "sess"
 );

@@ -2,7 +2,8 @@
 //! world, outputs for the driver or simulator to carry out, and events for
 //! operators to count.
 
-use crate::ids::{ConnId, ListenerId, PeerId, QueryId, StreamId};
+use crate::http_head::RequestHead;
+use crate::ids::{ConnId, ListenerId, PeerId, QueryId, RequestId, StreamId};
 use crate::record::PeerAddr;
 use crate::target::Status;
 use bytes::Bytes;
@@ -17,6 +18,8 @@ pub enum Protocol {
     Proxy,
     /// `/meshproxy/hub/1`: registration and lookup at a hub.
     Hub,
+    /// `/meshproxy/ingress/1`: one upstream HTTP connection from a gateway to an agent's service per stream.
+    Ingress,
 }
 
 impl Protocol {
@@ -25,6 +28,7 @@ impl Protocol {
         match self {
             Protocol::Proxy => crate::wire::proxy::PROXY_PROTOCOL,
             Protocol::Hub => crate::wire::hub::HUB_PROTOCOL,
+            Protocol::Ingress => crate::wire::ingress::INGRESS_PROTOCOL,
         }
     }
 }
@@ -269,6 +273,69 @@ pub enum Input {
         /// The peer.
         peer: PeerId,
     },
+    /// (Gateways) a public HTTP request arrived on an ingress listener; the
+    /// core answers it with exactly one [`Output::IngressRespond`] or
+    /// [`Output::IngressForward`]. The outside parsed the head (hyper in the
+    /// driver) and holds the body: no byte of it goes anywhere before the core
+    /// has chosen an agent that answered `Ok`.
+    IngressRequest {
+        /// The outside's name for the request, unique among the node's
+        /// requests in flight.
+        request: RequestId,
+        /// The listener ([`crate::listener::Serves::Ingress`]).
+        listener: ListenerId,
+        /// The public client's address.
+        client: SocketAddr,
+        /// The request head.
+        head: RequestHead,
+    },
+    /// (Gateways) a new route table: swapped in whole if its version is
+    /// higher than the one in force (else refused, nothing changes).
+    /// Requests already admitted keep the version they were decided under;
+    /// answered by [`Event::RoutesReloaded`].
+    ReloadRoutes(crate::ingress::Snapshot),
+    /// (Gateways) the outside is finished with a request: after
+    /// [`Output::IngressForward`] when the response ended or failed and the
+    /// stream is closed; at any time before the core's answer when the
+    /// public client went away (the core then gives the request up and
+    /// answers nothing).
+    IngressDone {
+        /// The request.
+        request: RequestId,
+        /// How it ended.
+        end: IngressEnd,
+    },
+}
+
+/// How a request the gateway forwarded ended, as the outside saw it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum IngressEnd {
+    /// The response went to the client whole (or the upgraded connection
+    /// closed cleanly).
+    Complete,
+    /// The agent's side failed after the request was sent: the client got a
+    /// 502/504, or its response was cut off with a reset (never a clean end).
+    UpstreamFailed,
+    /// The public client went away first.
+    ClientGone,
+}
+
+/// What the gateway tells a public client itself.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct IngressResponse {
+    /// The status code.
+    pub status: u16,
+    /// Why, for metrics and logs.
+    pub outcome: IngressOutcome,
+    /// The route table version the request was decided under (the one in
+    /// force when it arrived).
+    pub version: u64,
+    /// `Location`, for redirects.
+    pub location: Option<String>,
+    /// `Content-Type` of the body.
+    pub content_type: String,
+    /// The body.
+    pub body: Bytes,
 }
 
 /// Something the node wants done, pulled with [`Node::poll_output`](crate::Node::poll_output).
@@ -379,10 +446,95 @@ pub enum Output {
         /// Limits for the data plane.
         limits: SpliceLimits,
     },
+    /// (Gateways) answer an [`Input::IngressRequest`] here, without an
+    /// agent: a static target, a redirect, or an error status.
+    IngressRespond {
+        /// The request.
+        request: RequestId,
+        /// The response.
+        response: IngressResponse,
+    },
+    /// (Gateways) an agent answered `Ok` on `stream` for this request: the
+    /// outside now owns the stream (the core sends and reads nothing more on
+    /// it), writes the request to it as HTTP/1.1 with its header hygiene,
+    /// relays the response (or the upgraded connection) and reports
+    /// [`Input::IngressDone`]. Never a second time for the same request: a
+    /// failure after this is a 502/504 for the client, not a retry.
+    IngressForward {
+        /// The request.
+        request: RequestId,
+        /// The open `/meshproxy/ingress/1` stream, past the agent's answer.
+        stream: StreamId,
+        /// The agent at its far end.
+        agent: PeerId,
+        /// Bytes already read behind the answer (the start of the response).
+        prefix: Bytes,
+        /// The route table version the request was decided under.
+        version: u64,
+    },
     /// Persist this state (replacing the previous snapshot).
     Persist(StateSnapshot),
     /// Something worth counting or logging.
     Event(Event),
+}
+
+/// What became of a public request at a gateway.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum IngressOutcome {
+    /// Handed to an agent that answered `Ok`.
+    Forwarded,
+    /// Answered by a static target.
+    Static,
+    /// Answered by a redirect target.
+    Redirect,
+    /// Refused by normalisation or path security (400).
+    BadRequest,
+    /// No route matched and the listener has no default (404).
+    NoRoute,
+    /// The route's target has no available agent (503).
+    NoAgent,
+    /// The gateway or every candidate agent is at its limit of requests
+    /// in flight (503).
+    Busy,
+    /// The agent's allow-list or policy refused (403, never retried).
+    Forbidden,
+    /// Every agent tried failed (502).
+    UpstreamError,
+    /// The last agent tried did not answer in time, or the request's budget
+    /// ran out (504).
+    UpstreamTimeout,
+}
+
+impl IngressOutcome {
+    /// Every outcome, for metrics registered at zero.
+    pub const ALL: [IngressOutcome; 10] = [
+        IngressOutcome::Forwarded,
+        IngressOutcome::Static,
+        IngressOutcome::Redirect,
+        IngressOutcome::BadRequest,
+        IngressOutcome::NoRoute,
+        IngressOutcome::NoAgent,
+        IngressOutcome::Busy,
+        IngressOutcome::Forbidden,
+        IngressOutcome::UpstreamError,
+        IngressOutcome::UpstreamTimeout,
+    ];
+
+    /// The metric label and log name.
+    pub fn name(self) -> &'static str {
+        match self {
+            IngressOutcome::Forwarded => "forwarded",
+            IngressOutcome::Static => "static",
+            IngressOutcome::Redirect => "redirect",
+            IngressOutcome::BadRequest => "bad_request",
+            IngressOutcome::NoRoute => "no_route",
+            IngressOutcome::NoAgent => "no_agent",
+            IngressOutcome::Busy => "busy",
+            IngressOutcome::Forbidden => "forbidden",
+            IngressOutcome::UpstreamError => "upstream_error",
+            IngressOutcome::UpstreamTimeout => "upstream_timeout",
+        }
+    }
 }
 
 /// Why a client session failed.
@@ -550,12 +702,75 @@ pub enum Event {
         /// The hub.
         hub: PeerId,
     },
+    /// (Agent) a gateway's ingress stream reached its service's origin: the
+    /// agent answered `Ok` and spliced the two (its end is a
+    /// [`Event::SessionClosed`]).
+    AgentStreamOpened {
+        /// The gateway.
+        peer: PeerId,
+        /// The gateway's id for this upstream connection (for matching logs).
+        upstream: u64,
+    },
+    /// (Agent) a gateway's ingress stream was answered with a failure and ended.
+    AgentStreamRefused {
+        /// The gateway.
+        peer: PeerId,
+        /// The answer; never `Ok`.
+        status: crate::wire::ingress::AnswerStatus,
+    },
+    /// (Agent) a named origin resolved only to addresses the allow-list
+    /// refuses; nothing was dialed (followed by a `Forbidden` refusal).
+    AgentOriginDenied {
+        /// The first refused address.
+        ip: IpAddr,
+    },
+    /// (Agent) a gateway's ticket was refused (followed by a `NotAdmitted`
+    /// refusal) before anything was looked up or dialed.
+    AgentNotAdmitted {
+        /// The gateway.
+        peer: PeerId,
+        /// What was wrong with its ticket.
+        why: crate::ticket::TicketRefusal,
+    },
     /// A hole-punch attempt ended.
     HolePunch {
         /// The peer.
         peer: PeerId,
         /// Whether a direct connection came out of it.
         ok: bool,
+    },
+    /// (Gateways) a public request was answered or forwarded.
+    IngressRequest {
+        /// The listener it came in on.
+        listener: ListenerId,
+        /// What became of it.
+        outcome: IngressOutcome,
+        /// Agents tried (0 for an answer without one).
+        attempts: u32,
+        /// From the request's arrival to the answer or the hand-over.
+        setup: Duration,
+    },
+    /// (Gateways) an agent answered a failure status or the attempt failed on
+    /// the way; another agent may be tried.
+    IngressAttemptFailed {
+        /// The agent.
+        agent: PeerId,
+        /// Its answer (`Failure` or `Timeout` when it gave none).
+        status: crate::wire::ingress::AnswerStatus,
+    },
+    /// (Gateways) a new route table was offered.
+    RoutesReloaded {
+        /// Its version.
+        version: u64,
+        /// Whether it is in force now (false: not newer than the one in force).
+        accepted: bool,
+    },
+    /// (Gateways) a forwarded request ended.
+    IngressEnded {
+        /// The agent that served it.
+        agent: PeerId,
+        /// How.
+        end: IngressEnd,
     },
 }
 
@@ -579,6 +794,10 @@ pub enum TimerReason {
     Reservation,
     /// A hole-punch retry is due, or an attempt did not answer in time.
     HolePunch,
+    /// A gateway request's attempt or budget ran out.
+    IngressDeadline,
+    /// The gateway refreshes its list of agents.
+    AgentRefresh,
 }
 
 impl TimerReason {
@@ -592,6 +811,7 @@ impl TimerReason {
                 | TimerReason::ExitRefresh
                 | TimerReason::Reservation
                 | TimerReason::HolePunch
+                | TimerReason::AgentRefresh
         )
     }
 }
@@ -608,7 +828,7 @@ pub struct PeerConnections {
 /// How many of each resource a node holds, for leak and bound checks.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Resources {
-    /// Client and exit sessions not yet ended.
+    /// Client, exit and agent sessions not yet ended.
     pub sessions: usize,
     /// Streams the core tracks (controlled or spliced).
     pub streams: usize,

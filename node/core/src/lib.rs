@@ -11,7 +11,8 @@
 //!  Input ──▶ │ client: listener handshakes → exit selection → sessions     │ ──▶ Output
 //!  (now)     │ exit:   proxy requests → exit policy → origin dials         │   Transmit, Close, Dial,
 //!            │ hub:    admission → directory (register/heartbeat/find)     │   OpenStream, Resolve,
-//!            │ links:  this node's hub registrations and lookups           │   ConnectOrigin, Splice,
+//!            │ agent:  ingress streams → ticket → service → allow-list     │   ConnectOrigin, Splice,
+//!            │ links:  this node's hub registrations and lookups           │
 //!            └─────────────────────────────────────────────────────────────┘   Persist, Event
 //! ```
 //!
@@ -30,12 +31,13 @@
 //!
 //! # Layout
 //! - [`node`]: the [`Node`] that composes the roles; `ctx` shares timers, ids and peers.
-//! - `client`, `exit`, `hub`, `hub_link`: the roles' session machines; `relay`:
-//!   relay reservations and hole punching.
+//! - `client`, `exit`, `hub`, `hub_link`, [`agent`]: the roles' session machines; `relay`:
+//!   relay reservations and hole punching; `ticket_gate`: the ticket check exits and agents share.
 //! - [`listener`]: the node's listeners and what each serves.
 //! - [`socks`], [`socks4`], [`http_connect`]: listener handshakes; [`http_head`]: the HTTP/1.1
 //!   request head they and the coming ingress read. [`wire`]: peer protocols.
-//! - [`ingress`]: the gateway's request normalisation, routing and agent choice.
+//! - [`ingress`]: the gateway's request normalisation, routing and agent choice;
+//!   [`agent`]: the agent's allow-list and how its labels are listed.
 //! - [`policy`]: exit policy. [`selection`]: backoff, breaker, latency, sticky pool.
 //! - [`directory`]: the hub's table. [`admission`]: hub challenge–response,
 //!   keys and roles. [`ticket`]: hub-signed tickets exits check.
@@ -43,11 +45,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod agent;
 mod client;
 pub mod config;
 mod ctx;
 pub mod directory;
 mod exit;
+mod gateway;
 pub mod http_connect;
 pub mod http_head;
 mod hub;
@@ -64,8 +68,10 @@ mod role;
 pub mod selection;
 pub mod socks;
 pub mod socks4;
+pub mod status;
 pub mod target;
 pub mod ticket;
+mod ticket_gate;
 pub mod time;
 pub mod wire;
 

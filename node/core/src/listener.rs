@@ -1,12 +1,14 @@
 //! The node's listeners: local sockets the outside accepts app connections
 //! on, each serving one purpose, handled by the role that serves it.
 //!
-//! The table belongs to the node, not to a role: today every listener is a
-//! client's proxy listener, tomorrow a gateway's public HTTP ingress adds a
-//! [`Serves`] variant and its listeners to the table. [`Input::AppAccepted`]
-//! is routed by what its listener serves.
+//! The table belongs to the node, not to a role: a client's proxy listeners
+//! first, then a gateway's public HTTP listeners. [`Input::AppAccepted`] is
+//! routed by what its listener serves; an ingress listener's connections are
+//! HTTP the driver speaks itself, so the core meets them as
+//! [`Input::IngressRequest`]s naming the listener.
 //!
 //! [`Input::AppAccepted`]: crate::io::Input::AppAccepted
+//! [`Input::IngressRequest`]: crate::io::Input::IngressRequest
 
 use crate::config::NodeConfig;
 use crate::ids::ListenerId;
@@ -17,6 +19,9 @@ pub enum Serves {
     /// SOCKS5 / HTTP CONNECT proxy requests from local apps, handled by the
     /// client role (with the settings of the client listener it stands for).
     Proxy,
+    /// Public HTTP requests for the gateway role: the `i`th name of the
+    /// gateway's listeners (its route table).
+    Ingress(usize),
 }
 
 /// The node's listeners, in [`ListenerId`] order.
@@ -25,11 +30,20 @@ pub struct Listeners(Vec<Serves>);
 
 impl Listeners {
     /// The listeners `config` describes: the client's listeners first, in
-    /// config order (so `ListenerId(i)` is still the client's `i`th listener
-    /// and the config format does not change).
+    /// config order (so `ListenerId(i)` is still the client's `i`th
+    /// listener), then the gateway's, in its config order.
     pub fn from_config(config: &NodeConfig) -> Listeners {
         let proxy = config.client.as_ref().map_or(0, |c| c.listeners.len());
-        Listeners(vec![Serves::Proxy; proxy])
+        let ingress = config.gateway.as_ref().map_or(0, |g| g.listeners.len());
+        Listeners(
+            (0..proxy).map(|_| Serves::Proxy).chain((0..ingress).map(Serves::Ingress)).collect(),
+        )
+    }
+
+    /// The id of the gateway's `i`th listener.
+    pub fn ingress(&self, i: usize) -> Option<ListenerId> {
+        let at = self.0.iter().position(|s| *s == Serves::Ingress(i))?;
+        Some(ListenerId(at as u64))
     }
 
     /// What `listener` serves, if the node has it.

@@ -1,23 +1,27 @@
 //! [`Node`]: one value that owns all of a node's logic, whatever roles it plays.
 
+use crate::agent::{agent_labels, AgentRole};
 use crate::client::ClientRole;
 use crate::config::NodeConfig;
 use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::exit::ExitRole;
+use crate::gateway::GatewayRole;
 use crate::hub::HubRole;
 use crate::hub_link::{HubLinks, LinkEvent, Registration};
 use crate::ids::{PeerId, StreamId};
-use crate::io::{Close, Input, Output, Path, Resources, TimerReason};
+use crate::io::{Close, Event, IngressOutcome, Input, Output, Path, Resources, TimerReason};
 use crate::listener::Listeners;
+use crate::record::{Attrs, Role};
 use crate::relay::{Relay, RelayedAt};
 use crate::role::Roles;
 use crate::selection::backoff::Backoff;
+use crate::status::{HubStatus, NodeStatus, RoleSet};
 use crate::time::Instant;
 use core::time::Duration;
 use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use rand_core::SeedableRng;
 
-/// A meshproxy node: hub, exit and/or client, as its config says.
+/// A meshproxy node: hub, exit or agent, and/or client, as its config says.
 ///
 /// Sans-IO: it never touches a socket, a clock or OS randomness. Feed it
 /// [`Input`]s and the passage of time, then pull [`Output`]s. **Drain rule**:
@@ -49,30 +53,63 @@ impl Node {
         let exit = config.exit.as_ref().map(|e| ExitRole::new(e, &config.hubs, wall_clock));
         let margin = config.relay.circuit_margin;
         let client = config.client.clone().map(|c| ClientRole::new(c, margin));
+        let agent = config.agent.as_ref().map(|a| AgentRole::new(a, &config.hubs, wall_clock));
+        // A node lists itself in one role (config checks refuse exit and
+        // agent together); the exit's wins here.
         let credential = config
             .exit
             .as_ref()
             .map(|e| e.credential.clone())
-            .or_else(|| config.client.as_ref().map(|c| c.credential.clone()));
-        let registration = config.exit.as_ref().map(|e| Registration {
-            addrs: e.addrs.clone(),
-            attrs: e.attrs.clone(),
-            capacity: e.capacity,
-        });
+            .or_else(|| config.agent.as_ref().map(|a| a.credential.clone()))
+            .or_else(|| config.client.as_ref().map(|c| c.credential.clone()))
+            .or_else(|| config.gateway.as_ref().map(|g| g.credential.clone()));
+        let registration = match (&config.exit, &config.agent) {
+            (Some(e), _) => Some(Registration {
+                role: Role::Exit,
+                addrs: e.addrs.clone(),
+                attrs: e.attrs.clone(),
+                capacity: e.capacity,
+            }),
+            (None, Some(a)) => Some(Registration {
+                role: Role::Agent,
+                addrs: a.addrs.clone(),
+                attrs: Attrs {
+                    country: None,
+                    // Checked at config time; what does not fit is not listed.
+                    labels: agent_labels(&a.labels, a.services.keys()).unwrap_or_default(),
+                },
+                capacity: u32::try_from(config.limits.max_agent_streams).unwrap_or(u32::MAX),
+            }),
+            (None, None) => None,
+        };
+        // The role this node authenticates in at its hubs: the one it is
+        // listed in, if any, else the one it looks peers up for.
+        let auth_role = match (&registration, &config.client, &config.gateway) {
+            (Some(r), _, _) => r.role,
+            (None, None, Some(_)) => Role::Gateway,
+            _ => Role::Client,
+        };
         let links = match credential {
             Some(credential) if !config.hubs.is_empty() => Some(HubLinks::new(
                 config.peer_id,
                 &config.hubs,
                 credential,
+                auth_role,
                 registration,
                 Backoff::new(Duration::from_millis(500), Duration::from_secs(15)),
             )),
             _ => None,
         };
         let hubs: Vec<PeerId> = config.hubs.iter().map(|h| h.peer).collect();
-        let relay = Relay::new(config.relay.clone(), config.exit.as_ref().map(|e| e.relay), &hubs);
-        let roles = Roles { client, exit, hub, links };
+        let relay_mode =
+            config.exit.as_ref().map(|e| e.relay).or(config.agent.as_ref().map(|a| a.relay));
+        let relay = Relay::new(config.relay.clone(), relay_mode, &hubs);
         let listeners = Listeners::from_config(&config);
+        let gateway = config.gateway.as_ref().map(|g| {
+            let ids = (0..g.listeners.len()).filter_map(|i| Some((listeners.ingress(i)?, i)));
+            GatewayRole::new(g, ids, margin)
+        });
+        let roles = Roles { client, exit, hub, links, gateway, agent };
         let mut node = Node { config, ctx, roles, listeners, relay };
         if let Some(links) = &mut node.roles.links {
             links.start(&mut node.ctx, now);
@@ -82,7 +119,15 @@ impl Node {
         if node.roles.client.is_some() {
             node.ctx.timers.set(TimerKey::ExitRefresh, now);
         }
+        if node.roles.gateway.is_some() {
+            node.ctx.timers.set(TimerKey::AgentRefresh, now);
+        }
         node
+    }
+
+    /// (Gateways) the version of the route table in force.
+    pub fn routes_version(&self) -> Option<u64> {
+        self.roles.gateway.as_ref().map(GatewayRole::routes_version)
     }
 
     /// This node's identity.
@@ -132,10 +177,16 @@ impl Node {
                 if let Some(l) = &mut self.roles.links {
                     l.on_peer_connected(ctx, now, peer);
                 }
+                if let Some(g) = &mut self.roles.gateway {
+                    g.on_peer_connected(ctx, now, peer);
+                }
             }
             Input::PeerDisconnected { peer, conn } => {
                 ctx.peer_disconnected(peer, conn);
                 self.relay.on_disconnected(ctx, peer);
+                if let Some(g) = self.roles.gateway.as_mut().filter(|_| !ctx.is_connected(peer)) {
+                    g.on_peer_gone(now, peer);
+                }
             }
             Input::DialFailed { peer } => self.dial_failed(now, peer),
             Input::StreamOpened { stream } => match ctx.owner(stream).and_then(|o| roles.get(o)) {
@@ -155,19 +206,27 @@ impl Node {
                     None => ctx.emit(Output::Close { stream, how: Close::Reset }),
                 }
             }
-            Input::Resolved { query, result } => {
-                if let Some(e) = &mut self.roles.exit {
-                    e.on_resolved(ctx, now, query, result);
+            // Each role answers only the lookups it asked for (query ids are the node's).
+            Input::Resolved { query, result } => match (&mut roles.exit, &mut roles.agent) {
+                (Some(e), _) if e.asked(query) => e.on_resolved(ctx, now, query, result),
+                (_, Some(a)) => a.on_resolved(ctx, now, query, result),
+                _ => {}
+            },
+            Input::OriginConnected { stream } => {
+                match (ctx.owner(stream), &mut roles.exit, &mut roles.agent) {
+                    (Some(Owner::Exit), Some(e), _) => e.on_origin_connected(ctx, stream),
+                    (Some(Owner::Agent), _, Some(a)) => a.on_origin_connected(ctx, stream),
+                    // Its session gave up on it (a deadline, the peer left).
+                    _ => ctx.emit(Output::Close { stream, how: Close::Reset }),
                 }
             }
-            Input::OriginConnected { stream } => match (&mut self.roles.exit, ctx.owner(stream)) {
-                (Some(e), Some(Owner::Exit)) => e.on_origin_connected(ctx, stream),
-                // Its session gave up on it (a deadline, the client left).
-                _ => ctx.emit(Output::Close { stream, how: Close::Reset }),
-            },
             Input::OriginFailed { stream, status } => {
-                if let Some(e) = &mut self.roles.exit {
-                    e.on_origin_failed(ctx, now, stream, status);
+                match (ctx.owner(stream), &mut roles.exit, &mut roles.agent) {
+                    (Some(Owner::Exit), Some(e), _) => e.on_origin_failed(ctx, now, stream, status),
+                    (Some(Owner::Agent), _, Some(a)) => {
+                        a.on_origin_failed(ctx, now, stream, status);
+                    }
+                    _ => {}
                 }
             }
             Input::SpliceEnded { a, report, .. } => {
@@ -194,6 +253,28 @@ impl Node {
                 self.relay.on_failed(ctx, now, hub);
             }
             Input::HolePunchFailed { peer } => self.relay.on_punch_failed(ctx, now, peer),
+            Input::IngressRequest { request, listener, client, head } => match &mut roles.gateway {
+                Some(g) => g.on_request(ctx, now, request, listener, client, head),
+                // Only a gateway has ingress listeners; answer anyway, so
+                // every request the outside names gets exactly one answer.
+                None => ctx.emit(Output::IngressRespond {
+                    request,
+                    response: crate::gateway::error(404, IngressOutcome::NoRoute),
+                }),
+            },
+            Input::ReloadRoutes(routes) => {
+                let version = routes.version();
+                let accepted = match &mut roles.gateway {
+                    Some(g) => g.reload(routes).is_ok(),
+                    None => false,
+                };
+                ctx.event(Event::RoutesReloaded { version, accepted });
+            }
+            Input::IngressDone { request, end } => {
+                if let Some(g) = &mut roles.gateway {
+                    g.on_done(ctx, request, end);
+                }
+            }
         }
         self.after(now);
     }
@@ -223,6 +304,9 @@ impl Node {
         if let Some(l) = &mut self.roles.links {
             l.on_dial_failed(&mut self.ctx, now, peer);
         }
+        if let Some(g) = &mut self.roles.gateway {
+            g.on_dial_failed(&mut self.ctx, now, peer, route);
+        }
     }
 
     /// Time has passed: fire every deadline at or before `now`.
@@ -245,6 +329,7 @@ impl Node {
                     }
                 }
                 TimerKey::Dial(peer) => self.dial_failed(now, peer),
+                TimerKey::AgentRefresh => self.refresh_agents(now, true),
                 TimerKey::Reservation(i) => self.relay.on_timer(ctx, now, i),
                 TimerKey::HolePunch(peer) => self.relay.on_punch_timer(ctx, now, peer),
                 // A role's (`TimerKey::owner` names it): handed over above.
@@ -261,9 +346,24 @@ impl Node {
             return;
         }
         let limit = self.config.client.as_ref().map_or(64, |c| c.selection.find_limit);
-        if l.find(&mut self.ctx, now, limit) {
+        if l.find(&mut self.ctx, now, Role::Exit, limit) {
             let ready = l.ready_count();
             c.finds_sent(&self.ctx, now, ready);
+        }
+    }
+
+    /// Asks the ready hubs for agents if the gateway's list is due (or
+    /// `now`, if `force`); a try with no hub ready counts as one, so the
+    /// next comes a refresh period later (or when a hub link is ready).
+    fn refresh_agents(&mut self, now: Instant, force: bool) {
+        let (Some(g), Some(l)) = (&mut self.roles.gateway, &mut self.roles.links) else { return };
+        if !force && !g.wants_refresh(now) {
+            return;
+        }
+        l.find(&mut self.ctx, now, Role::Agent, 0);
+        g.refreshed(now);
+        if let Some(at) = g.refresh_due() {
+            self.ctx.timers.set(TimerKey::AgentRefresh, at);
         }
     }
 
@@ -274,7 +374,9 @@ impl Node {
         let held = self.roles.client.as_ref().map_or(0, ClientRole::stream_count)
             + self.roles.exit.as_ref().map_or(0, ExitRole::stream_count)
             + self.roles.hub.as_ref().map_or(0, HubRole::stream_count)
-            + self.roles.links.as_ref().map_or(0, HubLinks::stream_count);
+            + self.roles.links.as_ref().map_or(0, HubLinks::stream_count)
+            + self.roles.gateway.as_ref().map_or(0, GatewayRole::stream_count)
+            + self.roles.agent.as_ref().map_or(0, AgentRole::stream_count);
         assert_eq!(
             held,
             self.ctx.owned_streams(),
@@ -290,6 +392,10 @@ impl Node {
                 }
                 Owner::Hub => self.roles.hub.as_ref().is_some_and(|h| h.owns(stream)),
                 Owner::HubLink => self.roles.links.as_ref().is_some_and(|l| l.owns(stream)),
+                Owner::Gateway => self.roles.gateway.as_ref().is_some_and(|g| g.owns(stream)),
+                Owner::Agent => {
+                    self.roles.agent.as_ref().is_some_and(|a| a.session_of(stream).is_some())
+                }
             };
             assert!(holds, "{stream:?} is in the table as {owner:?}'s, which does not hold it");
         }
@@ -306,6 +412,21 @@ impl Node {
                 // there is asked for now, not up to a backoff step later.
                 self.relay.on_hub_ready(&mut self.ctx, hub);
             }
+            if let Some(g) = &mut self.roles.gateway {
+                match &event {
+                    // A gateway without agents asks as soon as a hub can answer.
+                    LinkEvent::Ready { .. } if g.agent_count() == 0 => {
+                        self.refresh_agents(now, true);
+                    }
+                    LinkEvent::Peers { hub, role: Role::Agent, peers } => {
+                        g.on_agents(now, *hub, peers.clone());
+                    }
+                    LinkEvent::Ticket { hub, ticket, until } => {
+                        g.on_ticket(*hub, ticket.clone(), *until);
+                    }
+                    _ => {}
+                }
+            }
             let Some(c) = &mut self.roles.client else { continue };
             match event {
                 LinkEvent::Ready { .. } => {
@@ -313,7 +434,10 @@ impl Node {
                         self.refresh_exits(now);
                     }
                 }
-                LinkEvent::Peers { hub, peers } => c.on_peers(&mut self.ctx, now, hub, peers),
+                LinkEvent::Peers { hub, role: Role::Exit, peers } => {
+                    c.on_peers(&mut self.ctx, now, hub, peers);
+                }
+                LinkEvent::Peers { .. } => {}
                 LinkEvent::Lost => c.on_link_lost(&mut self.ctx, now),
                 LinkEvent::Ticket { hub, ticket, until } => {
                     c.on_ticket(&mut self.ctx, now, hub, ticket, until);
@@ -349,12 +473,17 @@ impl Node {
     pub fn resources(&self) -> Resources {
         Resources {
             sessions: self.roles.client.as_ref().map_or(0, ClientRole::session_count)
-                + self.roles.exit.as_ref().map_or(0, ExitRole::session_count),
+                + self.roles.exit.as_ref().map_or(0, ExitRole::session_count)
+                + self.roles.gateway.as_ref().map_or(0, GatewayRole::request_count)
+                + self.roles.agent.as_ref().map_or(0, AgentRole::session_count),
             streams: self.roles.client.as_ref().map_or(0, ClientRole::stream_count)
                 + self.roles.exit.as_ref().map_or(0, ExitRole::stream_count)
-                + self.roles.hub.as_ref().map_or(0, HubRole::stream_count),
+                + self.roles.hub.as_ref().map_or(0, HubRole::stream_count)
+                + self.roles.gateway.as_ref().map_or(0, GatewayRole::stream_count)
+                + self.roles.agent.as_ref().map_or(0, AgentRole::stream_count),
             pending_dials: self.ctx.pending_dials(),
-            pending_queries: self.roles.exit.as_ref().map_or(0, ExitRole::pending_queries),
+            pending_queries: self.roles.exit.as_ref().map_or(0, ExitRole::pending_queries)
+                + self.roles.agent.as_ref().map_or(0, AgentRole::pending_queries),
             timers: self.ctx.timers.non_periodic(),
             directory_entries: self.roles.hub.as_ref().map_or(0, HubRole::directory_len),
             busiest_peer_sessions: self.roles.exit.as_ref().map_or(0, ExitRole::busiest_peer),
@@ -406,9 +535,54 @@ impl Node {
         self.roles.links.as_ref().map_or(0, HubLinks::registered_at)
     }
 
+    /// (Hubs) how many peers the directory lists as `role` now.
+    pub fn directory_entries(&self, role: Role) -> usize {
+        self.roles.hub.as_ref().map_or(0, |h| h.directory_len_of(role))
+    }
+
+    /// (Agents) how many gateway streams are spliced to an origin now.
+    pub fn agent_streams_open(&self) -> usize {
+        self.roles.agent.as_ref().map_or(0, AgentRole::spliced_count)
+    }
+
     /// (Clients) how many exits the client knows of.
     pub fn known_exits(&self) -> usize {
         self.roles.client.as_ref().map_or(0, ClientRole::known_exits)
+    }
+
+    /// What the node holds at `now`, for the people operating it (the
+    /// driver's control endpoint): built from the roles' own tables, never
+    /// from a copy kept in step with events.
+    pub fn status(&self, now: Instant) -> NodeStatus {
+        let client = self.roles.client.as_ref();
+        let hubs = self.roles.links.as_ref().map_or_else(Vec::new, |links| {
+            links
+                .states()
+                .map(|(peer, link, registered)| HubStatus {
+                    peer,
+                    connection: self.ctx.path_to(peer),
+                    link,
+                    registered,
+                    reservation: self.relay.reservation_at(peer),
+                })
+                .collect()
+        });
+        NodeStatus {
+            peer_id: self.config.peer_id,
+            roles: RoleSet {
+                hub: self.roles.hub.is_some(),
+                exit: self.roles.exit.is_some(),
+                client: client.is_some(),
+            },
+            reachability: self.relay.reachability(),
+            hubs,
+            exits: client.map_or_else(Vec::new, |c| c.exit_statuses(&self.ctx)),
+            listeners: client.map_or_else(Vec::new, ClientRole::listener_statuses),
+            pins: client.map_or_else(Vec::new, |c| c.pin_statuses(now)),
+            connections: self.peer_connections(),
+            admitted_peers: self.admitted_peers(),
+            resources: self.resources(),
+        }
     }
 
     /// Whether the core still tracks `stream` (for the data plane's bookkeeping).

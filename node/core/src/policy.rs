@@ -462,6 +462,49 @@ pub fn default_denied_ranges() -> &'static [IpNet] {
     &DEFAULT_DENIED
 }
 
+static ALWAYS_DENIED: [IpNet; 9] = [
+    IpNet::v4(0, 0, 0, 0, 32),
+    IpNet::v4(255, 255, 255, 255, 32),
+    IpNet::v4(224, 0, 0, 0, 4),
+    // The instance metadata service of AWS, GCP, Azure, OpenStack and others.
+    IpNet::v4(169, 254, 169, 254, 32),
+    // AWS ECS task metadata and credentials.
+    IpNet::v4(169, 254, 170, 2, 32),
+    // Azure's WireServer.
+    IpNet::v4(168, 63, 129, 16, 32),
+    IpNet::v6([0, 0, 0, 0, 0, 0, 0, 0], 128),
+    // AWS's instance metadata service over IPv6.
+    IpNet::v6([0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254], 128),
+    IpNet::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
+];
+
+/// The range of [`always_denied_ranges`] that `ip`, in any form it can take
+/// (see the module docs), falls in; `None` if it falls in none.
+pub fn always_denied(ip: IpAddr) -> Option<IpNet> {
+    Forms::of(ip).into_iter().find_map(|a| ALWAYS_DENIED.iter().find(|r| r.contains(a)).copied())
+}
+
+/// Destinations no allow-list rule opens (an agent dials them only when a
+/// service names the literal address): unspecified, broadcast and multicast
+/// addresses, where a connect means something other than one host, and the
+/// cloud metadata services (169.254.169.254, 169.254.170.2, 168.63.129.16,
+/// fd00:ec2::254), which hand out the host's credentials to anyone local.
+pub fn always_denied_ranges() -> &'static [IpNet] {
+    &ALWAYS_DENIED
+}
+
+/// Whether `allowed` says yes to every address a connection to `ip` may
+/// really reach: each IPv4 address `ip` carries (see the module docs) when
+/// it carries any, else `ip` itself.
+pub fn allowed_in_every_form(ip: IpAddr, allowed: impl Fn(IpAddr) -> bool) -> bool {
+    let forms = Forms::of(ip);
+    if forms.len > 1 {
+        forms.iter().skip(1).all(allowed)
+    } else {
+        allowed(ip)
+    }
+}
+
 /// Most forms one address can take: itself plus four local-use NAT64 readings.
 const MAX_FORMS: usize = 5;
 

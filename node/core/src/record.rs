@@ -1,5 +1,4 @@
-//! What a hub knows about a registered peer (an exit today, an agent
-//! tomorrow): its role, addresses, attributes and capacity, and the filters
+//! What a hub knows about a registered peer (an exit or an agent): its role, addresses, attributes and capacity, and the filters
 //! clients select peers by. The [`Role`]s a node authenticates in live here
 //! too, because a record carries one. Shared by the hub wire codec, the
 //! hub directory and client-side selection.
@@ -20,24 +19,32 @@ pub const MAX_RELAYS: usize = 4;
 
 /// Which kind of node authenticates to a hub; decides what it may do next,
 /// and, for the roles that [`Role::is_listed`], the kind of record it has in
-/// a hub's directory (exits today; agents for the ingress gateway next).
+/// a hub's directory (exits, and agents for the ingress gateways).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Role {
     /// Offers egress and registers in the directory.
     Exit,
     /// Looks exits up.
     Client,
+    /// Sits beside a private service, registers in the directory with its
+    /// labels and services, and carries gateways' `/meshproxy/ingress/1`
+    /// streams to its origins.
+    Agent,
+    /// Routes public HTTP requests to agents it finds through the hubs.
+    Gateway,
 }
 
 impl Role {
     /// Every role, in wire order.
-    pub const ALL: [Role; 2] = [Role::Exit, Role::Client];
+    pub const ALL: [Role; 4] = [Role::Exit, Role::Client, Role::Agent, Role::Gateway];
 
     /// The role's name in config files and logs.
     pub fn name(self) -> &'static str {
         match self {
             Role::Exit => "exit",
             Role::Client => "client",
+            Role::Agent => "agent",
+            Role::Gateway => "gateway",
         }
     }
 
@@ -51,6 +58,8 @@ impl Role {
         match self {
             Role::Exit => 0x01,
             Role::Client => 0x02,
+            Role::Agent => 0x03,
+            Role::Gateway => 0x04,
         }
     }
 
@@ -58,8 +67,8 @@ impl Role {
     /// found there (`Register`, `Find`, records).
     pub fn is_listed(self) -> bool {
         match self {
-            Role::Exit => true,
-            Role::Client => false,
+            Role::Exit | Role::Agent => true,
+            Role::Client | Role::Gateway => false,
         }
     }
 
@@ -68,6 +77,8 @@ impl Role {
         match code {
             0x01 => Some(Role::Exit),
             0x02 => Some(Role::Client),
+            0x03 => Some(Role::Agent),
+            0x04 => Some(Role::Gateway),
             _ => None,
         }
     }
@@ -193,6 +204,20 @@ mod tests {
         assert!(PeerFilter { country: de, labels: vec!["dc".into()] }.matches(&attrs));
         assert!(!PeerFilter { country: CountryCode::parse("us"), labels: vec![] }.matches(&attrs));
         assert!(!PeerFilter { country: None, labels: vec!["residential".into()] }.matches(&attrs));
+    }
+
+    #[test]
+    fn roles_round_trip_by_code_and_name_and_only_exits_and_agents_are_listed() {
+        for r in Role::ALL {
+            assert_eq!(Role::from_code(r.code()), Some(r));
+            assert_eq!(Role::from_name(r.name()), Some(r));
+        }
+        let codes: Vec<u8> = Role::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes, [1, 2, 3, 4], "ALL is in wire order");
+        let listed: Vec<Role> = Role::ALL.into_iter().filter(|r| r.is_listed()).collect();
+        assert_eq!(listed, [Role::Exit, Role::Agent]);
+        assert_eq!(Role::from_code(0), None);
+        assert_eq!(Role::from_code(5), None);
     }
 
     #[test]

@@ -103,6 +103,22 @@ impl Relay {
         self.hubs.iter().filter(|(_, r)| matches!(r, Reservation::Held { .. })).count()
     }
 
+    /// Where the reservation at `hub` stands, for the operator's status view.
+    pub(crate) fn reservation_at(&self, hub: PeerId) -> crate::status::ReservationState {
+        use crate::status::ReservationState as S;
+        match self.hubs.iter().find(|(h, _)| *h == hub).map(|(_, r)| r) {
+            None | Some(Reservation::Idle) => S::None,
+            Some(Reservation::Requested { .. }) => S::Requested,
+            Some(Reservation::Held { .. }) => S::Held,
+            Some(Reservation::Backoff { .. }) => S::Backoff,
+        }
+    }
+
+    /// How reachable this node is, as last reported.
+    pub(crate) fn reachability(&self) -> Reachability {
+        self.reachability
+    }
+
     /// Starts (or stops) reserving as the mode and reachability say.
     pub(crate) fn start(&mut self, ctx: &mut Ctx) {
         let wanted = self.wants_reservations();

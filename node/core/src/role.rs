@@ -14,9 +14,11 @@
 //! outputs and set timers through `ctx`, and must leave the owner table
 //! saying exactly which streams it still holds.
 
+use crate::agent::AgentRole;
 use crate::client::ClientRole;
 use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::exit::ExitRole;
+use crate::gateway::GatewayRole;
 use crate::hub::HubRole;
 use crate::hub_link::HubLinks;
 use crate::ids::{ListenerId, PeerId, StreamId};
@@ -87,6 +89,10 @@ pub(crate) struct Roles {
     pub(crate) hub: Option<HubRole>,
     /// This node's links to its hubs.
     pub(crate) links: Option<HubLinks>,
+    /// Public HTTP requests routed to agents.
+    pub(crate) gateway: Option<GatewayRole>,
+    /// Gateways' ingress streams to this node's services.
+    pub(crate) agent: Option<AgentRole>,
 }
 
 impl Roles {
@@ -97,6 +103,8 @@ impl Roles {
             Owner::Exit => self.exit.as_mut().map(|r| r as &mut dyn Role),
             Owner::Hub => self.hub.as_mut().map(|r| r as &mut dyn Role),
             Owner::HubLink => self.links.as_mut().map(|r| r as &mut dyn Role),
+            Owner::Gateway => self.gateway.as_mut().map(|r| r as &mut dyn Role),
+            Owner::Agent => self.agent.as_mut().map(|r| r as &mut dyn Role),
         }
     }
 
@@ -104,6 +112,9 @@ impl Roles {
     pub(crate) fn for_listener(serves: Serves) -> Owner {
         match serves {
             Serves::Proxy => Owner::Client,
+            // The driver speaks HTTP on these itself and hands the gateway
+            // requests, not connections; an `AppAccepted` there is closed.
+            Serves::Ingress(_) => Owner::Gateway,
         }
     }
 
@@ -112,6 +123,7 @@ impl Roles {
         match protocol {
             Protocol::Proxy => Owner::Exit,
             Protocol::Hub => Owner::Hub,
+            Protocol::Ingress => Owner::Agent,
         }
     }
 }
@@ -179,6 +191,30 @@ impl Role for ExitRole {
     }
 }
 
+impl Role for AgentRole {
+    fn on_inbound(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, peer: PeerId) {
+        AgentRole::on_inbound(self, ctx, now, stream, peer);
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, data: &[u8]) {
+        AgentRole::on_data(self, ctx, now, stream, data);
+    }
+
+    fn on_closed(&mut self, ctx: &mut Ctx, _now: Instant, stream: StreamId, how: Close) {
+        AgentRole::on_closed(self, ctx, stream, how);
+    }
+
+    fn on_splice_ended(&mut self, ctx: &mut Ctx, _now: Instant, a: StreamId, report: SpliceReport) {
+        AgentRole::on_splice_ended(self, ctx, a, report);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, key: TimerKey) {
+        if let TimerKey::AgentStream(stream) = key {
+            self.on_deadline(ctx, now, stream);
+        }
+    }
+}
+
 impl Role for HubRole {
     fn on_inbound(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, peer: PeerId) {
         HubRole::on_inbound(self, ctx, now, stream, peer);
@@ -221,6 +257,30 @@ impl Role for HubLinks {
     fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, key: TimerKey) {
         if let TimerKey::HubLink(i) = key {
             HubLinks::on_timer(self, ctx, now, i);
+        }
+    }
+}
+
+impl Role for GatewayRole {
+    fn on_data(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, data: &[u8]) {
+        GatewayRole::on_data(self, ctx, now, stream, data);
+    }
+
+    fn on_closed(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId, _how: Close) {
+        GatewayRole::on_closed(self, ctx, now, stream);
+    }
+
+    fn on_stream_opened(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId) {
+        GatewayRole::on_stream_opened(self, ctx, now, stream);
+    }
+
+    fn on_stream_refused(&mut self, ctx: &mut Ctx, now: Instant, stream: StreamId) {
+        GatewayRole::on_stream_refused(self, ctx, now, stream);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx, now: Instant, key: TimerKey) {
+        if let TimerKey::IngressRequest(request) = key {
+            self.on_deadline(ctx, now, request);
         }
     }
 }

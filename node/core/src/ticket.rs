@@ -60,7 +60,8 @@ pub enum TicketRefusal {
     UnknownHub,
     /// Issued to another peer.
     WrongHolder,
-    /// Does not admit the client role.
+    /// Does not admit the role the server requires (client at an exit,
+    /// gateway at an agent).
     RoleNotAllowed,
     /// Past its expiry.
     Expired,
@@ -186,11 +187,13 @@ pub fn decode(bytes: &[u8]) -> Result<(Ticket, &[u8], [u8; 64]), TicketRefusal> 
     Ok((Ticket { hub, holder, roles, expires }, signed, sig))
 }
 
-/// Checks `bytes` as a ticket for `holder` at Unix time `now_unix`, signed by
-/// one of `trusted` (hub peer id and public key); returns the ticket.
+/// Checks `bytes` as a ticket for `holder` admitting `role` (an exit serves
+/// clients, an agent gateways) at Unix time `now_unix`, signed by one of
+/// `trusted` (hub peer id and public key); returns the ticket.
 pub fn verify(
     bytes: &[u8],
     holder: PeerId,
+    role: crate::record::Role,
     now_unix: u64,
     trusted: &[(PeerId, [u8; 32])],
 ) -> Result<Ticket, TicketRefusal> {
@@ -204,7 +207,7 @@ pub fn verify(
     if ticket.holder != holder {
         return Err(TicketRefusal::WrongHolder);
     }
-    if !ticket.roles.contains(crate::record::Role::Client) {
+    if !ticket.roles.contains(role) {
         return Err(TicketRefusal::RoleNotAllowed);
     }
     if ticket.expires.saturating_add(CLOCK_SKEW.as_secs()) <= now_unix {
@@ -277,12 +280,24 @@ mod tests {
         let trusted = [(hub, s.public())];
         let bytes = s.sign(&ticket(hub, alice, 1_000));
         assert!(bytes.len() <= MAX_TICKET_LEN);
-        assert_eq!(verify(&bytes, alice, 900, &trusted), Ok(ticket(hub, alice, 1_000)));
-        assert_eq!(verify(&bytes, bob, 900, &trusted), Err(TicketRefusal::WrongHolder));
+        assert_eq!(
+            verify(&bytes, alice, Role::Client, 900, &trusted),
+            Ok(ticket(hub, alice, 1_000))
+        );
+        assert_eq!(
+            verify(&bytes, bob, Role::Client, 900, &trusted),
+            Err(TicketRefusal::WrongHolder)
+        );
         let skew = CLOCK_SKEW.as_secs();
-        assert!(verify(&bytes, alice, 1_000 + skew - 1, &trusted).is_ok(), "within the skew");
-        assert_eq!(verify(&bytes, alice, 1_000 + skew, &trusted), Err(TicketRefusal::Expired));
-        assert_eq!(verify(&[], alice, 0, &trusted), Err(TicketRefusal::Missing));
+        assert!(
+            verify(&bytes, alice, Role::Client, 1_000 + skew - 1, &trusted).is_ok(),
+            "within the skew"
+        );
+        assert_eq!(
+            verify(&bytes, alice, Role::Client, 1_000 + skew, &trusted),
+            Err(TicketRefusal::Expired)
+        );
+        assert_eq!(verify(&[], alice, Role::Client, 0, &trusted), Err(TicketRefusal::Missing));
     }
 
     #[test]
@@ -292,15 +307,24 @@ mod tests {
         let trusted = [(hub, signer(7).public())];
         // Signed by another key but claiming the trusted hub.
         let forged = signer(8).sign(&ticket(hub, alice, 1_000));
-        assert_eq!(verify(&forged, alice, 0, &trusted), Err(TicketRefusal::BadSignature));
+        assert_eq!(
+            verify(&forged, alice, Role::Client, 0, &trusted),
+            Err(TicketRefusal::BadSignature)
+        );
         let foreign = signer(8).sign(&ticket(other_hub, alice, 1_000));
-        assert_eq!(verify(&foreign, alice, 0, &trusted), Err(TicketRefusal::UnknownHub));
+        assert_eq!(
+            verify(&foreign, alice, Role::Client, 0, &trusted),
+            Err(TicketRefusal::UnknownHub)
+        );
         let exit_only =
             signer(7).sign(&Ticket { roles: RoleSet::EXIT, ..ticket(hub, alice, 1_000) });
-        assert_eq!(verify(&exit_only, alice, 0, &trusted), Err(TicketRefusal::RoleNotAllowed));
+        assert_eq!(
+            verify(&exit_only, alice, Role::Client, 0, &trusted),
+            Err(TicketRefusal::RoleNotAllowed)
+        );
         let both = signer(7)
             .sign(&Ticket { roles: RoleSet::EXIT.with(Role::Client), ..ticket(hub, alice, 1_000) });
-        assert!(verify(&both, alice, 0, &trusted).is_ok());
+        assert!(verify(&both, alice, Role::Client, 0, &trusted).is_ok());
     }
 
     #[test]
@@ -312,14 +336,20 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
-            assert!(verify(&b, alice, 0, &trusted).is_err(), "byte {i} flipped still verified");
+            assert!(
+                verify(&b, alice, Role::Client, 0, &trusted).is_err(),
+                "byte {i} flipped still verified"
+            );
         }
         for cut in 0..bytes.len() {
-            assert!(verify(&bytes[..cut], alice, 0, &trusted).is_err(), "cut at {cut}");
+            assert!(
+                verify(&bytes[..cut], alice, Role::Client, 0, &trusted).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut long = bytes.clone();
         long.push(0);
-        assert!(verify(&long, alice, 0, &trusted).is_err());
+        assert!(verify(&long, alice, Role::Client, 0, &trusted).is_err());
     }
 
     #[test]
@@ -359,7 +389,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic_and_never_verify(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let trusted = [(PeerId::from_u64(1), signer(7).public())];
-            proptest::prop_assert!(verify(&bytes, PeerId::from_u64(2), 0, &trusted).is_err());
+            proptest::prop_assert!(verify(&bytes, PeerId::from_u64(2), Role::Client, 0, &trusted).is_err());
         }
     }
 }

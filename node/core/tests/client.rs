@@ -891,3 +891,40 @@ fn an_app_on_a_listener_the_node_lacks_is_closed_at_once() {
     let app = f.accept(0);
     assert!(f.h.node.tracks_stream(app));
 }
+
+/// `Node::status` reads the client's own tables: the hub link admitted, the
+/// exit with its path, breaker, latency and session, sessions per listener,
+/// and a pin once a sticky session reached its exit.
+#[test]
+fn status_shows_what_the_client_holds() {
+    use meshproxy_core::io::Path;
+    use meshproxy_core::selection::breaker::BreakerState;
+    use meshproxy_core::status::{LinkState, ReservationState};
+    let sticky = ListenerConfig { sticky: StickyMode::Listener, ..ListenerConfig::default() };
+    let mut f = fixture(vec![ListenerConfig::default(), sticky], 2, 7);
+    let before = f.h.node.status(f.h.now);
+    assert!(before.roles.client && !before.roles.exit && !before.roles.hub);
+    let [hub] = &before.hubs[..] else { panic!("one hub: {:?}", before.hubs) };
+    assert_eq!((hub.peer, hub.link, hub.registered), (hub_id(), LinkState::Ready, false));
+    assert_eq!(hub.reservation, ReservationState::None, "a client reserves nowhere");
+    assert_eq!(before.exits.len(), 2);
+    assert!(before.exits.iter().all(|e| e.connection.is_none() && e.latency.is_none()));
+    assert!(before.pins.is_empty());
+
+    let app = f.accept(1);
+    let outs = f.socks(app, &TargetAddr::Ip(([192, 0, 2, 1], 80).into()), None, b"");
+    let a = f.reach_exit(&outs);
+    f.h.advance(Duration::from_millis(30));
+    f.answer(&a, Status::Succeeded, b"");
+    let s = f.h.node.status(f.h.now);
+    let e = s.exits.iter().find(|e| e.peer == a.exit).expect("the exit used");
+    assert_eq!(e.connection, Some(Path::Direct));
+    assert_eq!(e.breaker, BreakerState::Closed { consecutive_failures: 0 });
+    assert_eq!((e.sessions, e.failures), (1, 0));
+    assert!(e.latency.is_some_and(|l| l >= Duration::from_millis(30)), "{e:?}");
+    let per_listener: Vec<usize> = s.listeners.iter().map(|l| l.sessions).collect();
+    assert_eq!(per_listener, [0, 1]);
+    let [pin] = &s.pins[..] else { panic!("one pin: {:?}", s.pins) };
+    assert_eq!((pin.listener, pin.session.as_deref(), pin.exit), (ListenerId(1), None, a.exit));
+    assert_eq!(s.resources.sessions, 1);
+}

@@ -46,7 +46,10 @@ fn granted(grant: &TicketGrant, holder: PeerId, at: meshproxy_core::time::Instan
     assert_eq!(t.expires, unix_at(at) + TICKET_LIFETIME.as_secs());
     let trusted = [(hub_id(), hub_signer().public())];
     if t.roles.contains(Role::Client) {
-        assert_eq!(ticket::verify(&grant.ticket, holder, unix_at(at), &trusted), Ok(t.clone()));
+        assert_eq!(
+            ticket::verify(&grant.ticket, holder, Role::Client, unix_at(at), &trusted),
+            Ok(t.clone())
+        );
     }
     t
 }
@@ -1084,4 +1087,54 @@ fn challenge_nonces_come_from_the_entropy_not_the_seed() {
     assert_eq!(a, nonces(Some([1; 32])), "the nonces are a function of the entropy");
     assert_ne!(nonces(None), a, "without entropy they come from the seed");
     assert_eq!(nonces(None), nonces(None), "and repeat with it, as the simulator needs");
+}
+
+#[test]
+fn agents_and_exits_are_listed_apart_and_found_only_by_their_own_role() {
+    let agents = Credential::new("agents", b"an agent token, 22+ bytes");
+    let mut config = hub_config(TTL);
+    if let Some(hub) = &mut config.hub {
+        hub.keys.push(agents.admission_key(RoleSet::of(Role::Agent)));
+    }
+    let mut h = hub_with(config);
+    let exit = record(1, "de");
+    register(&mut h, &exit);
+    let agent = PeerRecord {
+        role: Role::Agent,
+        attrs: Attrs { country: None, labels: vec!["service:web".into(), "site:home".into()] },
+        ..record(2, "de")
+    };
+    // An exit's key does not list its holder as an agent.
+    let (as_exit, _) = admitted_with(&mut h, &exit_cred(), agent.peer, Role::Exit);
+    let register_agent = HubMessage::Register {
+        role: Role::Agent,
+        addrs: agent.addrs.clone(),
+        attrs: agent.attrs.clone(),
+        capacity: agent.capacity,
+        relayed: false,
+    };
+    let outs = h.data(as_exit, hub_bytes(&register_agent));
+    assert!(matches!(
+        &msgs(&outs, as_exit)[..],
+        [HubMessage::Error { code: HubErrorCode::Forbidden, .. }]
+    ));
+    assert!(!h.node.hub_has_registered(&agent.peer));
+    // An agent's key does.
+    let (as_agent, t) = admitted_with(&mut h, &agents, agent.peer, Role::Agent);
+    assert_eq!(t.roles, RoleSet::of(Role::Agent));
+    let outs = h.data(as_agent, hub_bytes(&register_agent));
+    assert_eq!(msgs(&outs, as_agent), vec![HubMessage::Registered { ttl_secs: 30 }]);
+    let client = admitted(&mut h, client_id(), Role::Client);
+    let find = |h: &mut Harness, role| {
+        let msg = HubMessage::Find { role, filter: PeerFilter::default(), limit: 10 };
+        let outs = h.data(client, hub_bytes(&msg));
+        let [HubMessage::Peers { peers }] = &msgs(&outs, client)[..] else { panic!("{outs:?}") };
+        peers.clone()
+    };
+    assert_eq!(find(&mut h, Role::Agent), vec![agent.clone()]);
+    assert_eq!(
+        (h.node.directory_entries(Role::Agent), h.node.directory_entries(Role::Exit)),
+        (1, 1)
+    );
+    assert_eq!(find(&mut h, Role::Exit), vec![exit.clone()]);
 }

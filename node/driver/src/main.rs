@@ -5,13 +5,15 @@
 //! a grace period. `hub`, `exit` and `client` run one role from flags (each
 //! flag is a config key) and/or a config file. `demo` runs a whole mesh in
 //! one process. `keygen`, `id` and `check` manage identities and validate
-//! configs.
+//! configs. `status` asks a running node's control socket what it is doing;
+//! `state show` reads a state file.
 #![forbid(unsafe_code)]
 
 use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand};
 use meshproxy::ops::config::{FileConfig, Settings};
-use meshproxy::ops::flags::{ClientFlags, CommonFlags, ExitFlags, HubFlags, RoleFlags};
+use meshproxy::ops::control;
+use meshproxy::ops::flags::{AgentFlags, ClientFlags, CommonFlags, ExitFlags, HubFlags, RoleFlags};
 use meshproxy::ops::identity::{Identity, IdentityError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,7 +26,7 @@ use std::time::Duration;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// A peer-to-peer proxy network node (SOCKS5/HTTP CONNECT client, exit, hub).
+/// A peer-to-peer proxy network node (SOCKS5/HTTP CONNECT client, exit, hub, agent).
 #[derive(Debug, Parser)]
 #[command(name = "meshproxy", version)]
 struct Cli {
@@ -37,7 +39,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node as its config file says (any mix of hub, exit and client).
+    /// Run a node as its config file says (any mix of hub, exit or agent, and client).
     Run {
         /// The TOML config file.
         #[arg(long)]
@@ -45,6 +47,30 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDR:PORT/metrics [key: metrics].
         #[arg(long, value_name = "ADDR:PORT")]
         metrics: Option<std::net::SocketAddr>,
+        /// Control socket for `meshproxy status`, or `off` [key: control].
+        #[arg(long, value_name = "PATH|off")]
+        control: Option<String>,
+    },
+    /// Show what a running node is doing: hubs, exits (path, latency, breaker),
+    /// sessions per listener, sticky pins, recent warnings.
+    ///
+    /// Asks the node's control socket: --control PATH, or the one its config names.
+    Status {
+        /// The node's control socket.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        control: Option<PathBuf>,
+        /// The node's config file (its `control` key, or the default beside its state
+        /// or identity file).
+        #[arg(short = 'c', long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the raw snapshot as JSON (the control protocol's `status` reply).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a node's state file.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
     },
     /// Validate a config file and print what the node would run.
     Check {
@@ -80,6 +106,23 @@ enum Command {
         #[command(flatten)]
         client: ClientFlags,
     },
+    /// Run an agent beside private services: registers at the hubs with its labels and
+    /// services, and carries gateways' ingress streams to those services only.
+    ///
+    /// Example: meshproxy agent --hub /ip4/HUB_IP/tcp/4001/p2p/HUB_ID --credential agent-1=TOKEN
+    /// --service web=127.0.0.1:8080 --label site=home [--allow 10.0.0.0/8:80-443]
+    ///
+    /// A service whose origin is an IP literal reaches exactly that address; one whose origin
+    /// is a host name is resolved at each stream and every answer must fall inside an --allow
+    /// rule (deny by default). Cloud metadata, unspecified, broadcast and multicast addresses
+    /// are refused unless a service names that literal address. A node is an exit or an agent,
+    /// not both.
+    Agent {
+        #[command(flatten)]
+        common: CommonFlags,
+        #[command(flatten)]
+        agent: AgentFlags,
+    },
     /// Run a hub, two exits, a client and a local web page in this process,
     /// fetch the page through the mesh, and print a curl command to try it.
     Demo,
@@ -103,6 +146,18 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum StateCommand {
+    /// Print the sticky pins a state file holds.
+    Show {
+        /// The state file (the config's `state` key).
+        file: PathBuf,
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum TokenCommand {
     /// Print a fresh 256-bit token for a node and the verifier its hub stores
     /// (the verifier checks the node's proof and cannot itself log in).
@@ -110,7 +165,8 @@ enum TokenCommand {
         /// The key id the node presents.
         #[arg(long, default_value = "node-1")]
         id: String,
-        /// The roles the hub admits the key in: client, exit, or both (exit+client).
+        /// The roles the hub admits the key in: client, exit, agent, gateway, or several
+        /// joined by `+` (exit+client).
         #[arg(long, default_value = "client")]
         roles: String,
     },
@@ -150,10 +206,21 @@ fn run(file: FileConfig) -> anyhow::Result<()> {
     }
     let runtime = meshproxy::ops::assemble::runtime(settings.threads)
         .map_err(|e| anyhow!("tokio runtime: {e}"))?;
+    let control_path = settings.control.clone();
     runtime.block_on(async {
         let seed = rand::random::<u64>();
         let running =
             meshproxy::ops::launch::start_with_settings(settings, &identity, seed).await?;
+        let control = match control_path {
+            Some(path) => match serve_control(&path, &running) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    running.node.shutdown().await;
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
         println!("peer id: {}", identity.peer_id_string());
         for addr in &running.p2p_addrs {
             println!("p2p: {addr}/p2p/{}", identity.peer_id_string());
@@ -164,11 +231,82 @@ fn run(file: FileConfig) -> anyhow::Result<()> {
         if let Some(addr) = running.node.metrics_addr {
             println!("metrics: http://{addr}/metrics");
         }
+        if let Some(server) = &control {
+            println!("control: {}", server.path().display());
+        }
         meshproxy::ops::assemble::stop_signal().await;
         tracing::info!(grace = ?GRACE, "stopping: no new connections; running sessions may finish");
+        drop(control); // removes the socket: `status` now says the node is not running
         running.node.shutdown_gracefully(GRACE).await;
         Ok(())
     })
+}
+
+/// Opens the control socket of a node that has started.
+fn serve_control(
+    path: &Path,
+    running: &meshproxy::ops::launch::NetNode,
+) -> Result<control::ControlServer, control::ControlError> {
+    let info = control::NodeInfo {
+        p2p_addrs: running.p2p_addrs.iter().map(ToString::to_string).collect(),
+        listeners: running.node.listen_addrs.clone(),
+        metrics: running.node.metrics_addr,
+    };
+    let limits = control::ControlLimits::default();
+    control::ControlServer::bind(path, running.node.runner(), running.node.events(), info, limits)
+}
+
+/// `meshproxy status`: asks the control socket at `--control`, or the one
+/// the config names.
+fn status(control: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let path = match (control, config) {
+        (Some(path), _) => path,
+        (None, Some(config)) => FileConfig::load(&config)?.control_path().ok_or_else(|| {
+            anyhow!("{} turns the control socket off (control = false)", config.display())
+        })?,
+        (None, None) => {
+            let path = FileConfig::default().control_path().unwrap_or_default();
+            if !path.exists() {
+                bail!(
+                    "no control socket at {} (the default): name the node's with --control PATH, \
+                     or its config with -c FILE",
+                    path.display()
+                );
+            }
+            path
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("tokio runtime: {e}"))?;
+    let snapshot = runtime.block_on(control::client::status(&path))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+    } else {
+        print!("{}", control::render::status(&snapshot));
+    }
+    Ok(())
+}
+
+/// `meshproxy state show`: the sticky pins of a state file.
+fn state_show(file: &Path, json: bool) -> anyhow::Result<()> {
+    let pins: Vec<control::snapshot::PinView> = meshproxy::ops::state::pins(file)?
+        .into_iter()
+        .map(|p| control::snapshot::PinView {
+            listener: p.key.listener.0,
+            session: p.key.session,
+            exit: control::snapshot::peer_string(&p.peer),
+            idle_secs: p.age.as_secs(),
+        })
+        .collect();
+    if json {
+        let out = serde_json::json!({ "file": file, "pins": pins });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", control::render::state(&file.display().to_string(), &pins));
+    }
+    Ok(())
 }
 
 /// Runs one role from its flags (and `--config`, if given).
@@ -230,11 +368,22 @@ fn check(path: &Path) -> anyhow::Result<()> {
         node.hub.as_ref().map(|_| "hub"),
         node.exit.as_ref().map(|_| "exit"),
         node.client.as_ref().map(|_| "client"),
+        node.agent.as_ref().map(|_| "agent"),
     ]
     .into_iter()
     .flatten()
     .collect();
     println!("roles: {}", roles.join(", "));
+    if let Some(agent) = &node.agent {
+        for (name, origin) in &agent.services {
+            println!("agent service: {name} -> {origin}");
+        }
+        let allow: Vec<String> = agent.allow.iter().map(ToString::to_string).collect();
+        println!(
+            "agent allow: {}",
+            if allow.is_empty() { "none".into() } else { allow.join(", ") }
+        );
+    }
     println!("hubs: {}", node.hubs.len());
     for s in &settings.listeners {
         let auth = if s.has_auth { "auth" } else { "no auth" };
@@ -245,6 +394,10 @@ fn check(path: &Path) -> anyhow::Result<()> {
     }
     if let Some(state) = &settings.state {
         println!("state: {}", state.display());
+    }
+    match &settings.control {
+        Some(control) => println!("control: {}", control.display()),
+        None => println!("control: off"),
     }
     Ok(())
 }
@@ -293,9 +446,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config, metrics } => {
+        Command::Run { config, metrics, control } => {
             let file = FileConfig::load(&config).map(|mut file| {
                 file.metrics = metrics.or(file.metrics);
+                if let Some(control) = &control {
+                    file.control = Some(meshproxy::ops::flags::control_flag(control));
+                }
                 file
             });
             exit_code("run", file.map_err(anyhow::Error::from).and_then(run))
@@ -307,6 +463,15 @@ fn main() -> ExitCode {
         Command::Client { common, client } => {
             exit_code("client", run_role(&common, RoleFlags::Client(&client)))
         }
+        Command::Agent { common, agent } => {
+            exit_code("agent", run_role(&common, RoleFlags::Agent(&agent)))
+        }
         Command::Demo => exit_code("demo", demo()),
+        Command::Status { control, config, json } => {
+            exit_code("status", status(control, config, json))
+        }
+        Command::State { command: StateCommand::Show { file, json } } => {
+            exit_code("state show", state_show(&file, json))
+        }
     }
 }

@@ -202,15 +202,26 @@ impl World<'_> {
         }
     }
 
-    /// After a hub's step: no exit in its directory registered under a key
-    /// that lacks the exit role.
+    /// After a hub's step: no peer in its directory registered under a key
+    /// that lacks the role it is listed in (agents are the topology's
+    /// agents; everyone else registers as an exit).
     pub(super) fn admission_directory(&mut self, n: NodeIx) {
         if n >= self.hubs {
             return;
         }
         let Some(core) = &self.nodes[n as usize].core else { return };
-        let bad: Vec<(PeerId, RoleSet)> =
-            core.registrations().into_iter().filter(|(_, r)| !r.contains(Role::Exit)).collect();
+        let t = &self.s.topology;
+        let first_agent = t.hubs + t.exits + t.clients;
+        let agents = first_agent..first_agent + t.agents;
+        let listed_as = |peer: &PeerId| match self.by_peer.get(peer) {
+            Some(n) if agents.contains(n) => Role::Agent,
+            _ => Role::Exit,
+        };
+        let bad: Vec<(PeerId, RoleSet)> = core
+            .registrations()
+            .into_iter()
+            .filter(|(peer, r)| !r.contains(listed_as(peer)))
+            .collect();
         for (peer, roles) in bad {
             let detail =
                 format!("hub n{n} lists {peer:?}, registered under a key admitting only {roles}");
@@ -224,9 +235,10 @@ impl World<'_> {
         let now = self.now;
         let floods = self.s.adversaries.preauth_floods > 0;
         let first_client = self.hubs + self.exits;
+        let clients = first_client..first_client + self.s.topology.clients;
         let total = self.nodes.len() as NodeIx;
         for n in self.hubs..total {
-            let is_client = n >= first_client;
+            let is_client = clients.contains(&n);
             if !is_client && !floods {
                 continue;
             }

@@ -55,6 +55,8 @@ impl World<'_> {
             authed: user.is_some(),
             username: user,
             stream: 0,
+            side: 1,
+            routes_version: None,
             phase: AppPhase::Connecting,
             inbox: Vec::new(),
             up_key,
@@ -75,6 +77,10 @@ impl World<'_> {
     }
 
     pub(super) fn app_start(&mut self, a: u32) {
+        if self.apps[a as usize].spec.ingress.is_some() {
+            self.ingress_start(a);
+            return;
+        }
         let app = &self.apps[a as usize];
         let client = self.s.topology.hubs + self.s.topology.exits + app.spec.client;
         self.stats.app_connections += 1;
@@ -203,7 +209,7 @@ impl World<'_> {
         }
     }
 
-    fn app_success(&mut self, a: u32) {
+    pub(super) fn app_success(&mut self, a: u32) {
         let app = &self.apps[a as usize];
         if !app.spec.kind.can_succeed() {
             let detail = format!(
@@ -225,10 +231,11 @@ impl World<'_> {
             writes.push(Payload::Pattern { key: app.up_key, offset: sent, len });
             sent += u64::from(len);
         }
+        let side = app.side;
         for p in writes {
-            self.write(stream, 1, Chunk::Data(p));
+            self.write(stream, side, Chunk::Data(p));
         }
-        self.write(stream, 1, Chunk::Fin);
+        self.write(stream, side, Chunk::Fin);
         let app = &mut self.apps[a as usize];
         app.up_sent = sent;
         app.fin_sent = true;
@@ -275,7 +282,7 @@ impl World<'_> {
         self.app_end(a, Outcome::Refused(code));
     }
 
-    fn app_end(&mut self, a: u32, outcome: Outcome) {
+    pub(super) fn app_end(&mut self, a: u32, outcome: Outcome) {
         let app = &mut self.apps[a as usize];
         if app.outcome.is_some() {
             return;
@@ -283,7 +290,9 @@ impl World<'_> {
         app.outcome = Some(outcome);
         app.phase = AppPhase::Done;
         let stream = app.stream;
+        // A public request's answers are judged where they arrive (ingress.rs).
         let strict_success = app.strict
+            && app.spec.ingress.is_none()
             && app.spec.kind.refusal().is_none()
             && app.spec.kind != OriginKind::ResetMidStream;
         match outcome {
@@ -302,16 +311,21 @@ impl World<'_> {
             let inv = if app.probe { Invariant::Liveness } else { Invariant::Outcome };
             self.violation(inv, detail);
         }
-        if outcome == Outcome::Complete {
-            self.check_sticky(a);
+        if self.apps[a as usize].spec.ingress.is_some() {
+            self.ingress_end(a, outcome);
+        } else {
+            if outcome == Outcome::Complete {
+                self.check_sticky(a);
+            }
+            self.count_session(a, outcome);
         }
-        self.count_session(a, outcome);
+        let side = self.apps[a as usize].side;
         if let Some(st) = self.streams.get(&stream) {
-            if st.owners[1] == Owner::App(a) {
+            if st.owners[side] == Owner::App(a) {
                 if outcome != Outcome::Complete && !self.apps[a as usize].fin_sent {
-                    self.write(stream, 1, Chunk::Fin);
+                    self.write(stream, side, Chunk::Fin);
                 }
-                self.release(stream, 1);
+                self.release(stream, side);
             }
         }
     }
@@ -324,11 +338,14 @@ impl World<'_> {
                 "app {a} ({:?} {}, {:?}) still unanswered after {waited:?}",
                 app.spec.kind, app.target, app.phase
             );
-            let (probe, stream) = (app.probe, app.stream);
+            let (probe, stream, side) = (app.probe, app.stream, app.side);
             self.violation(if probe { Invariant::Liveness } else { Invariant::Hang }, detail);
             self.apps[a as usize].outcome = Some(Outcome::NoAnswer);
+            if self.apps[a as usize].spec.ingress.is_some() {
+                self.ingress_end(a, Outcome::NoAnswer);
+            }
             if self.streams.contains_key(&stream) {
-                self.abort_from(stream, 1);
+                self.abort_from(stream, side);
             }
         }
     }

@@ -104,10 +104,31 @@ impl World<'_> {
                     socks4: false,
                     pipelined: false,
                     splits: 1,
+                    ingress: None,
                 };
                 let ix = self.add_app(spec, true);
                 self.push(self.now, Ev::AppStart(ix));
             }
+        }
+        // Every gateway forwards to an agent again after the heal.
+        for gateway in 0..self.s.topology.gateways {
+            let spec = AppSpec {
+                at: self.now,
+                client: 0,
+                listener: 0,
+                kind: OriginKind::Echo,
+                variant: gateway,
+                by_name: false,
+                size: 4096,
+                session: None,
+                http: false,
+                socks4: false,
+                pipelined: false,
+                splits: 1,
+                ingress: Some(crate::plan::IngressSpec { gateway, shape: 2 }),
+            };
+            let ix = self.add_app(spec, true);
+            self.push(self.now, Ev::AppStart(ix));
         }
     }
 

@@ -139,6 +139,7 @@ impl World<'_> {
         node.generation += 1;
         node.timer_at = None;
         node.crash_id = crash;
+        self.ingress_gateway_crashed(n);
         let conns: Vec<u64> = self
             .conns
             .iter()

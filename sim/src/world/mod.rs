@@ -36,6 +36,7 @@ mod adversary;
 mod apps;
 mod checks;
 mod faults;
+mod ingress;
 mod net;
 mod nodes;
 mod origins;
@@ -148,6 +149,8 @@ pub(crate) enum Outcome {
     Reset,
     /// The connection ended (reset or close) before any answer.
     NoAnswer,
+    /// (Public requests) the gateway answered with this status itself.
+    Http(u16),
 }
 
 #[derive(Debug)]
@@ -159,6 +162,12 @@ struct App {
     username: Option<String>,
     authed: bool,
     stream: u64,
+    /// The app's side of `stream` (1 for its own connection to a client; a
+    /// public request's is the gateway's side of the stream to the agent).
+    side: usize,
+    /// (Public requests) the route table version in force at the gateway
+    /// when the request arrived there.
+    routes_version: Option<u64>,
     phase: AppPhase,
     inbox: Vec<u8>,
     up_key: u64,
@@ -257,6 +266,8 @@ enum Ev {
     AdmissionCheck,
     /// A misbehaving app or peer acts (sim/src/world/adversary).
     Adversary(adversary::AdvEv),
+    /// A gateway is handed a new route table (sim/src/world/ingress.rs).
+    IngressReload(NodeIx),
 }
 
 struct Sched {
@@ -326,6 +337,8 @@ pub(crate) struct World<'s> {
     pub(crate) adv: adversary::AdvState,
     /// Tickets granted and held, for the admission invariants (sim/src/world/admission.rs).
     admission: admission::AdmissionState,
+    /// The last route table version handed to a gateway.
+    routes_version: u64,
 }
 
 impl<'s> World<'s> {
@@ -342,6 +355,13 @@ impl<'s> World<'s> {
             for (_, config, _) in &mut nodes {
                 if let Some(exit) = config.exit.as_mut() {
                     exit.open = true;
+                }
+            }
+        }
+        if bug == Some(InjectedBug::IngressPriorityReversed) {
+            for (_, config, _) in &mut nodes {
+                if let Some(gateway) = config.gateway.as_mut() {
+                    gateway.routes = crate::ingress_model::reversed_snapshot(1);
                 }
             }
         }
@@ -438,6 +458,7 @@ impl<'s> World<'s> {
             nat_matrix: crate::nat::NatMatrix::new(),
             adv: adversary::AdvState::default(),
             admission: admission::AdmissionState::default(),
+            routes_version: 1,
         };
         for i in 0..w.nodes.len() {
             w.start_node(i as NodeIx);
@@ -449,6 +470,7 @@ impl<'s> World<'s> {
             }
         }
         w.adv_init(seed);
+        w.ingress_init(seed);
         for (i, f) in w.faults.clone().iter().enumerate() {
             w.push(f.at, Ev::FaultStart(i));
             w.push(f.at + f.duration, Ev::FaultEnd(i));
@@ -534,6 +556,7 @@ impl<'s> World<'s> {
             Ev::FaultEnd(i) => self.fault_end(i),
             Ev::KeepaliveCheck { from, to, epoch } => self.keepalive_check(from, to, epoch),
             Ev::Probes => self.start_probes(),
+            Ev::IngressReload(n) => self.ingress_reload(n),
             Ev::Checkpoint => self.checkpoint(),
             Ev::ReserveDone { node, hub, gen } => self.reserve_done(node, hub, gen),
             Ev::ReservationExpire { node, hub, epoch } => self.reservation_expire(node, hub, epoch),

@@ -32,6 +32,9 @@ impl World<'_> {
         self.trace.line(self.now, "in", || format!("n{n} {}", crate::trace::input_summary(&input)));
         self.trace.hash_only(self.now, 5, u64::from(n), crate::trace::input_code(&input));
         let prev = self.admission_cause(n, &input);
+        if let Input::IngressRequest { request, .. } = &input {
+            self.ingress_admitted(n, *request);
+        }
         if let Some(core) = &mut self.nodes[n as usize].core {
             core.handle_input(self.now, input);
         }
@@ -69,6 +72,10 @@ impl World<'_> {
             limits.max_client_sessions
         } else if config.exit.is_some() {
             limits.max_exit_sessions
+        } else if config.agent.is_some() {
+            limits.max_agent_streams
+        } else if config.gateway.is_some() {
+            limits.max_ingress_requests
         } else {
             0
         };
@@ -188,6 +195,12 @@ impl World<'_> {
             // The simulated relay serves any peer: admission to it is not
             // modelled (the hub's own admission of streams is).
             Output::Admit { .. } | Output::Revoke { .. } => {}
+            Output::IngressRespond { request, response } => {
+                self.ingress_answered(n, request, &response)
+            }
+            Output::IngressForward { request, stream, agent, prefix, version } => {
+                self.ingress_forwarded(n, request, stream, agent, prefix, version)
+            }
             Output::Event(_) => {}
         }
     }

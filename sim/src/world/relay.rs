@@ -94,6 +94,8 @@ impl RelayState {
         nats.extend((0..t.hubs).map(|_| NatType::None));
         nats.extend((0..t.exits).map(|i| pick(&t.exit_nat, i)));
         nats.extend((0..t.clients).map(|i| pick(&t.client_nat, i)));
+        // Agents and gateways are public (the NAT model has no lists for them yet).
+        nats.extend((0..t.agents + t.gateways).map(|_| NatType::None));
         RelayState {
             rng: crate::rng_for(seed, 2),
             nats,

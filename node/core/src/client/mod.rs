@@ -14,6 +14,7 @@
 mod attempt;
 mod exits;
 mod handshake;
+mod status;
 
 use crate::config::{ClientConfig, ListenerConfig};
 use crate::ctx::{Ctx, Owner, TimerKey};

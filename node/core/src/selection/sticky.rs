@@ -196,6 +196,11 @@ impl StickyPool {
         self.by_use.values().filter_map(|k| self.pins.get(k).map(|p| (k, p.peer)))
     }
 
+    /// The pins with when each was last used, least recently used first.
+    pub fn entries(&self) -> impl Iterator<Item = (&StickyKey, PeerId, Instant)> + '_ {
+        self.by_use.values().filter_map(|k| self.pins.get(k).map(|p| (k, p.peer, p.last_used)))
+    }
+
     /// The pool in the versioned binary format of the [module docs](self).
     pub fn snapshot(&self) -> Vec<u8> {
         let newest = self.by_use.last_key_value().map_or(Instant::ZERO, |(&(t, _), _)| t);
@@ -242,48 +247,14 @@ impl StickyPool {
         snapshot: &[u8],
         now: Instant,
     ) -> Result<StickyPool, SnapshotError> {
-        let mut r = Reader(snapshot);
-        let magic = r.take(MAGIC.len())?;
-        if magic != MAGIC {
-            return Err(SnapshotError::BadMagic);
-        }
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(SnapshotError::UnsupportedVersion(version));
-        }
-        let count = r.u32()?;
-        if count > MAX_SNAPSHOT_ENTRIES {
-            return Err(SnapshotError::TooManyEntries(count));
-        }
         let mut pool = StickyPool::new(config);
-        let mut previous_age = u64::MAX;
-        for _ in 0..count {
-            let listener = ListenerId(r.u64()?);
-            let age = r.u64()?;
-            if age > previous_age {
-                return Err(SnapshotError::OutOfOrder);
-            }
-            previous_age = age;
-            let peer_len = usize::from(r.u8()?);
-            let peer = PeerId::from_bytes(r.take(peer_len)?).ok_or(SnapshotError::BadPeerId)?;
-            let session = match r.u8()? {
-                0 => None,
-                1 => {
-                    let len = usize::from(r.u8()?);
-                    let bytes = r.take(len)?;
-                    let s = core::str::from_utf8(bytes).map_err(|_| SnapshotError::BadSession)?;
-                    Some(s.to_owned())
-                }
-                _ => return Err(SnapshotError::BadSession),
-            };
+        for saved in decode(snapshot)? {
+            let age = u64::try_from(saved.age.as_micros()).unwrap_or(u64::MAX);
             let last_used = Instant::from_micros(now.as_micros().saturating_sub(age));
             if now < last_used + config.ttl {
                 // A repeated key replaces the earlier, older entry.
-                let _evicted = pool.pin(StickyKey { listener, session }, peer, last_used);
+                let _evicted = pool.pin(saved.key, saved.peer, last_used);
             }
-        }
-        if !r.0.is_empty() {
-            return Err(SnapshotError::TrailingBytes);
         }
         Ok(pool)
     }
@@ -311,6 +282,66 @@ impl StickyPool {
         self.next_seq = self.next_seq.wrapping_add(1);
         seq
     }
+}
+
+/// One pin as a snapshot stores it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SavedPin {
+    /// What it pins.
+    pub key: StickyKey,
+    /// The exit it pins to.
+    pub peer: PeerId,
+    /// How long before the snapshot's most recently used pin it was last used.
+    pub age: Duration,
+}
+
+/// The pins of a snapshot in the [format](self) [`StickyPool::snapshot`]
+/// writes, least recently used first, or why the bytes are not one: the one
+/// reader of the format ([`StickyPool::restore`] and `meshproxy state show`
+/// both use it).
+pub fn decode(snapshot: &[u8]) -> Result<Vec<SavedPin>, SnapshotError> {
+    let mut r = Reader(snapshot);
+    let magic = r.take(MAGIC.len())?;
+    if magic != MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(SnapshotError::UnsupportedVersion(version));
+    }
+    let count = r.u32()?;
+    if count > MAX_SNAPSHOT_ENTRIES {
+        return Err(SnapshotError::TooManyEntries(count));
+    }
+    // Not reserved by `count`: a corrupt count must not size an allocation.
+    let mut pins = Vec::new();
+    let mut previous_age = u64::MAX;
+    for _ in 0..count {
+        let listener = ListenerId(r.u64()?);
+        let age = r.u64()?;
+        if age > previous_age {
+            return Err(SnapshotError::OutOfOrder);
+        }
+        previous_age = age;
+        let peer_len = usize::from(r.u8()?);
+        let peer = PeerId::from_bytes(r.take(peer_len)?).ok_or(SnapshotError::BadPeerId)?;
+        let session = match r.u8()? {
+            0 => None,
+            1 => {
+                let len = usize::from(r.u8()?);
+                let bytes = r.take(len)?;
+                let s = core::str::from_utf8(bytes).map_err(|_| SnapshotError::BadSession)?;
+                Some(s.to_owned())
+            }
+            _ => return Err(SnapshotError::BadSession),
+        };
+        let key = StickyKey { listener, session };
+        pins.push(SavedPin { key, peer, age: Duration::from_micros(age) });
+    }
+    if !r.0.is_empty() {
+        return Err(SnapshotError::TrailingBytes);
+    }
+    Ok(pins)
 }
 
 /// A cursor over snapshot bytes that reports a short read as truncation.
@@ -663,7 +694,20 @@ mod tests {
             let a: Vec<_> = p.iter().map(|(k, v)| (k.clone(), v)).collect();
             let b: Vec<_> = restored.iter().map(|(k, v)| (k.clone(), v)).collect();
             prop_assert_eq!(a, b);
-            prop_assert_eq!(restored.snapshot(), bytes);
+            prop_assert_eq!(restored.snapshot(), bytes.clone());
+            // What `meshproxy state show` reads: every pin, in order, each
+            // with its idle time relative to the newest.
+            let decoded = decode(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let newest = p.entries().map(|(_, _, used)| used).max().unwrap_or(Instant::ZERO);
+            let want: Vec<_> = p
+                .entries()
+                .map(|(k, peer, used)| SavedPin {
+                    key: k.clone(),
+                    peer,
+                    age: newest.saturating_duration_since(used),
+                })
+                .collect();
+            prop_assert_eq!(decoded, want);
         }
 
         #[test]

@@ -1,4 +1,4 @@
-//! `/meshproxy/hub/1`: how exits (and tomorrow agents, any [`Role`] that
+//! `/meshproxy/hub/1`: how exits and agents (any [`Role`] that
 //! [`Role::is_listed`]) register with a hub and how clients find them. One [`HubMessage`] enum covers both directions; which side may send
 //! what is the hub machine's business, not the codec's.
 //!
@@ -34,8 +34,8 @@
 //! Ticket        0x0e | grant
 //!
 //! grant    valid_secs u32 | len u8 (1..=MAX_TICKET_LEN) | ticket [len]
-//! role     0x01 exit | 0x02 client
-//! listed   a role that registers in a directory (Role::is_listed): 0x01 exit
+//! role     0x01 exit | 0x02 client | 0x03 agent | 0x04 gateway
+//! listed   a role that registers in a directory (Role::is_listed): 0x01 exit | 0x03 agent
 //! code     0x01 UnsupportedVersion | 0x02 BadProof | 0x03 UnknownKey | 0x04 NotRegistered
 //!          | 0x05 DirectoryFull | 0x06 RateLimited | 0x07 Malformed | 0x08 Internal
 //!          | 0x09 Forbidden
@@ -975,8 +975,8 @@ mod tests {
 
     #[test]
     fn only_listed_roles_register_find_and_fill_records() {
-        assert!(Role::Exit.is_listed());
-        assert!(!Role::Client.is_listed());
+        assert!(Role::Exit.is_listed() && Role::Agent.is_listed());
+        assert!(!Role::Client.is_listed() && !Role::Gateway.is_listed());
         let register = |role| HubMessage::Register {
             role,
             addrs: Vec::new(),
@@ -986,8 +986,15 @@ mod tests {
         };
         let find = |role| HubMessage::Find { role, filter: PeerFilter::default(), limit: 1 };
         let peers = |role| HubMessage::Peers { peers: vec![PeerRecord { role, ..small_record() }] };
-        for msg in [register(Role::Exit), find(Role::Exit), peers(Role::Exit)] {
-            round_trips(&msg);
+        for role in [Role::Exit, Role::Agent] {
+            for msg in [register(role), find(role), peers(role)] {
+                round_trips(&msg);
+            }
+        }
+        for unlisted in [Role::Client, Role::Gateway] {
+            for msg in [register(unlisted), find(unlisted), peers(unlisted)] {
+                assert!(matches!(decode(&bytes(&msg)), Err(DecodeError::Malformed(_))), "{msg:?}");
+            }
         }
         // The encoder writes no role that is not listed (an empty body the
         // peer refuses), and the decoder takes none.
@@ -1216,9 +1223,11 @@ mod tests {
             f
         };
         assert_eq!(malformed(TYPE_AUTH, &auth(0)), "unknown role");
-        assert_eq!(malformed(TYPE_AUTH, &auth(3)), "unknown role");
-        assert!(matches!(decode(&raw(TYPE_AUTH, &auth(1))), Ok(Decoded::Complete { .. })));
-        assert!(matches!(decode(&raw(TYPE_AUTH, &auth(2))), Ok(Decoded::Complete { .. })));
+        assert_eq!(malformed(TYPE_AUTH, &auth(5)), "unknown role");
+        for role in Role::ALL {
+            let auth = auth(role.code());
+            assert!(matches!(decode(&raw(TYPE_AUTH, &auth)), Ok(Decoded::Complete { .. })));
+        }
         assert_eq!(malformed(TYPE_ERROR, &[0, 0, 0]), "unknown error code");
         assert_eq!(malformed(TYPE_ERROR, &[10, 0, 0]), "unknown error code");
         for (i, code) in HubErrorCode::ALL.into_iter().enumerate() {

@@ -142,6 +142,8 @@ pub fn base_config(peer: PeerId) -> NodeConfig {
         hub: None,
         exit: None,
         client: None,
+        gateway: None,
+        agent: None,
         timeouts: Timeouts::default(),
         limits: Limits::default(),
         relay: meshproxy_core::config::RelayConfig::default(),

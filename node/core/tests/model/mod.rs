@@ -400,6 +400,10 @@ impl Driver {
                 assert!(self.hubs.contains(&hub), "unreserve at {hub}, not a hub of ours");
                 self.pending_reserves.remove(&hub);
             }
+            // These machines run no gateway.
+            Output::IngressRespond { .. } | Output::IngressForward { .. } => {
+                panic!("an ingress output from a node without a gateway: {o:?}")
+            }
             Output::Admit { peer } => {
                 assert!(self.admitted.insert(peer), "{peer} admitted twice without a revoke");
             }

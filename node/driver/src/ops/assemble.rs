@@ -5,6 +5,7 @@
 //! over libp2p (`p2p/network/`) or over an in-memory fake in tests.
 
 use crate::ops::config::{ConfigError, FileConfig, Settings};
+use crate::ops::control::EventFeed;
 use crate::ops::identity::Identity;
 use crate::ops::metrics::{Metrics, MetricsServer, ServeLimits};
 use crate::ops::state::{self, StateError};
@@ -121,12 +122,19 @@ pub struct RunningNode {
     /// Where the metrics endpoint listens (the real port), if configured.
     pub metrics_addr: Option<SocketAddr>,
     metrics: Option<MetricsServer>,
+    events: Arc<EventFeed>,
 }
 
 impl RunningNode {
     /// A sender into the runner (status queries, tests).
     pub fn runner(&self) -> mpsc::Sender<RunnerMsg> {
         self.runner.clone()
+    }
+
+    /// The events the runner logs and the recent warnings, for a control
+    /// endpoint ([`crate::ops::control`]).
+    pub fn events(&self) -> Arc<EventFeed> {
+        self.events.clone()
     }
 
     /// A summary of the node; `None` once the runner has stopped.
@@ -230,7 +238,9 @@ pub async fn start_with_settings(
         None => None,
     };
     let (net_tx, mut net_rx) = mpsc::channel::<NetCommand>(NET_QUEUE);
-    let mut runner = NodeRunner::new(config, seed, net_tx).with_sockets(sockets);
+    let events = EventFeed::new();
+    let mut runner =
+        NodeRunner::new(config, seed, net_tx).with_sockets(sockets).with_events(events.clone());
     if let Some(path) = state {
         runner = runner.with_state_file(path);
     }
@@ -243,8 +253,8 @@ pub async fn start_with_settings(
     if let Some(reachability) = reachability {
         runner.set_reachability(reachability);
     }
-    let events = runner.sender();
-    let network = start_network(event_sink(events.clone())).map_err(StartError::Network)?;
+    let runner_tx = runner.sender();
+    let network = start_network(event_sink(runner_tx.clone())).map_err(StartError::Network)?;
     tokio::spawn(async move {
         while let Some(cmd) = net_rx.recv().await {
             if network.send(cmd).await.is_err() {
@@ -260,13 +270,21 @@ pub async fn start_with_settings(
             listen_addrs.push(addr);
         }
         let id = ListenerId(i as u64);
-        listeners.push(tokio::spawn(listener::accept_loop(l, id, events.clone())));
+        listeners.push(tokio::spawn(listener::accept_loop(l, id, runner_tx.clone())));
     }
     tracing::info!(peer = %identity.peer_id_string(), "node running");
     let task = tokio::spawn(runner.run());
     let metrics = metrics.map(|(server, _)| server);
     let metrics_addr = metrics.as_ref().map(MetricsServer::local_addr);
-    Ok(RunningNode { runner: events, task, listeners, listen_addrs, metrics_addr, metrics })
+    Ok(RunningNode {
+        runner: runner_tx,
+        task,
+        listeners,
+        listen_addrs,
+        metrics_addr,
+        metrics,
+        events,
+    })
 }
 
 /// Binds the metrics endpoint; warns when it is reachable beyond this host,

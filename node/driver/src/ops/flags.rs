@@ -1,4 +1,4 @@
-//! Command-line flags of the role commands (`meshproxy hub|exit|client`).
+//! Command-line flags of the role commands (`meshproxy hub|exit|client|agent`).
 //!
 //! Every flag is a config key: the flags build (or, with `--config`, amend) a
 //! [`FileConfig`], so a node started from flags and one started from the
@@ -7,8 +7,8 @@
 //! the command line says always wins and nothing is silently merged.
 
 use crate::ops::config::{
-    ClientFile, ConfigError, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile, ListenerFile,
-    UserFile,
+    AgentFile, ClientFile, ConfigError, ControlKey, CredentialFile, ExitFile, FileConfig, HubEntry,
+    HubFile, ListenerFile, UserFile,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +28,10 @@ pub struct CommonFlags {
     /// File that keeps sticky pins across restarts [key: state].
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
+    /// Control socket for `meshproxy status`, or `off` [key: control]
+    /// (default: the state file's, else the identity file's, name with .sock).
+    #[arg(long, value_name = "PATH|off")]
+    pub control: Option<String>,
     /// Peer-to-peer listen multiaddr, repeatable [key: listen].
     #[arg(long = "listen", value_name = "MULTIADDR")]
     pub listen: Vec<String>,
@@ -141,6 +145,38 @@ pub struct ClientFlags {
     pub relayed: Option<bool>,
 }
 
+/// Flags of `meshproxy agent`. `--service`, `--label` and `--allow` given
+/// here replace the config's tables (all of each, not one entry).
+// The fields' doc comments are their `--help` text: brackets there are literal.
+#[allow(rustdoc::broken_intra_doc_links)]
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct AgentFlags {
+    /// Admission at the hubs: ID=TOKEN, a key with the agent role [key: agent.credential].
+    /// Command lines are visible to other local users: prefer the config file on shared hosts.
+    #[arg(long, value_name = "ID=TOKEN")]
+    pub credential: Option<String>,
+    /// A service gateways may open: NAME=HOST:PORT, e.g. web=127.0.0.1:8080 (names: a-z 0-9 _ .,
+    /// at most 24). An IP literal allows exactly that origin; a host name is resolved and must
+    /// land inside --allow. Repeatable [key: agent.services].
+    #[arg(long = "service", value_name = "NAME=HOST:PORT")]
+    pub services: Vec<String>,
+    /// A label gateways select this agent by: KEY=VALUE, e.g. site=home (a-z 0-9 _ .);
+    /// repeatable [key: agent.labels].
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Where a service's host name may resolve to: NET, NET:PORTS or [NET6]:PORTS, e.g.
+    /// 10.0.0.0/8:80-443; repeatable; nothing is allowed by default [key: agent.allow].
+    #[arg(long = "allow", value_name = "RULE")]
+    pub allow: Vec<String>,
+    /// Multiaddr gateways dial, repeatable [key: agent.advertise] (default: what --listen bound).
+    #[arg(long = "advertise", value_name = "MULTIADDR")]
+    pub advertise: Vec<String>,
+    /// Hold relay reservations at the hubs: auto (while not reachable directly), always or
+    /// off [key: agent.relay].
+    #[arg(long, value_name = "auto|always|off")]
+    pub relay: Option<String>,
+}
+
 /// Which role command is being run, with its flags.
 #[derive(Clone, Copy, Debug)]
 pub enum RoleFlags<'a> {
@@ -150,6 +186,8 @@ pub enum RoleFlags<'a> {
     Exit(&'a ExitFlags),
     /// `meshproxy client`.
     Client(&'a ClientFlags),
+    /// `meshproxy agent`.
+    Agent(&'a AgentFlags),
 }
 
 impl RoleFlags<'_> {
@@ -158,6 +196,7 @@ impl RoleFlags<'_> {
             RoleFlags::Hub(_) => "hub",
             RoleFlags::Exit(_) => "exit",
             RoleFlags::Client(_) => "client",
+            RoleFlags::Agent(_) => "agent",
         }
     }
 }
@@ -179,6 +218,15 @@ fn pair<'a>(flag: &str, s: &'a str, sep: char) -> Result<(&'a str, &'a str), Con
 fn credential(flag: &str, s: &str) -> Result<CredentialFile, ConfigError> {
     let (id, token) = pair(flag, s, '=')?;
     Ok(CredentialFile { id: id.to_owned(), token: token.to_owned() })
+}
+
+/// `--control PATH|off`: `off` (or `false`) turns the socket off; a file
+/// really named `off` is `./off`.
+pub fn control_flag(s: &str) -> ControlKey {
+    match s {
+        "off" | "false" => ControlKey::Switch(false),
+        path => ControlKey::Path(PathBuf::from(path)),
+    }
 }
 
 /// `--hub MULTIADDR/p2p/PEER_ID`: entries for the same peer are merged.
@@ -210,11 +258,11 @@ fn replace<T: Clone>(target: &mut Vec<T>, flags: &[T]) {
 }
 
 /// Where a role listens when neither the config nor `--listen` says: hubs on
-/// the well-known port, exits anywhere (they advertise what they bound).
+/// the well-known port, exits and agents anywhere (they advertise what they bound).
 fn default_listen(role: RoleFlags<'_>) -> Vec<String> {
     match role {
         RoleFlags::Hub(_) => vec!["/ip4/0.0.0.0/tcp/4001".into()],
-        RoleFlags::Exit(_) => vec!["/ip4/0.0.0.0/tcp/0".into()],
+        RoleFlags::Exit(_) | RoleFlags::Agent(_) => vec!["/ip4/0.0.0.0/tcp/0".into()],
         RoleFlags::Client(_) => Vec::new(),
     }
 }
@@ -241,6 +289,9 @@ pub fn build(common: &CommonFlags, role: RoleFlags<'_>) -> Result<FileConfig, Co
     if common.metrics.is_some() {
         file.metrics = common.metrics;
     }
+    if let Some(control) = &common.control {
+        file.control = Some(control_flag(control));
+    }
     if common.reachability.is_some() {
         file.reachability.clone_from(&common.reachability);
     }
@@ -256,6 +307,7 @@ pub fn build(common: &CommonFlags, role: RoleFlags<'_>) -> Result<FileConfig, Co
         RoleFlags::Hub(f) => apply_hub(&mut file, f)?,
         RoleFlags::Exit(f) => apply_exit(&mut file, f)?,
         RoleFlags::Client(f) => apply_client(&mut file, f)?,
+        RoleFlags::Agent(f) => apply_agent(&mut file, f)?,
     }
     Ok(file)
 }
@@ -312,6 +364,51 @@ fn apply_exit(file: &mut FileConfig, f: &ExitFlags) -> Result<(), ConfigError> {
     }
     if f.open {
         exit.open = Some(true);
+    }
+    Ok(())
+}
+
+fn apply_agent(file: &mut FileConfig, f: &AgentFlags) -> Result<(), ConfigError> {
+    let given = f.credential.as_deref().map(|c| credential("credential", c)).transpose()?;
+    let agent =
+        match (file.agent.as_mut(), given.clone()) {
+            (Some(agent), _) => agent,
+            (None, Some(credential)) => file.agent.insert(AgentFile::new(credential)),
+            (None, None) => return Err(invalid(
+                "an agent needs a credential: give --credential ID=TOKEN (key: agent.credential)"
+                    .into(),
+            )),
+        };
+    if let Some(c) = given {
+        agent.credential = c;
+    }
+    let table = |flag: &str, list: &[String]| -> Result<_, ConfigError> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in list {
+            let (k, v) = pair(flag, item, '=')?;
+            if out.insert(k.to_owned(), v.to_owned()).is_some() {
+                return Err(invalid(format!("--{flag} `{k}` is given twice")));
+            }
+        }
+        Ok(out)
+    };
+    if !f.services.is_empty() {
+        agent.services = table("service", &f.services)?;
+    }
+    if !f.labels.is_empty() {
+        agent.labels = table("label", &f.labels)?;
+    }
+    replace(&mut agent.allow, &f.allow);
+    replace(&mut agent.advertise, &f.advertise);
+    if f.relay.is_some() {
+        agent.relay.clone_from(&f.relay);
+    }
+    if agent.services.is_empty() {
+        return Err(invalid(
+            "an agent without services serves nothing: give --service NAME=HOST:PORT \
+             (key: agent.services)"
+                .into(),
+        ));
     }
     Ok(())
 }
@@ -566,5 +663,29 @@ mod tests {
         };
         let err = build(&common(), RoleFlags::Client(&flags)).unwrap_err().to_string();
         assert!(err.contains("--user `nopassword`"), "{err}");
+    }
+
+    #[test]
+    fn agent_from_flags_only_and_its_missing_pieces_named() {
+        let flags = AgentFlags {
+            credential: Some("agent-1=agent-token-0123456789abcdef".into()),
+            services: vec!["web=127.0.0.1:8080".into(), "wiki=wiki.lan:80".into()],
+            labels: vec!["site=home".into()],
+            allow: vec!["192.168.1.0/24:80".into()],
+            ..AgentFlags::default()
+        };
+        let file = build(&common(), RoleFlags::Agent(&flags)).expect("valid flags");
+        assert_eq!(file.identity, Some(PathBuf::from("agent.key")));
+        let agent = node_config(&file).agent.expect("an agent");
+        assert_eq!(agent.services.len(), 2);
+        assert_eq!(agent.labels.get("site").map(String::as_str), Some("home"));
+        assert_eq!(agent.allow.len(), 1);
+        let err = |f: &AgentFlags| build(&common(), RoleFlags::Agent(f)).unwrap_err().to_string();
+        let no_cred = AgentFlags { credential: None, ..flags.clone() };
+        assert!(err(&no_cred).contains("key: agent.credential"), "{}", err(&no_cred));
+        let no_service = AgentFlags { services: vec![], ..flags.clone() };
+        assert!(err(&no_service).contains("key: agent.services"), "{}", err(&no_service));
+        let twice = AgentFlags { services: vec!["a=h:1".into(), "a=h:2".into()], ..flags };
+        assert!(err(&twice).contains("--service `a` is given twice"), "{}", err(&twice));
     }
 }

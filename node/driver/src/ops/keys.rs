@@ -2,16 +2,16 @@
 //! `meshproxy token new`.
 //!
 //! A hub lists the keys it admits; each names its roles (client only unless it
-//! says so), may be pinned to one peer, and (for exits) how many directory
-//! entries it may hold:
+//! says so), may be pinned to one peer, and (for exits and agents, the roles
+//! listed in the directory) how many directory entries it may hold:
 //!
 //! ```toml
 //! [[hub.keys]]
 //! id = "exit-1"
 //! verifier = "…64 hex digits…"   # what `meshproxy token new` prints for the hub
-//! roles = ["exit"]                # client | exit (default ["client"])
+//! roles = ["exit"]                # client | exit | agent | gateway (default ["client"])
 //! peer = "12D3KooW…"              # optional: only this node may use the key
-//! max_registrations = 1           # exit keys: directory entries at once (default: limits.max_registrations_per_key)
+//! max_registrations = 1           # exit and agent keys: directory entries at once (default: limits.max_registrations_per_key)
 //! ```
 //!
 //! A key may give `token` instead of `verifier` (the hub derives the verifier
@@ -50,7 +50,7 @@ pub struct KeyFile {
     pub token: Option<String>,
     /// Refused at load (see the module docs); kept so the error can say how to migrate.
     pub token_sha256: Option<String>,
-    /// The roles the key admits: `client`, `exit` (default: client only).
+    /// The roles the key admits: `client`, `exit`, `agent`, `gateway` (default: client only).
     pub roles: Option<Vec<String>>,
     /// Only this peer id may use the key.
     pub peer: Option<String>,
@@ -89,12 +89,16 @@ pub fn roles(field: &str, names: &[String]) -> Result<RoleSet, ConfigError> {
     let mut set = RoleSet::NONE;
     for name in names {
         let role = Role::from_name(name).ok_or_else(|| {
-            invalid(format!("{field}: `{name}` is not a role (expected client or exit)"))
+            invalid(format!(
+                "{field}: `{name}` is not a role (expected client, exit, agent or gateway)"
+            ))
         })?;
         set = set.with(role);
     }
     if set == RoleSet::NONE {
-        return Err(invalid(format!("{field}: name at least one role (client, exit)")));
+        return Err(invalid(format!(
+            "{field}: name at least one role (client, exit, agent, gateway)"
+        )));
     }
     Ok(set)
 }
@@ -151,9 +155,9 @@ pub fn admission_keys(keys: &[KeyFile]) -> Result<Vec<AdmissionKey>, ConfigError
         if k.max_registrations == Some(0) {
             return Err(invalid(format!("{}: must be at least 1", field("max_registrations"))));
         }
-        if k.max_registrations.is_some() && !roles.contains(Role::Exit) {
+        if k.max_registrations.is_some() && !roles.iter().any(Role::is_listed) {
             return Err(invalid(format!(
-                "{}: only exit keys register (add \"exit\" to roles)",
+                "{}: only exit and agent keys register (add \"exit\" or \"agent\" to roles)",
                 field("max_registrations")
             )));
         }
@@ -304,7 +308,7 @@ mod tests {
             ),
             (key(|k| k.roles = Some(vec![])), "name at least one role"),
             (key(|k| k.peer = Some("nope".into())), "hub.keys[0].peer: `nope` is not a peer id"),
-            (key(|k| k.max_registrations = Some(2)), "only exit keys register"),
+            (key(|k| k.max_registrations = Some(2)), "only exit and agent keys register"),
             (key(|k| k.id = "bad id".into()), "hub.keys[0].id: `bad id`"),
         ];
         for (k, want) in cases {

@@ -6,12 +6,15 @@
 //! - [`identity`], [`keys`], [`state`]: the node's key, admission keys and tokens, and the
 //!   state snapshot file.
 //! - [`metrics`]: Prometheus metrics from the node's events, and the `/metrics` endpoint.
+//! - [`control`]: the local control socket (`meshproxy status`): a status snapshot and the
+//!   event stream.
 //! - [`assemble`]: a running node from settings and a peer network; [`launch`]: the same
 //!   over libp2p.
 //! - [`demo`]: a whole mesh in one process (`meshproxy demo`).
 
 pub mod assemble;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod flags;
 pub mod identity;

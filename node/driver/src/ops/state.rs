@@ -7,6 +7,7 @@
 //! core encodes them.
 
 use meshproxy_core::io::StateSnapshot;
+use meshproxy_core::selection::sticky::{self, SavedPin, SnapshotError};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,20 @@ pub enum StateError {
     /// The file does not start with the expected magic bytes.
     #[error("state file {path} is not a meshproxy state file")]
     BadMagic {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file holds a sticky pool snapshot that does not read back.
+    #[error("state file {path} is corrupt: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with the snapshot.
+        source: SnapshotError,
+    },
+    /// There is no file at the path.
+    #[error("state file {path} does not exist (a node writes it once it holds a sticky pin)")]
+    Missing {
         /// The file.
         path: PathBuf,
     },
@@ -62,6 +77,15 @@ pub fn load(path: &Path) -> Result<Option<StateSnapshot>, StateError> {
         .strip_prefix(MAGIC.as_slice())
         .ok_or_else(|| StateError::BadMagic { path: path.to_owned() })?;
     Ok(Some(StateSnapshot { sticky: sticky.to_vec() }))
+}
+
+/// The sticky pins the file at `path` holds, least recently used first
+/// (`meshproxy state show`), read by the same loader and snapshot reader as
+/// a starting node uses.
+pub fn pins(path: &Path) -> Result<Vec<SavedPin>, StateError> {
+    let snapshot = load(path)?.ok_or_else(|| StateError::Missing { path: path.to_owned() })?;
+    sticky::decode(&snapshot.sticky)
+        .map_err(|source| StateError::Corrupt { path: path.to_owned(), source })
 }
 
 /// Replaces the snapshot atomically.

@@ -12,6 +12,7 @@
 //! ahead of their `Detached` report on the same channel and is appended to
 //! the splice prefix, so nothing is lost at the hand-over.
 
+use crate::ops::control::EventFeed;
 use crate::ops::metrics::{Metrics, Snapshot};
 use crate::ops::state;
 use crate::p2p::{BoxStream, NetCommand, NetEvent};
@@ -26,9 +27,10 @@ use meshproxy_core::io::{
     Close, Event, Input, Output, Reachability, ResolveError, Resources, SpliceEnd, SpliceLimits,
     SpliceReport, StateSnapshot,
 };
+use meshproxy_core::status::NodeStatus;
 use meshproxy_core::target::Status;
 use meshproxy_core::time::Instant as CoreInstant;
-use meshproxy_core::wire::hub::HubErrorCode;
+use meshproxy_core::wire::hub::{HubErrorCode, Role};
 use meshproxy_core::Node;
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -39,6 +41,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
+use tracing::Level;
 
 /// Capacity of the runner's event channel; senders wait when it is full.
 pub const RUNNER_QUEUE: usize = 1024;
@@ -83,6 +86,8 @@ pub enum RunnerMsg {
     },
     /// Asks for a summary of the node (for status output and tests).
     Status(oneshot::Sender<RunnerStatus>),
+    /// Asks for the core's full status (the control endpoint's `status`).
+    Inspect(oneshot::Sender<Inspection>),
     /// Stop the runner; every stream it holds is aborted.
     Shutdown,
 }
@@ -102,6 +107,7 @@ impl fmt::Debug for RunnerMsg {
             }
             RunnerMsg::SpliceDone { a, b, report } => write!(f, "SpliceDone({a}, {b}, {report:?})"),
             RunnerMsg::Status(_) => write!(f, "Status"),
+            RunnerMsg::Inspect(_) => write!(f, "Inspect"),
             RunnerMsg::Shutdown => write!(f, "Shutdown"),
         }
     }
@@ -134,6 +140,12 @@ pub struct RunnerStatus {
     pub reservations: usize,
     /// (Hubs) peers admitted now (as the core counts them).
     pub admitted_peers: usize,
+    /// (Agents) ingress streams spliced to an origin now (as the core counts them).
+    pub agent_streams_open: usize,
+    /// (Hubs) exits in the directory now.
+    pub directory_exits: usize,
+    /// (Hubs) agents in the directory now.
+    pub directory_agents: usize,
 }
 
 impl RunnerStatus {
@@ -144,10 +156,21 @@ impl RunnerStatus {
             relayed_conns: self.relayed_conns,
             reservations: self.reservations,
             registered_hubs: self.registered_hubs,
-            directory_exits: self.resources.directory_entries,
+            directory_exits: self.directory_exits,
+            directory_agents: self.directory_agents,
             admitted_peers: self.admitted_peers,
+            agent_streams_open: self.agent_streams_open,
         }
     }
+}
+
+/// The core's status and how long the node has run, answered to [`RunnerMsg::Inspect`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inspection {
+    /// What the core holds, from its own tables.
+    pub status: NodeStatus,
+    /// Time since the runner started.
+    pub uptime: Duration,
 }
 
 /// A splice waiting for both pumps to hand their streams back.
@@ -181,6 +204,8 @@ pub struct NodeRunner {
     state_file: Option<PathBuf>,
     persist: Option<watch::Sender<Option<StateSnapshot>>>,
     metrics: Option<Arc<Metrics>>,
+    /// Where the events it logs go for the control endpoint.
+    events: Option<Arc<EventFeed>>,
     /// Origin connects and name lookups.
     sockets: Arc<dyn Sockets>,
     /// `Admit`/`Revoke` commands the network's full queue could not take
@@ -230,6 +255,7 @@ impl NodeRunner {
             state_file: None,
             persist: None,
             metrics: None,
+            events: None,
             sockets: Arc::new(TokioSockets),
             admissions: VecDeque::new(),
             reachability_fixed: false,
@@ -271,6 +297,13 @@ impl NodeRunner {
             })
         }));
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Where the events it logs are published for the control endpoint
+    /// (its `events` stream and `status`'s recent warnings).
+    pub fn with_events(mut self, feed: Arc<EventFeed>) -> NodeRunner {
+        self.events = Some(feed);
         self
     }
 
@@ -458,11 +491,18 @@ impl NodeRunner {
                     registered_hubs: self.node.registered_hubs(),
                     pumps: self.pumps.len(),
                     pending_splices: self.splices.len(),
+                    agent_streams_open: self.node.agent_streams_open(),
+                    directory_exits: self.node.directory_entries(Role::Exit),
+                    directory_agents: self.node.directory_entries(Role::Agent),
                     direct_conns: conns.direct,
                     relayed_conns: conns.relayed,
                     reservations: self.node.reservations_held(),
                     admitted_peers: self.node.admitted_peers(),
                 });
+            }
+            RunnerMsg::Inspect(reply) => {
+                let status = self.node.status(self.now());
+                let _ = reply.send(Inspection { status, uptime: self.start.elapsed() });
             }
             RunnerMsg::Shutdown => {}
         }
@@ -511,6 +551,17 @@ impl NodeRunner {
 
     fn execute(&mut self, out: Output) {
         match out {
+            // The driver binds no ingress listener yet (the gateway's HTTP
+            // side comes next), so the core names no request to answer; a
+            // stream handed over is closed rather than leaked.
+            Output::IngressRespond { request, .. } => {
+                tracing::warn!(?request, "an ingress answer without an ingress listener");
+            }
+            Output::IngressForward { stream, .. } => {
+                if let Some(pump) = self.pumps.remove(&stream) {
+                    let _ = pump.try_send(PumpCmd::Close(Close::Reset));
+                }
+            }
             Output::Transmit { stream, data } => {
                 let Some(pump) = self.pumps.get(&stream) else { return };
                 if pump.try_send(PumpCmd::Write(data)).is_err() {
@@ -605,7 +656,10 @@ impl NodeRunner {
             Output::Admit { peer } => self.send_admission(NetCommand::Admit { peer }),
             Output::Revoke { peer } => self.send_admission(NetCommand::Revoke { peer }),
             Output::Event(event) => {
-                log_event(&event);
+                let (level, note) = log_event(&event);
+                if let Some(feed) = &self.events {
+                    feed.publish(level, &event, note);
+                }
                 if let Some(m) = &self.metrics {
                     m.observe(&event);
                 }
@@ -657,15 +711,19 @@ impl NodeRunner {
     }
 }
 
-/// Per-connection events are debug noise; changes of the node's standing are info or warn.
-fn log_event(event: &Event) {
+/// Per-connection events are debug noise; changes of the node's standing are
+/// info or warn. Returns the level and the explanation logged with it.
+fn log_event(event: &Event) -> (Level, Option<&'static str>) {
     match event {
         Event::HubRegistered { .. }
         | Event::Breaker { .. }
         | Event::DirectoryRegistered { .. }
         | Event::ReservationAccepted { .. }
         | Event::ReservationLost { .. }
-        | Event::HolePunch { .. } => tracing::info!(?event, "node event"),
+        | Event::HolePunch { .. } => {
+            tracing::info!(?event, "node event");
+            (Level::INFO, None)
+        }
         Event::HubRefused { hub, code } => {
             let why = match code {
                 HubErrorCode::Forbidden => "this node's key does not admit its role here",
@@ -676,14 +734,29 @@ fn log_event(event: &Event) {
                 _ => "see the hub's log",
             };
             tracing::warn!(%hub, ?code, "the hub refused admission: {why}; retrying on backoff");
+            (Level::WARN, Some(why))
+        }
+        Event::AgentStreamRefused { peer, status } => {
+            tracing::info!(%peer, status = status.name(), "ingress stream refused");
+            (Level::INFO, None)
+        }
+        Event::AgentOriginDenied { ip } => {
+            let why = "a service's origin resolved outside the agent's allow list";
+            tracing::warn!(%ip, "{why}");
+            (Level::WARN, Some(why))
         }
         Event::HubLinkLost { .. }
         | Event::AdmissionDenied { .. }
         | Event::ExitNotAdmitted { .. }
+        | Event::AgentNotAdmitted { .. }
         | Event::PeerProtocolError { .. } => {
-            tracing::warn!(?event, "node event")
+            tracing::warn!(?event, "node event");
+            (Level::WARN, None)
         }
-        _ => tracing::debug!(?event, "node event"),
+        _ => {
+            tracing::debug!(?event, "node event");
+            (Level::DEBUG, None)
+        }
     }
 }
 
@@ -753,6 +826,8 @@ mod tests {
                 open: true,
             }),
             client: None,
+            gateway: None,
+            agent: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             relay: meshproxy_core::config::RelayConfig::default(),

@@ -383,6 +383,54 @@ fn a_client_key_cannot_register_an_exit() {
 }
 
 #[test]
+fn an_agent_process_from_flags_is_listed_at_a_hub_process_as_an_agent() {
+    let dir = temp_dir("agent");
+    let key = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let mut hub = Proc::spawn(&[
+        "hub",
+        "--identity",
+        &key("hub.key"),
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--key",
+        &format!("agent-1={EXIT_TOKEN},roles=agent"),
+    ]);
+    let hub_addr = hub.line_after("p2p: ");
+    let hub_metrics = hub.line_after("metrics: http://").trim_end_matches("/metrics").to_owned();
+    let mut agent = Proc::spawn(&[
+        "agent",
+        "--identity",
+        &key("agent.key"),
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--hub",
+        &hub_addr,
+        "--credential",
+        &format!("agent-1={EXIT_TOKEN}"),
+        "--service",
+        "web=127.0.0.1:8080",
+        "--label",
+        "site=home",
+    ]);
+    agent.line_after("p2p: ");
+    let agent_metrics =
+        agent.line_after("metrics: http://").trim_end_matches("/metrics").to_owned();
+    let text = until_metric(&hub_metrics, "meshproxy_directory_agents", 1.0);
+    assert_eq!(metric(&text, "meshproxy_directory_exits"), 0.0, "an agent is not an exit: {text}");
+    let text = until_metric(&agent_metrics, "meshproxy_hubs_registered", 1.0);
+    let ok = "meshproxy_agent_streams_total{outcome=\"ok\"} 0\n";
+    assert!(text.contains(ok), "every outcome is there from the start: {text}");
+    for p in [agent, hub] {
+        assert_eq!(p.terminate().code(), Some(0), "graceful stop exits 0");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn token_new_prints_a_token_the_examples_and_a_hub_accept() {
     let out = meshproxy(&["token", "new", "--id", "exit-9", "--roles", "exit"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -400,7 +448,7 @@ fn token_new_prints_a_token_the_examples_and_a_hub_accept() {
     // The shipped example configs pass `check` (with a real hub peer id in place).
     let dir = temp_dir("examples");
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    for name in ["hub.toml", "exit.toml", "client.toml"] {
+    for name in ["hub.toml", "exit.toml", "client.toml", "agent.toml"] {
         let body = std::fs::read_to_string(examples.join(name))
             .unwrap()
             .replace("HUB_PEER_ID", "12D3KooWBhbrxj5U4PNaMF1ZLsVPUBMBYQELFnTzVkGEjcLdKjBv");

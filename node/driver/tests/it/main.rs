@@ -12,8 +12,11 @@
 
 mod common;
 
+mod agent;
 mod app;
 mod cli;
+#[cfg(target_os = "linux")]
+mod control;
 mod e2e;
 mod listener;
 mod mesh;

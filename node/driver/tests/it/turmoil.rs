@@ -370,6 +370,7 @@ fn encode_header(h: &Header) -> Vec<u8> {
     out.push(match h.protocol {
         Protocol::Proxy => 0,
         Protocol::Hub => 1,
+        Protocol::Ingress => 2,
     });
     out
 }
@@ -391,6 +392,7 @@ async fn read_header(s: &mut TcpStream) -> io::Result<Header> {
     let protocol = match s.read_u8().await? {
         0 => Protocol::Proxy,
         1 => Protocol::Hub,
+        2 => Protocol::Ingress,
         _ => return Err(io::ErrorKind::InvalidData.into()),
     };
     Ok(Header { kind, from, to, protocol })

@@ -6,6 +6,7 @@
 use super::{ConfigError, NetLimits, RelayLimits};
 use meshproxy_core::config::{Limits, Timeouts};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,10 @@ pub struct FileConfig {
     /// Peer-to-peer listen multiaddrs.
     #[serde(default)]
     pub listen: Vec<String>,
+    /// The control socket `meshproxy status` asks (mode 0600): a path, or `false` for
+    /// none; default (or `true`): beside the state file, else the identity file, with
+    /// the extension `.sock`.
+    pub control: Option<ControlKey>,
     /// Where to serve Prometheus metrics (`GET /metrics`); none means no endpoint.
     /// Keep it on loopback or a private network: the metrics are unauthenticated.
     pub metrics: Option<SocketAddr>,
@@ -38,6 +43,8 @@ pub struct FileConfig {
     pub exit: Option<ExitFile>,
     /// The client role, if served.
     pub client: Option<ClientFile>,
+    /// The agent role, if served (not together with `[exit]`).
+    pub agent: Option<AgentFile>,
     /// `auto` (default: autonat finds out), `public` or `private`: whether other nodes can
     /// dial this one directly, as the operator knows it (behind NAT: `private`).
     pub reachability: Option<String>,
@@ -48,6 +55,16 @@ pub struct FileConfig {
     /// Bounds how many cores the node keeps busy on a machine it shares (name lookups and
     /// state-file writes run on tokio's blocking threads, outside the count).
     pub threads: Option<usize>,
+}
+
+/// `control = "PATH"`, or `control = false` (no socket) / `true` (the default path).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ControlKey {
+    /// On at the default path, or off.
+    Switch(bool),
+    /// On at this path.
+    Path(PathBuf),
 }
 
 /// One hub to use.
@@ -155,6 +172,49 @@ impl ExitFile {
             default_deny_ranges: None,
             relay: None,
             open: None,
+        }
+    }
+}
+
+/// `[agent]`: carries gateways' ingress streams to local services.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    /// Proof of admission at the hubs (a key with the `agent` role).
+    pub credential: CredentialFile,
+    /// Multiaddrs gateways dial (default: the addresses `listen` bound; none when
+    /// `reachability = "private"`, then gateways come through the hubs' relays).
+    #[serde(default)]
+    pub advertise: Vec<String>,
+    /// `key = "value"` labels gateways select agents by: keys `[a-z0-9_.]+`, values
+    /// `[a-z0-9_.]*`, `key:value` at most 32 bytes; the key `service` is reserved.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `name = "HOST:PORT"`: the services gateways may open, each with its origin. Names are
+    /// `[a-z0-9_.]`, at most 24 bytes, starting with a letter or digit. An IP literal allows
+    /// exactly that address; a name is resolved and must land inside `allow`.
+    #[serde(default)]
+    pub services: BTreeMap<String, String>,
+    /// Where a service's origin *name* may resolve to (`NET`, `NET:PORTS`, `[NET6]:PORTS`, e.g.
+    /// `10.0.0.0/8:80-443`); deny by default. Cloud metadata, unspecified, broadcast and
+    /// multicast addresses are refused whatever this says.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Relay reservations at the hubs: `auto` (default: while not reachable directly),
+    /// `always` or `off`.
+    pub relay: Option<String>,
+}
+
+impl AgentFile {
+    /// An agent with this credential and every other field at its default.
+    pub fn new(credential: CredentialFile) -> AgentFile {
+        AgentFile {
+            credential,
+            advertise: Vec::new(),
+            labels: BTreeMap::new(),
+            services: BTreeMap::new(),
+            allow: Vec::new(),
+            relay: None,
         }
     }
 }
@@ -275,6 +335,18 @@ impl FileConfig {
     /// The identity key file.
     pub fn identity_path(&self) -> PathBuf {
         self.identity.clone().unwrap_or_else(|| PathBuf::from("meshproxy.key"))
+    }
+
+    /// Where the control socket goes, `None` if `control = false`.
+    pub fn control_path(&self) -> Option<PathBuf> {
+        match &self.control {
+            Some(ControlKey::Switch(false)) => None,
+            Some(ControlKey::Path(path)) => Some(path.clone()),
+            None | Some(ControlKey::Switch(true)) => Some(crate::ops::control::default_path(
+                self.state.as_deref(),
+                &self.identity_path(),
+            )),
+        }
     }
 
     /// The sockets of the client listeners, in order.

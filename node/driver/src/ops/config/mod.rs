@@ -10,6 +10,8 @@
 //! state = "meshproxy.state"         # optional: sticky pins across restarts
 //! listen = ["/ip4/0.0.0.0/tcp/4001"] # peer-to-peer listen multiaddrs
 //! metrics = "127.0.0.1:9091"        # optional: Prometheus `GET /metrics` endpoint
+//! control = "meshproxy.sock"        # control socket for `meshproxy status` (false: none;
+//!                                   # default: the state file's, else identity file's, name .sock)
 //! reachability = "auto"             # auto (autonat decides) | public | private (behind NAT)
 //! autonat_private_ips = false       # let autonat probe private/loopback addresses (LANs, tests)
 //! threads = 2                       # optional: runtime worker threads (default: one per CPU)
@@ -65,8 +67,8 @@ mod settings;
 mod tests;
 
 pub use file::{
-    ClientFile, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile, KeyFile, LimitsTable,
-    ListenerFile, ListenerSocket, UserFile,
+    AgentFile, ClientFile, ControlKey, CredentialFile, ExitFile, FileConfig, HubEntry, HubFile,
+    KeyFile, LimitsTable, ListenerFile, ListenerSocket, UserFile,
 };
 pub use net::{NetLimits, RelayLimits, RELAY_MAX_DURATION};
 pub use settings::{Settings, MAX_THREADS};

@@ -1,14 +1,15 @@
-//! Translation of the role tables (`[hub]`, `[exit]`, `[client]`) into the
+//! Translation of the role tables (`[hub]`, `[exit]`, `[client]`, `[agent]`) into the
 //! core's role configs, checking each value where it is read and naming its
 //! key when it makes no sense.
 
-use super::file::{ClientFile, ExitFile, HubFile};
+use super::file::{AgentFile, ClientFile, ExitFile, HubFile};
 use super::{invalid, ConfigError};
 use crate::ops::identity::Identity;
 use crate::ops::keys;
+use meshproxy_core::agent::{agent_labels, parse_origin};
 use meshproxy_core::config::{
-    ClientConfig, ExitConfig, HubConfig, Limits, ListenerConfig, ListenerProtocol, RelayMode,
-    SelectionConfig, StickyMode, DEFAULT_TICKET_LIFETIME,
+    AgentConfig, ClientConfig, ExitConfig, HubConfig, Limits, ListenerConfig, ListenerProtocol,
+    RelayMode, SelectionConfig, StickyMode, DEFAULT_TICKET_LIFETIME,
 };
 use meshproxy_core::directory::DirectoryConfig;
 use meshproxy_core::http_connect::HttpAuthPolicy;
@@ -20,6 +21,8 @@ use meshproxy_core::selection::backoff::Backoff;
 use meshproxy_core::selection::breaker::BreakerConfig;
 use meshproxy_core::socks::SocksAuthPolicy;
 use meshproxy_core::ticket::TicketSigner;
+use meshproxy_core::wire::ingress::ServiceName;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,14 +130,46 @@ pub(super) fn exit_config(
         capacity: e.capacity.unwrap_or(256),
         credential: keys::credential("exit.credential", &e.credential)?,
         open: e.open.unwrap_or(false),
-        relay: match e.relay.as_deref().unwrap_or("auto") {
-            "auto" => RelayMode::Auto,
-            "always" => RelayMode::Always,
-            "off" => RelayMode::Off,
-            other => {
-                return Err(invalid(format!("exit.relay: `{other}`, expected auto, always or off")))
-            }
-        },
+        relay: relay_mode("exit.relay", e.relay.as_deref())?,
+    })
+}
+
+fn relay_mode(field: &str, v: Option<&str>) -> Result<RelayMode, ConfigError> {
+    match v.unwrap_or("auto") {
+        "auto" => Ok(RelayMode::Auto),
+        "always" => Ok(RelayMode::Always),
+        "off" => Ok(RelayMode::Off),
+        other => Err(invalid(format!("{field}: `{other}`, expected auto, always or off"))),
+    }
+}
+
+pub(super) fn agent_config(
+    a: &AgentFile,
+    addrs: Vec<PeerAddr>,
+) -> Result<AgentConfig, ConfigError> {
+    if a.services.is_empty() {
+        return Err(invalid(
+            "agent.services: at least one service (name = \"HOST:PORT\"): an agent without one \
+             serves nothing",
+        ));
+    }
+    let mut services = BTreeMap::new();
+    for (name, origin) in &a.services {
+        let service = ServiceName::new(name)
+            .map_err(|e| invalid(format!("agent.services.{name}: not a service name: {e}")))?;
+        let origin =
+            parse_origin(origin).map_err(|e| invalid(format!("agent.services.{name}: {e}")))?;
+        services.insert(service, origin);
+    }
+    // What the agent will list at its hubs must fit a record: checked here, once.
+    agent_labels(&a.labels, services.keys()).map_err(|e| invalid(format!("agent.{e}")))?;
+    Ok(AgentConfig {
+        credential: keys::credential("agent.credential", &a.credential)?,
+        addrs,
+        relay: relay_mode("agent.relay", a.relay.as_deref())?,
+        labels: a.labels.clone(),
+        services,
+        allow: rules("agent.allow", &a.allow)?,
     })
 }
 

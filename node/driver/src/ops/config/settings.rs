@@ -3,7 +3,7 @@
 //! start path reads its fields and parses nothing again.
 
 use super::file::{FileConfig, ListenerSocket};
-use super::roles::{check_limits, client_config, exit_config, hub_config};
+use super::roles::{agent_config, check_limits, client_config, exit_config, hub_config};
 use super::{invalid, ConfigError, NetLimits, RelayLimits};
 use crate::ops::identity::{parse_peer_id, Identity};
 use meshproxy_core::config::{HubContact, NodeConfig, RelayConfig};
@@ -42,6 +42,8 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// The state file for sticky pins, if any.
     pub state: Option<PathBuf>,
+    /// The control socket's path, unless `control = false`.
+    pub control: Option<PathBuf>,
 }
 
 impl Settings {
@@ -53,8 +55,18 @@ impl Settings {
         identity: &Identity,
         parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
     ) -> Result<Settings, ConfigError> {
-        if file.hub.is_none() && file.exit.is_none() && file.client.is_none() {
-            return Err(invalid("no role: add a [hub], [exit] and/or [client] table"));
+        if file.hub.is_none()
+            && file.exit.is_none()
+            && file.client.is_none()
+            && file.agent.is_none()
+        {
+            return Err(invalid("no role: add a [hub], [exit], [agent] and/or [client] table"));
+        }
+        if file.exit.is_some() && file.agent.is_some() {
+            return Err(invalid(
+                "[exit] and [agent] together: a node is listed at its hubs in one role for now; \
+                 run the agent as a second node (its own identity and listen address)",
+            ));
         }
         let threads = match file.threads {
             Some(n) if n == 0 || n > MAX_THREADS => {
@@ -72,9 +84,11 @@ impl Settings {
             let peer = parse_peer_id(&h.peer)
                 .ok_or_else(|| invalid(format!("hubs[{i}].peer: `{}` is not a peer id", h.peer)))?;
             let ticket_key = ed25519_key_of(&peer);
-            if ticket_key.is_none() && file.exit.as_ref().is_some_and(|e| e.open != Some(true)) {
+            let checks_tickets =
+                file.exit.as_ref().is_some_and(|e| e.open != Some(true)) || file.agent.is_some();
+            if ticket_key.is_none() && checks_tickets {
                 return Err(invalid(format!(
-                    "hubs[{i}].peer: `{}` is not an Ed25519 peer id, so this exit cannot check \
+                    "hubs[{i}].peer: `{}` is not an Ed25519 peer id, so this node cannot check \
                      the tickets it signs",
                     h.peer
                 )));
@@ -82,8 +96,9 @@ impl Settings {
             let addrs = addrs(&h.addrs, &format!("hubs[{i}].addrs"))?;
             hubs.push(HubContact { peer, addrs, ticket_key });
         }
-        if (file.exit.is_some() || file.client.is_some()) && hubs.is_empty() {
-            return Err(invalid("exits and clients need at least one [[hubs]] entry"));
+        if (file.exit.is_some() || file.client.is_some() || file.agent.is_some()) && hubs.is_empty()
+        {
+            return Err(invalid("exits, agents and clients need at least one [[hubs]] entry"));
         }
         let hub = file.hub.as_ref().map(|h| hub_config(h, identity)).transpose()?;
         let reachability = match file.reachability.as_deref().unwrap_or("auto") {
@@ -107,13 +122,40 @@ impl Settings {
             None => None,
         };
         let client = file.client.as_ref().map(client_config).transpose()?;
+        let agent = match &file.agent {
+            Some(a) => Some(agent_config(a, addrs(&a.advertise, "agent.advertise")?)?),
+            None => None,
+        };
         check_limits(&file.limits.core)?;
+        let mut control = file.control_path();
+        let max = crate::ops::control::MAX_SOCKET_PATH;
+        if let Some(path) = control.as_ref().filter(|p| !(1..=max).contains(&p.as_os_str().len())) {
+            let len = path.as_os_str().len();
+            if file.control.is_none() {
+                // The default path, derived from a deep state or identity path: not worth
+                // refusing to start over; the operator can name a shorter one.
+                tracing::warn!(
+                    path = %path.display(),
+                    "control socket off: the default path is {len} bytes, more than a Unix socket \
+                     path may have ({max}); set `control` to a shorter path"
+                );
+                control = None;
+            } else {
+                return Err(invalid(format!(
+                    "control: `{}` is {len} bytes; a Unix socket path must be 1 to {max} (set \
+                     `control` to a shorter path, or `control = false`)",
+                    path.display(),
+                )));
+            }
+        }
         let node = NodeConfig {
             peer_id: identity.peer_id(),
             hubs,
             hub,
             exit,
             client,
+            gateway: None,
+            agent,
             timeouts: file.timeouts,
             limits: file.limits.core,
             relay: RelayConfig::default(),
@@ -131,10 +173,11 @@ impl Settings {
             listeners: file.listener_sockets(),
             metrics: file.metrics,
             state: file.state.clone(),
+            control,
         })
     }
 
-    /// An exit configured without `advertise` advertises `bound`, the
+    /// An exit (or agent) configured without `advertise` advertises `bound`, the
     /// addresses its peer network actually listens on (port 0 resolved,
     /// `0.0.0.0` expanded), and denies them as destinations too. Behind NAT
     /// (`reachability = "private"`) bound addresses reach nobody outside, so
@@ -146,6 +189,10 @@ impl Settings {
         parse_addr: &dyn Fn(&str) -> Result<PeerAddr, String>,
     ) -> bool {
         let private = self.reachability == Some(Reachability::Private);
+        // An agent is dialed by gateways the same way; behind NAT, through its hubs' relays.
+        if let Some(agent) = self.node.agent.as_mut().filter(|a| a.addrs.is_empty() && !private) {
+            agent.addrs = bound.iter().filter_map(|a| parse_addr(a).ok()).collect();
+        }
         let Some(exit) = self.node.exit.as_mut() else { return false };
         if !exit.addrs.is_empty() || private {
             return false;

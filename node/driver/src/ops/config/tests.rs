@@ -131,6 +131,26 @@ fn the_metrics_address_is_optional_and_must_be_a_socket_address() {
 }
 
 #[test]
+fn the_control_socket_defaults_beside_the_state_file_and_can_be_moved_or_turned_off() {
+    let hub = "[hub]\nkeys = [{ id = \"a\", token = \"a-token-0123456789abcdef\" }]\n";
+    let control = |top: &str| settings(&format!("{top}\n{hub}")).map(|s| s.control);
+    let path = |s: &str| Some(std::path::PathBuf::from(s));
+    assert_eq!(control("state = \"run/c.state\"").expect("valid"), path("run/c.sock"));
+    assert_eq!(control("identity = \"hub.key\"").expect("valid"), path("hub.sock"));
+    assert_eq!(control("control = \"/run/m.sock\"").expect("valid"), path("/run/m.sock"));
+    assert_eq!(control("control = true").expect("valid"), path("meshproxy.sock"));
+    assert_eq!(control("control = false").expect("valid"), None);
+    let long = format!("control = \"/{}\"", "d".repeat(120));
+    let err = control(&long).expect_err("too long").to_string();
+    assert!(err.contains("control") && err.contains("1 to 107"), "{err}");
+    // A default too long for a socket path turns the socket off rather than the node.
+    let deep = format!("state = \"/{}/s.state\"", "d".repeat(120));
+    assert_eq!(control(&deep).expect("valid"), None);
+    let err = FileConfig::parse("control = 3").expect_err("not a path").to_string();
+    assert!(err.contains("control"), "{err}");
+}
+
+#[test]
 fn hubs_relay_by_default_and_the_relay_table_is_checked() {
     let hub = |extra: &str| settings(&format!("[hub]\n{extra}")).map(|s| s.relay);
     assert_eq!(hub("").expect("valid"), Some(RelayLimits::default()));
@@ -424,5 +444,83 @@ fn the_example_configs_parse() {
             seen += 1;
         }
     }
-    assert!(seen >= 3, "hub, exit and client examples");
+    assert!(seen >= 4, "hub, exit, client and agent examples");
+}
+
+fn agent(table: &str) -> String {
+    format!(
+        r#"
+[[hubs]]
+peer = "{hub}"
+
+[agent]
+credential = {{ id = "a", token = "a-token-0123456789abcdef" }}
+{table}
+"#,
+        hub = hub_id()
+    )
+}
+
+#[test]
+fn an_agent_table_maps_onto_the_core_config() {
+    let s = settings(&agent(
+        r#"labels = { site = "home", tier = "gold" }
+services = { web = "127.0.0.1:8080", wiki = "Wiki.LAN:80" }
+allow = ["192.168.1.0/24:80-443"]
+relay = "always"
+advertise = ["/ip4/203.0.113.9/tcp/4003"]"#,
+    ))
+    .expect("valid");
+    let a = s.node.agent.expect("an agent");
+    assert_eq!(a.relay, RelayMode::Always);
+    assert_eq!(a.addrs, [PeerAddr(b"/ip4/203.0.113.9/tcp/4003".to_vec())]);
+    assert_eq!(a.labels.get("site").map(String::as_str), Some("home"));
+    let services: Vec<String> = a.services.iter().map(|(n, o)| format!("{n}={o}")).collect();
+    assert_eq!(services, ["web=127.0.0.1:8080", "wiki=wiki.lan:80"]);
+    assert_eq!(a.allow.len(), 1);
+    assert!(s.node.exit.is_none());
+    assert_eq!(s.node.hubs[0].ticket_key, ed25519_key_of(&s.node.hubs[0].peer));
+}
+
+#[test]
+fn agent_values_that_make_no_sense_are_refused_naming_the_key() {
+    for (table, needle) in [
+        ("", "agent.services: at least one service"),
+        (r#"services = { "my-web" = "127.0.0.1:80" }"#, "agent.services.my-web:"),
+        (r#"services = { Web = "127.0.0.1:80" }"#, "agent.services.Web: not a service name"),
+        (r#"services = { web = "127.0.0.1" }"#, "agent.services.web: `127.0.0.1` is not HOST:PORT"),
+        (r#"services = { web = "a b:80" }"#, "agent.services.web:"),
+        (
+            r#"services = { web = "h:80" }
+labels = { "Site" = "x" }"#,
+            "agent.labels.Site:",
+        ),
+        (
+            r#"services = { web = "h:80" }
+labels = { service = "x" }"#,
+            "agent.labels.service: the key `service` is reserved",
+        ),
+        (
+            r#"services = { web = "h:80" }
+allow = ["10.0.0.0/8:0-99999"]"#,
+            "agent.allow:",
+        ),
+        (
+            r#"services = { web = "h:80" }
+relay = "maybe""#,
+            "agent.relay: `maybe`",
+        ),
+    ] {
+        let err = settings(&agent(table)).expect_err(table).to_string();
+        assert!(err.contains(needle), "{table:?} → {err}");
+    }
+    let both = format!(
+        "{}\n[exit]\ncredential = {{ id = \"e\", token = \"x-token-0123456789abcdef\" }}\n",
+        agent(r#"services = { web = "h:80" }"#)
+    );
+    let err = settings(&both).expect_err("exit and agent").to_string();
+    assert!(err.contains("[exit] and [agent] together"), "{err}");
+    let no_hub = "[agent]\ncredential = { id = \"a\", token = \"a-token-0123456789abcdef\" }\nservices = { web = \"h:80\" }\n";
+    let err = settings(no_hub).expect_err("no hub").to_string();
+    assert!(err.contains("at least one [[hubs]] entry"), "{err}");
 }

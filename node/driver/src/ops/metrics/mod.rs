@@ -32,7 +32,10 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+mod agent;
 pub mod http;
+
+use agent::AgentMetrics;
 
 pub use http::{MetricsServer, ServeLimits};
 
@@ -69,8 +72,12 @@ pub struct Snapshot {
     pub registered_hubs: usize,
     /// (Hubs) exits in the directory now (`directory_exits`).
     pub directory_exits: usize,
+    /// (Hubs) agents in the directory now (`directory_agents`).
+    pub directory_agents: usize,
     /// (Hubs) peers admitted now (`admitted_peers`).
     pub admitted_peers: usize,
+    /// (Agents) ingress streams spliced to an origin now (`agent_streams_open`).
+    pub agent_streams_open: usize,
 }
 
 /// Asks the node for its [`Snapshot`]; `None` when it cannot answer (it stopped).
@@ -120,6 +127,7 @@ struct StateLabels {
 
 const CLIENT: &str = "client";
 const EXIT: &str = "exit";
+const AGENT: &str = "agent";
 
 /// How a peer connection reaches the peer.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -246,6 +254,7 @@ pub struct Metrics {
     hub_refusals: Counter,
     hubs_registered: Gauge,
     directory_exits: Gauge,
+    directory_agents: Gauge,
     directory_registrations: Counter,
     directory_removals: Counter,
     admission_denials: Family<ReasonLabels, Counter>,
@@ -258,6 +267,7 @@ pub struct Metrics {
     relay_reservations_accepted: Counter,
     relay_reservations_failed: Counter,
     relay_reservations_lost: Counter,
+    agent: AgentMetrics,
     /// The state each exit's breaker entered last, for the per-state gauge.
     /// The core's breakers cannot stand in for it: the gauge counts only
     /// exits whose breaker has tripped at least once, which a closed breaker
@@ -308,6 +318,7 @@ impl Metrics {
             hub_refusals: Counter::default(),
             hubs_registered: Gauge::default(),
             directory_exits: Gauge::default(),
+            directory_agents: Gauge::default(),
             directory_registrations: Counter::default(),
             directory_removals: Counter::default(),
             admission_denials: Family::default(),
@@ -320,11 +331,12 @@ impl Metrics {
             relay_reservations_accepted: Counter::default(),
             relay_reservations_failed: Counter::default(),
             relay_reservations_lost: Counter::default(),
+            agent: AgentMetrics::new(),
             breaker_states: Mutex::new(BTreeMap::new()),
             sessions: Mutex::new(()),
             probe: OnceLock::new(),
         };
-        for role in [CLIENT, EXIT] {
+        for role in [CLIENT, EXIT, AGENT] {
             drop(m.sessions_open.get_or_create(&RoleLabels { role }));
             drop(m.sessions_established.get_or_create(&RoleLabels { role }));
         }
@@ -372,7 +384,7 @@ impl Metrics {
         );
         r.register(
             "sessions_open",
-            "Spliced sessions now open, by role (client: app to exit; exit: peer to origin)",
+            "Spliced sessions now open, by role (client: app to exit; exit: peer to origin; agent: gateway to service)",
             self.sessions_open.clone(),
         );
         r.register(
@@ -468,6 +480,11 @@ impl Metrics {
             self.directory_exits.clone(),
         );
         r.register(
+            "directory_agents",
+            "(Hub) agents in the directory now",
+            self.directory_agents.clone(),
+        );
+        r.register(
             "directory_registrations",
             "(Hub) exit registrations accepted (re-registrations included)",
             self.directory_registrations.clone(),
@@ -529,6 +546,7 @@ impl Metrics {
             "(Exits) granted relay reservations that went away (hub restart, connection lost)",
             self.relay_reservations_lost.clone(),
         );
+        self.agent.register(r);
         self
     }
 
@@ -555,7 +573,9 @@ impl Metrics {
         self.relay_reservations.set(gauge_len(now.reservations));
         self.hubs_registered.set(gauge_len(now.registered_hubs));
         self.directory_exits.set(gauge_len(now.directory_exits));
+        self.directory_agents.set(gauge_len(now.directory_agents));
         self.admitted_peers.set(gauge_len(now.admitted_peers));
+        self.agent.show(now.agent_streams_open);
     }
 
     /// Reads the node's [`Snapshot`] (within [`SNAPSHOT_WAIT`]) into the
@@ -574,6 +594,14 @@ impl Metrics {
 
     /// Counts one core event.
     pub fn observe(&self, event: &Event) {
+        if let Event::AgentStreamOpened { .. } = event {
+            let _sessions = Self::lock(&self.sessions);
+            self.sessions_established.get_or_create(&RoleLabels { role: AGENT }).inc();
+            self.sessions_open.get_or_create(&RoleLabels { role: AGENT }).inc();
+        }
+        if self.agent.observe(event) {
+            return;
+        }
         match *event {
             Event::AppAccepted { .. } => {
                 self.app_connections.inc();
@@ -582,6 +610,11 @@ impl Metrics {
             Event::ReservationAccepted { .. }
             | Event::ReservationLost { .. }
             | Event::HolePunch { .. } => {}
+            // No gateway runs in the driver yet: its listeners come next.
+            Event::IngressRequest { .. }
+            | Event::IngressAttemptFailed { .. }
+            | Event::IngressEnded { .. }
+            | Event::RoutesReloaded { .. } => {}
             Event::SessionEstablished { setup, .. } => {
                 let _sessions = Self::lock(&self.sessions);
                 self.sessions_established.get_or_create(&RoleLabels { role: CLIENT }).inc();
@@ -641,25 +674,31 @@ impl Metrics {
             Event::PeerProtocolError { .. } => {
                 self.peer_protocol_errors.inc();
             }
+            // Counted by `self.agent` above.
+            Event::AgentStreamOpened { .. }
+            | Event::AgentStreamRefused { .. }
+            | Event::AgentNotAdmitted { .. }
+            | Event::AgentOriginDenied { .. } => {}
         }
     }
 
     /// A spliced session ended. The event does not say which role held it, so
-    /// on a node serving only one of client and exit (the usual deployment)
-    /// the attribution is exact; on a node serving both while both have open
-    /// sessions, it goes to the role with more of them. The sum over roles is
-    /// always exact and neither role ever goes negative.
+    /// on a node serving one of client, exit and agent (the usual deployment)
+    /// the attribution is exact; on a node serving several while more than
+    /// one has open sessions, it goes to the role with the most of them. The
+    /// sum over roles is always exact and no role ever goes negative.
     fn session_closed(&self) {
         let _sessions = Self::lock(&self.sessions);
-        let (client, exit) = (self.open(CLIENT), self.open(EXIT));
-        let role = match (client > 0, exit > 0) {
-            (false, false) => return,
-            (true, false) => CLIENT,
-            (false, true) => EXIT,
-            (true, true) if client >= exit => CLIENT,
-            (true, true) => EXIT,
-        };
-        self.sessions_open.get_or_create(&RoleLabels { role }).dec();
+        let mut busiest = None;
+        for role in [CLIENT, EXIT, AGENT] {
+            let open = self.open(role);
+            if open > 0 && busiest.is_none_or(|(_, most)| open > most) {
+                busiest = Some((role, open));
+            }
+        }
+        if let Some((role, _)) = busiest {
+            self.sessions_open.get_or_create(&RoleLabels { role }).dec();
+        }
     }
 
     fn breaker(&self, exit: PeerId, to: &'static str) {
@@ -725,6 +764,7 @@ fn gauge_len(n: usize) -> i64 {
 mod tests {
     use super::*;
     use meshproxy_core::ids::ConnId;
+    use meshproxy_core::wire::ingress::AnswerStatus;
     use proptest::prelude::*;
     use std::time::Duration;
 
@@ -761,15 +801,49 @@ mod tests {
         assert_eq!(
             open,
             [
+                "meshproxy_sessions_open{role=\"agent\"} 0",
                 "meshproxy_sessions_open{role=\"client\"} 0",
                 "meshproxy_sessions_open{role=\"exit\"} 0"
             ]
         );
+        let mut agent = samples(&text, "meshproxy_agent_streams_total");
+        agent.sort_unstable();
+        assert_eq!(agent.len(), AnswerStatus::ALL.len(), "one series per answer: {agent:?}");
+        assert!(agent.iter().all(|l| l.ends_with(" 0")), "{agent:?}");
+        assert!(text.contains("meshproxy_agent_streams_total{outcome=\"not_admitted\"} 0\n"));
+        assert!(text.contains("meshproxy_agent_streams_open 0\n"));
         assert!(text.contains("# TYPE meshproxy_session_setup_seconds histogram\n"));
         assert!(text.contains("# UNIT meshproxy_session_setup_seconds seconds\n"));
         assert!(text.contains("meshproxy_session_setup_seconds_count 0\n"));
         assert!(text.contains("meshproxy_peer_connections{path=\"relayed\"} 0\n"));
         assert!(text.contains("meshproxy_exit_denials_total 0\n"));
+    }
+
+    #[test]
+    fn agent_streams_are_counted_by_outcome_and_their_sessions_by_role() {
+        let m = Metrics::new();
+        let gw = peer(5);
+        m.observe(&Event::AgentStreamOpened { peer: gw, upstream: 1 });
+        m.observe(&Event::AgentStreamRefused { peer: gw, status: AnswerStatus::Forbidden });
+        m.observe(&Event::AgentOriginDenied { ip: "10.0.0.1".parse().unwrap() });
+        m.observe(&Event::AgentNotAdmitted { peer: gw, why: TicketRefusal::Expired });
+        m.observe(&Event::AgentStreamRefused { peer: gw, status: AnswerStatus::NotAdmitted });
+        let text = m.encode();
+        for line in [
+            "meshproxy_agent_streams_total{outcome=\"ok\"} 1\n",
+            "meshproxy_agent_streams_total{outcome=\"forbidden\"} 1\n",
+            "meshproxy_agent_streams_total{outcome=\"not_admitted\"} 1\n",
+            "meshproxy_agent_streams_total{outcome=\"busy\"} 0\n",
+            "meshproxy_agent_origin_denials_total 1\n",
+            "meshproxy_agent_not_admitted_total{reason=\"expired\"} 1\n",
+            "meshproxy_sessions_open{role=\"agent\"} 1\n",
+            "meshproxy_sessions_established_total{role=\"agent\"} 1\n",
+            "meshproxy_peer_protocol_errors_total 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        m.observe(&Event::SessionClosed { up: 3, down: 4, how: SpliceEnd::Clean });
+        assert!(m.encode().contains("meshproxy_sessions_open{role=\"agent\"} 0\n"));
     }
 
     #[test]
@@ -874,6 +948,7 @@ mod tests {
             "meshproxy_directory_registrations_total 3\n",
             "meshproxy_directory_removals_total 2\n",
             "meshproxy_directory_exits 0\n",
+            "meshproxy_agent_streams_open 0\n",
             "meshproxy_admission_denials_total{reason=\"role_not_allowed\"} 1\n",
             "meshproxy_admission_denials_total{reason=\"bad_proof\"} 0\n",
             "meshproxy_exit_not_admitted_total{reason=\"expired\"} 1\n",
@@ -940,13 +1015,15 @@ mod tests {
             registered_hubs: 2,
             directory_exits: 5,
             admitted_peers: 4,
+            agent_streams_open: 6,
+            directory_agents: 7,
         })));
         let answers = node.clone();
         m.derive_from(Box::new(move || {
             let now = *Metrics::lock(&answers);
             Box::pin(async move { now })
         }));
-        let expect = |text: &str, lines: [&str; 6]| {
+        let expect = |text: &str, lines: [&str; 8]| {
             for line in lines {
                 assert!(text.contains(line), "missing {line:?} in\n{text}");
             }
@@ -958,6 +1035,8 @@ mod tests {
             "meshproxy_hubs_registered 2\n",
             "meshproxy_directory_exits 5\n",
             "meshproxy_admitted_peers 4\n",
+            "meshproxy_agent_streams_open 6\n",
+            "meshproxy_directory_agents 7\n",
         ];
         expect(
             &{
@@ -974,6 +1053,8 @@ mod tests {
             "meshproxy_hubs_registered 0\n",
             "meshproxy_directory_exits 0\n",
             "meshproxy_admitted_peers 0\n",
+            "meshproxy_agent_streams_open 0\n",
+            "meshproxy_directory_agents 0\n",
         ];
         expect(
             &{

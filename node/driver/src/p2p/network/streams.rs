@@ -169,28 +169,36 @@ impl std::fmt::Debug for OpenRequest {
     }
 }
 
-/// Accepts either of our protocols inbound and says which one was chosen.
+/// The protocols every node accepts inbound; the core closes a stream of a
+/// role the node does not play.
+const OFFERED: [Protocol; 3] = [Protocol::Proxy, Protocol::Hub, Protocol::Ingress];
+
+/// Accepts any of our protocols inbound and says which one was chosen.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Inbound;
 
+/// A negotiated name that is none of [`OFFERED`] (multistream-select only
+/// picks an offered one, so this means a bug; the stream is dropped).
+#[derive(Debug)]
+pub(super) struct UnknownProtocol;
+
 impl UpgradeInfo for Inbound {
     type Info = StreamProtocol;
-    type InfoIter = std::array::IntoIter<StreamProtocol, 2>;
+    type InfoIter = std::array::IntoIter<StreamProtocol, 3>;
 
     fn protocol_info(&self) -> Self::InfoIter {
-        [stream_protocol(Protocol::Proxy), stream_protocol(Protocol::Hub)].into_iter()
+        OFFERED.map(stream_protocol).into_iter()
     }
 }
 
 impl InboundUpgrade<Stream> for Inbound {
     type Output = (Stream, Protocol);
-    type Error = Infallible;
-    type Future = Ready<Result<Self::Output, Infallible>>;
+    type Error = UnknownProtocol;
+    type Future = Ready<Result<Self::Output, UnknownProtocol>>;
 
     fn upgrade_inbound(self, stream: Stream, info: StreamProtocol) -> Self::Future {
-        let protocol =
-            if info.as_ref() == Protocol::Hub.name() { Protocol::Hub } else { Protocol::Proxy };
-        ready(Ok((stream, protocol)))
+        let protocol = OFFERED.into_iter().find(|p| p.name() == info.as_ref());
+        ready(protocol.map(|p| (stream, p)).ok_or(UnknownProtocol))
     }
 }
 
@@ -432,6 +440,15 @@ mod tests {
             _: &mut std::task::Context<'_>,
         ) -> std::task::Poll<std::io::Result<()>> {
             std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn every_offered_name_is_distinct_and_ingress_is_among_them() {
+        let offered: Vec<String> = Inbound.protocol_info().map(|p| p.as_ref().to_owned()).collect();
+        assert_eq!(offered, ["/meshproxy/proxy/1", "/meshproxy/hub/1", "/meshproxy/ingress/1"]);
+        for p in OFFERED {
+            assert_eq!(OFFERED.into_iter().find(|q| q.name() == p.name()), Some(p));
         }
     }
 

@@ -144,6 +144,8 @@ pub fn base(peer: PeerId, hub: PeerId) -> NodeConfig {
         hub: None,
         exit: None,
         client: None,
+        gateway: None,
+        agent: None,
         timeouts: Timeouts::default(),
         limits: Limits::default(),
         relay: meshproxy_core::config::RelayConfig::default(),
