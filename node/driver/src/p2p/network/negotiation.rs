@@ -28,11 +28,12 @@
 //!   reports any other error, and the actor closes connections whose pings fail (a
 //!   half-dead TCP connection). [`refused_by_peer`] lets the actor tell a refusal from a
 //!   failure, so a stock peer without ping keeps its connection, as under `V1`.
-//! - our own streams: a peer that does not offer `/meshproxy/proxy/1` or `/meshproxy/hub/1`
-//!   no longer answers `OpenStream` with `StreamRefused`; the stream opens and its first
-//!   read fails, which the pump reports to the core as a reset. The core treats a reset
-//!   before the answer exactly as a refused stream (the client tries another exit, the hub
-//!   link fails and retries).
+//! - our own streams: a peer that does not offer `/meshproxy/proxy/1`, `/meshproxy/hub/1` or
+//!   `/meshproxy/ingress/1` no longer answers `OpenStream` with `StreamRefused`; the stream
+//!   opens and its first read fails, which the pump reports to the core as a reset. The
+//!   core treats a reset before the answer exactly as a refused stream (the client tries
+//!   another exit, the hub link fails and retries, the gateway counts a `Failure` and may
+//!   retry: rule 5 of `wire::ingress`). The gateway's `Open` saves the round trip too.
 //!
 //! The pitfall the multistream-select docs name (a listener that refuses the proposal reads
 //! the early data as a next proposal) cannot bite our protocols: every message we send
