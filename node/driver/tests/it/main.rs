@@ -25,6 +25,7 @@ mod metrics;
 mod nat;
 mod network;
 mod policy;
+mod publish;
 mod pump;
 mod relay;
 mod relay_client;
