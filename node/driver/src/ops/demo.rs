@@ -24,9 +24,8 @@ pub const PAGE: &str = "Hello from the meshproxy demo: this page reached you thr
                         an exit and libp2p.\n";
 
 /// What the site behind the agent says.
-pub const SITE: &str =
-    "Hello from the meshproxy demo site: this page reached you through a gateway, \
-                        the mesh and an agent.\n";
+pub const SITE: &str = "Hello from the meshproxy demo site: this page reached you through a \
+                        gateway, the mesh and an agent.\n";
 
 /// The host the gateway routes to the agent's site.
 pub const SITE_HOST: &str = "app.demo";
@@ -72,7 +71,7 @@ pub struct Demo {
     pub origin: SocketAddr,
     /// The client's SOCKS5 + HTTP CONNECT listener.
     pub proxy: SocketAddr,
-    /// The site the agent serves (only the agent is told about it).
+    /// The site behind the agent (its service `web`).
     pub site: SocketAddr,
     /// The gateway's public HTTP listener.
     pub ingress: SocketAddr,
@@ -280,7 +279,7 @@ target = {{ agent = {{ service = "web", select = "site=demo" }} }}
             self.origin
         );
         println!("  client proxy: {} (SOCKS5 and HTTP CONNECT)", self.proxy);
-        println!("  site:         http://{}/ (only the agent knows it)", self.site);
+        println!("  site:         http://{}/ (the agent's service `web`)", self.site);
         println!("  gateway:      http://{}/ (Host: {SITE_HOST} goes to the agent)", self.ingress);
         println!();
         println!("Fetched through the mesh:");
