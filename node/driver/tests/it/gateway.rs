@@ -192,6 +192,22 @@ fn a_huge_head_gets_431_and_a_client_that_never_finishes_its_head_is_cut_at_the_
         );
         assert!(after >= Duration::from_millis(1400), "cut early: {after:?}");
         assert!(after < Duration::from_secs(5), "cut late: {after:?}");
+        // Nothing at all, or half an h2 preface: cut at the same deadline.
+        for first in [&b""[..], b"PRI * HTTP/2"] {
+            let mut silent = TcpStream::connect(addr).unwrap();
+            silent.write_all(first).unwrap();
+            let sent = Instant::now();
+            silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let read = silent.read(&mut buf);
+            let after = sent.elapsed();
+            assert!(
+                matches!(read, Ok(0))
+                    || read.as_ref().is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+                "{first:?}: the connection is ended, not left open: {read:?}"
+            );
+            assert!(after >= Duration::from_millis(1400), "{first:?}: cut early: {after:?}");
+            assert!(after < Duration::from_secs(5), "{first:?}: cut late: {after:?}");
+        }
         // Two connections from one address are all it may hold: the third is turned away.
         let a = TcpStream::connect(addr).unwrap();
         let b = TcpStream::connect(addr).unwrap();

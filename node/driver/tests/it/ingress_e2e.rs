@@ -37,9 +37,10 @@ fn hubs(hub: &Proc) -> String {
     format!("[[hubs]]\npeer = \"{peer}\"\naddrs = [\"{addr}\"]\n")
 }
 
-fn gateway_toml(hub: &Proc, port: u16) -> String {
+fn gateway_toml(hub: &Proc, port: u16, metrics: u16) -> String {
     format!(
-        r#"{}
+        r#"metrics = "127.0.0.1:{metrics}"
+{}
 [gateway]
 credential = {{ id = "gw", token = "{GW}" }}
 refresh_ms = 200
@@ -106,7 +107,9 @@ fn requests_go_gateway_mesh_agent_origin_with_hygiene_and_upgrades() {
         let (origin, _paths) = origin_named("home").await;
         let hub = Proc::spawn("hub", &dir, &identity(71), &hub_toml()).await;
         let port = free_port();
-        let _gw = Proc::spawn("gateway", &dir, &identity(72), &gateway_toml(&hub, port)).await;
+        let metrics = free_port();
+        let _gw =
+            Proc::spawn("gateway", &dir, &identity(72), &gateway_toml(&hub, port, metrics)).await;
         let _agent =
             Proc::spawn("agent", &dir, &identity(73), &agent_toml(&hub, "ag1", AG1, origin)).await;
         assert_eq!(until_served(port).await, "home");
@@ -164,7 +167,28 @@ fn requests_go_gateway_mesh_agent_origin_with_hygiene_and_upgrades() {
         ws.shutdown().await.unwrap();
         let mut rest = Vec::new();
         assert_eq!(ws.read_to_end(&mut rest).await.unwrap(), 0, "a clean end comes back");
+        // The gateway counted it all: requests forwarded, the download's bytes, the agent.
+        let text = scrape(metrics).await;
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        assert!(value("meshproxy_ingress_requests_total{outcome=\"forwarded\"}") >= 4.0, "{text}");
+        assert_eq!(value("meshproxy_ingress_requests_total{outcome=\"no_route\"}"), 1.0, "{text}");
+        assert!(value("meshproxy_ingress_bytes_total{direction=\"down\"}") >= BIG as f64, "{text}");
+        assert_eq!(value("meshproxy_ingress_agents_known"), 1.0, "{text}");
+        assert!(value("meshproxy_ingress_forwards_ended_total{end=\"complete\"}") >= 3.0, "{text}");
     });
+}
+
+/// One scrape of the metrics endpoint on `port`.
+async fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text
 }
 
 #[test]
@@ -175,7 +199,9 @@ fn two_agents_share_the_load_and_a_killed_one_fails_its_download_and_gets_no_mor
         let (origin_b, mut paths_b) = origin_named("b").await;
         let hub = Proc::spawn("hub", &dir, &identity(74), &hub_toml()).await;
         let port = free_port();
-        let _gw = Proc::spawn("gateway", &dir, &identity(75), &gateway_toml(&hub, port)).await;
+        let _gw =
+            Proc::spawn("gateway", &dir, &identity(75), &gateway_toml(&hub, port, free_port()))
+                .await;
         let mut agent_a =
             Proc::spawn("agent-a", &dir, &identity(76), &agent_toml(&hub, "ag1", AG1, origin_a))
                 .await;

@@ -238,9 +238,16 @@ impl Drop for RelayBody {
 }
 
 /// A stream read after `prefix`, the bytes already taken from it.
-struct Prefixed {
+pub(super) struct Prefixed {
     prefix: Bytes,
     inner: BoxStream,
+}
+
+impl Prefixed {
+    /// `inner`, with `prefix` read first.
+    pub(super) fn new(prefix: Bytes, inner: BoxStream) -> Prefixed {
+        Prefixed { prefix, inner }
+    }
 }
 
 impl AsyncRead for Prefixed {

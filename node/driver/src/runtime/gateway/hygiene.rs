@@ -12,7 +12,7 @@
 //!   them to be the gateway's view (the client's IP, the listener's scheme,
 //!   the normalised host, the listener's public port).
 
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, UPGRADE};
 use std::net::IpAddr;
 
 /// What the gateway saw of a request, for the `X-Forwarded-*` fields.
@@ -85,6 +85,7 @@ pub fn upstream(headers: &HeaderMap, upgrade: Option<HeaderValue>, view: &Client
     if let Some(protocol) = upgrade {
         keep_upgrade(&mut out, protocol);
     }
+    join_cookies(&mut out);
     let proto = if view.https { "https" } else { "http" };
     let ip = view.client.to_string();
     let mut set = |name: &'static str, value: &str| {
@@ -107,6 +108,18 @@ pub fn upstream(headers: &HeaderMap, upgrade: Option<HeaderValue>, view: &Client
     }
     set("forwarded", &forwarded);
     out
+}
+
+/// An h2 client may split `Cookie` into one field per cookie (RFC 9113
+/// §8.2.3); HTTP/1.1 wants one field, the pairs joined with `; `.
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(COOKIE).iter().count() < 2 {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes).collect();
+    if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(COOKIE, v);
+    }
 }
 
 /// The fields the public client gets from the agent's response: hop-by-hop
@@ -199,6 +212,14 @@ mod tests {
         let out = upstream(&HeaderMap::new(), None, &v6);
         assert_eq!(out["forwarded"], "for=\"[2001:db8::1]\";proto=https");
         assert!(!out.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn split_cookies_are_joined_for_http1() {
+        let h = map(&[("cookie", "a=1"), ("cookie", "b=2")]);
+        let out = upstream(&h, None, &view());
+        assert_eq!(out.get_all("cookie").iter().count(), 1);
+        assert_eq!(out["cookie"], "a=1; b=2");
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //! A connection over a cap is answered `503` with `Connection: close` at once
 //! (an HTTP/1 client sees why; an h2 one sees its connection end) and counted.
 
+use super::forward::Prefixed;
 use super::request::{handle, Shared};
 use super::{HttpLimits, PublicListener};
+use crate::p2p::BoxStream;
 use crate::runtime::sockets::Acceptor;
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -16,7 +19,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Public connections open now, in all and per source host.
 #[derive(Debug, Default)]
@@ -141,15 +144,41 @@ pub async fn accept_loop<A: Acceptor>(
     }
 }
 
+/// The first bytes of an h2 connection with prior knowledge (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the bytes tell HTTP/1 from h2 (a byte off the h2 preface, or
+/// the whole preface), as hyper-util's version detection will: it has no
+/// deadline of its own, so a client sending nothing (or half a preface)
+/// would hold its connection past `header_read_timeout` without this.
+async fn sniff(io: &mut BoxStream) -> std::io::Result<Vec<u8>> {
+    let mut got = Vec::with_capacity(H2_PREFACE.len());
+    let mut buf = [0u8; H2_PREFACE.len()];
+    while got.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&got) {
+        let n = io.read(&mut buf[..H2_PREFACE.len() - got.len()]).await?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    Ok(got)
+}
+
 /// Serves one public connection.
 async fn serve(
-    io: crate::p2p::BoxStream,
+    mut io: BoxStream,
     listener: PublicListener,
     source: SocketAddr,
     shared: Arc<Shared>,
     _admitted: Admitted,
 ) {
     let limits = shared.limits;
+    let first = match tokio::time::timeout(limits.header_read_timeout, sniff(&mut io)).await {
+        Ok(Ok(first)) => first,
+        // Silent past the deadline, or gone: dropping the connection resets it.
+        Ok(Err(_)) | Err(_) => return,
+    };
+    let io = Prefixed::new(Bytes::from(first), io);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
