@@ -84,6 +84,24 @@ fn fill(text: &str, values: &BTreeMap<String, String>) -> String {
     values.iter().fold(text.to_owned(), |t, (k, v)| t.replace(k.as_str(), v))
 }
 
+/// `text` with each whole number in `ports` swapped, in one pass (so a new
+/// port that contains an old one, 48000 for 8000, is not swapped again).
+fn swap_ports(text: &str, ports: &BTreeMap<&str, String>) -> String {
+    let mut out = String::new();
+    let mut digits = String::new();
+    for c in text.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        out.push_str(ports.get(digits.as_str()).unwrap_or(&digits));
+        digits.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
 /// `sh -c` in `dir`, with the `meshproxy` under test first on the PATH.
 fn sh(dir: &Path, shell: &str) -> Command {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_meshproxy"));
@@ -128,15 +146,13 @@ fn the_readme_publish_a_service_commands_serve_the_service_through_the_gateway()
     let steps = steps(&readme);
     assert!(steps.len() >= 7, "{steps:#?}");
     let dir = Scratch::new("publish");
+    let ports: BTreeMap<&str, String> = PORTS.map(|p| (p, free_port().to_string())).into();
     let mut values = BTreeMap::new();
-    for port in PORTS {
-        values.insert(port.to_owned(), free_port().to_string());
-    }
     let mut running = Running(Vec::new());
     let mut served = None;
     for step in &steps {
         // Ports first: tokens and peer ids filled later may contain the digits.
-        let shell = fill(&step.shell, &values);
+        let shell = fill(&swap_ports(&step.shell, &ports), &values);
         assert!(
             !shell.contains("_TOKEN") && !shell.contains("_VERIFIER") && !shell.contains("HUB_ID"),
             "a placeholder no earlier command filled: `{shell}`"
@@ -191,4 +207,14 @@ fn comments_are_cut_outside_quotes_and_continuations_join() {
     );
     assert_eq!((s[1].shell.as_str(), s[1].background), ("a --x 'b # c' --y d", true));
     assert!(!s[2].background);
+}
+
+#[test]
+fn ports_are_swapped_whole_and_once() {
+    let ports: BTreeMap<&str, String> =
+        [("8000", "48000".to_owned()), ("4001", "8000".to_owned())].into();
+    assert_eq!(
+        swap_ports("--listen-http 127.0.0.1:8000 /tcp/4001/p2p/x 18000 8000", &ports),
+        "--listen-http 127.0.0.1:48000 /tcp/8000/p2p/x 18000 48000"
+    );
 }
