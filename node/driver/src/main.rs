@@ -136,8 +136,8 @@ enum Command {
         #[command(flatten)]
         agent: AgentFlags,
     },
-    /// Run a hub, two exits, a client and a local web page in this process,
-    /// fetch the page through the mesh, and print a curl command to try it.
+    /// Run a hub, two exits, a client, a local web page, an agent beside a local site and a
+    /// gateway in this process, fetch both through the mesh, and print curl commands to try it.
     Demo,
     /// Create a new identity key file (never overwrites) and print its peer id.
     /// Admission tokens: `token new` prints a fresh one and what the hub stores.

@@ -1,7 +1,9 @@
 //! `meshproxy demo`: a whole mesh in one process on 127.0.0.1 — a hub, two
-//! exits, a client and a small web page — that proves itself by fetching the
-//! page through the mesh, shows the exit policy refusing what it was not told
-//! to allow, and prints a curl command for the user to try.
+//! exits, a client and a small web page; an agent beside a small site and a
+//! gateway routing `Host: app.demo` to it — that proves itself by fetching the
+//! page through the mesh and the site through the gateway, shows the exit
+//! policy refusing what it was not told to allow, and prints curl commands for
+//! the user to try.
 //!
 //! Every node is the real thing (libp2p TCP + Noise + Yamux, the same runner
 //! as `meshproxy run`), built from the same TOML a user would write; only the
@@ -20,6 +22,13 @@ use tokio::time::{timeout, Instant};
 /// What the page says.
 pub const PAGE: &str = "Hello from the meshproxy demo: this page reached you through a client, \
                         an exit and libp2p.\n";
+
+/// What the site behind the agent says.
+pub const SITE: &str = "Hello from the meshproxy demo site: this page reached you through a \
+                        gateway, the mesh and an agent.\n";
+
+/// The host the gateway routes to the agent's site.
+pub const SITE_HOST: &str = "app.demo";
 
 /// Largest request head the page server reads.
 const MAX_HEAD: usize = 8 * 1024;
@@ -62,12 +71,18 @@ pub struct Demo {
     pub origin: SocketAddr,
     /// The client's SOCKS5 + HTTP CONNECT listener.
     pub proxy: SocketAddr,
-    /// The first lines of the page fetched through the mesh at start.
+    /// The site behind the agent (its service `web`).
+    pub site: SocketAddr,
+    /// The gateway's public HTTP listener.
+    pub ingress: SocketAddr,
+    /// The page fetched through the mesh at start.
     pub fetched: String,
+    /// The site fetched through the gateway and the agent at start.
+    pub published: String,
     /// A destination the exits refused, and the SOCKS reply they gave.
     pub denied: (SocketAddr, u8),
     nodes: Vec<NetNode>,
-    server: JoinHandle<()>,
+    servers: Vec<JoinHandle<()>>,
 }
 
 fn parse(role: &'static str, toml: &str) -> Result<FileConfig, DemoError> {
@@ -91,7 +106,12 @@ impl Demo {
     pub async fn start() -> Result<Demo, DemoError> {
         let listener = TcpListener::bind("127.0.0.1:0").await.map_err(DemoError::Origin)?;
         let origin = listener.local_addr().map_err(DemoError::Origin)?;
-        let server = tokio::spawn(serve_page(listener));
+        let site_listener = TcpListener::bind("127.0.0.1:0").await.map_err(DemoError::Origin)?;
+        let site = site_listener.local_addr().map_err(DemoError::Origin)?;
+        let servers = vec![
+            tokio::spawn(serve_page(listener, PAGE)),
+            tokio::spawn(serve_page(site_listener, SITE)),
+        ];
         let (hub, hub_id) = start_node(
             "hub",
             r#"listen = ["/ip4/127.0.0.1/tcp/0"]
@@ -99,6 +119,8 @@ impl Demo {
 keys = [
   { id = "demo-exit", token = "demo-exit-token-0123456789", roles = ["exit"], max_registrations = 2 },
   { id = "demo-client", token = "demo-client-token-0123456789" },
+  { id = "demo-agent", token = "demo-agent-token-0123456789", roles = ["agent"] },
+  { id = "demo-gateway", token = "demo-gateway-token-0123456789", roles = ["gateway"] },
 ]
 "#,
         )
@@ -137,8 +159,54 @@ protocol = "both"
         .await?;
         let proxy = *client.node.listen_addrs.first().ok_or(DemoError::NoAddress("the client"))?;
         nodes.push(client);
-        let mut demo =
-            Demo { origin, proxy, fetched: String::new(), denied: (proxy, 0), nodes, server };
+        // The agent is told the site's address; nothing else is.
+        let (agent, _) = start_node(
+            "the agent",
+            &format!(
+                r#"listen = ["/ip4/127.0.0.1/tcp/0"]
+{hubs}
+[agent]
+credential = {{ id = "demo-agent", token = "demo-agent-token-0123456789" }}
+labels = {{ site = "demo" }}
+services = {{ web = "{site}" }}
+"#
+            ),
+        )
+        .await?;
+        nodes.push(agent);
+        let (gateway, _) = start_node(
+            "the gateway",
+            &format!(
+                r#"{hubs}
+[gateway]
+credential = {{ id = "demo-gateway", token = "demo-gateway-token-0123456789" }}
+refresh_ms = 500
+[[gateway.listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+[[gateway.routes]]
+id = "app"
+host = "{SITE_HOST}"
+path = "/"
+target = {{ agent = {{ service = "web", select = "site=demo" }} }}
+"#
+            ),
+        )
+        .await?;
+        let ingress =
+            *gateway.node.gateway_addrs.first().ok_or(DemoError::NoAddress("the gateway"))?;
+        nodes.push(gateway);
+        let mut demo = Demo {
+            origin,
+            proxy,
+            site,
+            ingress,
+            fetched: String::new(),
+            published: String::new(),
+            denied: (proxy, 0),
+            nodes,
+            servers,
+        };
         match demo.prove().await {
             Ok(()) => Ok(demo),
             Err(e) => {
@@ -163,6 +231,23 @@ protocol = "both"
             return Err(DemoError::Fetch(format!("unexpected answer: {page:?}")));
         }
         self.fetched = page;
+        // The gateway answers 503 until its hubs list the agent.
+        let site = loop {
+            match fetch_published(self.ingress).await {
+                Ok(site) if site.starts_with("HTTP/1.1 200") => break site,
+                Ok(other) if Instant::now() >= deadline => {
+                    return Err(DemoError::Fetch(format!("through the gateway: {other:?}")))
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(DemoError::Fetch(format!("through the gateway: {e}")))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        if !site.ends_with(SITE) {
+            return Err(DemoError::Fetch(format!("unexpected answer from the gateway: {site:?}")));
+        }
+        self.published = site;
         // The client's own listener: loopback, and not the allowed port.
         let denied = self.proxy;
         let reply = socks_connect(self.proxy, denied).await.map_err(DemoError::Fetch)?.0;
@@ -178,20 +263,34 @@ protocol = "both"
         format!("curl --socks5-hostname {} http://{}/", self.proxy, self.origin)
     }
 
+    /// The curl command that fetches the site through the gateway and the agent.
+    pub fn ingress_curl_line(&self) -> String {
+        format!("curl -H 'Host: {SITE_HOST}' http://{}/", self.ingress)
+    }
+
     /// Tells the user what runs and how to try it.
     pub fn print_intro(&self) {
         println!(
-            "meshproxy demo: a hub, two exits and a client on 127.0.0.1, all in this process."
+            "meshproxy demo: a hub, two exits, a client, an agent and a gateway on 127.0.0.1, \
+             all in this process."
         );
         println!(
             "  page server:  http://{}/ (only reachable through the exits' allow rule)",
             self.origin
         );
         println!("  client proxy: {} (SOCKS5 and HTTP CONNECT)", self.proxy);
+        println!("  site:         http://{}/ (the agent's service `web`)", self.site);
+        println!("  gateway:      http://{}/ (Host: {SITE_HOST} goes to the agent)", self.ingress);
         println!();
         println!("Fetched through the mesh:");
         for line in self.fetched.lines() {
             println!("  | {line}");
+        }
+        println!("Published through gateway -> mesh -> agent -> site:");
+        if let Some(body) = self.published.split("\r\n\r\n").nth(1) {
+            for line in body.lines() {
+                println!("  | {line}");
+            }
         }
         println!(
             "Policy at work: CONNECT {} was refused by the exit (SOCKS reply {:#04x}, not allowed by ruleset).",
@@ -201,29 +300,32 @@ protocol = "both"
         println!("Try it from another terminal:");
         println!("{}", self.curl_line());
         println!("curl -p --proxy http://{} http://{}/", self.proxy, self.origin);
+        println!("{}", self.ingress_curl_line());
         println!();
         println!("Press Ctrl-C to stop.");
     }
 
-    /// Stops every node and the page server.
+    /// Stops every node and the page servers.
     pub async fn shutdown(self) {
         for n in self.nodes.into_iter().rev() {
             n.node.shutdown().await;
         }
-        self.server.abort();
+        for s in self.servers {
+            s.abort();
+        }
     }
 }
 
-/// Serves [`PAGE`] to every GET, one task per connection.
-async fn serve_page(listener: TcpListener) {
+/// Serves `page` to every GET, one task per connection.
+async fn serve_page(listener: TcpListener, page: &'static str) {
     while let Ok((stream, _)) = listener.accept().await {
         tokio::spawn(async move {
-            let _ = timeout(HEAD_DEADLINE, answer(stream)).await;
+            let _ = timeout(HEAD_DEADLINE, answer(stream, page)).await;
         });
     }
 }
 
-async fn answer(mut stream: TcpStream) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, page: &'static str) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     let status = loop {
@@ -242,7 +344,7 @@ async fn answer(mut stream: TcpStream) -> std::io::Result<()> {
             Err(_) => break "400 Bad Request",
         }
     };
-    let body = if status.starts_with("200") { PAGE } else { "" };
+    let body = if status.starts_with("200") { page } else { "" };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -308,6 +410,21 @@ pub async fn fetch_page(proxy: SocketAddr, origin: SocketAddr) -> Result<String,
     .map_err(|_| "timed out".to_owned())?
 }
 
+/// GET / with `Host: app.demo` from the gateway at `ingress`; the whole response.
+pub async fn fetch_published(ingress: SocketAddr) -> Result<String, String> {
+    timeout(FETCH_DEADLINE, async {
+        let mut s =
+            TcpStream::connect(ingress).await.map_err(|e| format!("connect {ingress}: {e}"))?;
+        let req = format!("GET / HTTP/1.1\r\nHost: {SITE_HOST}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+        let mut body = Vec::new();
+        s.read_to_end(&mut body).await.map_err(|e| format!("read: {e}"))?;
+        String::from_utf8(body).map_err(|_| "the answer is not UTF-8".to_owned())
+    })
+    .await
+    .map_err(|_| "timed out".to_owned())?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,7 +433,7 @@ mod tests {
     async fn page_server_answers_get_and_refuses_the_rest() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve_page(listener));
+        let server = tokio::spawn(serve_page(listener, PAGE));
         let ask = |req: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(req.as_bytes()).await.unwrap();
@@ -338,6 +455,11 @@ mod tests {
         let demo = timeout(Duration::from_secs(60), Demo::start()).await.unwrap().unwrap();
         assert!(demo.fetched.starts_with("HTTP/1.1 200 OK"), "{}", demo.fetched);
         assert_eq!(demo.denied.1, 0x02);
+        assert!(demo.published.ends_with(SITE), "{}", demo.published);
+        assert_eq!(
+            demo.ingress_curl_line(),
+            format!("curl -H 'Host: app.demo' http://127.0.0.1:{}/", demo.ingress.port())
+        );
         assert_eq!(
             demo.curl_line(),
             format!(
@@ -349,6 +471,8 @@ mod tests {
         // A second fetch works too (the mesh stays up after the proof).
         let again = fetch_page(demo.proxy, demo.origin).await.unwrap();
         assert!(again.ends_with(PAGE));
+        let site = fetch_published(demo.ingress).await.unwrap();
+        assert!(site.starts_with("HTTP/1.1 200") && site.ends_with(SITE), "{site}");
         demo.shutdown().await;
     }
 }

@@ -189,7 +189,7 @@ fn fetch_eventually(proxy: SocketAddr, origin: SocketAddr) -> String {
 }
 
 #[test]
-fn demo_fetches_prints_a_working_curl_line_and_stops_cleanly_on_sigterm() {
+fn demo_fetches_prints_working_curl_lines_for_the_proxy_and_the_gateway_and_stops_on_sigterm() {
     let mut demo = Proc::spawn(&["demo"]);
     let curl = demo.line_after("curl --socks5-hostname ");
     // Exactly `curl --socks5-hostname 127.0.0.1:PORT http://127.0.0.1:PORT/`.
@@ -203,6 +203,24 @@ fn demo_fetches_prints_a_working_curl_line_and_stops_cleanly_on_sigterm() {
         page.starts_with("HTTP/1.1 200 OK") && page.ends_with(meshproxy::ops::demo::PAGE),
         "{page}"
     );
+    // The ingress line, run as a user pastes it: curl → gateway → mesh → agent → site.
+    let ingress = format!("curl -H {}", demo.line_after("curl -H "));
+    assert!(ingress.starts_with("curl -H 'Host: app.demo' http://127.0.0.1:"), "{ingress}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let site = loop {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{ingress} -s --max-time 10 -w '\n%{{http_code}}'"))
+            .output()
+            .unwrap();
+        let text = text(&out.stdout);
+        if out.status.success() && text.ends_with("\n200") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "`{ingress}` never served the site: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(site, format!("{}\n200", meshproxy::ops::demo::SITE));
     assert_eq!(demo.terminate().code(), Some(0));
 }
 

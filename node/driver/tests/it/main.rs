@@ -28,6 +28,7 @@ mod nat;
 mod network;
 mod one_round_trip;
 mod policy;
+mod publish;
 mod pump;
 mod relay;
 mod relay_client;
