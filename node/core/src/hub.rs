@@ -22,6 +22,7 @@ use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::directory::Directory;
 use crate::ids::{PeerId, StreamId};
 use crate::io::{Close, Event, Output};
+use crate::record::{PeerFilter, PeerRecord};
 use crate::ticket::{Ticket, TicketSigner};
 use crate::time::Instant;
 use crate::wire::frame::{DecodeError, Decoded};
@@ -371,6 +372,23 @@ impl HubRole {
         };
         let valid_secs = u32::try_from(self.ticket_lifetime.as_secs()).unwrap_or(u32::MAX);
         TicketGrant { valid_secs, ticket: self.signer.sign(&ticket) }
+    }
+
+    /// A hub that is also a gateway lists agents from its own directory and
+    /// admits itself: every agent registered here, and a ticket with the
+    /// gateway role that this hub signs for this node (the agents trust its
+    /// key like any of their hubs'), lasting until the returned instant.
+    pub(crate) fn serve_own_gateway(&mut self, now: Instant) -> (Vec<PeerRecord>, Bytes, Instant) {
+        let agents = self.directory_len_of(Role::Agent);
+        let records = self.directory.find(Role::Agent, &PeerFilter::default(), agents);
+        let unix_now = (self.wall_clock + Duration::from_micros(now.as_micros())).as_secs();
+        let ticket = Ticket {
+            hub: self.local,
+            holder: self.local,
+            roles: RoleSet::of(Role::Gateway),
+            expires: unix_now.saturating_add(self.ticket_lifetime.as_secs()),
+        };
+        (records, Bytes::from(self.signer.sign(&ticket)), now + self.ticket_lifetime)
     }
 
     /// Answers with an error and ends the stream.

@@ -356,11 +356,20 @@ impl Node {
     /// `now`, if `force`); a try with no hub ready counts as one, so the
     /// next comes a refresh period later (or when a hub link is ready).
     fn refresh_agents(&mut self, now: Instant, force: bool) {
-        let (Some(g), Some(l)) = (&mut self.roles.gateway, &mut self.roles.links) else { return };
+        let Some(g) = &mut self.roles.gateway else { return };
         if !force && !g.wants_refresh(now) {
             return;
         }
-        l.find(&mut self.ctx, now, Role::Agent, 0);
+        // A hub that is a gateway is its own first source of agents (and of
+        // its ticket): it needs no link to itself.
+        if let Some(h) = &mut self.roles.hub {
+            let (records, ticket, until) = h.serve_own_gateway(now);
+            g.on_ticket(self.config.peer_id, ticket, until);
+            g.on_agents(now, self.config.peer_id, records);
+        }
+        if let Some(l) = &mut self.roles.links {
+            l.find(&mut self.ctx, now, Role::Agent, 0);
+        }
         g.refreshed(now);
         if let Some(at) = g.refresh_due() {
             self.ctx.timers.set(TimerKey::AgentRefresh, at);

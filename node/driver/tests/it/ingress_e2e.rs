@@ -264,3 +264,36 @@ fn two_agents_share_the_load_and_a_killed_one_fails_its_download_and_gets_no_mor
         }
     });
 }
+
+/// A hub may also be the gateway: it lists the agents of its own directory
+/// and signs its own gateway ticket, with no link to itself.
+#[test]
+fn a_hub_that_is_also_the_gateway_serves_its_own_agents() {
+    serial(Duration::from_secs(90), async {
+        let dir = Scratch::new("ingress-hub-gateway");
+        let (origin, _paths) = origin_named("home").await;
+        let port = free_port();
+        let config = format!(
+            r#"{}
+[gateway]
+credential = {{ id = "gw", token = "{GW}" }}
+refresh_ms = 200
+[[gateway.listeners]]
+name = "public"
+listen = "127.0.0.1:{port}"
+[[gateway.routes]]
+id = "app"
+host = "app.example.com"
+path = "/"
+target = {{ agent = {{ service = "web", select = "site=home" }} }}
+"#,
+            hub_toml()
+        );
+        let hub = Proc::spawn("hub-gateway", &dir, &identity(81), &config).await;
+        let _agent =
+            Proc::spawn("agent", &dir, &identity(82), &agent_toml(&hub, "ag1", AG1, origin)).await;
+        assert_eq!(until_served(port).await, "home");
+        let (_, status, _) = curl(port, "/who", &["-H", "Host: other.example.com"]);
+        assert_eq!(status, 404);
+    });
+}

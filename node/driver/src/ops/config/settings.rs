@@ -106,8 +106,11 @@ impl Settings {
         {
             return Err(invalid("exits, agents and clients need at least one [[hubs]] entry"));
         }
-        if file.gateway.is_some() && hubs.is_empty() {
-            return Err(invalid("a gateway finds agents through hubs: add a [[hubs]] entry"));
+        // A hub that is also the gateway reads its own directory.
+        if file.gateway.is_some() && file.hub.is_none() && hubs.is_empty() {
+            return Err(invalid(
+                "a gateway finds agents through hubs: add a [[hubs]] entry (or run it on a hub)",
+            ));
         }
         let hub = file.hub.as_ref().map(|h| hub_config(h, identity)).transpose()?;
         let reachability = match file.reachability.as_deref().unwrap_or("auto") {
