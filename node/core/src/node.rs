@@ -365,7 +365,7 @@ impl Node {
         if let Some(h) = &mut self.roles.hub {
             let (records, ticket, until) = h.serve_own_gateway(now);
             g.on_ticket(self.config.peer_id, ticket, until);
-            g.on_agents(now, self.config.peer_id, records);
+            g.on_agents(&mut self.ctx, now, self.config.peer_id, records);
         }
         if let Some(l) = &mut self.roles.links {
             l.find(&mut self.ctx, now, Role::Agent, 0);
@@ -428,7 +428,7 @@ impl Node {
                         self.refresh_agents(now, true);
                     }
                     LinkEvent::Peers { hub, role: Role::Agent, peers } => {
-                        g.on_agents(now, *hub, peers.clone());
+                        g.on_agents(&mut self.ctx, now, *hub, peers.clone());
                     }
                     LinkEvent::Ticket { hub, ticket, until } => {
                         g.on_ticket(*hub, ticket.clone(), *until);
@@ -455,6 +455,9 @@ impl Node {
         }
         if self.roles.client.as_ref().is_some_and(|c| c.needs_exits(now)) {
             self.refresh_exits(now);
+        }
+        if self.roles.gateway.as_mut().is_some_and(GatewayRole::take_refresh_now) {
+            self.refresh_agents(now, true);
         }
         // Sessions waiting for an exit pull the next refresh forward.
         if let Some(due) = self.roles.client.as_ref().and_then(|c| c.refresh_due(now)) {

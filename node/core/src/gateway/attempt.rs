@@ -14,6 +14,9 @@ use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+/// How long a request that finds no agent waits for a fresh listing.
+pub(super) const AGENT_WAIT: core::time::Duration = core::time::Duration::from_secs(3);
+
 /// The client address's bytes, as consistent hashing on the client IP keys it.
 fn ip_bytes(ip: IpAddr) -> Vec<u8> {
     match ip {
@@ -52,6 +55,18 @@ impl GatewayRole {
         let ip = ip_bytes(p.client.ip());
         let affinity = Affinity::of(&target.balance, &p.head, &ip);
         let Some(agent) = self.router.choose(&p.decision, &view, &affinity, &mut ctx.rng) else {
+            // None yet (a gateway just started, an agent just registered):
+            // ask the hubs at once and wait a little, once, before a 503.
+            if p.attempts == 0 && !p.waited && !self.only_busy(ctx, request) {
+                let Some(p) = self.requests.get_mut(&request) else { return };
+                p.waited = true;
+                p.phase = Phase::Waiting;
+                let until = (now + AGENT_WAIT).min(p.budget_end);
+                ctx.timers.set(TimerKey::IngressRequest(request), until);
+                self.waiting.insert(request);
+                self.refresh_now = true;
+                return;
+            }
             let (status, outcome) = if p.attempts > 0 {
                 after_failures(p.last)
             } else if self.only_busy(ctx, request) {
@@ -245,6 +260,11 @@ impl GatewayRole {
 
     /// The attempt's (or the request's) deadline passed.
     pub(crate) fn on_deadline(&mut self, ctx: &mut Ctx, now: Instant, request: RequestId) {
+        if self.waiting.remove(&request) {
+            // No listing brought an agent in time: answer now.
+            self.attempt(ctx, now, request);
+            return;
+        }
         let waiting = self
             .requests
             .get(&request)

@@ -50,6 +50,9 @@ pub(crate) use agents::Agents;
 enum Phase {
     /// No agent chosen yet.
     Choosing,
+    /// No agent was available: waiting (at most [`AGENT_WAIT`]) for a fresh
+    /// listing from the hubs, asked for at once.
+    Waiting,
     /// Waiting for a connection to `agent`.
     Dialing { agent: PeerId },
     /// Waiting for the stream to `agent` to open.
@@ -63,7 +66,7 @@ enum Phase {
 impl Phase {
     fn agent(&self) -> Option<PeerId> {
         match self {
-            Phase::Choosing => None,
+            Phase::Choosing | Phase::Waiting => None,
             Phase::Dialing { agent }
             | Phase::Opening { agent, .. }
             | Phase::Awaiting { agent, .. }
@@ -74,7 +77,9 @@ impl Phase {
     fn stream(&self) -> Option<StreamId> {
         match self {
             Phase::Opening { stream, .. } | Phase::Awaiting { stream, .. } => Some(*stream),
-            Phase::Choosing | Phase::Dialing { .. } | Phase::Forwarded { .. } => None,
+            Phase::Choosing | Phase::Waiting | Phase::Dialing { .. } | Phase::Forwarded { .. } => {
+                None
+            }
         }
     }
 }
@@ -96,6 +101,8 @@ struct Pending {
     tried: BTreeSet<PeerId>,
     /// The last failure, which the client gets when no agent is left.
     last: Option<AnswerStatus>,
+    /// Whether it already waited once for a fresh listing.
+    waited: bool,
     phase: Phase,
 }
 
@@ -113,6 +120,10 @@ pub(crate) struct GatewayRole {
     streams: BTreeMap<StreamId, RequestId>,
     /// Requests waiting for a connection to an agent.
     dial_waiters: BTreeMap<PeerId, BTreeSet<RequestId>>,
+    /// Requests that found no agent, waiting for the next listing.
+    waiting: BTreeSet<RequestId>,
+    /// A request found no agent: the node asks the hubs at once.
+    refresh_now: bool,
     refresh: Duration,
     /// When the hubs were last asked for agents.
     refreshed: Option<Instant>,
@@ -135,6 +146,8 @@ impl GatewayRole {
             requests: BTreeMap::new(),
             streams: BTreeMap::new(),
             dial_waiters: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+            refresh_now: false,
             refresh: config.refresh,
             refreshed: None,
             circuit_margin,
@@ -219,6 +232,7 @@ impl GatewayRole {
                     attempts: 0,
                     tried: BTreeSet::new(),
                     last: None,
+                    waited: false,
                     phase: Phase::Choosing,
                 };
                 self.requests.insert(request, pending);
@@ -233,6 +247,7 @@ impl GatewayRole {
     pub(crate) fn on_done(&mut self, ctx: &mut Ctx, request: RequestId, end: IngressEnd) {
         let Some(p) = self.requests.remove(&request) else { return };
         ctx.timers.cancel(TimerKey::IngressRequest(request));
+        self.waiting.remove(&request);
         match p.phase {
             Phase::Forwarded { agent } => {
                 self.agents.finish(agent);
@@ -292,9 +307,23 @@ impl GatewayRole {
         });
     }
 
-    /// A hub listed agents.
-    pub(crate) fn on_agents(&mut self, now: Instant, hub: PeerId, records: Vec<PeerRecord>) {
+    /// A hub listed agents: requests waiting for one try again (once).
+    pub(crate) fn on_agents(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        hub: PeerId,
+        records: Vec<PeerRecord>,
+    ) {
         self.agents.on_listing(now, hub, records);
+        for request in std::mem::take(&mut self.waiting) {
+            self.attempt(ctx, now, request);
+        }
+    }
+
+    /// Whether a request asked for a listing now (cleared by asking).
+    pub(crate) fn take_refresh_now(&mut self) -> bool {
+        std::mem::take(&mut self.refresh_now)
     }
 
     /// A hub handed this node a ticket.

@@ -84,7 +84,7 @@ impl T {
 
     fn list(&mut self, agents: &[u64]) {
         let records = agents.iter().map(|&n| record(n)).collect();
-        self.g.on_agents(self.now, PeerId::from_u64(HUB), records);
+        self.g.on_agents(&mut self.ctx, self.now, PeerId::from_u64(HUB), records);
     }
 
     fn request(&mut self, id: u64, host: &str, target: &str) {
@@ -265,12 +265,27 @@ fn forbidden_is_answered_403_and_never_retried() {
 }
 
 #[test]
-fn no_listed_agent_is_503_and_a_disconnected_one_is_not_chosen_until_listed_again() {
+fn no_listed_agent_waits_for_a_fresh_listing_then_503_and_a_disconnected_one_is_not_chosen() {
     let mut t = T::new(Balance::RoundRobin, Limits::default());
+    // No agent known: the request asks for a listing and waits for it.
     t.request(1, "app.example.com", "/");
+    assert!(responded(&t.out()).is_empty(), "it waits for a listing");
+    assert!(t.g.take_refresh_now(), "and asks the hubs at once");
+    // No listing comes: it is answered at the wait's end.
+    let (deadline, _) = t.ctx.timers.next().expect("the wait's end");
+    assert_eq!(deadline, t.now + attempt::AGENT_WAIT);
+    t.now = deadline;
+    t.g.on_deadline(&mut t.ctx, t.now, RequestId(1));
     assert_eq!(responded(&t.out()), [(RequestId(1), 503, IngressOutcome::NoAgent)]);
-    t.list(&[1]);
+    // A listing without an agent answers a waiting request at once.
+    t.request(9, "app.example.com", "/");
+    t.list(&[]);
+    assert_eq!(responded(&t.out()), [(RequestId(9), 503, IngressOutcome::NoAgent)]);
+    // A waiting request goes on as soon as a listing brings an agent.
     t.request(2, "app.example.com", "/");
+    assert!(responded(&t.out()).is_empty());
+    t.list(&[1]);
+    assert!(t.out().iter().any(|o| matches!(o, Output::Dial { .. })), "listed: chosen at once");
     let s = t.connect(1);
     t.open(s);
     t.answer(s, AnswerStatus::Ok, b"");
@@ -281,10 +296,9 @@ fn no_listed_agent_is_503_and_a_disconnected_one_is_not_chosen_until_listed_agai
     t.ctx.peer_disconnected(PeerId::from_u64(1), crate::ids::ConnId(1));
     t.g.on_peer_gone(t.now, PeerId::from_u64(1));
     t.request(3, "app.example.com", "/");
-    assert_eq!(responded(&t.out()), [(RequestId(3), 503, IngressOutcome::NoAgent)]);
+    assert!(!t.out().iter().any(|o| matches!(o, Output::Dial { .. } | Output::OpenStream { .. })));
     t.now = at(20);
     t.list(&[1]);
-    t.request(4, "app.example.com", "/");
     assert!(t.out().iter().any(|o| matches!(o, Output::Dial { .. })), "listed again: chosen");
 }
 
