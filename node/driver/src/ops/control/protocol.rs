@@ -83,7 +83,8 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
             Some(1) => {}
             Some(other) => return Err(RequestError::Version(other)),
             None => {
-                return Err(RequestError::Malformed(format!("\"v\" must be a number, not {v}")))
+                let v = echo(&v.to_string());
+                return Err(RequestError::Malformed(format!("\"v\" must be a number, not {v}")));
             }
         },
     }
