@@ -76,7 +76,8 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
     }
     let text = std::str::from_utf8(line).map_err(|_| RequestError::NotText)?;
     let wire: Wire =
-        serde_json::from_str(text).map_err(|e| RequestError::Malformed(e.to_string()))?;
+        // serde quotes what it could not read (a 4 KiB string, say): cut it too.
+        serde_json::from_str(text).map_err(|e| RequestError::Malformed(echo_long(&e.to_string())))?;
     match wire.v {
         None => return Err(RequestError::NoVersion),
         Some(v) => match v.as_u64() {
@@ -109,7 +110,17 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
 
 /// `s`, cut to [`MAX_ECHO`] characters.
 fn echo(s: &str) -> String {
-    match s.char_indices().nth(MAX_ECHO) {
+    cut(s, MAX_ECHO)
+}
+
+/// A parser's message, cut to 120 characters: room for serde's wording
+/// and position while a reply stays well under 1 KiB even JSON-escaped.
+fn echo_long(s: &str) -> String {
+    cut(s, 120)
+}
+
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
         Some((at, _)) => format!("{}…", &s[..at]),
         None => s.to_owned(),
     }
