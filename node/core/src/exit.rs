@@ -18,6 +18,7 @@ use crate::config::{ExitConfig, HubContact};
 use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::ids::{PeerId, QueryId, StreamId};
 use crate::io::{Close, Event, Output, ResolveError, SpliceLimits, SpliceReport};
+use crate::peer_counts::PeerCounts;
 use crate::policy::{parse_inet_aton, ExitPolicy};
 use crate::record::Role;
 use crate::target::{Status, TargetAddr};
@@ -57,7 +58,7 @@ const MAX_LEARNED_OWN_ADDRS: usize = 32;
 pub(crate) struct ExitRole {
     policy: ExitPolicy,
     sessions: BTreeMap<StreamId, ExitSession>,
-    per_peer: BTreeMap<PeerId, usize>,
+    per_peer: PeerCounts,
     /// Origin streams and DNS lookups back to their session.
     origins: BTreeMap<StreamId, StreamId>,
     queries: BTreeMap<QueryId, StreamId>,
@@ -75,7 +76,7 @@ impl ExitRole {
         ExitRole {
             policy: ExitPolicy::new(&config.policy, &config.own_addrs),
             sessions: BTreeMap::new(),
-            per_peer: BTreeMap::new(),
+            per_peer: PeerCounts::default(),
             origins: BTreeMap::new(),
             queries: BTreeMap::new(),
             open: config.open,
@@ -119,7 +120,7 @@ impl ExitRole {
 
     /// The most sessions any one client peer holds here.
     pub(crate) fn busiest_peer(&self) -> usize {
-        self.per_peer.values().copied().max().unwrap_or(0)
+        self.per_peer.busiest()
     }
 
     pub(crate) fn pending_queries(&self) -> usize {
@@ -147,7 +148,7 @@ impl ExitRole {
         stream: StreamId,
         peer: PeerId,
     ) {
-        let mine = self.per_peer.get(&peer).copied().unwrap_or(0);
+        let mine = self.per_peer.get(&peer);
         if self.sessions.len() >= ctx.limits.max_exit_sessions
             || mine >= ctx.limits.max_sessions_per_peer
         {
@@ -156,7 +157,7 @@ impl ExitRole {
             ctx.emit(Output::Close { stream, how: Close::Fin });
             return;
         }
-        *self.per_peer.entry(peer).or_default() += 1;
+        self.per_peer.add(peer);
         let phase = Phase::AwaitRequest { inbox: Vec::new() };
         self.sessions.insert(stream, ExitSession { peer, phase, early: BytesMut::new() });
         ctx.adopt(stream, Owner::Exit);
@@ -405,12 +406,7 @@ impl ExitRole {
     fn forget(&mut self, ctx: &mut Ctx, stream: StreamId) {
         if let Some(s) = self.sessions.remove(&stream) {
             ctx.release(stream);
-            if let Some(n) = self.per_peer.get_mut(&s.peer) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_peer.remove(&s.peer);
-                }
-            }
+            self.per_peer.remove(&s.peer);
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::ctx::{Ctx, Owner, TimerKey};
 use crate::directory::Directory;
 use crate::ids::{PeerId, StreamId};
 use crate::io::{Close, Event, Output};
+use crate::peer_counts::PeerCounts;
 use crate::record::{PeerFilter, PeerRecord};
 use crate::ticket::{Ticket, TicketSigner};
 use crate::time::Instant;
@@ -66,7 +67,7 @@ pub(crate) struct HubRole {
     preauth: BTreeSet<(u64, StreamId)>,
     next_order: u64,
     /// Hub streams each peer holds, admitted or not.
-    per_peer: BTreeMap<PeerId, usize>,
+    per_peer: PeerCounts,
     /// Which stream made each registration (so only its end removes it),
     /// and under which admission key (for the per-key limit).
     registered_by: BTreeMap<PeerId, (StreamId, usize)>,
@@ -88,7 +89,7 @@ impl HubRole {
             streams: BTreeMap::new(),
             preauth: BTreeSet::new(),
             next_order: 0,
-            per_peer: BTreeMap::new(),
+            per_peer: PeerCounts::default(),
             registered_by: BTreeMap::new(),
             admitted: BTreeMap::new(),
         }
@@ -110,7 +111,7 @@ impl HubRole {
 
     /// The most hub streams any one peer holds.
     pub(crate) fn busiest_peer_streams(&self) -> usize {
-        self.per_peer.values().copied().max().unwrap_or(0)
+        self.per_peer.busiest()
     }
 
     /// Peers admitted now: those holding at least one admitted hub stream
@@ -145,7 +146,7 @@ impl HubRole {
         stream: StreamId,
         peer: PeerId,
     ) {
-        let held = self.per_peer.get(&peer).copied().unwrap_or(0);
+        let held = self.per_peer.get(&peer);
         let refusal = if held >= ctx.limits.max_hub_streams_per_peer {
             Some(Refusal::PeerStreamLimit)
         } else if self.streams.len() >= ctx.limits.max_hub_streams {
@@ -170,7 +171,7 @@ impl HubRole {
         let order = self.next_order;
         self.next_order += 1;
         self.preauth.insert((order, stream));
-        *self.per_peer.entry(peer).or_default() += 1;
+        self.per_peer.add(peer);
         let phase = Phase::AwaitAuth { nonce, order };
         self.streams.insert(stream, HubStream { peer, phase, inbox: Vec::new() });
         ctx.adopt(stream, Owner::Hub);
@@ -418,12 +419,7 @@ impl HubRole {
         let Some(s) = self.streams.remove(&stream) else { return };
         ctx.release(stream);
         ctx.timers.cancel(TimerKey::HubPeer(stream));
-        if let Some(held) = self.per_peer.get_mut(&s.peer) {
-            *held = held.saturating_sub(1);
-            if *held == 0 {
-                self.per_peer.remove(&s.peer);
-            }
-        }
+        self.per_peer.remove(&s.peer);
         if self.registered_by.get(&s.peer).is_some_and(|(by, _)| *by == stream) {
             self.registered_by.remove(&s.peer);
             if self.directory.remove(s.peer) {

@@ -61,6 +61,7 @@ pub mod ingress;
 pub mod io;
 pub mod listener;
 pub mod node;
+mod peer_counts;
 pub mod policy;
 pub mod record;
 mod relay;

@@ -202,9 +202,13 @@ impl World<'_> {
         }
     }
 
-    /// After a hub's step: no peer in its directory registered under a key
-    /// that lacks the role it is listed in (agents are the topology's
-    /// agents; everyone else registers as an exit).
+    /// Sampled every second and at the end of the run (not after every
+    /// step: the check walks the hub's whole directory, which would make
+    /// each step's cost grow with the network): no peer in its directory
+    /// registered under a key that lacks the role it is listed in (agents
+    /// are the topology's agents; everyone else registers as an exit). A
+    /// wrong listing lasts until its registration expires (tens of
+    /// seconds), so a one-second sample sees every one.
     pub(super) fn admission_directory(&mut self, n: NodeIx) {
         if n >= self.hubs {
             return;
@@ -236,6 +240,9 @@ impl World<'_> {
         let floods = self.s.adversaries.preauth_floods > 0;
         let first_client = self.hubs + self.exits;
         let clients = first_client..first_client + self.s.topology.clients;
+        for h in 0..self.hubs {
+            self.admission_directory(h);
+        }
         let total = self.nodes.len() as NodeIx;
         for n in self.hubs..total {
             let is_client = clients.contains(&n);

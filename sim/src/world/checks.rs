@@ -156,6 +156,9 @@ impl World<'_> {
 
     pub(super) fn final_checks(&mut self) {
         self.adv_final();
+        for h in 0..self.hubs {
+            self.admission_directory(h);
+        }
         for a in 0..self.apps.len() as u32 {
             if self.apps[a as usize].outcome.is_none()
                 && self.apps[a as usize].phase != AppPhase::Connecting

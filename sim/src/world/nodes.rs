@@ -106,7 +106,6 @@ impl World<'_> {
                 ),
             );
         }
-        self.admission_directory(n);
         let node = &mut self.nodes[n as usize];
         if next != node.timer_at {
             node.timer_at = next;
@@ -154,7 +153,7 @@ impl World<'_> {
                 };
                 let up = self.nodes[to as usize].core.is_some();
                 let cut = self.partitioned(n, to) || self.partitioned(to, n);
-                let rtt = self.link(n, to).latency + self.link(to, n).latency;
+                let rtt = self.latency(n, to) + self.latency(to, n);
                 if !self.relay.nat(to).is_public() {
                     // No mapping for an unsolicited SYN: it goes unanswered.
                     self.send_input(n, crate::nat::NAT_DIAL_TIMEOUT, Input::DialFailed { peer });
