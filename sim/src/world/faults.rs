@@ -75,7 +75,7 @@ impl World<'_> {
                     let l = self.link_mut(x, y);
                     l.partitions = l.partitions.saturating_sub(1);
                     if l.partitions == 0 {
-                        let held: Vec<_> = l.held.drain(..).collect();
+                        let held = self.held.remove(&(x, y)).unwrap_or_default();
                         for (stream, side, chunk) in held {
                             if self.streams.get(&stream).is_some_and(|s| s.via.is_some()) {
                                 // The other leg may still be cut.

@@ -2,7 +2,7 @@
 //! chunks in flight (latency, jitter, bandwidth, flow control), connection
 //! kills, and handing resets to whoever owns a stream's side.
 
-use super::{Ev, Link, NodeIx, Owner, SimStream, World, LOCAL, ORIGIN_RTT_HALF};
+use super::{Ev, Link, NodeIx, Owner, SimStream, World, IDLE_LINK, LOCAL, ORIGIN_RTT_HALF};
 use crate::bytes_model::Chunk;
 use meshproxy_core::ids::{ConnId, PeerId, StreamId};
 use meshproxy_core::io::{Close, Input, Protocol};
@@ -11,12 +11,36 @@ use std::time::Duration;
 
 impl World<'_> {
     pub(super) fn link(&self, from: NodeIx, to: NodeIx) -> &Link {
-        &self.links[from as usize * self.nodes.len() + to as usize]
+        self.links.get(&(from, to)).unwrap_or(&IDLE_LINK)
     }
 
     pub(super) fn link_mut(&mut self, from: NodeIx, to: NodeIx) -> &mut Link {
-        let n = self.nodes.len();
-        &mut self.links[from as usize * n + to as usize]
+        self.links.entry((from, to)).or_default()
+    }
+
+    /// The base latency between two nodes (the same both ways).
+    pub(super) fn latency(&self, from: NodeIx, to: NodeIx) -> Duration {
+        let i = pair_index(self.nodes.len(), from.min(to), from.max(to));
+        Duration::from_millis(u64::from(self.latencies[i]))
+    }
+
+    /// The scenario's jitter, in µs.
+    pub(super) fn jitter_us(&self) -> u64 {
+        u64::from(self.s.network.jitter_ms) * 1_000
+    }
+
+    /// Each link's bandwidth, in bytes per second.
+    pub(super) fn bandwidth(&self) -> u64 {
+        u64::from(self.s.network.bandwidth_mbps.max(1)) * 125_000
+    }
+
+    /// Whether chunks wait on link `from → to` (later ones queue behind them).
+    pub(super) fn holds(&self, from: NodeIx, to: NodeIx) -> bool {
+        self.held.contains_key(&(from, to))
+    }
+
+    pub(super) fn hold(&mut self, from: NodeIx, to: NodeIx, held: (u64, usize, Chunk)) {
+        self.held.entry((from, to)).or_default().push_back(held);
     }
 
     pub(super) fn partitioned(&self, from: NodeIx, to: NodeIx) -> bool {
@@ -48,7 +72,7 @@ impl World<'_> {
                 limit: None,
             },
         );
-        let lat = self.link(from, to).latency;
+        let lat = self.latency(from, to);
         self.send_input(
             to,
             lat,
@@ -138,17 +162,18 @@ impl World<'_> {
                     Chunk::Data(p) => p.len(),
                     _ => 0,
                 };
-                let jitter_us = u64::try_from(self.link(a, b).jitter.as_micros()).unwrap_or(0);
+                let jitter_us = self.jitter_us();
                 let j = if jitter_us > 0 { self.rng.next_u64() % (jitter_us + 1) } else { 0 };
                 let now = self.now;
+                let (latency, bandwidth) = (self.latency(a, b), self.bandwidth());
                 let l = self.link_mut(a, b);
                 let spike = l.spikes.iter().copied().max().unwrap_or(1);
                 let drop = u64::from(l.drops.iter().copied().max().unwrap_or(1));
-                let bw = (l.bandwidth / drop).max(1);
+                let bw = (bandwidth / drop).max(1);
                 let start = l.busy_until.max(now);
                 let tx = Duration::from_micros(size * 1_000_000 / bw);
                 l.busy_until = start + tx;
-                (start + tx + l.latency * spike + Duration::from_micros(j))
+                (start + tx + latency * spike + Duration::from_micros(j))
                     .saturating_duration_since(now)
             }
             (None, _) | (_, None) => {
@@ -176,14 +201,14 @@ impl World<'_> {
         if let (Some(h), Some(from), Some(to)) = (st.via, st.nodes[1 - side], st.nodes[side]) {
             // A circuit stalls when either leg is cut, in order.
             for (x, y) in [(from, h), (h, to)] {
-                if self.partitioned(x, y) || !self.link(x, y).held.is_empty() {
-                    self.link_mut(x, y).held.push_back((stream, side, chunk));
+                if self.partitioned(x, y) || self.holds(x, y) {
+                    self.hold(x, y, (stream, side, chunk));
                     return;
                 }
             }
         } else if let (Some(from), Some(to)) = (st.nodes[1 - side], st.nodes[side]) {
-            if self.partitioned(from, to) || !self.link(from, to).held.is_empty() {
-                self.link_mut(from, to).held.push_back((stream, side, chunk));
+            if self.partitioned(from, to) || self.holds(from, to) {
+                self.hold(from, to, (stream, side, chunk));
                 return;
             }
         }
@@ -262,9 +287,10 @@ impl World<'_> {
     pub(super) fn kill_conn(&mut self, id: u64) {
         let Some(c) = self.conns.remove(&id) else { return };
         self.trace.line(self.now, "conn-down", || format!("c{id}"));
-        for link in self.links.iter_mut() {
-            link.held.retain(|(s, _, _)| !c.streams.contains(s));
+        for held in self.held.values_mut() {
+            held.retain(|(s, _, _)| !c.streams.contains(s));
         }
+        self.held.retain(|_, held| !held.is_empty());
         for stream in c.streams {
             // Both sides see the reset.
             if let Some(st) = self.streams.get(&stream) {
@@ -305,4 +331,12 @@ impl World<'_> {
             Owner::Gone => {}
         }
     }
+}
+
+/// Where the pair `a ≤ b` sits in an upper triangle of `n` nodes stored row
+/// by row (row `a` holds `b = a..n`).
+pub(super) fn pair_index(n: usize, a: NodeIx, b: NodeIx) -> usize {
+    let (a, b) = (a as usize, b as usize);
+    debug_assert!(a <= b && b < n);
+    a * n - a * a.saturating_sub(1) / 2 + (b - a)
 }

@@ -130,7 +130,7 @@ impl World<'_> {
     }
 
     fn rtt(&self, a: NodeIx, b: NodeIx) -> Duration {
-        self.link(a, b).latency + self.link(b, a).latency
+        self.latency(a, b) + self.latency(b, a)
     }
 
     fn cut_between(&self, a: NodeIx, b: NodeIx) -> bool {
@@ -186,23 +186,24 @@ impl World<'_> {
     /// One-way latency from `n` to `to`, through `via` if relayed.
     pub(super) fn path_latency(&self, n: NodeIx, to: NodeIx, via: Option<NodeIx>) -> Duration {
         match via {
-            Some(h) => self.link(n, h).latency + self.link(h, to).latency,
-            None => self.link(n, to).latency,
+            Some(h) => self.latency(n, h) + self.latency(h, to),
+            None => self.latency(n, to),
         }
     }
 
     /// When a chunk of `size` bytes handed to link `a → b` at `start` arrives.
     fn transit(&mut self, a: NodeIx, b: NodeIx, start: Instant, size: u64) -> Instant {
-        let jitter_us = u64::try_from(self.link(a, b).jitter.as_micros()).unwrap_or(0);
+        let jitter_us = self.jitter_us();
         let j = if jitter_us > 0 { self.rng.next_u64() % (jitter_us + 1) } else { 0 };
+        let (latency, bandwidth) = (self.latency(a, b), self.bandwidth());
         let l = self.link_mut(a, b);
         let spike = l.spikes.iter().copied().max().unwrap_or(1);
         let drop = u64::from(l.drops.iter().copied().max().unwrap_or(1));
-        let bw = (l.bandwidth / drop).max(1);
+        let bw = (bandwidth / drop).max(1);
         let begin = l.busy_until.max(start);
         let tx = Duration::from_micros(size * 1_000_000 / bw);
         l.busy_until = begin + tx;
-        begin + tx + l.latency * spike + Duration::from_micros(j)
+        begin + tx + latency * spike + Duration::from_micros(j)
     }
 
     /// Writes a chunk on a circuit stream from node `path[0]` through hub
@@ -500,7 +501,7 @@ impl World<'_> {
         let conn = ConnId(id);
         let connected = |peer| Input::PeerConnected { peer, conn, path, limit: Some(limit) };
         self.send_input(from, Duration::ZERO, connected(to_peer));
-        let lat = self.link(h, to).latency;
+        let lat = self.latency(h, to);
         self.send_input(to, lat, connected(from_peer));
     }
 
