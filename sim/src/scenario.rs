@@ -1283,7 +1283,18 @@ destinations = [{ kind = "echo", weight = 1 }]
             let w = &s.workload;
             // nat_matrix needs one client per NAT type.
             let clients = if s.name == "nat_matrix" { 5 } else { 3 };
-            assert!(t.hubs <= 2 && t.exits <= 6 && t.clients <= clients, "{}: topology", s.name);
+            if s.name.starts_with("scale_") {
+                // The scale family (issue #20) is big on purpose and pays
+                // for it with few seeds: ~2.5 CPU-s a run at 1,104 nodes.
+                let nodes = t.hubs + t.exits + t.clients + t.agents + t.gateways;
+                assert!(nodes <= 1_200 && s.seeds <= 2, "{}: scale budget", s.name);
+            } else {
+                assert!(
+                    t.hubs <= 2 && t.exits <= 6 && t.clients <= clients,
+                    "{}: topology",
+                    s.name
+                );
+            }
             assert!((20..=60).contains(&w.connections), "{}: connections", s.name);
             let max_payload = if s.name == "smoke" { 64 << 10 } else { 256 << 10 };
             assert!(w.payload_max <= max_payload, "{}: payload_max", s.name);
