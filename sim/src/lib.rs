@@ -69,6 +69,11 @@ pub enum InjectedBug {
     /// (`IngressDone`): the gateway keeps it, and the no-leaks invariant
     /// must catch it.
     IngressForgetsDone,
+    /// Gateways keep using an agent after their connection to it closed
+    /// (planted by never telling a gateway that an agent connection closed,
+    /// see `world/ingress_availability.rs`): the `availability` invariant
+    /// must catch it.
+    IngressStaleAgent,
 }
 
 /// How to run.

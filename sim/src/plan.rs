@@ -242,6 +242,17 @@ pub fn generate(s: &Scenario, rng: &mut ChaCha8Rng) -> Plan {
                     (s.topology.hubs + e, 0)
                 }
                 FaultKind::HubOutage => (between(rng, 0, u64::from(s.topology.hubs) - 1) as u32, 0),
+                FaultKind::GatewayPartition => {
+                    // A gateway, and a hub or an agent (nodes are numbered
+                    // hubs, exits, clients, agents, gateways).
+                    let t = &s.topology;
+                    let first_agent = t.hubs + t.exits + t.clients;
+                    let g =
+                        first_agent + t.agents + between(rng, 0, u64::from(t.gateways) - 1) as u32;
+                    let other = between(rng, 0, u64::from(t.hubs + t.agents) - 1) as u32;
+                    let other = if other < t.hubs { other } else { first_agent + other - t.hubs };
+                    (g, other)
+                }
                 _ => {
                     let a = between(rng, 0, nodes - 1);
                     let b = (a + between(rng, 1, nodes - 1)) % nodes;

@@ -455,11 +455,14 @@ pub enum FaultKind {
     Churn,
     /// A hub goes down and comes back.
     HubOutage,
+    /// Both directions between a gateway and an agent or a hub cut, then
+    /// healed (scenarios with gateways).
+    GatewayPartition,
 }
 
 impl FaultKind {
     /// Every kind, in declaration order.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Reset,
@@ -468,6 +471,7 @@ impl FaultKind {
         FaultKind::Crash,
         FaultKind::Churn,
         FaultKind::HubOutage,
+        FaultKind::GatewayPartition,
     ];
 
     /// The name used in scenario files.
@@ -481,6 +485,7 @@ impl FaultKind {
             FaultKind::Crash => "crash",
             FaultKind::Churn => "churn",
             FaultKind::HubOutage => "hub_outage",
+            FaultKind::GatewayPartition => "gateway_partition",
         }
     }
 }
@@ -712,6 +717,13 @@ impl Scenario {
         at_least_one(n.keepalive_timeout_secs, "network.keepalive_timeout_secs")?;
 
         at_least_one(self.faults.max_fault_secs, "faults.max_fault_secs")?;
+        let t = &self.topology;
+        ensure(
+            !self.faults.kinds.contains(&FaultKind::GatewayPartition)
+                || (t.gateways > 0 && t.hubs + t.agents > 0),
+            "faults.kinds",
+            || "gateway_partition needs a gateway (topology.gateways) and a hub or an agent".into(),
+        )?;
 
         let r = &self.relay;
         at_least_one(r.reservation_ttl_secs, "relay.reservation_ttl_secs")?;
@@ -1310,7 +1322,8 @@ destinations = [{ kind = "echo", weight = 1 }]
                 "mixed lacks {kind}"
             );
         }
-        for kind in FaultKind::ALL {
+        // `mixed` has no gateways; `ingress_partition` is the one with gateway partitions.
+        for kind in FaultKind::ALL.into_iter().filter(|k| *k != FaultKind::GatewayPartition) {
             assert!(mixed.faults.kinds.contains(&kind), "mixed lacks {kind}");
         }
         assert!(mixed.faults.max_faults > 0);

@@ -49,6 +49,9 @@ pub(super) enum Invariant {
     Protocol,
     /// Virtual time keeps moving.
     Livelock,
+    /// A gateway sends no new request to an agent it saw disconnect
+    /// (sim/src/world/ingress_availability.rs).
+    Availability,
 }
 
 impl Invariant {
@@ -71,6 +74,7 @@ impl Invariant {
             Invariant::Hang => "hang",
             Invariant::Protocol => "protocol",
             Invariant::Livelock => "livelock",
+            Invariant::Availability => "availability",
         }
     }
 }

@@ -37,6 +37,7 @@ mod apps;
 mod checks;
 mod faults;
 mod ingress;
+mod ingress_availability;
 mod net;
 mod nodes;
 mod origins;
@@ -339,6 +340,8 @@ pub(crate) struct World<'s> {
     admission: admission::AdmissionState,
     /// The last route table version handed to a gateway.
     routes_version: u64,
+    /// Closed gateway–agent connections (sim/src/world/ingress_availability.rs).
+    avail: ingress_availability::AvailabilityState,
 }
 
 impl<'s> World<'s> {
@@ -459,6 +462,7 @@ impl<'s> World<'s> {
             adv: adversary::AdvState::default(),
             admission: admission::AdmissionState::default(),
             routes_version: 1,
+            avail: ingress_availability::AvailabilityState::default(),
         };
         for i in 0..w.nodes.len() {
             w.start_node(i as NodeIx);
