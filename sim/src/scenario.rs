@@ -290,6 +290,18 @@ pub struct Workload {
     /// tables; default 0).
     #[serde(default)]
     pub ingress_reloads: u32,
+    /// Share of public requests that are hostile (traversal encodings,
+    /// backslashes, unknown or doubled hosts, the biggest head the driver
+    /// lets through; default 0: no plan draws change).
+    #[serde(default)]
+    pub ingress_hostile_fraction: f64,
+    /// Floods: bursts of `ingress_flood_size` agent requests at the first
+    /// gateway in one instant, at random times (default 0).
+    #[serde(default)]
+    pub ingress_floods: u32,
+    /// Requests per flood.
+    #[serde(default)]
+    pub ingress_flood_size: u32,
     /// App connections start no earlier than this (the mesh forms first);
     /// less than `duration_secs`.
     #[serde(default)]
@@ -709,6 +721,18 @@ impl Scenario {
             "workload.ingress_fraction",
             || "public requests need at least one gateway (topology.gateways)".to_string(),
         )?;
+        let f = w.ingress_hostile_fraction;
+        ensure((0.0..=1.0).contains(&f), "workload.ingress_hostile_fraction", || {
+            format!("a fraction in [0, 1] (got {f})")
+        })?;
+        ensure(
+            w.ingress_floods == 0 || (self.topology.gateways > 0 && w.ingress_flood_size > 0),
+            "workload.ingress_floods",
+            || "floods need a gateway (topology.gateways) and ingress_flood_size ≥ 1".to_string(),
+        )?;
+        ensure(w.ingress_flood_size <= 1000, "workload.ingress_flood_size", || {
+            format!("at most 1000 (got {})", w.ingress_flood_size)
+        })?;
 
         let n = &self.network;
         ms_range(n.latency_ms, "network.latency_ms")?;

@@ -244,6 +244,10 @@ fn ingress_availability_catches_a_gateway_using_a_closed_agent_connection() {
     assert!(caught.len() >= 4, "the stale agent was caught only on seeds {caught:?} of 0..20");
     for seed in caught {
         let clean = run(&s, seed, &RunOptions::default());
-        assert!(clean.passed(), "seed {seed} fails without the bug: {:?}", clean.violations.first());
+        assert!(
+            clean.passed(),
+            "seed {seed} fails without the bug: {:?}",
+            clean.violations.first()
+        );
     }
 }

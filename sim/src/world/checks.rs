@@ -160,6 +160,7 @@ impl World<'_> {
 
     pub(super) fn final_checks(&mut self) {
         self.adv_final();
+        self.load_final();
         for a in 0..self.apps.len() as u32 {
             if self.apps[a as usize].outcome.is_none()
                 && self.apps[a as usize].phase != AppPhase::Connecting

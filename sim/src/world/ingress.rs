@@ -17,7 +17,7 @@ use crate::ingress_model::{self, Expect};
 use crate::InjectedBug;
 use bytes::Bytes;
 use meshproxy_core::ids::{PeerId, RequestId, StreamId};
-use meshproxy_core::io::{IngressEnd, IngressResponse, Input};
+use meshproxy_core::io::{IngressEnd, IngressOutcome, IngressResponse, Input};
 use meshproxy_core::target::TargetAddr;
 use rand_core::RngCore;
 use std::net::SocketAddr;
@@ -82,6 +82,10 @@ impl World<'_> {
         if let Some(app) = usize::try_from(request.0).ok().and_then(|a| self.apps.get_mut(a)) {
             app.routes_version = version;
         }
+        let Ok(a) = u32::try_from(request.0) else { return };
+        if let Some((_, expect)) = self.expectation(a) {
+            self.load_arrived(n, a, expect);
+        }
     }
 
     /// Every answer carries the version its request arrived under: a reload
@@ -118,16 +122,12 @@ impl World<'_> {
             return;
         };
         let shape = self.apps[a as usize].spec.ingress.map_or(0, |s| s.shape);
-        let (text, _) = ingress_model::request(shape, u64::from(a), 1);
+        let (head, _) = ingress_model::request(shape, u64::from(a), 1);
         let client =
             SocketAddr::from(([198, 51, 100, (a % 250) as u8 + 1], 40_000 + (a % 20_000) as u16));
         self.apps[a as usize].phase = AppPhase::Handshake;
-        let input = Input::IngressRequest {
-            request: RequestId(u64::from(a)),
-            listener,
-            client,
-            head: ingress_model::head(&text),
-        };
+        let input =
+            Input::IngressRequest { request: RequestId(u64::from(a)), listener, client, head };
         self.send_input(gw, LOCAL, input);
     }
 
@@ -163,6 +163,7 @@ impl World<'_> {
         response: &IngressResponse,
     ) {
         let Some(a) = self.waiting_app(n, request, "a response") else { return };
+        self.load_answered(n, a);
         self.check_version(a, response.version);
         let Some((shape, expect)) = self.expectation(a) else { return };
         let status = response.status;
@@ -170,13 +171,33 @@ impl World<'_> {
             Expect::Status(want) => status != want,
             Expect::Agent(_) => !matches!(status, 502..=504),
         };
-        if wrong {
+        // Each refusal is counted as what it is (the gateway's metrics).
+        let miscounted = match status {
+            400 => response.outcome != IngressOutcome::BadRequest,
+            404 => response.outcome != IngressOutcome::NoRoute,
+            _ => false,
+        };
+        // A full gateway may refuse an agent request; only a full one.
+        let excused = match expect {
+            Expect::Agent(sites) if status == 503 => {
+                self.busy_excused(n, a, sites, response.outcome)
+            }
+            _ => false,
+        };
+        if miscounted {
+            let detail = format!(
+                "request {a} (shape {shape}) got {status} counted as {:?}",
+                response.outcome
+            );
+            self.violation(Invariant::Outcome, detail);
+        }
+        if wrong && !excused {
             let detail = format!(
                 "request {a} (shape {shape}) got {status} ({:?}); the model says {expect:?}",
                 response.outcome
             );
             self.violation(Invariant::Routing, detail);
-        } else if matches!(expect, Expect::Agent(_)) && self.apps[a as usize].strict {
+        } else if matches!(expect, Expect::Agent(_)) && self.apps[a as usize].strict && !excused {
             let probe = self.apps[a as usize].probe;
             let when = if probe { "after the heal" } else { "in a run without faults" };
             let detail =
@@ -245,6 +266,7 @@ impl World<'_> {
     /// Gateway `n` crashed: its public clients' connections are reset with
     /// it (its HTTP side is part of the same process).
     pub(super) fn ingress_gateway_crashed(&mut self, n: NodeIx) {
+        self.load_crashed(n);
         for a in 0..self.apps.len() as u32 {
             let app = &self.apps[a as usize];
             let live = app.outcome.is_none() && app.phase != AppPhase::Connecting;

@@ -38,6 +38,7 @@ mod checks;
 mod faults;
 mod ingress;
 mod ingress_availability;
+mod ingress_load;
 mod net;
 mod nodes;
 mod origins;
@@ -342,6 +343,8 @@ pub(crate) struct World<'s> {
     routes_version: u64,
     /// Closed gateway–agent connections (sim/src/world/ingress_availability.rs).
     avail: ingress_availability::AvailabilityState,
+    /// The gateways' load, counted by the world (sim/src/world/ingress_load.rs).
+    load: ingress_load::LoadState,
 }
 
 impl<'s> World<'s> {
@@ -463,6 +466,7 @@ impl<'s> World<'s> {
             admission: admission::AdmissionState::default(),
             routes_version: 1,
             avail: ingress_availability::AvailabilityState::default(),
+            load: ingress_load::LoadState::default(),
         };
         for i in 0..w.nodes.len() {
             w.start_node(i as NodeIx);

@@ -37,6 +37,7 @@ impl World<'_> {
             self.ingress_admitted(n, *request);
         }
         self.ingress_availability_input(n, &input);
+        self.load_input(n, &input);
         if let Some(core) = &mut self.nodes[n as usize].core {
             core.handle_input(self.now, input);
         }
@@ -128,6 +129,7 @@ impl World<'_> {
     pub(super) fn output(&mut self, n: NodeIx, out: Output) {
         self.admission_output(n, &out);
         self.ingress_availability_output(n, &out);
+        self.load_output(&out);
         match out {
             Output::Transmit { stream, data } => {
                 self.snoop_grant_sent(n, &data);
