@@ -980,10 +980,20 @@ destinations = [{ kind = "echo", weight = 1 }]
             "client_nat =",
         );
         for kind in FaultKind::ALL {
-            let text = with(r#""partition","#, &format!("{:?},", kind.as_str()));
+            let mut text = with(r#""partition","#, &format!("{:?},", kind.as_str()));
+            if kind == FaultKind::GatewayPartition {
+                text = text.replace("clients = 2", "clients = 2\ngateways = 1");
+            }
             assert_eq!(parse(&text).unwrap().faults.kinds[0], kind);
             assert_eq!(kind.to_string(), kind.as_str());
         }
+    }
+
+    #[test]
+    fn gateway_partitions_need_a_gateway() {
+        let text = with(r#""partition","#, r#""gateway_partition","#);
+        let e = error(&text).to_string();
+        assert!(e.contains("faults.kinds") && e.contains("gateway_partition"), "{e}");
     }
 
     #[test]
