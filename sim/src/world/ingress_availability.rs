@@ -49,18 +49,17 @@ impl World<'_> {
         (first..first + t.gateways).contains(&n)
     }
 
-    /// Connection `id` between `nodes` closed (the world removed it):
-    /// whether the gateway among them, if any, must *not* be told (the
-    /// injected stale-agent bug).
+    /// Connection `id` between `nodes` closed (the world removed it): the
+    /// gateway among them that must *not* be told, under the injected
+    /// stale-agent bug.
     pub(super) fn ingress_conn_closed(&mut self, id: u64, nodes: [NodeIx; 2]) -> Option<NodeIx> {
         let (g, a) = match nodes {
             [x, y] if self.is_gateway(x) && self.is_agent(y) => (x, y),
             [x, y] if self.is_gateway(y) && self.is_agent(x) => (y, x),
             _ => return None,
         };
-        if self.nodes[g as usize].core.is_none() {
-            return None;
-        }
+        // A crashed gateway forgets everything; its next life starts afresh.
+        self.nodes[g as usize].core.as_ref()?;
         self.avail.closed.insert(id, self.now);
         let left = self.conns.values().any(|c| c.nodes == [g, a] || c.nodes == [a, g]);
         if !left {
