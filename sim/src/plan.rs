@@ -194,7 +194,7 @@ pub fn generate(s: &Scenario, rng: &mut ChaCha8Rng) -> Plan {
             let ingress = (s.workload.ingress_fraction > 0.0
                 && (rng.next_u64() % 1_000_000) < (s.workload.ingress_fraction * 1e6) as u64)
                 .then(|| {
-                    let gateway = rng.next_u32() % s.topology.gateways.max(1);
+                    let gateway = rng.next_u32() % s.topology.ingress_gateways().max(1);
                     let mut shape =
                         (rng.next_u32() % u32::from(crate::ingress_model::SHAPES)) as u8;
                     // Drawn only where hostile requests are on, so other

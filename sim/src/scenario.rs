@@ -115,9 +115,28 @@ pub struct Topology {
     /// table `crate::ingress_model` describes on its listener `web`.
     #[serde(default)]
     pub gateways: u32,
+    /// The first hub is a gateway too (`HubRole::serve_own_gateway`: it
+    /// lists its own directory's agents), counted after the `gateways`.
+    #[serde(default)]
+    pub hub_gateway: bool,
 }
 
 impl Topology {
+    /// Every node that runs a gateway: the `gateways`, and the first hub
+    /// if `hub_gateway`.
+    pub fn ingress_gateways(&self) -> u32 {
+        self.gateways + u32::from(self.hub_gateway && self.hubs > 0)
+    }
+
+    /// The node index of gateway `g` (counted as [`Topology::ingress_gateways`] counts).
+    pub fn gateway_node(&self, g: u32) -> u32 {
+        if g < self.gateways {
+            self.hubs + self.exits + self.clients + self.agents + g
+        } else {
+            0
+        }
+    }
+
     /// Whether the scenario models NAT at all (any NAT list given). Without
     /// it nodes are never told their reachability, so NAT-free runs behave
     /// exactly as they did before the NAT model existed.
@@ -717,7 +736,7 @@ impl Scenario {
             format!("a fraction in [0, 1] (got {})", w.ingress_fraction)
         })?;
         ensure(
-            w.ingress_fraction == 0.0 || self.topology.gateways > 0,
+            w.ingress_fraction == 0.0 || self.topology.ingress_gateways() > 0,
             "workload.ingress_fraction",
             || "public requests need at least one gateway (topology.gateways)".to_string(),
         )?;
@@ -726,7 +745,8 @@ impl Scenario {
             format!("a fraction in [0, 1] (got {f})")
         })?;
         ensure(
-            w.ingress_floods == 0 || (self.topology.gateways > 0 && w.ingress_flood_size > 0),
+            w.ingress_floods == 0
+                || (self.topology.ingress_gateways() > 0 && w.ingress_flood_size > 0),
             "workload.ingress_floods",
             || "floods need a gateway (topology.gateways) and ingress_flood_size ≥ 1".to_string(),
         )?;

@@ -115,7 +115,7 @@ impl World<'_> {
             }
         }
         // Every gateway forwards to an agent again after the heal.
-        for gateway in 0..self.s.topology.gateways {
+        for gateway in 0..self.s.topology.ingress_gateways() {
             let spec = AppSpec {
                 at: self.now,
                 client: 0,

@@ -35,7 +35,7 @@ impl World<'_> {
     /// The gateway app `a` sends its request to.
     fn gateway_of(&self, a: u32) -> Option<NodeIx> {
         let spec = self.apps[a as usize].spec.ingress?;
-        Some(self.first_gateway() + spec.gateway)
+        Some(self.s.topology.gateway_node(spec.gateway))
     }
 
     /// What app `a`'s request must get, under the table in force when it
@@ -50,7 +50,8 @@ impl World<'_> {
     /// Draws the scenario's route reloads (their own random stream, so
     /// scenarios without them keep their plans).
     pub(super) fn ingress_init(&mut self, seed: u64) {
-        let (reloads, gateways) = (self.s.workload.ingress_reloads, self.s.topology.gateways);
+        let (reloads, gateways) =
+            (self.s.workload.ingress_reloads, self.s.topology.ingress_gateways());
         if reloads == 0 || gateways == 0 {
             return;
         }
@@ -61,7 +62,7 @@ impl World<'_> {
             let at = meshproxy_core::time::Instant::from_micros(crate::plan::between(
                 &mut rng, from, to,
             ));
-            let gateway = self.first_gateway() + (rng.next_u32() % gateways);
+            let gateway = self.s.topology.gateway_node(rng.next_u32() % gateways);
             self.push(at, super::Ev::IngressReload(gateway));
         }
     }
