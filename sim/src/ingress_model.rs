@@ -17,7 +17,7 @@
 //! versions answer the static route with 201, redirect with 307, and put
 //! `site=b` in group 0 of the `app.sim` route (`site=a` the failover).
 
-use meshproxy_core::http_head::{self, HeadLimits, Parsed, RequestHead};
+use meshproxy_core::http_head::{self, HeadLimits, Header, Parsed, RequestHead, Version};
 use meshproxy_core::ingress::{Balance, HashOn, RouteSpec, RouteTable, Snapshot, TargetSpec};
 use std::collections::BTreeMap;
 
@@ -116,12 +116,16 @@ pub enum Expect {
     Agent(&'static [&'static str]),
 }
 
-/// The request of shape `shape` from app `tag`: its head as a client sends
-/// it, and what it must get under table `version`. Written without the
-/// core's router: the tables in the module docs, applied by hand.
-pub fn request(shape: u8, tag: u64, version: u64) -> (String, Expect) {
+/// The request of shape `shape` from app `tag`: its head as the driver
+/// hands it to the core, and what it must get under table `version`.
+/// Written without the core's router: the tables in the module docs,
+/// applied by hand. Shapes `SHAPES..SHAPES + HOSTILE_SHAPES` are hostile.
+pub fn request(shape: u8, tag: u64, version: u64) -> (RequestHead, Expect) {
+    if shape >= SHAPES {
+        return hostile(shape - SHAPES, tag, version);
+    }
     let alt = alternative(version);
-    match shape {
+    let (text, expect) = match shape {
         0 => {
             (get("app.sim", &format!("/static/{tag}")), Expect::Status(if alt { 201 } else { 200 }))
         }
@@ -134,15 +138,85 @@ pub fn request(shape: u8, tag: u64, version: u64) -> (String, Expect) {
         5 => (get("app.sim", "/a/%2e%2e/b"), Expect::Status(400)),
         // Two labels in front of b.sim: `*.b.sim` matches exactly one.
         _ => (get(&format!("y.x{tag}.b.sim"), "/"), Expect::Status(404)),
-    }
+    };
+    (head(&text), expect)
+}
+
+/// How many hostile request shapes there are (after the `SHAPES` honest ones).
+pub const HOSTILE_SHAPES: u8 = 10;
+
+/// The largest head the driver lets through to the core (hyper's read
+/// buffer: `max_head_bytes`, 16384 by default), and its most header
+/// fields (`max_headers`, 100): a bigger head is the driver's 431 and the
+/// core never sees it, so the simulator sends the biggest one that passes.
+const DRIVER_MAX_HEAD: usize = 16_384;
+const DRIVER_MAX_HEADERS: usize = 100;
+
+/// Hostile shape `h`: traversal encodings and backslashes on the strict
+/// routes (400), unknown and malformed hosts (404, 400), a target whose
+/// authority disagrees with `Host` (the target wins), and a head as big as
+/// the driver lets through (routed as usual). Built as the driver builds
+/// the core's head from what hyper parsed, so bytes hyper itself refuses
+/// (a raw backslash) still reach the router here.
+fn hostile(h: u8, tag: u64, version: u64) -> (RequestHead, Expect) {
+    let alt = alternative(version);
+    let host = |h: &str| vec![("host".to_owned(), h.as_bytes().to_vec())];
+    let (target, headers, expect) = match h {
+        // An encoded `/` on a strict route.
+        0 => (format!("/data/{tag}%2fetc"), host("app.sim"), Expect::Status(400)),
+        // An encoded `\`, lower-case hex.
+        1 => (format!("/data/{tag}%5cwin"), host("app.sim"), Expect::Status(400)),
+        // A raw dot segment.
+        2 => (format!("/data/{tag}/../../etc"), host("app.sim"), Expect::Status(400)),
+        // A raw backslash.
+        3 => (format!("/data\\{tag}"), host("app.sim"), Expect::Status(400)),
+        // An encoded NUL.
+        4 => (format!("/data/{tag}%00"), host("app.sim"), Expect::Status(400)),
+        // A host nobody routes.
+        5 => ("/".to_owned(), host(&format!("h{tag}.evil.example")), Expect::Status(404)),
+        // `Host` twice: ambiguous, refused.
+        6 => {
+            let mut two = host("app.sim");
+            two.extend(host("evil.example"));
+            (format!("/data/{tag}"), two, Expect::Status(400))
+        }
+        // Absolute form: the target's authority wins over `Host`.
+        7 => (
+            format!("http://app.sim/static/{tag}"),
+            host("evil.example"),
+            Expect::Status(if alt { 201 } else { 200 }),
+        ),
+        // User info in the authority.
+        8 => (format!("http://u:p@app.sim/data/{tag}"), host("app.sim"), Expect::Status(400)),
+        // As big as the driver lets through: forwarded like any request.
+        _ => {
+            let mut headers = host("app.sim");
+            let pad = vec![b'x'; 150];
+            while headers.len() < DRIVER_MAX_HEADERS {
+                headers.push((format!("x-pad-{}", headers.len()), pad.clone()));
+            }
+            (format!("/data/{tag}"), headers, Expect::Agent(&["a", "b"]))
+        }
+    };
+    let headers: Vec<Header> =
+        headers.into_iter().map(|(name, value)| Header { name, value }).collect();
+    // What the head takes on an HTTP/1.1 wire, as the driver counts it.
+    let len = "GET ".len()
+        + target.len()
+        + " HTTP/1.1\r\n".len()
+        + headers.iter().map(|h| h.name.len() + 2 + h.value.len() + 2).sum::<usize>()
+        + 2;
+    assert!(len <= DRIVER_MAX_HEAD, "hostile shape {h} is {len} bytes: the driver would 431 it");
+    let head = RequestHead { method: "GET".into(), target, version: Version::Http11, headers, len };
+    (head, expect)
 }
 
 fn get(host: &str, path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sim\r\n\r\n")
 }
 
-/// The parsed head of `text` (every shape above is a valid head).
-pub fn head(text: &str) -> RequestHead {
+/// The parsed head of `text` (every honest shape above is a valid head).
+fn head(text: &str) -> RequestHead {
     match http_head::parse(text.as_bytes(), HeadLimits::default()) {
         Ok(Parsed::Complete(h)) => h,
         other => panic!("the model's request is not a head: {other:?}"),
@@ -169,9 +243,9 @@ mod tests {
     fn the_model_and_the_router_agree_on_every_shape() {
         for version in [1, 2] {
             let s = snapshot(version);
-            for shape in 0..SHAPES {
-                let (text, expect) = request(shape, 3, version);
-                let outcome = match Request::from_head(&head(&text)) {
+            for shape in 0..SHAPES + HOSTILE_SHAPES {
+                let (head, expect) = request(shape, 3, version);
+                let outcome = match Request::from_head(&head) {
                     Err(e) => Expect::Status(e.status()),
                     Ok(r) => match s.decide(LISTENER, &r).outcome {
                         Outcome::Refuse(r) => Expect::Status(r.status()),
@@ -184,7 +258,7 @@ mod tests {
                         }
                     },
                 };
-                assert_eq!(outcome, expect, "version {version} shape {shape}: {text:?}");
+                assert_eq!(outcome, expect, "version {version} shape {shape}: {head:?}");
             }
         }
     }

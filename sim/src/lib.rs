@@ -21,7 +21,10 @@
 //! `world` (the event loop, split by job into `world/{nodes, net, splice,
 //! apps, origins, faults, checks}`; `world/relay` the NAT and relay model,
 //! `world/admission` the admission invariants, `world/adversary` the
-//! misbehaving apps and peers),
+//! misbehaving apps and peers, `world/ingress` public requests at gateways,
+//! `world/ingress_availability` and `world/ingress_load` their availability
+//! and load checks), `ingress_model` (the gateways' route table and what
+//! each request must get),
 //! `nat` (NAT types' numbers and the per-pair table), `bytes_model` (self-verifying stream
 //! contents), `app_proto` (the app side of SOCKS5/HTTP), `oracle` (an
 //! independent exit-policy judge), `hostile` (the exit-policy destinations), `trace` (trace lines and running hash).
@@ -69,6 +72,11 @@ pub enum InjectedBug {
     /// (`IngressDone`): the gateway keeps it, and the no-leaks invariant
     /// must catch it.
     IngressForgetsDone,
+    /// Gateways keep using an agent after their connection to it closed
+    /// (planted by never telling a gateway that an agent connection closed,
+    /// see `world/ingress_availability.rs`): the `availability` invariant
+    /// must catch it.
+    IngressStaleAgent,
 }
 
 /// How to run.

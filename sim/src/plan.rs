@@ -143,6 +143,9 @@ impl fmt::Display for Plan {
     }
 }
 
+/// Floods start this long after `workload.start_secs`.
+pub const FLOOD_AFTER_SECS: u64 = 6;
+
 /// Uniform in `lo..=hi`.
 pub(crate) fn between(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> u64 {
     if hi <= lo {
@@ -190,9 +193,19 @@ pub fn generate(s: &Scenario, rng: &mut ChaCha8Rng) -> Plan {
             // keep their plans.
             let ingress = (s.workload.ingress_fraction > 0.0
                 && (rng.next_u64() % 1_000_000) < (s.workload.ingress_fraction * 1e6) as u64)
-                .then(|| IngressSpec {
-                    gateway: rng.next_u32() % s.topology.gateways.max(1),
-                    shape: (rng.next_u32() % u32::from(crate::ingress_model::SHAPES)) as u8,
+                .then(|| {
+                    let gateway = rng.next_u32() % s.topology.ingress_gateways().max(1);
+                    let mut shape =
+                        (rng.next_u32() % u32::from(crate::ingress_model::SHAPES)) as u8;
+                    // Drawn only where hostile requests are on, so other
+                    // scenarios keep their plans.
+                    let f = s.workload.ingress_hostile_fraction;
+                    if f > 0.0 && (rng.next_u64() % 1_000_000) < (f * 1e6) as u64 {
+                        shape = crate::ingress_model::SHAPES
+                            + (rng.next_u32() % u32::from(crate::ingress_model::HOSTILE_SHAPES))
+                                as u8;
+                    }
+                    IngressSpec { gateway, shape }
                 });
             if ingress.is_some() {
                 // The agents' service is an echo origin.
@@ -242,6 +255,17 @@ pub fn generate(s: &Scenario, rng: &mut ChaCha8Rng) -> Plan {
                     (s.topology.hubs + e, 0)
                 }
                 FaultKind::HubOutage => (between(rng, 0, u64::from(s.topology.hubs) - 1) as u32, 0),
+                FaultKind::GatewayPartition => {
+                    // A gateway, and a hub or an agent (nodes are numbered
+                    // hubs, exits, clients, agents, gateways).
+                    let t = &s.topology;
+                    let first_agent = t.hubs + t.exits + t.clients;
+                    let g =
+                        first_agent + t.agents + between(rng, 0, u64::from(t.gateways) - 1) as u32;
+                    let other = between(rng, 0, u64::from(t.hubs + t.agents) - 1) as u32;
+                    let other = if other < t.hubs { other } else { first_agent + other - t.hubs };
+                    (g, other)
+                }
                 _ => {
                     let a = between(rng, 0, nodes - 1);
                     let b = (a + between(rng, 1, nodes - 1)) % nodes;
@@ -250,6 +274,34 @@ pub fn generate(s: &Scenario, rng: &mut ChaCha8Rng) -> Plan {
             };
             let factor = between(rng, 3, 20) as u32;
             items.push(PlanItem::Fault(FaultSpec { at, kind, a, b, duration, factor }));
+        }
+    }
+    // Floods last, so scenarios without them keep their plans.
+    for _ in 0..s.workload.ingress_floods {
+        // Once the gateways have listed every agent (they ask the hubs every
+        // 5 s): before, a gateway that knows fewer agents is full sooner.
+        let start_us = (u64::from(s.workload.start_secs) + FLOOD_AFTER_SECS) * 1_000_000;
+        let at = Instant::from_micros(between(rng, start_us, duration_us.saturating_sub(1)));
+        // Agent routes only: `app.sim` (every agent) or `*.b.sim` (site b).
+        let shape = if rng.next_u32() % 2 == 0 { 2 } else { 3 };
+        for _ in 0..s.workload.ingress_flood_size {
+            let size =
+                between(rng, u64::from(s.workload.payload_min), u64::from(s.workload.payload_max));
+            items.push(PlanItem::App(AppSpec {
+                at,
+                client: 0,
+                listener: 0,
+                kind: OriginKind::Echo,
+                variant: 0,
+                by_name: false,
+                size: size as u32,
+                session: None,
+                http: false,
+                socks4: false,
+                pipelined: false,
+                splits: 1,
+                ingress: Some(IngressSpec { gateway: 0, shape }),
+            }));
         }
     }
     items.sort_by_key(|i| match i {

@@ -115,9 +115,28 @@ pub struct Topology {
     /// table `crate::ingress_model` describes on its listener `web`.
     #[serde(default)]
     pub gateways: u32,
+    /// The first hub is a gateway too (`HubRole::serve_own_gateway`: it
+    /// lists its own directory's agents), counted after the `gateways`.
+    #[serde(default)]
+    pub hub_gateway: bool,
 }
 
 impl Topology {
+    /// Every node that runs a gateway: the `gateways`, and the first hub
+    /// if `hub_gateway`.
+    pub fn ingress_gateways(&self) -> u32 {
+        self.gateways + u32::from(self.hub_gateway && self.hubs > 0)
+    }
+
+    /// The node index of gateway `g` (counted as [`Topology::ingress_gateways`] counts).
+    pub fn gateway_node(&self, g: u32) -> u32 {
+        if g < self.gateways {
+            self.hubs + self.exits + self.clients + self.agents + g
+        } else {
+            0
+        }
+    }
+
     /// Whether the scenario models NAT at all (any NAT list given). Without
     /// it nodes are never told their reachability, so NAT-free runs behave
     /// exactly as they did before the NAT model existed.
@@ -290,6 +309,18 @@ pub struct Workload {
     /// tables; default 0).
     #[serde(default)]
     pub ingress_reloads: u32,
+    /// Share of public requests that are hostile (traversal encodings,
+    /// backslashes, unknown or doubled hosts, the biggest head the driver
+    /// lets through; default 0: no plan draws change).
+    #[serde(default)]
+    pub ingress_hostile_fraction: f64,
+    /// Floods: bursts of `ingress_flood_size` agent requests at the first
+    /// gateway in one instant, at random times (default 0).
+    #[serde(default)]
+    pub ingress_floods: u32,
+    /// Requests per flood.
+    #[serde(default)]
+    pub ingress_flood_size: u32,
     /// App connections start no earlier than this (the mesh forms first);
     /// less than `duration_secs`.
     #[serde(default)]
@@ -455,11 +486,14 @@ pub enum FaultKind {
     Churn,
     /// A hub goes down and comes back.
     HubOutage,
+    /// Both directions between a gateway and an agent or a hub cut, then
+    /// healed (scenarios with gateways).
+    GatewayPartition,
 }
 
 impl FaultKind {
     /// Every kind, in declaration order.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Reset,
@@ -468,6 +502,7 @@ impl FaultKind {
         FaultKind::Crash,
         FaultKind::Churn,
         FaultKind::HubOutage,
+        FaultKind::GatewayPartition,
     ];
 
     /// The name used in scenario files.
@@ -481,6 +516,7 @@ impl FaultKind {
             FaultKind::Crash => "crash",
             FaultKind::Churn => "churn",
             FaultKind::HubOutage => "hub_outage",
+            FaultKind::GatewayPartition => "gateway_partition",
         }
     }
 }
@@ -700,10 +736,23 @@ impl Scenario {
             format!("a fraction in [0, 1] (got {})", w.ingress_fraction)
         })?;
         ensure(
-            w.ingress_fraction == 0.0 || self.topology.gateways > 0,
+            w.ingress_fraction == 0.0 || self.topology.ingress_gateways() > 0,
             "workload.ingress_fraction",
             || "public requests need at least one gateway (topology.gateways)".to_string(),
         )?;
+        let f = w.ingress_hostile_fraction;
+        ensure((0.0..=1.0).contains(&f), "workload.ingress_hostile_fraction", || {
+            format!("a fraction in [0, 1] (got {f})")
+        })?;
+        ensure(
+            w.ingress_floods == 0
+                || (self.topology.ingress_gateways() > 0 && w.ingress_flood_size > 0),
+            "workload.ingress_floods",
+            || "floods need a gateway (topology.gateways) and ingress_flood_size ≥ 1".to_string(),
+        )?;
+        ensure(w.ingress_flood_size <= 1000, "workload.ingress_flood_size", || {
+            format!("at most 1000 (got {})", w.ingress_flood_size)
+        })?;
 
         let n = &self.network;
         ms_range(n.latency_ms, "network.latency_ms")?;
@@ -712,6 +761,13 @@ impl Scenario {
         at_least_one(n.keepalive_timeout_secs, "network.keepalive_timeout_secs")?;
 
         at_least_one(self.faults.max_fault_secs, "faults.max_fault_secs")?;
+        let t = &self.topology;
+        ensure(
+            !self.faults.kinds.contains(&FaultKind::GatewayPartition)
+                || (t.gateways > 0 && t.hubs + t.agents > 0),
+            "faults.kinds",
+            || "gateway_partition needs a gateway (topology.gateways) and a hub or an agent".into(),
+        )?;
 
         let r = &self.relay;
         at_least_one(r.reservation_ttl_secs, "relay.reservation_ttl_secs")?;
@@ -944,10 +1000,20 @@ destinations = [{ kind = "echo", weight = 1 }]
             "client_nat =",
         );
         for kind in FaultKind::ALL {
-            let text = with(r#""partition","#, &format!("{:?},", kind.as_str()));
+            let mut text = with(r#""partition","#, &format!("{:?},", kind.as_str()));
+            if kind == FaultKind::GatewayPartition {
+                text = text.replace("clients = 2", "clients = 2\ngateways = 1");
+            }
             assert_eq!(parse(&text).unwrap().faults.kinds[0], kind);
             assert_eq!(kind.to_string(), kind.as_str());
         }
+    }
+
+    #[test]
+    fn gateway_partitions_need_a_gateway() {
+        let text = with(r#""partition","#, r#""gateway_partition","#);
+        let e = error(&text).to_string();
+        assert!(e.contains("faults.kinds") && e.contains("gateway_partition"), "{e}");
     }
 
     #[test]
@@ -1321,7 +1387,8 @@ destinations = [{ kind = "echo", weight = 1 }]
                 "mixed lacks {kind}"
             );
         }
-        for kind in FaultKind::ALL {
+        // `mixed` has no gateways; `ingress_partition` is the one with gateway partitions.
+        for kind in FaultKind::ALL.into_iter().filter(|k| *k != FaultKind::GatewayPartition) {
             assert!(mixed.faults.kinds.contains(&kind), "mixed lacks {kind}");
         }
         assert!(mixed.faults.max_faults > 0);

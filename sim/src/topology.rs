@@ -229,6 +229,16 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
         })
         .collect::<Vec<_>>();
     let ticket_lifetime = Duration::from_secs(u64::from(s.hubs.ticket_lifetime_secs));
+    let gateway = |i: usize| GatewayConfig {
+        listeners: vec![GatewayListener {
+            name: crate::ingress_model::LISTENER.into(),
+            port: crate::ingress_model::PORT,
+            https: false,
+        }],
+        routes: crate::ingress_model::snapshot(1),
+        refresh: Duration::from_secs(5),
+        credential: credential(i),
+    };
     let mut out = Vec::with_capacity(total);
     for i in 0..total {
         let ip = IpAddr::V4(Ipv4Addr::new(52, 1, (i / 250) as u8, (i % 250) as u8 + 1));
@@ -258,6 +268,9 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
                 signer: hub_signer(i),
                 ticket_lifetime,
             });
+            if i == 0 && t.hub_gateway {
+                config.gateway = Some(gateway(i));
+            }
         } else if i < (t.hubs + t.exits) as usize {
             let e = i - t.hubs as usize;
             let country = (!t.countries.is_empty())
@@ -290,16 +303,7 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
                 allow: Vec::new(),
             });
         } else if i >= agents.end {
-            config.gateway = Some(GatewayConfig {
-                listeners: vec![GatewayListener {
-                    name: crate::ingress_model::LISTENER.into(),
-                    port: crate::ingress_model::PORT,
-                    https: false,
-                }],
-                routes: crate::ingress_model::snapshot(1),
-                refresh: Duration::from_secs(5),
-                credential: credential(i),
-            });
+            config.gateway = Some(gateway(i));
         } else {
             let listeners = s
                 .listeners

@@ -222,3 +222,32 @@ fn ingress_leak_check_catches_a_forgotten_request_end() {
         );
     }
 }
+
+/// A gateway that keeps using an agent after its connection to it closed
+/// (never told of the close) opens streams over the dead connection: the
+/// availability check must catch it wherever a partition kills a
+/// gateway–agent connection and a request follows. Of the first 20 seeds of
+/// `ingress_partition`, six do today (3, 6, 7, 10, 12, 17; 49 of the
+/// sweep's 200 seeds): at least four must, and each must pass without the
+/// bug.
+#[test]
+fn ingress_availability_catches_a_gateway_using_a_closed_agent_connection() {
+    let s = scenario("ingress_partition");
+    let bug = RunOptions { bug: Some(InjectedBug::IngressStaleAgent), ..RunOptions::default() };
+    let mut caught = Vec::new();
+    for seed in 0..20 {
+        let buggy = run(&s, seed, &bug);
+        if buggy.violations.iter().any(|v| v.invariant == "availability") {
+            caught.push(seed);
+        }
+    }
+    assert!(caught.len() >= 4, "the stale agent was caught only on seeds {caught:?} of 0..20");
+    for seed in caught {
+        let clean = run(&s, seed, &RunOptions::default());
+        assert!(
+            clean.passed(),
+            "seed {seed} fails without the bug: {:?}",
+            clean.violations.first()
+        );
+    }
+}

@@ -98,6 +98,7 @@ impl SimArgs {
             BugArg::ExitSkipsTicket => InjectedBug::ExitSkipsTicket,
             BugArg::IngressPriorityReversed => InjectedBug::IngressPriorityReversed,
             BugArg::IngressForgetsDone => InjectedBug::IngressForgetsDone,
+            BugArg::IngressStaleAgent => InjectedBug::IngressStaleAgent,
         })
     }
 
@@ -127,6 +128,8 @@ pub enum BugArg {
     IngressPriorityReversed,
     /// The gateway's HTTP side never reports a forwarded request's end.
     IngressForgetsDone,
+    /// Gateways keep using an agent after their connection to it closed.
+    IngressStaleAgent,
 }
 
 /// One seed of one scenario, written `NAME:SEED`.

@@ -49,6 +49,9 @@ pub(super) enum Invariant {
     Protocol,
     /// Virtual time keeps moving.
     Livelock,
+    /// A gateway sends no new request to an agent it saw disconnect
+    /// (sim/src/world/ingress_availability.rs).
+    Availability,
 }
 
 impl Invariant {
@@ -71,6 +74,7 @@ impl Invariant {
             Invariant::Hang => "hang",
             Invariant::Protocol => "protocol",
             Invariant::Livelock => "livelock",
+            Invariant::Availability => "availability",
         }
     }
 }
@@ -111,7 +115,7 @@ impl World<'_> {
             }
         }
         // Every gateway forwards to an agent again after the heal.
-        for gateway in 0..self.s.topology.gateways {
+        for gateway in 0..self.s.topology.ingress_gateways() {
             let spec = AppSpec {
                 at: self.now,
                 client: 0,
@@ -159,6 +163,7 @@ impl World<'_> {
         for h in 0..self.hubs {
             self.admission_directory(h);
         }
+        self.load_final();
         for a in 0..self.apps.len() as u32 {
             if self.apps[a as usize].outcome.is_none()
                 && self.apps[a as usize].phase != AppPhase::Connecting

@@ -9,7 +9,7 @@ use std::time::Duration;
 fn cut_directions(kind: FaultKind, a: NodeIx, b: NodeIx) -> Vec<(NodeIx, NodeIx)> {
     match kind {
         _ if a == b => Vec::new(),
-        FaultKind::Partition => vec![(a, b), (b, a)],
+        FaultKind::Partition | FaultKind::GatewayPartition => vec![(a, b), (b, a)],
         _ => vec![(a, b)],
     }
 }
@@ -24,7 +24,7 @@ impl World<'_> {
         let n = self.nodes.len() as u32;
         let (a, b) = (f.a.min(n - 1), f.b.min(n - 1));
         match f.kind {
-            FaultKind::Partition | FaultKind::OneWayPartition => {
+            FaultKind::Partition | FaultKind::OneWayPartition | FaultKind::GatewayPartition => {
                 for (x, y) in cut_directions(f.kind, a, b) {
                     let l = self.link_mut(x, y);
                     l.partitions += 1;
@@ -70,7 +70,7 @@ impl World<'_> {
         let n = self.nodes.len() as u32;
         let (a, b) = (f.a.min(n - 1), f.b.min(n - 1));
         match f.kind {
-            FaultKind::Partition | FaultKind::OneWayPartition => {
+            FaultKind::Partition | FaultKind::OneWayPartition | FaultKind::GatewayPartition => {
                 for (x, y) in cut_directions(f.kind, a, b) {
                     let l = self.link_mut(x, y);
                     l.partitions = l.partitions.saturating_sub(1);

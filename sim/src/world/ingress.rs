@@ -17,7 +17,7 @@ use crate::ingress_model::{self, Expect};
 use crate::InjectedBug;
 use bytes::Bytes;
 use meshproxy_core::ids::{PeerId, RequestId, StreamId};
-use meshproxy_core::io::{IngressEnd, IngressResponse, Input};
+use meshproxy_core::io::{IngressEnd, IngressOutcome, IngressResponse, Input};
 use meshproxy_core::target::TargetAddr;
 use rand_core::RngCore;
 use std::net::SocketAddr;
@@ -35,7 +35,7 @@ impl World<'_> {
     /// The gateway app `a` sends its request to.
     fn gateway_of(&self, a: u32) -> Option<NodeIx> {
         let spec = self.apps[a as usize].spec.ingress?;
-        Some(self.first_gateway() + spec.gateway)
+        Some(self.s.topology.gateway_node(spec.gateway))
     }
 
     /// What app `a`'s request must get, under the table in force when it
@@ -50,7 +50,8 @@ impl World<'_> {
     /// Draws the scenario's route reloads (their own random stream, so
     /// scenarios without them keep their plans).
     pub(super) fn ingress_init(&mut self, seed: u64) {
-        let (reloads, gateways) = (self.s.workload.ingress_reloads, self.s.topology.gateways);
+        let (reloads, gateways) =
+            (self.s.workload.ingress_reloads, self.s.topology.ingress_gateways());
         if reloads == 0 || gateways == 0 {
             return;
         }
@@ -61,7 +62,7 @@ impl World<'_> {
             let at = meshproxy_core::time::Instant::from_micros(crate::plan::between(
                 &mut rng, from, to,
             ));
-            let gateway = self.first_gateway() + (rng.next_u32() % gateways);
+            let gateway = self.s.topology.gateway_node(rng.next_u32() % gateways);
             self.push(at, super::Ev::IngressReload(gateway));
         }
     }
@@ -81,6 +82,10 @@ impl World<'_> {
         let version = self.nodes[n as usize].core.as_ref().and_then(|c| c.routes_version());
         if let Some(app) = usize::try_from(request.0).ok().and_then(|a| self.apps.get_mut(a)) {
             app.routes_version = version;
+        }
+        let Ok(a) = u32::try_from(request.0) else { return };
+        if let Some((_, expect)) = self.expectation(a) {
+            self.load_arrived(n, a, expect);
         }
     }
 
@@ -118,16 +123,12 @@ impl World<'_> {
             return;
         };
         let shape = self.apps[a as usize].spec.ingress.map_or(0, |s| s.shape);
-        let (text, _) = ingress_model::request(shape, u64::from(a), 1);
+        let (head, _) = ingress_model::request(shape, u64::from(a), 1);
         let client =
             SocketAddr::from(([198, 51, 100, (a % 250) as u8 + 1], 40_000 + (a % 20_000) as u16));
         self.apps[a as usize].phase = AppPhase::Handshake;
-        let input = Input::IngressRequest {
-            request: RequestId(u64::from(a)),
-            listener,
-            client,
-            head: ingress_model::head(&text),
-        };
+        let input =
+            Input::IngressRequest { request: RequestId(u64::from(a)), listener, client, head };
         self.send_input(gw, LOCAL, input);
     }
 
@@ -163,6 +164,7 @@ impl World<'_> {
         response: &IngressResponse,
     ) {
         let Some(a) = self.waiting_app(n, request, "a response") else { return };
+        self.load_answered(n, a);
         self.check_version(a, response.version);
         let Some((shape, expect)) = self.expectation(a) else { return };
         let status = response.status;
@@ -170,13 +172,33 @@ impl World<'_> {
             Expect::Status(want) => status != want,
             Expect::Agent(_) => !matches!(status, 502..=504),
         };
-        if wrong {
+        // Each refusal is counted as what it is (the gateway's metrics).
+        let miscounted = match status {
+            400 => response.outcome != IngressOutcome::BadRequest,
+            404 => response.outcome != IngressOutcome::NoRoute,
+            _ => false,
+        };
+        // A full gateway may refuse an agent request; only a full one.
+        let excused = match expect {
+            Expect::Agent(sites) if status == 503 => {
+                self.busy_excused(n, a, sites, response.outcome)
+            }
+            _ => false,
+        };
+        if miscounted {
+            let detail = format!(
+                "request {a} (shape {shape}) got {status} counted as {:?}",
+                response.outcome
+            );
+            self.violation(Invariant::Outcome, detail);
+        }
+        if wrong && !excused {
             let detail = format!(
                 "request {a} (shape {shape}) got {status} ({:?}); the model says {expect:?}",
                 response.outcome
             );
             self.violation(Invariant::Routing, detail);
-        } else if matches!(expect, Expect::Agent(_)) && self.apps[a as usize].strict {
+        } else if matches!(expect, Expect::Agent(_)) && self.apps[a as usize].strict && !excused {
             let probe = self.apps[a as usize].probe;
             let when = if probe { "after the heal" } else { "in a run without faults" };
             let detail =
@@ -245,6 +267,7 @@ impl World<'_> {
     /// Gateway `n` crashed: its public clients' connections are reset with
     /// it (its HTTP side is part of the same process).
     pub(super) fn ingress_gateway_crashed(&mut self, n: NodeIx) {
+        self.load_crashed(n);
         for a in 0..self.apps.len() as u32 {
             let app = &self.apps[a as usize];
             let live = app.outcome.is_none() && app.phase != AppPhase::Connecting;

@@ -37,6 +37,8 @@ mod apps;
 mod checks;
 mod faults;
 mod ingress;
+mod ingress_availability;
+mod ingress_load;
 mod net;
 mod nodes;
 mod origins;
@@ -352,6 +354,10 @@ pub(crate) struct World<'s> {
     admission: admission::AdmissionState,
     /// The last route table version handed to a gateway.
     routes_version: u64,
+    /// Closed gateway–agent connections (sim/src/world/ingress_availability.rs).
+    avail: ingress_availability::AvailabilityState,
+    /// The gateways' load, counted by the world (sim/src/world/ingress_load.rs).
+    load: ingress_load::LoadState,
 }
 
 impl<'s> World<'s> {
@@ -465,6 +471,8 @@ impl<'s> World<'s> {
             adv: adversary::AdvState::default(),
             admission: admission::AdmissionState::default(),
             routes_version: 1,
+            avail: ingress_availability::AvailabilityState::default(),
+            load: ingress_load::LoadState::default(),
         };
         for i in 0..w.nodes.len() {
             w.start_node(i as NodeIx);

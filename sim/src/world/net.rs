@@ -304,9 +304,10 @@ impl World<'_> {
                 }
             }
         }
+        let untold = self.ingress_conn_closed(id, c.nodes);
         for (i, n) in c.nodes.into_iter().enumerate() {
             let other = self.nodes[c.nodes[1 - i] as usize].peer;
-            if self.nodes[n as usize].core.is_some() {
+            if self.nodes[n as usize].core.is_some() && untold != Some(n) {
                 self.send_input(
                     n,
                     Duration::ZERO,

@@ -18,6 +18,7 @@ impl World<'_> {
         let core = Node::new(node.config.clone(), seed, self.now);
         node.core = Some(core);
         node.timer_at = None;
+        self.ingress_availability_restart(n);
         self.trace.line(self.now, "start", || format!("n{n}"));
         self.trace.hash_only(self.now, 4, u64::from(n), 0);
         if let Some(snapshot) = self.nodes[n as usize].snapshot.clone() {
@@ -35,6 +36,8 @@ impl World<'_> {
         if let Input::IngressRequest { request, .. } = &input {
             self.ingress_admitted(n, *request);
         }
+        self.ingress_availability_input(n, &input);
+        self.load_input(n, &input);
         if let Some(core) = &mut self.nodes[n as usize].core {
             core.handle_input(self.now, input);
         }
@@ -124,6 +127,8 @@ impl World<'_> {
 
     pub(super) fn output(&mut self, n: NodeIx, out: Output) {
         self.admission_output(n, &out);
+        self.ingress_availability_output(n, &out);
+        self.load_output(&out);
         match out {
             Output::Transmit { stream, data } => {
                 self.snoop_grant_sent(n, &data);
