@@ -88,7 +88,7 @@ pub(super) async fn ingress_figures(
         duration: plan.ingress_duration,
     };
     // Connections set up and caches warm before anything counts.
-    let warm = Load { duration: Duration::from_millis(500), ..load };
+    let warm = Load { duration: Duration::from_secs(1), ..load };
     for r in &routes {
         blocking_wrk(tools, work, r, warm).await.map_err(BenchError::Load)?;
     }

@@ -90,7 +90,8 @@ pub fn run(wrk: &Path, dir: &Path, url: &str, load: Load) -> Result<WrkResult, S
     let out = Command::new(wrk)
         .arg(format!("-t{}", load.threads.clamp(1, load.connections.max(1))))
         .arg(format!("-c{}", load.connections.max(1)))
-        .arg(format!("-d{}ms", load.duration.as_millis().max(1)))
+        // wrk takes whole seconds (s, m, h; no ms).
+        .arg(format!("-d{}s", load.duration.as_secs().max(1)))
         .args(["--timeout", "5s", "-s"])
         .arg(&script)
         .arg(url)
