@@ -108,7 +108,7 @@ pub struct Rathole {
 /// or of another version; `Err` is the reason to print.
 pub fn install_rathole() -> Result<PathBuf, String> {
     let bin = cargo_bin_dir().join("rathole");
-    if version_of(&bin).is_some_and(|v| v.contains(RATHOLE_VERSION)) {
+    if version_of(&bin).as_deref() == Some(RATHOLE_VERSION) {
         return Ok(bin);
     }
     // Only what the comparison runs: both ends and the Noise transport
@@ -134,7 +134,7 @@ pub fn install_rathole() -> Result<PathBuf, String> {
         return Err(format!("cargo install rathole {RATHOLE_VERSION} failed ({status})"));
     }
     match version_of(&bin) {
-        Some(v) if v.contains(RATHOLE_VERSION) => Ok(bin),
+        Some(v) if v == RATHOLE_VERSION => Ok(bin),
         other => Err(format!("{} is {other:?} after cargo install", bin.display())),
     }
 }
@@ -151,11 +151,20 @@ fn cargo_bin_dir() -> PathBuf {
     PathBuf::from(home).join(".cargo").join("bin")
 }
 
-/// `program --version`'s first line, if it runs.
+/// The version `program --version` prints, if it runs: rathole 0.5 prints
+/// its name, then build facts, the version on a `Build Version:` line.
 fn version_of(program: &Path) -> Option<String> {
     let out = Command::new(program).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    out.status.success().then(|| text.lines().next().unwrap_or_default().to_owned())
+    out.status.success().then(|| version_in(&text)).flatten()
+}
+
+/// The version in a `--version` output: a `Build Version:` line's value,
+/// else the first line's last word.
+fn version_in(text: &str) -> Option<String> {
+    let build = text.lines().find_map(|l| l.trim().strip_prefix("Build Version:"));
+    let word = build.or_else(|| text.lines().next()?.split_whitespace().last())?;
+    Some(word.trim().to_owned()).filter(|w| !w.is_empty())
 }
 
 /// A Noise key pair from `rathole --genkey` (base64 private, public).
@@ -283,5 +292,14 @@ mod tests {
         );
         assert_eq!(parse_genkey("Private Key:\nX=\n"), None);
         assert_eq!(parse_genkey(""), None);
+    }
+
+    #[test]
+    fn the_version_is_read_from_ratholes_build_lines() {
+        let text = "rathole \nBuild Timestamp:     2026-12-08T00:02:44Z\n\
+                    Build Version:       0.5.0\nCommit SHA:          None\n";
+        assert_eq!(version_in(text).as_deref(), Some("0.5.0"));
+        assert_eq!(version_in("rathole 0.4.8\n").as_deref(), Some("0.4.8"));
+        assert_eq!(version_in(""), None);
     }
 }
