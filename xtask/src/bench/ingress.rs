@@ -72,8 +72,7 @@ pub(super) async fn ingress_figures(
 ) -> Result<Vec<Figure>, BenchError> {
     let origin = HttpOrigin::start().await.map_err(|e| BenchError::Io("HTTP origin".into(), e))?;
     println!("bench: ingress: starting hub+gateway and agent, rathole");
-    let mut routes =
-        vec![Route { name: "direct", addr: origin.addr, procs: Procs::Direct }];
+    let mut routes = vec![Route { name: "direct", addr: origin.addr, procs: Procs::Direct }];
     let mesh = Ingress::start(bin, work, origin.addr).await?;
     routes.push(Route { name: "meshproxy", addr: mesh.http, procs: Procs::Mesh(mesh) });
     if let Some(rathole) = &tools.rathole {
@@ -82,11 +81,8 @@ pub(super) async fn ingress_figures(
             routes.push(Route { name, addr: r.http, procs: Procs::Rathole(r) });
         }
     }
-    let load = Load {
-        connections: plan.ingress_connections,
-        threads: 1,
-        duration: plan.ingress_duration,
-    };
+    let load =
+        Load { connections: plan.ingress_connections, threads: 1, duration: plan.ingress_duration };
     // Connections set up and caches warm before anything counts.
     let warm = Load { duration: Duration::from_secs(1), ..load };
     for r in &routes {
@@ -105,9 +101,9 @@ pub(super) async fn ingress_figures(
                 s.cpu_us.push((b - a) * 1e6 / got.requests as f64);
             }
             let bytes = plan.ingress_big_bytes;
-            let took = download(r.addr, bytes).await.map_err(|e| {
-                BenchError::Load(format!("ingress {} download: {e}", r.name))
-            })?;
+            let took = download(r.addr, bytes)
+                .await
+                .map_err(|e| BenchError::Load(format!("ingress {} download: {e}", r.name)))?;
             s.mbps.push(bytes as f64 / 1e6 / took.as_secs_f64());
         }
     }

@@ -41,7 +41,11 @@ impl Ingress {
     /// sends every request to service `web` of agents labelled
     /// `site=bench`) and an agent publishing `origin` as `web`, and waits
     /// until a request goes through.
-    pub async fn start(bin: &Binaries, dir: &Path, origin: SocketAddr) -> Result<Ingress, BenchError> {
+    pub async fn start(
+        bin: &Binaries,
+        dir: &Path,
+        origin: SocketAddr,
+    ) -> Result<Ingress, BenchError> {
         let port = free_tcp_port()?;
         let name = "ingress-gateway";
         let mut gateway = procs::start_node(
@@ -174,7 +178,8 @@ fn genkey(rathole: &Path) -> Result<(String, String), BenchError> {
         .output()
         .map_err(|e| BenchError::Io("rathole --genkey".into(), e))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    parse_genkey(&text).ok_or(BenchError::NotReady("rathole --genkey".into(), "no key pair printed"))
+    parse_genkey(&text)
+        .ok_or(BenchError::NotReady("rathole --genkey".into(), "no key pair printed"))
 }
 
 /// Reads `Private Key:\nBASE64\n\nPublic Key:\nBASE64` (rathole 0.5's output).
@@ -225,8 +230,10 @@ impl Rathole {
             "[client]\nremote_addr = \"127.0.0.1:{control}\"\n{client_transport}\
              [client.services.web]\ntoken = \"{token}\"\nlocal_addr = \"{origin}\"\n"
         );
-        let server = spawn_rathole(rathole, dir, &format!("{tag}-server"), "--server", &server_toml)?;
-        let client = spawn_rathole(rathole, dir, &format!("{tag}-client"), "--client", &client_toml)?;
+        let server =
+            spawn_rathole(rathole, dir, &format!("{tag}-server"), "--server", &server_toml)?;
+        let client =
+            spawn_rathole(rathole, dir, &format!("{tag}-client"), "--client", &client_toml)?;
         let http = SocketAddr::from(([127, 0, 0, 1], port));
         wait_http_ok(tag, http).await?;
         Ok(Rathole { server, client, http })
@@ -286,10 +293,7 @@ mod tests {
     #[test]
     fn a_genkey_output_gives_both_keys() {
         let text = "Private Key:\nAAAAprivate=\n\nPublic Key:\nBBBBpublic=\n";
-        assert_eq!(
-            parse_genkey(text),
-            Some(("AAAAprivate=".to_owned(), "BBBBpublic=".to_owned()))
-        );
+        assert_eq!(parse_genkey(text), Some(("AAAAprivate=".to_owned(), "BBBBpublic=".to_owned())));
         assert_eq!(parse_genkey("Private Key:\nX=\n"), None);
         assert_eq!(parse_genkey(""), None);
     }

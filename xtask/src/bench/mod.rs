@@ -218,6 +218,9 @@ impl Plan {
 /// opens waited out their deadline once that limit existed.)
 const IDLE_PER_CLIENT: usize = 750;
 
+/// The parts [`network_figures`] measures (the ones shadowsocks-rust is in).
+const NETWORK: [Part; 4] = [Part::Throughput, Part::Latency, Part::Cold, Part::Connects];
+
 /// Runs the bench; `Ok(false)` when a part of the harness failed.
 pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
     if args.serve_origin {
@@ -244,6 +247,9 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
     } else if args.no_shadowsocks {
         skipped
             .push(Skipped { what: "shadowsocks-rust".into(), reason: "--no-shadowsocks".into() });
+        None
+    } else if !NETWORK.iter().any(|p| plan.wants(*p)) {
+        // Only the network figures compare with it (`--only ingress`, …).
         None
     } else {
         match procs::install_shadowsocks(workspace) {
@@ -273,8 +279,7 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
             .await
             .map_err(|e| BenchError::Load(e.to_string()))?;
         let origins = Origins { counting: origin.addr, request: request_origin.addr };
-        let network = [Part::Throughput, Part::Latency, Part::Cold, Part::Connects];
-        if network.iter().any(|p| plan.wants(*p)) {
+        if NETWORK.iter().any(|p| plan.wants(*p)) {
             match network_figures(&bin, &work, &plan, ss.as_ref(), origins).await {
                 Ok(mut f) => figures.append(&mut f),
                 Err(e) => failures.push(e.to_string()),
