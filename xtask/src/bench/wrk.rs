@@ -121,8 +121,7 @@ pub fn parse(stdout: &str) -> Result<WrkResult, String> {
     let errors: Vec<String> = ["status", "connect", "read", "write", "timeout"]
         .iter()
         .filter_map(|k| match field(k) {
-            Ok(v) if v == 0.0 => None,
-            Ok(v) => Some(format!("{k} {v}")),
+            Ok(v) => (v != 0.0).then(|| format!("{k} {v}")),
             Err(e) => Some(e),
         })
         .collect();
