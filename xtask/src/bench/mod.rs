@@ -10,23 +10,33 @@
 //! two-hop shape alone), the exit leg alone), connect latency (warm and cold, p50/p99;
 //! also with the app speaking first, which shadowsocks-rust needs),
 //! connects per second and CPU per connect, memory per idle proxied
-//! connection (RSS, heap, fds), and simulator speed. Full mode takes the
+//! connection (RSS, heap, fds), public HTTP ingress (gateway → agent
+//! against the origin directly and rathole: requests/s, p50/p99, one-stream
+//! download, loaded by wrk), and simulator speed. Full mode takes the
 //! median of alternating runs; `--quick` runs everything once at small sizes
 //! to prove the harness works (CI).
 //!
 //! Layout: `procs` (binaries, configs, processes, /proc), `load` (origin and
 //! load generator), `figures` (the network figures), `memory` (the idle
-//! connection figures), `report` (figures, table, JSON, SVG), `simfig`.
+//! connection figures), `ingress` (the ingress figures) with
+//! `ingress_procs` (gateway, agent, rathole), `http_origin` (their hyper
+//! origin) and `wrk` (their load generator), `report` (figures, table,
+//! JSON, SVG), `simfig`.
 
 mod figures;
+mod http_origin;
+mod ingress;
+mod ingress_procs;
 pub mod load;
 mod memory;
 pub mod procs;
 pub mod report;
 mod simfig;
+mod wrk;
 
 use clap::Args;
 use figures::{network_figures, Origins};
+use ingress::{ingress_figures, IngressTools};
 use load::{Origin, OriginMode};
 use memory::memory_figures;
 use procs::Binaries;
@@ -47,6 +57,9 @@ pub struct BenchArgs {
     /// Skip the shadowsocks-rust comparison (and its install).
     #[arg(long)]
     pub no_shadowsocks: bool,
+    /// Skip the rathole comparison of the ingress figures (and its install).
+    #[arg(long)]
+    pub no_rathole: bool,
     /// Idle proxied connections for the memory figures [default: 10000; 200 with --quick].
     #[arg(long, value_name = "N")]
     pub idle: Option<usize>,
@@ -79,6 +92,8 @@ pub enum Part {
     Memory,
     /// Simulator speed.
     Sim,
+    /// Public HTTP ingress: gateway → agent against direct and rathole.
+    Ingress,
 }
 
 impl BenchArgs {
@@ -88,6 +103,7 @@ impl BenchArgs {
             quick: true,
             runs: 1,
             no_shadowsocks: true,
+            no_rathole: false,
             idle: None,
             serve_origin: false,
             only: Vec::new(),
@@ -133,15 +149,28 @@ struct Plan {
     idle: usize,
     sim_seeds: u64,
     sim_sweep: bool,
+    /// wrk's keep-alive connections in the ingress figures.
+    ingress_connections: usize,
+    /// How long wrk loads each ingress route per run.
+    ingress_duration: Duration,
+    /// The ingress figures' one-connection download.
+    ingress_big_bytes: u64,
     /// Which parts run, indexed by `Part as usize`.
-    parts: [bool; 6],
+    parts: [bool; 7],
 }
 
 impl Plan {
     fn of(args: &BenchArgs) -> Plan {
-        let parts =
-            [Part::Throughput, Part::Latency, Part::Cold, Part::Connects, Part::Memory, Part::Sim]
-                .map(|p| args.wants(p));
+        let parts = [
+            Part::Throughput,
+            Part::Latency,
+            Part::Cold,
+            Part::Connects,
+            Part::Memory,
+            Part::Sim,
+            Part::Ingress,
+        ]
+        .map(|p| args.wants(p));
         if args.quick {
             Plan {
                 runs: 1,
@@ -153,6 +182,9 @@ impl Plan {
                 idle: args.idle.unwrap_or(200),
                 sim_seeds: 10,
                 sim_sweep: false,
+                ingress_connections: 16,
+                ingress_duration: Duration::from_secs(2),
+                ingress_big_bytes: 32 << 20,
                 parts,
             }
         } else {
@@ -166,6 +198,9 @@ impl Plan {
                 idle: args.idle.unwrap_or(10_000),
                 sim_seeds: 100,
                 sim_sweep: true,
+                ingress_connections: 16,
+                ingress_duration: Duration::from_secs(5),
+                ingress_big_bytes: 256 << 20,
                 parts,
             }
         }
@@ -182,6 +217,9 @@ impl Plan {
 /// larger counts over several clients. (With 1000 here, 232 of every 1000
 /// opens waited out their deadline once that limit existed.)
 const IDLE_PER_CLIENT: usize = 750;
+
+/// The parts [`network_figures`] measures (the ones shadowsocks-rust is in).
+const NETWORK: [Part; 4] = [Part::Throughput, Part::Latency, Part::Cold, Part::Connects];
 
 /// Runs the bench; `Ok(false)` when a part of the harness failed.
 pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
@@ -210,6 +248,9 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
         skipped
             .push(Skipped { what: "shadowsocks-rust".into(), reason: "--no-shadowsocks".into() });
         None
+    } else if !NETWORK.iter().any(|p| plan.wants(*p)) {
+        // Only the network figures compare with it (`--only ingress`, …).
+        None
     } else {
         match procs::install_shadowsocks(workspace) {
             // Its latency and connect rate are in the app-first figures only
@@ -223,6 +264,9 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
         }
     };
 
+    let ingress_tools =
+        if plan.wants(Part::Ingress) { ingress_tools(args, &mut skipped) } else { None };
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -235,8 +279,7 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
             .await
             .map_err(|e| BenchError::Load(e.to_string()))?;
         let origins = Origins { counting: origin.addr, request: request_origin.addr };
-        let network = [Part::Throughput, Part::Latency, Part::Cold, Part::Connects];
-        if network.iter().any(|p| plan.wants(*p)) {
+        if NETWORK.iter().any(|p| plan.wants(*p)) {
             match network_figures(&bin, &work, &plan, ss.as_ref(), origins).await {
                 Ok(mut f) => figures.append(&mut f),
                 Err(e) => failures.push(e.to_string()),
@@ -244,6 +287,12 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
         }
         if plan.wants(Part::Memory) {
             match memory_figures(&bin, &work, &plan).await {
+                Ok(mut f) => figures.append(&mut f),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        if let Some(tools) = &ingress_tools {
+            match ingress_figures(&bin, &work, &plan, tools).await {
                 Ok(mut f) => figures.append(&mut f),
                 Err(e) => failures.push(e.to_string()),
             }
@@ -292,6 +341,33 @@ pub fn run(workspace: &Path, args: &BenchArgs) -> Result<bool, BenchError> {
         println!("bench: {} part(s) FAILED: {}", failures.len(), failures.join("; "));
     }
     Ok(failures.is_empty())
+}
+
+/// wrk and rathole for the ingress figures, installed where missing; none
+/// (the part skipped, the reason in `skipped`) without wrk.
+fn ingress_tools(args: &BenchArgs, skipped: &mut Vec<Skipped>) -> Option<IngressTools> {
+    let wrk = match wrk::install() {
+        Ok(wrk) => wrk,
+        Err(reason) => {
+            println!("bench: skipping the ingress figures: {reason}");
+            skipped.push(Skipped { what: "ingress".into(), reason });
+            return None;
+        }
+    };
+    let rathole = if args.no_rathole {
+        skipped.push(Skipped { what: "rathole".into(), reason: "--no-rathole".into() });
+        None
+    } else {
+        match ingress_procs::install_rathole() {
+            Ok(path) => Some(path),
+            Err(reason) => {
+                println!("bench: skipping rathole: {reason}");
+                skipped.push(Skipped { what: "rathole".into(), reason });
+                None
+            }
+        }
+    };
+    Some(IngressTools { wrk, rathole })
 }
 
 /// Raises this process's open-file limit (children inherit it): `idle`

@@ -448,12 +448,12 @@ pub struct Mesh {
 }
 
 /// The identity file of node `name`.
-fn key(dir: &Path, name: &str) -> String {
+pub(super) fn key(dir: &Path, name: &str) -> String {
     dir.join(format!("{name}.key")).display().to_string()
 }
 
 /// Writes `toml` as `name`'s config and starts the node (as a heap probe if `probe`).
-fn start_node(
+pub(super) fn start_node(
     bin: &Binaries,
     dir: &Path,
     name: &str,
