@@ -37,3 +37,5 @@ mod runner;
 mod socks4;
 mod splice;
 mod turmoil;
+#[cfg(target_os = "linux")]
+mod tui;
