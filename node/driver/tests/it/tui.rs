@@ -73,6 +73,19 @@ impl Drop for Tmux {
     }
 }
 
+/// An origin that accepts connections and holds them open.
+async fn holding_origin() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    addr
+}
+
 fn tmux_present() -> bool {
     Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success())
 }
@@ -101,6 +114,12 @@ fn the_tui_shows_a_live_client_switches_panes_survives_its_stop_and_quits_to_the
         let (client_id, exit_peer, hub_peer) =
             (client.peer_id.clone(), short_peer(&exit.peer_id), short_peer(&hub.peer_id));
 
+        // A session held open: the client dials the exit (connections are made on demand),
+        // so the exits pane has a path to show.
+        let origin = holding_origin().await;
+        let (code, held) = socks5(client.listeners[0], &Dest::Ip(origin)).await.unwrap();
+        assert_eq!(code, 0, "SOCKS5 success");
+
         let tmux = Tmux::start();
         let command =
             format!("{} tui --control {}", env!("CARGO_BIN_EXE_meshproxy"), socket.display());
@@ -114,7 +133,11 @@ fn the_tui_shows_a_live_client_switches_panes_survives_its_stop_and_quits_to_the
                 s.contains("Exits (1 of 1)")
                     && s.lines().any(|l| l.contains(&exit_peer) && l.contains("direct"))
             });
-            assert!(screen.contains("closed"), "its breaker: {screen}");
+            let row = screen.lines().find(|l| l.contains(&exit_peer)).unwrap_or_default();
+            let cells: Vec<&str> = row.split_whitespace().collect();
+            let breaker = cells.iter().position(|c| *c == "closed");
+            let breaker = breaker.unwrap_or_else(|| panic!("its breaker, closed: {screen}"));
+            assert_eq!(cells.get(breaker + 1), Some(&"1"), "one session through it: {row}");
             tmux.send(&["3"]);
             tmux.wait_for("the hubs pane listing the hub", |s| {
                 s.contains("Hubs (1 of 1)")
@@ -126,6 +149,7 @@ fn the_tui_shows_a_live_client_switches_panes_survives_its_stop_and_quits_to_the
         .unwrap();
 
         // The node goes away: the view stays and says so.
+        drop(held);
         client.kill();
         let tmux = tokio::task::spawn_blocking(move || {
             tmux.wait_for("the lost node shown", |s| s.contains("disconnected, retrying"));

@@ -73,6 +73,7 @@ pub fn on_key(model: &mut Model, key: KeyEvent) -> Action {
 mod tests {
     use super::*;
     use crate::ops::tui::fixtures::{busy_client, event};
+    use proptest::prelude::*;
 
     fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, KeyModifiers::NONE)
@@ -84,6 +85,50 @@ mod tests {
             last = on_key(m, key(KeyCode::Char(c)));
         }
         last
+    }
+
+    fn any_key() -> impl Strategy<Value = KeyCode> {
+        prop_oneof![
+            any::<char>().prop_map(KeyCode::Char),
+            "[1-4/qjkgG]".prop_map(|s| KeyCode::Char(s.chars().next().unwrap_or('1'))),
+            Just(KeyCode::Tab),
+            Just(KeyCode::BackTab),
+            Just(KeyCode::Enter),
+            Just(KeyCode::Backspace),
+            Just(KeyCode::Up),
+            Just(KeyCode::Down),
+            Just(KeyCode::PageUp),
+            Just(KeyCode::PageDown),
+            Just(KeyCode::Home),
+            Just(KeyCode::End),
+        ]
+    }
+
+    proptest! {
+        /// Whatever is typed (Esc and Ctrl-C aside, which quit), the scroll stays within
+        /// the pane's rows, the filter within its bound, and every size of screen draws.
+        #[test]
+        fn any_keys_keep_the_view_in_bounds(
+            keys in proptest::collection::vec(any_key(), 0..80),
+            width in 1u16..140,
+            height in 1u16..50,
+        ) {
+            let mut m = Model::new("x.sock");
+            m.on_status(busy_client(), 0);
+            for i in 0..40 {
+                m.on_event(event(i, "debug", "AppAccepted", "AppAccepted"));
+            }
+            for code in keys {
+                let _ = on_key(&mut m, key(code));
+                prop_assert!(m.scroll <= m.rows().saturating_sub(1), "{} > {}", m.scroll, m.rows());
+                prop_assert!(m.filter.chars().count() <= crate::ops::tui::model::MAX_FILTER);
+            }
+            let backend = ratatui::backend::TestBackend::new(width, height);
+            let mut terminal = ratatui::Terminal::new(backend).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            terminal
+                .draw(|frame| crate::ops::tui::view::draw(frame, &m))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
     }
 
     #[test]

@@ -71,23 +71,36 @@ async fn event_loop(terminal: &mut ratatui::DefaultTerminal, socket: &Path) -> a
         let msg = tokio::select! {
             Some(feed) = feed_rx.recv() => Msg::Feed(feed),
             Some(msg) = rx.recv() => msg,
+            else => return Ok(()),
         };
-        match msg {
-            Msg::Feed(Feed::Status(status)) => {
-                let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                model.on_status(*status, now);
-            }
-            Msg::Feed(Feed::Lost(why)) => model.on_lost(why),
-            Msg::Feed(Feed::Event(event)) => model.on_event(event),
-            Msg::Key(key) => {
-                if input::on_key(&mut model, key) == Action::Quit {
-                    return Ok(());
-                }
-            }
-            Msg::Redraw => {}
-            Msg::InputFailed(why) => anyhow::bail!("reading the terminal: {why}"),
+        if apply(&mut model, msg, started)? == Action::Quit {
+            return Ok(());
+        }
+        // A burst of events is drawn once, not once per event.
+        for _ in 0..BATCH {
+            let Ok(feed) = feed_rx.try_recv() else { break };
+            apply(&mut model, Msg::Feed(feed), started)?;
         }
     }
+}
+
+/// Messages applied between two draws at most (the rest wait for the next round).
+const BATCH: usize = 256;
+
+/// Applies one message to the model; `Quit` when the person asked to leave.
+fn apply(model: &mut Model, msg: Msg, started: Instant) -> anyhow::Result<Action> {
+    match msg {
+        Msg::Feed(Feed::Status(status)) => {
+            let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            model.on_status(*status, now);
+        }
+        Msg::Feed(Feed::Lost(why)) => model.on_lost(why),
+        Msg::Feed(Feed::Event(event)) => model.on_event(event),
+        Msg::Key(key) => return Ok(input::on_key(model, key)),
+        Msg::Redraw => {}
+        Msg::InputFailed(why) => anyhow::bail!("reading the terminal: {why}"),
+    }
+    Ok(Action::Continue)
 }
 
 fn read_keys(tx: &mpsc::Sender<Msg>) {

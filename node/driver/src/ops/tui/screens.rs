@@ -98,7 +98,8 @@ fn a_long_exits_list_scrolled() {
     let mut s = busy_client();
     s.exits = (0..60)
         .map(|i| {
-            let mut e = exit(&format!("12D3KooWExit{i:03}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"), Some("direct"), "closed");
+            let peer = format!("12D3KooWExitOfALongListxxxxxxxxxxxxxxxxxxxxxxxxx{i:03}");
+            let mut e = exit(&peer, Some("direct"), "closed");
             e.latency_ms = Some(f64::from(i) * 1.5);
             e.sessions = i % 4;
             e
@@ -139,6 +140,13 @@ fn hubs_pane_of_a_client() {
     let mut m = busy_model();
     m.show(Pane::Hubs);
     insta::assert_snapshot!(screen(&m, 100, 10));
+}
+
+#[test]
+fn hubs_on_a_narrow_terminal() {
+    let mut m = busy_model();
+    m.show(Pane::Hubs);
+    insta::assert_snapshot!(screen(&m, 50, 8));
 }
 
 #[test]

@@ -41,23 +41,49 @@ pub fn draw(frame: &mut Frame<'_>, model: &Model) {
 }
 
 fn header_line(model: &Model) -> Line<'static> {
-    let mut spans = vec![Span::from("meshproxy").bold()];
+    // Whether the node answers comes first: a narrow terminal cuts the end.
+    let mut spans = vec![
+        Span::from("meshproxy").bold(),
+        Span::from("  "),
+        match &model.link {
+            Link::Connecting => Span::from("connecting…").yellow(),
+            Link::Live => Span::from("live").green(),
+            Link::Lost(_) => Span::from("disconnected, retrying").red().bold(),
+        },
+    ];
     if let Some(s) = &model.status {
         let roles = if s.roles.is_empty() { "no role".to_owned() } else { s.roles.join("+") };
         spans.push(Span::from(format!(
-            "  peer {}  {roles}  up {}  ",
-            s.peer_id,
-            duration(s.uptime_secs)
+            "  {roles}  up {}  peer {}",
+            duration(s.uptime_secs),
+            s.peer_id
         )));
     } else {
-        spans.push(Span::from(format!("  {}  ", model.socket)));
+        spans.push(Span::from(format!("  {}", model.socket)));
     }
-    spans.push(match &model.link {
-        Link::Connecting => Span::from("connecting…").yellow(),
-        Link::Live => Span::from("live").green(),
-        Link::Lost(_) => Span::from("disconnected, retrying").red().bold(),
-    });
     Line::from(spans)
+}
+
+/// Below this width the tables drop columns and cut peer ids to their tail.
+const NARROW: u16 = 80;
+
+/// A peer id as a table shows it: head and tail, or the tail alone when narrow.
+fn peer_cell(peer: &str, narrow: bool) -> String {
+    if !narrow {
+        return short_peer(peer);
+    }
+    let chars: Vec<char> = peer.chars().collect();
+    let tail: String = chars[chars.len().saturating_sub(6)..].iter().collect();
+    format!("…{tail}")
+}
+
+/// `Exits (3 of 60, from row 16)`: how many the filter shows and where the scroll is.
+fn list_title(what: &str, shown: usize, total: usize, scroll: usize) -> String {
+    if scroll == 0 {
+        format!("{what} ({shown} of {total})")
+    } else {
+        format!("{what} ({shown} of {total}, from row {})", scroll + 1)
+    }
 }
 
 fn footer_line(model: &Model) -> Line<'static> {
@@ -188,7 +214,8 @@ fn overview(frame: &mut Frame<'_>, area: Rect, model: &Model, s: &StatusSnapshot
     if let Link::Lost(why) = &model.link {
         lines.insert(0, Line::from(format!("disconnected, retrying: {why}")).red());
     }
-    let node = Paragraph::new(lines).block(Block::bordered().title("Node"));
+    let node =
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(Block::bordered().title("Node"));
     frame.render_widget(node, info);
 }
 
@@ -202,8 +229,8 @@ fn breaker_style(breaker: &str) -> Style {
 
 fn exits(frame: &mut Frame<'_>, area: Rect, model: &Model, s: &StatusSnapshot) {
     let shown = model.exits();
-    let title = format!("Exits ({} of {})", shown.len(), s.exits.len());
-    let block = Block::bordered().title(title);
+    let block =
+        Block::bordered().title(list_title("Exits", shown.len(), s.exits.len(), model.scroll));
     if shown.is_empty() {
         let why = if !s.roles.iter().any(|r| r == "client") {
             "this node is not a client: it uses no exits"
@@ -215,33 +242,50 @@ fn exits(frame: &mut Frame<'_>, area: Rect, model: &Model, s: &StatusSnapshot) {
         frame.render_widget(Paragraph::new(why).block(block), area);
         return;
     }
+    let narrow = area.width < NARROW;
     let rows = shown.iter().skip(model.scroll).map(|e| {
-        let path = match (&e.path, &e.via) {
-            (Some(p), Some(via)) => format!("{p} via {}", short_peer(via)),
-            (Some(p), None) => p.clone(),
-            (None, _) => "-".into(),
+        let path = match (&e.path, &e.via, narrow) {
+            (Some(p), Some(via), false) => format!("{p} via {}", short_peer(via)),
+            (Some(p), _, _) => p.clone(),
+            (None, _, _) => "-".into(),
         };
-        Row::new(vec![
-            Cell::from(short_peer(&e.peer)),
+        let mut cells = vec![
+            Cell::from(peer_cell(&e.peer, narrow)),
             Cell::from(path),
             Cell::from(e.latency_ms.map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms"))),
             Cell::from(e.breaker.clone()).style(breaker_style(&e.breaker)),
             Cell::from(e.sessions.to_string()),
-            Cell::from(e.failures.to_string()),
-            Cell::from(e.country.clone().unwrap_or_else(|| "-".into())),
-        ])
+        ];
+        if !narrow {
+            cells.push(Cell::from(e.failures.to_string()));
+            cells.push(Cell::from(e.country.clone().unwrap_or_else(|| "-".into())));
+        }
+        Row::new(cells)
     });
-    let widths = [
-        Constraint::Length(18),
-        Constraint::Min(8),
-        Constraint::Length(9),
-        Constraint::Length(9),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(7),
-    ];
-    let head = ["PEER", "PATH", "LATENCY", "BREAKER", "SESSIONS", "FAILURES", "COUNTRY"];
-    let table = Table::new(rows, widths).header(Row::new(head).bold()).block(block);
+    let table = if narrow {
+        let widths = [
+            Constraint::Length(7),
+            Constraint::Length(7),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(4),
+        ];
+        let head = ["PEER", "PATH", "LATENCY", "BREAKER", "SESS"];
+        Table::new(rows, widths).header(Row::new(head).bold())
+    } else {
+        let widths = [
+            Constraint::Length(18),
+            Constraint::Min(8),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(7),
+        ];
+        let head = ["PEER", "PATH", "LATENCY", "BREAKER", "SESSIONS", "FAILURES", "COUNTRY"];
+        Table::new(rows, widths).header(Row::new(head).bold())
+    };
+    let table = table.block(block);
     frame.render_widget(table, area);
 }
 
@@ -259,7 +303,8 @@ fn hubs(frame: &mut Frame<'_>, area: Rect, model: &Model, s: &StatusSnapshot) {
         frame.render_widget(Paragraph::new(text).block(Block::bordered().title("This hub")), held);
     }
     let shown = model.hubs();
-    let block = Block::bordered().title(format!("Hubs ({} of {})", shown.len(), s.hubs.len()));
+    let block =
+        Block::bordered().title(list_title("Hubs", shown.len(), s.hubs.len(), model.scroll));
     if shown.is_empty() {
         let why = if s.hubs.is_empty() {
             "no hubs configured (a hub alone needs none)"
@@ -271,10 +316,11 @@ fn hubs(frame: &mut Frame<'_>, area: Rect, model: &Model, s: &StatusSnapshot) {
     }
     // Only exits register; for a client the column would say a misleading "no".
     let exit = s.roles.iter().any(|r| r == "exit");
+    let narrow = list.width < NARROW;
     let yes = |b: bool| if b { "yes" } else { "no" };
     let rows = shown.iter().skip(model.scroll).map(|h| {
         Row::new(vec![
-            Cell::from(short_peer(&h.peer)),
+            Cell::from(peer_cell(&h.peer, narrow)),
             Cell::from(h.connected.clone().unwrap_or_else(|| "-".into())),
             Cell::from(yes(h.admitted)).style(if h.admitted {
                 Style::new().fg(Color::Green)
@@ -287,7 +333,7 @@ fn hubs(frame: &mut Frame<'_>, area: Rect, model: &Model, s: &StatusSnapshot) {
         ])
     });
     let widths = [
-        Constraint::Length(18),
+        Constraint::Length(if narrow { 7 } else { 18 }),
         Constraint::Length(10),
         Constraint::Length(9),
         Constraint::Length(15),
@@ -309,8 +355,8 @@ fn level_style(level: &str) -> Style {
 
 fn events(frame: &mut Frame<'_>, area: Rect, model: &Model) {
     let shown = model.events();
-    let title = format!("Events ({} of {}, newest first, UTC)", shown.len(), model.events.len());
-    let block = Block::bordered().title(title);
+    let title = list_title("Events", shown.len(), model.events.len(), model.scroll);
+    let block = Block::bordered().title(format!("{title} newest first, UTC"));
     if shown.is_empty() {
         let why = if model.events.is_empty() {
             "no events yet (they appear as the node logs them)"
@@ -326,12 +372,16 @@ fn events(frame: &mut Frame<'_>, area: Rect, model: &Model) {
         .skip(model.scroll)
         .take(height)
         .map(|e| {
+            // The detail starts with the kind (`Breaker { … }`): the kind in bold, once.
+            let rest = match e.detail.strip_prefix(e.kind.as_str()) {
+                Some(rest) => rest.to_owned(),
+                None => format!(" {}", e.detail),
+            };
             Line::from(vec![
                 Span::from(time_of_day(e.at_ms)),
                 Span::from(format!(" {:<5} ", e.level)).style(level_style(&e.level)),
                 Span::from(e.kind.clone()).bold(),
-                Span::from(" "),
-                Span::from(e.detail.clone()).style(level_style(&e.level)),
+                Span::from(rest).style(level_style(&e.level)),
             ])
         })
         .collect();
