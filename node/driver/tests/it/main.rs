@@ -36,6 +36,6 @@ mod relayed_mesh;
 mod runner;
 mod socks4;
 mod splice;
-mod turmoil;
 #[cfg(target_os = "linux")]
 mod tui;
+mod turmoil;

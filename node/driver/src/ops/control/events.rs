@@ -217,11 +217,8 @@ mod tests {
     fn ended_sessions_add_up_into_the_traffic_totals_with_or_without_followers() {
         let feed = EventFeed::new();
         assert_eq!(feed.traffic(), TrafficView::default());
-        let closed = |up, down| Event::SessionClosed {
-            up,
-            down,
-            how: meshproxy_core::io::SpliceEnd::Clean,
-        };
+        let closed =
+            |up, down| Event::SessionClosed { up, down, how: meshproxy_core::io::SpliceEnd::Clean };
         feed.publish(Level::DEBUG, &closed(10, 2000), None);
         let (_rx, _follower) = feed.follow();
         feed.publish(Level::DEBUG, &closed(5, 1000), None);

@@ -4,7 +4,7 @@
 use crate::ops::control::events::LogLine;
 use crate::ops::control::protocol::EventRecord;
 use crate::ops::control::snapshot::{
-    ControlView, ConnectionsView, ExitView, HubRoleView, HubView, ListenerView, PinView,
+    ConnectionsView, ControlView, ExitView, HubRoleView, HubView, ListenerView, PinView,
     StatusSnapshot, TrafficView,
 };
 
@@ -67,7 +67,8 @@ pub fn busy_client() -> StatusSnapshot {
         hub("12D3KooWHubOneAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", true, false),
         hub("12D3KooWHubTwoBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB", false, false),
     ];
-    let mut fast = exit("12D3KooWExitFastCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC", Some("direct"), "closed");
+    let mut fast =
+        exit("12D3KooWExitFastCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC", Some("direct"), "closed");
     fast.latency_ms = Some(12.4);
     fast.sessions = 3;
     fast.country = Some("NL".into());
@@ -82,12 +83,8 @@ pub fn busy_client() -> StatusSnapshot {
     broken.failures = 4;
     s.exits = vec![fast, relayed, broken];
     s.listeners = vec![ListenerView { index: 0, bind: Some("127.0.0.1:1080".into()), sessions: 4 }];
-    s.pins = vec![PinView {
-        listener: 0,
-        session: None,
-        exit: s.exits[0].peer.clone(),
-        idle_secs: 42,
-    }];
+    s.pins =
+        vec![PinView { listener: 0, session: None, exit: s.exits[0].peer.clone(), idle_secs: 42 }];
     s.connections = ConnectionsView { direct: 2, relayed: 1, reservations: 0 };
     s.sessions = 4;
     s.recent_warnings = vec![LogLine {

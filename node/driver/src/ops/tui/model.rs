@@ -209,20 +209,12 @@ impl Model {
     /// The hubs the filter lets through (by peer, link or reservation).
     pub fn hubs(&self) -> Vec<&HubView> {
         let Some(status) = &self.status else { return Vec::new() };
-        status
-            .hubs
-            .iter()
-            .filter(|h| self.matches(&[&h.peer, &h.link, &h.reservation]))
-            .collect()
+        status.hubs.iter().filter(|h| self.matches(&[&h.peer, &h.link, &h.reservation])).collect()
     }
 
     /// The events the filter lets through (by kind, level or detail), newest first.
     pub fn events(&self) -> Vec<&EventRecord> {
-        self.events
-            .iter()
-            .rev()
-            .filter(|e| self.matches(&[&e.kind, &e.level, &e.detail]))
-            .collect()
+        self.events.iter().rev().filter(|e| self.matches(&[&e.kind, &e.level, &e.detail])).collect()
     }
 
     /// Rows of the pane shown, for bounding the scroll.
@@ -267,12 +259,7 @@ mod tests {
     use crate::ops::tui::fixtures::{exit, snapshot};
 
     fn record(kind: &str, detail: &str) -> EventRecord {
-        EventRecord {
-            at_ms: 0,
-            level: "debug".into(),
-            kind: kind.into(),
-            detail: detail.into(),
-        }
+        EventRecord { at_ms: 0, level: "debug".into(), kind: kind.into(), detail: detail.into() }
     }
 
     #[test]

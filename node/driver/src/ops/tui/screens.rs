@@ -29,7 +29,11 @@ fn busy_model() -> Model {
     }
     let kinds = [
         ("debug", "AppAccepted", "AppAccepted { listener: 0 }"),
-        ("debug", "SessionEstablished", "SessionEstablished { exit: 12D3KooWExitFast…, setup: 14ms }"),
+        (
+            "debug",
+            "SessionEstablished",
+            "SessionEstablished { exit: 12D3KooWExitFast…, setup: 14ms }",
+        ),
         ("info", "Breaker", "Breaker { exit: 12D3KooWExitDown…, to: Open }"),
         ("warn", "HubLinkLost", "HubLinkLost { hub: 12D3KooWHubTwo… }: retrying"),
         ("debug", "SessionClosed", "SessionClosed { up: 512, down: 40960, how: Clean }"),

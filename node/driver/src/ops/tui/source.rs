@@ -85,7 +85,9 @@ async fn follow_once(path: &std::path::Path, tx: &mpsc::Sender<Feed>) -> Result<
             // The node's last word before dropping a follower that fell behind.
             Err(_) => {
                 let reply: Option<Reply> = serde_json::from_slice(&bytes).ok();
-                return Err(reply.and_then(|r| r.error).unwrap_or_else(|| "unreadable line".into()));
+                return Err(reply
+                    .and_then(|r| r.error)
+                    .unwrap_or_else(|| "unreadable line".into()));
             }
         }
     }

@@ -132,8 +132,7 @@ fn tail(samples: &[u64], width: u16) -> &[u64] {
 }
 
 fn overview(frame: &mut Frame<'_>, area: Rect, model: &Model, s: &StatusSnapshot) {
-    let [charts, info] =
-        Layout::vertical([Constraint::Length(6), Constraint::Min(0)]).areas(area);
+    let [charts, info] = Layout::vertical([Constraint::Length(6), Constraint::Min(0)]).areas(area);
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
     let sessions = model.sessions.samples();
@@ -185,10 +184,8 @@ fn overview(frame: &mut Frame<'_>, area: Rect, model: &Model, s: &StatusSnapshot
         )));
         for l in &s.listeners {
             let bind = l.bind.as_deref().unwrap_or("-");
-            lines.push(Line::from(format!(
-                "listener #{} {bind}  {} sessions",
-                l.index, l.sessions
-            )));
+            lines
+                .push(Line::from(format!("listener #{} {bind}  {} sessions", l.index, l.sessions)));
         }
         for p in &s.pins {
             let session = p.session.as_deref().unwrap_or("(whole listener)");
