@@ -50,7 +50,11 @@ pub fn run(socket: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("tokio runtime: {e}"))?;
-    let mut terminal = ratatui::try_init().map_err(|e| anyhow::anyhow!("terminal: {e}"))?;
+    let mut terminal = ratatui::try_init().map_err(|e| {
+        // Raw mode may be on already when the alternate screen failed.
+        ratatui::restore();
+        anyhow::anyhow!("terminal: {e} (meshproxy tui needs an interactive terminal; for scripts: meshproxy status --json)")
+    })?;
     let result = runtime.block_on(event_loop(&mut terminal, socket));
     ratatui::restore();
     result
