@@ -5,7 +5,8 @@
 //! a grace period. `hub`, `exit`, `client` and `gateway` run one role from flags (each
 //! flag is a config key) and/or a config file. `demo` runs a whole mesh in
 //! one process. `keygen`, `id` and `check` manage identities and validate
-//! configs. `status` asks a running node's control socket what it is doing;
+//! configs. `status` asks a running node's control socket what it is doing
+//! (`tui` shows it live);
 //! `state show` reads a state file.
 #![forbid(unsafe_code)]
 
@@ -68,6 +69,19 @@ enum Command {
         /// Print the raw snapshot as JSON (the control protocol's `status` reply).
         #[arg(long)]
         json: bool,
+    },
+    /// A live view of a running node: sessions and throughput over time, exits,
+    /// hubs, events. Keys: tab or 1-4 switch panes, / filters, arrows scroll, q quits.
+    ///
+    /// Asks the node's control socket: --control PATH, or the one its config names.
+    Tui {
+        /// The node's control socket.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        control: Option<PathBuf>,
+        /// The node's config file (its `control` key, or the default beside its state
+        /// or identity file).
+        #[arg(short = 'c', long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Read a node's state file.
     State {
@@ -275,7 +289,29 @@ fn serve_control(
 /// `meshproxy status`: asks the control socket at `--control`, or the one
 /// the config names.
 fn status(control: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
-    let path = match (control, config) {
+    let path = control_socket(control, config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("tokio runtime: {e}"))?;
+    let snapshot = runtime.block_on(control::client::status(&path))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+    } else {
+        print!("{}", control::render::status(&snapshot));
+    }
+    Ok(())
+}
+
+/// `meshproxy tui`: the live view of the node at `--control`, or the one the config names.
+fn tui(control: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let path = control_socket(control, config)?;
+    meshproxy::ops::tui::run(&path)
+}
+
+/// The control socket `status` and `tui` ask: `--control`, or the one the config names.
+fn control_socket(control: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match (control, config) {
         (Some(path), _) => path,
         (None, Some(config)) => FileConfig::load(&config)?.control_path().ok_or_else(|| {
             anyhow!("{} turns the control socket off (control = false)", config.display())
@@ -291,18 +327,7 @@ fn status(control: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> anyh
             }
             path
         }
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow!("tokio runtime: {e}"))?;
-    let snapshot = runtime.block_on(control::client::status(&path))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&snapshot)?);
-    } else {
-        print!("{}", control::render::status(&snapshot));
-    }
-    Ok(())
+    })
 }
 
 /// `meshproxy state show`: the sticky pins of a state file.
@@ -498,6 +523,7 @@ fn main() -> ExitCode {
         Command::Status { control, config, json } => {
             exit_code("status", status(control, config, json))
         }
+        Command::Tui { control, config } => exit_code("tui", tui(control, config)),
         Command::State { command: StateCommand::Show { file, json } } => {
             exit_code("state show", state_show(&file, json))
         }

@@ -8,6 +8,7 @@
 //! - [`metrics`]: Prometheus metrics from the node's events, and the `/metrics` endpoint.
 //! - [`control`]: the local control socket (`meshproxy status`): a status snapshot and the
 //!   event stream.
+//! - [`tui`]: `meshproxy tui`, a live view of a node through its control socket.
 //! - [`assemble`]: a running node from settings and a peer network; [`launch`]: the same
 //!   over libp2p.
 //! - [`demo`]: a whole mesh in one process (`meshproxy demo`).
@@ -22,3 +23,5 @@ pub mod keys;
 pub mod launch;
 pub mod metrics;
 pub mod state;
+#[cfg(unix)]
+pub mod tui;

@@ -36,4 +36,6 @@ mod relayed_mesh;
 mod runner;
 mod socks4;
 mod splice;
+#[cfg(target_os = "linux")]
+mod tui;
 mod turmoil;

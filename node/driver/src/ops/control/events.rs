@@ -11,7 +11,7 @@
 //! a client.
 
 use super::protocol::{line, EventLine, EventRecord, VERSION};
-use super::snapshot::ControlView;
+use super::snapshot::{ControlView, TrafficView};
 use bytes::Bytes;
 use meshproxy_core::io::Event;
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,9 @@ pub struct EventFeed {
     followers: AtomicUsize,
     lagged: AtomicU64,
     stalled: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    sessions_closed: AtomicU64,
 }
 
 impl Default for EventFeed {
@@ -64,6 +67,9 @@ impl Default for EventFeed {
             followers: AtomicUsize::new(0),
             lagged: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            sessions_closed: AtomicU64::new(0),
         }
     }
 }
@@ -87,6 +93,13 @@ impl EventFeed {
 
     /// A core event, logged at `level` (with `note` explaining it, if any).
     pub fn publish(&self, level: Level, event: &Event, note: Option<&str>) {
+        if let Event::SessionClosed { up, down, .. } = event {
+            // Counted here, whoever follows: `meshproxy tui` draws throughput from the
+            // difference between two snapshots' totals.
+            self.bytes_up.fetch_add(*up, Ordering::Relaxed);
+            self.bytes_down.fetch_add(*down, Ordering::Relaxed);
+            self.sessions_closed.fetch_add(1, Ordering::Relaxed);
+        }
         let warn = level <= Level::WARN;
         if !warn && self.lines.receiver_count() == 0 {
             return; // the common case: nobody follows, nothing to keep
@@ -151,6 +164,17 @@ impl EventFeed {
     }
 }
 
+impl EventFeed {
+    /// The bytes and sessions of the sessions that ended since start, for `status`.
+    pub fn traffic(&self) -> TrafficView {
+        TrafficView {
+            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            bytes_down: self.bytes_down.load(Ordering::Relaxed),
+            sessions_closed: self.sessions_closed.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Counts one follower of the feed while it lives.
 #[derive(Debug)]
 pub struct Follower(Arc<EventFeed>);
@@ -187,5 +211,19 @@ mod tests {
         assert!(got.ends_with(b"\n"));
         drop(follower);
         assert_eq!(feed.counts().event_clients, 0);
+    }
+
+    #[test]
+    fn ended_sessions_add_up_into_the_traffic_totals_with_or_without_followers() {
+        let feed = EventFeed::new();
+        assert_eq!(feed.traffic(), TrafficView::default());
+        let closed =
+            |up, down| Event::SessionClosed { up, down, how: meshproxy_core::io::SpliceEnd::Clean };
+        feed.publish(Level::DEBUG, &closed(10, 2000), None);
+        let (_rx, _follower) = feed.follow();
+        feed.publish(Level::DEBUG, &closed(5, 1000), None);
+        feed.publish(Level::WARN, &Event::HubLinkLost { hub: PeerId::from_u64(7) }, None);
+        let t = feed.traffic();
+        assert_eq!((t.bytes_up, t.bytes_down, t.sessions_closed), (15, 3000, 2));
     }
 }

@@ -60,7 +60,7 @@ pub fn duration(secs: u64) -> String {
 }
 
 /// The time of day (UTC) of a Unix time in milliseconds.
-fn time_of_day(at_ms: u64) -> String {
+pub fn time_of_day(at_ms: u64) -> String {
     let secs = at_ms / 1000 % 86_400;
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }

@@ -50,6 +50,10 @@ pub struct StatusSnapshot {
     pub recent_warnings: Vec<LogLine>,
     /// The control endpoint's own counts.
     pub control: ControlView,
+    /// Bytes carried by the sessions that ended since start (absent from nodes before it
+    /// was added: read as zeros).
+    #[serde(default)]
+    pub traffic: TrafficView,
 }
 
 /// One configured hub.
@@ -147,6 +151,18 @@ pub struct ControlView {
     pub dropped_lagged: u64,
     /// Event clients dropped because a write to them stalled past the deadline.
     pub dropped_stalled: u64,
+}
+
+/// What the sessions that ended carried, since the node started. A session's bytes
+/// count when it ends (the core reports them then), so a long download shows at its end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficView {
+    /// Bytes from the app (or the gateway's client) towards the destination.
+    pub bytes_up: u64,
+    /// Bytes back towards the app.
+    pub bytes_down: u64,
+    /// Sessions that ended.
+    pub sessions_closed: u64,
 }
 
 /// What the driver adds to the core's status.
@@ -291,6 +307,7 @@ impl StatusSnapshot {
             }),
             recent_warnings: feed.recent_warnings(),
             control: feed.counts(),
+            traffic: feed.traffic(),
         }
     }
 }
