@@ -49,7 +49,7 @@ const BASIC_BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Who may use an HTTP CONNECT listener.
+/// Who may use an HTTP listener (CONNECT and plain forward requests alike).
 #[derive(Clone, PartialEq, Eq)]
 pub enum HttpAuthPolicy {
     /// Anyone. `Proxy-Authorization` is optional; if it carries Basic
