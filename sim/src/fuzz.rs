@@ -23,10 +23,11 @@ use std::sync::Arc;
 
 /// The fuzz targets, by the name of their `fuzz/fuzz_targets/*.rs` file and
 /// corpus directory.
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 10] = [
     "socks5",
     "socks4",
     "http_connect",
+    "http_forward",
     "http_head",
     "proxy_wire",
     "hub_wire",
@@ -41,6 +42,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "socks5" => socks5(data),
         "socks4" => socks4(data),
         "http_connect" => http_connect(data),
+        "http_forward" => http_forward(data),
         "http_head" => http_head(data),
         "proxy_wire" => proxy_wire(data),
         "hub_wire" => hub_wire(data),
@@ -177,6 +179,48 @@ pub fn http_connect(data: &[u8]) {
         assert!(hs.buffered() <= MAX_HEAD, "buffered {} > {MAX_HEAD}", hs.buffered());
         match hs.poll() {
             HttpAction::NeedMore => {}
+            HttpAction::Request(_) | HttpAction::Forward(_) => {
+                assert!(hs.take_leftover().len() <= fed);
+                break;
+            }
+            HttpAction::Reject { response, .. } => {
+                assert!(response.starts_with(b"HTTP/1.1 "), "{response:?}");
+                assert!(response.windows(4).any(|w| w == b"\r\n\r\n"), "{response:?}");
+                break;
+            }
+        }
+    }
+}
+
+/// Plain HTTP forward requests (absolute form) on an HTTP listener: bounded
+/// head; a forwarded head that parses again whole, in origin form, with one
+/// `Host`, `Connection: close` and no hop-by-hop or `Proxy-*` field; leftover
+/// never more than what was fed; a well-formed HTTP answer to every refusal.
+/// The configuration byte's bit 1 puts `GET http://` in front, so the
+/// fuzzer spends its time past the request line.
+pub fn http_forward(data: &[u8]) {
+    let (config, pieces) = chunks(data);
+    let policy = if config & 1 == 0 {
+        HttpAuthPolicy::NoAuth
+    } else {
+        HttpAuthPolicy::Basic(vec![("alice".into(), "secret".into())])
+    };
+    let mut hs = HttpConnectHandshake::new(Arc::new(policy));
+    let mut fed = 0usize;
+    let prefix: &[u8] = if config & 2 == 0 { b"" } else { b"GET http://" };
+    for piece in std::iter::once(prefix).chain(pieces) {
+        if hs.feed(piece).is_err() {
+            break;
+        }
+        fed += piece.len();
+        assert!(hs.buffered() <= MAX_HEAD, "buffered {} > {MAX_HEAD}", hs.buffered());
+        match hs.poll() {
+            HttpAction::NeedMore => {}
+            HttpAction::Forward(r) => {
+                check_forwarded_head(&r.head);
+                assert!(hs.take_leftover().len() <= fed);
+                break;
+            }
             HttpAction::Request(_) => {
                 assert!(hs.take_leftover().len() <= fed);
                 break;
@@ -187,6 +231,29 @@ pub fn http_connect(data: &[u8]) {
                 break;
             }
         }
+    }
+}
+
+/// What the origin of a forwarded request gets: one whole head in origin
+/// form, nothing hop-by-hop.
+fn check_forwarded_head(bytes: &[u8]) {
+    // The rewrite adds `Host` and `Connection` to a head that was within the
+    // default limits: room for both.
+    let limits = HeadLimits { max_bytes: MAX_HEAD + 1024, max_headers: http_head::MAX_HEADERS + 2 };
+    let head = match http_head::parse(bytes, limits) {
+        Ok(Parsed::Complete(head)) => head,
+        other => panic!("forwarded head does not parse: {other:?} {bytes:?}"),
+    };
+    assert_eq!(head.len, bytes.len(), "forwarded head has bytes after it");
+    assert!(head.target.starts_with('/') || head.target == "*", "target {:?}", head.target);
+    assert_eq!(head.count("host"), 1, "Host count");
+    assert!(head.host().is_ok(), "Host {:?}", head.value("host"));
+    let connection: Vec<&[u8]> = head.values("connection").collect();
+    assert_eq!(connection, [&b"close"[..]]);
+    for field in &head.headers {
+        let name = field.name.to_ascii_lowercase();
+        let hop = ["keep-alive", "te", "trailer", "upgrade"].contains(&name.as_str());
+        assert!(!hop && !name.starts_with("proxy-"), "{name} forwarded");
     }
 }
 

@@ -32,6 +32,7 @@ fn the_checks_catch_what_they_promise_to() {
         meshproxy_sim::fuzz::socks4(&input);
     }
     meshproxy_sim::fuzz::http_connect(b"\x00CONNECT example.com:443 HTTP/1.1\r\nHost: e\r\n\r\n");
+    meshproxy_sim::fuzz::http_forward(b"\x02h:81/x HTTP/1.1\r\nHost: e\r\nProxy-A: 1\r\n\r\nbody");
     meshproxy_sim::fuzz::http_head(
         b"\x00POST / HTTP/1.1\r\nHost: e\r\nContent-Length: 2\r\n\r\nhi",
     );

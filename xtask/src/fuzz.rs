@@ -20,10 +20,11 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 14] = [
+pub const TARGETS: [&str; 15] = [
     "socks5",
     "socks4",
     "http_connect",
+    "http_forward",
     "http_head",
     "ingress_route",
     "proxy_wire",

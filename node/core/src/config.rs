@@ -367,9 +367,10 @@ pub enum ListenerProtocol {
     /// SOCKS4 has no authentication, so a listener that requires SOCKS5
     /// credentials refuses it.
     Socks5,
-    /// HTTP CONNECT only.
+    /// HTTP only: CONNECT, and plain requests in absolute form
+    /// (`GET http://host/path`, see [`crate::http_forward`]).
     Http,
-    /// SOCKS (4, 4a and 5) and HTTP CONNECT on the same port, told apart by
+    /// SOCKS (4, 4a and 5) and HTTP (CONNECT and plain) on the same port, told apart by
     /// the first byte (5 = SOCKS5, 4 = SOCKS4/4a, anything else = HTTP).
     Both,
 }

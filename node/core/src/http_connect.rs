@@ -1,15 +1,18 @@
-//! The HTTP CONNECT server side of a client listener, as a pure machine with
-//! the same shape as [`crate::socks::SocksHandshake`]: the driver feeds it what
-//! the app wrote and does what [`HttpConnectHandshake::poll`] says.
+//! The HTTP proxy server side of a client listener (CONNECT tunnels and
+//! plain forward requests), as a pure machine with the same shape as
+//! [`crate::socks::SocksHandshake`]: the driver feeds it what the app wrote
+//! and does what [`HttpConnectHandshake::poll`] says.
 //!
 //! ```text
 //! app bytes ──feed──▶ HttpConnectHandshake ──poll──▶ NeedMore     read from the app, feed
 //!                                                  ├▶ Request(..)  pick an exit; answer with response(..)
+//!                                                  ├▶ Forward(..)  pick an exit; send its head, splice
 //!                                                  └▶ Reject{..}   write the response, close
 //! ```
 //!
-//! Only `CONNECT host:port` in authority form, HTTP/1.0 or HTTP/1.1, is
-//! accepted. Credentials come from `Proxy-Authorization: Basic`; the username
+//! Two requests are accepted, HTTP/1.0 or HTTP/1.1: `CONNECT host:port` in
+//! authority form, and any other method with an absolute `http://` URI,
+//! which [`crate::http_forward`] rewrites for the origin. Credentials come from `Proxy-Authorization: Basic`; the username
 //! carries [`UserParams`] exactly as a SOCKS5 username does. Everything after
 //! the head's blank line is the app's first tunnel payload and is kept whole
 //! for [`HttpConnectHandshake::take_leftover`].
@@ -18,10 +21,12 @@
 //! (`isp:foo`) can only be asked for over SOCKS5.
 //!
 //! Checks run in this order, so an unauthenticated client learns nothing about
-//! how its target would have been judged: method (405), credentials (407, or
-//! 400 for a malformed header under [`HttpAuthPolicy::NoAuth`]), target (400),
-//! username parameters (400).
+//! how its target would have been judged: request shape (400 unless CONNECT
+//! or an absolute-form URI), credentials (407, or 400 for a malformed header
+//! under [`HttpAuthPolicy::NoAuth`]), target and, for a forward request, body
+//! framing (400), username parameters (400).
 
+use crate::http_forward::{self, ForwardError};
 use crate::http_head::{HeadError, HeadLimits, HeadReader, HeadStatus, RequestHead};
 use crate::socks::{credentials_match, username_base, UserParams, UserParamsError};
 use crate::target::{Status, TargetAddr, MAX_DOMAIN_LEN};
@@ -44,7 +49,7 @@ const BASIC_BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Who may use an HTTP CONNECT listener.
+/// Who may use an HTTP listener (CONNECT and plain forward requests alike).
 #[derive(Clone, PartialEq, Eq)]
 pub enum HttpAuthPolicy {
     /// Anyone. `Proxy-Authorization` is optional; if it carries Basic
@@ -78,6 +83,10 @@ pub enum HttpAction {
     /// with [`response`]. Pipelined payload waits in
     /// [`HttpConnectHandshake::take_leftover`].
     Request(HttpConnectRequest),
+    /// A plain request for an origin (absolute form): connect to the
+    /// target, send [`HttpForwardRequest::head`] then the leftover, splice.
+    /// No answer of ours precedes the origin's response.
+    Forward(HttpForwardRequest),
     /// The request is refused: write `response`, then close.
     Reject {
         /// The HTTP response that tells the app why.
@@ -98,7 +107,21 @@ pub struct HttpConnectRequest {
     pub params: UserParams,
 }
 
-/// Why an HTTP CONNECT request was refused.
+/// A completed absolute-form request, rewritten for the origin.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct HttpForwardRequest {
+    /// The origin (port 80 unless the URI names one).
+    pub target: TargetAddr,
+    /// The Basic username as sent, if the app sent a non-empty one.
+    pub username: Option<String>,
+    /// The parameters carried in the username (defaults when there is none).
+    pub params: UserParams,
+    /// The origin-form head, hop-by-hop fields removed (see
+    /// [`crate::http_forward`]).
+    pub head: Vec<u8>,
+}
+
+/// Why an HTTP proxy request was refused.
 #[derive(thiserror::Error, Clone, PartialEq, Eq, Debug)]
 pub enum HttpConnectError {
     /// The head is refused as such (see [`crate::http_head`]): larger than
@@ -106,12 +129,20 @@ pub enum HttpConnectError {
     /// syntax, e.g. a SOCKS client at the port, or another version (400).
     #[error(transparent)]
     Head(#[from] HeadError),
-    /// A method other than CONNECT (405).
-    #[error("method {method:?} not allowed, only CONNECT")]
-    MethodNotAllowed {
+    /// Neither CONNECT nor an absolute-form URI, e.g. `GET /` sent to the
+    /// proxy as if it were the origin (400).
+    #[error(
+        "not a proxy request: {method} {target:?} (send CONNECT host:port, or an absolute http:// URI)"
+    )]
+    NotAProxyRequest {
         /// The method as sent.
         method: String,
+        /// The request-target as sent, cut to a short length.
+        target: String,
     },
+    /// An absolute-form request that cannot be forwarded (400).
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
     /// The request-target is not `host:port` in authority form (400).
     #[error("bad CONNECT target {target:?}: {problem}")]
     BadTarget {
@@ -164,7 +195,6 @@ fn error_response(code: u16, extra_headers: &[(&str, &str)], body: &str) -> Vec<
     let reason = match code {
         400 => "Bad Request",
         403 => "Forbidden",
-        405 => "Method Not Allowed",
         407 => "Proxy Authentication Required",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
@@ -189,7 +219,6 @@ type Failure = (Vec<u8>, HttpConnectError);
 /// A rejection with status `code`, the error's text as body.
 fn fail(code: u16, error: HttpConnectError) -> Failure {
     let extra: &[(&str, &str)] = match code {
-        405 => &[("Allow", "CONNECT")],
         407 => &[("Proxy-Authenticate", CHALLENGE)],
         _ => &[],
     };
@@ -246,7 +275,7 @@ impl HttpConnectHandshake {
             Err(e) => Err(refuse_head(e)),
         };
         match judged {
-            Ok(request) => self.end(HttpAction::Request(request)),
+            Ok(action) => self.end(action),
             Err((response, error)) => self.end(HttpAction::Reject { response, error }),
         }
         Ok(())
@@ -295,22 +324,36 @@ fn refuse_head(e: HeadError) -> Failure {
     fail(code, e.into())
 }
 
-/// Judges a complete head: the request, or the rejection.
-fn judge_head(head: &RequestHead, policy: &HttpAuthPolicy) -> Result<HttpConnectRequest, Failure> {
-    if head.method != "CONNECT" {
+/// Judges a complete head: the request ([`HttpAction::Request`] or
+/// [`HttpAction::Forward`]), or the rejection.
+fn judge_head(head: &RequestHead, policy: &HttpAuthPolicy) -> Result<HttpAction, Failure> {
+    let forward = head.method != "CONNECT";
+    if forward && !http_forward::is_absolute_form(&head.target) {
         let method = head.method.clone();
-        return Err(fail(405, HttpConnectError::MethodNotAllowed { method }));
+        let target = head.target.chars().take(100).collect();
+        return Err(fail(400, HttpConnectError::NotAProxyRequest { method, target }));
     }
     let username = authenticate(policy, head)?;
+    let params = |username: &Option<String>| match username {
+        Some(name) => UserParams::parse(name).map_err(|e| fail(400, e.into())),
+        None => Ok(UserParams::default()),
+    };
+    if forward {
+        let rewritten = http_forward::rewrite(head).map_err(|e| fail(400, e.into()))?;
+        let params = params(&username)?;
+        return Ok(HttpAction::Forward(HttpForwardRequest {
+            target: rewritten.target,
+            username,
+            params,
+            head: rewritten.head,
+        }));
+    }
     let raw_target = head.target.as_str();
     let target = parse_authority(raw_target).map_err(|problem| {
         fail(400, HttpConnectError::BadTarget { target: raw_target.to_owned(), problem })
     })?;
-    let params = match &username {
-        Some(name) => UserParams::parse(name).map_err(|e| fail(400, e.into()))?,
-        None => UserParams::default(),
-    };
-    Ok(HttpConnectRequest { target, username, params })
+    let params = params(&username)?;
+    Ok(HttpAction::Request(HttpConnectRequest { target, username, params }))
 }
 
 /// Checks `Proxy-Authorization` against the policy; the username it carried,
@@ -399,7 +442,8 @@ fn parse_authority(s: &str) -> Result<TargetAddr, &'static str> {
     })
 }
 
-fn parse_port(s: &str) -> Result<u16, &'static str> {
+/// A port number: digits only, 1 to 65535.
+pub(crate) fn parse_port(s: &str) -> Result<u16, &'static str> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err("port is not a number");
     }
@@ -530,15 +574,16 @@ mod tests {
     }
 
     #[test]
-    fn other_methods_get_405() {
-        for line in ["GET http://example.com/ HTTP/1.1", "POST / HTTP/1.1", "connect a:1 HTTP/1.1"]
+    fn requests_that_are_not_for_a_proxy_get_400() {
+        for line in
+            ["GET / HTTP/1.1", "POST /x HTTP/1.1", "connect a:1 HTTP/1.1", "OPTIONS * HTTP/1.1"]
         {
-            let mut hs = no_auth();
+            let mut hs = basic();
             let run = run_all(&mut hs, format!("{line}\r\n\r\n").as_bytes());
             let (code, text, error) = reject_of(&run);
-            assert_eq!(code, 405);
-            assert!(text.contains("\r\nAllow: CONNECT\r\n"));
-            assert!(matches!(error, HttpConnectError::MethodNotAllowed { .. }));
+            assert_eq!(code, 400, "{line}");
+            assert!(text.contains("not a proxy request"), "{text}");
+            assert!(matches!(error, HttpConnectError::NotAProxyRequest { .. }));
             assert_well_formed(&text);
         }
     }
@@ -854,7 +899,7 @@ mod tests {
                 prop_assert!(fed.is_ok());
                 match hs.poll() {
                     HttpAction::NeedMore => {}
-                    HttpAction::Request(_) => ended = true,
+                    HttpAction::Request(_) | HttpAction::Forward(_) => ended = true,
                     HttpAction::Reject { response, .. } => {
                         prop_assert!(response.starts_with(b"HTTP/1.1 4"));
                         ended = true;

@@ -53,6 +53,7 @@ pub mod directory;
 mod exit;
 mod gateway;
 pub mod http_connect;
+pub mod http_forward;
 pub mod http_head;
 mod hub;
 mod hub_link;

@@ -112,7 +112,7 @@ enum Command {
         #[command(flatten)]
         exit: ExitFlags,
     },
-    /// Run a client: SOCKS5 / HTTP CONNECT listeners for local apps.
+    /// Run a client: SOCKS5/4/4a and HTTP proxy (CONNECT, plain http://) listeners for local apps.
     ///
     /// Example: meshproxy client --hub /ip4/HUB_IP/tcp/4001/p2p/HUB_ID --credential alice=TOKEN2
     /// --listener 127.0.0.1:1080

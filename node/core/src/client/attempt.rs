@@ -289,7 +289,9 @@ impl ClientRole {
         let Some(s) = self.sessions.get_mut(&app) else { return };
         let reply = answer(s.kind, Status::Succeeded);
         ctx.timers.cancel(TimerKey::ClientSession(app));
-        ctx.emit(Output::Transmit { stream: app, data: Bytes::from(reply) });
+        if !reply.is_empty() {
+            ctx.emit(Output::Transmit { stream: app, data: Bytes::from(reply) });
+        }
         ctx.emit(Output::Splice {
             a: app,
             b: stream,

@@ -1,5 +1,6 @@
-//! Driving an app's SOCKS5, SOCKS4/4a or HTTP CONNECT handshake up to its
-//! request, and answering the app in the dialect it spoke.
+//! Driving an app's SOCKS5, SOCKS4/4a or HTTP proxy handshake (CONNECT, or
+//! a plain absolute-form request) up to its request, and answering the app in
+//! the dialect it spoke.
 //!
 //! Which handshake an app speaks is told by its first byte: a listener that
 //! speaks SOCKS (`Socks5` or `Both`) speaks SOCKS4, 4a and 5 (first byte 4
@@ -34,6 +35,9 @@ pub(super) enum AppKind {
     Socks,
     Socks4,
     Http,
+    /// A plain HTTP request forwarded to its origin: the origin's response
+    /// is the answer on success; failures are HTTP error responses.
+    HttpForward,
 }
 
 #[derive(Debug)]
@@ -195,6 +199,18 @@ pub(super) fn drive_http(
                 leftover,
             }
         }
+        HttpAction::Forward(r) => {
+            // The rewritten head goes to the origin first, then whatever the
+            // app sent after its head (body, as it came).
+            let mut first = r.head;
+            first.extend_from_slice(&h.take_leftover());
+            HandshakeOutcome::Request {
+                kind: AppKind::HttpForward,
+                target: r.target,
+                params: r.params,
+                leftover: Bytes::from(first),
+            }
+        }
         HttpAction::Reject { response, .. } => {
             ctx.emit(Output::Transmit { stream: app, data: Bytes::from(response) });
             HandshakeOutcome::Rejected
@@ -241,9 +257,11 @@ pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// The SOCKS5 reply, SOCKS4 reply or HTTP response carrying `status`, in
 /// the app's dialect (SOCKS4 has one failure code: every failure is `0x5B`).
+/// Empty for a forwarded request's success: the origin answers it.
 pub(super) fn answer(kind: Option<AppKind>, status: Status) -> Vec<u8> {
     match kind {
-        Some(AppKind::Http) => http_connect::response(status),
+        Some(AppKind::HttpForward) if status == Status::Succeeded => Vec::new(),
+        Some(AppKind::Http | AppKind::HttpForward) => http_connect::response(status),
         Some(AppKind::Socks4) => socks4::reply(status),
         _ => socks::reply(status, None),
     }

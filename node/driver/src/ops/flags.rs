@@ -125,7 +125,7 @@ pub struct ClientFlags {
     /// A listener for apps, repeatable [key: client.listeners[].bind].
     #[arg(long = "listener", value_name = "ADDR:PORT")]
     pub listeners: Vec<SocketAddr>,
-    /// What the listeners speak: socks5 (with SOCKS4/4a), http or both [key: client.listeners[].protocol].
+    /// What the listeners speak: socks5 (with SOCKS4/4a), http (CONNECT and plain http:// requests) or both [key: client.listeners[].protocol].
     #[arg(long, value_name = "PROTO")]
     pub protocol: Option<String>,
     /// Only exits in this country [key: client.listeners[].country].

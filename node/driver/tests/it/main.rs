@@ -20,6 +20,7 @@ mod control;
 mod e2e;
 mod gateway;
 mod gateway_forward;
+mod http_forward;
 mod ingress_e2e;
 mod listener;
 mod mesh;

@@ -434,9 +434,10 @@ pub struct RedirectTargetFile {
 pub struct ListenerFile {
     /// Where to listen (default `127.0.0.1:1080`).
     pub bind: Option<SocketAddr>,
-    /// `socks5` (SOCKS5 and SOCKS4/4a), `http` (HTTP CONNECT) or `both`
-    /// (default: all of them, told apart by the first byte). SOCKS4 has no
-    /// authentication: a listener with `users` refuses it.
+    /// `socks5` (SOCKS5 and SOCKS4/4a), `http` (HTTP CONNECT and plain
+    /// `http://` proxy requests) or `both` (default: all of them, told apart
+    /// by the first byte). SOCKS4 has no authentication: a listener with
+    /// `users` refuses it.
     pub protocol: Option<String>,
     /// Exits must be in this country.
     pub country: Option<String>,
