@@ -10,12 +10,11 @@
 #![forbid(unsafe_code)]
 
 use anyhow::{anyhow, bail};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use meshproxy::ops::cli::{Cli, Command, StateCommand, TokenCommand};
 use meshproxy::ops::config::{FileConfig, Settings};
 use meshproxy::ops::control;
-use meshproxy::ops::flags::{
-    AgentFlags, ClientFlags, CommonFlags, ExitFlags, GatewayFlags, HubFlags, RoleFlags,
-};
+use meshproxy::ops::flags::{CommonFlags, RoleFlags};
 use meshproxy::ops::identity::{Identity, IdentityError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,163 +26,6 @@ use std::time::Duration;
 /// alone 2.05 -> 1.27 CPU-s/GB, client + exit 3.99 -> 3.43.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// A peer-to-peer proxy network node (SOCKS5/HTTP CONNECT client, exit, hub, agent).
-#[derive(Debug, Parser)]
-#[command(name = "meshproxy", version)]
-struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax; `RUST_LOG` wins if set) [default: info; warn for demo].
-    #[arg(long, global = true)]
-    log: Option<String>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run a node as its config file says (any mix of hub, exit or agent, and client).
-    Run {
-        /// The TOML config file.
-        #[arg(long)]
-        config: PathBuf,
-        /// Serve Prometheus metrics at http://ADDR:PORT/metrics [key: metrics].
-        #[arg(long, value_name = "ADDR:PORT")]
-        metrics: Option<std::net::SocketAddr>,
-        /// Control socket for `meshproxy status`, or `off` [key: control].
-        #[arg(long, value_name = "PATH|off")]
-        control: Option<String>,
-    },
-    /// Show what a running node is doing: hubs, exits (path, latency, breaker),
-    /// sessions per listener, sticky pins, recent warnings.
-    ///
-    /// Asks the node's control socket: --control PATH, or the one its config names.
-    Status {
-        /// The node's control socket.
-        #[arg(long, value_name = "PATH", conflicts_with = "config")]
-        control: Option<PathBuf>,
-        /// The node's config file (its `control` key, or the default beside its state
-        /// or identity file).
-        #[arg(short = 'c', long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Print the raw snapshot as JSON (the control protocol's `status` reply).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Read a node's state file.
-    State {
-        #[command(subcommand)]
-        command: StateCommand,
-    },
-    /// Validate a config file and print what the node would run.
-    Check {
-        /// The TOML config file.
-        #[arg(long)]
-        config: PathBuf,
-    },
-    /// Run a hub: the directory of exits, admission by token.
-    ///
-    /// Example: meshproxy hub --key exit-1=TOKEN --key alice=TOKEN2
-    Hub {
-        #[command(flatten)]
-        common: CommonFlags,
-        #[command(flatten)]
-        hub: HubFlags,
-    },
-    /// Run an exit: registers at the hubs, dials what its policy allows.
-    ///
-    /// Example: meshproxy exit --hub /ip4/HUB_IP/tcp/4001/p2p/HUB_ID --credential exit-1=TOKEN
-    Exit {
-        #[command(flatten)]
-        common: CommonFlags,
-        #[command(flatten)]
-        exit: ExitFlags,
-    },
-    /// Run a client: SOCKS5 / HTTP CONNECT listeners for local apps.
-    ///
-    /// Example: meshproxy client --hub /ip4/HUB_IP/tcp/4001/p2p/HUB_ID --credential alice=TOKEN2
-    /// --listener 127.0.0.1:1080
-    Client {
-        #[command(flatten)]
-        common: CommonFlags,
-        #[command(flatten)]
-        client: ClientFlags,
-    },
-    /// Run a gateway: public HTTP listeners whose requests are routed by host and path to
-    /// agents found through the hubs (or answered here: static, redirect).
-    ///
-    /// Example: meshproxy gateway --hub /ip4/HUB_IP/tcp/4001/p2p/HUB_ID --credential gw=TOKEN3
-    /// --listen-http 0.0.0.0:8080 --route 'host=app.example.com path=/ service=web select=site=home'
-    Gateway {
-        #[command(flatten)]
-        common: CommonFlags,
-        #[command(flatten)]
-        gateway: GatewayFlags,
-    },
-    /// Run an agent beside private services: registers at the hubs with its labels and
-    /// services, and carries gateways' ingress streams to those services only.
-    ///
-    /// Example: meshproxy agent --hub /ip4/HUB_IP/tcp/4001/p2p/HUB_ID --credential agent-1=TOKEN
-    /// --service web=127.0.0.1:8080 --label site=home [--allow 10.0.0.0/8:80-443]
-    ///
-    /// A service whose origin is an IP literal reaches exactly that address; one whose origin
-    /// is a host name is resolved at each stream and every answer must fall inside an --allow
-    /// rule (deny by default). Cloud metadata, unspecified, broadcast and multicast addresses
-    /// are refused unless a service names that literal address. A node is an exit or an agent,
-    /// not both.
-    Agent {
-        #[command(flatten)]
-        common: CommonFlags,
-        #[command(flatten)]
-        agent: AgentFlags,
-    },
-    /// Run a hub, two exits, a client, a local web page, an agent beside a local site and a
-    /// gateway in this process, fetch both through the mesh, and print curl commands to try it.
-    Demo,
-    /// Create a new identity key file (never overwrites) and print its peer id.
-    /// Admission tokens: `token new` prints a fresh one and what the hub stores.
-    Token {
-        #[command(subcommand)]
-        command: TokenCommand,
-    },
-    Keygen {
-        /// Where to write the key.
-        #[arg(long, default_value = "meshproxy.key")]
-        out: PathBuf,
-    },
-    /// Print the peer id of an identity key file.
-    Id {
-        /// The key file.
-        #[arg(long, default_value = "meshproxy.key")]
-        identity: PathBuf,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum StateCommand {
-    /// Print the sticky pins a state file holds.
-    Show {
-        /// The state file (the config's `state` key).
-        file: PathBuf,
-        /// Print them as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum TokenCommand {
-    /// Print a fresh 256-bit token for a node and the verifier its hub stores
-    /// (the verifier checks the node's proof and cannot itself log in).
-    New {
-        /// The key id the node presents.
-        #[arg(long, default_value = "node-1")]
-        id: String,
-        /// The roles the hub admits the key in: client, exit, agent, gateway, or several
-        /// joined by `+` (exit+client).
-        #[arg(long, default_value = "client")]
-        roles: String,
-    },
-}
 
 fn token_new(id: &str, roles: &str) -> anyhow::Result<()> {
     if !meshproxy_core::wire::hub::valid_key_id(id) {
