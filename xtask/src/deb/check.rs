@@ -116,7 +116,8 @@ fn check_configs(checks: &mut Checks, gid: Option<u32>) -> Result<(), DebError> 
                     "meshproxy check {} refuses the {HUB_PLACEHOLDER} placeholder",
                     path.display()
                 ),
-                !shipped.status.success() && err.contains("hubs"),
+                !shipped.status.success()
+                    && err.contains(&format!("hubs[0].peer: `{HUB_PLACEHOLDER}`")),
                 &shipped,
             );
             let filled = scratch.join(format!("{role}.toml"));

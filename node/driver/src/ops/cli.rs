@@ -10,17 +10,22 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 /// A peer-to-peer proxy network node (SOCKS5/HTTP CONNECT client, exit, hub, agent).
+// The doc comments are the `--help` text: brackets there are literal.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Parser)]
 #[command(name = "meshproxy", version)]
 pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax; `RUST_LOG` wins if set) [default: info; warn for demo].
     #[arg(long, global = true)]
     pub log: Option<String>,
-    /// What to do.
+    // What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+// The subcommands.
+// The doc comments are the `--help` text: brackets there are literal.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node as its config file says (any mix of hub, exit or agent, and client).
@@ -140,6 +145,7 @@ pub enum Command {
     },
 }
 
+// `meshproxy state …`.
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
     /// Print the sticky pins a state file holds.
@@ -152,6 +158,7 @@ pub enum StateCommand {
     },
 }
 
+// `meshproxy token …`.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Print a fresh 256-bit token for a node and the verifier its hub stores
