@@ -1,5 +1,5 @@
 //! `cargo xtask ci`: every check CI makes, in the order that fails fastest,
-//! stopping at the first failure.
+//! stopping at the first failure; the Debian package's install check last.
 
 use crate::sim_cmd::{self, SimArgs};
 use std::path::Path;
@@ -32,6 +32,9 @@ pub enum CiError {
     /// The load test could not run.
     #[error("ci: {0}")]
     Loadtest(#[from] crate::loadtest::LoadtestError),
+    /// The package could not be built or checked.
+    #[error("ci: {0}")]
+    Deb(#[from] crate::deb::DebError),
 }
 
 /// Seconds each fuzz target runs in CI (then its corpus replays).
@@ -117,6 +120,21 @@ pub fn run(workspace: &Path) -> Result<bool, CiError> {
     let load = crate::loadtest::LoadtestArgs::quick();
     let load_cmd = "cargo xtask loadtest --quick";
     if !timed("loadtest", load_cmd, || Ok(crate::loadtest::run(workspace, &load)?))? {
+        return Ok(false);
+    }
+    // Reuses the same release build again: only the man page generator and
+    // the packaging are new. It installs with dpkg, so it needs root; outside
+    // CI a machine without root or cargo-deb skips it (`.ci/run` installs
+    // cargo-deb and CI runs as root, so CI never skips).
+    let deb_cmd = "cargo xtask deb --check";
+    let deb = || match crate::deb::run(workspace, &crate::deb::DebArgs { check: true }) {
+        Err(e @ (crate::deb::DebError::NoCargoDeb | crate::deb::DebError::NotRoot(_))) if !ci => {
+            println!("ci: {e}: the package step is skipped outside CI");
+            Ok(true)
+        }
+        other => other,
+    };
+    if !timed("deb", deb_cmd, || Ok(deb()?))? {
         return Ok(false);
     }
     println!("\nci: all steps passed in {:.1} s", started.elapsed().as_secs_f64());

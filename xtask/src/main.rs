@@ -7,6 +7,7 @@
 //!   replay their corpora;
 //! - `ci`: everything CI checks, in order;
 //! - `bench`: performance figures of the release binaries on 127.0.0.1;
+//! - `deb`: the Debian package (cargo-deb), and with `--check` its install check;
 //! - `loadtest`: thousands of concurrent SOCKS5 connections through the
 //!   release binaries, checking none is lost and nothing leaks.
 //!
@@ -21,6 +22,7 @@
 
 mod bench;
 mod ci;
+mod deb;
 mod fuzz;
 mod loadtest;
 mod pool;
@@ -82,6 +84,10 @@ enum Command {
     /// target/loadtest/result.json. Exits non-zero if any connection was lost
     /// or a process kept fds or memory after the load.
     Loadtest(loadtest::LoadtestArgs),
+    /// Build the Debian package with cargo-deb (the release binary, example configs in
+    /// /etc/meshproxy, man pages, bash/zsh/fish completions, systemd units, the meshproxy
+    /// user) into <target>/debian/. `--check` then installs it (root), checks it and purges it.
+    Deb(deb::DebArgs),
 }
 
 /// Why a task could not run at all (as opposed to running and finding failures).
@@ -105,6 +111,9 @@ enum TaskError {
     /// The load test could not run.
     #[error(transparent)]
     Loadtest(#[from] loadtest::LoadtestError),
+    /// The package could not be built or checked.
+    #[error(transparent)]
+    Deb(#[from] deb::DebError),
 }
 
 fn main() -> ExitCode {
@@ -116,6 +125,7 @@ fn main() -> ExitCode {
         Command::Ci => ci::run(&workspace_root()).map_err(Into::into),
         Command::Bench(args) => bench::run(&workspace_root(), &args).map_err(Into::into),
         Command::Loadtest(args) => loadtest::run(&workspace_root(), &args).map_err(Into::into),
+        Command::Deb(args) => deb::run(&workspace_root(), &args).map_err(Into::into),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! Operations: what an operator touches — files on disk, the command line,
 //! metrics — and the assembly of a running node from them.
 //!
+//! - [`cli`]: the `meshproxy` command line (subcommands and their flags).
 //! - [`config`]: the config file, parsed once into typed settings; [`flags`]: the role
 //!   commands' flags, each naming its config key.
 //! - [`identity`], [`keys`], [`state`]: the node's key, admission keys and tokens, and the
@@ -14,6 +15,7 @@
 //! - [`demo`]: a whole mesh in one process (`meshproxy demo`).
 
 pub mod assemble;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
