@@ -17,8 +17,10 @@ use meshproxy::ops::flags::{
     AgentFlags, ClientFlags, CommonFlags, ExitFlags, GatewayFlags, HubFlags, RoleFlags,
 };
 use meshproxy::ops::identity::{Identity, IdentityError};
+use meshproxy::ops::reload::{watch, Loader, ReloadHandle, Reloader};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// glibc's malloc hands the pages of freed frame buffers back to the kernel
@@ -68,6 +70,34 @@ enum Command {
         /// Print the raw snapshot as JSON (the control protocol's `status` reply).
         #[arg(long)]
         json: bool,
+    },
+    /// Make a running node re-read its config file (as SIGHUP does) and print the keys
+    /// it changed; exits non-zero, saying why, if the node refused the new config.
+    ///
+    /// Live: limits, timeouts, exit policy and listing, agent services, labels and allow-list,
+    /// hub keys, gateway routes. Other keys take a restart (a reload changing one is refused
+    /// whole). The node also reloads by itself when its config file changes.
+    Reload {
+        /// The node's control socket.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        control: Option<PathBuf>,
+        /// The node's config file (its `control` key, or the default beside its state
+        /// or identity file).
+        #[arg(short = 'c', long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// (Hubs) revoke a key id or a peer id: its admissions and registrations end, and it is
+    /// refused until the hub's keys change (by a reload) or the hub restarts. To make it
+    /// permanent, remove the key from the config too.
+    Revoke {
+        /// A key id of `hub.keys`, or a peer id (12D3KooW…).
+        target: String,
+        /// The hub's control socket.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        control: Option<PathBuf>,
+        /// The hub's config file.
+        #[arg(short = 'c', long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Read a node's state file.
     State {
@@ -201,8 +231,15 @@ fn token_new(id: &str, roles: &str) -> anyhow::Result<()> {
 /// How long running sessions may finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// Runs the node `file` describes until Ctrl-C or SIGTERM.
-fn run(file: FileConfig) -> anyhow::Result<()> {
+/// How the node re-reads its config on a reload, and the file to watch.
+struct Reread {
+    loader: Loader,
+    watch: Option<PathBuf>,
+}
+
+/// Runs the node `file` describes until Ctrl-C or SIGTERM; reloads as
+/// `reread` says on SIGHUP, `meshproxy reload` and a change of the file.
+fn run(file: FileConfig, reread: Reread) -> anyhow::Result<()> {
     let path = file.identity_path();
     let (identity, fresh) = match Identity::load(&path) {
         Err(IdentityError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -224,8 +261,26 @@ fn run(file: FileConfig) -> anyhow::Result<()> {
         let seed = rand::random::<u64>();
         let running =
             meshproxy::ops::launch::start_with_settings(settings, &identity, seed).await?;
+        let (reloader, handle) = Reloader::new(
+            reread.loader,
+            identity.clone(),
+            file.clone(),
+            running.node.runner(),
+        );
+        let reloads = tokio::spawn(reloader.run());
+        let hup = watch::on_sighup(handle.clone())?;
+        let watching = match &reread.watch {
+            Some(path) => match watch::on_change(path, handle.clone()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "config file not watched: reload with SIGHUP or `meshproxy reload`");
+                    None
+                }
+            },
+            None => None,
+        };
         let control = match control_path {
-            Some(path) => match serve_control(&path, &running) {
+            Some(path) => match serve_control(&path, &running, handle) {
                 Ok(server) => Some(server),
                 Err(e) => {
                     running.node.shutdown().await;
@@ -253,6 +308,9 @@ fn run(file: FileConfig) -> anyhow::Result<()> {
         meshproxy::ops::assemble::stop_signal().await;
         tracing::info!(grace = ?GRACE, "stopping: no new connections; running sessions may finish");
         drop(control); // removes the socket: `status` now says the node is not running
+        drop(watching);
+        hup.abort();
+        reloads.abort();
         running.node.shutdown_gracefully(GRACE).await;
         Ok(())
     })
@@ -262,6 +320,7 @@ fn run(file: FileConfig) -> anyhow::Result<()> {
 fn serve_control(
     path: &Path,
     running: &meshproxy::ops::launch::NetNode,
+    reload: ReloadHandle,
 ) -> Result<control::ControlServer, control::ControlError> {
     let info = control::NodeInfo {
         p2p_addrs: running.p2p_addrs.iter().map(ToString::to_string).collect(),
@@ -269,13 +328,13 @@ fn serve_control(
         metrics: running.node.metrics_addr,
     };
     let limits = control::ControlLimits::default();
-    control::ControlServer::bind(path, running.node.runner(), running.node.events(), info, limits)
+    let (runner, events) = (running.node.runner(), running.node.events());
+    control::ControlServer::bind_with_reload(path, runner, events, info, limits, Some(reload))
 }
 
-/// `meshproxy status`: asks the control socket at `--control`, or the one
-/// the config names.
-fn status(control: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
-    let path = match (control, config) {
+/// The control socket at `--control`, or the one the config names, or the default.
+fn control_socket(control: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match (control, config) {
         (Some(path), _) => path,
         (None, Some(config)) => FileConfig::load(&config)?.control_path().ok_or_else(|| {
             anyhow!("{} turns the control socket off (control = false)", config.display())
@@ -291,12 +350,41 @@ fn status(control: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> anyh
             }
             path
         }
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    })
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| anyhow!("tokio runtime: {e}"))?;
-    let snapshot = runtime.block_on(control::client::status(&path))?;
+        .map_err(|e| anyhow!("tokio runtime: {e}"))
+}
+
+/// `meshproxy reload`: the node re-reads its config; prints the keys it changed.
+fn reload(control: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let path = control_socket(control, config)?;
+    let changed = current_thread()?.block_on(control::client::reload(&path))?;
+    if changed.is_empty() {
+        println!("reloaded: nothing changed");
+    } else {
+        println!("reloaded: {}", changed.join(", "));
+    }
+    Ok(())
+}
+
+/// `meshproxy revoke TARGET`: a hub ends a key's or a peer's admissions.
+fn revoke(target: &str, control: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let path = control_socket(control, config)?;
+    let ended = current_thread()?.block_on(control::client::revoke(&path, target))?;
+    println!("revoked {target}: {ended} admitted hub streams ended; refused until hub.keys changes");
+    Ok(())
+}
+
+/// `meshproxy status`: asks the control socket at `--control`, or the one
+/// the config names.
+fn status(control: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let path = control_socket(control, config)?;
+    let snapshot = current_thread()?.block_on(control::client::status(&path))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&snapshot)?);
     } else {
@@ -325,9 +413,21 @@ fn state_show(file: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one role from its flags (and `--config`, if given).
-fn run_role(common: &CommonFlags, role: RoleFlags<'_>) -> anyhow::Result<()> {
-    run(meshproxy::ops::flags::build(common, role)?)
+/// Runs one role from its flags (and `--config`, if given); a reload reads
+/// the file again under the same flags.
+fn run_role(common: &CommonFlags, role: RoleFlags<'_>, loader: Loader) -> anyhow::Result<()> {
+    let reread = Reread { loader, watch: common.config.clone() };
+    run(meshproxy::ops::flags::build(common, role)?, reread)
+}
+
+/// The loader of a role command: its flags over its `--config` file.
+fn role_loader<F: Clone + Send + Sync + 'static>(
+    common: &CommonFlags,
+    flags: &F,
+    role: fn(&F) -> RoleFlags<'_>,
+) -> Loader {
+    let (common, flags) = (common.clone(), flags.clone());
+    Arc::new(move || meshproxy::ops::flags::build(&common, role(&flags)))
 }
 
 fn demo() -> anyhow::Result<()> {
@@ -472,27 +572,44 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, metrics, control } => {
-            let file = FileConfig::load(&config).map(|mut file| {
-                file.metrics = metrics.or(file.metrics);
-                if let Some(control) = &control {
-                    file.control = Some(meshproxy::ops::flags::control_flag(control));
-                }
-                file
+            let path = config.clone();
+            // The command line's keys win over the file's, at start and at every reload.
+            let loader: Loader = Arc::new(move || {
+                FileConfig::load(&path).map(|mut file| {
+                    file.metrics = metrics.or(file.metrics);
+                    if let Some(control) = &control {
+                        file.control = Some(meshproxy::ops::flags::control_flag(control));
+                    }
+                    file
+                })
             });
-            exit_code("run", file.map_err(anyhow::Error::from).and_then(run))
+            let file = loader();
+            let reread = Reread { loader, watch: Some(config) };
+            exit_code("run", file.map_err(anyhow::Error::from).and_then(|f| run(f, reread)))
         }
-        Command::Hub { common, hub } => exit_code("hub", run_role(&common, RoleFlags::Hub(&hub))),
+        Command::Hub { common, hub } => {
+            let loader = role_loader(&common, &hub, |f| RoleFlags::Hub(f));
+            exit_code("hub", run_role(&common, RoleFlags::Hub(&hub), loader))
+        }
         Command::Exit { common, exit } => {
-            exit_code("exit", run_role(&common, RoleFlags::Exit(&exit)))
+            let loader = role_loader(&common, &exit, |f| RoleFlags::Exit(f));
+            exit_code("exit", run_role(&common, RoleFlags::Exit(&exit), loader))
         }
         Command::Client { common, client } => {
-            exit_code("client", run_role(&common, RoleFlags::Client(&client)))
+            let loader = role_loader(&common, &client, |f| RoleFlags::Client(f));
+            exit_code("client", run_role(&common, RoleFlags::Client(&client), loader))
         }
         Command::Gateway { common, gateway } => {
-            exit_code("gateway", run_role(&common, RoleFlags::Gateway(&gateway)))
+            let loader = role_loader(&common, &gateway, |f| RoleFlags::Gateway(f));
+            exit_code("gateway", run_role(&common, RoleFlags::Gateway(&gateway), loader))
         }
         Command::Agent { common, agent } => {
-            exit_code("agent", run_role(&common, RoleFlags::Agent(&agent)))
+            let loader = role_loader(&common, &agent, |f| RoleFlags::Agent(f));
+            exit_code("agent", run_role(&common, RoleFlags::Agent(&agent), loader))
+        }
+        Command::Reload { control, config } => exit_code("reload", reload(control, config)),
+        Command::Revoke { target, control, config } => {
+            exit_code("revoke", revoke(&target, control, config))
         }
         Command::Demo => exit_code("demo", demo()),
         Command::Status { control, config, json } => {

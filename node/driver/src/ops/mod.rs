@@ -21,4 +21,5 @@ pub mod identity;
 pub mod keys;
 pub mod launch;
 pub mod metrics;
+pub mod reload;
 pub mod state;
