@@ -421,7 +421,10 @@ impl HubRole {
         self.revoked_keys.clear();
         self.revoked_peers.clear();
         let same = |a: &AdmissionKey, b: &AdmissionKey| {
-            a.key_id == b.key_id && a.verifier == b.verifier && a.roles == b.roles && a.peer == b.peer
+            a.key_id == b.key_id
+                && a.verifier == b.verifier
+                && a.roles == b.roles
+                && a.peer == b.peer
         };
         let new_index = |keys: &[AdmissionKey], i: usize| {
             let was = old.get(i)?;

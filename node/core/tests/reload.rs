@@ -207,7 +207,9 @@ fn a_key_removed_by_a_reload_ends_its_admissions_and_registrations_only() {
     // It cannot come back with the old key.
     let (again, outs) = auth(&mut h, &exit_cred(), exit, Role::Exit);
     assert_eq!(closed(&outs, again), Some(Close::Fin));
-    assert!(events(&outs).contains(&Event::AdmissionDenied { peer: exit, reason: Refusal::UnknownKey }));
+    assert!(
+        events(&outs).contains(&Event::AdmissionDenied { peer: exit, reason: Refusal::UnknownKey })
+    );
 }
 
 #[test]
@@ -244,7 +246,9 @@ fn a_revoked_peer_is_cut_off_and_refused_until_a_reload_changes_the_keys() {
     // Its next dial, with a valid proof, is refused.
     let (again, outs) = auth(&mut h, &exit_cred(), exit, Role::Exit);
     assert_eq!(closed(&outs, again), Some(Close::Fin));
-    assert!(events(&outs).contains(&Event::AdmissionDenied { peer: exit, reason: Refusal::Revoked }));
+    assert!(
+        events(&outs).contains(&Event::AdmissionDenied { peer: exit, reason: Refusal::Revoked })
+    );
     // A reload that leaves the keys alone does not lift it...
     reload(&mut h, config.clone());
     let (again, outs) = auth(&mut h, &exit_cred(), exit, Role::Exit);

@@ -376,7 +376,9 @@ fn reload(control: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<(
 fn revoke(target: &str, control: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
     let path = control_socket(control, config)?;
     let ended = current_thread()?.block_on(control::client::revoke(&path, target))?;
-    println!("revoked {target}: {ended} admitted hub streams ended; refused until hub.keys changes");
+    println!(
+        "revoked {target}: {ended} admitted hub streams ended; refused until hub.keys changes"
+    );
     Ok(())
 }
 

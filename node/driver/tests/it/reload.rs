@@ -36,19 +36,20 @@ async fn body(port: u16) -> Option<String> {
         &format!("http://127.0.0.1:{port}/"),
     ]
     .map(str::to_owned);
-    let out = tokio::task::spawn_blocking(move || Command::new("curl").args(args).output().unwrap())
-        .await
-        .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || Command::new("curl").args(args).output().unwrap())
+            .await
+            .unwrap();
     out.status.success().then(|| text(&out.stdout))
 }
 
 /// A hub that is its own gateway, answering `static.example.com` with
-/// `answer`; `extra` goes at the top of the file.
+/// `answer`; `extra` (tables) goes before `[hub]`.
 fn gateway_toml(dir: &Scratch, port: u16, answer: &str, extra: &str) -> String {
     format!(
-        r#"{extra}
-control = "{}"
+        r#"control = "{}"
 listen = ["/ip4/127.0.0.1/tcp/0"]
+{extra}
 [hub]
 keys = [{{ id = "gw", token = "{GW_TOKEN}", roles = ["gateway"] }}]
 [gateway]
@@ -106,7 +107,8 @@ fn an_edited_config_takes_effect_live_and_a_broken_one_is_refused_naming_the_key
         assert_eq!(body(port).await.as_deref(), Some("v2\n"));
 
         // A key that cannot change live is refused whole, named: the route edit with it too.
-        let moved = gateway_toml(&dir, port, "v4\n", "").replace("tcp/0", &format!("tcp/{}", free_port()));
+        let moved =
+            gateway_toml(&dir, port, "v4\n", "").replace("tcp/0", &format!("tcp/{}", free_port()));
         save(&config, &identity_line, &moved);
         let out = meshproxy(vec!["reload".into(), "--control".into(), sock.clone()]).await;
         let err = text(&out.stderr);
@@ -139,7 +141,8 @@ fn an_edited_config_takes_effect_live_and_a_broken_one_is_refused_naming_the_key
 
 /// The hub's status, as `meshproxy status --json` prints it.
 async fn hub_status(sock: &Path) -> serde_json::Value {
-    let args = vec!["status".into(), "--control".into(), sock.display().to_string(), "--json".into()];
+    let args =
+        vec!["status".into(), "--control".into(), sock.display().to_string(), "--json".into()];
     let out = meshproxy(args).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
@@ -169,7 +172,11 @@ fn a_revoked_exit_loses_its_registration_and_cannot_come_back() {
         ])
         .await;
         assert!(out.status.success(), "{}", text(&out.stderr));
-        assert!(text(&out.stdout).contains("1 admitted hub streams ended"), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains("1 admitted hub streams ended"),
+            "{}",
+            text(&out.stdout)
+        );
         poll_until("the registration ends", Duration::from_secs(10), || async {
             let s = hub_status(&sock).await;
             (s["hub"]["directory_entries"] == 0 && s["hub"]["admitted_peers"] == 0).then_some(())
@@ -194,6 +201,10 @@ fn a_revoked_exit_loses_its_registration_and_cannot_come_back() {
         ])
         .await;
         assert!(!out.status.success());
-        assert!(text(&out.stderr).contains("`nobody` is neither a peer id nor"), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("`nobody` is neither a peer id nor"),
+            "{}",
+            text(&out.stderr)
+        );
     });
 }

@@ -236,12 +236,13 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(io: S, sha
             Err(e) => Reply::error(e.to_string()),
             Ok(Request::Status) => status(shared).await,
             Ok(Request::Reload) => match &shared.reload {
-                Some(reload) => match timeout(RELOAD_DEADLINE, reload.reload("control socket")).await
-                {
-                    Ok(Ok(changed)) => Reply::reloaded(changed),
-                    Ok(Err(e)) => Reply::error(format!("reload refused: {e}")),
-                    Err(_) => Reply::error("the reload did not finish within 8 s"),
-                },
+                Some(reload) => {
+                    match timeout(RELOAD_DEADLINE, reload.reload("control socket")).await {
+                        Ok(Ok(changed)) => Reply::reloaded(changed),
+                        Ok(Err(e)) => Reply::error(format!("reload refused: {e}")),
+                        Err(_) => Reply::error("the reload did not finish within 8 s"),
+                    }
+                }
                 None => Reply::error("this node was started without a config to reload"),
             },
             Ok(Request::Revoke(target)) => match &shared.reload {

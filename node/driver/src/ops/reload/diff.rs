@@ -78,7 +78,13 @@ pub fn changes(old: &FileConfig, new: &FileConfig) -> Changes {
 
 /// A role table: added or removed takes a restart (the role set is fixed);
 /// present in both, compared key by key.
-fn role<T>(c: &mut Changes, name: &str, old: &Option<T>, new: &Option<T>, f: fn(&mut Changes, &T, &T)) {
+fn role<T>(
+    c: &mut Changes,
+    name: &str,
+    old: &Option<T>,
+    new: &Option<T>,
+    f: fn(&mut Changes, &T, &T),
+) {
     match (old, new) {
         (Some(old), Some(new)) => f(c, old, new),
         (None, None) => {}
