@@ -60,7 +60,7 @@ listen = "127.0.0.1:{port}"
 [[gateway.routes]]
 id = "hello"
 host = "static.example.com"
-target = {{ static = {{ status = 200, body = "{answer}" }} }}
+target = {{ static = {{ status = 200, body = "{answer}\n" }} }}
 "#,
         dir.path("gw.sock").display()
     )
@@ -86,19 +86,19 @@ fn an_edited_config_takes_effect_live_and_a_broken_one_is_refused_naming_the_key
         let dir = Scratch::new("reload-gw");
         let port = free_port();
         let id = identity(91);
-        let gw = Proc::spawn("gw", &dir, &id, &gateway_toml(&dir, port, "v1\n", "")).await;
+        let gw = Proc::spawn("gw", &dir, &id, &gateway_toml(&dir, port, "v1", "")).await;
         let config = dir.path("gw.toml");
         let identity_line = std::fs::read_to_string(&config).unwrap();
         let identity_line = identity_line.lines().next().unwrap().to_owned();
         until_body(port, "v1\n").await;
 
         // An edit saved by rename: the file watch reloads it, no signal needed.
-        save(&config, &identity_line, &gateway_toml(&dir, port, "v2\n", ""));
+        save(&config, &identity_line, &gateway_toml(&dir, port, "v2", ""));
         until_body(port, "v2\n").await;
 
         // A broken edit: `meshproxy reload` refuses it, naming the key, and v2 still serves.
         let broken = "[limits]\nmax_registrations_per_key = 0\n";
-        save(&config, &identity_line, &gateway_toml(&dir, port, "v3\n", broken));
+        save(&config, &identity_line, &gateway_toml(&dir, port, "v3", broken));
         let sock = dir.path("gw.sock").display().to_string();
         let out = meshproxy(vec!["reload".into(), "--control".into(), sock.clone()]).await;
         assert!(!out.status.success(), "a refused reload exits non-zero");
@@ -108,7 +108,7 @@ fn an_edited_config_takes_effect_live_and_a_broken_one_is_refused_naming_the_key
 
         // A key that cannot change live is refused whole, named: the route edit with it too.
         let moved =
-            gateway_toml(&dir, port, "v4\n", "").replace("tcp/0", &format!("tcp/{}", free_port()));
+            gateway_toml(&dir, port, "v4", "").replace("tcp/0", &format!("tcp/{}", free_port()));
         save(&config, &identity_line, &moved);
         let out = meshproxy(vec!["reload".into(), "--control".into(), sock.clone()]).await;
         let err = text(&out.stderr);
@@ -116,7 +116,7 @@ fn an_edited_config_takes_effect_live_and_a_broken_one_is_refused_naming_the_key
         assert_eq!(body(port).await.as_deref(), Some("v2\n"));
 
         // A good edit again, applied by `meshproxy reload`, which names what changed.
-        save(&config, &identity_line, &gateway_toml(&dir, port, "v5\n", ""));
+        save(&config, &identity_line, &gateway_toml(&dir, port, "v5", ""));
         let out = meshproxy(vec!["reload".into(), "--control".into(), sock.clone()]).await;
         let said = text(&out.stdout);
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -125,14 +125,15 @@ fn an_edited_config_takes_effect_live_and_a_broken_one_is_refused_naming_the_key
         until_body(port, "v5\n").await;
 
         // SIGHUP reloads too (the log names the trigger).
-        save(&config, &identity_line, &gateway_toml(&dir, port, "v6\n", ""));
+        save(&config, &identity_line, &gateway_toml(&dir, port, "v6", ""));
         let kill = Command::new("kill").args(["-HUP", &gw.pid().to_string()]).status().unwrap();
         assert!(kill.success());
         until_body(port, "v6\n").await;
         let log = dir.path("gw.log");
         poll_until("the log shows the SIGHUP reload", Duration::from_secs(10), || async {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
-            (log.contains("SIGHUP: reloading the config") && log.contains("trigger=\"SIGHUP\""))
+            // `"SIGHUP"` quoted: the trigger field of the reload it ran.
+            (log.contains("SIGHUP: reloading the config") && log.contains("\"SIGHUP\""))
                 .then_some(())
         })
         .await;
