@@ -234,7 +234,7 @@ allow = ["127.0.0.0/8"]
         assert!(c.refusal().expect("refused").starts_with("listen cannot change"));
         let more = parse(&format!("{EXIT}[hub]\nkeys = []\n"));
         assert_eq!(changes(&old, &more).restart, vec!["[hub] (added: the roles)"]);
-        let limits = parse(&format!("[limits]\nmax_exit_sessions = 3\n{EXIT}"));
+        let limits = parse(&format!("{EXIT}[limits]\nmax_exit_sessions = 3\n"));
         assert_eq!(changes(&old, &limits).live, vec!["limits"]);
     }
 }
