@@ -96,6 +96,9 @@ pub fn input_code(i: &Input) -> u64 {
         Input::IngressRequest { request, head, .. } => 21 << 56 | request.0 << 16 | head.len as u64,
         Input::IngressDone { request, end } => 22 << 56 | request.0 << 2 | *end as u64,
         Input::ReloadRoutes(routes) => 23 << 56 | routes.version(),
+        Input::Reconfigure(config) => 24 << 56 | config.0.limits.max_exit_sessions as u64,
+        Input::Revoke(meshproxy_core::io::Revocation::Key(id)) => 25 << 56 | id.len() as u64,
+        Input::Revoke(meshproxy_core::io::Revocation::Peer(_)) => 26 << 56,
     }
 }
 

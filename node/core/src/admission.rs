@@ -193,11 +193,13 @@ pub enum Refusal {
     /// Before admission the peer sent something other than a well-formed
     /// `Auth` of this protocol version.
     NotAuth,
+    /// The operator revoked the key or the peer (`Input::Revoke`).
+    Revoked,
 }
 
 impl Refusal {
     /// Every reason, for metrics that show each from the start.
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::UnknownKey,
         Refusal::BadProof,
         Refusal::RoleNotAllowed,
@@ -207,6 +209,7 @@ impl Refusal {
         Refusal::Displaced,
         Refusal::AuthTimeout,
         Refusal::NotAuth,
+        Refusal::Revoked,
     ];
 
     /// The reason's name in metrics and logs.
@@ -221,6 +224,7 @@ impl Refusal {
             Refusal::Displaced => "displaced",
             Refusal::AuthTimeout => "auth_timeout",
             Refusal::NotAuth => "not_auth",
+            Refusal::Revoked => "revoked",
         }
     }
 }

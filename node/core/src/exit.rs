@@ -87,6 +87,13 @@ impl ExitRole {
         }
     }
 
+    /// A reload's policy: every address dialed from now on is checked
+    /// against it (sessions already spliced keep running).
+    pub(crate) fn set_policy(&mut self, policy: &crate::policy::ExitPolicyConfig) {
+        self.policy_config = policy.clone();
+        self.policy = ExitPolicy::new(&self.policy_config, &self.own_addrs);
+    }
+
     /// Others see this exit at `ip`: deny it as a destination from now on.
     pub(crate) fn add_own_address(&mut self, ip: IpAddr) {
         if self.own_addrs.contains(&ip) || self.learned_addrs >= MAX_LEARNED_OWN_ADDRS {

@@ -74,6 +74,10 @@ pub(crate) struct HubRole {
     /// How many admitted streams each peer holds: a peer stays admitted (for
     /// the driver's relay) until its last one ends, however many it opened.
     admitted: BTreeMap<PeerId, usize>,
+    /// Key ids and peers the operator revoked ([`HubRole::revoke`]): refused
+    /// admission until a reload changes the keys.
+    revoked_keys: BTreeSet<String>,
+    revoked_peers: BTreeSet<PeerId>,
 }
 
 impl HubRole {
@@ -92,6 +96,8 @@ impl HubRole {
             per_peer: PeerCounts::default(),
             registered_by: BTreeMap::new(),
             admitted: BTreeMap::new(),
+            revoked_keys: BTreeSet::new(),
+            revoked_peers: BTreeSet::new(),
         }
     }
 
@@ -233,7 +239,16 @@ impl HubRole {
                 let checked = match found {
                     None => Err(Refusal::UnknownKey),
                     Some((i, key)) => {
-                        key.check(&nonce, &self.local, &peer, role, &proof).map(|()| i)
+                        key.check(&nonce, &self.local, &peer, role, &proof).and_then(|()| {
+                            // Checked after the proof: a stranger learns nothing of revocations.
+                            let revoked = self.revoked_keys.contains(&key.key_id)
+                                || self.revoked_peers.contains(&peer);
+                            if revoked {
+                                Err(Refusal::Revoked)
+                            } else {
+                                Ok(i)
+                            }
+                        })
                     }
                 };
                 let key = match checked {
@@ -247,6 +262,7 @@ impl HubRole {
                             Refusal::PeerNotAllowed => {
                                 (HubErrorCode::Forbidden, "key is pinned to another peer")
                             }
+                            Refusal::Revoked => (HubErrorCode::Forbidden, "admission revoked"),
                             // Unknown key and bad proof look the same from outside.
                             _ => (HubErrorCode::BadProof, "authentication failed"),
                         };
@@ -390,6 +406,74 @@ impl HubRole {
             expires: unix_now.saturating_add(self.ticket_lifetime.as_secs()),
         };
         (records, Bytes::from(self.signer.sign(&ticket)), now + self.ticket_lifetime)
+    }
+
+    /// A reload's admission keys. A peer admitted under a key that is
+    /// still there unchanged (same id, verifier, roles and pin) stays
+    /// admitted; every other admitted stream ends (with its registration
+    /// and, once the peer holds no other, its relay admission). A change to
+    /// the keys also lifts the operator's revocations: the config is the
+    /// truth again. Returns the admitted streams ended.
+    pub(crate) fn set_keys(&mut self, ctx: &mut Ctx, keys: Vec<AdmissionKey>) -> usize {
+        if keys == self.keys {
+            return 0;
+        }
+        let old = core::mem::replace(&mut self.keys, keys);
+        self.revoked_keys.clear();
+        self.revoked_peers.clear();
+        let same = |a: &AdmissionKey, b: &AdmissionKey| {
+            a.key_id == b.key_id
+                && a.verifier == b.verifier
+                && a.roles == b.roles
+                && a.peer == b.peer
+        };
+        let new_index = |keys: &[AdmissionKey], i: usize| {
+            let was = old.get(i)?;
+            keys.iter().position(|k| same(k, was))
+        };
+        let mut ended = Vec::new();
+        for (stream, s) in &mut self.streams {
+            if let Phase::Admitted { key, .. } = &mut s.phase {
+                match new_index(&self.keys, *key) {
+                    Some(i) => *key = i,
+                    None => ended.push(*stream),
+                }
+            }
+        }
+        for (_, key) in self.registered_by.values_mut() {
+            // An unmatched one ends with its stream below.
+            if let Some(i) = new_index(&self.keys, *key) {
+                *key = i;
+            }
+        }
+        for stream in &ended {
+            self.fail(ctx, *stream, HubErrorCode::Forbidden, "admission revoked");
+        }
+        ended.len()
+    }
+
+    /// The operator revokes a key id or a peer: its admitted streams end
+    /// (registrations and relay admission with them) and it is refused
+    /// admission until a reload changes the keys. Returns the streams ended.
+    pub(crate) fn revoke(&mut self, ctx: &mut Ctx, what: &crate::io::Revocation) -> usize {
+        use crate::io::Revocation;
+        match what {
+            Revocation::Key(id) => self.revoked_keys.insert(id.clone()),
+            Revocation::Peer(peer) => self.revoked_peers.insert(*peer),
+        };
+        let hit = |s: &HubStream| match (&s.phase, what) {
+            (Phase::Admitted { .. }, Revocation::Peer(peer)) => s.peer == *peer,
+            (Phase::Admitted { key, .. }, Revocation::Key(id)) => {
+                self.keys.get(*key).is_some_and(|k| k.key_id == *id)
+            }
+            (Phase::AwaitAuth { .. }, _) => false,
+        };
+        let ended: Vec<StreamId> =
+            self.streams.iter().filter(|(_, s)| hit(s)).map(|(id, _)| *id).collect();
+        for stream in &ended {
+            self.fail(ctx, *stream, HubErrorCode::Forbidden, "admission revoked");
+        }
+        ended.len()
     }
 
     /// Answers with an error and ends the stream.

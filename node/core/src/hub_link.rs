@@ -174,6 +174,16 @@ impl HubLinks {
         changed
     }
 
+    /// A reload's attributes and capacity for this node's listing; true if
+    /// they changed (then [`Self::reregister_all`] tells the hubs).
+    pub(crate) fn set_listing(&mut self, attrs: crate::record::Attrs, capacity: u32) -> bool {
+        let Some(r) = &mut self.registration else { return false };
+        let changed = r.attrs != attrs || r.capacity != capacity;
+        r.attrs = attrs;
+        r.capacity = capacity;
+        changed
+    }
+
     /// Sends a fresh `Register` on every ready link.
     pub(crate) fn reregister_all(&mut self, ctx: &mut Ctx, now: Instant) {
         for i in 0..self.links.len() {

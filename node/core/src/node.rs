@@ -1,6 +1,8 @@
 //! [`Node`]: one value that owns all of a node's logic, whatever roles it plays.
 
-use crate::agent::{agent_labels, AgentRole};
+mod reload;
+
+use crate::agent::AgentRole;
 use crate::client::ClientRole;
 use crate::config::NodeConfig;
 use crate::ctx::{Ctx, Owner, TimerKey};
@@ -11,7 +13,7 @@ use crate::hub_link::{HubLinks, LinkEvent, Registration};
 use crate::ids::{PeerId, StreamId};
 use crate::io::{Close, Event, IngressOutcome, Input, Output, Path, Resources, TimerReason};
 use crate::listener::Listeners;
-use crate::record::{Attrs, Role};
+use crate::record::Role;
 use crate::relay::{Relay, RelayedAt};
 use crate::role::Roles;
 use crate::selection::backoff::Backoff;
@@ -63,25 +65,16 @@ impl Node {
             .or_else(|| config.agent.as_ref().map(|a| a.credential.clone()))
             .or_else(|| config.client.as_ref().map(|c| c.credential.clone()))
             .or_else(|| config.gateway.as_ref().map(|g| g.credential.clone()));
-        let registration = match (&config.exit, &config.agent) {
-            (Some(e), _) => Some(Registration {
-                role: Role::Exit,
-                addrs: e.addrs.clone(),
-                attrs: e.attrs.clone(),
-                capacity: e.capacity,
-            }),
-            (None, Some(a)) => Some(Registration {
-                role: Role::Agent,
-                addrs: a.addrs.clone(),
-                attrs: Attrs {
-                    country: None,
-                    // Checked at config time; what does not fit is not listed.
-                    labels: agent_labels(&a.labels, a.services.keys()).unwrap_or_default(),
-                },
-                capacity: u32::try_from(config.limits.max_agent_streams).unwrap_or(u32::MAX),
-            }),
-            (None, None) => None,
-        };
+        let registration = reload::listing(&config).map(|(role, attrs, capacity)| Registration {
+            role,
+            addrs: match (&config.exit, &config.agent) {
+                (Some(e), _) => e.addrs.clone(),
+                (None, Some(a)) => a.addrs.clone(),
+                (None, None) => Vec::new(),
+            },
+            attrs,
+            capacity,
+        });
         // The role this node authenticates in at its hubs: the one it is
         // listed in, if any, else the one it looks peers up for.
         let auth_role = match (&registration, &config.client, &config.gateway) {
@@ -269,6 +262,14 @@ impl Node {
                     None => false,
                 };
                 ctx.event(Event::RoutesReloaded { version, accepted });
+            }
+            Input::Reconfigure(config) => self.reconfigure(now, &config.0),
+            Input::Revoke(what) => {
+                let streams_ended = match &mut self.roles.hub {
+                    Some(h) => h.revoke(&mut self.ctx, &what),
+                    None => 0,
+                };
+                self.ctx.event(Event::Revoked { streams_ended });
             }
             Input::IngressDone { request, end } => {
                 if let Some(g) = &mut roles.gateway {

@@ -17,8 +17,10 @@ use meshproxy::ops::config::{FileConfig, Settings};
 use meshproxy::ops::control;
 use meshproxy::ops::flags::{CommonFlags, RoleFlags};
 use meshproxy::ops::identity::{Identity, IdentityError};
+use meshproxy::ops::reload::{watch, Loader, ReloadHandle, Reloader};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// glibc's malloc hands the pages of freed frame buffers back to the kernel
@@ -44,8 +46,15 @@ fn token_new(id: &str, roles: &str) -> anyhow::Result<()> {
 /// How long running sessions may finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// Runs the node `file` describes until Ctrl-C or SIGTERM.
-fn run(file: FileConfig) -> anyhow::Result<()> {
+/// How the node re-reads its config on a reload, and the file to watch.
+struct Reread {
+    loader: Loader,
+    watch: Option<PathBuf>,
+}
+
+/// Runs the node `file` describes until Ctrl-C or SIGTERM; reloads as
+/// `reread` says on SIGHUP, `meshproxy reload` and a change of the file.
+fn run(file: FileConfig, reread: Reread) -> anyhow::Result<()> {
     let path = file.identity_path();
     let (identity, fresh) = match Identity::load(&path) {
         Err(IdentityError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -67,8 +76,26 @@ fn run(file: FileConfig) -> anyhow::Result<()> {
         let seed = rand::random::<u64>();
         let running =
             meshproxy::ops::launch::start_with_settings(settings, &identity, seed).await?;
+        let (reloader, handle) = Reloader::new(
+            reread.loader,
+            identity.clone(),
+            file.clone(),
+            running.node.runner(),
+        );
+        let reloads = tokio::spawn(reloader.run());
+        let hup = watch::on_sighup(handle.clone())?;
+        let watching = match &reread.watch {
+            Some(path) => match watch::on_change(path, handle.clone()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "config file not watched: reload with SIGHUP or `meshproxy reload`");
+                    None
+                }
+            },
+            None => None,
+        };
         let control = match control_path {
-            Some(path) => match serve_control(&path, &running) {
+            Some(path) => match serve_control(&path, &running, handle) {
                 Ok(server) => Some(server),
                 Err(e) => {
                     running.node.shutdown().await;
@@ -96,6 +123,9 @@ fn run(file: FileConfig) -> anyhow::Result<()> {
         meshproxy::ops::assemble::stop_signal().await;
         tracing::info!(grace = ?GRACE, "stopping: no new connections; running sessions may finish");
         drop(control); // removes the socket: `status` now says the node is not running
+        drop(watching);
+        hup.abort();
+        reloads.abort();
         running.node.shutdown_gracefully(GRACE).await;
         Ok(())
     })
@@ -105,6 +135,7 @@ fn run(file: FileConfig) -> anyhow::Result<()> {
 fn serve_control(
     path: &Path,
     running: &meshproxy::ops::launch::NetNode,
+    reload: ReloadHandle,
 ) -> Result<control::ControlServer, control::ControlError> {
     let info = control::NodeInfo {
         p2p_addrs: running.p2p_addrs.iter().map(ToString::to_string).collect(),
@@ -112,24 +143,8 @@ fn serve_control(
         metrics: running.node.metrics_addr,
     };
     let limits = control::ControlLimits::default();
-    control::ControlServer::bind(path, running.node.runner(), running.node.events(), info, limits)
-}
-
-/// `meshproxy status`: asks the control socket at `--control`, or the one
-/// the config names.
-fn status(control: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
-    let path = control_socket(control, config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow!("tokio runtime: {e}"))?;
-    let snapshot = runtime.block_on(control::client::status(&path))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&snapshot)?);
-    } else {
-        print!("{}", control::render::status(&snapshot));
-    }
-    Ok(())
+    let (runner, events) = (running.node.runner(), running.node.events());
+    control::ControlServer::bind_with_reload(path, runner, events, info, limits, Some(reload))
 }
 
 /// `meshproxy tui`: the live view of the node at `--control`, or the one the config names.
@@ -138,7 +153,7 @@ fn tui(control: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> 
     meshproxy::ops::tui::run(&path)
 }
 
-/// The control socket `status` and `tui` ask: `--control`, or the one the config names.
+/// The control socket at `--control`, or the one the config names, or the default.
 fn control_socket(control: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(match (control, config) {
         (Some(path), _) => path,
@@ -157,6 +172,48 @@ fn control_socket(control: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::
             path
         }
     })
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("tokio runtime: {e}"))
+}
+
+/// `meshproxy reload`: the node re-reads its config; prints the keys it changed.
+fn reload(control: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let path = control_socket(control, config)?;
+    let changed = current_thread()?.block_on(control::client::reload(&path))?;
+    if changed.is_empty() {
+        println!("reloaded: nothing changed");
+    } else {
+        println!("reloaded: {}", changed.join(", "));
+    }
+    Ok(())
+}
+
+/// `meshproxy revoke TARGET`: a hub ends a key's or a peer's admissions.
+fn revoke(target: &str, control: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let path = control_socket(control, config)?;
+    let ended = current_thread()?.block_on(control::client::revoke(&path, target))?;
+    println!(
+        "revoked {target}: {ended} admitted hub streams ended; refused until hub.keys changes"
+    );
+    Ok(())
+}
+
+/// `meshproxy status`: asks the control socket at `--control`, or the one
+/// the config names.
+fn status(control: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let path = control_socket(control, config)?;
+    let snapshot = current_thread()?.block_on(control::client::status(&path))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+    } else {
+        print!("{}", control::render::status(&snapshot));
+    }
+    Ok(())
 }
 
 /// `meshproxy state show`: the sticky pins of a state file.
@@ -179,9 +236,21 @@ fn state_show(file: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one role from its flags (and `--config`, if given).
-fn run_role(common: &CommonFlags, role: RoleFlags<'_>) -> anyhow::Result<()> {
-    run(meshproxy::ops::flags::build(common, role)?)
+/// Runs one role from its flags (and `--config`, if given); a reload reads
+/// the file again under the same flags.
+fn run_role(common: &CommonFlags, role: RoleFlags<'_>, loader: Loader) -> anyhow::Result<()> {
+    let reread = Reread { loader, watch: common.config.clone() };
+    run(meshproxy::ops::flags::build(common, role)?, reread)
+}
+
+/// The loader of a role command: its flags over its `--config` file.
+fn role_loader<F: Clone + Send + Sync + 'static>(
+    common: &CommonFlags,
+    flags: &F,
+    role: fn(&F) -> RoleFlags<'_>,
+) -> Loader {
+    let (common, flags) = (common.clone(), flags.clone());
+    Arc::new(move || meshproxy::ops::flags::build(&common, role(&flags)))
 }
 
 fn demo() -> anyhow::Result<()> {
@@ -326,27 +395,44 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, metrics, control } => {
-            let file = FileConfig::load(&config).map(|mut file| {
-                file.metrics = metrics.or(file.metrics);
-                if let Some(control) = &control {
-                    file.control = Some(meshproxy::ops::flags::control_flag(control));
-                }
-                file
+            let path = config.clone();
+            // The command line's keys win over the file's, at start and at every reload.
+            let loader: Loader = Arc::new(move || {
+                FileConfig::load(&path).map(|mut file| {
+                    file.metrics = metrics.or(file.metrics);
+                    if let Some(control) = &control {
+                        file.control = Some(meshproxy::ops::flags::control_flag(control));
+                    }
+                    file
+                })
             });
-            exit_code("run", file.map_err(anyhow::Error::from).and_then(run))
+            let file = loader();
+            let reread = Reread { loader, watch: Some(config) };
+            exit_code("run", file.map_err(anyhow::Error::from).and_then(|f| run(f, reread)))
         }
-        Command::Hub { common, hub } => exit_code("hub", run_role(&common, RoleFlags::Hub(&hub))),
+        Command::Hub { common, hub } => {
+            let loader = role_loader(&common, &hub, |f| RoleFlags::Hub(f));
+            exit_code("hub", run_role(&common, RoleFlags::Hub(&hub), loader))
+        }
         Command::Exit { common, exit } => {
-            exit_code("exit", run_role(&common, RoleFlags::Exit(&exit)))
+            let loader = role_loader(&common, &exit, |f| RoleFlags::Exit(f));
+            exit_code("exit", run_role(&common, RoleFlags::Exit(&exit), loader))
         }
         Command::Client { common, client } => {
-            exit_code("client", run_role(&common, RoleFlags::Client(&client)))
+            let loader = role_loader(&common, &client, |f| RoleFlags::Client(f));
+            exit_code("client", run_role(&common, RoleFlags::Client(&client), loader))
         }
         Command::Gateway { common, gateway } => {
-            exit_code("gateway", run_role(&common, RoleFlags::Gateway(&gateway)))
+            let loader = role_loader(&common, &gateway, |f| RoleFlags::Gateway(f));
+            exit_code("gateway", run_role(&common, RoleFlags::Gateway(&gateway), loader))
         }
         Command::Agent { common, agent } => {
-            exit_code("agent", run_role(&common, RoleFlags::Agent(&agent)))
+            let loader = role_loader(&common, &agent, |f| RoleFlags::Agent(f));
+            exit_code("agent", run_role(&common, RoleFlags::Agent(&agent), loader))
+        }
+        Command::Reload { control, config } => exit_code("reload", reload(control, config)),
+        Command::Revoke { target, control, config } => {
+            exit_code("revoke", revoke(&target, control, config))
         }
         Command::Demo => exit_code("demo", demo()),
         Command::Status { control, config, json } => {

@@ -83,6 +83,14 @@ impl AgentRole {
         }
     }
 
+    /// A reload's services and allow-list: every stream opened from now on
+    /// (and every address dialed from now on) is checked against them;
+    /// streams already spliced keep running.
+    pub(crate) fn set_offer(&mut self, config: &AgentConfig) {
+        self.services = config.services.clone();
+        self.allow = AllowList::new(config.allow.clone());
+    }
+
     pub(crate) fn session_count(&self) -> usize {
         self.sessions.len()
     }

@@ -166,6 +166,18 @@ impl Snapshot {
         self.version
     }
 
+    /// The same tables as version `version` (a reload numbers the table it
+    /// swaps in above the one in force).
+    #[must_use]
+    pub fn with_version(self, version: u64) -> Snapshot {
+        Snapshot { version, ..self }
+    }
+
+    /// Whether `other` routes exactly as this one does, whatever the versions.
+    pub fn same_routes(&self, other: &Snapshot) -> bool {
+        self.listeners == other.listeners
+    }
+
     /// The table of `listener`.
     pub fn table(&self, listener: &str) -> Option<&RouteTable> {
         self.listeners.get(listener)

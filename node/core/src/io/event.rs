@@ -295,6 +295,16 @@ pub enum Event {
         /// Whether it is in force now (false: not newer than the one in force).
         accepted: bool,
     },
+    /// A reload's new config is in force (`Input::Reconfigure`).
+    Reconfigured {
+        /// (Hubs) admissions ended because their key left or changed.
+        admissions_ended: usize,
+    },
+    /// (Hubs) the operator revoked a key or a peer (`Input::Revoke`).
+    Revoked {
+        /// Admitted hub streams it ended.
+        streams_ended: usize,
+    },
     /// (Gateways) a forwarded request ended.
     IngressEnded {
         /// The agent that served it.

@@ -137,6 +137,29 @@ pub struct StateSnapshot {
     pub sticky: Vec<u8>,
 }
 
+/// The config of a reload ([`Input::Reconfigure`]). Two are equal only if
+/// they are the same reload: a config holds signing keys and floats, which
+/// have no useful equality, and inputs compare only in tests and traces.
+#[derive(Clone, Debug)]
+pub struct NewConfig(pub std::sync::Arc<crate::config::NodeConfig>);
+
+impl PartialEq for NewConfig {
+    fn eq(&self, other: &NewConfig) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for NewConfig {}
+
+/// What an operator revokes at a hub ([`Input::Revoke`]).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Revocation {
+    /// Every peer admitted under this key id.
+    Key(String),
+    /// This peer, whatever key it used.
+    Peer(PeerId),
+}
+
 /// An event from the outside world. Every input is timestamped by the `now`
 /// passed to [`Node::handle_input`](crate::Node::handle_input).
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -298,6 +321,17 @@ pub enum Input {
     /// Requests already admitted keep the version they were decided under;
     /// answered by [`Event::RoutesReloaded`].
     ReloadRoutes(crate::ingress::Snapshot),
+    /// A reload: a new config, whole and already validated by the outside,
+    /// whose live parts take effect at once (the rest must equal the config
+    /// the node runs with; the outside refuses a reload that changes it).
+    /// What changes and what open work keeps is `Node::reconfigure`'s rule.
+    /// Answered by [`Event::Reconfigured`].
+    Reconfigure(NewConfig),
+    /// (Hubs) the operator revokes a key or a peer: its admitted hub streams
+    /// end (and with them its registrations and relay admission), and it is
+    /// refused admission until a reload changes `hub.keys`. Answered by
+    /// [`Event::Revoked`].
+    Revoke(Revocation),
     /// (Gateways) the outside is finished with a request: after
     /// [`Output::IngressForward`] when the response ended or failed and the
     /// stream is closed; at any time before the core's answer when the

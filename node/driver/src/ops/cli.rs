@@ -56,6 +56,34 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make a running node re-read its config file (as SIGHUP does) and print the keys
+    /// it changed; exits non-zero, saying why, if the node refused the new config.
+    ///
+    /// Live: limits, timeouts, exit policy and listing, agent services, labels and allow-list,
+    /// hub keys, gateway routes. Other keys take a restart (a reload changing one is refused
+    /// whole). The node also reloads by itself when its config file changes.
+    Reload {
+        /// The node's control socket.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        control: Option<PathBuf>,
+        /// The node's config file (its `control` key, or the default beside its state
+        /// or identity file).
+        #[arg(short = 'c', long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// (Hubs) revoke a key id or a peer id: its admissions and registrations end, and it is
+    /// refused until the hub's keys change (by a reload) or the hub restarts. To make it
+    /// permanent, remove the key from the config too.
+    Revoke {
+        /// A key id of `hub.keys`, or a peer id (12D3KooW…).
+        target: String,
+        /// The hub's control socket.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        control: Option<PathBuf>,
+        /// The hub's config file.
+        #[arg(short = 'c', long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// A live view of a running node: sessions and throughput over time, exits,
     /// hubs, events. Keys: tab or 1-4 switch panes, / filters, arrows scroll, q quits.
     ///

@@ -24,6 +24,7 @@ pub mod identity;
 pub mod keys;
 pub mod launch;
 pub mod metrics;
+pub mod reload;
 pub mod state;
 #[cfg(unix)]
 pub mod tui;

@@ -19,6 +19,14 @@ pub(super) fn log_event(event: &Event) -> (Level, Option<&'static str>) {
             tracing::info!(?event, "node event");
             (Level::INFO, None)
         }
+        Event::Reconfigured { admissions_ended } => {
+            tracing::info!(admissions_ended, "reload applied");
+            (Level::INFO, None)
+        }
+        Event::Revoked { streams_ended } => {
+            tracing::warn!(streams_ended, "revoked by the operator");
+            (Level::WARN, None)
+        }
         Event::IngressAttemptFailed { agent, status } => {
             tracing::info!(%agent, ?status, "ingress: an agent failed an attempt");
             (Level::INFO, None)

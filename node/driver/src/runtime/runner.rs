@@ -25,8 +25,8 @@ use core::fmt;
 use meshproxy_core::config::NodeConfig;
 use meshproxy_core::ids::{ListenerId, QueryId, StreamId};
 use meshproxy_core::io::{
-    Close, Input, Output, Reachability, ResolveError, Resources, SpliceEnd, SpliceLimits,
-    SpliceReport, StateSnapshot,
+    Close, Event, Input, NewConfig, Output, Reachability, ResolveError, Resources, Revocation,
+    SpliceEnd, SpliceLimits, SpliceReport, StateSnapshot,
 };
 use meshproxy_core::status::NodeStatus;
 use meshproxy_core::target::Status;
@@ -90,6 +90,12 @@ pub enum RunnerMsg {
     Status(oneshot::Sender<RunnerStatus>),
     /// Asks for the core's full status (the control endpoint's `status`).
     Inspect(oneshot::Sender<Inspection>),
+    /// A reload's validated config: its live parts take effect in one input
+    /// (`crate::ops::reload`); answered once applied.
+    Reconfigure(NewConfig, oneshot::Sender<()>),
+    /// (Hubs) the operator revokes a key or a peer; answered with the
+    /// admitted hub streams it ended.
+    Revoke(Revocation, oneshot::Sender<usize>),
     /// Stop the runner; every stream it holds is aborted.
     Shutdown,
 }
@@ -111,6 +117,8 @@ impl fmt::Debug for RunnerMsg {
             RunnerMsg::Ingress(m) => write!(f, "Ingress({m:?})"),
             RunnerMsg::Status(_) => write!(f, "Status"),
             RunnerMsg::Inspect(_) => write!(f, "Inspect"),
+            RunnerMsg::Reconfigure(..) => write!(f, "Reconfigure"),
+            RunnerMsg::Revoke(what, _) => write!(f, "Revoke({what:?})"),
             RunnerMsg::Shutdown => write!(f, "Shutdown"),
         }
     }
@@ -224,6 +232,8 @@ pub struct NodeRunner {
     reachability_fixed: bool,
     /// (Gateways) answers owed to request tasks, streams on their way to them.
     ingress: Bridge,
+    /// (Hubs) what the last `Input::Revoke` ended, for its answer.
+    revoked_streams: usize,
 }
 
 impl fmt::Debug for NodeRunner {
@@ -271,6 +281,7 @@ impl NodeRunner {
             admissions: VecDeque::new(),
             reachability_fixed: false,
             ingress: Bridge::default(),
+            revoked_streams: 0,
         }
     }
 
@@ -529,6 +540,15 @@ impl NodeRunner {
                 let status = self.node.status(self.now());
                 let _ = reply.send(Inspection { status, uptime: self.start.elapsed() });
             }
+            RunnerMsg::Reconfigure(config, applied) => {
+                self.input(Input::Reconfigure(config));
+                let _ = applied.send(());
+            }
+            RunnerMsg::Revoke(what, answer) => {
+                self.revoked_streams = 0;
+                self.input(Input::Revoke(what));
+                let _ = answer.send(self.revoked_streams);
+            }
             RunnerMsg::Shutdown => {}
         }
     }
@@ -680,6 +700,9 @@ impl NodeRunner {
             Output::Admit { peer } => self.send_admission(NetCommand::Admit { peer }),
             Output::Revoke { peer } => self.send_admission(NetCommand::Revoke { peer }),
             Output::Event(event) => {
+                if let Event::Revoked { streams_ended } = event {
+                    self.revoked_streams = streams_ended;
+                }
                 let (level, note) = super::event_log::log_event(&event);
                 if let Some(feed) = &self.events {
                     feed.publish(level, &event, note);

@@ -248,14 +248,14 @@ async fn protocol_refusals(socket: &Path) {
         let lines: [&[u8]; 5] = [
             b"not json\n",
             b"{\"v\":1,\"op\":\"dance\"}\n",
-            b"{\"v\":1,\"op\":\"reload\"}\n",
+            b"{\"v\":1,\"op\":\"revoke\"}\n",
             b"{\"v\":7,\"op\":\"status\"}\n",
             &oversized,
         ];
         let (replies, mut reader) = exchange(&socket, &lines);
         assert!(error_of(&replies[0]).starts_with("malformed request"), "{}", replies[0]);
         assert!(error_of(&replies[1]).contains("unknown op `dance`"), "{}", replies[1]);
-        assert!(error_of(&replies[2]).contains("not supported by this version"), "{}", replies[2]);
+        assert!(error_of(&replies[2]).contains("revoke needs \"target\""), "{}", replies[2]);
         assert!(error_of(&replies[3]).contains("version 7 is not supported"), "{}", replies[3]);
         assert!(error_of(&replies[4]).contains("longer than 4096 bytes"), "{}", replies[4]);
         let mut rest = Vec::new();

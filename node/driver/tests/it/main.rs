@@ -34,6 +34,8 @@ mod pump;
 mod relay;
 mod relay_client;
 mod relayed_mesh;
+#[cfg(target_os = "linux")]
+mod reload;
 mod runner;
 mod socks4;
 mod splice;

@@ -89,3 +89,25 @@ pub async fn status(path: &Path) -> Result<StatusSnapshot, AskError> {
         _ => Err(AskError::BadReply { path: path.to_owned(), why: "no status in it".into() }),
     }
 }
+
+/// Asks the node to reload its config; the keys it changed.
+pub async fn reload(path: &Path) -> Result<Vec<String>, AskError> {
+    let reply =
+        ask(path, &serde_json::json!({ "v": super::protocol::VERSION, "op": "reload" })).await?;
+    match reply {
+        Reply { ok: true, changed: Some(changed), .. } => Ok(changed),
+        Reply { error: Some(error), .. } => Err(AskError::Refusal(error)),
+        _ => Err(AskError::BadReply { path: path.to_owned(), why: "no `changed` in it".into() }),
+    }
+}
+
+/// Asks a hub to revoke a key id or a peer id; the admitted streams it ended.
+pub async fn revoke(path: &Path, target: &str) -> Result<usize, AskError> {
+    let request =
+        serde_json::json!({ "v": super::protocol::VERSION, "op": "revoke", "target": target });
+    match ask(path, &request).await? {
+        Reply { ok: true, ended: Some(ended), .. } => Ok(ended),
+        Reply { error: Some(error), .. } => Err(AskError::Refusal(error)),
+        _ => Err(AskError::BadReply { path: path.to_owned(), why: "no `ended` in it".into() }),
+    }
+}

@@ -22,12 +22,16 @@ pub const MAX_REQUEST_LINE: usize = 4096;
 const MAX_ECHO: usize = 64;
 
 /// What a client asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// A status snapshot.
     Status,
     /// A live stream of the node's events.
     Events,
+    /// Re-read and apply the config file.
+    Reload,
+    /// (Hubs) revoke a key id or a peer id.
+    Revoke(String),
 }
 
 /// Why a request line was refused; the message is what the client is told.
@@ -51,14 +55,14 @@ pub enum RequestError {
     #[error("protocol version {0} is not supported: this node speaks v{VERSION}")]
     Version(u64),
     /// The request names no op.
-    #[error("request without \"op\": the v1 ops are status and events")]
+    #[error("request without \"op\": the v1 ops are status, events, reload and revoke")]
     NoOp,
     /// The op is not one of this version's.
-    #[error("unknown op `{0}`: the v1 ops are status and events")]
+    #[error("unknown op `{0}`: the v1 ops are status, events, reload and revoke")]
     UnknownOp(String),
-    /// The op is planned but this build does not do it.
-    #[error("`{0}` is not supported by this version of meshproxy (no hot reload or key revocation yet); restart the node to apply a changed config")]
-    NotSupported(&'static str),
+    /// `revoke` without a string `target`.
+    #[error("revoke needs \"target\": a key id or a peer id, e.g. {{\"v\":1,\"op\":\"revoke\",\"target\":\"alice\"}}")]
+    NoTarget,
 }
 
 /// A request as it arrives; fields other than these are ignored, so a
@@ -67,6 +71,7 @@ pub enum RequestError {
 struct Wire {
     v: Option<serde_json::Value>,
     op: Option<serde_json::Value>,
+    target: Option<serde_json::Value>,
 }
 
 /// Reads one request line (without its newline).
@@ -102,8 +107,14 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
     match op.as_str() {
         "status" => Ok(Request::Status),
         "events" => Ok(Request::Events),
-        "reload" => Err(RequestError::NotSupported("reload")),
-        "revoke" => Err(RequestError::NotSupported("revoke")),
+        "reload" => Ok(Request::Reload),
+        // A key id is at most 64 characters, a peer id about 52: a longer target is no target.
+        "revoke" => match wire.target {
+            Some(serde_json::Value::String(t)) if !t.is_empty() && t.len() <= 128 => {
+                Ok(Request::Revoke(t))
+            }
+            _ => Err(RequestError::NoTarget),
+        },
         other => Err(RequestError::UnknownOp(echo(other))),
     }
 }
@@ -142,22 +153,51 @@ pub struct Reply {
     /// The answer to `events`: `"streaming"`, then one [`EventLine`] per line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<String>,
+    /// The answer to `reload`: the config keys it changed (empty: the file
+    /// says what the node runs with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<Vec<String>>,
+    /// The answer to `revoke`: the admitted hub streams it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<usize>,
 }
 
 impl Reply {
     /// A refusal.
     pub fn error(message: impl Into<String>) -> Reply {
-        Reply { v: VERSION, ok: false, error: Some(message.into()), status: None, events: None }
+        Reply { ok: false, error: Some(message.into()), ..Reply::ok() }
+    }
+
+    fn ok() -> Reply {
+        Reply {
+            v: VERSION,
+            ok: true,
+            error: None,
+            status: None,
+            events: None,
+            changed: None,
+            ended: None,
+        }
     }
 
     /// The answer to `status`.
     pub fn status(snapshot: StatusSnapshot) -> Reply {
-        Reply { v: VERSION, ok: true, error: None, status: Some(Box::new(snapshot)), events: None }
+        Reply { status: Some(Box::new(snapshot)), ..Reply::ok() }
     }
 
     /// The first line of an event stream.
     pub fn streaming() -> Reply {
-        Reply { v: VERSION, ok: true, error: None, status: None, events: Some("streaming".into()) }
+        Reply { events: Some("streaming".into()), ..Reply::ok() }
+    }
+
+    /// The answer to a `reload` that applied (or found nothing to change).
+    pub fn reloaded(changed: Vec<String>) -> Reply {
+        Reply { changed: Some(changed), ..Reply::ok() }
+    }
+
+    /// The answer to a `revoke` that took effect.
+    pub fn revoked(ended: usize) -> Reply {
+        Reply { ended: Some(ended), ..Reply::ok() }
     }
 
     /// The reply as one line, newline included. (serde_json escapes
@@ -265,9 +305,17 @@ mod tests {
         assert!(refused(br#"{"v":"1","op":"status"}"#).contains("must be a number"));
         assert!(refused(br#"{"v":1}"#).contains("without \"op\""));
         assert!(refused(br#"{"v":1,"op":"dance"}"#).contains("unknown op `dance`"));
-        for op in ["reload", "revoke"] {
-            let line = format!(r#"{{"v":1,"op":"{op}"}}"#);
-            assert!(refused(line.as_bytes()).contains("is not supported by this version"), "{op}");
+        assert_eq!(parse_request(br#"{"v":1,"op":"reload"}"#), Ok(Request::Reload));
+        assert_eq!(
+            parse_request(br#"{"v":1,"op":"revoke","target":"alice"}"#),
+            Ok(Request::Revoke("alice".into()))
+        );
+        for line in [
+            &br#"{"v":1,"op":"revoke"}"#[..],
+            br#"{"v":1,"op":"revoke","target":7}"#,
+            br#"{"v":1,"op":"revoke","target":""}"#,
+        ] {
+            assert!(refused(line).contains("revoke needs \"target\""), "{line:?}");
         }
         assert!(refused(&[b' '; MAX_REQUEST_LINE + 1]).contains("longer than 4096"));
         assert!(refused(&[0xff, b'{']).contains("UTF-8"));

@@ -19,6 +19,7 @@
 use super::events::{DropReason, EventFeed};
 use super::protocol::{framing, parse_request, Reply, Request, RequestError, MAX_REQUEST_LINE};
 use super::snapshot::{NodeInfo, StatusSnapshot};
+use crate::ops::reload::ReloadHandle;
 use crate::runtime::runner::RunnerMsg;
 use futures::StreamExt;
 use std::io;
@@ -32,6 +33,11 @@ use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::timeout;
 use tokio_util::codec::{AnyDelimiterCodecError, FramedRead};
+
+/// Time a `reload` or `revoke` has to finish (a reload reads one file and
+/// feeds one input: far less, unless the node is overloaded); within the
+/// 10 s `meshproxy reload` waits.
+const RELOAD_DEADLINE: Duration = Duration::from_secs(8);
 
 /// Bounds on the endpoint's clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +91,8 @@ pub(crate) struct Shared {
     pub(crate) feed: Arc<EventFeed>,
     pub(crate) info: NodeInfo,
     pub(crate) limits: ControlLimits,
+    /// Where `reload` and `revoke` go (`None`: a node run without one).
+    pub(crate) reload: Option<ReloadHandle>,
 }
 
 /// The running endpoint; dropping it stops serving and removes the socket file.
@@ -104,12 +112,24 @@ impl ControlServer {
         info: NodeInfo,
         limits: ControlLimits,
     ) -> Result<ControlServer, ControlError> {
+        Self::bind_with_reload(path, runner, feed, info, limits, None)
+    }
+
+    /// [`bind`](Self::bind), answering `reload` and `revoke` through `reload`.
+    pub fn bind_with_reload(
+        path: &Path,
+        runner: mpsc::Sender<RunnerMsg>,
+        feed: Arc<EventFeed>,
+        info: NodeInfo,
+        limits: ControlLimits,
+        reload: Option<ReloadHandle>,
+    ) -> Result<ControlServer, ControlError> {
         let io_err = |source| ControlError::Io { path: path.to_owned(), source };
         clear_stale(path)?;
         let listener = UnixListener::bind(path).map_err(io_err)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
         let owner = std::fs::metadata(path).map_err(io_err)?.uid();
-        let shared = Arc::new(Shared { runner, feed, info, limits });
+        let shared = Arc::new(Shared { runner, feed, info, limits, reload });
         let task = tokio::spawn(accept_loop(listener, owner, shared));
         Ok(ControlServer { path: path.to_owned(), task })
     }
@@ -215,6 +235,24 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(io: S, sha
         let reply = match parse_request(&line) {
             Err(e) => Reply::error(e.to_string()),
             Ok(Request::Status) => status(shared).await,
+            Ok(Request::Reload) => match &shared.reload {
+                Some(reload) => {
+                    match timeout(RELOAD_DEADLINE, reload.reload("control socket")).await {
+                        Ok(Ok(changed)) => Reply::reloaded(changed),
+                        Ok(Err(e)) => Reply::error(format!("reload refused: {e}")),
+                        Err(_) => Reply::error("the reload did not finish within 8 s"),
+                    }
+                }
+                None => Reply::error("this node was started without a config to reload"),
+            },
+            Ok(Request::Revoke(target)) => match &shared.reload {
+                Some(reload) => match timeout(RELOAD_DEADLINE, reload.revoke(target)).await {
+                    Ok(Ok(ended)) => Reply::revoked(ended),
+                    Ok(Err(e)) => Reply::error(e),
+                    Err(_) => Reply::error("the revocation did not finish within 8 s"),
+                },
+                None => Reply::error("this node was started without a config to revoke from"),
+            },
             Ok(Request::Events) => {
                 if send(&mut w, &Reply::streaming().to_line(), &limits).await {
                     follow(lines, w, shared).await;
@@ -304,6 +342,7 @@ mod tests {
             feed: EventFeed::new(),
             info: NodeInfo::default(),
             limits: ControlLimits::default(),
+            reload: None,
         })
     }
 

@@ -629,8 +629,8 @@ impl Metrics {
             Event::IngressRequest { outcome, .. } => self.ingress.request(outcome),
             Event::IngressAttemptFailed { .. } => self.ingress.attempt_failed(),
             Event::IngressEnded { end, .. } => self.ingress.ended(end),
-            // The driver reloads no routes yet (SIGHUP and file watching come later).
-            Event::RoutesReloaded { .. } => {}
+            // Logged; a reload's outcome is answered to whoever asked for it (ops/reload).
+            Event::RoutesReloaded { .. } | Event::Reconfigured { .. } | Event::Revoked { .. } => {}
             Event::SessionEstablished { setup, .. } => {
                 let _sessions = Self::lock(&self.sessions);
                 self.sessions_established.get_or_create(&RoleLabels { role: CLIENT }).inc();
