@@ -117,6 +117,9 @@ struct Link {
     drops: Vec<u32>,
 }
 
+/// A chunk waiting on a cut link: (stream, the side it goes to, the chunk).
+type HeldChunk = (u64, usize, Chunk);
+
 /// A link with nothing on it.
 static IDLE_LINK: Link = Link {
     busy_until: Instant::ZERO,
@@ -320,7 +323,7 @@ pub(crate) struct World<'s> {
     links: BTreeMap<(NodeIx, NodeIx), Link>,
     /// Chunks that arrived on a partitioned link, released in order on heal
     /// (an entry only while it holds any).
-    held: BTreeMap<(NodeIx, NodeIx), VecDeque<(u64, usize, Chunk)>>,
+    held: BTreeMap<(NodeIx, NodeIx), VecDeque<HeldChunk>>,
     conns: BTreeMap<u64, PeerConn>,
     next_conn: u64,
     streams: BTreeMap<u64, SimStream>,

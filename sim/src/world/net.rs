@@ -2,7 +2,9 @@
 //! chunks in flight (latency, jitter, bandwidth, flow control), connection
 //! kills, and handing resets to whoever owns a stream's side.
 
-use super::{Ev, Link, NodeIx, Owner, SimStream, World, IDLE_LINK, LOCAL, ORIGIN_RTT_HALF};
+use super::{
+    Ev, HeldChunk, Link, NodeIx, Owner, SimStream, World, IDLE_LINK, LOCAL, ORIGIN_RTT_HALF,
+};
 use crate::bytes_model::Chunk;
 use meshproxy_core::ids::{ConnId, PeerId, StreamId};
 use meshproxy_core::io::{Close, Input, Protocol};
@@ -39,7 +41,7 @@ impl World<'_> {
         self.held.contains_key(&(from, to))
     }
 
-    pub(super) fn hold(&mut self, from: NodeIx, to: NodeIx, held: (u64, usize, Chunk)) {
+    pub(super) fn hold(&mut self, from: NodeIx, to: NodeIx, held: HeldChunk) {
         self.held.entry((from, to)).or_default().push_back(held);
     }
 
