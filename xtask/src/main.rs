@@ -86,7 +86,7 @@ enum Command {
     Loadtest(loadtest::LoadtestArgs),
     /// Build the Debian package with cargo-deb (the release binary, example configs in
     /// /etc/meshproxy, man pages, bash/zsh/fish completions, systemd units, the meshproxy
-    /// user) into <target>/debian/. `--check` then installs it (root), checks it and purges it.
+    /// user) into `<target>/debian/`. `--check` then installs it (root), checks it and purges it.
     Deb(deb::DebArgs),
 }
 
