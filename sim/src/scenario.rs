@@ -1295,6 +1295,19 @@ destinations = [{ kind = "echo", weight = 1 }]
     /// `[limits]` is the core's `Limits` (the keys a node's config file
     /// takes), so a scenario can set any of them, `max_sessions_per_exit`
     /// included, and every node runs with them.
+    /// Without `max_directory_entries` a hub has room for every exit and
+    /// agent (a 3,000-exit world failed liveness against a fixed 1,024).
+    #[test]
+    fn the_default_directory_holds_every_exit_and_agent() {
+        let mut s = parse(FULL).unwrap();
+        s.limits.max_directory_entries = None;
+        s.topology.exits = 3_000;
+        s.topology.agents = 5;
+        assert_eq!(crate::topology::default_directory_entries(&s.topology), 3_005);
+        s.topology.exits = 6;
+        assert_eq!(crate::topology::default_directory_entries(&s.topology), 1_024);
+    }
+
     #[test]
     fn a_scenario_sets_any_core_limit_for_every_node() {
         let text = format!(

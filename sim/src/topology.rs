@@ -2,7 +2,7 @@
 //! hosts with their behaviours, hostile destinations, and DNS.
 
 use crate::plan::AppSpec;
-use crate::scenario::{ListenerProtocol, OriginKind, Scenario, StickyMode};
+use crate::scenario::{ListenerProtocol, OriginKind, Scenario, StickyMode, Topology};
 use meshproxy_core::admission::{Credential, RoleSet};
 use meshproxy_core::config::{
     AgentConfig, ClientConfig, ExitConfig, GatewayConfig, GatewayListener, HubConfig, HubContact,
@@ -261,7 +261,10 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
             config.hub = Some(HubConfig {
                 directory: DirectoryConfig {
                     ttl: Duration::from_secs(30),
-                    max_entries: s.limits.max_directory_entries.map_or(1024, |n| n as usize),
+                    max_entries: s
+                        .limits
+                        .max_directory_entries
+                        .map_or(default_directory_entries(t), |n| n as usize),
                 },
                 keys: keys.clone(),
                 max_find: 64,
@@ -365,6 +368,15 @@ pub(crate) fn build(s: &Scenario, _seed: u64) -> Vec<(PeerId, NodeConfig, IpAddr
         out.push((peer(i), config, ip));
     }
     out
+}
+
+/// A hub's directory size when the scenario sets none: room for every exit
+/// and agent of the topology (the liveness check expects each registered at
+/// every hub after a heal), and never less than 1,024. A fixed 1,024 made a
+/// 3,000-exit world fail liveness for ever: the hubs rightly refused the
+/// rest as full (issue #20).
+pub(crate) fn default_directory_entries(t: &Topology) -> usize {
+    (t.exits as usize + t.agents as usize).max(1024)
 }
 
 /// The admission key id of the token the registration flood and the replay
